@@ -1,0 +1,160 @@
+"""Butcher tableaus of the explicit Runge-Kutta methods we ship, as plain arrays.
+
+The single source of truth for both packages: ``systems.integrate`` (numba)
+and ``dynfit.solvers`` (torch) read them from here. Each tableau checks itself
+on construction: rows of ``a`` sum to ``c``, ``b`` sums to 1 and the error
+weights ``b - b_low`` sum to 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction as F
+
+import numpy as np
+
+__all__ = ["Tableau", "TABLEAUS", "get_tableau"]
+
+
+@dataclass(frozen=True)
+class Tableau:
+    """An explicit Runge-Kutta method.
+
+    a: (s, s) strictly lower triangular; b: (s,) weights of the propagated
+    solution; c: (s,) nodes; b_low: (s,) weights of the embedded estimate or
+    None for a fixed-step method; order: order of the propagated solution;
+    order_low: order of the embedded one (the error estimate is O(h^(min+1))).
+    fsal: the last stage equals f(t + h, y_new) (first same as last).
+    """
+
+    name: str
+    a: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    order: int
+    b_low: np.ndarray | None = None
+    order_low: int | None = None
+    fsal: bool = False
+
+    def __post_init__(self):
+        s = len(self.c)
+        if self.a.shape != (s, s) or self.b.shape != (s,):
+            raise ValueError(f"tableau {self.name!r}: a must be ({s}, {s}) and b ({s},), got {self.a.shape} and {self.b.shape}")
+        if np.any(np.triu(self.a) != 0):
+            raise ValueError(f"tableau {self.name!r}: a must be strictly lower triangular (explicit method)")
+        if not np.allclose(self.a.sum(axis=1), self.c, atol=1e-14, rtol=0):
+            raise ValueError(f"tableau {self.name!r}: rows of a must sum to c")
+        if abs(self.b.sum() - 1.0) > 1e-14:
+            raise ValueError(f"tableau {self.name!r}: weights b must sum to 1, got {self.b.sum()!r}")
+        if self.b_low is not None:
+            if self.b_low.shape != (s,):
+                raise ValueError(f"tableau {self.name!r}: b_low must have shape ({s},)")
+            if abs(self.error_weights.sum()) > 1e-14:
+                raise ValueError(f"tableau {self.name!r}: error weights b - b_low must sum to 0")
+        for arr in (self.a, self.b, self.c) + (() if self.b_low is None else (self.b_low,)):
+            arr.setflags(write=False)
+
+    @property
+    def stages(self) -> int:
+        return len(self.c)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.b_low is not None
+
+    @property
+    def error_weights(self) -> np.ndarray:
+        """Weights e with y_high - y_low = h * sum_i e_i k_i."""
+        if self.b_low is None:
+            raise ValueError(f"method {self.name!r} has no embedded error estimate")
+        return self.b - self.b_low
+
+
+def _arr(rows) -> np.ndarray:
+    return np.array([[float(F(v)) for v in row] for row in rows], dtype=np.float64)
+
+
+def _lower(rows, s):
+    out = np.zeros((s, s))
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = [float(F(v)) for v in row]
+    return out
+
+
+def _vec(vals):
+    return np.array([float(F(v)) for v in vals], dtype=np.float64)
+
+
+RK4 = Tableau(
+    name="rk4",
+    a=_lower([[], ["1/2"], [0, "1/2"], [0, 0, 1]], 4),
+    b=_vec(["1/6", "1/3", "1/3", "1/6"]),
+    c=_vec([0, "1/2", "1/2", 1]),
+    order=4,
+)
+
+# Runge-Kutta-Fehlberg 4(5), propagating the order-5 solution (REFERENCES.md section 3).
+RKF45 = Tableau(
+    name="rkf45",
+    a=_lower(
+        [
+            [],
+            ["1/4"],
+            ["3/32", "9/32"],
+            ["1932/2197", "-7200/2197", "7296/2197"],
+            ["439/216", -8, "3680/513", "-845/4104"],
+            ["-8/27", 2, "-3544/2565", "1859/4104", "-11/40"],
+        ],
+        6,
+    ),
+    b=_vec(["16/135", 0, "6656/12825", "28561/56430", "-9/50", "2/55"]),
+    b_low=_vec(["25/216", 0, "1408/2565", "2197/4104", "-1/5", 0]),
+    c=_vec([0, "1/4", "3/8", "12/13", 1, "1/2"]),
+    order=5,
+    order_low=4,
+)
+
+# The paper's "Fehlberg 3(2)" (Allauzen et al. 2022): RK3 kept, Heun for the error.
+# f1 = f(x), f2 = f(x + h f1), f3 = f(x + h/4 (f1 + f2));
+# A2 = x + h/6 (f1 + f2 + 4 f3) (order 3), A1 = x + h/2 (f1 + f2) (order 2).
+RKF23 = Tableau(
+    name="rkf23",
+    a=_lower([[], [1], ["1/4", "1/4"]], 3),
+    b=_vec(["1/6", "1/6", "2/3"]),
+    b_low=_vec(["1/2", "1/2", 0]),
+    c=_vec([0, 1, "1/2"]),
+    order=3,
+    order_low=2,
+)
+
+# Dormand-Prince 5(4), FSAL.
+DOPRI5 = Tableau(
+    name="dopri5",
+    a=_lower(
+        [
+            [],
+            ["1/5"],
+            ["3/40", "9/40"],
+            ["44/45", "-56/15", "32/9"],
+            ["19372/6561", "-25360/2187", "64448/6561", "-212/729"],
+            ["9017/3168", "-355/33", "46732/5247", "49/176", "-5103/18656"],
+            ["35/384", 0, "500/1113", "125/192", "-2187/6784", "11/84"],
+        ],
+        7,
+    ),
+    b=_vec(["35/384", 0, "500/1113", "125/192", "-2187/6784", "11/84", 0]),
+    b_low=_vec(["5179/57600", 0, "7571/16695", "393/640", "-92097/339200", "187/2100", "1/40"]),
+    c=_vec([0, "1/5", "3/10", "4/5", "8/9", 1, 1]),
+    order=5,
+    order_low=4,
+    fsal=True,
+)
+
+TABLEAUS: dict[str, Tableau] = {t.name: t for t in (RK4, RKF45, RKF23, DOPRI5)}
+
+
+def get_tableau(name: str) -> Tableau:
+    """Look a method up by name; raise a ValueError listing the known ones."""
+    try:
+        return TABLEAUS[name]
+    except KeyError:
+        raise ValueError(f"unknown Runge-Kutta method {name!r}; expected one of {sorted(TABLEAUS)}") from None
