@@ -1,0 +1,36 @@
+"""Neural network pieces for vector fields: TA-BN and the comparison norms, deep fields, the classifier."""
+from .fields import ACTIVATIONS, ConvField, MLPField, ResidualMLPField, make_activation
+from .norm import (
+    NORM_KINDS,
+    MiniBatchNorm1d,
+    MiniBatchNorm2d,
+    NoNorm,
+    PopBatchNorm1d,
+    PopBatchNorm2d,
+    TABatchNorm1d,
+    TABatchNorm2d,
+    frozen_statistics,
+    make_norm,
+    norm_penalty,
+    statistics_frozen,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "ConvField",
+    "MLPField",
+    "ResidualMLPField",
+    "make_activation",
+    "NORM_KINDS",
+    "MiniBatchNorm1d",
+    "MiniBatchNorm2d",
+    "NoNorm",
+    "PopBatchNorm1d",
+    "PopBatchNorm2d",
+    "TABatchNorm1d",
+    "TABatchNorm2d",
+    "frozen_statistics",
+    "make_norm",
+    "norm_penalty",
+    "statistics_frozen",
+]

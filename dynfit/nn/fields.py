@@ -1,0 +1,232 @@
+"""Vector fields ``f(t, x)`` for Neural ODEs, with the norm layer chosen by name.
+
+- :class:`MLPField`: x (B, dim) -> (B, dim), ``depth`` hidden layers
+  ``linear -> norm(t, .) -> activation``, then a linear output layer.
+- :class:`ResidualMLPField`: an input layer, ``depth`` residual blocks
+  ``h + linear(act(norm(t, linear(h))))``, a linear output layer.
+- :class:`ConvField`: x (B, C, H, W) -> same shape, 3x3 convolutions with
+  2d norms (TA-BN over channels).
+
+``norm`` is one of ``None``/``"none"``, ``"tabn"``, ``"bn"`` (plain BatchNorm,
+"Pop-TI"), ``"minibatch"``; see :func:`dynfit.nn.norm.make_norm`. TA-BN
+layers cover ``[0, t_max]`` with ``num_points`` grid points.
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import nn
+
+from .norm import make_norm, norm_penalty
+
+__all__ = ["ACTIVATIONS", "MLPField", "ResidualMLPField", "ConvField", "make_activation"]
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """The activation module named ``name`` (one of ACTIVATIONS)."""
+    if not isinstance(name, str) or name.lower() not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name.lower()]()
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_dtype(dtype) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
+    return dtype
+
+
+def _time_column(t, x: torch.Tensor, shape) -> torch.Tensor:
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device).detach()
+    if t.numel() != 1:
+        raise ValueError(f"time t must be a scalar (0-d or one-element tensor), got shape {tuple(t.shape)}")
+    return t.reshape(()).expand(shape)
+
+
+class _Field(nn.Module):
+    def penalty(self) -> torch.Tensor:
+        """L2 penalty of the TA-BN grid parameters inside this field (0 if none)."""
+        return norm_penalty(self)
+
+    def _check_input(self, x: torch.Tensor, ndim: int, what: str) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__} expects x as a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != ndim or x.shape[1] != self.dim:
+            raise ValueError(
+                f"{type(self).__name__} expects x of shape {what} with {self.dim} in dimension 1, "
+                f"got shape {tuple(x.shape)}"
+            )
+
+
+class MLPField(_Field):
+    """MLP vector field; the paper's 3-50-50-3 ReLU net is
+    ``MLPField(3, width=50, depth=2, activation="relu", dtype=torch.float64)``.
+
+    Called as ``field(t, x)`` with t a scalar tensor and x of shape (B, dim);
+    ``time_dependent=True`` feeds t as an extra input.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        width: int = 64,
+        depth: int = 2,
+        activation: str = "relu",
+        time_dependent: bool = False,
+        norm: str | None = None,
+        num_points: int = 101,
+        t_max: float = 1.0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.dim = _check_int("dim", dim, 1)
+        self.width = _check_int("width", width, 1)
+        self.depth = _check_int("depth", depth, 1)
+        dtype = _check_dtype(dtype)
+        self.time_dependent = bool(time_dependent)
+        self.act = make_activation(activation)
+        self.norm_kind = "none" if norm is None else norm
+        n_in = self.dim + int(self.time_dependent)
+        sizes = [n_in] + [self.width] * self.depth
+        self.linears = nn.ModuleList(nn.Linear(a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.norms = nn.ModuleList(
+            make_norm(norm, self.width, num_points=num_points, t_max=t_max, dtype=dtype)
+            for _ in range(self.depth)
+        )
+        self.out = nn.Linear(self.width, self.dim, dtype=dtype)
+
+    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
+        """dx/dt at time t; x (B, dim) -> (B, dim)."""
+        self._check_input(x, 2, "(batch, dim)")
+        h = x
+        if self.time_dependent:
+            h = torch.cat([x, _time_column(t, x, (x.shape[0], 1))], dim=1)
+        for linear, norm in zip(self.linears, self.norms):
+            h = self.act(norm(t, linear(h)))
+        return self.out(h)
+
+
+class ResidualMLPField(_Field):
+    """Deep residual MLP vector field: x (B, dim) -> (B, dim).
+
+    ``h = act(norm(t, W_in x))``, then ``depth`` blocks
+    ``h = h + W2 act(norm(t, W1 h))``, then ``W_out h``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        width: int = 64,
+        depth: int = 4,
+        activation: str = "relu",
+        time_dependent: bool = False,
+        norm: str | None = None,
+        num_points: int = 101,
+        t_max: float = 1.0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.dim = _check_int("dim", dim, 1)
+        self.width = _check_int("width", width, 1)
+        self.depth = _check_int("depth", depth, 1)
+        dtype = _check_dtype(dtype)
+        self.time_dependent = bool(time_dependent)
+        self.act = make_activation(activation)
+        self.norm_kind = "none" if norm is None else norm
+
+        def mk():
+            return make_norm(norm, self.width, num_points=num_points, t_max=t_max, dtype=dtype)
+
+        self.inp = nn.Linear(self.dim + int(self.time_dependent), self.width, dtype=dtype)
+        self.inp_norm = mk()
+        self.first = nn.ModuleList(nn.Linear(self.width, self.width, dtype=dtype) for _ in range(self.depth))
+        self.second = nn.ModuleList(nn.Linear(self.width, self.width, dtype=dtype) for _ in range(self.depth))
+        self.norms = nn.ModuleList(mk() for _ in range(self.depth))
+        self.out = nn.Linear(self.width, self.dim, dtype=dtype)
+
+    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
+        """dx/dt at time t; x (B, dim) -> (B, dim)."""
+        self._check_input(x, 2, "(batch, dim)")
+        h = x
+        if self.time_dependent:
+            h = torch.cat([x, _time_column(t, x, (x.shape[0], 1))], dim=1)
+        h = self.act(self.inp_norm(t, self.inp(h)))
+        for w1, norm, w2 in zip(self.first, self.norms, self.second):
+            h = h + w2(self.act(norm(t, w1(h))))
+        return self.out(h)
+
+
+class ConvField(_Field):
+    """Convolutional vector field on image channels: x (B, C, H, W) -> same shape.
+
+    ``depth`` hidden 3x3 convolutions with ``width`` channels, each followed by
+    the 2d norm and the activation, then a 3x3 convolution back to C channels.
+    ``time_dependent=True`` appends t as a constant input channel.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        width: int = 64,
+        depth: int = 2,
+        activation: str = "relu",
+        time_dependent: bool = False,
+        norm: str | None = "tabn",
+        num_points: int = 101,
+        t_max: float = 1.0,
+        kernel_size: int = 3,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.dim = _check_int("channels", channels, 1)
+        self.channels = self.dim
+        self.width = _check_int("width", width, 1)
+        self.depth = _check_int("depth", depth, 1)
+        kernel_size = _check_int("kernel_size", kernel_size, 1)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (to keep H and W), got {kernel_size}")
+        dtype = _check_dtype(dtype)
+        self.time_dependent = bool(time_dependent)
+        self.act = make_activation(activation)
+        self.norm_kind = "none" if norm is None else norm
+        pad = kernel_size // 2
+        sizes = [self.dim + int(self.time_dependent)] + [self.width] * self.depth
+        self.convs = nn.ModuleList(
+            nn.Conv2d(a, b, kernel_size, padding=pad, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:])
+        )
+        self.norms = nn.ModuleList(
+            make_norm(norm, self.width, dims=2, num_points=num_points, t_max=t_max, dtype=dtype)
+            for _ in range(self.depth)
+        )
+        self.out = nn.Conv2d(self.width, self.dim, kernel_size, padding=pad, dtype=dtype)
+
+    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
+        """dx/dt at time t; x (B, C, H, W) -> (B, C, H, W)."""
+        self._check_input(x, 4, "(batch, channels, height, width)")
+        h = x
+        if self.time_dependent:
+            b, _, hh, ww = x.shape
+            h = torch.cat([x, _time_column(t, x, (b, 1, hh, ww))], dim=1)
+        for conv, norm in zip(self.convs, self.norms):
+            h = self.act(norm(t, conv(h)))
+        return self.out(h)

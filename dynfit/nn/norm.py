@@ -1,0 +1,457 @@
+"""Normalisation layers for vector fields, each called as ``layer(t, x)``.
+
+- :class:`TABatchNorm1d` / :class:`TABatchNorm2d`: temporal adaptive batch
+  normalisation (TA-BN, Zheng et al., NeurIPS 2024). Running statistics and
+  affine parameters live on a uniform grid of ``num_points`` times on
+  ``[0, t_max]`` and are linearly interpolated at the solver's time ``t``.
+- :class:`PopBatchNorm1d` / :class:`PopBatchNorm2d`: plain BatchNorm whose
+  population statistics pool every visited time ("Pop-TI" in the paper).
+- :class:`MiniBatchNorm1d` / :class:`MiniBatchNorm2d`: BatchNorm that always
+  uses the mini-batch statistics (no running statistics, fails at batch 1).
+- :class:`NoNorm`: the identity.
+
+Running statistics change only in training mode, never inside an autograd
+backward pass (so the backward solve of ``torchdiffeq.odeint_adjoint``, which
+calls the field again, leaves them alone) and never inside
+:func:`frozen_statistics`.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import threading
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "TABatchNorm1d",
+    "TABatchNorm2d",
+    "PopBatchNorm1d",
+    "PopBatchNorm2d",
+    "MiniBatchNorm1d",
+    "MiniBatchNorm2d",
+    "NoNorm",
+    "NORM_KINDS",
+    "make_norm",
+    "frozen_statistics",
+    "statistics_frozen",
+    "norm_penalty",
+]
+
+NORM_KINDS = ("none", "bn", "minibatch", "tabn")
+_OUTSIDE = ("clamp", "error")
+
+_state = threading.local()
+
+
+def _global_frozen_depth() -> int:
+    return getattr(_state, "depth", 0)
+
+
+def _in_autograd_backward() -> bool:
+    """True while the autograd engine runs a backward pass (e.g. an adjoint solve)."""
+    try:
+        return torch._C._current_graph_task_id() != -1
+    except AttributeError:  # very old torch: rely on frozen_statistics only
+        return False
+
+
+def statistics_frozen(module: nn.Module | None = None) -> bool:
+    """Whether running statistics are frozen now (globally, or for ``module``)."""
+    if _global_frozen_depth() > 0 or _in_autograd_backward():
+        return True
+    return bool(module is not None and getattr(module, "_stats_frozen", 0))
+
+
+@contextlib.contextmanager
+def frozen_statistics(module: nn.Module | None = None) -> Iterator[None]:
+    """Context in which no norm layer updates its running statistics.
+
+    With ``module`` only the norm layers inside it are frozen; without, all
+    layers are (thread-local). Normalisation itself is unchanged: in training
+    mode the layers still normalise with mini-batch statistics. Use it around
+    a backward solve that calls the vector field again.
+    """
+    if module is None:
+        _state.depth = _global_frozen_depth() + 1
+        try:
+            yield
+        finally:
+            _state.depth -= 1
+        return
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"frozen_statistics expects an nn.Module or None, got {type(module).__name__}"
+        )
+    layers = [m for m in module.modules() if isinstance(m, _StatsNorm)]
+    for m in layers:
+        m._stats_frozen += 1
+    try:
+        yield
+    finally:
+        for m in layers:
+            m._stats_frozen -= 1
+
+
+def _check_positive_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_x(layer: nn.Module, x: torch.Tensor, ndim: int, num_features: int) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{type(layer).__name__} expects x as a torch.Tensor, got {type(x).__name__}")
+    shape = "(batch, num_features)" if ndim == 2 else "(batch, channels, height, width)"
+    if x.dim() != ndim or x.shape[1] != num_features:
+        raise ValueError(
+            f"{type(layer).__name__}({num_features}) expects x of shape {shape} with "
+            f"{num_features} features, got shape {tuple(x.shape)}"
+        )
+
+
+def _check_batch(layer: nn.Module, x: torch.Tensor) -> None:
+    n = x.shape[0] * (x[0, 0].numel())
+    if n < 2:
+        raise ValueError(
+            f"{type(layer).__name__} needs more than one value per feature to use mini-batch "
+            f"statistics, got x of shape {tuple(x.shape)}; use a batch of at least 2 or eval mode"
+        )
+
+
+def _time_value(t) -> float:
+    """The float value of a scalar time (0-d or one-element tensor, or a real number)."""
+    if isinstance(t, torch.Tensor):
+        if t.numel() != 1:
+            raise ValueError(
+                f"time t must be a scalar (0-d or one-element tensor), got shape {tuple(t.shape)}; "
+                "TA-BN needs one time per call, shared by the batch"
+            )
+        if t.is_complex():
+            raise TypeError(f"time t must be real, got dtype {t.dtype}")
+        value = float(t.detach().reshape(()))
+    elif isinstance(t, numbers.Real) and not isinstance(t, bool):
+        value = float(t)
+    else:
+        raise TypeError(f"time t must be a scalar tensor or a real number, got {type(t).__name__}")
+    if math.isnan(value):
+        raise ValueError("time t is NaN; the solver produced an invalid time (check the time span and step size)")
+    return value
+
+
+class _StatsNorm(nn.Module):
+    """Base of the layers that keep running statistics (freeze counter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stats_frozen = 0
+
+    def _updating(self) -> bool:
+        return self.training and not statistics_frozen(self)
+
+
+class _TABatchNorm(_StatsNorm):
+    _ndim = 2
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        num_points: int = 101,
+        t_max: float = 1.0,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+        affine: bool = True,
+        outside: str = "clamp",
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        self.num_features = _check_positive_int("num_features", num_features, 1)
+        # num_points = M + 1 grid points; M >= 1 intervals needed
+        self.num_points = _check_positive_int("num_points (M + 1 grid points, M >= 1)", num_points, 2)
+        if isinstance(t_max, bool) or not isinstance(t_max, numbers.Real):
+            raise TypeError(f"t_max must be a real number > 0, got {t_max!r}")
+        if not math.isfinite(t_max) or t_max <= 0:
+            raise ValueError(f"t_max must be finite and > 0 (the grid covers [0, t_max]), got {t_max}")
+        if not (isinstance(momentum, numbers.Real) and 0.0 < momentum <= 1.0):
+            raise ValueError(f"momentum must be a number in (0, 1], got {momentum!r}")
+        if not (isinstance(eps, numbers.Real) and eps > 0):
+            raise ValueError(f"eps must be a number > 0, got {eps!r}")
+        if outside not in _OUTSIDE:
+            raise ValueError(f"outside must be one of {_OUTSIDE}, got {outside!r}")
+        self.t_max = float(t_max)
+        self.momentum = float(momentum)
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        self.outside = outside
+        self.spacing = self.t_max / (self.num_points - 1)
+        kw = {"device": device, "dtype": dtype}
+        shape = (self.num_points, self.num_features)
+        self.register_buffer("running_mean", torch.zeros(shape, **kw))
+        self.register_buffer("running_var", torch.ones(shape, **kw))
+        if self.affine:
+            self.weight = nn.Parameter(torch.ones(shape, **kw))
+            self.bias = nn.Parameter(torch.zeros(shape, **kw))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    @property
+    def grid(self) -> torch.Tensor:
+        """The grid times, shape (num_points,)."""
+        return torch.linspace(0.0, self.t_max, self.num_points, dtype=torch.float64)
+
+    def interpolation_weights(self, t) -> tuple[int, float, float]:
+        """Return ``(l, w_lower, w_upper)`` for time ``t``.
+
+        ``t`` lies in ``[t_l, t_{l+1}]``; ``w_lower = (t_{l+1} - t) / D`` weights
+        grid point ``l`` and ``w_upper = (t - t_l) / D`` weights ``l + 1``
+        (the paper's formula). At a grid point the upper weight is exactly 0.
+        Times outside ``[0, t_max]`` follow ``self.outside``: ``"clamp"`` uses
+        the end point, ``"error"`` raises ValueError.
+        """
+        value = _time_value(t)
+        tol = 1e-9 * self.t_max
+        if value < 0.0 or value > self.t_max:
+            if self.outside == "error" and (value < -tol or value > self.t_max + tol):
+                raise ValueError(
+                    f"time t={value!r} lies outside the TA-BN grid [0, {self.t_max}]; "
+                    f"integrate within [0, t_max], raise t_max, or use outside='clamp'"
+                )
+            value = min(max(value, 0.0), self.t_max)
+        s = value / self.spacing
+        nearest = round(s)
+        if abs(s - nearest) <= 1e-9:
+            s = float(nearest)
+        last = self.num_points - 2
+        lower = min(int(math.floor(s)), last)
+        w_upper = s - lower
+        return lower, 1.0 - w_upper, w_upper
+
+    @staticmethod
+    def _lerp(table: torch.Tensor, lower: int, w_upper: float) -> torch.Tensor:
+        if w_upper == 0.0:
+            return table[lower]
+        return torch.lerp(table[lower], table[lower + 1], w_upper)
+
+    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` at time ``t``; x is (B, F) for 1d, (B, C, H, W) for 2d."""
+        lower, w_lower, w_upper = self.interpolation_weights(t)
+        _check_x(self, x, self._ndim, self.num_features)
+        weight = bias = None
+        if self.affine:
+            weight = self._lerp(self.weight, lower, w_upper)
+            bias = self._lerp(self.bias, lower, w_upper)
+        if not self.training:
+            mean = self._lerp(self.running_mean, lower, w_upper)
+            var = self._lerp(self.running_var, lower, w_upper)
+            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+        _check_batch(self, x)
+        if self._updating():
+            self._update(x, lower, w_lower, w_upper)
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+
+    @torch.no_grad()
+    def _update(self, x: torch.Tensor, lower: int, w_lower: float, w_upper: float) -> None:
+        dims = [0] + list(range(2, x.dim()))
+        var, mean = torch.var_mean(x.detach(), dim=dims, correction=1)
+        eta = self.momentum
+        # mu_l <- (1 - eta w_l) mu_l + eta w_l mu_batch, for both neighbours
+        for index, w in ((lower, w_lower), (lower + 1, w_upper)):
+            if w > 0.0:
+                self.running_mean[index].lerp_(mean.to(self.running_mean.dtype), eta * w)
+                self.running_var[index].lerp_(var.to(self.running_var.dtype), eta * w)
+
+    def penalty(self) -> torch.Tensor:
+        """L2 penalty ``sum ||gamma - 1||^2 + ||alpha||^2`` on the grid parameters (0 if not affine)."""
+        if not self.affine:
+            return self.running_mean.new_zeros(())
+        return (self.weight - 1.0).pow(2).sum() + self.bias.pow(2).sum()
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, num_points={self.num_points}, t_max={self.t_max}, "
+            f"momentum={self.momentum}, eps={self.eps}, affine={self.affine}, outside={self.outside!r}"
+        )
+
+
+class TABatchNorm1d(_TABatchNorm):
+    """TA-BN for feature vectors: ``layer(t, x)`` with x of shape (batch, num_features).
+
+    Buffers ``running_mean`` and ``running_var`` and parameters ``weight``
+    (gamma, init 1) and ``bias`` (alpha, init 0) have shape
+    (num_points, num_features), one row per grid time ``m * t_max / (num_points - 1)``.
+    """
+
+    _ndim = 2
+
+
+class TABatchNorm2d(_TABatchNorm):
+    """TA-BN for image channels: ``layer(t, x)`` with x of shape (B, C, H, W); statistics per channel."""
+
+    _ndim = 4
+
+
+class _PopBatchNorm(_StatsNorm):
+    _ndim = 2
+
+    def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
+                 affine: bool = True, device=None, dtype=None) -> None:
+        super().__init__()
+        self.num_features = _check_positive_int("num_features", num_features, 1)
+        if not (isinstance(momentum, numbers.Real) and 0.0 < momentum <= 1.0):
+            raise ValueError(f"momentum must be a number in (0, 1], got {momentum!r}")
+        self.momentum = float(momentum)
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        kw = {"device": device, "dtype": dtype}
+        self.register_buffer("running_mean", torch.zeros(num_features, **kw))
+        self.register_buffer("running_var", torch.ones(num_features, **kw))
+        if self.affine:
+            self.weight = nn.Parameter(torch.ones(num_features, **kw))
+            self.bias = nn.Parameter(torch.zeros(num_features, **kw))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
+        """Plain BatchNorm; ``t`` is ignored (statistics pooled over all times)."""
+        _check_x(self, x, self._ndim, self.num_features)
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                False, 0.0, self.eps)
+        _check_batch(self, x)
+        if self._updating():
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                True, self.momentum, self.eps)
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+    def penalty(self) -> torch.Tensor:
+        if not self.affine:
+            return self.running_mean.new_zeros(())
+        return (self.weight - 1.0).pow(2).sum() + self.bias.pow(2).sum()
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}, affine={self.affine}"
+
+
+class PopBatchNorm1d(_PopBatchNorm):
+    """Plain BatchNorm ("Pop-TI") for (batch, num_features), called as ``layer(t, x)``."""
+
+    _ndim = 2
+
+
+class PopBatchNorm2d(_PopBatchNorm):
+    """Plain BatchNorm ("Pop-TI") for (B, C, H, W), called as ``layer(t, x)``."""
+
+    _ndim = 4
+
+
+class _MiniBatchNorm(nn.Module):
+    _ndim = 2
+
+    def __init__(self, num_features: int, *, eps: float = 1e-5, affine: bool = True,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        self.num_features = _check_positive_int("num_features", num_features, 1)
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        kw = {"device": device, "dtype": dtype}
+        if self.affine:
+            self.weight = nn.Parameter(torch.ones(num_features, **kw))
+            self.bias = nn.Parameter(torch.zeros(num_features, **kw))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
+        """Normalise with the statistics of this mini-batch, in training and eval alike."""
+        _check_x(self, x, self._ndim, self.num_features)
+        _check_batch(self, x)
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+    def penalty(self) -> torch.Tensor:
+        if not self.affine:
+            return torch.zeros(())
+        return (self.weight - 1.0).pow(2).sum() + self.bias.pow(2).sum()
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
+
+
+class MiniBatchNorm1d(_MiniBatchNorm):
+    """Mini-batch BatchNorm (no running statistics) for (batch, num_features)."""
+
+    _ndim = 2
+
+
+class MiniBatchNorm2d(_MiniBatchNorm):
+    """Mini-batch BatchNorm (no running statistics) for (B, C, H, W)."""
+
+    _ndim = 4
+
+
+class NoNorm(nn.Module):
+    """The identity, called as ``layer(t, x)``."""
+
+    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def penalty(self) -> torch.Tensor:
+        return torch.zeros(())
+
+
+def make_norm(
+    kind: str | None,
+    num_features: int,
+    *,
+    dims: int = 1,
+    num_points: int = 101,
+    t_max: float = 1.0,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    affine: bool = True,
+    outside: str = "clamp",
+    device=None,
+    dtype=None,
+) -> nn.Module:
+    """Build the norm layer named ``kind`` (one of NORM_KINDS or None), called as ``layer(t, x)``.
+
+    ``dims=1`` for (batch, features), ``dims=2`` for (B, C, H, W). ``num_points``,
+    ``t_max`` and ``outside`` matter only for ``"tabn"``.
+    """
+    key = "none" if kind is None else kind
+    if not isinstance(key, str) or key.lower() not in NORM_KINDS:
+        raise ValueError(f"unknown norm {kind!r}; expected one of {NORM_KINDS} or None")
+    key = key.lower()
+    if dims not in (1, 2):
+        raise ValueError(f"dims must be 1 (features) or 2 (image channels), got {dims!r}")
+    kw = {"device": device, "dtype": dtype}
+    if key == "none":
+        return NoNorm()
+    if key == "bn":
+        cls = PopBatchNorm1d if dims == 1 else PopBatchNorm2d
+        return cls(num_features, momentum=momentum, eps=eps, affine=affine, **kw)
+    if key == "minibatch":
+        cls = MiniBatchNorm1d if dims == 1 else MiniBatchNorm2d
+        return cls(num_features, eps=eps, affine=affine, **kw)
+    cls = TABatchNorm1d if dims == 1 else TABatchNorm2d
+    return cls(num_features, num_points=num_points, t_max=t_max, momentum=momentum, eps=eps,
+               affine=affine, outside=outside, **kw)
+
+
+def norm_penalty(module: nn.Module) -> torch.Tensor:
+    """Sum of the L2 penalties of all TA-BN layers inside ``module`` (0 if none)."""
+    terms = [m.penalty() for m in module.modules() if isinstance(m, _TABatchNorm)]
+    if not terms:
+        p = next(module.parameters(), None)
+        return torch.zeros((), dtype=p.dtype if p is not None else None,
+                           device=p.device if p is not None else None)
+    return torch.stack([term.to(terms[0].dtype) for term in terms]).sum()

@@ -1,0 +1,113 @@
+"""Vector fields: shapes, dtypes, norm switch, bad input."""
+import pytest
+import torch
+from torchdiffeq import odeint
+
+from dynfit.nn import (
+    ConvField,
+    MLPField,
+    MiniBatchNorm1d,
+    NoNorm,
+    PopBatchNorm1d,
+    ResidualMLPField,
+    TABatchNorm1d,
+    TABatchNorm2d,
+)
+
+NORMS = [None, "none", "bn", "minibatch", "tabn"]
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("time_dependent", [False, True])
+def test_mlp_shapes(norm, time_dependent):
+    torch.manual_seed(0)
+    f = MLPField(5, width=16, depth=3, norm=norm, time_dependent=time_dependent)
+    y = f(torch.tensor(0.25), torch.randn(7, 5))
+    assert y.shape == (7, 5) and y.dtype == torch.float32
+    assert f.dim == 5
+    assert len(f.linears) == 3
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_residual_and_conv_shapes(norm):
+    torch.manual_seed(0)
+    r = ResidualMLPField(4, width=8, depth=5, norm=norm, time_dependent=True)
+    assert r(torch.tensor(0.5), torch.randn(6, 4)).shape == (6, 4)
+    c = ConvField(3, width=8, depth=2, norm=norm, time_dependent=True)
+    assert c(torch.tensor(0.5), torch.randn(4, 3, 5, 5)).shape == (4, 3, 5, 5)
+    assert c.dim == 3
+
+
+def test_paper_mlp_float64():
+    """The paper's 3-50-50-3 ReLU MLP."""
+    f = MLPField(3, width=50, depth=2, activation="relu", dtype=torch.float64)
+    n_params = sum(p.numel() for p in f.parameters())
+    assert n_params == 3 * 50 + 50 + 50 * 50 + 50 + 50 * 3 + 3
+    assert all(p.dtype == torch.float64 for p in f.parameters())
+    y = f(torch.tensor(0.0, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64))
+    assert y.dtype == torch.float64
+
+
+def test_norm_switch_builds_the_right_layers():
+    kinds = {"none": NoNorm, "bn": PopBatchNorm1d, "minibatch": MiniBatchNorm1d, "tabn": TABatchNorm1d}
+    for name, cls in kinds.items():
+        f = MLPField(2, width=4, depth=2, norm=name, num_points=11, t_max=2.0)
+        assert all(isinstance(n, cls) for n in f.norms)
+    f = MLPField(2, width=4, depth=2, norm="tabn", num_points=11, t_max=2.0)
+    assert f.norms[0].running_mean.shape == (11, 4) and f.norms[0].t_max == 2.0
+    c = ConvField(2, width=4, depth=2, norm="tabn", num_points=7)
+    assert isinstance(c.norms[0], TABatchNorm2d) and c.norms[0].running_var.shape == (7, 4)
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh", "silu", "gelu", "softplus", "elu"])
+def test_activations(name):
+    f = MLPField(2, width=4, depth=1, activation=name)
+    assert torch.isfinite(f(torch.tensor(0.0), torch.randn(3, 2))).all()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        MLPField(3, activation="swish")
+    with pytest.raises(ValueError, match="unknown norm 'layer'"):
+        MLPField(3, norm="layer")
+    with pytest.raises(ValueError, match="unknown norm"):
+        ConvField(3, norm="group")
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        MLPField(3, depth=0)
+    with pytest.raises(TypeError, match="width must be an int"):
+        ResidualMLPField(3, width=2.5)
+    with pytest.raises(TypeError, match="dtype"):
+        MLPField(3, dtype=torch.int64)
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        ConvField(3, kernel_size=2)
+    with pytest.raises(ValueError, match="t_max"):
+        MLPField(3, norm="tabn", t_max=0.0)
+
+
+def test_bad_state_shape():
+    f = MLPField(3, width=4)
+    with pytest.raises(ValueError, match=r"got shape \(2, 4\)"):
+        f(torch.tensor(0.0), torch.randn(2, 4))
+    c = ConvField(3, width=4, norm=None)
+    with pytest.raises(ValueError, match="channels"):
+        c(torch.tensor(0.0), torch.randn(2, 3, 4))
+
+
+def test_field_gradients_finite_difference():
+    """Gradient of a TA-BN field w.r.t. its input matches central differences (float64)."""
+    torch.manual_seed(1)
+    f = MLPField(3, width=6, depth=2, activation="tanh", norm="tabn", num_points=5,
+                 dtype=torch.float64).eval()
+    for n in f.norms:  # non-trivial eval statistics
+        n.running_mean.uniform_(-0.5, 0.5)
+        n.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: f(torch.tensor(0.37, dtype=torch.float64), z), (x,))
+
+
+@pytest.mark.parametrize("norm", ["none", "tabn"])
+def test_field_integrates_with_torchdiffeq(norm):
+    torch.manual_seed(2)
+    f = MLPField(3, width=8, depth=4, norm=norm, num_points=11)
+    y = odeint(f, torch.randn(4, 3), torch.tensor([0.0, 1.0]), method="dopri5", rtol=1e-4, atol=1e-6)
+    assert y.shape == (2, 4, 3) and torch.isfinite(y).all()
