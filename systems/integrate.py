@@ -1,0 +1,565 @@
+"""Explicit Runge-Kutta integration of ensembles, compiled with numba.
+
+One generic stepper runs any :class:`systems.tableaus.Tableau` (the tableau
+arrays ``a, b, c`` and the error weights are passed into the compiled code),
+either at fixed steps (``substeps`` steps per sample interval) or adaptively
+with per-trajectory step-size control (mixed rtol/atol RMS norm, PI
+controller) that steps exactly onto every requested sample time. Ensembles
+run in parallel over trajectories (``prange``).
+
+Why kernels are generated per system
+------------------------------------
+Numba does not cache a function that receives a jitted right-hand side as an
+argument: the dispatcher type changes in every process, so ``cache=True``
+misses silently (and one passed down as a value is a "dynamic global" that
+cannot be cached at all). The kernels below are therefore written once as a
+template (the functions marked ``@_template``) that refers to the globals
+``_rhs`` and ``_jac``; :func:`kernels` writes, per system, a small module
+holding that template source, binds the system's functions to ``_rhs`` and
+``_jac`` and compiles it with ``cache=True``. The file name hashes the
+template and the source of the system's module, so a changed equation or a
+changed integrator compiles afresh, and an unchanged one loads from the cache
+in a second process (about 0.3 s instead of several seconds).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import math
+import os
+import sys
+import tempfile
+import textwrap
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numba
+import numpy as np
+
+from .system import System
+from .tableaus import TABLEAUS, Tableau
+
+__all__ = [
+    "Solution",
+    "IntegrationError",
+    "BlowUpError",
+    "StepLimitError",
+    "StepSizeUnderflowError",
+    "integrate",
+    "kernels",
+    "METHODS",
+]
+
+#: Method names accepted by :func:`integrate` and ``systems.simulate``.
+METHODS = tuple(TABLEAUS)
+
+# Status codes returned per trajectory by the compiled solvers.
+OK, NONFINITE, MAX_STEPS, UNDERFLOW = 0, 1, 2, 3
+
+# Step-size control constants (Hairer, Norsett & Wanner I, II.4; PI control
+# after Gustafsson): factor = SAFETY * err^-alpha * err_prev^beta.
+SAFETY, FAC_MIN, FAC_MAX = 0.9, 0.2, 10.0
+
+
+# --------------------------------------------------------------------------
+# Kernel template. Everything marked @_template is compiled per system in a
+# generated module where ``_rhs`` and ``_jac`` are that system's functions.
+# The functions are plain Python here and never called from this module.
+# --------------------------------------------------------------------------
+_TEMPLATE: list[tuple[object, bool]] = []
+
+
+def _template(parallel: bool = False):
+    def mark(fn):
+        _TEMPLATE.append((fn, parallel))
+        return fn
+
+    return mark
+
+
+_rhs = _jac = None  # bound per system in the generated module
+prange = range  # numba.prange in the generated module
+
+
+@_template()
+def _stages(x, t, h, p, a, c, k, tmp, first):
+    """Stages first..s-1 of one explicit RK step into k (s, d)."""
+    s = c.shape[0]
+    d = x.shape[0]
+    for i in range(first, s):
+        for m in range(d):
+            tmp[m] = 0.0
+        for j in range(i):
+            aij = a[i, j]
+            if aij != 0.0:
+                for m in range(d):
+                    tmp[m] += aij * k[j, m]
+        for m in range(d):
+            tmp[m] = x[m] + h * tmp[m]
+        _rhs(tmp, t + c[i] * h, p, k[i])
+
+
+@_template()
+def _all_finite(x):
+    for m in range(x.shape[0]):
+        if not np.isfinite(x[m]):
+            return False
+    return True
+
+
+@_template()
+def _solve_fixed(x0, t_eval, n_sub, p, a, b, c, out):
+    """Fixed steps, n_sub per sample interval; out (m, d). Returns (status, t)."""
+    s = c.shape[0]
+    d = x0.shape[0]
+    x = x0.copy()
+    k = np.empty((s, d))
+    tmp = np.empty(d)
+    for m in range(d):
+        out[0, m] = x[m]
+    if not _all_finite(x):
+        return 1, t_eval[0]
+    for i in range(1, t_eval.shape[0]):
+        t_start = t_eval[i - 1]
+        h = (t_eval[i] - t_start) / n_sub
+        for j in range(n_sub):
+            t = t_start + j * h
+            _rhs(x, t, p, k[0])
+            _stages(x, t, h, p, a, c, k, tmp, 1)
+            for m in range(d):
+                acc = 0.0
+                for r in range(s):
+                    acc += b[r] * k[r, m]
+                x[m] += h * acc
+            if not _all_finite(x):
+                return 1, t + h
+        for m in range(d):
+            out[i, m] = x[m]
+    return 0, t_eval[-1]
+
+
+@_template()
+def _rms_scaled(v, x, rtol, atol):
+    acc = 0.0
+    for m in range(v.shape[0]):
+        sc = atol + rtol * abs(x[m])
+        acc += (v[m] / sc) ** 2
+    return math.sqrt(acc / v.shape[0])
+
+
+@_template()
+def _initial_step(x, t, p, f0, q, rtol, atol, tmp, f1):
+    """Starting step size (Hairer, Norsett & Wanner I, II.4)."""
+    d0 = _rms_scaled(x, x, rtol, atol)
+    d1 = _rms_scaled(f0, x, rtol, atol)
+    h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+    for m in range(x.shape[0]):
+        tmp[m] = x[m] + h0 * f0[m]
+    _rhs(tmp, t + h0, p, f1)
+    for m in range(x.shape[0]):
+        f1[m] -= f0[m]
+    d2 = _rms_scaled(f1, x, rtol, atol) / h0
+    big = max(d1, d2)
+    if not np.isfinite(big):
+        return h0 * 1e-3
+    h1 = max(1e-6, h0 * 1e-3) if big <= 1e-15 else (0.01 / big) ** (1.0 / q)
+    return min(100.0 * h0, h1)
+
+
+@_template()
+def _solve_adaptive(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, out, stats):
+    """Adaptive steps landing on every t_eval; out (m, d); stats (3,) counts.
+
+    Returns (status, t). q is the order of the error estimate (min order + 1).
+    """
+    s = c.shape[0]
+    d = x0.shape[0]
+    alpha = 0.7 / q
+    beta = 0.4 / q
+    x = x0.copy()
+    xnew = np.empty(d)
+    k = np.empty((s, d))
+    tmp = np.empty(d)
+    t = t_eval[0]
+    for m in range(d):
+        out[0, m] = x[m]
+    if not _all_finite(x):
+        return 1, t
+    _rhs(x, t, p, k[0])
+    n_f = 1
+    if not _all_finite(k[0]):
+        stats[2] = n_f
+        return 1, t
+    h = _initial_step(x, t, p, k[0], q, rtol, atol, tmp, k[1])
+    n_f += 1
+    k0_valid = True
+    err_prev = 1e-4
+    fac_max = FAC_MAX
+    n_acc = 0
+    n_rej = 0
+    for i in range(1, t_eval.shape[0]):
+        t_target = t_eval[i]
+        while t < t_target:
+            if n_acc + n_rej >= max_steps:
+                stats[0], stats[1], stats[2] = n_acc, n_rej, n_f
+                return 2, t
+            h_try = h
+            last = False
+            if t + 1.01 * h_try >= t_target:
+                h_try = t_target - t
+                last = True
+            if h_try <= 16.0 * 2.220446049250313e-16 * max(abs(t), 1.0):
+                stats[0], stats[1], stats[2] = n_acc, n_rej, n_f
+                return 3, t
+            if not k0_valid:
+                _rhs(x, t, p, k[0])
+                n_f += 1
+            _stages(x, t, h_try, p, a, c, k, tmp, 1)
+            n_f += s - 1
+            acc_err = 0.0
+            for m in range(d):
+                ab = 0.0
+                ae = 0.0
+                for r in range(s):
+                    ab += b[r] * k[r, m]
+                    ae += e[r] * k[r, m]
+                xnew[m] = x[m] + h_try * ab
+                sc = atol + rtol * max(abs(x[m]), abs(xnew[m]))
+                acc_err += (h_try * ae / sc) ** 2
+            err = math.sqrt(acc_err / d)
+            if err <= 1.0:
+                if err == 0.0:
+                    fac = fac_max
+                else:
+                    fac = SAFETY * err ** (-alpha) * err_prev**beta
+                    fac = min(fac_max, max(FAC_MIN, fac))
+                err_prev = max(err, 1e-4)
+                fac_max = FAC_MAX
+                t = t_target if last else t + h_try
+                for m in range(d):
+                    x[m] = xnew[m]
+                if fsal:
+                    for m in range(d):
+                        k[0, m] = k[s - 1, m]
+                    k0_valid = True
+                else:
+                    k0_valid = False
+                h_new = h_try * fac
+                # a step shortened to land on a sample must not shrink the next one
+                h = max(h_new, h) if last else h_new
+                n_acc += 1
+            else:
+                if np.isfinite(err):
+                    fac = max(FAC_MIN, SAFETY * err ** (-1.0 / q))
+                else:
+                    fac = FAC_MIN
+                h = h_try * fac
+                fac_max = 1.0
+                n_rej += 1
+        for m in range(d):
+            out[i, m] = x[m]
+    stats[0], stats[1], stats[2] = n_acc, n_rej, n_f
+    return 0, t
+
+
+@_template(parallel=True)
+def _ensemble_fixed(x0s, t_eval, n_sub, p, a, b, c, out, status, t_fail):
+    """x0s (n, d) -> out (n, m, d); status, t_fail (n,)."""
+    for i in prange(x0s.shape[0]):
+        st, tf = _solve_fixed(x0s[i], t_eval, n_sub, p, a, b, c, out[i])
+        status[i] = st
+        t_fail[i] = tf
+
+
+@_template(parallel=True)
+def _ensemble_adaptive(x0s, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, out, status, t_fail, stats):
+    """x0s (n, d) -> out (n, m, d); status, t_fail (n,); stats (n, 3)."""
+    for i in prange(x0s.shape[0]):
+        st, tf = _solve_adaptive(
+            x0s[i], t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, out[i], stats[i]
+        )
+        status[i] = st
+        t_fail[i] = tf
+
+
+# --------------------------------------------------------------------------
+# Generating and loading the per-system kernel modules.
+# --------------------------------------------------------------------------
+_EXTRA_TEMPLATES: list[list[tuple[object, bool]]] = []  # registered by lyapunov.py
+_LOADED: dict[tuple, ModuleType] = {}
+_LOCK = threading.Lock()
+
+_HEADER = '''"""Generated by systems.integrate for {name!r}: do not edit (regenerated when stale)."""
+import math
+import numpy as np
+from numba import njit, prange
+SAFETY, FAC_MIN, FAC_MAX = {safety!r}, {fac_min!r}, {fac_max!r}
+# _rhs and _jac are bound by systems.integrate before this module runs.
+'''
+
+
+def register_template(functions: list[tuple[object, bool]]) -> None:
+    """Add more template functions (used by ``systems.lyapunov``)."""
+    _EXTRA_TEMPLATES.append(functions)
+
+
+def _template_source() -> str:
+    parts = []
+    for group in [_TEMPLATE, *_EXTRA_TEMPLATES]:
+        for fn, parallel in group:
+            lines = textwrap.dedent(inspect.getsource(fn)).splitlines()
+            body = "\n".join(line for line in lines if not line.startswith("@_template"))
+            flags = "cache=True, nogil=True" + (", parallel=True" if parallel else "")
+            parts.append(f"@njit({flags})\n{body}\n")
+    return "\n\n".join(parts)
+
+
+def _function_fingerprint(fn) -> str | None:
+    """Text identifying a compiled function's code: its whole module file, else its source."""
+    if fn is None:
+        return "none"
+    py = getattr(fn, "py_func", fn)
+    try:
+        path = inspect.getsourcefile(py)
+        if path and os.path.isfile(path):
+            return Path(path).read_text() + "\n#" + py.__qualname__
+        return inspect.getsource(py)
+    except (OSError, TypeError):
+        return None
+
+
+def _kernel_dir() -> Path:
+    env = os.environ.get("SYSTEMS_KERNEL_DIR")
+    candidates = [Path(env)] if env else []
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    candidates += [Path(xdg) / "dynfit" / "kernels", Path(tempfile.gettempdir()) / f"dynfit-kernels-{os.getuid()}"]
+    for d in candidates:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            probe = d / ".probe"
+            probe.write_text("")
+            probe.unlink()
+            return d
+        except OSError:
+            continue
+    raise OSError(f"no writable directory for compiled kernels among {candidates}; set SYSTEMS_KERNEL_DIR")
+
+
+def kernels(system: System) -> ModuleType:
+    """The compiled kernel module for ``system`` (generated and cached on first use).
+
+    Its functions (``_ensemble_fixed``, ``_ensemble_adaptive``, and those of
+    ``systems.lyapunov``) call ``system.rhs`` and ``system.jac`` directly.
+    """
+    key = (id(system.rhs), id(system.jac))
+    with _LOCK:
+        mod = _LOADED.get(key)
+        if mod is not None:
+            return mod
+        src = _HEADER.format(name=system.name, safety=SAFETY, fac_min=FAC_MIN, fac_max=FAC_MAX) + "\n\n" + _template_source()
+        fp_rhs, fp_jac = _function_fingerprint(system.rhs), _function_fingerprint(system.jac)
+        cacheable = fp_rhs is not None and fp_jac is not None
+        digest = hashlib.sha256(
+            "\0".join([src, fp_rhs or repr(key), fp_jac or repr(key), numba.__version__, sys.version]).encode()
+        ).hexdigest()[:20]
+        safe = "".join(ch if ch.isalnum() else "_" for ch in system.name)[:40]
+        modname = f"_systems_kernel_{safe}_{digest}"
+        if not cacheable:
+            src = src.replace("cache=True", "cache=False")
+            modname += f"_{os.getpid()}"
+        path = _kernel_dir() / f"{modname}.py"
+        if not path.exists() or path.read_text() != src:
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(src)
+            os.replace(tmp, path)  # atomic: concurrent processes never see half a file
+        spec = importlib.util.spec_from_file_location(modname, path)
+        mod = importlib.util.module_from_spec(spec)
+        mod._rhs = system.rhs
+        mod._jac = system.jac
+        sys.modules[modname] = mod  # numba's cache loader re-imports the module by name
+        spec.loader.exec_module(mod)
+        _LOADED[key] = mod
+        return mod
+
+
+# --------------------------------------------------------------------------
+# Public driver
+# --------------------------------------------------------------------------
+class IntegrationError(RuntimeError):
+    """A trajectory could not be integrated; ``trajectory`` and ``time`` say where."""
+
+    def __init__(self, message: str, trajectory: int, time: float):
+        super().__init__(message)
+        self.trajectory = trajectory
+        self.time = time
+
+
+class BlowUpError(IntegrationError):
+    """The state became NaN or infinite."""
+
+
+class StepLimitError(IntegrationError):
+    """An adaptive solve reached ``max_steps``."""
+
+
+class StepSizeUnderflowError(IntegrationError):
+    """The adaptive step size fell to rounding level (finite-time blow-up or stiffness)."""
+
+
+@dataclass(frozen=True)
+class Solution:
+    """Result of :func:`integrate`.
+
+    t: (m,) sample times; x: (n, m, d) states; n_accepted, n_rejected,
+    n_f_evals: (n,) per-trajectory counts (fixed steps: all accepted).
+    """
+
+    t: np.ndarray
+    x: np.ndarray
+    method: str
+    adaptive: bool
+    n_accepted: np.ndarray
+    n_rejected: np.ndarray
+    n_f_evals: np.ndarray
+
+
+def _check_method(method: str, adaptive: bool | None) -> tuple[Tableau, bool]:
+    if not isinstance(method, str) or method not in TABLEAUS:
+        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+    tab = TABLEAUS[method]
+    if adaptive is None:
+        adaptive = tab.adaptive
+    if adaptive and not tab.adaptive:
+        raise ValueError(
+            f"method {method!r} has no embedded error estimate, so it cannot adapt its step; "
+            f"use adaptive=False or one of {[n for n, t in TABLEAUS.items() if t.adaptive]}"
+        )
+    return tab, bool(adaptive)
+
+
+def _check_positive(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
+    if not (v > 0.0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def default_max_steps(n_samples: int) -> int:
+    """Default step limit per trajectory: 100,000 plus 10,000 per sample interval."""
+    return 100_000 + 10_000 * max(n_samples - 1, 0)
+
+
+def integrate(
+    system: System,
+    x0,
+    t_eval,
+    *,
+    method: str = "rkf45",
+    adaptive: bool | None = None,
+    rtol: float = 1e-9,
+    atol: float = 1e-9,
+    substeps: int = 1,
+    max_steps: int | None = None,
+    params=None,
+) -> Solution:
+    """Integrate an ensemble and return the states at ``t_eval``.
+
+    system: a ``systems.System``; x0: (d,) or (n, d) initial states at
+    ``t_eval[0]``; t_eval: (m,) strictly increasing sample times. Adaptive
+    methods control the step per trajectory with the RMS norm of
+    err / (atol + rtol * |x|) and land exactly on each sample time; fixed
+    steps take ``substeps`` equal steps per sample interval. ``max_steps``
+    (accepted + rejected, per trajectory) guards adaptive solves. ``params``:
+    (n_params,) parameter vector (default ``system.param_array()``).
+    Raises BlowUpError, StepLimitError or StepSizeUnderflowError naming the
+    trajectory and time.
+    """
+    tab, adaptive = _check_method(method, adaptive)
+    rtol = _check_positive("rtol", rtol)
+    atol = _check_positive("atol", atol)
+    x0 = np.array(x0, dtype=np.float64, ndmin=1)
+    single = x0.ndim == 1
+    x0s = np.ascontiguousarray(x0[None] if single else x0)
+    if x0s.ndim != 2 or x0s.shape[1] != system.dim:
+        raise ValueError(f"x0 must have shape ({system.dim},) or (n_traj, {system.dim}) for {system.name!r}, got {x0.shape}")
+    if not np.all(np.isfinite(x0s)):
+        bad = int(np.argwhere(~np.isfinite(x0s))[0][0])
+        raise ValueError(f"x0 contains NaN or inf (trajectory {bad}: {x0s[bad]}); give finite initial states")
+    t_eval = np.ascontiguousarray(t_eval, dtype=np.float64)
+    if t_eval.ndim != 1 or t_eval.size < 1:
+        raise ValueError(f"t_eval must be a non-empty 1-D array of times, got shape {t_eval.shape}")
+    if not np.all(np.isfinite(t_eval)) or np.any(np.diff(t_eval) <= 0):
+        raise ValueError("t_eval must be finite and strictly increasing")
+    if not isinstance(substeps, (int, np.integer)) or substeps < 1:
+        raise ValueError(f"substeps must be an integer >= 1, got {substeps!r}")
+    if max_steps is None:
+        max_steps = default_max_steps(t_eval.size)
+    if not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+    p = system.param_array() if params is None else np.ascontiguousarray(params, dtype=np.float64)
+
+    n, m, d = x0s.shape[0], t_eval.size, system.dim
+    out = np.empty((n, m, d))
+    status = np.zeros(n, dtype=np.int64)
+    t_fail = np.zeros(n)
+    stats = np.zeros((n, 3), dtype=np.int64)
+    mod = kernels(system)
+    a, b, c = (np.ascontiguousarray(v) for v in (tab.a, tab.b, tab.c))
+    if adaptive:
+        e = np.ascontiguousarray(tab.error_weights)
+        q = float(min(tab.order, tab.order_low) + 1)
+        mod._ensemble_adaptive(
+            x0s, t_eval, p, a, b, c, e, bool(tab.fsal), q, rtol, atol, int(max_steps), out, status, t_fail, stats
+        )
+    else:
+        mod._ensemble_fixed(x0s, t_eval, int(substeps), p, a, b, c, out, status, t_fail)
+        n_steps = int(substeps) * (m - 1)
+        stats[:, 0] = n_steps
+        stats[:, 2] = n_steps * tab.stages
+    _raise_on_failure(system, status, t_fail, out, method, rtol, atol, int(max_steps))
+    return Solution(
+        t=t_eval,
+        x=out,
+        method=method,
+        adaptive=adaptive,
+        n_accepted=stats[:, 0].copy(),
+        n_rejected=stats[:, 1].copy(),
+        n_f_evals=stats[:, 2].copy(),
+    )
+
+
+def _raise_on_failure(system, status, t_fail, out, method, rtol, atol, max_steps) -> None:
+    bad = np.flatnonzero(status != OK)
+    if bad.size == 0:
+        return
+    i = int(bad[0])
+    t = float(t_fail[i])
+    more = f" ({bad.size - 1} more trajectories failed too)" if bad.size > 1 else ""
+    code = int(status[i])
+    if code == NONFINITE:
+        raise BlowUpError(
+            f"{system.name}: trajectory {i} blew up (state became NaN or inf) at t={t:.6g} with method "
+            f"{method!r}{more}; check the parameters and initial state, or use an adaptive method / smaller dt",
+            i,
+            t,
+        )
+    if code == MAX_STEPS:
+        raise StepLimitError(
+            f"{system.name}: trajectory {i} reached the step limit max_steps={max_steps} at t={t:.6g} "
+            f"(method {method!r}, rtol={rtol:g}, atol={atol:g}){more}; increase max_steps, loosen rtol/atol, "
+            f"or check whether the solution blows up",
+            i,
+            t,
+        )
+    raise StepSizeUnderflowError(
+        f"{system.name}: trajectory {i} step size fell to rounding level at t={t:.6g} (method {method!r}){more}; "
+        f"the solution probably blows up in finite time there, or the system is too stiff for an explicit method",
+        i,
+        t,
+    )
