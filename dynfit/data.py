@@ -1,0 +1,232 @@
+"""Training windows from trajectories: one-step pairs and multi-step rollouts.
+
+A trajectory source is a ``systems`` Dataset (variable ``x`` with dims
+``trajectory, time, component``), any xarray Dataset/DataArray with those dims,
+or a numpy array shaped (T, D) (one trajectory, the paper's files) or (N, T, D).
+
+The model works in *steps*: one sampling interval ``dt`` is one unit of model
+time (the paper's rescaled time), and states are standardised per component
+with a :class:`Standardizer` that is stored with the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["Standardizer", "Windows", "as_trajectories", "make_windows", "split"]
+
+DIMS = ("trajectory", "time", "component")
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-component affine map z = (x - mean) / std; mean, std shaped (D,)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> "Standardizer":
+        """Statistics over every axis but the last of x (..., D)."""
+        flat = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-1])
+        std = flat.std(axis=0)
+        if np.any(std == 0):
+            raise ValueError(
+                f"component(s) {np.flatnonzero(std == 0).tolist()} are constant in the training data "
+                "(standard deviation 0); drop them or pass standardize=False"
+            )
+        return cls(flat.mean(axis=0), std)
+
+    @classmethod
+    def identity(cls, dim: int) -> "Standardizer":
+        return cls(np.zeros(dim), np.ones(dim))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", np.asarray(self.mean, dtype=np.float64).reshape(-1))
+        object.__setattr__(self, "std", np.asarray(self.std, dtype=np.float64).reshape(-1))
+        if self.mean.shape != self.std.shape:
+            raise ValueError(f"mean {self.mean.shape} and std {self.std.shape} must have the same shape (D,)")
+
+    @property
+    def dim(self) -> int:
+        return self.mean.shape[0]
+
+    def forward(self, x):
+        """Physical -> standardised; numpy or torch (..., D)."""
+        mean, std = self._like(x)
+        return (x - mean) / std
+
+    def inverse(self, z):
+        """Standardised -> physical; numpy or torch (..., D)."""
+        mean, std = self._like(z)
+        return z * std + mean
+
+    def _like(self, x):
+        if isinstance(x, np.ndarray):
+            return self.mean, self.std
+        import torch
+
+        return (torch.as_tensor(self.mean, dtype=x.dtype, device=x.device),
+                torch.as_tensor(self.std, dtype=x.dtype, device=x.device))
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Standardizer":
+        return cls(np.asarray(d["mean"]), np.asarray(d["std"]))
+
+
+@dataclass
+class Windows:
+    """Training examples cut from trajectories, in standardised units.
+
+    x0 (N, D): start states; targets (N, H, D): the next H observed states;
+    horizon H; dt the physical sampling step (one model time unit);
+    scaler the Standardizer; attrs provenance (system, params, ...).
+    """
+
+    x0: np.ndarray
+    targets: np.ndarray
+    dt: float
+    scaler: Standardizer
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def horizon(self) -> int:
+        return self.targets.shape[1]
+
+    @property
+    def dim(self) -> int:
+        return self.x0.shape[1]
+
+    def __len__(self) -> int:
+        return self.x0.shape[0]
+
+    def tensors(self, dtype=None, device=None):
+        """(x0, targets) as torch tensors, targets shaped (H, N, D) like a solver's ys[1:]."""
+        import torch
+
+        dtype = dtype or torch.float64
+        x0 = torch.as_tensor(self.x0, dtype=dtype, device=device)
+        tg = torch.as_tensor(np.ascontiguousarray(self.targets.transpose(1, 0, 2)), dtype=dtype, device=device)
+        return x0, tg
+
+
+def as_trajectories(data: Any, *, dt: float | None = None) -> tuple[np.ndarray, float, dict]:
+    """Array (N, T, D) float64, sampling step and attrs from any accepted source.
+
+    Raises ValueError for NaN/inf, wrong dims or a missing/invalid dt.
+    """
+    attrs: dict = {}
+    arr = None
+    try:
+        import xarray as xr
+    except ImportError:  # pragma: no cover - xarray is a dependency
+        xr = None
+    if xr is not None and isinstance(data, xr.Dataset):
+        if "x" not in data:
+            raise ValueError(
+                f"Dataset has no variable 'x' (variables: {list(data.data_vars)}); "
+                "expected a systems.simulate() Dataset with x(trajectory, time, component)"
+            )
+        attrs = dict(data.attrs)
+        data = data["x"]
+    if xr is not None and isinstance(data, xr.DataArray):
+        attrs = {**dict(data.attrs), **attrs}
+        dims = tuple(data.dims)
+        if set(dims) == set(DIMS):
+            arr = data.transpose(*DIMS).values
+        elif set(dims) == {"time", "component"}:
+            arr = data.transpose("time", "component").values[None]
+        else:
+            raise ValueError(f"DataArray dims {dims} do not match {DIMS} (or ('time', 'component'))")
+        if dt is None:
+            if "dt" in attrs:
+                dt = float(attrs["dt"])
+            elif "time" in data.coords and data.sizes["time"] > 1:
+                dt = float(data["time"].values[1] - data["time"].values[0])
+    elif arr is None:
+        arr = np.asarray(data)
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3:
+            raise ValueError(
+                f"array of shape {arr.shape} has {arr.ndim} dims; expected (T, D) for one trajectory "
+                "or (N, T, D) for N trajectories"
+            )
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.shape[-1] < 1 or arr.shape[1] < 2:
+        raise ValueError(f"trajectories of shape {arr.shape} (N, T, D) need T >= 2 and D >= 1")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        n, t, d = np.argwhere(bad)[0]
+        raise ValueError(
+            f"data holds {int(bad.sum())} NaN/inf value(s), first at trajectory {n}, time index {t}, "
+            f"component {d}; clean or drop those samples before training"
+        )
+    if dt is None:
+        dt = 1.0
+    if not (np.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a positive finite number, got {dt!r}")
+    return arr, float(dt), attrs
+
+
+def make_windows(data: Any, *, horizon: int = 1, stride: int = 1, standardize: bool = True,
+                 scaler: Standardizer | None = None, dt: float | None = None) -> Windows:
+    """Cut every window of horizon+1 consecutive samples (start every ``stride``).
+
+    horizon=1 gives the paper's one-step pairs (x_{i-1}, x_i). With ``scaler``
+    given (e.g. the training set's) the same standardisation is reused; with
+    ``standardize=False`` states stay in physical units (the paper's setting).
+    """
+    if not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+    if not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
+    arr, dt, attrs = as_trajectories(data, dt=dt)
+    n, t, d = arr.shape
+    if t < horizon + 1:
+        raise ValueError(
+            f"trajectories have {t} samples but a window of horizon {horizon} needs {horizon + 1}; "
+            "use a shorter horizon or longer trajectories"
+        )
+    if scaler is None:
+        scaler = Standardizer.fit(arr) if standardize else Standardizer.identity(d)
+    if scaler.dim != d:
+        raise ValueError(f"scaler is for {scaler.dim} components but the data has {d}")
+    z = scaler.forward(arr)
+    starts = np.arange(0, t - horizon, stride)
+    idx = starts[:, None] + np.arange(horizon + 1)[None, :]          # (S, H+1)
+    win = z[:, idx, :].reshape(n * len(starts), horizon + 1, d)       # (N*S, H+1, D)
+    keep = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float, np.number))}
+    return Windows(np.ascontiguousarray(win[:, 0]), np.ascontiguousarray(win[:, 1:]), dt, scaler, keep)
+
+
+def split(data: Any, *, by: str = "trajectory", fraction: float = 0.8):
+    """Split a source in two: the first ``fraction`` of trajectories (or of time) and the rest.
+
+    Returns two sources of the same kind as ``data`` (xarray stays xarray,
+    numpy stays numpy (N, T, D)).
+    """
+    if by not in ("trajectory", "time"):
+        raise ValueError(f"by must be 'trajectory' or 'time', got {by!r}")
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must lie strictly between 0 and 1, got {fraction!r}")
+    import xarray as xr
+
+    if isinstance(data, (xr.Dataset, xr.DataArray)):
+        size = data.sizes[by]
+        cut = int(round(fraction * size))
+        if not 0 < cut < size:
+            raise ValueError(f"cannot split {size} {by} samples at fraction {fraction}: one side would be empty")
+        return data.isel({by: slice(0, cut)}), data.isel({by: slice(cut, None)})
+    arr, _, _ = as_trajectories(data)
+    axis = 0 if by == "trajectory" else 1
+    size = arr.shape[axis]
+    cut = int(round(fraction * size))
+    if not 0 < cut < size:
+        raise ValueError(f"cannot split {size} {by} samples at fraction {fraction}: one side would be empty")
+    return np.split(arr, [cut], axis=axis)

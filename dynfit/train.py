@@ -1,0 +1,281 @@
+"""``fit``: train a Neural ODE surrogate from trajectories, with a strategy, checkpoints and a history."""
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import strategies as _strategies
+from .data import Standardizer, as_trajectories, make_windows
+from .surrogate import Surrogate, build_field
+
+__all__ = ["fit", "CHECKPOINT", "DEFAULT_FIELD"]
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "dynfit-checkpoint-1"
+DEFAULT_FIELD = {"kind": "mlp", "width": 64, "depth": 2, "activation": "silu"}
+HISTORY_VARS = ("loss", "accepted_fraction", "mean_substeps", "max_substeps", "mean_steps", "n_f_evals",
+                "horizon", "lr", "wall_time")
+
+
+def _device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _loss(ys: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Sum of squared errors over components, mean over examples and steps (the paper's for H=1)."""
+    return (ys - targets[: ys.shape[0]]).pow(2).sum(dim=-1).mean()
+
+
+def _fingerprint(field, dim, strategy, optimizer, seed, dtype) -> dict:
+    return {
+        "field_class": type(field).__name__,
+        "shapes": {k: list(v.shape) for k, v in field.state_dict().items()},
+        "dim": int(dim),
+        "strategy": strategy.name,
+        "optimizer": optimizer,
+        "seed": int(seed),
+        "dtype": str(dtype),
+    }
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _finite(field, loss) -> bool:
+    if not math.isfinite(loss):
+        return False
+    return all(bool(torch.isfinite(p).all()) for p in field.parameters())
+
+
+def _history_dataset(rows: list[dict], attrs: dict):
+    import xarray as xr
+
+    n = len(rows)
+    data = {}
+    for var in HISTORY_VARS:
+        vals = [row.get(var, np.nan) for row in rows]
+        dtype = np.int64 if var in ("max_substeps", "n_f_evals", "horizon") else np.float64
+        data[var] = ("epoch", np.asarray(vals, dtype=dtype) if n else np.zeros(0, dtype))
+    clean = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))}
+    return xr.Dataset(data, coords={"epoch": np.arange(n)}, attrs=clean)
+
+
+def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any = "fehlberg",
+        optimizer: str = "lbfgs", epochs: int = 100, seed: int = 0, device=None,
+        dtype: torch.dtype = torch.float64, horizon: int = 1, stride: int = 1, standardize: bool = True,
+        dt: float | None = None, lr: float | None = None, batch_size: int | None = None,
+        lbfgs_iterations: int = 20, weight_decay: float = 0.0, checkpoint_dir=None, resume: bool = True,
+        progress: bool = True, on_nan: str = "stop", provenance: dict | None = None,
+        strategy_options: dict | None = None):
+    """Train a surrogate; returns (Surrogate, history xarray.Dataset over ``epoch``).
+
+    data: a systems Dataset, an xarray Dataset/DataArray (trajectory, time,
+    component) or numpy (T, D) / (N, T, D). field: a module called field(t, z),
+    a config dict for :func:`dynfit.surrogate.build_field`, or None
+    (DEFAULT_FIELD). strategy: a name from ``dynfit.strategies.names()`` or a
+    Strategy. optimizer: "lbfgs" (full batch, lr 1, ``lbfgs_iterations`` per
+    epoch, strong Wolfe) or "adam" (cosine learning-rate decay, minibatches of
+    ``batch_size``). Checkpoints go to ``checkpoint_dir/checkpoint.pt`` after
+    every epoch (atomic); with resume=True an existing one is continued.
+    A non-finite loss rolls back to the last good weights and stops with a
+    warning (on_nan="stop") or raises FloatingPointError (on_nan="raise").
+    """
+    # ----------------------------------------------------------- validation
+    if optimizer not in ("lbfgs", "adam"):
+        close = difflib.get_close_matches(str(optimizer), ["lbfgs", "adam"], n=2)
+        raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r} (close matches: {close})")
+    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    if on_nan not in ("stop", "raise"):
+        raise ValueError(f"on_nan must be 'stop' or 'raise', got {on_nan!r}")
+    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    strat = _strategies.get(strategy, **(strategy_options or {}))
+    trajectories, dt, attrs = as_trajectories(data, dt=dt)
+    windows = make_windows(trajectories, horizon=horizon, stride=stride, standardize=standardize, dt=dt)
+    scaler: Standardizer = windows.scaler
+    dim = windows.dim
+    dev = _device(device)
+
+    torch.manual_seed(seed)
+    field_config = None
+    if field is None:
+        field = dict(DEFAULT_FIELD)
+    if isinstance(field, dict):
+        field_config = dict(field)
+        field = build_field(field_config, dim, dtype)
+    elif not isinstance(field, torch.nn.Module):
+        raise TypeError(f"field must be a torch module, a config dict or None, got {type(field).__name__}")
+    field = field.to(device=dev, dtype=dtype)
+
+    if optimizer == "lbfgs":
+        opt = torch.optim.LBFGS(field.parameters(), lr=1.0 if lr is None else lr, max_iter=lbfgs_iterations,
+                                line_search_fn="strong_wolfe")
+        sched = None
+    else:
+        opt = torch.optim.Adam(field.parameters(), lr=1e-3 if lr is None else lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(epochs), 1),
+                                                           eta_min=(1e-3 if lr is None else lr) * 0.01)
+
+    fingerprint = _fingerprint(field, dim, strat, optimizer, seed, dtype)
+    rows: list[dict] = []
+    start = 0
+    ckpt_path = None
+    if checkpoint_dir is not None:
+        ckpt_path = Path(checkpoint_dir) / CHECKPOINT
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and ckpt_path.exists():
+            start, rows = _resume(ckpt_path, fingerprint, field, opt, sched, strat, scaler)
+
+    meta = {"system": attrs.get("system", "unknown"), "dt": dt, "strategy": strat.name, "optimizer": optimizer,
+            "seed": int(seed), "device": str(dev)}
+    if "params" in attrs:
+        meta["params"] = attrs["params"]
+    for key in ("lyapunov_time",):
+        if key in attrs:
+            meta[key] = attrs[key]
+    meta.update(provenance or {})
+
+    bar = None
+    if progress and epochs > start:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, initial=start, desc=f"fit {strat.name}", unit="epoch")
+
+    current_h = None
+    x0 = tg = None
+    try:
+        for epoch in range(start, epochs):
+            h = strat.horizon(epoch, rows, horizon)
+            if h != current_h:
+                w = make_windows(trajectories, horizon=h, stride=stride, scaler=scaler, dt=dt)
+                x0, tg = w.tensors(dtype=dtype, device=dev)
+                current_h = h
+            good = (copy.deepcopy(field.state_dict()), copy.deepcopy(opt.state_dict()))
+            t0 = time.perf_counter()
+            loss, summary = _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch)
+            wall = time.perf_counter() - t0
+            if not _finite(field, loss):
+                field.load_state_dict(good[0])
+                opt.load_state_dict(good[1])
+                msg = (f"training loss became {loss} at epoch {epoch} ({strat.name}, {optimizer}); the weights "
+                       f"were rolled back to the end of epoch {epoch - 1} and no checkpoint was overwritten. "
+                       "Lower the learning rate, use float64 or a smaller max_substeps.")
+                if on_nan == "raise":
+                    raise FloatingPointError(msg)
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                break
+            row = {"loss": loss, "horizon": h, "wall_time": wall, "lr": opt.param_groups[0]["lr"], **summary}
+            rows.append(row)
+            if sched is not None:
+                sched.step()
+            if ckpt_path is not None:
+                _save_atomic({
+                    "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
+                    "field": field.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict() if sched is not None else None,
+                    "strategy_state": strat.state(), "history": rows, "scaler": scaler.to_dict(),
+                    "rng": torch.get_rng_state(),
+                }, ckpt_path)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3g}", acc=f"{summary['accepted_fraction']:.2f}",
+                                sub=f"{summary['mean_substeps']:.2f}", H=h)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    field.eval()
+    meta["epochs"] = len(rows)
+    surrogate = Surrogate(field, scaler, dt, strategy=strat, field_config=field_config, provenance=meta)
+    history = _history_dataset(rows, {k: v for k, v in meta.items() if k != "params"})
+    return surrogate, history
+
+
+def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch):
+    """One epoch; returns (loss float, summary dict)."""
+    field.train()
+    if optimizer == "lbfgs":
+        record = {"evals": 0, "summary": None, "loss": float("nan")}
+
+        def closure():
+            opt.zero_grad()
+            ys, st = strat.rollout(field, x0, h, tg)
+            loss = _loss(ys, tg)
+            loss.backward()
+            s = st.summary()
+            record["evals"] += s["n_f_evals"]
+            record["summary"] = s
+            record["loss"] = float(loss.detach())
+            return loss
+
+        opt.step(closure)
+        summary = dict(record["summary"])
+        summary["n_f_evals"] = record["evals"]
+        return record["loss"], summary
+    n = x0.shape[0]
+    bs = n if batch_size is None else min(batch_size, n)
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    perm = torch.randperm(n, generator=gen).to(x0.device)
+    total, acc_w, rej, rej_sub, max_sub, steps, evals = 0.0, 0.0, 0, 0.0, 0, 0.0, 0
+    for i in range(0, n, bs):
+        idx = perm[i:i + bs]
+        opt.zero_grad()
+        ys, st = strat.rollout(field, x0[idx], h, tg[:, idx])
+        loss = _loss(ys, tg[:, idx])
+        loss.backward()
+        opt.step()
+        m = idx.numel()
+        total += float(loss.detach()) * m
+        acc = st.accepted
+        acc_w += float(acc.to(torch.float64).sum())
+        r = ~acc
+        rej += int(r.sum())
+        rej_sub += float(st.substeps[r].to(torch.float64).sum())
+        max_sub = max(max_sub, int(st.substeps.max()))
+        steps += float(st.substeps.to(torch.float64).sum())
+        evals += st.n_f_evals
+    cells = n * h
+    summary = {"accepted_fraction": acc_w / cells, "mean_substeps": rej_sub / rej if rej else 1.0,
+               "max_substeps": max_sub, "mean_steps": steps / cells, "n_f_evals": evals}
+    return total / n, summary
+
+
+def _resume(path: Path, fingerprint: dict, field, opt, sched, strat, scaler) -> tuple[int, list]:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ValueError(f"cannot read checkpoint {path}: {err}; delete it or pass resume=False") from None
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a dynfit training checkpoint; delete it or choose another checkpoint_dir")
+    theirs = blob["fingerprint"]
+    diff = {k: (theirs.get(k), v) for k, v in fingerprint.items() if theirs.get(k) != v}
+    if diff:
+        detail = "; ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"checkpoint {path} comes from another model ({detail}); "
+                         "use another checkpoint_dir or pass resume=False to start over")
+    saved = Standardizer.from_dict(blob["scaler"])
+    if not (np.allclose(saved.mean, scaler.mean) and np.allclose(saved.std, scaler.std)):
+        raise ValueError(f"checkpoint {path} was trained on other data (different standardisation); "
+                         "use another checkpoint_dir or pass resume=False")
+    field.load_state_dict(blob["field"])
+    opt.load_state_dict(blob["optimizer"])
+    if sched is not None and blob.get("scheduler") is not None:
+        sched.load_state_dict(blob["scheduler"])
+    strat.load_state(blob.get("strategy_state") or {})
+    torch.set_rng_state(blob["rng"])
+    return int(blob["epoch"]), list(blob["history"])
