@@ -1,0 +1,103 @@
+"""Error controls: the standard mixed rtol/atol norm and the paper's rule.
+
+Each control turns an error vector (B, D) into a per-example error measure
+(B,) and a step-size decision; decisions are always computed on detached
+tensors, so the solve differentiates only through the steps themselves.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["MixedNorm", "PaperRule"]
+
+
+def _positive(owner: str, name: str, value, *, allow_inf: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{owner}: {name} must be a positive float, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not (v > 0) or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{owner}: {name} must be a positive finite number, got {value!r}; pass e.g. {name}=1e-6")
+    return v
+
+
+@dataclass(frozen=True)
+class MixedNorm:
+    """Standard error control with per-example step sizes.
+
+    err = RMS over components of (y_high - y_low) / (atol + rtol * max(|y0|, |y1|));
+    accept err <= 1; h_new = h * clip(safety * err^(-1/(order_low + 1)), fmin, fmax)
+    (at most 1 after a rejection). per_example=False shares one step size over the
+    batch (err = max over examples, like torchdiffeq) and passes a 0-dim t to the field.
+    """
+
+    rtol: float
+    atol: float
+    safety: float = 0.9
+    fmin: float = 0.2
+    fmax: float = 10.0
+    per_example: bool = True
+
+    def __post_init__(self):
+        for name in ("rtol", "atol", "safety", "fmin", "fmax"):
+            object.__setattr__(self, name, _positive("MixedNorm", name, getattr(self, name)))
+        if not self.fmin < 1 < self.fmax:
+            raise ValueError(f"MixedNorm: need fmin < 1 < fmax, got fmin={self.fmin}, fmax={self.fmax}")
+
+    def error(self, err_vec: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
+        """(B, D) error vector -> (B,) scaled RMS error (detached)."""
+        scale = self.atol + self.rtol * torch.maximum(y0.detach().abs(), y1.detach().abs())
+        return (err_vec.detach() / scale).square().mean(dim=1).sqrt()
+
+    def factor(self, err: torch.Tensor, accept: torch.Tensor, order_low: int) -> torch.Tensor:
+        """(B,) multiplier of the step size."""
+        f = self.safety * err.clamp_min(1e-300 if err.dtype == torch.float64 else 1e-30).pow(-1.0 / (order_low + 1))
+        f = torch.nan_to_num(f, nan=self.fmin, posinf=self.fmax).clamp(self.fmin, self.fmax)
+        return torch.where(accept, f, f.clamp_max(1.0))
+
+
+@dataclass(frozen=True)
+class PaperRule:
+    """The paper's rule (Allauzen et al. 2022), applied per output interval of length H.
+
+    One attempt with h = H; r = |A1 - A2|_1 / h (L1 over components, per example);
+    accept if r <= eps, else h' = safety * h * sqrt(eps / r) and
+    n = min(ceil(H / h'), max_substeps) uniform substeps of the propagated method.
+    shared=True: all rejected examples use one n, from the smallest h' among them
+    (the paper's batch procedure).
+    """
+
+    eps: float = 0.1
+    safety: float = 0.9
+    max_substeps: int = 10
+    shared: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "eps", _positive("PaperRule", "eps", self.eps))
+        object.__setattr__(self, "safety", _positive("PaperRule", "safety", self.safety))
+        if isinstance(self.max_substeps, bool) or not isinstance(self.max_substeps, int) or self.max_substeps < 1:
+            raise ValueError(f"PaperRule: max_substeps must be an int >= 1, got {self.max_substeps!r}")
+
+    def error(self, err_vec: torch.Tensor, h: float) -> torch.Tensor:
+        """(B, D) error vector over a step of size h -> (B,) rate r = |err|_1 / h (detached)."""
+        return err_vec.detach().abs().sum(dim=1) / abs(h)
+
+    def substeps(self, r: torch.Tensor, H: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(accept (B,) bool, n (B,) int64 substeps; 1 where accepted)."""
+        finite = torch.isfinite(r)
+        accept = (r <= self.eps) & finite
+        h_new = self.safety * abs(H) * torch.sqrt(self.eps / r)
+        n = torch.ceil(abs(H) / h_new)
+        n = torch.nan_to_num(n, nan=float(self.max_substeps), posinf=float(self.max_substeps))
+        n = n.clamp(1, self.max_substeps).to(torch.int64)
+        if self.shared:
+            rej = ~accept
+            if bool(rej.any()):
+                n_shared = n[rej].max()  # smallest h' <=> largest n
+                n = torch.where(rej, n_shared, n)
+        return accept, torch.where(accept, torch.ones_like(n), n)
+
+    def __str__(self) -> str:
+        return f"PaperRule(eps={self.eps}, safety={self.safety}, max_substeps={self.max_substeps}, shared={self.shared})"

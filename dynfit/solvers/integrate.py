@@ -1,0 +1,390 @@
+"""odesolve: batched explicit Runge-Kutta with per-example step control and statistics.
+
+Three drivers share one stepper (:func:`dynfit.solvers.stepper.rk_step`):
+fixed steps (``step_size``), :class:`MixedNorm` (per-example adaptive steps,
+finished examples masked out) and :class:`PaperRule` (one attempt per output
+interval, uniform substeps where it is rejected).
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Callable
+
+import torch
+
+from .control import MixedNorm, PaperRule
+from .solution import Solution, SolverError, Stats, Status, failure_message
+from .stepper import FieldCounter, rk_step
+from .tableau import METHODS, torch_tableau
+
+__all__ = ["odesolve"]
+
+_DEFAULT_CONTROL = MixedNorm(rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- input checks
+def _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_size):
+    if not callable(field):
+        raise TypeError(f"field must be callable as field(t, y) -> dy/dt, got {type(field).__name__}")
+    if not isinstance(y0, torch.Tensor) or not y0.is_floating_point():
+        raise TypeError(f"y0 must be a floating-point torch.Tensor of shape (B, D), got {type(y0).__name__}"
+                        + (f" of dtype {y0.dtype}" if isinstance(y0, torch.Tensor) else ""))
+    if y0.ndim != 2 or y0.shape[0] == 0 or y0.shape[1] == 0:
+        hint = " (for a single state use y0.unsqueeze(0))" if y0.ndim == 1 else ""
+        raise ValueError(f"y0 must have shape (B, D) with B, D >= 1, got {tuple(y0.shape)}{hint}")
+    bad = (~torch.isfinite(y0.detach()).all(dim=1)).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"y0 holds NaN or inf in examples {bad[:20]}{' ...' if len(bad) > 20 else ''} "
+                         f"({len(bad)} of {y0.shape[0]}); clean or drop those initial states")
+    if isinstance(t, torch.Tensor):
+        ts = t.detach().to(device=y0.device, dtype=y0.dtype)
+    else:
+        try:
+            ts = torch.as_tensor(t, dtype=y0.dtype, device=y0.device)
+        except (TypeError, ValueError):
+            raise TypeError(f"t must be a 1-D tensor of output times, got {type(t).__name__}") from None
+    if ts.ndim != 1 or ts.numel() < 2:
+        raise ValueError(f"t must be a 1-D tensor of at least 2 output times (start and end), got shape {tuple(ts.shape)}")
+    if not bool(torch.isfinite(ts).all()):
+        raise ValueError(f"t must be finite, got {ts.tolist()[:10]}")
+    dt = ts[1:] - ts[:-1]
+    if not (bool((dt > 0).all()) or bool((dt < 0).all())):
+        i = int(((dt <= 0) if dt[0] > 0 else (dt >= 0)).nonzero()[0]) if dt[0] != 0 else 0
+        raise ValueError(f"t must be strictly increasing or strictly decreasing; t[{i}]={ts[i].item()!r}, "
+                         f"t[{i + 1}]={ts[i + 1].item()!r} break it (sort the times and drop duplicates)")
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+    tab = torch_tableau(method, y0.dtype, y0.device)
+    if step_size is not None:
+        if isinstance(step_size, bool) or not isinstance(step_size, Real) or not (0 < float(step_size) < math.inf):
+            raise ValueError(f"step_size must be a positive finite float (fixed steps) or None (adaptive), got {step_size!r}")
+    else:
+        if not isinstance(control, (MixedNorm, PaperRule)):
+            raise TypeError(f"control must be MixedNorm(rtol, atol) or PaperRule(eps), got {type(control).__name__}")
+        if not tab.adaptive:
+            raise ValueError(f"method {method!r} has no embedded error estimate: pass step_size=... for fixed steps, "
+                             f"or use an adaptive method ({[m for m in METHODS if torch_tableau(m).adaptive]})")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+    if h0 is not None and (isinstance(h0, bool) or not isinstance(h0, Real) or not (0 < float(h0) < math.inf)):
+        raise ValueError(f"h0 must be a positive finite float or None (automatic), got {h0!r}")
+    ref = None
+    if reference is not None:
+        if not isinstance(reference, torch.Tensor):
+            raise TypeError(f"reference must be a tensor (T, B, D) or (B, D) when T == 2, got {type(reference).__name__}")
+        T, (B, D) = ts.numel(), y0.shape
+        ref = reference.detach().to(device=y0.device, dtype=y0.dtype)
+        if ref.ndim == 2 and T == 2:
+            ref = ref.unsqueeze(0).expand(2, B, D)
+        if tuple(ref.shape) != (T, B, D):
+            raise ValueError(f"reference must have shape (T, B, D) = {(T, B, D)}" + (" or (B, D)" if T == 2 else "")
+                             + f", got {tuple(reference.shape)}")
+        badr = (~torch.isfinite(ref[1:]).all(dim=2).all(dim=0)).nonzero().flatten().tolist()
+        if badr:
+            raise ValueError(f"reference holds NaN or inf for examples {badr[:20]}; clean the targets")
+    return ts, tab, ref
+
+
+# ----------------------------------------------------------------------------- helpers
+class _Tracker:
+    """Per-example statistics and the record of outputs reached (indices into a list of (B, D) states)."""
+
+    def __init__(self, y0: torch.Tensor, T: int):
+        B, dev, dt = y0.shape[0], y0.device, y0.dtype
+        z = lambda: torch.zeros(B, dtype=torch.int64, device=dev)  # noqa: E731
+        self.n_acc, self.n_rej, self.evals, self.status = z(), z(), z(), z()
+        self.substeps = torch.ones(B, dtype=torch.int64, device=dev)
+        self.err = torch.full((B,), float("nan"), dtype=dt, device=dev)
+        self.acc_all = torch.ones(B, dtype=torch.bool, device=dev)
+        self.h = torch.zeros(B, dtype=dt, device=dev)
+        self.records = [y0]
+        self.rec = torch.full((T, B), -1, dtype=torch.int64, device=dev)
+        self.rec[0] = 0
+
+    def record(self, y: torch.Tensor, j: torch.Tensor, idx: torch.Tensor):
+        """Outputs j (n,) of examples idx (n,) are the rows of y (B, D)."""
+        self.records.append(y)
+        self.rec[j, idx] = len(self.records) - 1
+
+    def outputs(self) -> torch.Tensor:
+        B, D = self.records[0].shape
+        nan = torch.full((1, B, D), float("nan"), dtype=self.records[0].dtype, device=self.records[0].device)
+        stack = torch.cat([torch.stack(self.records), nan])
+        rec = torch.where(self.rec < 0, len(self.records), self.rec)
+        return stack[rec, torch.arange(B, device=rec.device)]
+
+    def stats(self, counter: FieldCounter, method: str, control: str) -> Stats:
+        return Stats(
+            n_steps=self.n_acc + self.n_rej, n_accepted=self.n_acc.clone(), n_rejected=self.n_rej.clone(),
+            error_rate=self.err, accepted=self.acc_all, substeps=self.substeps, h=self.h, status=self.status,
+            n_f_evals_per_example=self.evals, n_f_evals=counter.calls, n_f_evals_backward=counter.graph_calls,
+            method=method, control=control,
+        )
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    return x.square().mean(dim=1).sqrt()
+
+
+def _initial_step(counter, t0, y0, f0, direction, order, ctrl: MixedNorm) -> torch.Tensor:
+    """Hairer-Norsett-Wanner starting step per example (one extra evaluation); (B,) positive."""
+    with torch.no_grad():
+        y0, f0 = y0.detach(), f0.detach()
+        scale = ctrl.atol + ctrl.rtol * y0.abs()
+        d0, d1 = _rms(y0 / scale), _rms(f0 / scale)
+        h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
+        if not ctrl.per_example:
+            h0 = h0.min().expand_as(h0)
+        hs = (direction * h0).unsqueeze(1)
+        tt = (t0 + hs) if ctrl.per_example else (t0 + hs[0, 0])
+        f1 = counter(tt, y0 + hs * f0)
+        d2 = _rms((f1 - f0) / scale) / h0
+        dm = torch.maximum(d1, d2)
+        h1 = torch.where(dm <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / dm).pow(1.0 / (order + 1)))
+        h = torch.minimum(100 * h0, h1)
+        return h if ctrl.per_example else h.min().expand_as(h).clone()
+
+
+# ----------------------------------------------------------------------------- drivers
+def _solve_fixed(counter, y0, ts, tab, step_size, max_steps, tr: _Tracker):
+    times = ts.tolist()
+    ns = [max(1, math.ceil(abs(b - a) / step_size * (1 - 1e-12))) for a, b in zip(times[:-1], times[1:])]
+    if sum(ns) > max_steps:
+        raise ValueError(f"step_size={step_size} needs {sum(ns)} steps over t, more than max_steps={max_steps}; "
+                         f"raise max_steps or the step size")
+    B = y0.shape[0]
+    y, k1 = y0, None
+    alive = torch.ones(B, dtype=torch.bool, device=y0.device)
+    arange = torch.arange(B, device=y0.device)
+    for jj, n in enumerate(ns, start=1):
+        h = (times[jj] - times[jj - 1]) / n
+        for k in range(n):
+            tk = ts[jj - 1] + k * h
+            y, _, k_last, _ = rk_step(counter, tk, h, y, k1, tab, with_error=False)
+            k1 = k_last if tab.fsal else None
+        tr.evals += n * tab.stages - (n if tab.fsal else 0) + (1 if (tab.fsal and jj == 1) else 0)
+        fin = torch.isfinite(y.detach()).all(dim=1)
+        newly = alive & ~fin
+        tr.status = torch.where(newly, int(Status.NONFINITE), tr.status)
+        alive &= fin
+        tr.record(y, torch.full((int(alive.sum()),), jj, device=y.device), arange[alive])
+        tr.substeps.fill_(n)
+        tr.h.fill_(abs(h))
+        tr.n_acc += torch.where(alive | newly, n, 0)
+    return tr
+
+
+def _solve_paper(counter, y0, ts, tab, ctrl: PaperRule, ref, max_steps, tr: _Tracker):
+    B = y0.shape[0]
+    dev = y0.device
+    times = ts.tolist()
+    y = y0
+    alive = torch.ones(B, dtype=torch.bool, device=dev)
+    for jj in range(1, len(times)):
+        idx = alive.nonzero().flatten()
+        na = idx.numel()
+        if na == 0:
+            break
+        full = na == B
+        ya = y if full else y[idx]
+        H = times[jj] - times[jj - 1]
+        t0 = ts[jj - 1]
+        y_hi, err, _, k1 = rk_step(counter, t0, H, ya, None, tab)
+        if ref is not None:
+            err = ref[jj, idx] - y_hi.detach()
+        r = ctrl.error(err, H)
+        r = torch.where(torch.isfinite(y_hi.detach()).all(dim=1), r, torch.full_like(r, math.inf))
+        accept, n = ctrl.substeps(r, H)
+        rej = (~accept).nonzero().flatten()
+        y_new = y_hi
+        if rej.numel():
+            nr = n[rej]
+            n_max = int(nr.max())
+            yr, k1r = ya[rej], k1[rej]
+            hr = H / nr.to(ya.dtype)
+            for k in range(n_max):
+                m = (k < nr).nonzero().flatten()
+                sub_all = m.numel() == nr.numel()
+                ym = yr if sub_all else yr[m]
+                if ctrl.shared:  # one substep count: shared scalar time and step
+                    hk = H / n_max
+                    ys, _, _, _ = rk_step(counter, t0 + k * hk, hk, ym, k1r if k == 0 else None, tab, with_error=False)
+                else:
+                    hm = hr if sub_all else hr[m]
+                    k1m = None if k > 0 else (k1r if sub_all else k1r[m])
+                    ys, _, _, _ = rk_step(counter, t0 + k * hm, hm.unsqueeze(1), ym, k1m, tab, with_error=False)
+                yr = ys if sub_all else yr.index_copy(0, m, ys)
+            y_new = y_hi.index_copy(0, rej, yr)
+        # statistics
+        s = tab.stages
+        ev = torch.where(accept, s, s + n * s - 1)
+        tr.evals.index_add_(0, idx, ev)
+        tr.err[idx] = r
+        tr.acc_all[idx] &= accept
+        tr.substeps[idx] = n
+        tr.h[idx] = torch.where(accept, abs(H), abs(H) / n.to(r.dtype))
+        tr.n_acc[idx] += torch.where(accept, 1, n)
+        tr.n_rej[idx] += (~accept).long()
+        fin = torch.isfinite(y_new.detach()).all(dim=1)
+        over = (tr.n_acc[idx] + tr.n_rej[idx]) > max_steps
+        tr.status[idx] = torch.where(~fin, int(Status.NONFINITE), torch.where(over, int(Status.MAX_STEPS), 0))
+        ok = fin & ~over
+        alive[idx] = ok
+        y = y_new if full else y.index_copy(0, idx, y_new)
+        tr.record(y, torch.full((int(ok.sum()),), jj, device=dev), idx[ok])
+    return tr
+
+
+def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, tr: _Tracker):
+    B = y0.shape[0]
+    dev, dtype = y0.device, y0.dtype
+    T = ts.numel()
+    direction = 1.0 if float(ts[-1]) > float(ts[0]) else -1.0
+    span = abs(float(ts[-1] - ts[0]))
+    eps = torch.finfo(dtype).eps
+    per_ex = ctrl.per_example
+    q = tab.order_low
+    arange = torch.arange(B, device=dev)
+
+    y = y0
+    k1 = counter(ts[0], y0)
+    tr.evals += 1
+    if h0 is None:
+        h = _initial_step(counter, ts[0], y0, k1, direction, tab.order, ctrl)
+        tr.evals += 1
+    else:
+        h = torch.full((B,), float(h0), dtype=dtype, device=dev)
+    k1_valid = torch.ones(B, dtype=torch.bool, device=dev)
+    tcur = ts[0].expand(B).clone()
+    j = torch.ones(B, dtype=torch.int64, device=dev)
+    active = torch.ones(B, dtype=torch.bool, device=dev)
+    first = torch.ones(B, dtype=torch.bool, device=dev)
+    sub_count = torch.zeros(B, dtype=torch.int64, device=dev)
+
+    while True:
+        idx = active.nonzero().flatten()
+        na = idx.numel()
+        if na == 0:
+            break
+        full = na == B
+        ya, ta, ha, ja = (y, tcur.clone(), h.clone(), j.clone()) if full else (y[idx], tcur[idx], h[idx], j[idx])
+        k1a = None
+        if tab.fsal or not bool((~k1_valid[idx]).any()):
+            k1a = k1 if full else k1[idx]
+        target = ts[ja]
+        rem = (target - ta) * direction
+        lands = ha >= rem
+        he = torch.where(lands, rem, ha)
+        if per_ex:
+            y_hi, err, k_last, k1a_used = rk_step(counter, ta, (direction * he).unsqueeze(1), ya, k1a, tab)
+        else:
+            y_hi, err, k_last, k1a_used = rk_step(counter, ta[0], direction * float(he[0]), ya, k1a, tab)
+        tr.evals.index_add_(0, idx, torch.full_like(idx, tab.stages - (1 if k1a is not None else 0)))
+        if ref is not None:
+            err = torch.where(lands.unsqueeze(1), ref[ja, idx] - y_hi.detach(), err)
+        e = ctrl.error(err, ya, y_hi)
+        finite = torch.isfinite(e) & torch.isfinite(y_hi.detach()).all(dim=1)
+        e = torch.where(finite, e, torch.full_like(e, math.inf))
+        if not per_ex:
+            e = e.max().expand_as(e)
+        accept = e <= 1.0
+        h_new = he * ctrl.factor(e, accept, q)
+        h_new = torch.where(accept & lands, torch.maximum(h_new, ha), h_new)
+        t_new = torch.where(accept, torch.where(lands, target, ta + direction * he), ta)
+        acc2 = accept.unsqueeze(1)
+        y_new = torch.where(acc2, y_hi, ya)
+        if tab.fsal:
+            k1_new = torch.where(acc2, k_last, k1a_used)
+        else:
+            k1_new = k1a_used
+            k1_valid[idx] = ~accept
+        # statistics
+        first_a = first[idx]
+        tr.err[idx] = torch.where(first_a, e, tr.err[idx])
+        tr.acc_all[idx] &= accept | ~first_a
+        n_acc = tr.n_acc[idx] + accept
+        n_rej = tr.n_rej[idx] + (~accept)
+        tr.n_acc[idx], tr.n_rej[idx] = n_acc, n_rej
+        landed = accept & lands
+        sub_a = sub_count[idx] + accept
+        tr.substeps[idx] = torch.where(landed, sub_a, tr.substeps[idx])
+        sub_count[idx] = torch.where(landed, 0, sub_a)
+        first[idx] = landed
+        tr.h[idx] = he
+        j_new = ja + landed
+        # termination
+        done = landed & (j_new == T)
+        umin = 8 * eps * torch.clamp(t_new.abs(), min=span)
+        under = ~done & (h_new < umin)
+        maxed = ~done & ~under & ((n_acc + n_rej) >= max_steps)
+        code = torch.where(under, torch.where(finite, int(Status.STEP_UNDERFLOW), int(Status.NONFINITE)),
+                           torch.where(maxed, int(Status.MAX_STEPS), 0))
+        tr.status[idx] = code
+        active[idx] = ~(done | under | maxed)
+        # scatter back
+        if full:
+            y, k1 = y_new, k1_new
+        else:
+            y, k1 = y.index_copy(0, idx, y_new), k1.index_copy(0, idx, k1_new)
+        tcur[idx], h[idx], j[idx] = t_new, h_new, j_new
+        if bool(landed.any()):
+            tr.record(y, ja[landed], idx[landed])
+    tr.t_reached = tcur
+    return tr
+
+
+# ----------------------------------------------------------------------------- entry point
+def odesolve(
+    field: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    y0: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    method: str = "rkf45",
+    control: MixedNorm | PaperRule = _DEFAULT_CONTROL,
+    reference: torch.Tensor | None = None,
+    max_steps: int = 10_000,
+    h0: float | None = None,
+    step_size: float | None = None,
+    raise_on_failure: bool = True,
+) -> Solution:
+    """Solve dy/dt = field(t, y) from y0 (B, D) and return y at the output times t (T,).
+
+    field(t, y) -> (B', D) for y (B', D): B' is the number of examples still
+    integrating (finished ones are masked out). t is a 0-dim tensor when the
+    examples share their time (fixed steps, PaperRule(shared=True), MixedNorm
+    with per_example=False) and a (B', 1) tensor of per-example times otherwise;
+    a time-invariant field ignores it.
+
+    method: a tableau name ("rkf45", "rkf23", "dopri5", "rk4" - fixed steps only).
+    control: MixedNorm(rtol, atol) or PaperRule(eps, ...); unused with step_size.
+    reference: targets (T, B, D) (or (B, D) if T == 2): steps that end on an output
+        time measure their error against it instead of the embedded estimate (detached).
+    max_steps: per-example limit on attempted steps. h0: first step (adaptive);
+    step_size: fixed steps (each output interval split into ceil(H / step_size) equal steps).
+    raise_on_failure: raise SolverError (carrying .stats and .solution) when an
+        example fails; False returns the Solution with Stats.status set and NaN outputs.
+
+    Returns Solution(ts (T,), ys (T, B, D), stats). Differentiable in y0 and the field's
+    parameters by plain backprop through the steps; step-size decisions are detached.
+    """
+    ts, tab, ref = _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_size)
+    counter = FieldCounter(field)
+    tr = _Tracker(y0, ts.numel())
+    if step_size is not None:
+        ctrl_name = f"fixed(step_size={step_size})"
+        _solve_fixed(counter, y0, ts, tab, float(step_size), max_steps, tr)
+    elif isinstance(control, PaperRule):
+        ctrl_name = str(control)
+        _solve_paper(counter, y0, ts, tab, control, ref, max_steps, tr)
+    else:
+        ctrl_name = repr(control)
+        _solve_adaptive(counter, y0, ts, tab, control, ref, max_steps, h0, tr)
+    stats = tr.stats(counter, method, ctrl_name)
+    sol = Solution(ts=ts, ys=tr.outputs(), stats=stats)
+    if raise_on_failure and not stats.success:
+        t_reached = getattr(tr, "t_reached", None)
+        if t_reached is None:
+            t_reached = ts[(tr.rec >= 0).sum(0) - 1]
+        raise SolverError(failure_message(stats, t_reached, max_steps), stats, sol)
+    return sol
