@@ -261,6 +261,7 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
     active = torch.ones(B, dtype=torch.bool, device=dev)
     first = torch.ones(B, dtype=torch.bool, device=dev)
     sub_count = torch.zeros(B, dtype=torch.int64, device=dev)
+    ref_tried = torch.zeros(B, dtype=torch.bool, device=dev)
 
     while True:
         idx = active.nonzero().flatten()
@@ -281,8 +282,9 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
         else:
             y_hi, err, k_last, k1a_used = rk_step(counter, ta[0], direction * float(he[0]), ya, k1a, tab)
         tr.evals.index_add_(0, idx, torch.full_like(idx, tab.stages - (1 if k1a is not None else 0)))
-        if ref is not None:
-            err = torch.where(lands.unsqueeze(1), ref[ja, idx] - y_hi.detach(), err)
+        if ref is not None:  # first attempt that ends on the output time: judged against the reference
+            use_ref = lands & ~ref_tried[idx]
+            err = torch.where(use_ref.unsqueeze(1), ref[ja, idx] - y_hi.detach(), err)
         e = ctrl.error(err, ya, y_hi)
         finite = torch.isfinite(e) & torch.isfinite(y_hi.detach()).all(dim=1)
         e = torch.where(finite, e, torch.full_like(e, math.inf))
@@ -311,6 +313,8 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
         tr.substeps[idx] = torch.where(landed, sub_a, tr.substeps[idx])
         sub_count[idx] = torch.where(landed, 0, sub_a)
         first[idx] = landed
+        if ref is not None:
+            ref_tried[idx] = (ref_tried[idx] | lands) & ~landed
         tr.h[idx] = he
         j_new = ja + landed
         # termination
@@ -358,8 +362,11 @@ def odesolve(
 
     method: a tableau name ("rkf45", "rkf23", "dopri5", "rk4" - fixed steps only).
     control: MixedNorm(rtol, atol) or PaperRule(eps, ...); unused with step_size.
-    reference: targets (T, B, D) (or (B, D) if T == 2): steps that end on an output
-        time measure their error against it instead of the embedded estimate (detached).
+    reference: targets (T, B, D) (or (B, D) if T == 2), detached. PaperRule: the attempt
+        on each interval is judged by r = |reference - A2|_1 / h. MixedNorm: the first
+        attempt that ends on an output time is judged against the reference; if it is
+        rejected, the rest of that interval uses the embedded estimate (the reference
+        error need not shrink with h, so it only decides whether to refine).
     max_steps: per-example limit on attempted steps. h0: first step (adaptive);
     step_size: fixed steps (each output interval split into ceil(H / step_size) equal steps).
     raise_on_failure: raise SolverError (carrying .stats and .solution) when an
