@@ -108,8 +108,9 @@ class System:
             )
         n = int(value)
         pattern = self.metadata.get("components_pattern", "x{i}")
-        x = np.full(n, new.get("F", 1.0) if "F" in new else 1.0)
-        x[0] += 0.01  # the classic Lorenz-96 start: rest state plus a small kick
+        rest = new.get(self.metadata.get("rest_param", ""), 1.0)
+        x = np.full(n, rest)
+        x[0] += 0.01  # the classic Lorenz-96 start: the rest state x_i = F plus a small kick
         p = np.array([new[k] for k in self.param_names], dtype=np.float64)
         relax_t = float(self.metadata.get("relax_time", 50.0))
         x0 = relax(self.rhs, x, p, self.dt, relax_t)
