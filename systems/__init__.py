@@ -8,10 +8,10 @@ from .integrate import (  # noqa: E402
     Solution,
     StepLimitError,
     StepSizeUnderflowError,
-    integrate,
 )
 from .simulate import simulate  # noqa: E402
 from .dataset import load, save  # noqa: E402
+from .lyapunov import kaplan_yorke_dimension, lyapunov_spectrum  # noqa: E402
 
 __all__ = [
     "System",
@@ -19,12 +19,13 @@ __all__ = [
     "names",
     "register",
     "simulate",
-    "integrate",
     "Solution",
     "IntegrationError",
     "BlowUpError",
     "StepLimitError",
     "StepSizeUnderflowError",
+    "lyapunov_spectrum",
+    "kaplan_yorke_dimension",
     "save",
     "load",
     "__version__",
