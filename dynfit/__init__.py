@@ -1,2 +1,26 @@
-"""dynfit: Neural ODE surrogates of dynamical systems, trained with solvers whose inside the loop can see."""
+"""dynfit: Neural ODE surrogates of dynamical systems, trained with solvers whose inside the loop can see.
+
+One public entry point per job:
+
+- :func:`odesolve` - batched Runge-Kutta(-Fehlberg) solve with per-example statistics
+  (importing dynfit also registers ``rkf45`` and ``rkf23`` with torchdiffeq);
+- :func:`fit` - train a surrogate, returning it and a per-epoch history Dataset;
+- :class:`Surrogate` - a trained model: generate, save, load;
+- :func:`lyapunov_spectrum`, :func:`valid_prediction_time` - diagnostics;
+- :class:`TABatchNorm1d` and friends - temporal adaptive batch normalization.
+"""
 __version__ = "0.1.0"
+
+from .solvers import MixedNorm, PaperRule, Solution, SolverError, Stats, Status, odesolve
+from .nn import ConvField, MLPField, ResidualMLPField, TABatchNorm1d, TABatchNorm2d, make_norm
+from .diagnostics import lyapunov_spectrum, valid_groundtruth_time, valid_prediction_time
+from .train import fit
+from .surrogate import Surrogate
+
+__all__ = [
+    "__version__",
+    "odesolve", "MixedNorm", "PaperRule", "Solution", "SolverError", "Stats", "Status",
+    "MLPField", "ResidualMLPField", "ConvField", "TABatchNorm1d", "TABatchNorm2d", "make_norm",
+    "lyapunov_spectrum", "valid_prediction_time", "valid_groundtruth_time",
+    "fit", "Surrogate",
+]
