@@ -74,6 +74,10 @@ class Strategy:
         """Rollout horizon to train with at ``epoch`` given the past history rows."""
         return base
 
+    def stride(self, horizon: int, base: int) -> int:
+        """Spacing of window starts for a given horizon (``base``: the user's stride)."""
+        return base
+
     def config(self) -> dict:
         return {"name": self.name}
 
@@ -169,13 +173,16 @@ class PaperStrategy(Strategy):
         self.reference = bool(reference)
         self.name = name or ("fehlberg" if reference else "black-box")
 
+    def _reference(self, k, x, targets, x0):
+        return targets[k] if (self.reference and targets is not None) else None
+
     def rollout(self, field, x0, horizon, targets=None):
         rule = self.rule if targets is not None else self.infer_rule
         if targets is not None and targets.shape[0] < horizon:
             raise ValueError(f"targets cover {targets.shape[0]} intervals, horizon is {horizon}")
         x, ys, accs, subs, evals = x0, [], [], [], 0
         for k in range(horizon):
-            ref = targets[k] if (self.reference and targets is not None) else None
+            ref = self._reference(k, x, targets, x0)
             x, acc, sub, ev = rule.interval(field, x, ref)
             ys.append(x)
             accs.append(acc)
@@ -247,6 +254,14 @@ class CurriculumStrategy(PaperStrategy):
     the horizon doubles, up to ``max_horizon``. Longer rollouts make the loss
     see how one-step errors compound, which is what free runs suffer from; the
     acceptance signal says when the one-step field is good enough to unroll.
+
+    Two details keep it cheap and honest: windows start every ``horizon``
+    samples, so an epoch integrates each sample once whatever the horizon
+    (the cost per epoch stays that of one-step training); and inside a
+    rollout the error of interval k is measured against the *observed
+    increment* applied to the current prediction, r = |x_k + (y_{k+1} - y_k)
+    - A2|_1 / h, so that drift accumulated earlier in the rollout is not
+    mistaken for a local step error (for k = 0 this is Fehlberg training).
     """
 
     def __init__(self, *, max_horizon: int = 8, accept_threshold: float = 0.9, patience: int = 3,
@@ -269,6 +284,15 @@ class CurriculumStrategy(PaperStrategy):
                 and min(recent) >= self.accept_threshold and self.current < self.max_horizon):
             self.current = min(2 * self.current, self.max_horizon)
         return self.current
+
+    def stride(self, horizon, base):
+        return max(base, horizon)
+
+    def _reference(self, k, x, targets, x0):
+        if targets is None:
+            return None
+        prev = x0 if k == 0 else targets[k - 1]
+        return x.detach() + (targets[k] - prev)
 
     def config(self) -> dict:
         return {**super().config(), "max_horizon": self.max_horizon,

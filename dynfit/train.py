@@ -80,7 +80,7 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
         dt: float | None = None, lr: float | None = None, batch_size: int | None = None,
         lbfgs_iterations: int = 20, weight_decay: float = 0.0, checkpoint_dir=None, resume: bool = True,
         progress: bool = True, on_nan: str = "stop", provenance: dict | None = None,
-        strategy_options: dict | None = None):
+        strategy_options: dict | None = None, callback=None):
     """Train a surrogate; returns (Surrogate, history xarray.Dataset over ``epoch``).
 
     data: a systems Dataset, an xarray Dataset/DataArray (trajectory, time,
@@ -93,6 +93,7 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
     every epoch (atomic); with resume=True an existing one is continued.
     A non-finite loss rolls back to the last good weights and stops with a
     warning (on_nan="stop") or raises FloatingPointError (on_nan="raise").
+    callback(epoch, row) runs after each epoch's checkpoint; returning True stops.
     """
     # ----------------------------------------------------------- validation
     if optimizer not in ("lbfgs", "adam"):
@@ -162,7 +163,7 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
         for epoch in range(start, epochs):
             h = strat.horizon(epoch, rows, horizon)
             if h != current_h:
-                w = make_windows(trajectories, horizon=h, stride=stride, scaler=scaler, dt=dt)
+                w = make_windows(trajectories, horizon=h, stride=strat.stride(h, stride), scaler=scaler, dt=dt)
                 x0, tg = w.tensors(dtype=dtype, device=dev)
                 current_h = h
             good = (copy.deepcopy(field.state_dict()), copy.deepcopy(opt.state_dict()))
@@ -172,8 +173,9 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
             if not _finite(field, loss):
                 field.load_state_dict(good[0])
                 opt.load_state_dict(good[1])
-                msg = (f"training loss became {loss} at epoch {epoch} ({strat.name}, {optimizer}); the weights "
-                       f"were rolled back to the end of epoch {epoch - 1} and no checkpoint was overwritten. "
+                what = f"loss became {loss}" if not math.isfinite(loss) else "weights became non-finite"
+                msg = (f"training {what} at epoch {epoch} ({strat.name}, {optimizer}); the weights were "
+                       f"rolled back to those at the start of epoch {epoch} and no checkpoint was overwritten. "
                        "Lower the learning rate, use float64 or a smaller max_substeps.")
                 if on_nan == "raise":
                     raise FloatingPointError(msg)
@@ -195,6 +197,8 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3g}", acc=f"{summary['accepted_fraction']:.2f}",
                                 sub=f"{summary['mean_substeps']:.2f}", H=h)
+            if callback is not None and callback(epoch, row):
+                break
     finally:
         if bar is not None:
             bar.close()

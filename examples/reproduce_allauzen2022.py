@@ -1,0 +1,299 @@
+"""Reproduce Allauzen, Petrilli Maffei Dardis and Plath (2022) on the paper's own data.
+
+MLP 3-50-50-3 ReLU in float64, full-batch L-BFGS (lr 1, 20 iterations per
+epoch, strong Wolfe), Fehlberg 3(2) with eps 0.1 and S 0.9, one-step pairs of
+the raw (unscaled) training trajectory in rescaled time, 200 epochs, several
+seeds; strategies "black-box" (the batch procedure), "fehlberg" (Fehlberg
+training) and "curriculum" (ours). Writes to --out:
+
+- history.nc: loss, accepted_fraction, mean_substeps, max_substeps, n_f_evals
+  over (strategy, seed, epoch);
+- generation.nc: the paper's generation_error (sum of squared errors of a free
+  run from the first point / (T-1)), its spread under 1e-10 perturbations of
+  the start, diverged, over (strategy, seed, dataset); the constant-mean
+  predictor's score; vpt (valid prediction time, Lyapunov times, threshold
+  0.4) from starts along the test trajectory over (strategy, seed, start);
+- figures: training.png, generation.png, vpt.png.
+
+Trained models are kept in --out/models, so a second call only evaluates
+(a killed run resumes from its checkpoints).
+
+    python examples/reproduce_allauzen2022.py --out docs/results/allauzen2022
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "allauzen2022"
+STRATEGIES = ("black-box", "fehlberg", "curriculum")
+LYAPUNOV_TIME = 1.0 / 0.9056      # Lorenz'63, REFERENCES.md section 4
+DT = 0.01
+
+
+def load_data(path: Path, quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train (T, 3), test (T, 3), source) from the paper's files, or simulated alike."""
+    f1, f2 = path / "dataset1.npy", path / "dataset2.npy"
+    if f1.exists() and f2.exists():
+        d1, d2, src = np.load(f1), np.load(f2), f"paper files in {path}"
+    else:
+        import systems
+
+        ds = systems.simulate("lorenz63", n_traj=1, n_steps=10_000, dt=DT, method="rkf45", rtol=1e-10,
+                              atol=1e-12, x0=np.array([0.01, 0.0, 0.0]))
+        x = ds.x.values[0]
+        d1, d2, src = x[:5000], x[5000:], "simulated with systems (paper files absent)"
+    if quick:
+        d1, d2 = d1[:400], d2[:400]
+    return d1, d2, src
+
+
+def paper_field():
+    import torch
+
+    from dynfit.nn.fields import MLPField
+
+    return MLPField(3, width=50, depth=2, activation="relu", dtype=torch.float64)
+
+
+def train_all(train: np.ndarray, out: Path, strategies, seeds, epochs: int, quick: bool):
+    """Train (or load) every (strategy, seed); returns {(strategy, seed): (Surrogate, history)}."""
+    import torch
+    import xarray as xr
+
+    from dynfit.surrogate import Surrogate
+    from dynfit.train import fit
+
+    models = out / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for strategy in strategies:
+        for seed in seeds:
+            tag = f"{strategy}-seed{seed}"
+            mpath, hpath = models / f"{tag}.pt", models / f"{tag}.history.nc"
+            if mpath.exists() and hpath.exists():
+                runs[strategy, seed] = (Surrogate.load(mpath), xr.load_dataset(hpath))
+                continue
+            torch.manual_seed(seed)
+            options = {"max_horizon": 4 if quick else 8} if strategy == "curriculum" else None
+            t0 = time.perf_counter()
+            sur, hist = fit(train, field=paper_field(), strategy=strategy, strategy_options=options,
+                            optimizer="lbfgs", epochs=epochs, seed=seed, dt=DT, standardize=False,
+                            checkpoint_dir=out / "checkpoints" / tag, progress=not quick,
+                            provenance={"system": "lorenz63", "data": "allauzen2022"})
+            print(f"{tag}: {time.perf_counter() - t0:.0f} s, final loss {float(hist.loss[-1]):.4g}, "
+                  f"accepted {float(hist.accepted_fraction[-1]):.3f}", flush=True)
+            sur.field_config = {"kind": "mlp", "width": 50, "depth": 2, "activation": "relu"}
+            sur.save(mpath)
+            hist.to_netcdf(hpath)
+            runs[strategy, seed] = (sur, hist)
+    return runs
+
+
+def history_dataset(runs, strategies, seeds):
+    import xarray as xr
+
+    variables = ("loss", "accepted_fraction", "mean_substeps", "max_substeps", "n_f_evals", "horizon", "wall_time")
+    n_epoch = max(int(h.sizes["epoch"]) for _, h in runs.values())
+    data = {v: np.full((len(strategies), len(seeds), n_epoch), np.nan) for v in variables}
+    for i, s in enumerate(strategies):
+        for j, seed in enumerate(seeds):
+            h = runs[s, seed][1]
+            for v in variables:
+                data[v][i, j, : h.sizes["epoch"]] = h[v].values
+    return xr.Dataset({v: (("strategy", "seed", "epoch"), a) for v, a in data.items()},
+                      coords={"strategy": list(strategies), "seed": list(seeds), "epoch": np.arange(n_epoch)})
+
+
+def generation_error(pred: np.ndarray, truth: np.ndarray) -> float:
+    """The paper's measure: sum of squared errors of the free run / (T - 1)."""
+    return float(((pred - truth) ** 2).sum() / (len(truth) - 1))
+
+
+def vpt(pred: np.ndarray, truth: np.ndarray, sigma: float, threshold: float = 0.4) -> np.ndarray:
+    """Valid prediction time in Lyapunov times; pred, truth (B, T, D).
+
+    Normalised error ||y - y_hat|| / sigma (sigma: the attractor's total
+    standard deviation); the first time it exceeds the threshold, or the full
+    horizon when it never does.
+    """
+    err = np.linalg.norm(pred - truth, axis=-1) / sigma
+    err = np.where(np.isfinite(err), err, np.inf)
+    over = err > threshold
+    first = np.where(over.any(axis=1), over.argmax(axis=1), err.shape[1])
+    return first * DT / LYAPUNOV_TIME
+
+
+def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_every: int, vpt_len: int):
+    import xarray as xr
+
+    train = datasets["dataset1"]
+    mean = train.mean(axis=0)
+    sigma = float(np.sqrt(((train - mean) ** 2).sum(axis=1).mean()))
+    bound = 10 * np.abs(train).max()
+    names = list(datasets)
+    shape = (len(strategies), len(seeds), len(names))
+    ge, spread, div = np.full(shape, np.nan), np.full(shape, np.nan), np.zeros(shape, bool)
+    test = datasets["dataset2"]
+    starts = np.arange(0, len(test) - vpt_len, vpt_every)
+    vp = np.full((len(strategies), len(seeds), len(starts)), np.nan)
+    rng = np.random.default_rng(0)
+    examples = {}
+    for i, s in enumerate(strategies):
+        for j, seed in enumerate(seeds):
+            sur = runs[s, seed][0]
+            for k, name in enumerate(names):
+                truth = datasets[name]
+                x0 = truth[0] + np.concatenate([np.zeros((1, 3)), 1e-10 * rng.standard_normal((n_perturb, 3))])
+                pred = sur.generate(x0, len(truth))
+                errs = np.array([generation_error(p, truth) for p in pred])
+                ge[i, j, k] = errs[0]
+                spread[i, j, k] = np.nanstd(errs[1:]) if n_perturb > 1 else np.nan
+                bad = ~np.isfinite(pred[0]).all() or np.abs(pred[0]).max() > bound
+                div[i, j, k] = bool(bad)
+                if seed == seeds[0]:
+                    examples[s, name] = pred[0]
+            x0 = test[starts]
+            pred = sur.generate(x0, vpt_len)
+            truth = np.stack([test[a:a + vpt_len] for a in starts])
+            vp[i, j] = vpt(pred, truth, sigma)
+    const = {name: generation_error(np.broadcast_to(mean, d.shape), d) for name, d in datasets.items()}
+    ds = xr.Dataset(
+        {
+            "generation_error": (("strategy", "seed", "dataset"), ge),
+            "generation_error_spread": (("strategy", "seed", "dataset"), spread),
+            "diverged": (("strategy", "seed", "dataset"), div),
+            "constant_mean_error": (("dataset",), np.array([const[n] for n in names])),
+            "vpt": (("strategy", "seed", "start"), vp),
+        },
+        coords={"strategy": list(strategies), "seed": list(seeds), "dataset": names, "start": starts},
+        attrs={"vpt_threshold": 0.4, "lyapunov_time": LYAPUNOV_TIME, "sigma": sigma,
+               "perturbation": 1e-10, "n_perturbations": n_perturb, "vpt_horizon_steps": vpt_len,
+               "diverged_bound": bound},
+    )
+    return ds, examples
+
+
+def figures(hist, gen, examples, datasets, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for s in hist.strategy.values:
+        h = hist.sel(strategy=s)
+        for ax, var, label in zip(axes, ("loss", "accepted_fraction", "mean_substeps"),
+                                  ("training loss", "accepted fraction", "substeps (rejected examples)")):
+            y = h[var].values
+            med = np.nanmedian(y, axis=0)
+            (line,) = ax.plot(hist.epoch, med, label=s)
+            ax.fill_between(hist.epoch, np.nanmin(y, axis=0), np.nanmax(y, axis=0), color=line.get_color(),
+                            alpha=0.2)
+            ax.set_title(label)
+            ax.set_xlabel("epoch")
+    axes[0].set_yscale("log")
+    axes[1].legend()
+    fig.suptitle("Training on the paper's data: median and range over seeds")
+    fig.tight_layout()
+    paths.append(out / "training.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    strategies = list(hist.strategy.values)
+    fig, axes = plt.subplots(len(strategies), 1, figsize=(11, 2.4 * len(strategies)), sharex=True)
+    axes = np.atleast_1d(axes)
+    truth = datasets["dataset2"]
+    n = min(len(truth), 1500)
+    t = np.arange(n) * DT
+    for ax, s in zip(axes, strategies):
+        ax.plot(t, truth[:n, 0], "k", lw=1, label="truth (dataset2)")
+        ax.plot(t, np.clip(examples[s, "dataset2"][:n, 0], -30, 30), lw=1, label=f"{s}, seed {int(gen.seed[0])}")
+        ax.set_ylabel("x")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[-1].set_xlabel("time")
+    fig.suptitle("Free run from the first test point against the true trajectory")
+    fig.tight_layout()
+    paths.append(out / "generation.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.boxplot([gen.vpt.sel(strategy=s).values.ravel() for s in strategies], tick_labels=strategies)
+    ax.set_ylabel("valid prediction time (Lyapunov times)")
+    ax.set_title(f"VPT (threshold 0.4), {gen.sizes['start']} test starts x {gen.sizes['seed']} seeds")
+    fig.tight_layout()
+    paths.append(out / "vpt.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def summary(hist, gen) -> str:
+    lines = ["strategy | acc. epoch 0 | acc. last | min acc. | substeps epoch 0 | last | max substeps | "
+             "gen. err. dataset1 (median) | dataset2 (median) | spread 1e-10 (median) | diverged | VPT median | VPT mean",
+             "---|---|---|---|---|---|---|---|---|---|---|---|---"]
+    for s in hist.strategy.values:
+        h, g = hist.sel(strategy=s), gen.sel(strategy=s)
+        acc = h.accepted_fraction.values
+        last = [a[np.isfinite(a)][-1] for a in acc]
+        sub = h.mean_substeps.values
+        sub_last = [a[np.isfinite(a)][-1] for a in sub]
+        lines.append(
+            f"{s} | {np.nanmedian(acc[:, 0]):.3f} | {np.median(last):.3f} | {np.nanmin(acc):.3f} | "
+            f"{np.nanmedian(sub[:, 0]):.1f} | {np.median(sub_last):.1f} | {int(np.nanmax(h.max_substeps))} | "
+            f"{np.nanmedian(g.generation_error.sel(dataset='dataset1')):.1f} | "
+            f"{np.nanmedian(g.generation_error.sel(dataset='dataset2')):.1f} | "
+            f"{np.nanmedian(g.generation_error_spread):.1f} | {int(g.diverged.sum())}/{g.diverged.size} | "
+            f"{np.nanmedian(g.vpt):.2f} | {np.nanmean(g.vpt):.2f}")
+    const = ", ".join(f"{d}: {float(v):.1f}" for d, v in zip(gen.dataset.values, gen.constant_mean_error.values))
+    lines.append(f"\nconstant prediction at the training mean: {const}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="out/allauzen2022", help="output folder")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with dataset1.npy and dataset2.npy")
+    p.add_argument("--quick", action="store_true", help="small CI mode: short data, 3 epochs, 2 seeds")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..n-1)")
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated strategy names")
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    seeds = list(range(2 if args.quick else args.seeds))
+    epochs = 3 if args.quick else args.epochs
+    train, test, source = load_data(Path(args.data), args.quick)
+    print(f"data: {source}; train {train.shape}, test {test.shape}", flush=True)
+
+    runs = train_all(train, out, strategies, seeds, epochs, args.quick)
+    hist = history_dataset(runs, strategies, seeds)
+    hist.attrs.update({"data": source, "epochs": epochs, "optimizer": "lbfgs (lr 1, 20 it., strong Wolfe)",
+                       "eps": 0.1, "safety": 0.9, "field": "MLP 3-50-50-3 ReLU float64"})
+    hist.to_netcdf(out / "history.nc")
+    datasets = {"dataset1": train, "dataset2": test}
+    gen, examples = evaluate(runs, datasets, strategies, seeds, n_perturb=2 if args.quick else 8,
+                             vpt_every=100 if args.quick else 50, vpt_len=150 if args.quick else 2000)
+    gen.attrs["data"] = source
+    gen.to_netcdf(out / "generation.nc")
+    figures(hist, gen, examples, datasets, out)
+    text = summary(hist, gen)
+    (out / "summary.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

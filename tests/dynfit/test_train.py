@@ -1,0 +1,201 @@
+"""fit(): strategies, optimisers, checkpoints, resume, determinism, NaN handling; the paper's step rule."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from dynfit import strategies
+from dynfit.train import CHECKPOINT, fit
+
+
+@pytest.fixture(scope="module")
+def lorenz():
+    import systems
+
+    return systems.simulate("lorenz63", n_traj=2, n_steps=120, dt=0.01, seed=3)
+
+
+SMALL = {"kind": "mlp", "width": 12, "depth": 2, "activation": "tanh"}
+
+
+def _weights(sur):
+    return torch.cat([p.detach().flatten() for p in sur.field.parameters()])
+
+
+@pytest.mark.parametrize("strategy", ["black-box", "fehlberg", "curriculum", "torchdiffeq"])
+def test_each_strategy_trains(lorenz, strategy):
+    opts = {"step_size": 0.5} if strategy == "torchdiffeq" else None
+    sur, hist = fit(lorenz, field=SMALL, strategy=strategy, strategy_options=opts, epochs=2, seed=0,
+                    progress=False, lbfgs_iterations=3)
+    for var in ("loss", "accepted_fraction", "mean_substeps", "max_substeps", "n_f_evals", "wall_time"):
+        assert hist[var].sizes["epoch"] == 2
+    assert np.isfinite(hist.loss).all() and (hist.n_f_evals > 0).all()
+    assert float(hist.loss[-1]) < float(hist.loss[0]) * 1.5
+    assert sur.system == "lorenz63" and sur.dim == 3 and sur.dt == 0.01
+
+
+def test_fehlberg_training_rejects_where_black_box_accepts(lorenz):
+    # The paper's pitfall: the Heun estimate of a small field accepts nearly everything.
+    _, bb = fit(lorenz, field=SMALL, strategy="black-box", epochs=1, seed=1, progress=False, lbfgs_iterations=2)
+    _, fe = fit(lorenz, field=SMALL, strategy="fehlberg", strategy_options={"eps": 0.01}, epochs=1, seed=1,
+                progress=False, lbfgs_iterations=2)
+    assert float(bb.accepted_fraction[0]) > float(fe.accepted_fraction[0])
+
+
+def test_adam_with_minibatches(lorenz):
+    sur, hist = fit(lorenz, field=SMALL, strategy="fehlberg", optimizer="adam", lr=3e-3, batch_size=64,
+                    epochs=3, seed=0, progress=False)
+    assert hist.lr.values[0] > hist.lr.values[-1]  # cosine decay
+    assert float(hist.loss[-1]) < float(hist.loss[0])
+
+
+def test_same_seed_same_result(lorenz):
+    a, ha = fit(lorenz, field=SMALL, epochs=2, seed=5, progress=False, lbfgs_iterations=3)
+    b, hb = fit(lorenz, field=SMALL, epochs=2, seed=5, progress=False, lbfgs_iterations=3)
+    c, _ = fit(lorenz, field=SMALL, epochs=2, seed=6, progress=False, lbfgs_iterations=3)
+    assert torch.equal(_weights(a), _weights(b))
+    np.testing.assert_array_equal(ha.loss.values, hb.loss.values)
+    assert not torch.equal(_weights(a), _weights(c))
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_killed_run_resumes_to_the_uninterrupted_result(lorenz, tmp_path, optimizer):
+    kw = dict(field=SMALL, strategy="fehlberg", optimizer=optimizer, seed=2, progress=False,
+              lbfgs_iterations=3, batch_size=100)
+    full, hfull = fit(lorenz, epochs=3, **kw)
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch, row):
+        if epoch == 1:
+            raise Killed  # dies after the checkpoint of epoch 2 is on disk
+
+    with pytest.raises(Killed):
+        fit(lorenz, epochs=3, checkpoint_dir=tmp_path, callback=kill, **kw)
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=False)["epoch"] == 2
+    resumed, hres = fit(lorenz, epochs=3, checkpoint_dir=tmp_path, **kw)
+    assert torch.equal(_weights(full), _weights(resumed))
+    np.testing.assert_array_equal(hfull.loss.values, hres.loss.values)
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary file
+
+
+def test_checkpoint_from_another_model(lorenz, tmp_path):
+    fit(lorenz, field=SMALL, epochs=1, checkpoint_dir=tmp_path, progress=False, lbfgs_iterations=2)
+    other = dict(SMALL, width=20)
+    with pytest.raises(ValueError, match="another model.*shapes"):
+        fit(lorenz, field=other, epochs=2, checkpoint_dir=tmp_path, progress=False)
+    (tmp_path / CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        fit(lorenz, field=SMALL, epochs=2, checkpoint_dir=tmp_path, progress=False)
+
+
+class _Poisoned(torch.nn.Module):
+    """A field that turns NaN after a number of calls."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3, dtype=torch.float64)
+        self.calls, self.after = 0, after
+
+    def forward(self, t, x):
+        self.calls += 1
+        y = self.lin(x)
+        return y * float("nan") if self.calls > self.after else y
+
+
+def test_nan_loss_rolls_back_and_keeps_the_good_checkpoint(lorenz, tmp_path):
+    field = _Poisoned(after=10_000)
+    fit(lorenz, field=field, epochs=1, checkpoint_dir=tmp_path, progress=False, lbfgs_iterations=2)
+    good = torch.load(tmp_path / CHECKPOINT, weights_only=False)["field"]
+    good_w = good["lin.weight"].clone()
+    field.after = field.calls + 5  # poisons the next epoch
+    with pytest.warns(RuntimeWarning, match="rolled back"):
+        sur, hist = fit(lorenz, field=field, epochs=3, checkpoint_dir=tmp_path, progress=False,
+                        lbfgs_iterations=2)
+    assert hist.sizes["epoch"] == 1  # the poisoned epoch is not recorded
+    assert torch.equal(sur.field.lin.weight.detach(), good_w)
+    after = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    assert after["epoch"] == 1 and torch.equal(after["field"]["lin.weight"], good_w)
+    field.after = field.calls + 5
+    with pytest.raises(FloatingPointError, match="(loss became nan|weights became non-finite).*rolled back"):
+        fit(lorenz, field=field, epochs=3, progress=False, lbfgs_iterations=2, on_nan="raise")
+
+
+def test_bad_arguments(lorenz):
+    with pytest.raises(ValueError, match="optimizer must be.*close matches: \\['lbfgs'\\]"):
+        fit(lorenz, optimizer="lbgfs", epochs=1)
+    with pytest.raises(ValueError, match="unknown strategy 'fehlburg'.*fehlberg"):
+        fit(lorenz, strategy="fehlburg", epochs=1)
+    with pytest.raises(ValueError, match="epochs"):
+        fit(lorenz, epochs=-1)
+    with pytest.raises(ValueError, match="unknown torchdiffeq method"):
+        strategies.get("torchdiffeq", method="rk5")
+
+
+# ------------------------------------------------------------ the paper's step rule
+class _Linear(torch.nn.Module):
+    def __init__(self, a):
+        super().__init__()
+        self.a = torch.as_tensor(a, dtype=torch.float64)
+
+    def forward(self, t, x):
+        return x @ self.a.T
+
+
+A = np.array([[-0.3, 1.0], [-1.0, -0.3]])
+
+
+def _exact(x0):
+    from scipy.linalg import expm
+
+    return x0 @ expm(A).T
+
+
+def test_rk3_substeps_converge_at_order_three():
+    field = _Linear(A)
+    x0 = torch.tensor([[1.0, 0.5]], dtype=torch.float64)
+    ns = np.array([2, 4, 8, 16])
+    errs = [np.abs(strategies._rk3_steps(field, x0, int(n))[0].numpy() - _exact(x0.numpy())).max() for n in ns]
+    slope = np.polyfit(np.log(1.0 / ns), np.log(errs), 1)[0]
+    assert 2.8 < slope < 3.2
+
+
+def test_paper_rule_matches_its_definition():
+    field = _Linear(A * 3)
+    x0 = torch.tensor([[1.0, 0.0], [0.01, 0.0], [0.5, 0.5]], dtype=torch.float64)
+    rule = strategies._IntervalRule(eps=0.1, safety=0.9, max_substeps=10, shared=True)
+    out, acc, sub, evals = rule.interval(field, x0, None)
+    a2, a1 = strategies._rk3_steps(field, x0, 1)
+    r = (a1 - a2).abs().sum(-1)
+    np.testing.assert_array_equal(acc.numpy(), (r <= 0.1).numpy())
+    assert acc.tolist() == [False, True, False]
+    n = math.ceil(1 / (0.9 * math.sqrt(0.1 / float(r[~acc].max()))))
+    assert sub.tolist() == [n, 1, n]
+    torch.testing.assert_close(out[~acc], strategies._rk3_steps(field, x0[~acc], n)[0])
+    torch.testing.assert_close(out[1], a2[1])
+    assert evals == 3 * 3 + 3 * n * 2
+    # Fehlberg training: the reference replaces A1
+    target = a2.clone()
+    target[0] += 1.0
+    _, acc, sub, _ = rule.interval(field, x0, target)
+    assert acc.tolist() == [False, True, True]
+    # per-example counts
+    solo = strategies._IntervalRule(eps=0.1, shared=False)
+    _, _, sub, _ = solo.interval(field, x0, None)
+    for i in (0, 2):
+        assert sub[i] == math.ceil(1 / (0.9 * math.sqrt(0.1 / float(r[i]))))
+
+
+def test_curriculum_grows_the_horizon_on_acceptance():
+    cur = strategies.get("curriculum", max_horizon=4, accept_threshold=0.9, patience=2)
+    rows = []
+    hs = []
+    for epoch, acc in enumerate([0.2, 0.95, 0.95, 0.95, 0.95, 0.99, 0.99]):
+        h = cur.horizon(epoch, rows, 1)
+        hs.append(h)
+        rows.append({"accepted_fraction": acc, "horizon": h})
+    assert hs == [1, 1, 1, 2, 2, 4, 4]
+    assert cur.stride(4, 1) == 4
