@@ -15,7 +15,7 @@ import torch
 
 from .control import MixedNorm, PaperRule
 from .solution import Solution, SolverError, Stats, Status, failure_message
-from .stepper import FieldCounter, rk_step
+from .stepper import FieldCounter, dense_output, rk_step
 from .tableau import METHODS, torch_tableau
 
 __all__ = ["odesolve"]
@@ -55,7 +55,7 @@ def _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_
                          f"t[{i + 1}]={ts[i + 1].item()!r} break it (sort the times and drop duplicates)")
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
-    tab = torch_tableau(method, y0.dtype, y0.device)
+    tab = torch_tableau(method)
     if step_size is not None:
         if isinstance(step_size, bool) or not isinstance(step_size, Real) or not (0 < float(step_size) < math.inf):
             raise ValueError(f"step_size must be a positive finite float (fixed steps) or None (adaptive), got {step_size!r}")
@@ -88,7 +88,7 @@ def _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_
 
 # ----------------------------------------------------------------------------- helpers
 class _Tracker:
-    """Per-example statistics and the record of outputs reached (indices into a list of (B, D) states)."""
+    """Per-example statistics, and the outputs: rows of recorded (n, D) tensors, indexed by rec (T, B)."""
 
     def __init__(self, y0: torch.Tensor, T: int):
         B, dev, dt = y0.shape[0], y0.device, y0.dtype
@@ -98,21 +98,22 @@ class _Tracker:
         self.err = torch.full((B,), float("nan"), dtype=dt, device=dev)
         self.acc_all = torch.ones(B, dtype=torch.bool, device=dev)
         self.h = torch.zeros(B, dtype=dt, device=dev)
-        self.records = [y0]
+        self.records, self.n_rows = [y0], B
         self.rec = torch.full((T, B), -1, dtype=torch.int64, device=dev)
-        self.rec[0] = 0
+        self.rec[0] = torch.arange(B, device=dev)
 
-    def record(self, y: torch.Tensor, j: torch.Tensor, idx: torch.Tensor):
-        """Outputs j (n,) of examples idx (n,) are the rows of y (B, D)."""
-        self.records.append(y)
-        self.rec[j, idx] = len(self.records) - 1
+    def record(self, rows: torch.Tensor, pos: torch.Tensor, j: torch.Tensor, ex: torch.Tensor):
+        """Output j[i] of example ex[i] is rows[pos[i]]; rows (n, D)."""
+        self.rec[j, ex] = self.n_rows + pos
+        self.records.append(rows)
+        self.n_rows += rows.shape[0]
 
     def outputs(self) -> torch.Tensor:
-        B, D = self.records[0].shape
-        nan = torch.full((1, B, D), float("nan"), dtype=self.records[0].dtype, device=self.records[0].device)
-        stack = torch.cat([torch.stack(self.records), nan])
-        rec = torch.where(self.rec < 0, len(self.records), self.rec)
-        return stack[rec, torch.arange(B, device=rec.device)]
+        """(T, B, D); NaN where an output was not reached."""
+        y0 = self.records[0]
+        nan = torch.full((1, y0.shape[1]), float("nan"), dtype=y0.dtype, device=y0.device)
+        rows = torch.cat(self.records + [nan])
+        return rows[torch.where(self.rec < 0, self.n_rows, self.rec)]
 
     def stats(self, counter: FieldCounter, method: str, control: str) -> Stats:
         return Stats(
@@ -161,14 +162,14 @@ def _solve_fixed(counter, y0, ts, tab, step_size, max_steps, tr: _Tracker):
         h = (times[jj] - times[jj - 1]) / n
         for k in range(n):
             tk = ts[jj - 1] + k * h
-            y, _, k_last, _ = rk_step(counter, tk, h, y, k1, tab, with_error=False)
-            k1 = k_last if tab.fsal else None
+            y, _, ks = rk_step(counter, tk, h, y, k1, tab, with_error=False)
+            k1 = ks[-1] if tab.fsal else None
         tr.evals += n * tab.stages - (n if tab.fsal else 0) + (1 if (tab.fsal and jj == 1) else 0)
         fin = torch.isfinite(y.detach()).all(dim=1)
         newly = alive & ~fin
         tr.status = torch.where(newly, int(Status.NONFINITE), tr.status)
         alive &= fin
-        tr.record(y, torch.full((int(alive.sum()),), jj, device=y.device), arange[alive])
+        tr.record(y, arange[alive], torch.full((int(alive.sum()),), jj, device=y.device), arange[alive])
         tr.substeps.fill_(n)
         tr.h.fill_(abs(h))
         tr.n_acc += torch.where(alive | newly, n, 0)
@@ -190,7 +191,8 @@ def _solve_paper(counter, y0, ts, tab, ctrl: PaperRule, ref, max_steps, tr: _Tra
         ya = y if full else y[idx]
         H = times[jj] - times[jj - 1]
         t0 = ts[jj - 1]
-        y_hi, err, _, k1 = rk_step(counter, t0, H, ya, None, tab)
+        y_hi, err, ks = rk_step(counter, t0, H, ya, None, tab)
+        k1 = ks[0]
         if ref is not None:
             err = ref[jj, idx] - y_hi.detach()
         r = ctrl.error(err, H)
@@ -209,11 +211,11 @@ def _solve_paper(counter, y0, ts, tab, ctrl: PaperRule, ref, max_steps, tr: _Tra
                 ym = yr if sub_all else yr[m]
                 if ctrl.shared:  # one substep count: shared scalar time and step
                     hk = H / n_max
-                    ys, _, _, _ = rk_step(counter, t0 + k * hk, hk, ym, k1r if k == 0 else None, tab, with_error=False)
+                    ys = rk_step(counter, t0 + k * hk, hk, ym, k1r if k == 0 else None, tab, with_error=False)[0]
                 else:
                     hm = hr if sub_all else hr[m]
                     k1m = None if k > 0 else (k1r if sub_all else k1r[m])
-                    ys, _, _, _ = rk_step(counter, t0 + k * hm, hm.unsqueeze(1), ym, k1m, tab, with_error=False)
+                    ys = rk_step(counter, t0 + k * hm, hm.unsqueeze(1), ym, k1m, tab, with_error=False)[0]
                 yr = ys if sub_all else yr.index_copy(0, m, ys)
             y_new = y_hi.index_copy(0, rej, yr)
         # statistics
@@ -232,11 +234,14 @@ def _solve_paper(counter, y0, ts, tab, ctrl: PaperRule, ref, max_steps, tr: _Tra
         ok = fin & ~over
         alive[idx] = ok
         y = y_new if full else y.index_copy(0, idx, y_new)
-        tr.record(y, torch.full((int(ok.sum()),), jj, device=dev), idx[ok])
+        tr.record(y_new, ok.nonzero().flatten(), torch.full((int(ok.sum()),), jj, device=dev), idx[ok])
     return tr
 
 
 def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, tr: _Tracker):
+    """Per-example adaptive steps. Without a reference, steps run freely to t[-1] (never past
+    it) and intermediate outputs come from dense output; with a reference every output time is
+    landed on, so that the step ending there can be judged against the reference."""
     B = y0.shape[0]
     dev, dtype = y0.device, y0.dtype
     T = ts.numel()
@@ -244,8 +249,9 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
     span = abs(float(ts[-1] - ts[0]))
     eps = torch.finfo(dtype).eps
     per_ex = ctrl.per_example
+    land_each = ref is not None
     q = tab.order_low
-    arange = torch.arange(B, device=dev)
+    t_last = ts[-2]  # start of the last output interval
 
     y = y0
     k1 = counter(ts[0], y0)
@@ -255,13 +261,12 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
         tr.evals += 1
     else:
         h = torch.full((B,), float(h0), dtype=dtype, device=dev)
-    k1_valid = torch.ones(B, dtype=torch.bool, device=dev)
     tcur = ts[0].expand(B).clone()
-    j = torch.ones(B, dtype=torch.int64, device=dev)
+    j = torch.ones(B, dtype=torch.int64, device=dev)  # next output to fill
     active = torch.ones(B, dtype=torch.bool, device=dev)
-    first = torch.ones(B, dtype=torch.bool, device=dev)
-    sub_count = torch.zeros(B, dtype=torch.int64, device=dev)
+    err_set = torch.zeros(B, dtype=torch.bool, device=dev)
     ref_tried = torch.zeros(B, dtype=torch.bool, device=dev)
+    tr.substeps.zero_()
 
     while True:
         idx = active.nonzero().flatten()
@@ -269,20 +274,18 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
         if na == 0:
             break
         full = na == B
-        ya, ta, ha, ja = (y, tcur.clone(), h.clone(), j.clone()) if full else (y[idx], tcur[idx], h[idx], j[idx])
-        k1a = None
-        if tab.fsal or not bool((~k1_valid[idx]).any()):
-            k1a = k1 if full else k1[idx]
-        target = ts[ja]
+        if full:
+            ya, k1a, ta, ha, ja = y, k1, tcur.clone(), h.clone(), j.clone()
+        else:
+            ya, k1a, ta, ha, ja = y[idx], k1[idx], tcur[idx], h[idx], j[idx]
+        target = ts[ja] if land_each else ts[-1]
         rem = (target - ta) * direction
         lands = ha >= rem
         he = torch.where(lands, rem, ha)
-        if per_ex:
-            y_hi, err, k_last, k1a_used = rk_step(counter, ta, (direction * he).unsqueeze(1), ya, k1a, tab)
-        else:
-            y_hi, err, k_last, k1a_used = rk_step(counter, ta[0], direction * float(he[0]), ya, k1a, tab)
-        tr.evals.index_add_(0, idx, torch.full_like(idx, tab.stages - (1 if k1a is not None else 0)))
-        if ref is not None:  # first attempt that ends on the output time: judged against the reference
+        hs = (direction * he).unsqueeze(1) if per_ex else direction * float(he[0])
+        y_hi, err, ks = rk_step(counter, ta if per_ex else ta[0], hs, ya, k1a, tab)
+        tr.evals.index_add_(0, idx, torch.full_like(idx, tab.stages - 1))
+        if land_each:  # the first attempt ending on the output time is judged against the reference
             use_ref = lands & ~ref_tried[idx]
             err = torch.where(use_ref.unsqueeze(1), ref[ja, idx] - y_hi.detach(), err)
         e = ctrl.error(err, ya, y_hi)
@@ -296,29 +299,41 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
         t_new = torch.where(accept, torch.where(lands, target, ta + direction * he), ta)
         acc2 = accept.unsqueeze(1)
         y_new = torch.where(acc2, y_hi, ya)
-        if tab.fsal:
-            k1_new = torch.where(acc2, k_last, k1a_used)
+        k1_new = torch.where(acc2, ks[-1], k1a)
+        # outputs reached by this step
+        if land_each:
+            reach = accept & lands
+            if bool(reach.any()):
+                pos = reach.nonzero().flatten()
+                tr.record(y_hi, pos, ja[pos], idx[pos])
+            j_new = ja + reach
         else:
-            k1_new = k1a_used
-            k1_valid[idx] = ~accept
+            j_new = ja
+            while True:
+                t_out = ts[j_new.clamp(max=T - 1)]
+                reach = accept & (j_new < T) & ((t_out - t_new) * direction <= 0)
+                if not bool(reach.any()):
+                    break
+                pos = reach.nonzero().flatten()
+                theta = ((t_out - ta) / (direction * he)).unsqueeze(1)
+                y_out = dense_output(ya, y_hi, ks, hs, tab, theta)
+                y_out = torch.where((t_out == t_new).unsqueeze(1), y_hi, y_out)
+                tr.record(y_out, pos, j_new[pos], idx[pos])
+                j_new = j_new + reach
         # statistics
-        first_a = first[idx]
-        tr.err[idx] = torch.where(first_a, e, tr.err[idx])
-        tr.acc_all[idx] &= accept | ~first_a
+        in_last = ((ta - t_last) * direction >= 0) & ~err_set[idx]
+        tr.err[idx] = torch.where(in_last, e, tr.err[idx])
+        err_set[idx] |= in_last
         n_acc = tr.n_acc[idx] + accept
         n_rej = tr.n_rej[idx] + (~accept)
         tr.n_acc[idx], tr.n_rej[idx] = n_acc, n_rej
-        landed = accept & lands
-        sub_a = sub_count[idx] + accept
-        tr.substeps[idx] = torch.where(landed, sub_a, tr.substeps[idx])
-        sub_count[idx] = torch.where(landed, 0, sub_a)
-        first[idx] = landed
-        if ref is not None:
-            ref_tried[idx] = (ref_tried[idx] | lands) & ~landed
+        tr.acc_all[idx] &= accept
+        tr.substeps[idx] += accept & ((t_new - t_last) * direction > 0)
         tr.h[idx] = he
-        j_new = ja + landed
+        if land_each:
+            ref_tried[idx] = (ref_tried[idx] | lands) & ~(accept & lands)
         # termination
-        done = landed & (j_new == T)
+        done = j_new >= T
         umin = 8 * eps * torch.clamp(t_new.abs(), min=span)
         under = ~done & (h_new < umin)
         maxed = ~done & ~under & ((n_acc + n_rej) >= max_steps)
@@ -326,14 +341,11 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
                            torch.where(maxed, int(Status.MAX_STEPS), 0))
         tr.status[idx] = code
         active[idx] = ~(done | under | maxed)
-        # scatter back
         if full:
             y, k1 = y_new, k1_new
         else:
             y, k1 = y.index_copy(0, idx, y_new), k1.index_copy(0, idx, k1_new)
         tcur[idx], h[idx], j[idx] = t_new, h_new, j_new
-        if bool(landed.any()):
-            tr.record(y, ja[landed], idx[landed])
     tr.t_reached = tcur
     return tr
 
@@ -386,7 +398,7 @@ def odesolve(
         _solve_paper(counter, y0, ts, tab, control, ref, max_steps, tr)
     else:
         ctrl_name = repr(control)
-        _solve_adaptive(counter, y0, ts, tab, control, ref, max_steps, h0, tr)
+        _solve_adaptive(counter, y0, ts, torch_tableau(method, fsal=True), control, ref, max_steps, h0, tr)
     stats = tr.stats(counter, method, ctrl_name)
     sol = Solution(ts=ts, ys=tr.outputs(), stats=stats)
     if raise_on_failure and not stats.success:

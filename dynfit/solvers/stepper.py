@@ -48,21 +48,19 @@ def _advance(y, h, acc):
 
 
 def rk_step(field: FieldCounter, t, h, y: torch.Tensor, k1: torch.Tensor | None, tab: TorchTableau, with_error: bool = True):
-    """One step of ``tab`` from (t, y) with step h.
+    """One step of ``tab`` from (t, y) with step h (k1 = f(t, y) if already known).
 
-    Returns (y_high (B, D), err (B, D) = y_high - y_low (detached) or None, k_last, k1):
-    k_last is f at the last stage (f(t + h, y_high) for an FSAL tableau).
+    Returns (y_high (B, D), err (B, D) = y_high - y_low, detached, or None, ks): ks is
+    the list of stage derivatives; for an FSAL tableau ks[-1] = f(t + h, y_high).
     """
-    per_example = isinstance(h, torch.Tensor)
-    tcol = t.unsqueeze(1) if per_example else t
+    tcol = t.unsqueeze(1) if isinstance(h, torch.Tensor) else t
     if k1 is None:
         k1 = field(tcol, y)
     ks = [k1]
     y_high = None
     for i in range(1, tab.stages):
         yi = _advance(y, h, _combo(tab.rows[i], ks))
-        ti = tcol + tab.c[i] * h
-        ks.append(field(ti, yi))
+        ks.append(field(tcol + tab.c[i] * h, yi))
         if tab.fsal and i == tab.stages - 1:
             y_high = yi
     if y_high is None:
@@ -71,4 +69,17 @@ def rk_step(field: FieldCounter, t, h, y: torch.Tensor, k1: torch.Tensor | None,
     if with_error and tab.e:
         with torch.no_grad():  # error estimates only steer step sizes: keep them out of the graph
             err = _combo(tab.e, [k.detach() for k in ks]) * h
-    return y_high, err, ks[-1], k1
+    return y_high, err, ks
+
+
+def dense_output(y0, y1, ks, h, tab: TorchTableau, theta: torch.Tensor) -> torch.Tensor:
+    """y at t + theta h (theta (B, 1) in [0, 1]) from the quartic through y0, y1, y_mid
+    with slopes f0 = ks[0] and f1 = ks[-1] (FSAL tableau with midpoint weights)."""
+    F0, F1 = ks[0] * h, ks[-1] * h
+    d = y1 - y0
+    r1, r2 = d - F0, F1 - F0
+    r3 = 16.0 * (_combo(tab.mid, ks) * h) - 8.0 * F0
+    b = -5.0 * r1 + r2 + r3
+    c = 14.0 * r1 - 3.0 * r2 - 2.0 * r3
+    e = -8.0 * r1 + 2.0 * r2 + r3
+    return y0 + theta * (F0 + theta * (b + theta * (c + theta * e)))

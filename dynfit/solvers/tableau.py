@@ -1,9 +1,16 @@
-"""Torch view of the Butcher tableaus in :mod:`systems.tableaus`.
+"""Torch-ready view of the Butcher tableaus in :mod:`systems.tableaus`.
 
 The arrays live in ``systems.tableaus`` (checked there on construction); this
-module re-checks them, turns them into the Python-float rows the stepper uses
-(zero coefficients dropped, so the hot loop does no useless work) and caches
-torch tensors per ``(name, dtype, device)``.
+module re-checks them and turns them into the Python-float rows the stepper
+uses (zero coefficients dropped, so the hot loop does no useless work). Python
+floats keep every tensor's dtype and device, so one cached view serves float32,
+float64, CPU and CUDA alike.
+
+Adaptive methods also get a first-same-as-last (FSAL) form: a non-FSAL tableau
+gains a last stage at c = 1 whose row is b, so that the last stage is
+f(t + h, y_new) (reused as the next step's first stage and for dense output),
+and midpoint weights w with y0 + h sum_i w_i k_i = y(t + h/2) + O(h^(p+1))
+(p = min(order, 4)) for quartic Hermite dense output.
 """
 from __future__ import annotations
 
@@ -15,25 +22,53 @@ import torch
 
 from systems.tableaus import TABLEAUS, Tableau, get_tableau
 
-__all__ = ["TorchTableau", "torch_tableau", "check_tableau", "METHODS"]
+__all__ = ["TorchTableau", "torch_tableau", "check_tableau", "fsal_extension", "midpoint_weights", "METHODS"]
 
 METHODS = tuple(sorted(TABLEAUS))
 
 
 def check_tableau(tab: Tableau, tol: float = 1e-14) -> None:
-    """Raise ValueError unless rows of a sum to c, b sums to 1, error weights to 0."""
+    """Raise ValueError unless a is strictly lower triangular, rows of a sum to c,
+    b sums to 1 and the error weights b - b_low sum to 0."""
+    if np.any(np.triu(tab.a) != 0):
+        raise ValueError(f"tableau {tab.name!r}: a must be strictly lower triangular")
     if not np.allclose(tab.a.sum(axis=1), tab.c, atol=tol, rtol=0):
         raise ValueError(f"tableau {tab.name!r}: rows of a must sum to c")
     if abs(tab.b.sum() - 1.0) > tol:
         raise ValueError(f"tableau {tab.name!r}: weights b must sum to 1, got {tab.b.sum()!r}")
     if tab.b_low is not None and abs((tab.b - tab.b_low).sum()) > tol:
         raise ValueError(f"tableau {tab.name!r}: error weights b - b_low must sum to 0")
-    if np.any(np.triu(tab.a) != 0):
-        raise ValueError(f"tableau {tab.name!r}: a must be strictly lower triangular")
 
 
-def _terms(vec) -> tuple[tuple[int, float], ...]:
-    return tuple((j, float(v)) for j, v in enumerate(vec) if v != 0.0)
+def fsal_extension(tab: Tableau) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, c) with a last stage at c = 1 whose row is b (unchanged for an FSAL tableau)."""
+    if tab.fsal:
+        return tab.a, tab.b, tab.c
+    s = tab.stages
+    a = np.zeros((s + 1, s + 1))
+    a[:s, :s] = tab.a
+    a[s, :s] = tab.b
+    return a, np.append(tab.b, 0.0), np.append(tab.c, 1.0)
+
+
+def midpoint_weights(a: np.ndarray, c: np.ndarray, order: int, theta: float = 0.5) -> np.ndarray:
+    """w with sum_i w_i Phi_i(tree) = theta^|tree| / gamma(tree) for all trees up to ``order`` (<= 4).
+
+    Raises ValueError if the tableau admits no such weights.
+    """
+    rows = [np.ones_like(c), c, c**2, a @ c, c**3, c * (a @ c), a @ c**2, a @ (a @ c)]
+    rhs = [theta, theta**2 / 2, theta**3 / 3, theta**3 / 6, theta**4 / 4, theta**4 / 8, theta**4 / 12, theta**4 / 24]
+    n = {1: 1, 2: 2, 3: 4, 4: 8}[order]
+    A, r = np.array(rows[:n]), np.array(rhs[:n])
+    w = np.linalg.lstsq(A, r, rcond=None)[0]
+    res = np.abs(A @ w - r).max()
+    if res > 1e-13:
+        raise ValueError(f"no order-{order} midpoint weights for this tableau (residual {res:.2e})")
+    return w
+
+
+def _terms(vec, tiny: float = 0.0) -> tuple[tuple[int, float], ...]:
+    return tuple((j, float(v)) for j, v in enumerate(vec) if abs(v) > tiny)
 
 
 @dataclass(frozen=True)
@@ -42,7 +77,8 @@ class TorchTableau:
 
     rows[i]: nonzero (j, a_ij) of stage i; b, e: nonzero (j, weight) of the
     propagated solution and of the error y_high - y_low (e empty for fixed-step
-    methods); c: nodes; order, order_low; fsal.
+    methods); c: nodes; mid: midpoint weights for dense output (empty if none);
+    fsal: the last stage is f(t + h, y_high).
     """
 
     name: str
@@ -50,6 +86,7 @@ class TorchTableau:
     b: tuple[tuple[int, float], ...]
     e: tuple[tuple[int, float], ...]
     c: tuple[float, ...]
+    mid: tuple[tuple[int, float], ...]
     order: int
     order_low: int | None
     fsal: bool
@@ -63,29 +100,32 @@ class TorchTableau:
         return bool(self.e)
 
 
-@lru_cache(maxsize=None)
-def _cached(name: str) -> TorchTableau:
-    tab = get_tableau(name)
-    check_tableau(tab)
+def _build(tab: Tableau, a, b, c, fsal: bool, mid=()) -> TorchTableau:
     e = _terms(tab.b - tab.b_low) if tab.b_low is not None else ()
     return TorchTableau(
-        name=tab.name,
-        rows=tuple(_terms(tab.a[i, :i]) for i in range(tab.stages)),
-        b=_terms(tab.b),
-        e=e,
-        c=tuple(float(x) for x in tab.c),
-        order=tab.order,
-        order_low=tab.order_low,
-        fsal=tab.fsal,
+        name=tab.name, rows=tuple(_terms(a[i, :i]) for i in range(len(c))), b=_terms(b), e=e,
+        c=tuple(float(x) for x in c), mid=mid, order=tab.order, order_low=tab.order_low, fsal=fsal,
     )
 
 
-def torch_tableau(name: str, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> TorchTableau:
-    """The tableau ``name`` (cached). ValueError lists known names.
+@lru_cache(maxsize=None)
+def _cached(name: str, fsal: bool) -> TorchTableau:
+    tab = get_tableau(name)
+    check_tableau(tab)
+    if not fsal:
+        return _build(tab, tab.a, tab.b, tab.c, tab.fsal)
+    if not tab.adaptive:
+        raise ValueError(f"method {name!r} has no embedded error estimate, so no adaptive (FSAL) form")
+    a, b, c = fsal_extension(tab)
+    mid = _terms(midpoint_weights(a, c, min(tab.order, 4)), tiny=1e-13)
+    return _build(tab, a, b, c, True, mid)
 
-    The coefficients are Python floats, so one view serves every dtype and device:
-    multiplying a tensor by a float keeps the tensor's dtype and device.
+
+def torch_tableau(name: str, fsal: bool = False) -> TorchTableau:
+    """The tableau ``name`` (cached); fsal=True gives the FSAL form with dense-output weights.
+
+    ValueError lists the known names.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"method must be a string naming a tableau, one of {list(METHODS)}; got {type(name).__name__}")
-    return _cached(name)
+    if not isinstance(name, str) or name not in METHODS:
+        raise ValueError(f"unknown Runge-Kutta method {name!r}; expected one of {list(METHODS)}")
+    return _cached(name, bool(fsal))

@@ -22,44 +22,20 @@ from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver, _ButcherTab
 
 from systems.tableaus import RKF23, RKF45, Tableau
 
-from .tableau import check_tableau
+from .tableau import check_tableau, fsal_extension, midpoint_weights
 
-__all__ = ["RKF45Solver", "RKF23Solver", "fsal_extension", "register"]
-
-
-def fsal_extension(tab: Tableau) -> tuple[np.ndarray, np.ndarray]:
-    """(a (s+1, s+1), c (s+1,)) with a last stage at c = 1 whose row is b."""
-    s = tab.stages
-    a = np.zeros((s + 1, s + 1))
-    a[:s, :s] = tab.a
-    a[s, :s] = tab.b
-    return a, np.append(tab.c, 1.0)
-
-
-def _midpoint_weights(tab: Tableau, order: int, theta: float = 0.5) -> np.ndarray:
-    """Weights w with y0 + h * sum w_i k_i = y(t0 + theta h) + O(h^(order+1)) on the extended tableau."""
-    a, c = fsal_extension(tab)
-    rows = [np.ones_like(c), c, c**2, a @ c, c**3, c * (a @ c), a @ c**2, a @ (a @ c)]
-    rhs = [theta, theta**2 / 2, theta**3 / 3, theta**3 / 6, theta**4 / 4, theta**4 / 8, theta**4 / 12, theta**4 / 24]
-    n = {1: 1, 2: 2, 3: 4, 4: 8}[order]
-    A, r = np.array(rows[:n]), np.array(rhs[:n])
-    w = np.linalg.lstsq(A, r, rcond=None)[0]
-    res = np.abs(A @ w - r).max()
-    if res > 1e-13:
-        raise ValueError(f"tableau {tab.name!r}: no order-{order} midpoint weights (residual {res:.2e})")
-    return w
+__all__ = ["RKF45Solver", "RKF23Solver", "register"]
 
 
 def _torchdiffeq_tableau(tab: Tableau) -> _ButcherTableau:
     check_tableau(tab)
-    a, c = fsal_extension(tab)
-    s = tab.stages
+    a, b, c = fsal_extension(tab)  # b gains a zero weight on the new stage
     f64 = dict(dtype=torch.float64)
     return _ButcherTableau(
         alpha=torch.tensor(c[1:], **f64),
-        beta=[torch.tensor(a[i, :i], **f64) for i in range(1, s + 1)],
-        c_sol=torch.tensor(np.append(tab.b, 0.0), **f64),
-        c_error=torch.tensor(np.append(tab.b - tab.b_low, 0.0), **f64),
+        beta=[torch.tensor(a[i, :i], **f64) for i in range(1, len(c))],
+        c_sol=torch.tensor(b, **f64),
+        c_error=torch.tensor(b - np.append(tab.b_low, 0.0), **f64),
     )
 
 
@@ -68,7 +44,7 @@ class RKF45Solver(RKAdaptiveStepsizeODESolver):
 
     order = 5
     tableau = _torchdiffeq_tableau(RKF45)
-    mid = torch.tensor(_midpoint_weights(RKF45, 4), dtype=torch.float64)
+    mid = torch.tensor(midpoint_weights(*fsal_extension(RKF45)[::2], order=4))
 
 
 class RKF23Solver(RKAdaptiveStepsizeODESolver):
@@ -76,7 +52,7 @@ class RKF23Solver(RKAdaptiveStepsizeODESolver):
 
     order = 3
     tableau = _torchdiffeq_tableau(RKF23)
-    mid = torch.tensor(_midpoint_weights(RKF23, 3), dtype=torch.float64)
+    mid = torch.tensor(midpoint_weights(*fsal_extension(RKF23)[::2], order=3))
 
 
 def register() -> None:

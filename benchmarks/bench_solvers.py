@@ -1,0 +1,152 @@
+"""Benchmark: dynfit.solvers.odesolve against torchdiffeq.odeint on a batch of Lorenz windows.
+
+A batch of windows (default 256, each `--window` observation steps of 0.01) is cut
+from an RKF45 Lorenz'63 trajectory; the vector field is an MLP 3-64-64-3 (tanh)
+fitted briefly to the Lorenz vector field, so that the batch mixes easy and hard
+stretches of the attractor like a training batch does. For each method (rkf45 -
+registered with torchdiffeq by dynfit - and dopri5) and tolerance, both solvers
+run forward + backward (squared error against the windows) on CPU, in one process,
+interleaved; the script prints wall time per forward+backward (median), batched
+calls of the field, example-evaluations (rows) and the ratios.
+
+    python benchmarks/bench_solvers.py            # full run
+    python benchmarks/bench_solvers.py --quick    # small, for CI
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torchdiffeq
+
+from dynfit.solvers import MixedNorm, odesolve
+
+
+def lorenz(t, y):
+    x, v, z = y.unbind(-1)
+    return torch.stack([10.0 * (v - x), x * (28.0 - z) - v, x * v - 8.0 / 3.0 * z], -1)
+
+
+class Counted(torch.nn.Module):
+    """Wraps a field and counts batched calls and rows."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.calls = 0
+        self.rows = 0
+
+    def forward(self, t, y):
+        self.calls += 1
+        self.rows += y.shape[0]
+        return self.net(t, y)
+
+
+class MLPField(torch.nn.Module):
+    """3-64-64-3 tanh MLP on standardised states: f(y) = s * net((y - m) / s)."""
+
+    def __init__(self, mean, scale, width=64, dtype=torch.float64):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("scale", scale)
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(3, width, dtype=dtype), torch.nn.Tanh(),
+            torch.nn.Linear(width, width, dtype=dtype), torch.nn.Tanh(),
+            torch.nn.Linear(width, 3, dtype=dtype))
+
+    def forward(self, t, y):
+        return self.net((y - self.mean) / self.scale) * self.scale * 5.0
+
+
+def make_data(n_windows, window, dtype, seed):
+    """(windows (window+1, B, 3), t (window+1,)) cut from an RKF45 Lorenz trajectory at dt = 0.01."""
+    g = torch.Generator().manual_seed(seed)
+    dt, n = 0.01, n_windows * 2 + window + 1
+    t = torch.arange(n + 500, dtype=dtype) * dt
+    y0 = torch.tensor([[1.0, 1.0, 1.0]], dtype=dtype)
+    traj = odesolve(lorenz, y0, t, method="rkf45", control=MixedNorm(rtol=1e-10, atol=1e-10),
+                    max_steps=10**6).ys[500:, 0]  # drop the transient
+    starts = torch.randperm(len(traj) - window - 1, generator=g)[:n_windows]
+    idx = starts[None, :] + torch.arange(window + 1)[:, None]
+    return traj[idx], t[: window + 1] - t[0], traj
+
+
+def fit_field(traj, steps, seed, dtype):
+    torch.manual_seed(seed)
+    field = MLPField(traj.mean(0), traj.std(0), dtype=dtype)
+    target = lorenz(None, traj)
+    opt = torch.optim.Adam(field.parameters(), lr=3e-3)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = ((field(None, traj) - target) / traj.std(0)).square().mean()
+        loss.backward()
+        opt.step()
+    return field, loss.item()
+
+
+def run_once(solver, field, windows, t, method, tol):
+    field.calls = field.rows = 0
+    y0 = windows[0].clone()
+    t0 = time.perf_counter()
+    if solver == "dynfit":
+        sol = odesolve(field, y0, t, method=method, control=MixedNorm(rtol=tol, atol=tol))
+        ys, reported = sol.ys, sol.stats.n_f_evals
+    else:
+        ys = torchdiffeq.odeint(field, y0, t, method=method, rtol=tol, atol=tol)
+        reported = None
+    loss = (ys - windows).square().mean()
+    n_fwd_calls, n_fwd_rows = field.calls, field.rows
+    loss.backward()
+    wall = time.perf_counter() - t0
+    if reported is not None and reported != n_fwd_calls:
+        raise RuntimeError(f"dynfit reported {reported} evaluations, the field saw {n_fwd_calls}")
+    return wall, n_fwd_calls, n_fwd_rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=256, help="number of windows")
+    p.add_argument("--window", type=int, default=20, help="observation steps (of 0.01) per window")
+    p.add_argument("--methods", nargs="+", default=["rkf45", "dopri5"])
+    p.add_argument("--tols", nargs="+", type=float, default=[1e-4, 1e-6])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--fit-steps", type=int, default=300, help="Adam steps fitting the MLP to the Lorenz field")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--float32", action="store_true", help="float32 instead of float64")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="small sizes for CI")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.batch, a.window, a.repeats, a.fit_steps, a.tols = 32, 5, 1, 20, [1e-4]
+    torch.set_num_threads(a.threads)
+    dtype = torch.float32 if a.float32 else torch.float64
+    windows, t, traj = make_data(a.batch, a.window, dtype, a.seed)
+    net, fit_loss = fit_field(traj, a.fit_steps, a.seed, dtype)
+    field = Counted(net)
+    print(f"# {a.batch} windows x {a.window} steps of 0.01, MLP 3-64-64-3 tanh (fit loss {fit_loss:.3g}), "
+          f"{dtype}, {a.threads} thread(s), median of {a.repeats}")
+    head = f"{'method':7s} {'tol':>7s} {'solver':11s} {'ms/fwd+bwd':>10s} {'calls':>6s} {'rows':>8s} {'us/call':>8s} {'us/row':>7s}"
+    print(head)
+    results = {}
+    for method in a.methods:
+        for tol in a.tols:
+            runs = {"dynfit": [], "torchdiffeq": []}
+            for _ in range(a.repeats):  # interleaved, so that load on the machine hits both alike
+                for solver in runs:
+                    runs[solver].append(run_once(solver, field, windows, t, method, tol))
+            for solver, rs in runs.items():
+                wall = statistics.median(r[0] for r in rs)
+                calls, rows = rs[0][1], rs[0][2]
+                results[method, tol, solver] = (wall, calls, rows)
+                print(f"{method:7s} {tol:7.0e} {solver:11s} {wall * 1e3:10.1f} {calls:6d} {rows:8d} "
+                      f"{wall / calls * 1e6:8.0f} {wall / rows * 1e6:7.2f}")
+            (wd, cd, rd), (wt, ct, rt) = results[method, tol, "dynfit"], results[method, tol, "torchdiffeq"]
+            print(f"{'':7s} {'':7s} ratio dynfit/torchdiffeq: time {wd / wt:.2f}, calls {cd / ct:.2f}, "
+                  f"rows {rd / rt:.2f}, time per call {(wd / cd) / (wt / ct):.2f}, time per row {(wd / rd) / (wt / rt):.2f}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
