@@ -1,0 +1,383 @@
+"""``evaluate``: a surrogate against the truth, as one ``xarray.Dataset``.
+
+What it does, in order (every input is checked before any work starts):
+
+1. ``n_starts`` starts are drawn (seeded) along the trajectories of ``data``
+   (a ``systems.simulate`` Dataset, ideally held out from training), each with
+   ``horizon`` Lyapunov times of data after it: the truth.
+2. The surrogate runs free from each start (``generate``); the normalised
+   error, the VPT per threshold, and the valid ground-truth time (the data
+   and scipy reference solvers from the same start, see ``vpt.py``).
+3. One long run of ``long_steps`` samples each from the surrogate and from the
+   true system (``systems.simulate``, rkf45 at 1e-9) from the first start; the
+   first 10% of both is dropped. On them: state-space density divergence,
+   per-component Wasserstein distance, power-spectrum distance, correlation
+   dimension (see ``measure.py``, ``spectrum.py``, ``dimension.py``).
+4. Lyapunov spectra: the truth's (analytic Jacobian) and, when the surrogate
+   exposes a torch ``field``, the surrogate's (autograd), both by RK4 + QR at
+   the data's sampling step from the first ``lyapunov_starts`` starts.
+
+The surrogate is duck-typed: ``generate(x0 (B, D), n_steps) -> (B, n_steps,
+D)`` in physical units with row 0 = x0, ``dt`` and ``dim``; optional
+``system`` (name, checked against the data), ``generate(...,
+return_stats=True) -> (array, dict)`` (solver statistics: ``accepted`` and
+``substeps`` arrays (B, n_steps - 1), ``n_f_evals``), and ``field`` (torch
+module on standardised states ``scaler.forward(x)`` in model time, one unit
+= ``dt``; without ``scaler`` the field is taken on physical states and
+physical time).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import warnings
+from datetime import datetime, timezone
+
+import numpy as np
+import xarray as xr
+
+from ._checks import check_int, check_positive, check_thresholds
+from .dimension import correlation_dimension
+from .lyapunov import lyapunov_spectrum, system_lyapunov_spectrum
+from .measure import density_divergence, wasserstein
+from .reference import DEFAULT_REFERENCE_SOLVERS, reference_solutions
+from .spectrum import spectrum_distance
+from .vpt import first_exceedance, normalised_error, valid_groundtruth_time
+
+__all__ = ["evaluate", "load_diagnostics", "FORMAT"]
+
+FORMAT = "dynfit-diagnostics-1"
+REQUIRED_VARIABLES = ("error", "vpt", "valid_groundtruth_time", "lyapunov_exponents")
+LONG_TRANSIENT = 0.1
+
+
+def _version() -> str:
+    import dynfit
+
+    return dynfit.__version__
+
+
+# ------------------------------------------------------------------ checks
+def _check_surrogate(surrogate):
+    missing = [a for a in ("generate", "dt", "dim") if not hasattr(surrogate, a)]
+    if missing or not callable(getattr(surrogate, "generate", None)):
+        raise TypeError(
+            f"surrogate must have generate(x0, n_steps), dt and dim (like dynfit.Surrogate); "
+            f"{type(surrogate).__name__} lacks {missing or ['a callable generate']}"
+        )
+    return check_positive(float(surrogate.dt), "surrogate.dt"), int(surrogate.dim)
+
+
+def _check_data(data, dim: int, surrogate_system):
+    if not isinstance(data, xr.Dataset):
+        raise TypeError(f"data must be an xarray.Dataset from systems.simulate, got {type(data).__name__}")
+    if "x" not in data or data["x"].dims != ("trajectory", "time", "component"):
+        raise ValueError("data must hold a variable 'x' with dims ('trajectory', 'time', 'component') "
+                         "as systems.simulate writes; got variables "
+                         f"{ {k: v.dims for k, v in data.data_vars.items()} }")
+    name = data.attrs.get("system")
+    if not name:
+        raise ValueError("data has no 'system' attribute; evaluate needs data made by systems.simulate")
+    if surrogate_system not in (None, "", "unknown") and str(surrogate_system).lower() != str(name).lower():
+        raise ValueError(f"the data come from system {name!r} but the surrogate models {surrogate_system!r}; "
+                         "evaluate a surrogate on data of its own system")
+    n_comp = data.sizes["component"]
+    if n_comp != dim:
+        raise ValueError(f"the data have {n_comp} components but the surrogate has dim {dim}; "
+                         "evaluate a surrogate on data of its own system and dimension")
+    x = data["x"].values.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("data['x'] contains NaN or inf; evaluate needs finite reference trajectories")
+    t = data["time"].values.astype(np.float64)
+    if t.size < 2:
+        raise ValueError("data need at least 2 time samples")
+    dt = float(data.attrs.get("dt", t[1] - t[0]))
+    if not np.allclose(np.diff(t), dt, rtol=1e-6, atol=1e-12):
+        raise ValueError("data must be sampled uniformly in time (constant dt)")
+    return str(name), x, dt
+
+
+def _system_of(name: str, attrs):
+    import systems
+
+    params = attrs.get("parameters")
+    params = json.loads(params) if isinstance(params, str) else {}
+    try:
+        return systems.get(name, **params)
+    except ValueError as err:
+        raise ValueError(f"the data's system {name!r} is not known to systems: {err}") from None
+
+
+# ------------------------------------------------------------------ rollouts
+def _generate(surrogate, x0, n_steps: int, k: int):
+    """Rollouts (B, n_steps, D) at the data's spacing, and stats dict or None."""
+    n_fine = (n_steps - 1) * k + 1
+    stats = None
+    try:
+        accepts_stats = "return_stats" in inspect.signature(surrogate.generate).parameters
+    except (TypeError, ValueError):
+        accepts_stats = False
+    if accepts_stats:
+        out = surrogate.generate(x0, n_fine, return_stats=True)
+        out, stats = out if isinstance(out, tuple) else (out, None)
+    else:
+        out = surrogate.generate(x0, n_fine)
+    out = np.asarray(out, dtype=np.float64)
+    if out.shape != (x0.shape[0], n_fine, x0.shape[1]):
+        raise ValueError(f"surrogate.generate returned shape {out.shape}, expected "
+                         f"{(x0.shape[0], n_fine, x0.shape[1])} = (B, n_steps, dim)")
+    return out[:, ::k], stats
+
+
+def _stats_variables(stats, n_starts: int):
+    out = {}
+    if not isinstance(stats, dict):
+        return out
+    acc = stats.get("accepted")
+    if acc is not None and np.ndim(acc) == 2 and np.shape(acc)[0] == n_starts and np.shape(acc)[1] > 0:
+        out["accepted_fraction"] = (("start",), np.asarray(acc, float).mean(1),
+                                    {"units": "1", "long_name": "fraction of rollout steps accepted at once"})
+    sub = stats.get("substeps")
+    if sub is not None and np.ndim(sub) == 2 and np.shape(sub)[0] == n_starts and np.shape(sub)[1] > 0:
+        out["mean_substeps"] = (("start",), np.asarray(sub, float).mean(1),
+                                {"units": "1", "long_name": "mean solver substeps per sampling interval"})
+    if np.ndim(stats.get("n_f_evals", None)) == 0 and stats.get("n_f_evals") is not None:
+        out["n_f_evals"] = ((), float(stats["n_f_evals"]),
+                            {"units": "1", "long_name": "vector-field evaluations of the rollouts"})
+    return out
+
+
+def _surrogate_exponents(surrogate, starts, dt, n_steps, transient, std):
+    """The surrogate's exponents per physical time unit, or None without a torch field."""
+    import torch
+
+    field = getattr(surrogate, "field", None)
+    if not isinstance(field, torch.nn.Module):
+        return None
+    scaler = getattr(surrogate, "scaler", None)
+    if scaler is not None and hasattr(scaler, "forward"):
+        z0 = np.asarray(scaler.forward(starts), dtype=np.float64)
+        unit = float(surrogate.dt)  # physical time per model time unit
+    else:
+        z0, unit = starts, 1.0
+    # the rollout and an RK4 run of the field must agree over one sampling step
+    one = _generate(surrogate, starts[:1], 2, 1)[0][0, 1]
+    dtype = next(field.parameters(), torch.zeros((), dtype=torch.float64)).dtype
+    z = torch.as_tensor(z0[:1], dtype=dtype)
+    h = float(surrogate.dt) / unit / 20
+    was = field.training
+    field.eval()
+    with torch.no_grad():
+        for _ in range(20):
+            t0 = torch.zeros((), dtype=dtype)
+            k1 = field(t0, z)
+            k2 = field(t0, z + h / 2 * k1)
+            k3 = field(t0, z + h / 2 * k2)
+            k4 = field(t0, z + h * k3)
+            z = z + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    field.train(was)
+    z = z.to(torch.float64).numpy()[0]
+    x1 = scaler.inverse(z) if scaler is not None and hasattr(scaler, "inverse") else z
+    mismatch = float(np.sqrt(np.mean(((x1 - one) / std) ** 2)))
+    if mismatch > 0.05:
+        warnings.warn(f"the surrogate's field integrated over one step differs from its generate() by "
+                      f"{mismatch:.3g} attractor std: the field's coordinates or time unit may not be the "
+                      "ones evaluate assumes (scaler.forward, one model time unit = dt); its Lyapunov "
+                      "exponents may be off", RuntimeWarning, stacklevel=3)
+    try:
+        lam = lyapunov_spectrum(field, z0, dt=dt / unit, n_steps=n_steps, transient=transient)
+    except FloatingPointError as err:
+        warnings.warn(f"the surrogate's Lyapunov spectrum could not be computed: {err}", RuntimeWarning,
+                      stacklevel=3)
+        return np.full(starts.shape[1], np.nan)
+    return lam / unit
+
+
+# ------------------------------------------------------------------ evaluate
+def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = 20, horizon: float = 15.0,
+             thresholds=(0.3, 0.4, 0.5), long_steps: int = 20000, lyapunov_steps: int = 2000,
+             lyapunov_starts: int = 4, reference_solvers=DEFAULT_REFERENCE_SOLVERS,
+             groundtruth: bool = True, seed: int = 0) -> xr.Dataset:
+    """Evaluate a surrogate against the truth; returns a diagnostics Dataset.
+
+    surrogate: anything with ``generate``, ``dt``, ``dim`` (module docstring).
+    data: a ``systems.simulate`` Dataset of the same system and dimension,
+        sampled at an integer multiple of ``surrogate.dt``.
+    n_starts: rollouts; horizon: their length in Lyapunov times (each start
+        needs that much data after it); thresholds: VPT thresholds in (0, 1].
+    long_steps: samples of the long runs (>= 1000) for the distances.
+    lyapunov_steps / lyapunov_starts: averaging steps and starts of the
+        Lyapunov spectra (0 steps: skip, NaN). reference_solvers: scipy
+        (method, tol) pairs for the valid ground-truth time (needs >= 1; the
+        noise-free data count as one more); groundtruth=False skips it (NaN).
+    seed: draws the starts and the subsamples.
+
+    Returns a Dataset with dims start, time (Lyapunov times), threshold,
+    component, source (truth, surrogate), exponent, long_time; variables
+    error, truth, prediction, vpt, valid_groundtruth_time, lyapunov_exponents,
+    density_divergence, wasserstein, spectrum_distance,
+    correlation_dimension, long_run, std, and solver statistics when the
+    surrogate reports them; each with attrs["units"]; provenance in attrs.
+    """
+    thr = check_thresholds(thresholds)
+    sdt, dim = _check_surrogate(surrogate)
+    name, x, dt = _check_data(data, dim, getattr(surrogate, "system", None))
+    n_starts = check_int(n_starts, "n_starts", minimum=1)
+    horizon = check_positive(horizon, "horizon")
+    long_steps = check_int(long_steps, "long_steps", minimum=1000)
+    lyapunov_steps = check_int(lyapunov_steps, "lyapunov_steps", minimum=0)
+    lyapunov_starts = check_int(lyapunov_starts, "lyapunov_starts", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    ratio = dt / sdt
+    k = int(round(ratio))
+    if k < 1 or abs(ratio - k) > 1e-6 * ratio:
+        raise ValueError(f"the data's step {dt:g} is not an integer multiple of surrogate.dt = {sdt:g}; "
+                         "simulate evaluation data at the surrogate's step (or a multiple of it)")
+    system = _system_of(name, data.attrs)
+    lt = data.attrs.get("lyapunov_time") or system.lyapunov_time
+    if not lt:
+        raise ValueError(f"no Lyapunov time known for {name!r} (data.attrs['lyapunov_time'] or the "
+                         "system's lyapunov_max); VPT is measured in Lyapunov times")
+    lt = float(lt)
+    n_h = int(round(horizon * lt / dt)) + 1
+    n_traj, n_time, _ = x.shape
+    if n_time < n_h:
+        raise ValueError(f"a horizon of {horizon} Lyapunov times needs {n_h} samples per trajectory, the data "
+                         f"have {n_time}; simulate longer trajectories or lower horizon")
+    if groundtruth and len(reference_solvers) < 1:
+        raise ValueError("reference_solvers must name at least one (scipy method, tolerance) pair")
+
+    rng = np.random.default_rng(seed)
+    traj_idx = rng.integers(0, n_traj, n_starts)
+    time_idx = rng.integers(0, n_time - n_h + 1, n_starts)
+    truth = np.stack([x[i, j:j + n_h] for i, j in zip(traj_idx, time_idx)])
+    starts = truth[:, 0]
+    std = x.reshape(-1, dim).std(0)
+
+    # --- short rollouts: error, VPT, valid ground-truth time
+    pred, stats = _generate(surrogate, starts, n_h, k)
+    err = normalised_error(truth, pred, std=std)
+    vpt = first_exceedance(err, thr, dt=dt) / lt
+    if groundtruth:
+        refs = reference_solutions(system, starts, dt=dt, n_steps=n_h, solvers=reference_solvers)
+        sols = refs + ([truth] if float(data.attrs.get("noise", 0.0)) == 0.0 else [])
+        if len(sols) < 2:
+            raise ValueError("the valid ground-truth time needs two solutions: with noisy data pass two "
+                             "reference_solvers")
+        vgt = valid_groundtruth_time(sols, dt=dt, lyapunov_time=lt, std=std, thresholds=thr)
+    else:
+        vgt = np.full_like(vpt, np.nan)
+
+    # --- long runs: attractor statistics
+    import systems
+
+    long_true = systems.simulate(system, n_traj=1, n_steps=long_steps, dt=dt, x0=starts[0], seed=seed,
+                                 method="rkf45", rtol=1e-9, atol=1e-9)["x"].values[0]
+    long_pred = _generate(surrogate, starts[:1], long_steps, k)[0][0]
+    cut = int(LONG_TRANSIENT * long_steps)
+    lt_, lp_ = long_true[cut:], long_pred[cut:]
+    dens = density_divergence(lt_, lp_, seed=seed)
+    wass = wasserstein(lt_, lp_)
+    spec = spectrum_distance(lt_, lp_, dt=dt)
+    cdim = [correlation_dimension(lt_, seed=seed), correlation_dimension(lp_, seed=seed)]
+
+    # --- Lyapunov spectra
+    ly_starts = starts[:lyapunov_starts]
+    lam = np.full((2, dim), np.nan)
+    if lyapunov_steps > 0:
+        lam[0] = system_lyapunov_spectrum(system, ly_starts, dt=dt, n_steps=lyapunov_steps,
+                                          transient=lyapunov_steps // 10)
+        sur = _surrogate_exponents(surrogate, ly_starts, dt, lyapunov_steps, lyapunov_steps // 10, std)
+        if sur is not None:
+            lam[1] = sur
+
+    comps = data["component"].values
+    tl = np.arange(n_h) * dt / lt
+    ds = xr.Dataset(
+        {
+            "error": (("start", "time"), err, {"units": "1", "long_name": "normalised error "
+                      "sqrt(mean_i ((y_i - yhat_i) / std_i)^2)"}),
+            "truth": (("start", "time", "component"), truth, {"units": "state units", "long_name": "truth"}),
+            "prediction": (("start", "time", "component"), pred, {"units": "state units",
+                           "long_name": "surrogate free run"}),
+            "start_trajectory": (("start",), traj_idx.astype(np.int64), {"units": "1"}),
+            "start_time": (("start",), data["time"].values[time_idx], {"units": "time units"}),
+            "vpt": (("start", "threshold"), vpt, {"units": "Lyapunov times",
+                    "long_name": "valid prediction time"}),
+            "valid_groundtruth_time": (("start", "threshold"), vgt, {
+                "units": "Lyapunov times", "long_name": "valid ground-truth time",
+                "solvers": json.dumps([list(s) for s in reference_solvers]),
+                "includes_data": int(float(data.attrs.get("noise", 0.0)) == 0.0)}),
+            "lyapunov_exponents": (("source", "exponent"), lam, {
+                "units": "1 / time unit", "long_name": "Lyapunov exponents (QR, RK4)",
+                "n_steps": lyapunov_steps, "n_starts": min(lyapunov_starts, n_starts)}),
+            "density_divergence": ((), dens, {"units": "nats", "long_name": "KL(truth || surrogate) of "
+                                   "state-space densities", "method": "bins 30, smoothing 1 (dim <= 3); gmm"}),
+            "wasserstein": (("component",), wass, {"units": "attractor std",
+                            "long_name": "1-D Wasserstein distance / truth std"}),
+            "spectrum_distance": ((), spec, {"units": "1", "long_name": "Hellinger distance of power spectra"}),
+            "correlation_dimension": (("source",), np.array(cdim), {"units": "1",
+                                      "long_name": "Grassberger-Procaccia correlation dimension"}),
+            "long_run": (("source", "long_time", "component"), np.stack([long_true, long_pred]),
+                         {"units": "state units", "long_name": "long free runs"}),
+            "std": (("component",), std, {"units": "state units", "long_name": "attractor standard deviation"}),
+        },
+        coords={
+            "start": np.arange(n_starts, dtype=np.int64),
+            "time": ("time", tl, {"units": "Lyapunov times"}),
+            "threshold": ("threshold", thr, {"units": "attractor std"}),
+            "component": comps,
+            "source": np.array(["truth", "surrogate"]),
+            "exponent": np.arange(1, dim + 1, dtype=np.int64),
+            "long_time": ("long_time", np.arange(long_steps) * dt, {"units": "time units"}),
+        },
+    )
+    for var, (dims, val, attrs) in _stats_variables(stats, n_starts).items():
+        ds[var] = xr.Variable(dims, val, attrs)
+    ds.attrs.update({
+        "format": FORMAT,
+        "system": name,
+        "dim": dim,
+        "dt": dt,
+        "surrogate_dt": sdt,
+        "lyapunov_time": lt,
+        "thresholds": thr,
+        "n_starts": n_starts,
+        "horizon": horizon,
+        "long_steps": long_steps,
+        "long_transient": LONG_TRANSIENT,
+        "seed": seed,
+        "surrogate": repr(surrogate)[:500],
+        "surrogate_strategy": str(getattr(getattr(surrogate, "strategy", None), "name", "")),
+        "data_method": str(data.attrs.get("method", "")),
+        "data_rtol": float(data.attrs.get("rtol", np.nan)),
+        "data_noise": float(data.attrs.get("noise", 0.0)),
+        "dynfit_version": _version(),
+        "created_by": f"dynfit.evaluate (dynfit {_version()})",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    return ds
+
+
+def load_diagnostics(path) -> xr.Dataset:
+    """Read a Dataset written by ``evaluate(...).to_netcdf(path)``; checks it is one.
+
+    Raises FileNotFoundError for a missing file and ValueError for a file that
+    is not netCDF or not a dynfit diagnostics Dataset.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no diagnostics file at {path}")
+    try:
+        ds = xr.load_dataset(path)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable netCDF file ({err.__class__.__name__}: {err}); "
+                         "pass a file written by dynfit.evaluate(...).to_netcdf(path)") from None
+    fmt = ds.attrs.get("format")
+    missing = [v for v in REQUIRED_VARIABLES if v not in ds]
+    if fmt != FORMAT or missing:
+        raise ValueError(f"{path} is not a dynfit diagnostics Dataset (attrs['format'] = {fmt!r}, expected "
+                         f"{FORMAT!r}; missing variables {missing}); make one with dynfit.evaluate")
+    return ds
