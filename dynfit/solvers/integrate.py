@@ -98,6 +98,7 @@ class _Tracker:
         self.err = torch.full((B,), float("nan"), dtype=dt, device=dev)
         self.acc_all = torch.ones(B, dtype=torch.bool, device=dev)
         self.h = torch.zeros(B, dtype=dt, device=dev)
+        self.t_reached = torch.zeros(B, dtype=dt, device=dev)
         self.records, self.n_rows = [y0], B
         self.rec = torch.full((T, B), -1, dtype=torch.int64, device=dev)
         self.rec[0] = torch.arange(B, device=dev)
@@ -239,114 +240,110 @@ def _solve_paper(counter, y0, ts, tab, ctrl: PaperRule, ref, max_steps, tr: _Tra
 
 
 def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, tr: _Tracker):
-    """Per-example adaptive steps. Without a reference, steps run freely to t[-1] (never past
-    it) and intermediate outputs come from dense output; with a reference every output time is
-    landed on, so that the step ending there can be judged against the reference."""
+    """Per-example adaptive steps on the compacted batch of unfinished examples.
+
+    Without a reference, steps run freely to t[-1] (never past it) and intermediate
+    outputs come from dense output; with a reference every output time is landed on, so
+    that the step ending there can be judged against the reference. One host sync per step.
+    """
     B = y0.shape[0]
     dev, dtype = y0.device, y0.dtype
     T = ts.numel()
-    direction = 1.0 if float(ts[-1]) > float(ts[0]) else -1.0
+    d = 1.0 if float(ts[-1]) > float(ts[0]) else -1.0
+    tsd = ts * d  # increasing
     span = abs(float(ts[-1] - ts[0]))
     eps = torch.finfo(dtype).eps
     per_ex = ctrl.per_example
     land_each = ref is not None
     q = tab.order_low
-    t_last = ts[-2]  # start of the last output interval
+    t_last = float(ts[-2]) * d  # start of the last output interval (direction-adjusted)
 
-    y = y0
     k1 = counter(ts[0], y0)
-    tr.evals += 1
     if h0 is None:
-        h = _initial_step(counter, ts[0], y0, k1, direction, tab.order, ctrl)
-        tr.evals += 1
+        h = _initial_step(counter, ts[0], y0, k1, d, tab.order, ctrl)
     else:
         h = torch.full((B,), float(h0), dtype=dtype, device=dev)
-    tcur = ts[0].expand(B).clone()
-    j = torch.ones(B, dtype=torch.int64, device=dev)  # next output to fill
-    active = torch.ones(B, dtype=torch.bool, device=dev)
-    err_set = torch.zeros(B, dtype=torch.bool, device=dev)
-    ref_tried = torch.zeros(B, dtype=torch.bool, device=dev)
-    tr.substeps.zero_()
+    n_pre = counter.calls  # evaluations before the first step, shared by all examples
 
-    while True:
-        idx = active.nonzero().flatten()
-        na = idx.numel()
-        if na == 0:
-            break
-        full = na == B
-        if full:
-            ya, k1a, ta, ha, ja = y, k1, tcur.clone(), h.clone(), j.clone()
-        else:
-            ya, k1a, ta, ha, ja = y[idx], k1[idx], tcur[idx], h[idx], j[idx]
-        target = ts[ja] if land_each else ts[-1]
-        rem = (target - ta) * direction
-        lands = ha >= rem
-        he = torch.where(lands, rem, ha)
-        hs = (direction * he).unsqueeze(1) if per_ex else direction * float(he[0])
-        y_hi, err, ks = rk_step(counter, ta if per_ex else ta[0], hs, ya, k1a, tab)
-        tr.evals.index_add_(0, idx, torch.full_like(idx, tab.stages - 1))
+    # compact per-example state of the unfinished examples
+    idx = torch.arange(B, device=dev)
+    y, ta = y0, ts[0].expand(B).clone()
+    j = torch.ones(B, dtype=torch.int64, device=dev)  # next output to fill
+    zeros_i = torch.zeros(B, dtype=torch.int64, device=dev)
+    n_acc, n_rej, sub = zeros_i, zeros_i.clone(), zeros_i.clone()
+    err = torch.full((B,), float("nan"), dtype=dtype, device=dev)
+    err_set = torch.zeros(B, dtype=torch.bool, device=dev)
+    acc_all = torch.ones(B, dtype=torch.bool, device=dev)
+    ref_tried = torch.zeros(B, dtype=torch.bool, device=dev)
+    h_last = h.clone()
+    status = zeros_i.clone()
+
+    while idx.numel():
+        target = ts[j] if land_each else ts[-1]
+        rem = (target - ta) * d
+        lands = h >= rem
+        he = torch.where(lands, rem, h)
+        hs = (d * he).unsqueeze(1) if per_ex else d * float(he[0])
+        y_hi, e_vec, ks = rk_step(counter, ta if per_ex else ta[0], hs, y, k1, tab)
         if land_each:  # the first attempt ending on the output time is judged against the reference
-            use_ref = lands & ~ref_tried[idx]
-            err = torch.where(use_ref.unsqueeze(1), ref[ja, idx] - y_hi.detach(), err)
-        e = ctrl.error(err, ya, y_hi)
+            use_ref = lands & ~ref_tried
+            e_vec = torch.where(use_ref.unsqueeze(1), ref[j, idx] - y_hi.detach(), e_vec)
+        e = ctrl.error(e_vec, y, y_hi)
         finite = torch.isfinite(e) & torch.isfinite(y_hi.detach()).all(dim=1)
         e = torch.where(finite, e, torch.full_like(e, math.inf))
         if not per_ex:
             e = e.max().expand_as(e)
         accept = e <= 1.0
         h_new = he * ctrl.factor(e, accept, q)
-        h_new = torch.where(accept & lands, torch.maximum(h_new, ha), h_new)
-        t_new = torch.where(accept, torch.where(lands, target, ta + direction * he), ta)
-        acc2 = accept.unsqueeze(1)
-        y_new = torch.where(acc2, y_hi, ya)
-        k1_new = torch.where(acc2, ks[-1], k1a)
-        # outputs reached by this step
-        if land_each:
-            reach = accept & lands
-            if bool(reach.any()):
-                pos = reach.nonzero().flatten()
-                tr.record(y_hi, pos, ja[pos], idx[pos])
-            j_new = ja + reach
-        else:
-            j_new = ja
-            while True:
-                t_out = ts[j_new.clamp(max=T - 1)]
-                reach = accept & (j_new < T) & ((t_out - t_new) * direction <= 0)
-                if not bool(reach.any()):
-                    break
-                pos = reach.nonzero().flatten()
-                theta = ((t_out - ta) / (direction * he)).unsqueeze(1)
-                y_out = dense_output(ya, y_hi, ks, hs, tab, theta)
-                y_out = torch.where((t_out == t_new).unsqueeze(1), y_hi, y_out)
-                tr.record(y_out, pos, j_new[pos], idx[pos])
-                j_new = j_new + reach
+        h_new = torch.where(accept & lands, torch.maximum(h_new, h), h_new)
+        t_new = torch.where(accept, torch.where(lands, target, ta + d * he), ta)
+        j_new = torch.searchsorted(tsd, t_new * d, right=True).clamp(min=j)
         # statistics
-        in_last = ((ta - t_last) * direction >= 0) & ~err_set[idx]
-        tr.err[idx] = torch.where(in_last, e, tr.err[idx])
-        err_set[idx] |= in_last
-        n_acc = tr.n_acc[idx] + accept
-        n_rej = tr.n_rej[idx] + (~accept)
-        tr.n_acc[idx], tr.n_rej[idx] = n_acc, n_rej
-        tr.acc_all[idx] &= accept
-        tr.substeps[idx] += accept & ((t_new - t_last) * direction > 0)
-        tr.h[idx] = he
+        in_last = (ta * d >= t_last) & ~err_set
+        err = torch.where(in_last, e, err)
+        err_set = err_set | in_last
+        n_acc, n_rej = n_acc + accept, n_rej + ~accept
+        acc_all = acc_all & accept
+        sub = sub + (accept & (t_new * d > t_last))
+        h_last = he
         if land_each:
-            ref_tried[idx] = (ref_tried[idx] | lands) & ~(accept & lands)
+            ref_tried = (ref_tried | lands) & ~(accept & lands)
         # termination
         done = j_new >= T
-        umin = 8 * eps * torch.clamp(t_new.abs(), min=span)
-        under = ~done & (h_new < umin)
+        under = ~done & (h_new < 8 * eps * torch.clamp(t_new.abs(), min=span))
         maxed = ~done & ~under & ((n_acc + n_rej) >= max_steps)
-        code = torch.where(under, torch.where(finite, int(Status.STEP_UNDERFLOW), int(Status.NONFINITE)),
-                           torch.where(maxed, int(Status.MAX_STEPS), 0))
-        tr.status[idx] = code
-        active[idx] = ~(done | under | maxed)
-        if full:
-            y, k1 = y_new, k1_new
-        else:
-            y, k1 = y.index_copy(0, idx, y_new), k1.index_copy(0, idx, k1_new)
-        tcur[idx], h[idx], j[idx] = t_new, h_new, j_new
-    tr.t_reached = tcur
+        stop = done | under | maxed
+        status = torch.where(under, torch.where(finite, int(Status.STEP_UNDERFLOW), int(Status.NONFINITE)),
+                             torch.where(maxed, int(Status.MAX_STEPS), 0))
+        n_out, any_stop = torch.stack([(j_new - j).max(), stop.any().long()]).tolist()
+        # outputs passed by this step
+        for k in range(n_out):
+            jk = j + k
+            reach = jk < j_new
+            jc = jk.clamp(max=T - 1)
+            if land_each:
+                y_out = y_hi
+            else:
+                theta = ((ts[jc] - ta) / (d * he)).unsqueeze(1)
+                y_out = torch.where((ts[jc] == t_new).unsqueeze(1), y_hi, dense_output(y, y_hi, ks, hs, tab, theta))
+            rows = tr.n_rows + torch.arange(idx.numel(), device=dev)
+            tr.rec[jc, idx] = torch.where(reach, rows, tr.rec[jc, idx])
+            tr.records.append(y_out)
+            tr.n_rows += idx.numel()
+        acc2 = accept.unsqueeze(1)
+        y = torch.where(acc2, y_hi, y)
+        k1 = torch.where(acc2, ks[-1], k1)
+        ta, h, j = t_new, h_new, j_new
+        if any_stop:
+            tr.n_acc[idx], tr.n_rej[idx], tr.err[idx], tr.acc_all[idx] = n_acc, n_rej, err, acc_all
+            tr.substeps[idx], tr.h[idx], tr.status[idx] = sub, h_last, status
+            tr.t_reached[idx] = ta
+            keep = (~stop).nonzero().flatten()
+            idx = idx[keep]
+            y, k1, ta, h, j = y[keep], k1[keep], ta[keep], h[keep], j[keep]
+            n_acc, n_rej, err, err_set, acc_all = n_acc[keep], n_rej[keep], err[keep], err_set[keep], acc_all[keep]
+            sub, ref_tried = sub[keep], ref_tried[keep]
+    tr.evals += n_pre + (tab.stages - 1) * (tr.n_acc + tr.n_rej)
     return tr
 
 
@@ -402,8 +399,6 @@ def odesolve(
     stats = tr.stats(counter, method, ctrl_name)
     sol = Solution(ts=ts, ys=tr.outputs(), stats=stats)
     if raise_on_failure and not stats.success:
-        t_reached = getattr(tr, "t_reached", None)
-        if t_reached is None:
-            t_reached = ts[(tr.rec >= 0).sum(0) - 1]
+        t_reached = tr.t_reached if isinstance(control, MixedNorm) and step_size is None else ts[(tr.rec >= 0).sum(0) - 1]
         raise SolverError(failure_message(stats, t_reached, max_steps), stats, sol)
     return sol
