@@ -1,0 +1,185 @@
+"""dynfit.diagnostics.evaluate: contents, units, provenance, netCDF, bad input."""
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import systems
+from dynfit.diagnostics import ExactSurrogate, evaluate, load_diagnostics
+
+DT = 0.01
+
+
+@pytest.fixture(scope="module")
+def data():
+    return systems.simulate("lorenz63", n_traj=2, n_steps=1200, dt=DT, seed=3)
+
+
+class Scaler:
+    def __init__(self, mean, std):
+        self.mean, self.std = mean, std
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+    def inverse(self, z):
+        return z * self.std + self.mean
+
+
+class StandardisedLorenz(torch.nn.Module):
+    """Lorenz'63 on standardised states in model time (one unit = DT), as dynfit.Surrogate's field."""
+
+    def __init__(self, scaler):
+        super().__init__()
+        self.register_buffer("m", torch.as_tensor(scaler.mean))
+        self.register_buffer("s", torch.as_tensor(scaler.std))
+
+    def forward(self, t, z):
+        x = z * self.s + self.m
+        f = torch.stack([10 * (x[..., 1] - x[..., 0]), x[..., 0] * (28 - x[..., 2]) - x[..., 1],
+                         x[..., 0] * x[..., 1] - 8 / 3 * x[..., 2]], -1)
+        return f / self.s * DT
+
+
+class TorchExact(ExactSurrogate):
+    """The exact system, with a torch field and a scaler like dynfit.Surrogate, reporting stats."""
+
+    def __init__(self, data):
+        super().__init__("lorenz63", dt=DT, rtol=1e-10)
+        flat = data["x"].values.reshape(-1, 3)
+        self.scaler = Scaler(flat.mean(0), flat.std(0))
+        self.field = StandardisedLorenz(self.scaler)
+
+    def generate(self, x0, n_steps, *, return_stats=False):
+        out = super().generate(x0, n_steps)
+        if not return_stats:
+            return out
+        b = out.shape[0]
+        return out, {"accepted": np.ones((b, n_steps - 1), bool),
+                     "substeps": np.full((b, n_steps - 1), 2), "n_f_evals": 123}
+
+
+@pytest.fixture(scope="module")
+def result(data):
+    torch.set_num_threads(1)
+    return evaluate(TorchExact(data), data, n_starts=3, horizon=6.0, long_steps=3000,
+                    lyapunov_steps=300, lyapunov_starts=2, seed=1)
+
+
+def test_contents_dims_and_units(result):
+    ds = result
+    assert ds["vpt"].dims == ("start", "threshold")
+    assert ds["valid_groundtruth_time"].dims == ("start", "threshold")
+    assert ds["error"].dims == ("start", "time")
+    assert ds["lyapunov_exponents"].dims == ("source", "exponent")
+    assert list(ds["source"].values) == ["truth", "surrogate"]
+    np.testing.assert_allclose(ds["threshold"], [0.3, 0.4, 0.5])
+    for name in ("density_divergence", "wasserstein", "spectrum_distance", "correlation_dimension"):
+        assert name in ds
+    for name, var in {**ds.data_vars, **ds.coords}.items():
+        if name not in ("start", "component", "source", "exponent"):
+            assert "units" in var.attrs, name
+    assert ds["vpt"].attrs["units"] == "Lyapunov times"
+    assert ds["time"].attrs["units"] == "Lyapunov times"
+    for key in ("system", "thresholds", "n_starts", "seed", "dynfit_version", "format", "lyapunov_time"):
+        assert key in ds.attrs, key
+    assert ds.attrs["system"] == "lorenz63" and ds.attrs["n_starts"] == 3
+    # solver statistics passed through
+    np.testing.assert_allclose(ds["accepted_fraction"], 1.0)
+    np.testing.assert_allclose(ds["mean_substeps"], 2.0)
+    assert float(ds["n_f_evals"]) == 123
+
+
+def test_exact_surrogate_numbers(result):
+    ds = result
+    # the exact system stays valid over the whole 6-Lyapunov-time horizon, as do the references
+    horizon = float(ds["time"][-1])
+    np.testing.assert_allclose(ds["vpt"], horizon)
+    np.testing.assert_allclose(ds["valid_groundtruth_time"], horizon)
+    np.testing.assert_array_equal(ds["prediction"][:, 0], ds["truth"][:, 0])
+    # standardised coordinates and model time are converted back: the sum (log det of
+    # the tangent map) is invariant exactly; single finite-time exponents differ by at
+    # most log(cond(scaling)) / T, which vanishes as T grows
+    lam = ds["lyapunov_exponents"].values
+    assert abs(lam[1].sum() - lam[0].sum()) < 1e-8
+    std = ds["std"].values
+    T = 270 * DT  # averaging steps (300 - 10% transient) times dt
+    np.testing.assert_allclose(lam[1], lam[0], atol=np.log(std.max() / std.min()) / T)
+    assert lam[0, 0] > 0.3 and lam[0, 2] < -10
+    assert float(ds["spectrum_distance"]) < 0.2
+    assert np.all(np.isfinite(ds["correlation_dimension"]))
+
+
+def test_netcdf_round_trip(result, tmp_path):
+    path = tmp_path / "diag.nc"
+    result.to_netcdf(path)
+    back = load_diagnostics(path)
+    xr.testing.assert_identical(result, back)
+
+
+def test_load_rejects_other_files(tmp_path, data):
+    text = tmp_path / "notes.nc"
+    text.write_text("not a netCDF file")
+    with pytest.raises(ValueError, match="not a readable netCDF"):
+        load_diagnostics(text)
+    other = tmp_path / "sim.nc"
+    data.to_netcdf(other)
+    with pytest.raises(ValueError, match="not a dynfit diagnostics Dataset"):
+        load_diagnostics(other)
+    with pytest.raises(FileNotFoundError):
+        load_diagnostics(tmp_path / "missing.nc")
+
+
+class Diverging:
+    """A surrogate that blows up after 100 steps."""
+
+    system, dim, dt = "lorenz63", 3, DT
+
+    def generate(self, x0, n_steps):
+        out = np.repeat(np.asarray(x0, float)[:, None], n_steps, 1)
+        out[:, 100:] = np.nan
+        return out
+
+
+def test_diverging_surrogate_is_scored_not_crashed(data):
+    ds = evaluate(Diverging(), data, n_starts=2, horizon=3.0, long_steps=1000, lyapunov_steps=0,
+                  groundtruth=False, seed=0)
+    assert np.all(ds["vpt"] <= 100 * DT / ds.attrs["lyapunov_time"] + 1e-12)
+    assert float(ds["spectrum_distance"]) == 1.0
+    assert np.isnan(ds["correlation_dimension"].sel(source="surrogate"))
+    assert np.all(np.isnan(ds["lyapunov_exponents"]))
+    assert "accepted_fraction" not in ds
+
+
+class Fake:
+    def __init__(self, system="lorenz63", dim=3, dt=DT):
+        self.system, self.dim, self.dt = system, dim, dt
+
+    def generate(self, x0, n_steps):  # pragma: no cover - never reached
+        raise AssertionError("evaluate must fail before generating")
+
+
+@pytest.mark.parametrize("surrogate, kwargs, error, match", [
+    (Fake(system="rossler"), {}, ValueError, "system 'lorenz63' but the surrogate models 'rossler'"),
+    (Fake(system="unknown", dim=4), {}, ValueError, "dim 4"),
+    (Fake(), dict(thresholds=(0.4, 1.2)), ValueError, r"outside \(0, 1\]"),
+    (Fake(), dict(thresholds=0.0), ValueError, r"outside \(0, 1\]"),
+    (Fake(), dict(horizon=100.0), ValueError, "horizon"),
+    (Fake(dt=0.003), {}, ValueError, "integer multiple"),
+    (Fake(), dict(n_starts=0), ValueError, "n_starts"),
+    (object(), {}, TypeError, "generate"),
+])
+def test_bad_input(data, surrogate, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        evaluate(surrogate, data, **kwargs)
+
+
+def test_bad_data(data):
+    with pytest.raises(TypeError, match="xarray.Dataset"):
+        evaluate(Fake(), data["x"].values)
+    renamed = data.rename({"x": "state"})
+    with pytest.raises(ValueError, match="variable 'x'"):
+        evaluate(Fake(), renamed)
+    rossler = systems.simulate("rossler", n_traj=1, n_steps=50, dt=DT, seed=0)
+    with pytest.raises(ValueError, match="system 'rossler'"):
+        evaluate(Fake(), rossler)
