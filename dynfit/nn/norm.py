@@ -125,8 +125,8 @@ def _check_batch(layer: nn.Module, x: torch.Tensor) -> None:
         )
 
 
-def _time_value(t) -> float:
-    """The float value of a scalar time (0-d or one-element tensor, or a real number)."""
+def _time_value(t) -> tuple[float, float]:
+    """The float value of a scalar time (0-d or one-element tensor, or a real number) and its precision."""
     if isinstance(t, torch.Tensor):
         if t.numel() != 1:
             raise ValueError(
@@ -136,13 +136,15 @@ def _time_value(t) -> float:
         if t.is_complex():
             raise TypeError(f"time t must be real, got dtype {t.dtype}")
         value = float(t.detach().reshape(()))
+        precision = torch.finfo(t.dtype).eps if t.dtype.is_floating_point else 0.0
     elif isinstance(t, numbers.Real) and not isinstance(t, bool):
         value = float(t)
+        precision = torch.finfo(torch.float64).eps
     else:
         raise TypeError(f"time t must be a scalar tensor or a real number, got {type(t).__name__}")
     if math.isnan(value):
         raise ValueError("time t is NaN; the solver produced an invalid time (check the time span and step size)")
-    return value
+    return value, precision
 
 
 class _StatsNorm(nn.Module):
@@ -213,12 +215,13 @@ class _TABatchNorm(_StatsNorm):
 
         ``t`` lies in ``[t_l, t_{l+1}]``; ``w_lower = (t_{l+1} - t) / D`` weights
         grid point ``l`` and ``w_upper = (t - t_l) / D`` weights ``l + 1``
-        (the paper's formula). At a grid point the upper weight is exactly 0.
+        (the paper's formula). At a grid point (to the round-off of t's dtype)
+        the upper weight is exactly 0.
         Times outside ``[0, t_max]`` follow ``self.outside``: ``"clamp"`` uses
         the end point, ``"error"`` raises ValueError.
         """
-        value = _time_value(t)
-        tol = 1e-9 * self.t_max
+        value, precision = _time_value(t)
+        tol = max(1e-9, 4 * precision) * self.t_max
         if value < 0.0 or value > self.t_max:
             if self.outside == "error" and (value < -tol or value > self.t_max + tol):
                 raise ValueError(
@@ -228,7 +231,8 @@ class _TABatchNorm(_StatsNorm):
             value = min(max(value, 0.0), self.t_max)
         s = value / self.spacing
         nearest = round(s)
-        if abs(s - nearest) <= 1e-9:
+        # a time within its dtype's round-off of a grid point is that grid point
+        if abs(s - nearest) <= 4 * precision * max(1.0, abs(s)):
             s = float(nearest)
         last = self.num_points - 2
         lower = min(int(math.floor(s)), last)

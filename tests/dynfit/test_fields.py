@@ -17,6 +17,16 @@ from dynfit.nn import (
 NORMS = [None, "none", "bn", "minibatch", "tabn"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP contention on shared CPUs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("time_dependent", [False, True])
 def test_mlp_shapes(norm, time_dependent):

@@ -1,0 +1,377 @@
+"""TA-BN and the comparison norms: interpolation, statistics, solvers, bad input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torchdiffeq import odeint, odeint_adjoint
+
+from dynfit.nn import (
+    MLPField,
+    MiniBatchNorm1d,
+    PopBatchNorm1d,
+    TABatchNorm1d,
+    TABatchNorm2d,
+    frozen_statistics,
+    make_norm,
+    norm_penalty,
+    statistics_frozen,
+)
+
+D64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP contention on shared CPUs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+
+def _layer(num_points=5, t_max=2.0, features=3, seed=0, cls=TABatchNorm1d, **kw):
+    """A TA-BN layer whose grid rows all differ (statistics and parameters)."""
+    torch.manual_seed(seed)
+    layer = cls(features, num_points=num_points, t_max=t_max, dtype=D64, **kw)
+    with torch.no_grad():
+        layer.running_mean.uniform_(-1.0, 1.0)
+        layer.running_var.uniform_(0.5, 2.0)
+        layer.weight.uniform_(0.5, 1.5)
+        layer.bias.uniform_(-0.5, 0.5)
+    return layer
+
+
+def _t(value):
+    return torch.tensor(value, dtype=D64)
+
+
+# ---------------------------------------------------------------- interpolation
+
+
+def test_grid_point_uses_exactly_that_points_rows():
+    layer = _layer().eval()
+    x = torch.randn(6, 3, dtype=D64)
+    for m, tm in enumerate(np.linspace(0.0, 2.0, 5)):
+        lower, w_lo, w_up = layer.interpolation_weights(_t(tm))
+        assert w_up == 0.0 or (lower + 1 == m and w_up == 1.0)
+        want = F.batch_norm(x, layer.running_mean[m], layer.running_var[m], layer.weight[m],
+                            layer.bias[m], False, 0.0, layer.eps)
+        assert torch.equal(layer(_t(tm), x), want)
+    # training mode: the mini-batch statistics and that point's scale and shift
+    layer.train()
+    with frozen_statistics(layer):
+        got = layer(_t(1.5), x)
+    want = F.batch_norm(x, None, None, layer.weight[3], layer.bias[3], True, 0.0, layer.eps)
+    assert torch.equal(got, want)
+
+
+def test_weights_sum_to_one_and_move_linearly():
+    layer = TABatchNorm1d(2, num_points=11, t_max=5.0)
+    spacing = 0.5
+    ts = np.linspace(0.0, 5.0, 397)
+    for t in ts:
+        lower, w_lo, w_up = layer.interpolation_weights(float(t))
+        t_l = lower * spacing
+        assert 0 <= lower <= 9
+        assert t_l - 1e-12 <= t <= t_l + spacing + 1e-12
+        assert w_lo + w_up == pytest.approx(1.0, abs=1e-15)
+        # the paper's formula: the lower point is weighted by (t_{l+1} - t) / D
+        assert w_lo == pytest.approx((t_l + spacing - t) / spacing, abs=1e-12)
+        assert w_up == pytest.approx((t - t_l) / spacing, abs=1e-12)
+    # linear: inside one interval the weights are an affine function of t
+    inner = np.linspace(1.01, 1.49, 9)
+    w = np.array([layer.interpolation_weights(float(t))[2] for t in inner])
+    slope = np.polyfit(inner, w, 1)
+    assert slope[0] == pytest.approx(1.0 / spacing, rel=1e-12)
+    assert np.abs(np.polyval(slope, inner) - w).max() < 1e-12
+
+
+def test_interpolation_is_not_mirrored():
+    """Near t_l the output is close to row l's, not row l+1's (the public code's bug)."""
+    layer = _layer().eval()
+    x = torch.randn(4, 3, dtype=D64)
+    t = 0.5 + 0.1 * 0.5  # 10% of the way from grid point 1 to grid point 2
+    got = layer(_t(t), x)
+    lerp = lambda a: 0.9 * a[1] + 0.1 * a[2]  # noqa: E731
+    want = F.batch_norm(x, lerp(layer.running_mean), lerp(layer.running_var),
+                        lerp(layer.weight), lerp(layer.bias), False, 0.0, layer.eps)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+
+
+def test_eval_output_is_continuous_and_piecewise_linear_in_parameters():
+    layer = _layer(num_points=3, t_max=1.0).eval()
+    x = torch.randn(3, 3, dtype=D64)
+    eps = 1e-9
+    for tm in (0.5,):
+        left, right = layer(_t(tm - eps), x), layer(_t(tm + eps), x)
+        torch.testing.assert_close(left, right, atol=1e-7, rtol=0)
+
+
+def test_outside_policy():
+    layer = _layer(t_max=2.0).eval()
+    x = torch.randn(3, 3, dtype=D64)
+    torch.testing.assert_close(layer(_t(2.7), x), layer(_t(2.0), x), rtol=0, atol=0)
+    torch.testing.assert_close(layer(_t(-0.3), x), layer(_t(0.0), x), rtol=0, atol=0)
+    strict = _layer(t_max=2.0, outside="error").eval()
+    with pytest.raises(ValueError, match=r"outside the TA-BN grid \[0, 2.0\]"):
+        strict(_t(2.5), x)
+    with pytest.raises(ValueError, match="outside the TA-BN grid"):
+        strict(_t(-0.1), x)
+    strict(_t(2.0 + 1e-12), x)  # round-off at the end point is tolerated
+
+
+def test_no_gradient_with_respect_to_time():
+    layer = _layer().train()
+    t = torch.tensor(0.7, dtype=D64, requires_grad=True)
+    x = torch.randn(5, 3, dtype=D64, requires_grad=True)
+    layer(t, x).pow(2).sum().backward()
+    assert t.grad is None
+    assert x.grad is not None and layer.weight.grad is not None
+    # gradient flows only to the two neighbouring rows (l = 1, 2 for t = 0.7, D = 0.5)
+    rows = layer.weight.grad.abs().sum(1)
+    assert rows[1] > 0 and rows[2] > 0 and rows[[0, 3, 4]].sum() == 0
+
+
+def test_gradcheck_training_and_eval():
+    layer = _layer(num_points=4, t_max=1.0)
+    x = torch.randn(5, 3, dtype=D64, requires_grad=True)
+    for mode in (True, False):
+        layer.train(mode)
+        with frozen_statistics(layer):
+            assert torch.autograd.gradcheck(lambda z: layer(_t(0.41), z), (x,))
+
+
+# ---------------------------------------------------------------- batch and eval
+
+
+def test_eval_batch_of_one_is_independent_of_the_batch():
+    layer = _layer().eval()
+    x = torch.randn(8, 3, dtype=D64)
+    full = layer(_t(0.9), x)
+    for i in range(8):
+        torch.testing.assert_close(layer(_t(0.9), x[i:i + 1]), full[i:i + 1], rtol=1e-14, atol=1e-14)
+
+
+def test_training_needs_more_than_one_value():
+    layer = _layer().train()
+    with pytest.raises(ValueError, match="more than one value per feature"):
+        layer(_t(0.3), torch.randn(1, 3, dtype=D64))
+    with pytest.raises(ValueError, match="more than one value"):
+        MiniBatchNorm1d(3)(torch.tensor(0.0), torch.randn(1, 3))
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def test_running_statistics_match_hand_computation():
+    """Grid 0, 0.5, 1; eta = 0.2; updates at t = 0.0, 0.3, 0.5, 0.8 and 1.0."""
+    eta = 0.2
+    layer = TABatchNorm1d(2, num_points=3, t_max=1.0, momentum=eta, dtype=D64).train()
+    mean = np.zeros((3, 2))
+    var = np.ones((3, 2))
+    rng = np.random.default_rng(0)
+    for t in (0.0, 0.3, 0.5, 0.8, 1.0, 0.3):
+        x = rng.normal(1.0, 2.0, size=(7, 2))
+        layer(_t(t), torch.tensor(x))
+        mu, s2 = x.mean(0), x.var(0, ddof=1)
+        lower = min(int(t // 0.5), 1)
+        w_up = (t - 0.5 * lower) / 0.5
+        for index, w in ((lower, 1.0 - w_up), (lower + 1, w_up)):
+            mean[index] = (1 - eta * w) * mean[index] + eta * w * mu
+            var[index] = (1 - eta * w) * var[index] + eta * w * s2
+    np.testing.assert_allclose(layer.running_mean.numpy(), mean, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(layer.running_var.numpy(), var, rtol=1e-13, atol=1e-14)
+
+
+def test_grid_point_training_matches_torch_batchnorm():
+    torch.manual_seed(3)
+    layer = TABatchNorm1d(4, num_points=6, t_max=1.0, momentum=0.3)
+    bn = torch.nn.BatchNorm1d(4, momentum=0.3)
+    for _ in range(4):
+        x = torch.randn(9, 4) * 3 + 1
+        torch.testing.assert_close(layer(torch.tensor(0.6), x), bn(x))
+    torch.testing.assert_close(layer.running_mean[3], bn.running_mean)
+    torch.testing.assert_close(layer.running_var[3], bn.running_var)
+    untouched = [0, 1, 2, 4, 5]
+    assert torch.equal(layer.running_mean[untouched], torch.zeros(5, 4))
+    assert torch.equal(layer.running_var[untouched], torch.ones(5, 4))
+
+
+def test_statistics_frozen_in_eval_and_in_context():
+    layer = _layer()
+    before = layer.running_mean.clone()
+    layer.eval()(_t(0.3), torch.randn(4, 3, dtype=D64))
+    assert torch.equal(layer.running_mean, before)
+    layer.train()
+    with frozen_statistics(layer):
+        assert statistics_frozen(layer)
+        layer(_t(0.3), torch.randn(4, 3, dtype=D64))
+    with frozen_statistics():
+        layer(_t(0.3), torch.randn(4, 3, dtype=D64))
+    assert torch.equal(layer.running_mean, before)
+    assert not statistics_frozen(layer)
+    layer(_t(0.3), torch.randn(4, 3, dtype=D64))
+    assert not torch.equal(layer.running_mean, before)
+    with pytest.raises(TypeError, match="nn.Module"):
+        with frozen_statistics("field"):
+            pass
+
+
+def test_state_dict_round_trip():
+    torch.manual_seed(4)
+    layer = TABatchNorm1d(3, num_points=7, t_max=3.0).train()
+    for t in (0.1, 1.7, 2.9, 3.0):
+        layer(torch.tensor(t), torch.randn(5, 3) * 2 + 1)
+    state = layer.state_dict()
+    assert {"running_mean", "running_var", "weight", "bias"} <= set(state)
+    assert state["running_mean"].shape == (7, 3)
+    fresh = TABatchNorm1d(3, num_points=7, t_max=3.0)
+    fresh.load_state_dict(state)
+    for name in ("running_mean", "running_var", "weight", "bias"):
+        assert torch.equal(getattr(fresh, name), getattr(layer, name))
+    x = torch.randn(4, 3)
+    assert torch.equal(fresh.eval()(torch.tensor(1.3), x), layer.eval()(torch.tensor(1.3), x))
+
+
+def test_penalty():
+    layer = _layer()
+    want = ((layer.weight - 1) ** 2).sum() + (layer.bias ** 2).sum()
+    torch.testing.assert_close(layer.penalty(), want)
+    field = MLPField(2, width=4, depth=3, norm="tabn", num_points=5)
+    assert field.penalty().item() == 0.0
+    with torch.no_grad():
+        field.norms[1].bias.fill_(0.5)
+    assert field.penalty().item() == pytest.approx(0.25 * 5 * 4)
+    assert norm_penalty(MLPField(2, norm=None)).item() == 0.0
+
+
+def test_tabn2d_grid_point_and_statistics():
+    layer = _layer(cls=TABatchNorm2d, features=2).eval()
+    x = torch.randn(3, 2, 4, 5, dtype=D64)
+    want = F.batch_norm(x, layer.running_mean[2], layer.running_var[2], layer.weight[2],
+                        layer.bias[2], False, 0.0, layer.eps)
+    assert torch.equal(layer(_t(1.0), x), want)
+    fresh = TABatchNorm2d(2, num_points=3, t_max=1.0, momentum=1.0, dtype=D64).train()
+    fresh(_t(0.5), x)
+    torch.testing.assert_close(fresh.running_mean[1], x.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(fresh.running_var[1], x.var(dim=(0, 2, 3), unbiased=True))
+
+
+def test_comparison_norms():
+    torch.manual_seed(5)
+    pop = make_norm("bn", 3)
+    ref = torch.nn.BatchNorm1d(3)
+    for t in (0.1, 0.9):
+        x = torch.randn(6, 3) + 2
+        torch.testing.assert_close(pop(torch.tensor(t), x), ref(x))
+    torch.testing.assert_close(pop.running_mean, ref.running_mean)
+    pop.eval(), ref.eval()
+    x = torch.randn(1, 3)
+    torch.testing.assert_close(pop(torch.tensor(0.5), x), ref(x))
+    mb = make_norm("minibatch", 3).eval()
+    x = torch.randn(6, 3)
+    assert not torch.allclose(mb(0.0, x)[:3], mb(0.0, x[:3]))  # depends on the batch
+    assert isinstance(make_norm("BN", 3), PopBatchNorm1d)
+    assert isinstance(make_norm("tabn", 3, dims=2), TABatchNorm2d)
+    assert torch.equal(make_norm(None, 3)(0.0, x), x)
+    with pytest.raises(ValueError, match="unknown norm 'layernorm'"):
+        make_norm("layernorm", 3)
+    with pytest.raises(ValueError, match="dims must be 1"):
+        make_norm("tabn", 3, dims=3)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("num_points", [1, 0, -4])
+def test_bad_grid_size(num_points):
+    with pytest.raises(ValueError, match=f"num_points.*>= 2, got {num_points}"):
+        TABatchNorm1d(3, num_points=num_points)
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(TypeError, match="num_points"):
+        TABatchNorm1d(3, num_points=10.0)
+    for t_max in (0.0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="t_max must be finite and > 0"):
+            TABatchNorm1d(3, t_max=t_max)
+    with pytest.raises(ValueError, match="momentum"):
+        TABatchNorm1d(3, momentum=0.0)
+    with pytest.raises(ValueError, match="outside must be one of"):
+        TABatchNorm1d(3, outside="wrap")
+    with pytest.raises(ValueError, match="num_features must be >= 1"):
+        TABatchNorm2d(0)
+
+
+def test_bad_time_and_state():
+    layer = TABatchNorm1d(3)
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"time t must be a scalar .* got shape \(2,\)"):
+        layer(torch.tensor([0.1, 0.2]), x)
+    with pytest.raises(ValueError, match="time t is NaN"):
+        layer(torch.tensor(float("nan")), x)
+    with pytest.raises(TypeError, match="time t must be a scalar tensor or a real number"):
+        layer("0.5", x)
+    layer(torch.tensor([0.5]), x)  # one-element tensors are fine
+    with pytest.raises(ValueError, match=r"expects x of shape \(batch, num_features\) .* got shape \(4, 5\)"):
+        layer(torch.tensor(0.5), torch.randn(4, 5))
+    with pytest.raises(ValueError, match=r"\(batch, channels, height, width\)"):
+        TABatchNorm2d(3)(torch.tensor(0.5), x)
+
+
+# ---------------------------------------------------------------- solvers
+
+
+def _field(num_points=21):
+    torch.manual_seed(6)
+    return MLPField(3, width=8, depth=3, activation="tanh", norm="tabn", num_points=num_points,
+                    t_max=1.0, dtype=D64)
+
+
+@pytest.mark.parametrize("method,options", [("rk4", {"step_size": 0.1}), ("dopri5", None)])
+def test_with_torchdiffeq_forward(method, options):
+    f = _field().train()
+    y0 = torch.randn(16, 3, dtype=D64)
+    ts = torch.tensor([0.0, 1.0], dtype=D64)
+    y = odeint(f, y0, ts, method=method, options=options, rtol=1e-6, atol=1e-8)
+    assert torch.isfinite(y).all()
+    stats = f.norms[0].running_mean
+    visited = stats.abs().sum(1) > 0
+    assert visited[0] and visited[-1]  # both ends of [0, 1] were visited
+    f.eval()
+    y_eval = odeint(f, y0[:1], ts, method=method, options=options, rtol=1e-6, atol=1e-8)
+    assert torch.isfinite(y_eval).all()
+
+
+def _snapshot(f):
+    return [b.clone() for b in f.buffers()]
+
+
+def _grads(f):
+    return torch.cat([p.grad.flatten() for p in f.parameters()])
+
+
+@pytest.mark.parametrize("method,options,tol", [("rk4", {"step_size": 0.1}, 1e-3), ("dopri5", None, 2e-2)])
+def test_adjoint_backward_leaves_statistics_alone(method, options, tol):
+    f = _field().train()
+    y0 = torch.randn(8, 3, dtype=D64)
+    ts = torch.tensor([0.0, 1.0], dtype=D64)
+    y = odeint_adjoint(f, y0, ts, method=method, options=options, rtol=1e-5, atol=1e-7,
+                       adjoint_options=options)
+    after_forward = _snapshot(f)
+    assert not torch.equal(after_forward[0], torch.zeros_like(after_forward[0]))  # forward updated
+    y[-1].pow(2).sum().backward()
+    for before, now in zip(after_forward, f.buffers()):
+        assert torch.equal(before, now)  # the backward solve left the statistics alone
+    grad_adjoint = _grads(f)
+    # the same gradient by back-propagation through a fixed-step rk4 solve
+    f.zero_grad()
+    with frozen_statistics(f):
+        y_direct = odeint(f, y0, ts, method="rk4", options={"step_size": 0.05})
+    y_direct[-1].pow(2).sum().backward()
+    grad_direct = _grads(f)
+    err = (grad_adjoint - grad_direct).abs().max() / grad_direct.abs().max()
+    assert err < tol
