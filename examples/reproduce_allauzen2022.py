@@ -115,18 +115,12 @@ def generation_error(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(((pred - truth) ** 2).sum() / (len(truth) - 1))
 
 
-def vpt(pred: np.ndarray, truth: np.ndarray, sigma: float, threshold: float = 0.4) -> np.ndarray:
-    """Valid prediction time in Lyapunov times; pred, truth (B, T, D).
+def vpt(pred: np.ndarray, truth: np.ndarray, std: np.ndarray, threshold: float = 0.4) -> np.ndarray:
+    """Valid prediction time (Lyapunov times) of free runs pred against truth, both (B, T, D)."""
+    from dynfit.diagnostics import valid_prediction_time
 
-    Normalised error ||y - y_hat|| / sigma (sigma: the attractor's total
-    standard deviation); the first time it exceeds the threshold, or the full
-    horizon when it never does.
-    """
-    err = np.linalg.norm(pred - truth, axis=-1) / sigma
-    err = np.where(np.isfinite(err), err, np.inf)
-    over = err > threshold
-    first = np.where(over.any(axis=1), over.argmax(axis=1), err.shape[1])
-    return first * DT / LYAPUNOV_TIME
+    return valid_prediction_time(truth, pred, dt=DT, lyapunov_time=LYAPUNOV_TIME, std=std,
+                                 thresholds=threshold)[..., 0]
 
 
 def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_every: int, vpt_len: int):
@@ -134,7 +128,7 @@ def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_eve
 
     train = datasets["dataset1"]
     mean = train.mean(axis=0)
-    sigma = float(np.sqrt(((train - mean) ** 2).sum(axis=1).mean()))
+    std = train.std(axis=0)
     bound = 10 * np.abs(train).max()
     names = list(datasets)
     shape = (len(strategies), len(seeds), len(names))
@@ -161,7 +155,7 @@ def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_eve
             x0 = test[starts]
             pred = sur.generate(x0, vpt_len)
             truth = np.stack([test[a:a + vpt_len] for a in starts])
-            vp[i, j] = vpt(pred, truth, sigma)
+            vp[i, j] = vpt(pred, truth, std)
     const = {name: generation_error(np.broadcast_to(mean, d.shape), d) for name, d in datasets.items()}
     ds = xr.Dataset(
         {
@@ -172,7 +166,7 @@ def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_eve
             "vpt": (("strategy", "seed", "start"), vp),
         },
         coords={"strategy": list(strategies), "seed": list(seeds), "dataset": names, "start": starts},
-        attrs={"vpt_threshold": 0.4, "lyapunov_time": LYAPUNOV_TIME, "sigma": sigma,
+        attrs={"vpt_threshold": 0.4, "lyapunov_time": LYAPUNOV_TIME, "vpt_std": std.tolist(),
                "perturbation": 1e-10, "n_perturbations": n_perturb, "vpt_horizon_steps": vpt_len,
                "diverged_bound": bound},
     )
