@@ -120,7 +120,7 @@ class _Tracker:
         return Stats(
             n_steps=self.n_acc + self.n_rej, n_accepted=self.n_acc.clone(), n_rejected=self.n_rej.clone(),
             error_rate=self.err, accepted=self.acc_all, substeps=self.substeps, h=self.h, status=self.status,
-            n_f_evals_per_example=self.evals, n_f_evals=counter.calls, n_f_evals_backward=counter.graph_calls,
+            n_f_evals_per_example=self.evals, n_f_evals=counter.calls, counter=counter,
             method=method, control=control,
         )
 
@@ -145,6 +145,7 @@ def _initial_step(counter, t0, y0, f0, direction, order, ctrl: MixedNorm) -> tor
         dm = torch.maximum(d1, d2)
         h1 = torch.where(dm <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / dm).pow(1.0 / (order + 1)))
         h = torch.minimum(100 * h0, h1)
+        h = torch.where(torch.isfinite(h), h, torch.full_like(h, 1e-6))  # NaN field: shrink from 1e-6 to NONFINITE
         return h if ctrl.per_example else h.min().expand_as(h).clone()
 
 
@@ -310,7 +311,7 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
             ref_tried = (ref_tried | lands) & ~(accept & lands)
         # termination
         done = j_new >= T
-        under = ~done & (h_new < 8 * eps * torch.clamp(t_new.abs(), min=span))
+        under = ~done & ~(h_new >= 8 * eps * torch.clamp(t_new.abs(), min=span))  # NaN h counts as underflow
         maxed = ~done & ~under & ((n_acc + n_rej) >= max_steps)
         stop = done | under | maxed
         status = torch.where(under, torch.where(finite, int(Status.STEP_UNDERFLOW), int(Status.NONFINITE)),

@@ -41,8 +41,8 @@ class Stats:
     h: last step size taken (positive). status: :class:`Status` codes.
     n_f_evals_per_example: evaluations of the field that included each example.
     n_f_evals: batched calls of the field in the forward pass (each call counted once).
-    n_f_evals_backward: vector-Jacobian products of the field that plain backprop
-        through this solve performs (one per call recorded by autograd); 0 without grad.
+    n_f_evals_backward: vector-Jacobian products through the field run so far by backward
+        passes through this solve (0 before backward; exact once it has run).
     """
 
     n_steps: torch.Tensor
@@ -55,9 +55,13 @@ class Stats:
     status: torch.Tensor
     n_f_evals_per_example: torch.Tensor
     n_f_evals: int = 0
-    n_f_evals_backward: int | None = None
     method: str = ""
     control: str = ""
+    counter: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def n_f_evals_backward(self) -> int:
+        return 0 if self.counter is None else int(self.counter.backward_calls)
 
     @property
     def success(self) -> bool:
@@ -85,7 +89,7 @@ class Stats:
         ds["status"].attrs["codes"] = ", ".join(f"{s.value}={s.name}" for s in Status)
         ds.attrs.update(
             n_f_evals=int(self.n_f_evals),
-            n_f_evals_backward=-1 if self.n_f_evals_backward is None else int(self.n_f_evals_backward),
+            n_f_evals_backward=self.n_f_evals_backward,
             method=self.method,
             control=self.control,
         )

@@ -16,21 +16,25 @@ __all__ = ["FieldCounter", "rk_step"]
 
 
 class FieldCounter:
-    """Wraps field(t, y) and counts batched calls (and calls recorded by autograd)."""
+    """Wraps field(t, y); counts batched calls, and the vector-Jacobian products that
+    backward passes run through the calls recorded by autograd (via tensor hooks)."""
 
     def __init__(self, field: Callable):
         self.field = field
         self.calls = 0
-        self.graph_calls = 0
+        self.backward_calls = 0
+
+    def _on_backward(self, grad):
+        self.backward_calls += 1
 
     def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         f = self.field(t, y)
         self.calls += 1
-        if f.requires_grad:
-            self.graph_calls += 1
         if not isinstance(f, torch.Tensor) or f.shape != y.shape:
             got = f"shape {tuple(f.shape)}" if isinstance(f, torch.Tensor) else type(f).__name__
             raise ValueError(f"field(t, y) must return a tensor shaped like y {tuple(y.shape)}, got {got}")
+        if f.requires_grad:
+            f.register_hook(self._on_backward)
         return f
 
 

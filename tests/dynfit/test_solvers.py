@@ -1,4 +1,4 @@
-"""odesolve: API, statistics, controls and bad input."""
+"""odesolve: API, statistics, per-example control, the paper's rule, references and bad input."""
 import math
 
 import numpy as np
@@ -25,5 +25,306 @@ def test_decay_matches_exact_all_modes():
         sol = odesolve(decay, y0, t, **kw)
         assert isinstance(sol, Solution) and isinstance(sol.stats, Stats)
         assert sol.ys.shape == (5, 2, 2) and sol.ys.dtype == F64
+        assert torch.equal(sol.ys[0], y0)
         assert (sol.ys - exact).abs().max() < tol, (kw, (sol.ys - exact).abs().max())
-        assert (sol.stats.status == Status.SUCCESS).all()
+        assert (sol.stats.status == Status.SUCCESS).all() and sol.stats.success
+
+
+@pytest.mark.parametrize("kw,tol", [(dict(control=MixedNorm(rtol=1e-9, atol=1e-9)), 1e-8),
+                                    (dict(control=PaperRule(eps=1e-4)), 1e-4), (dict(step_size=0.05), 1e-8)],
+                         ids=["mixednorm", "paper", "fixed"])
+def test_decreasing_time(kw, tol):
+    y1 = torch.tensor([[1.0], [2.0]], dtype=F64)
+    t = torch.tensor([1.0, 0.5, 0.0], dtype=F64)
+    sol = odesolve(decay, y1, t, **kw)
+    assert torch.allclose(sol.ys[-1], y1 * math.e, atol=tol, rtol=0)
+    assert torch.allclose(sol.ys[1], y1 * math.exp(0.5), atol=tol, rtol=0)
+
+
+class Tagged:
+    """A field on states (x, id): counts calls, rows per example id, and checks dtypes and t."""
+
+    def __init__(self, inner, dtype=F64):
+        self.inner, self.dtype = inner, dtype
+        self.calls, self.rows = 0, {}
+
+    def __call__(self, t, y):
+        assert y.dtype == self.dtype and t.dtype == self.dtype and t.device == y.device
+        assert t.ndim == 0 or t.shape == (y.shape[0], 1)
+        self.calls += 1
+        for i in y[:, -1].round().long().tolist():
+            self.rows[i] = self.rows.get(i, 0) + 1
+        x = y[:, :-1]
+        return torch.cat([self.inner(t, x), torch.zeros_like(y[:, -1:])], dim=1)
+
+
+def tagged_y0(x0):
+    return torch.cat([x0, torch.arange(len(x0), dtype=x0.dtype)[:, None]], dim=1)
+
+
+def vdp(t, x):
+    """Van der Pol with its stiffness mu carried in the state: (u, v, mu)."""
+    u, v, mu = x.unbind(-1)
+    return torch.stack([v, mu * (1 - u * u) * v - u, torch.zeros_like(mu)], -1)
+
+
+VDP_Y0 = torch.tensor([[2.0, 0.0, 0.5], [2.0, 0.0, 30.0], [1.0, 1.0, 2.0]], dtype=F64)  # easy, stiff-ish, easy
+VDP_MILD = torch.tensor([[2.0, 0.0, 0.5], [2.0, 0.0, 5.0], [1.0, 1.0, 2.0]], dtype=F64)  # stable for all step rules
+
+
+@pytest.mark.parametrize("kw", [
+    dict(method="rkf45", control=MixedNorm(rtol=1e-6, atol=1e-6)),
+    dict(method="rkf23", control=MixedNorm(rtol=1e-4, atol=1e-4)),
+    dict(method="dopri5", control=MixedNorm(rtol=1e-6, atol=1e-6)),
+    dict(method="rkf45", control=MixedNorm(rtol=1e-6, atol=1e-6, per_example=False)),
+    dict(method="rkf45", control=MixedNorm(rtol=1e-6, atol=1e-6), h0=0.05),
+    dict(method="rkf23", control=PaperRule(eps=0.1)),
+    dict(method="rkf23", control=PaperRule(eps=0.1, shared=True)),
+    dict(method="rkf45", control=PaperRule(eps=1e-3, max_substeps=4)),
+    dict(method="rk4", step_size=0.1),
+    dict(method="dopri5", step_size=0.1),
+], ids=["mn-rkf45", "mn-rkf23", "mn-dopri5", "mn-shared", "mn-h0", "paper", "paper-shared", "paper-rkf45", "rk4", "fixed-dopri5"])
+def test_statistics_are_exact(kw):
+    field = Tagged(vdp)
+    y0 = tagged_y0(VDP_MILD).requires_grad_(True)
+    t = torch.linspace(0, 1, 4, dtype=F64)
+    sol = odesolve(field, y0, t, **kw)
+    st = sol.stats
+    assert st.n_f_evals == field.calls
+    assert st.n_f_evals_per_example.tolist() == [field.rows[i] for i in range(3)]
+    assert torch.equal(st.n_steps, st.n_accepted + st.n_rejected)
+    assert st.n_steps.dtype == torch.int64 and st.status.shape == (3,) and st.h.dtype == F64
+    assert torch.equal(st.accepted, st.n_rejected == 0)
+    assert st.n_f_evals_backward == 0
+    sol.ys.square().sum().backward()
+    assert 0 < st.n_f_evals_backward <= st.n_f_evals
+    ds = sol.to_xarray()
+    assert ds["n_steps"].dims == ("example",) and ds["ys"].dims == ("time", "example", "component")
+    assert ds.attrs["n_f_evals"] == field.calls
+
+
+def test_backward_evaluations_are_counted_by_the_vjps():
+    calls = []
+
+    class Spy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            calls.append(1)
+            return g
+
+    w = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    sol = odesolve(lambda t, y: Spy.apply(-w * y), torch.ones(2, 2, dtype=F64), torch.linspace(0, 1, 3, dtype=F64),
+                   control=PaperRule(eps=1e-3))
+    sol.ys.sum().backward()
+    assert sol.stats.n_f_evals_backward == len(calls) == sol.stats.n_f_evals
+
+
+def test_per_example_steps_and_easy_example_unaffected():
+    t = torch.linspace(0, 2, 5, dtype=F64)
+    ctrl = MixedNorm(rtol=1e-7, atol=1e-7)
+    both = odesolve(vdp, VDP_Y0[:2], t, control=ctrl)
+    alone = odesolve(vdp, VDP_Y0[:1], t, control=ctrl)
+    n = both.stats.n_steps
+    assert n[1] > 3 * n[0]
+    assert torch.equal(both.ys[:, :1], alone.ys) or (both.ys[:, :1] - alone.ys).abs().max() < 1e-14
+    assert n[0] == alone.stats.n_steps[0]
+    assert both.stats.n_f_evals_per_example[0] == alone.stats.n_f_evals_per_example[0]
+    assert both.stats.n_f_evals > alone.stats.n_f_evals
+
+    # gradients of the easy example are those of the easy example alone
+    y_both = VDP_Y0[:2].clone().requires_grad_(True)
+    y_alone = VDP_Y0[:1].clone().requires_grad_(True)
+    odesolve(vdp, y_both, t, control=ctrl).ys[:, 0].square().sum().backward()
+    odesolve(vdp, y_alone, t, control=ctrl).ys[:, 0].square().sum().backward()
+    assert torch.allclose(y_both.grad[:1], y_alone.grad, rtol=1e-13, atol=0)
+    assert torch.all(y_both.grad[1] == 0)
+
+
+def test_shared_step_size_mode_gives_equal_counts():
+    sol = odesolve(vdp, VDP_Y0, torch.linspace(0, 1, 3, dtype=F64), control=MixedNorm(rtol=1e-6, atol=1e-6, per_example=False))
+    assert len(set(sol.stats.n_steps.tolist())) == 1
+
+
+# --------------------------------------------------------------------------- the paper's rule by hand
+def decay_forced(t, y):
+    """u' = -a u + sin(t), a' = 0; works with a 0-dim t and with per-example t (B, 1)."""
+    u, a = y[:, :1], y[:, 1:]
+    return torch.cat([-a * u + torch.sin(t) * torch.ones_like(u), torch.zeros_like(a)], dim=1)
+
+
+def paper_procedure(y0, t0, H, eps, S, cap, shared):
+    """The paper's batch procedure written out in numpy: RK3 kept, Heun for the error."""
+    def f(t, x):
+        return np.stack([-x[:, 1] * x[:, 0] + np.sin(t), np.zeros(len(x))], axis=1)
+
+    def rk3(t, x, h):
+        f1 = f(t, x)
+        f2 = f(t + h, x + h * f1)
+        f3 = f(t + h / 2, x + h / 4 * (f1 + f2))
+        return x + h / 2 * (f1 + f2), x + h / 6 * (f1 + f2 + 4 * f3)
+
+    A1, A2 = rk3(t0, y0, H)
+    r = np.abs(A1 - A2).sum(axis=1) / H
+    accept = r <= eps
+    n = np.minimum(np.ceil(H / (S * H * np.sqrt(eps / r))), cap).astype(int)
+    if shared and (~accept).any():
+        n[:] = min(math.ceil(H / (S * H * np.sqrt(eps / r[~accept])).min()), cap)
+    n[accept] = 1
+    out = A2.copy()
+    for b in np.flatnonzero(~accept):
+        x, h = y0[b:b + 1], H / n[b]
+        for k in range(n[b]):
+            x = rk3(t0 + k * h, x, h)[1]
+        out[b] = x[0]
+    return out, r, accept, n
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_paper_rule_matches_hand_computation(shared):
+    # a = 0.5: accepted; 1, 2: a few substeps; 5: capped at 10 (shared: 10 for all rejected)
+    y0 = torch.tensor([[1.0, 0.5], [1.0, 1.0], [1.0, 2.0], [1.0, 5.0]], dtype=F64)
+    t = torch.tensor([0.5, 1.5], dtype=F64)
+    sol = odesolve(decay_forced, y0, t, method="rkf23", control=PaperRule(eps=0.1, safety=0.9, max_substeps=10, shared=shared))
+    out, r, accept, n = paper_procedure(y0.numpy(), 0.5, 1.0, 0.1, 0.9, 10, shared)
+    assert accept.tolist() == [True, False, False, False]
+    assert n[-1] == 10 and len(set(n.tolist())) == (2 if shared else 4)
+    st = sol.stats
+    np.testing.assert_allclose(sol.ys[-1].numpy(), out, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(st.error_rate.numpy(), r, rtol=1e-13)
+    assert st.accepted.tolist() == accept.tolist() and st.substeps.tolist() == n.tolist()
+    assert st.n_rejected.tolist() == (~accept).astype(int).tolist()
+    assert st.n_steps.tolist() == [1 + (0 if a else k) for a, k in zip(accept, n)]
+    assert st.n_f_evals_per_example.tolist() == [3 if a else 3 + 3 * k - 1 for a, k in zip(accept, n)]
+    np.testing.assert_allclose(st.h.numpy(), 1.0 / n)
+
+
+def test_paper_rule_with_reference_uses_the_target():
+    y0 = torch.tensor([[1.0, 1.0], [1.0, 0.2]], dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    a2 = odesolve(decay_forced, y0, t, method="rkf23", step_size=1.0).ys[-1]
+    target = a2 + torch.tensor([[0.0, 0.0], [0.5, 0.0]], dtype=F64)  # second target far from A2
+    sol = odesolve(decay_forced, y0, t, method="rkf23", control=PaperRule(eps=0.1), reference=target)
+    np.testing.assert_allclose(sol.stats.error_rate.numpy(), [0.0, 0.5], atol=1e-15)
+    assert sol.stats.accepted.tolist() == [True, False]
+    # the same through the (T, B, D) form
+    sol3 = odesolve(decay_forced, y0, t, method="rkf23", control=PaperRule(eps=0.1), reference=torch.stack([y0, target]))
+    assert torch.equal(sol3.ys, sol.ys)
+
+
+def test_mixednorm_with_reference_judges_the_landing_step_and_terminates():
+    y0 = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=F64)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    exact = odesolve(decay_forced, y0, t, control=MixedNorm(rtol=1e-12, atol=1e-12)).ys
+    far = exact + torch.tensor([0.0, 1.0], dtype=F64)[None, :, None] * torch.tensor([1.0, 0.0], dtype=F64)
+    ctrl = MixedNorm(rtol=1e-3, atol=1e-3)
+    sol = odesolve(decay_forced, y0, t, control=ctrl, reference=far, h0=0.5)
+    st = sol.stats
+    assert st.accepted.tolist() == [True, False] and st.n_rejected[0] == 0 and st.n_rejected[1] >= 2
+    assert st.error_rate[1] > 100 and st.error_rate[0] < 1
+    assert (sol.ys - exact).abs().max() < 1e-3  # the reference decides refinement, never the solution
+
+
+# --------------------------------------------------------------------------- dtypes
+def test_float32_never_mixes_dtypes():
+    field = Tagged(vdp, dtype=torch.float32)
+    y0 = tagged_y0(VDP_MILD.float())
+    t64 = torch.linspace(0, 1, 3, dtype=F64)
+    for kw in (dict(), dict(control=PaperRule()), dict(step_size=0.1), dict(method="dopri5")):
+        sol = odesolve(field, y0, t64, **kw)
+        assert sol.ys.dtype == torch.float32 and sol.ts.dtype == torch.float32 and sol.stats.h.dtype == torch.float32
+        assert torch.isfinite(sol.ys).all()
+
+
+# --------------------------------------------------------------------------- bad input
+Y0 = torch.ones(2, 2, dtype=F64)
+T01 = torch.tensor([0.0, 1.0], dtype=F64)
+
+
+@pytest.mark.parametrize("t,match", [
+    ([0.0, 1.0, 1.0, 2.0], "strictly"), ([0.0, 2.0, 1.0], "strictly"), ([0.0], "at least 2"),
+    ([[0.0, 1.0]], "1-D"), ([0.0, float("nan")], "finite")])
+def test_bad_times(t, match):
+    with pytest.raises(ValueError, match=match):
+        odesolve(decay, Y0, torch.tensor(t, dtype=F64))
+
+
+@pytest.mark.parametrize("make", [lambda: MixedNorm(rtol=0.0, atol=1e-6), lambda: MixedNorm(rtol=1e-6, atol=-1.0),
+                                  lambda: MixedNorm(rtol=float("nan"), atol=1e-6), lambda: PaperRule(eps=0.0),
+                                  lambda: PaperRule(eps=-0.1), lambda: PaperRule(max_substeps=0)])
+def test_bad_tolerances(make):
+    with pytest.raises(ValueError, match="positive|>= 1"):
+        make()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown method"):
+        odesolve(decay, Y0, T01, method="rk45")
+    with pytest.raises(ValueError, match="step_size"):
+        odesolve(decay, Y0, T01, method="rk4")
+    with pytest.raises(ValueError, match=r"\(B, D\)"):
+        odesolve(decay, torch.ones(3, dtype=F64), T01)
+    with pytest.raises(TypeError, match="floating"):
+        odesolve(decay, torch.ones(2, 2, dtype=torch.int64), T01)
+    with pytest.raises(TypeError, match="control"):
+        odesolve(decay, Y0, T01, control="mixed")
+    with pytest.raises(ValueError, match="step_size"):
+        odesolve(decay, Y0, T01, step_size=-0.1)
+    with pytest.raises(ValueError, match="max_steps"):
+        odesolve(decay, Y0, T01, max_steps=0)
+    with pytest.raises(ValueError, match="reference must have shape"):
+        odesolve(decay, Y0, T01, reference=torch.ones(3, 2, 2, dtype=F64))
+    with pytest.raises(ValueError, match="shaped like y"):
+        odesolve(lambda t, y: y[:, :1], Y0, T01)
+
+
+def test_nonfinite_initial_state_names_examples():
+    y0 = torch.ones(5, 2, dtype=F64)
+    y0[1, 0], y0[3, 1] = float("nan"), float("inf")
+    with pytest.raises(ValueError, match=r"examples \[1, 3\]"):
+        odesolve(decay, y0, T01)
+
+
+def poisoned(t, y):
+    """Example with flag y[:, 1] == 1 gets NaN derivatives; the others decay."""
+    bad = (y[:, 1:] == 1.0)
+    return torch.where(bad, torch.full_like(y, float("nan")), -y) * torch.tensor([1.0, 0.0], dtype=y.dtype)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(control=PaperRule()), dict(step_size=0.25)], ids=["mixednorm", "paper", "fixed"])
+def test_nan_during_solve_is_reported_per_example(kw):
+    y0 = torch.tensor([[1.0, 0.0], [1.0, 1.0], [2.0, 0.0]], dtype=F64)
+    t = torch.linspace(0, 1, 3, dtype=F64)
+    with pytest.raises(SolverError, match=r"NONFINITE: examples 1 \(t=0") as info:
+        odesolve(poisoned, y0, t, **kw)
+    st = info.value.stats
+    assert st.status.tolist() == [Status.SUCCESS, Status.NONFINITE, Status.SUCCESS]
+    assert "check the vector field" in str(info.value)
+    sol = odesolve(poisoned, y0, t, raise_on_failure=False, **kw)
+    assert torch.isnan(sol.ys[1:, 1]).all() and torch.isfinite(sol.ys[:, [0, 2]]).all()
+    assert torch.allclose(sol.ys[-1, 0, 0], torch.tensor(math.exp(-1.0), dtype=F64), atol=1e-3)
+
+
+def test_step_underflow_is_a_solver_error_with_stats():
+    # y' = y^2 blows up at t = 1 for y0 = 1
+    y0 = torch.tensor([[1.0], [0.1]], dtype=F64)
+    with pytest.raises(SolverError, match="STEP_UNDERFLOW: examples 0 .*loosen") as info:
+        odesolve(lambda t, y: y * y, y0, torch.tensor([0.0, 2.0], dtype=F64))
+    st = info.value.stats
+    assert st.status.tolist() == [Status.STEP_UNDERFLOW, Status.SUCCESS]
+    assert 0.999 < info.value.solution.stats.h.new_tensor(0).item() + 1 and st.n_steps[0] > 10
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_step_limit_is_a_solver_error_with_stats():
+    y0 = torch.tensor([[1.0, 1.0, 1.0]], dtype=F64)
+    with pytest.raises(SolverError, match="max_steps=5; raise max_steps") as info:
+        odesolve(vdp, torch.tensor([[2.0, 0.0, 30.0], [2.0, 0.0, 0.1]], dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                 control=MixedNorm(rtol=1e-8, atol=1e-8), max_steps=5)
+    st = info.value.stats
+    assert st.status[0] == Status.MAX_STEPS and st.n_steps[0] == 5
+    assert torch.isnan(info.value.solution.ys[-1, 0]).all()
+    assert y0.shape == (1, 3)
