@@ -61,8 +61,11 @@ def paper_field():
     return MLPField(3, width=50, depth=2, activation="relu", dtype=torch.float64)
 
 
-def train_all(train: np.ndarray, out: Path, strategies, seeds, epochs: int, quick: bool):
-    """Train (or load) every (strategy, seed); returns {(strategy, seed): (Surrogate, history)}."""
+def train_all(train: np.ndarray, out: Path, strategies, seeds, epochs: int, quick: bool, *, eval_only=False):
+    """Train (or load) every (strategy, seed); returns {(strategy, seed): (Surrogate, history)}.
+
+    With eval_only, only the models already in out/models are loaded.
+    """
     import torch
     import xarray as xr
 
@@ -78,6 +81,9 @@ def train_all(train: np.ndarray, out: Path, strategies, seeds, epochs: int, quic
             mpath, hpath = models / f"{tag}.pt", models / f"{tag}.history.nc"
             if mpath.exists() and hpath.exists():
                 runs[strategy, seed] = (Surrogate.load(mpath), xr.load_dataset(hpath))
+                continue
+            if eval_only:
+                print(f"{tag}: no trained model in {models}, left out", flush=True)
                 continue
             torch.manual_seed(seed)
             options = {"max_horizon": 4 if quick else 8} if strategy == "curriculum" else None
@@ -103,6 +109,8 @@ def history_dataset(runs, strategies, seeds):
     data = {v: np.full((len(strategies), len(seeds), n_epoch), np.nan) for v in variables}
     for i, s in enumerate(strategies):
         for j, seed in enumerate(seeds):
+            if (s, seed) not in runs:
+                continue
             h = runs[s, seed][1]
             for v in variables:
                 data[v][i, j, : h.sizes["epoch"]] = h[v].values
@@ -140,6 +148,8 @@ def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_eve
     examples = {}
     for i, s in enumerate(strategies):
         for j, seed in enumerate(seeds):
+            if (s, seed) not in runs:
+                continue
             sur = runs[s, seed][0]
             for k, name in enumerate(names):
                 truth = datasets[name]
@@ -150,8 +160,7 @@ def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_eve
                 spread[i, j, k] = np.nanstd(errs[1:]) if n_perturb > 1 else np.nan
                 bad = ~np.isfinite(pred[0]).all() or np.abs(pred[0]).max() > bound
                 div[i, j, k] = bool(bad)
-                if seed == seeds[0]:
-                    examples[s, name] = pred[0]
+                examples.setdefault((s, name), pred[0])
             x0 = test[starts]
             pred = sur.generate(x0, vpt_len)
             truth = np.stack([test[a:a + vpt_len] for a in starts])
@@ -208,7 +217,8 @@ def figures(hist, gen, examples, datasets, out: Path) -> list[Path]:
     t = np.arange(n) * DT
     for ax, s in zip(axes, strategies):
         ax.plot(t, truth[:n, 0], "k", lw=1, label="truth (dataset2)")
-        ax.plot(t, np.clip(examples[s, "dataset2"][:n, 0], -30, 30), lw=1, label=f"{s}, seed {int(gen.seed[0])}")
+        if (s, "dataset2") in examples:
+            ax.plot(t, np.clip(examples[s, "dataset2"][:n, 0], -30, 30), lw=1, label=f"{s} (first seed)")
         ax.set_ylabel("x")
         ax.legend(loc="upper right", fontsize=8)
     axes[-1].set_xlabel("time")
@@ -219,7 +229,8 @@ def figures(hist, gen, examples, datasets, out: Path) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    ax.boxplot([gen.vpt.sel(strategy=s).values.ravel() for s in strategies], tick_labels=strategies)
+    vals = [gen.vpt.sel(strategy=s).values.ravel() for s in strategies]
+    ax.boxplot([v[np.isfinite(v)] for v in vals], tick_labels=strategies)
     ax.set_ylabel("valid prediction time (Lyapunov times)")
     ax.set_title(f"VPT (threshold 0.4), {gen.sizes['start']} test starts x {gen.sizes['seed']} seeds")
     fig.tight_layout()
@@ -236,15 +247,16 @@ def summary(hist, gen) -> str:
     for s in hist.strategy.values:
         h, g = hist.sel(strategy=s), gen.sel(strategy=s)
         acc = h.accepted_fraction.values
-        last = [a[np.isfinite(a)][-1] for a in acc]
+        last = [a[np.isfinite(a)][-1] for a in acc if np.isfinite(a).any()]
         sub = h.mean_substeps.values
-        sub_last = [a[np.isfinite(a)][-1] for a in sub]
+        sub_last = [a[np.isfinite(a)][-1] for a in sub if np.isfinite(a).any()]
         lines.append(
             f"{s} | {np.nanmedian(acc[:, 0]):.3f} | {np.median(last):.3f} | {np.nanmin(acc):.3f} | "
             f"{np.nanmedian(sub[:, 0]):.1f} | {np.median(sub_last):.1f} | {int(np.nanmax(h.max_substeps))} | "
             f"{np.nanmedian(g.generation_error.sel(dataset='dataset1')):.1f} | "
             f"{np.nanmedian(g.generation_error.sel(dataset='dataset2')):.1f} | "
-            f"{np.nanmedian(g.generation_error_spread):.1f} | {int(g.diverged.sum())}/{g.diverged.size} | "
+            f"{np.nanmedian(g.generation_error_spread):.1f} | {int(g.diverged.sum())}/"
+            f"{int(np.isfinite(g.generation_error).sum())} | "
             f"{np.nanmedian(g.vpt):.2f} | {np.nanmean(g.vpt):.2f}")
     const = ", ".join(f"{d}: {float(v):.1f}" for d, v in zip(gen.dataset.values, gen.constant_mean_error.values))
     lines.append(f"\nconstant prediction at the training mean: {const}")
@@ -259,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..n-1)")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated strategy names")
+    p.add_argument("--eval-only", action="store_true", help="evaluate the models already trained in --out")
     args = p.parse_args(argv)
 
     import torch
@@ -272,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     train, test, source = load_data(Path(args.data), args.quick)
     print(f"data: {source}; train {train.shape}, test {test.shape}", flush=True)
 
-    runs = train_all(train, out, strategies, seeds, epochs, args.quick)
+    runs = train_all(train, out, strategies, seeds, epochs, args.quick, eval_only=args.eval_only)
+    if not runs:
+        raise SystemExit(f"no trained model for {strategies} in {out / 'models'}")
     hist = history_dataset(runs, strategies, seeds)
     hist.attrs.update({"data": source, "epochs": epochs, "optimizer": "lbfgs (lr 1, 20 it., strong Wolfe)",
                        "eps": 0.1, "safety": 0.9, "field": "MLP 3-50-50-3 ReLU float64"})

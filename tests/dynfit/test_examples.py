@@ -33,3 +33,12 @@ def test_reproduce_allauzen2022_quick(tmp_path):
     assert gen.diverged.dtype == bool
     assert np.isfinite(gen.constant_mean_error).all()
     assert (tmp_path / "training.png").exists() and (tmp_path / "generation.png").exists()
+
+
+@pytest.mark.slow
+def test_lorenz_strategies_quick(tmp_path):
+    mod = _load("lorenz_strategies")
+    assert mod.main(["--out", str(tmp_path), "--quick", "--strategies", "fehlberg,torchdiffeq"]) == 0
+    ds = xr.load_dataset(tmp_path / "strategies.nc")
+    assert ds.vpt.dims == ("strategy", "start") and np.isfinite(ds.vpt).all()
+    assert (ds.training_n_f_evals > 0).all()
