@@ -199,3 +199,33 @@ def test_curriculum_grows_the_horizon_on_acceptance():
         rows.append({"accepted_fraction": acc, "horizon": h})
     assert hs == [1, 1, 1, 2, 2, 4, 4]
     assert cur.stride(4, 1) == 4
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_strategy_agrees_with_odesolve_paper_rule(reference):
+    # two independent implementations of the paper's batch procedure
+    from dynfit.solvers import PaperRule, odesolve
+
+    torch.manual_seed(0)
+    field = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+
+    def f(t, x):
+        return 3 * field(x)
+
+    x0 = torch.randn(64, 2, dtype=torch.float64)
+    targets = torch.randn(3, 64, 2, dtype=torch.float64) * 0.3 + x0
+    strat = strategies.get("fehlberg" if reference else "black-box")
+    # fehlberg: the training rule (shared count, target reference); black-box: the inference
+    # rule (per-example counts) and, given targets, its training rule (shared count, Heun estimate)
+    ys, _ = strat.rollout(f, x0, 3, targets if reference else None)
+    if not reference:
+        ys_t, _ = strat.rollout(f, x0, 3, targets)
+    t = torch.arange(4, dtype=torch.float64)
+    ref = torch.cat([x0[None], targets]) if reference else None
+    shared = reference
+    sol = odesolve(f, x0, t, method="rkf23", control=PaperRule(eps=0.1, safety=0.9, max_substeps=10, shared=shared),
+                   reference=ref)
+    torch.testing.assert_close(sol.ys[1:], ys, rtol=1e-12, atol=1e-12)
+    if not reference:
+        sol = odesolve(f, x0, t, method="rkf23", control=PaperRule(shared=True))
+        torch.testing.assert_close(sol.ys[1:], ys_t, rtol=1e-12, atol=1e-12)
