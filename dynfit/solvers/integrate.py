@@ -300,7 +300,7 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
         t_new = torch.where(accept, torch.where(lands, target, ta + d * he), ta)
         j_new = torch.searchsorted(tsd, t_new * d, right=True).clamp(min=j)
         # statistics
-        in_last = (ta * d >= t_last) & ~err_set
+        in_last = ((ta * d + he) > t_last) & ~err_set  # first attempt reaching into the last interval
         err = torch.where(in_last, e, err)
         err_set = err_set | in_last
         n_acc, n_rej = n_acc + accept, n_rej + ~accept

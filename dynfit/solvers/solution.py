@@ -33,11 +33,13 @@ class Stats:
     """Per-example statistics of a solve; tensors of shape (B,) on y0's device.
 
     n_steps = n_accepted + n_rejected: Runge-Kutta steps attempted.
-    error_rate: error measure of the first attempt on the last interval
-        (MixedNorm: the scaled RMS error, accepted if <= 1; PaperRule: r = |A1 - A2|_1 / h,
-        or |reference - A2|_1 / h). NaN where no estimate was made (fixed steps).
-    accepted: the first attempt was accepted on every output interval.
-    substeps: steps kept on the last interval (1 if the first attempt was accepted).
+    error_rate: error measure of the first attempt on the last output interval
+        (MixedNorm: the scaled RMS error of the first attempt reaching into it, accepted
+        if <= 1; PaperRule: r = |A1 - A2|_1 / h, or |reference - A2|_1 / h). For a window
+        t = (t0, t1) this is the first attempt of the solve. NaN with fixed steps.
+    accepted: no attempt was rejected (PaperRule: the attempt was accepted on every interval).
+    substeps: steps kept on the last interval (PaperRule: 1 if accepted, else n; MixedNorm:
+        accepted steps ending inside it; fixed steps: steps per interval).
     h: last step size taken (positive). status: :class:`Status` codes.
     n_f_evals_per_example: evaluations of the field that included each example.
     n_f_evals: batched calls of the field in the forward pass (each call counted once).

@@ -328,3 +328,30 @@ def test_step_limit_is_a_solver_error_with_stats():
     assert st.status[0] == Status.MAX_STEPS and st.n_steps[0] == 5
     assert torch.isnan(info.value.solution.ys[-1, 0]).all()
     assert y0.shape == (1, 3)
+
+
+def test_dense_output_is_exact_for_a_quartic():
+    """y' = 4 t^3: the steps and the quartic dense output are exact, so are outputs between steps."""
+    t = torch.tensor([0.0, 0.13, 0.5, 0.77, 1.0, 1.9, 2.0], dtype=F64)
+    for method in ("rkf45", "dopri5"):
+        sol = odesolve(lambda t, y: 4 * t**3 * torch.ones_like(y), torch.zeros(2, 1, dtype=F64), t, method=method,
+                       control=MixedNorm(rtol=1.0, atol=1.0), h0=1.5)
+        assert sol.stats.n_steps.max() < len(t) - 1  # outputs between steps come from dense output
+        torch.testing.assert_close(sol.ys[:, :, 0], (t**4)[:, None].expand(-1, 2), rtol=0, atol=1e-13)
+
+
+def test_tableau_checks():
+    from types import SimpleNamespace
+
+    from dynfit.solvers import check_tableau, torch_tableau
+    from systems.tableaus import RKF45
+
+    good = dict(name="x", a=RKF45.a, b=RKF45.b, c=RKF45.c, b_low=RKF45.b_low)
+    check_tableau(SimpleNamespace(**good))
+    for bad, match in ((dict(c=RKF45.c + 0.01), "sum to c"), (dict(b=RKF45.b * 1.01), "sum to 1"),
+                       (dict(b_low=RKF45.b_low * 1.01), "sum to 0"), (dict(a=RKF45.a + np.eye(6)), "lower triangular")):
+        with pytest.raises(ValueError, match=match):
+            check_tableau(SimpleNamespace(**{**good, **bad}))
+    with pytest.raises(ValueError, match="unknown"):
+        torch_tableau("rk45")
+    assert torch_tableau("rkf45", fsal=True).stages == 7 and torch_tableau("dopri5", fsal=True).stages == 7
