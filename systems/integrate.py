@@ -64,6 +64,7 @@ OK, NONFINITE, MAX_STEPS, UNDERFLOW = 0, 1, 2, 3
 # factor 0.8 (as in MATLAB's ode45) rather than 0.9 costs ~40% more steps and
 # buys ~7x smaller global error on Lorenz'63 at the same tolerance.
 SAFETY, FAC_MIN, FAC_MAX = 0.8, 0.2, 10.0
+BLOCK = 8  # trajectories stepped in lockstep by the fixed-step solver
 PI_ALPHA, PI_BETA = 0.7, 0.4  # exponents times q (order of the error estimate)
 
 
@@ -86,73 +87,87 @@ def _template(parallel: bool = False, registry: list | None = None):
 
 
 _rhs = _jac = None  # bound per system in the generated module
+_D = 0  # the state dimension, a compile-time constant in the generated module
+_S = 0  # the number of stages of the method, likewise
 prange = range  # numba.prange in the generated module
 
 
 @_template()
-def _stages(x, t, h, p, a, c, k, tmp, first):
-    """Stages first..s-1 of one explicit RK step into k (s, d)."""
-    s = c.shape[0]
-    d = x.shape[0]
-    for i in range(first, s):
-        for m in range(d):
-            tmp[m] = 0.0
-        for j in range(i):
-            aij = a[i, j]
-            if aij != 0.0:
-                for m in range(d):
-                    tmp[m] += aij * k[j, m]
-        for m in range(d):
-            tmp[m] = x[m] + h * tmp[m]
+def _stages(x, t, h, p, a, c, k, tmp):
+    """Stages 1..s-1 of one explicit RK step into k (s, d) (stage 0 is already in k[0])."""
+    for i in range(1, _S):
+        for m in range(_D):
+            acc = 0.0
+            for j in range(i):
+                acc += a[i, j] * k[j, m]
+            tmp[m] = x[m] + h * acc
         _rhs(tmp, t + c[i] * h, p, k[i])
 
 
 @_template()
 def _all_finite(x):
-    for m in range(x.shape[0]):
+    for m in range(_D):
         if not np.isfinite(x[m]):
             return False
     return True
 
 
 @_template()
-def _solve_fixed(x0, t_eval, n_sub, p, a, b, c, out):
-    """Fixed steps, n_sub per sample interval; out (m, d). Returns (status, t)."""
-    s = c.shape[0]
-    d = x0.shape[0]
+def _solve_fixed_block(x0, t_eval, n_sub, p, a, b, c, out, status, t_fail):
+    """Fixed steps (n_sub per sample interval) for a block of trajectories in lockstep.
+
+    x0 (nb, d) -> out (nb, m, d); status, t_fail (nb,). Stepping the block
+    stage by stage interleaves independent dependency chains, which the CPU
+    overlaps (~2x faster than one trajectory at a time for small systems).
+    """
+    nb = x0.shape[0]
     x = x0.copy()
-    k = np.empty((s, d))
-    tmp = np.empty(d)
-    for m in range(d):
-        out[0, m] = x[m]
-    if not _all_finite(x):
-        return 1, t_eval[0]
+    k = np.empty((nb, _S, _D))
+    tmp = np.empty((nb, _D))
+    for q in range(nb):
+        status[q] = 0
+        t_fail[q] = t_eval[-1]
+        for m in range(_D):
+            out[q, 0, m] = x[q, m]
+        if not _all_finite(x[q]):
+            status[q] = 1
+            t_fail[q] = t_eval[0]
     for i in range(1, t_eval.shape[0]):
         t_start = t_eval[i - 1]
         h = (t_eval[i] - t_start) / n_sub
         for j in range(n_sub):
             t = t_start + j * h
-            _rhs(x, t, p, k[0])
-            _stages(x, t, h, p, a, c, k, tmp, 1)
-            for m in range(d):
-                acc = 0.0
-                for r in range(s):
-                    acc += b[r] * k[r, m]
-                x[m] += h * acc
-            if not _all_finite(x):
-                return 1, t + h
-        for m in range(d):
-            out[i, m] = x[m]
-    return 0, t_eval[-1]
+            for q in range(nb):
+                _rhs(x[q], t, p, k[q, 0])
+            for st in range(1, _S):
+                for q in range(nb):
+                    for m in range(_D):
+                        acc = 0.0
+                        for r in range(st):
+                            acc += a[st, r] * k[q, r, m]
+                        tmp[q, m] = x[q, m] + h * acc
+                    _rhs(tmp[q], t + c[st] * h, p, k[q, st])
+            for q in range(nb):
+                for m in range(_D):
+                    acc = 0.0
+                    for r in range(_S):
+                        acc += b[r] * k[q, r, m]
+                    x[q, m] += h * acc
+                if status[q] == 0 and not _all_finite(x[q]):
+                    status[q] = 1
+                    t_fail[q] = t + h
+        for q in range(nb):
+            for m in range(_D):
+                out[q, i, m] = x[q, m]
 
 
 @_template()
 def _rms_scaled(v, x, rtol, atol):
     acc = 0.0
-    for m in range(v.shape[0]):
+    for m in range(_D):
         sc = atol + rtol * abs(x[m])
         acc += (v[m] / sc) ** 2
-    return math.sqrt(acc / v.shape[0])
+    return math.sqrt(acc / _D)
 
 
 @_template()
@@ -161,10 +176,10 @@ def _initial_step(x, t, p, f0, q, rtol, atol, tmp, f1):
     d0 = _rms_scaled(x, x, rtol, atol)
     d1 = _rms_scaled(f0, x, rtol, atol)
     h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
-    for m in range(x.shape[0]):
+    for m in range(_D):
         tmp[m] = x[m] + h0 * f0[m]
     _rhs(tmp, t + h0, p, f1)
-    for m in range(x.shape[0]):
+    for m in range(_D):
         f1[m] -= f0[m]
     d2 = _rms_scaled(f1, x, rtol, atol) / h0
     big = max(d1, d2)
@@ -180,8 +195,8 @@ def _solve_adaptive(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, o
 
     Returns (status, t). q is the order of the error estimate (min order + 1).
     """
-    s = c.shape[0]
-    d = x0.shape[0]
+    s = _S
+    d = _D
     alpha = PI_ALPHA / q
     beta = PI_BETA / q
     x = x0.copy()
@@ -222,7 +237,7 @@ def _solve_adaptive(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, o
             if not k0_valid:
                 _rhs(x, t, p, k[0])
                 n_f += 1
-            _stages(x, t, h_try, p, a, c, k, tmp, 1)
+            _stages(x, t, h_try, p, a, c, k, tmp)
             n_f += s - 1
             acc_err = 0.0
             for m in range(d):
@@ -273,11 +288,13 @@ def _solve_adaptive(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, o
 
 @_template(parallel=True)
 def _ensemble_fixed(x0s, t_eval, n_sub, p, a, b, c, out, status, t_fail):
-    """x0s (n, d) -> out (n, m, d); status, t_fail (n,)."""
-    for i in prange(x0s.shape[0]):
-        st, tf = _solve_fixed(x0s[i], t_eval, n_sub, p, a, b, c, out[i])
-        status[i] = st
-        t_fail[i] = tf
+    """x0s (n, d) -> out (n, m, d); status, t_fail (n,); blocks of BLOCK trajectories."""
+    n = x0s.shape[0]
+    n_blocks = (n + BLOCK - 1) // BLOCK
+    for ib in prange(n_blocks):
+        lo = ib * BLOCK
+        hi = min(lo + BLOCK, n)
+        _solve_fixed_block(x0s[lo:hi], t_eval, n_sub, p, a, b, c, out[lo:hi], status[lo:hi], t_fail[lo:hi])
 
 
 @_template(parallel=True)
@@ -303,6 +320,9 @@ import math
 import numpy as np
 from numba import njit, prange
 SAFETY, FAC_MIN, FAC_MAX = {safety!r}, {fac_min!r}, {fac_max!r}
+BLOCK = {block!r}
+_D = {dim!r}  # state dimension and number of stages are constants, so that
+_S = {stages!r}  # LLVM unrolls the loops over components and stages (~2x faster)
 PI_ALPHA, PI_BETA = {pi_alpha!r}, {pi_beta!r}
 # _rhs and _jac are bound by systems.integrate before this module runs.
 '''
@@ -355,27 +375,27 @@ def _kernel_dir() -> Path:
     raise OSError(f"no writable directory for compiled kernels among {candidates}; set SYSTEMS_KERNEL_DIR")
 
 
-def kernels(system: System) -> ModuleType:
-    """The compiled kernel module for ``system`` (generated and cached on first use).
+def kernels(system: System, stages: int) -> ModuleType:
+    """The compiled kernel module for ``system`` and methods of ``stages`` stages (generated, cached).
 
     Its functions (``_ensemble_fixed``, ``_ensemble_adaptive``, and those of
     ``systems.lyapunov``) call ``system.rhs`` and ``system.jac`` directly.
     """
     from . import lyapunov  # noqa: F401  (registers its templates before any module is generated)
 
-    key = (id(system.rhs), id(system.jac))
+    key = (id(system.rhs), id(system.jac), system.dim, stages)
     with _LOCK:
         mod = _LOADED.get(key)
         if mod is not None:
             return mod
-        src = _HEADER.format(name=system.name, safety=SAFETY, fac_min=FAC_MIN, fac_max=FAC_MAX, pi_alpha=PI_ALPHA, pi_beta=PI_BETA) + "\n\n" + _template_source()
+        src = _HEADER.format(name=system.name, block=BLOCK, dim=system.dim, stages=stages, safety=SAFETY, fac_min=FAC_MIN, fac_max=FAC_MAX, pi_alpha=PI_ALPHA, pi_beta=PI_BETA) + "\n\n" + _template_source()
         fp_rhs, fp_jac = _function_fingerprint(system.rhs), _function_fingerprint(system.jac)
         cacheable = fp_rhs is not None and fp_jac is not None
         digest = hashlib.sha256(
             "\0".join([src, fp_rhs or repr(key), fp_jac or repr(key), numba.__version__, sys.version]).encode()
         ).hexdigest()[:20]
         safe = "".join(ch if ch.isalnum() else "_" for ch in system.name)[:40]
-        modname = f"_systems_kernel_{safe}_{digest}"
+        modname = f"_systems_kernel_{safe}_d{system.dim}_s{stages}_{digest}"
         if not cacheable:
             src = src.replace("cache=True", "cache=False")
             modname += f"_{os.getpid()}"
@@ -518,7 +538,7 @@ def integrate(
     status = np.zeros(n, dtype=np.int64)
     t_fail = np.zeros(n)
     stats = np.zeros((n, 3), dtype=np.int64)
-    mod = kernels(system)
+    mod = kernels(system, tab.stages)
     a, b, c = (np.ascontiguousarray(v) for v in (tab.a, tab.b, tab.c))
     if adaptive:
         e = np.ascontiguousarray(tab.error_weights)

@@ -22,6 +22,7 @@ __all__ = ["lyapunov_spectrum", "kaplan_yorke_dimension"]
 
 _LYAPUNOV_TEMPLATE: list = []
 _rhs = _jac = None  # bound per system in the generated module
+_D = _S = 0  # state dimension and stages, constants in the generated module
 prange = range
 
 
@@ -42,7 +43,7 @@ def _tangent_rhs(z, t, p, out, d, kk, J):
 @_template(registry=_LYAPUNOV_TEMPLATE)
 def _tangent_step(z, t, h, p, a, b, c, K, tmp, d, kk, J):
     """One explicit RK step of the augmented system, in place; K (s, n) stages."""
-    s = c.shape[0]
+    s = _S
     n = z.shape[0]
     for i in range(s):
         for m in range(n):
@@ -89,14 +90,14 @@ def _benettin(x0, t0, h, n_transient, n_steps, renorm_every, kk, p, a, b, c, sum
     Returns (status, t, elapsed): status 1 if the state or a tangent vector
     became non-finite at time t; elapsed is the time over which sums ran.
     """
-    d = x0.shape[0]
+    d = _D
     n = d + d * kk
     z = np.zeros(n)
     for m in range(d):
         z[m] = x0[m]
     for j in range(kk):
         z[d + j * kk + j] = 1.0
-    K = np.empty((c.shape[0], n))
+    K = np.empty((_S, n))
     tmp = np.empty(n)
     J = np.empty((d, d))
     logr = np.empty(kk)
@@ -174,7 +175,7 @@ def lyapunov_spectrum(
     if x.shape != (system.dim,) or not np.all(np.isfinite(x)):
         raise ValueError(f"x0 must be a finite array of shape ({system.dim},) for {system.name!r}, got {x!r}")
 
-    mod = kernels(system)
+    mod = kernels(system, tab.stages)
     sums = np.zeros(int(k))
     a, b, c = (np.ascontiguousarray(v) for v in (tab.a, tab.b, tab.c))
     status, t_fail, elapsed = mod._benettin(

@@ -173,8 +173,7 @@ def test_second_process_loads_kernels_from_cache(lorenz):
         s = systems.get("lorenz63")
         integrate(s, s.x0, [0.0, 0.1])
         integrate(s, s.x0, [0.0, 0.1], method="rk4")
-        mod = kernels(s)
-        st = [mod._ensemble_adaptive.stats, mod._ensemble_fixed.stats]
+        st = [kernels(s, 6)._ensemble_adaptive.stats, kernels(s, 4)._ensemble_fixed.stats]
         print(sum(sum(x.cache_hits.values()) for x in st), sum(sum(x.cache_misses.values()) for x in st))
         """
     )

@@ -1,0 +1,153 @@
+"""Benchmark of the ``systems`` integrators against scipy, side by side in one run.
+
+1. Lorenz'63 ensemble, n_traj x n_samples (dt 0.01) with RKF45 at rtol=atol=1e-9
+   (numba, parallel over trajectories) against scipy ``solve_ivp`` RK45 at the
+   same tolerances, one trajectory at a time on a subset, scaled to the
+   ensemble: the speed ratio (target >= 300x).
+2. RK4 ensemble throughput in member-steps per second (target >= 5e7 on 2 cores).
+3. Start-up: import + first call in two fresh processes (the compiled kernels
+   must load from numba's cache, not recompile).
+
+    python benchmarks/bench_systems.py            # the full sizes (1024 x 10,000)
+    python benchmarks/bench_systems.py --quick    # a small mode for CI
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+
+
+def _lorenz_py(sigma: float, rho: float, beta: float):
+    """Plain-Python Lorenz'63 field, the fastest fair right-hand side for scipy."""
+
+    def f(t, x):
+        return np.array([sigma * (x[1] - x[0]), x[0] * (rho - x[2]) - x[1], x[0] * x[1] - beta * x[2]])
+
+    return f
+
+
+def bench_rkf45_vs_scipy(n_traj: int, n_samples: int, n_scipy: int, tol: float) -> dict:
+    from scipy.integrate import solve_ivp
+
+    import systems
+    from systems.integrate import integrate
+    from systems.simulate import sample_initial_conditions
+
+    s = systems.get("lorenz63")
+    x0 = sample_initial_conditions(s, n_traj, np.random.default_rng(0))
+    t = 0.01 * np.arange(n_samples)
+    integrate(s, x0[:2], t[:3], rtol=tol, atol=tol)  # load/compile outside the timing
+
+    t0 = time.perf_counter()
+    sol = integrate(s, x0, t, rtol=tol, atol=tol)
+    ours = time.perf_counter() - t0
+
+    f = _lorenz_py(*s.param_array())
+    t0 = time.perf_counter()
+    err = 0.0
+    for i in range(n_scipy):
+        ref = solve_ivp(f, (t[0], t[-1]), x0[i], method="RK45", rtol=tol, atol=tol, t_eval=t)
+        err = max(err, float(np.max(np.abs(ref.y.T[: min(200, n_samples)] - sol.x[i, :200]))))
+    scipy_each = (time.perf_counter() - t0) / n_scipy
+    scipy_total = scipy_each * n_traj
+    return {
+        "n_traj": n_traj,
+        "n_samples": n_samples,
+        "ours_s": ours,
+        "scipy_per_traj_s": scipy_each,
+        "scipy_scaled_s": scipy_total,
+        "ratio": scipy_total / ours,
+        "mean_steps": float(sol.n_accepted.mean() + sol.n_rejected.mean()),
+        "agreement_first_2s": err,
+    }
+
+
+def bench_rk4_throughput(n_traj: int, n_samples: int, repeats: int = 3) -> dict:
+    import systems
+    from systems.integrate import integrate
+    from systems.simulate import sample_initial_conditions
+
+    s = systems.get("lorenz63")
+    x0 = sample_initial_conditions(s, n_traj, np.random.default_rng(1))
+    t = 0.01 * np.arange(n_samples)
+    integrate(s, x0[:2], t[:3], method="rk4")
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        integrate(s, x0, t, method="rk4")
+        best = min(best, time.perf_counter() - t0)
+    steps = n_traj * (n_samples - 1)
+    return {"n_traj": n_traj, "n_samples": n_samples, "seconds": best, "member_steps_per_s": steps / best}
+
+
+_STARTUP = textwrap.dedent(
+    """
+    import time; t0 = time.perf_counter()
+    import numpy as np, systems
+    from systems.integrate import integrate, kernels
+    t1 = time.perf_counter()
+    s = systems.get("lorenz63")
+    integrate(s, s.x0, np.linspace(0, 1, 101))
+    t2 = time.perf_counter()
+    st = kernels(s, 6)._ensemble_adaptive.stats
+    print(f"{t1 - t0:.3f} {t2 - t1:.3f} {sum(st.cache_hits.values())} {sum(st.cache_misses.values())}")
+    """
+)
+
+
+def bench_startup() -> list[dict]:
+    rows = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", _STARTUP], capture_output=True, text=True, check=True)
+        imp, first, hits, misses = out.stdout.split()
+        rows.append({"import_s": float(imp), "first_call_s": float(first), "cache_hits": int(hits), "cache_misses": int(misses)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes (64 x 1000, 2 scipy trajectories)")
+    p.add_argument("--n-traj", type=int, default=None, help="ensemble size (default 1024)")
+    p.add_argument("--n-samples", type=int, default=None, help="samples per trajectory (default 10,000)")
+    p.add_argument("--n-scipy", type=int, default=None, help="trajectories timed with scipy (default 8)")
+    p.add_argument("--tol", type=float, default=1e-9, help="rtol = atol for RKF45 and RK45 (default 1e-9)")
+    p.add_argument("--no-startup", action="store_true", help="skip the fresh-process start-up check")
+    args = p.parse_args(argv)
+    n_traj = args.n_traj or (64 if args.quick else 1024)
+    n_samples = args.n_samples or (1000 if args.quick else 10_000)
+    n_scipy = args.n_scipy or (2 if args.quick else 8)
+
+    import numba
+
+    print(f"cores: {os.cpu_count()}, numba threads: {numba.config.NUMBA_NUM_THREADS}, load avg: {os.getloadavg()}")
+    r = bench_rkf45_vs_scipy(n_traj, n_samples, n_scipy, args.tol)
+    print(
+        f"RKF45 {r['n_traj']} x {r['n_samples']} Lorenz'63 (dt 0.01, tol {args.tol:g}): {r['ours_s']:.3f} s "
+        f"({r['mean_steps']:.0f} steps/trajectory)\n"
+        f"scipy RK45 same tolerances: {r['scipy_per_traj_s']:.3f} s/trajectory x {r['n_traj']} = "
+        f"{r['scipy_scaled_s']:.1f} s (timed on {n_scipy})\n"
+        f"speed ratio: {r['ratio']:.0f}x (target >= 300x); max difference over the first 2 time units: "
+        f"{r['agreement_first_2s']:.1e}"
+    )
+    q = bench_rk4_throughput(n_traj, n_samples)
+    print(
+        f"RK4 {q['n_traj']} x {q['n_samples']} (dt 0.01): {q['seconds']:.3f} s, "
+        f"{q['member_steps_per_s']:.3g} member-steps/s (target >= 5e7 on 2 cores)"
+    )
+    if not args.no_startup:
+        for i, row in enumerate(bench_startup(), 1):
+            print(
+                f"fresh process {i}: import {row['import_s']:.2f} s, first call {row['first_call_s']:.2f} s, "
+                f"kernel cache hits {row['cache_hits']}, misses {row['cache_misses']}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
