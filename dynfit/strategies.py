@@ -291,8 +291,9 @@ class CurriculumStrategy(PaperStrategy):
     def _reference(self, k, x, targets, x0):
         if targets is None:
             return None
-        prev = x0 if k == 0 else targets[k - 1]
-        return x.detach() + (targets[k] - prev)
+        if k == 0:
+            return targets[0]  # exactly Fehlberg training on the first interval
+        return x.detach() + (targets[k] - targets[k - 1])
 
     def config(self) -> dict:
         return {**super().config(), "max_horizon": self.max_horizon,
