@@ -204,6 +204,9 @@ class _TABatchNorm(_StatsNorm):
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
+        # scratch: the last mini-batch's mean and unbiased variance (not saved)
+        self.register_buffer("_batch_mean", torch.zeros(self.num_features, **kw), persistent=False)
+        self.register_buffer("_batch_var", torch.ones(self.num_features, **kw), persistent=False)
 
     @property
     def grid(self) -> torch.Tensor:
@@ -240,38 +243,44 @@ class _TABatchNorm(_StatsNorm):
         return lower, 1.0 - w_upper, w_upper
 
     @staticmethod
-    def _lerp(table: torch.Tensor, lower: int, w_upper: float) -> torch.Tensor:
+    def _interp(table: torch.Tensor, lower: int, w_upper: float, coef) -> torch.Tensor:
+        """Row ``lower`` of table (P, F), or ``coef @ table[lower:lower + 2]`` between grid points."""
         if w_upper == 0.0:
             return table[lower]
-        return torch.lerp(table[lower], table[lower + 1], w_upper)
+        return torch.mv(table.narrow(0, lower, 2).t(), coef)
 
     def forward(self, t, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``x`` at time ``t``; x is (B, F) for 1d, (B, C, H, W) for 2d."""
         lower, w_lower, w_upper = self.interpolation_weights(t)
         _check_x(self, x, self._ndim, self.num_features)
+        table = self.running_mean
+        coef = None
+        if w_upper != 0.0:  # one small tensor of the two weights, shared by all interpolations
+            coef = torch.tensor([w_lower, w_upper], dtype=table.dtype, device=table.device)
         weight = bias = None
         if self.affine:
-            weight = self._lerp(self.weight, lower, w_upper)
-            bias = self._lerp(self.bias, lower, w_upper)
+            weight = self._interp(self.weight, lower, w_upper, coef)
+            bias = self._interp(self.bias, lower, w_upper, coef)
         if not self.training:
-            mean = self._lerp(self.running_mean, lower, w_upper)
-            var = self._lerp(self.running_var, lower, w_upper)
+            mean = self._interp(self.running_mean, lower, w_upper, coef)
+            var = self._interp(self.running_var, lower, w_upper, coef)
             return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
         _check_batch(self, x)
-        if self._updating():
-            self._update(x, lower, w_lower, w_upper)
-        return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        if not self._updating():
+            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        # with momentum 1 the fused kernel writes the batch mean and unbiased
+        # variance into the scratch buffers; then both neighbours move
+        out = F.batch_norm(x, self._batch_mean, self._batch_var, weight, bias, True, 1.0, self.eps)
+        self._update(lower, w_lower, w_upper)
+        return out
 
-    @torch.no_grad()
-    def _update(self, x: torch.Tensor, lower: int, w_lower: float, w_upper: float) -> None:
-        dims = [0] + list(range(2, x.dim()))
-        var, mean = torch.var_mean(x.detach(), dim=dims, correction=1)
+    def _update(self, lower: int, w_lower: float, w_upper: float) -> None:
+        """mu_l <- (1 - eta w_l) mu_l + eta w_l mu_batch for both neighbours (unbiased variance)."""
         eta = self.momentum
-        # mu_l <- (1 - eta w_l) mu_l + eta w_l mu_batch, for both neighbours
         for index, w in ((lower, w_lower), (lower + 1, w_upper)):
-            if w > 0.0:
-                self.running_mean[index].lerp_(mean.to(self.running_mean.dtype), eta * w)
-                self.running_var[index].lerp_(var.to(self.running_var.dtype), eta * w)
+            if w != 0.0:
+                self.running_mean[index].lerp_(self._batch_mean, eta * w)
+                self.running_var[index].lerp_(self._batch_var, eta * w)
 
     def penalty(self) -> torch.Tensor:
         """L2 penalty ``sum ||gamma - 1||^2 + ||alpha||^2`` on the grid parameters (0 if not affine)."""

@@ -1,0 +1,82 @@
+"""Overhead of TA-BN against plain BatchNorm in the same vector field.
+
+Times one forward + backward of a field call (train mode, statistics
+updated) for ``norm="tabn"`` and ``norm="bn"``, interleaved so both see the
+same machine load, and prints the median times and their ratio.
+
+    python benchmarks/bench_tabn.py            # MLP and conv fields
+    python benchmarks/bench_tabn.py --quick    # fewer repetitions
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from dynfit.nn import ConvField, MLPField
+
+
+def _step(field, t, x):
+    field.zero_grad(set_to_none=True)
+    field(t, x).pow(2).mean().backward()
+
+
+def time_pair(make, x, *, repeats: int, inner: int, device) -> dict:
+    """Median seconds per forward+backward for TA-BN and BN fields built by ``make(norm)``."""
+    fields = {norm: make(norm).to(device).train() for norm in ("tabn", "bn")}
+    x = x.to(device)
+    gen = torch.Generator().manual_seed(0)
+    times = {norm: [] for norm in fields}
+    for norm, field in fields.items():  # warm-up
+        for _ in range(3):
+            _step(field, torch.tensor(0.5, device=device), x)
+    for _ in range(repeats):
+        ts = torch.rand(inner, generator=gen).tolist()
+        for norm, field in fields.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for t in ts:
+                _step(field, torch.tensor(t, device=device), x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[norm].append((time.perf_counter() - start) / inner)
+    med = {norm: statistics.median(v) for norm, v in times.items()}
+    return {"tabn": med["tabn"], "bn": med["bn"], "ratio": med["tabn"] / med["bn"]}
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repetitions (CI)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    repeats, inner = (3, 5) if args.quick else (15, 20)
+    cases = [
+        ("MLP 40-64x8-40, batch 128", lambda n: MLPField(40, width=64, depth=8, norm=n),
+         torch.randn(128, 40)),
+        ("MLP 40-256x8-40, batch 256", lambda n: MLPField(40, width=256, depth=8, norm=n),
+         torch.randn(256, 40)),
+        ("MLP 40-64x18-40, batch 128", lambda n: MLPField(40, width=64, depth=18, norm=n),
+         torch.randn(128, 40)),
+        ("Conv 16ch w32x4, 8x8, batch 64", lambda n: ConvField(16, width=32, depth=4, norm=n),
+         torch.randn(64, 16, 8, 8)),
+    ]
+    rows = []
+    print(f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}")
+    print(f"{'field':34s} {'TA-BN ms':>9s} {'BN ms':>9s} {'ratio':>6s}")
+    for name, make, x in cases:
+        res = time_pair(make, x, repeats=repeats, inner=inner, device=device)
+        res["field"] = name
+        rows.append(res)
+        print(f"{name:34s} {1e3 * res['tabn']:9.3f} {1e3 * res['bn']:9.3f} {res['ratio']:6.2f}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
