@@ -9,9 +9,10 @@
   Gaussian filter of ``smoothing`` bins, then mixed with a floor of 1e-7 /
   n_bins so that the logarithm is finite. For dim > 3 (or ``method="gmm"``)
   each density is a Gaussian mixture with one isotropic component of standard
-  deviation ``scale`` (standardised units) on each of ``n_points`` sampled
-  points, and the KL divergence is a Monte Carlo average over other truth
-  points.
+  deviation ``scale`` (standardised units) on each of ``n_points`` points
+  sampled from the model run and from the first half of the truth run, and
+  the KL divergence is a Monte Carlo average over ``n_points`` points of the
+  second half of the truth run (pass the truth in time order).
 - ``wasserstein``: per-component 1-D Wasserstein-1 distance of the marginals
   (``scipy.stats.wasserstein_distance``), divided by the truth's standard
   deviation of that component (dimensionless).
@@ -94,9 +95,13 @@ def density_divergence(truth, model, *, bins: int = 30, smoothing: float = 1.0, 
     n_points = check_int(n_points, "n_points", minimum=10)
     scale = check_positive(scale, "scale")
     rng = np.random.default_rng(seed)
-    centres_t = zt[rng.choice(len(zt), min(n_points, len(zt)), replace=False)]
+    # truth centres from the first half, evaluation points from the second, so
+    # that no evaluation point sits next to its own time neighbours
+    half = len(zt) // 2
+    first, second = zt[:half], zt[half:]
+    centres_t = first[rng.choice(len(first), min(n_points, len(first)), replace=False)]
     centres_m = zm[rng.choice(len(zm), min(n_points, len(zm)), replace=False)]
-    evals = zt[rng.choice(len(zt), min(n_points, len(zt)), replace=False)]
+    evals = second[rng.choice(len(second), min(n_points, len(second)), replace=False)]
 
     def log_mix(x, c):
         d2 = ((x[:, None, :] - c[None, :, :]) ** 2).sum(-1)

@@ -1,0 +1,397 @@
+"""Figures of dynfit Datasets (matplotlib), each returning a ``Figure``.
+
+Every function takes a Dataset (from ``dynfit.evaluate`` or a training
+history from ``dynfit.fit``), returns the Figure, writes a PNG when given
+``path`` and shows the figure on screen only when ``show`` is True, or when it
+is None and matplotlib runs interactively with a GUI backend. Figures are made
+without pyplot otherwise, so they are safe under Agg and in loops.
+
+Truth is drawn black and solid, the surrogate orange and dashed (or with
+crosses), in every figure.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["plot_attractor", "plot_error_growth", "plot_time_series", "plot_training",
+           "plot_error_vs_evaluations", "plot_return_map", "plot_diagnostics"]
+
+TRUTH = dict(color="black", linestyle="-", label="truth")
+SURROGATE = dict(color="tab:orange", linestyle="--", label="surrogate")
+_NON_GUI = ("agg", "pdf", "ps", "svg", "pgf", "cairo", "template")
+
+
+# ------------------------------------------------------------------ helpers
+def _interactive() -> bool:
+    import matplotlib
+
+    backend = matplotlib.get_backend().lower()
+    return backend not in _NON_GUI and (matplotlib.is_interactive() or hasattr(sys, "ps1"))
+
+
+def _figure(figsize, show):
+    show = _interactive() if show is None else bool(show)
+    if show:
+        import matplotlib.pyplot as plt
+
+        return plt.figure(figsize=figsize), True
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize), False
+
+
+def _finish(fig, path, show):
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    if show:
+        import matplotlib.pyplot as plt
+
+        plt.show(block=False)
+    return fig
+
+
+def _need(ds, names, what):
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"{what} needs an xarray.Dataset, got {type(ds).__name__}")
+    missing = [n for n in names if n not in ds.variables]
+    if missing:
+        raise ValueError(f"{what} needs variables {list(names)}; the Dataset lacks {missing} "
+                         f"(has {sorted(ds.data_vars)})")
+
+
+def _units(da, default="state units"):
+    return da.attrs.get("units", default)
+
+
+def _long_runs(ds):
+    """Truth and surrogate long runs after the transient: two arrays (n, dim)."""
+    cut = int(float(ds.attrs.get("long_transient", 0.1)) * ds.sizes["long_time"])
+    lr = ds["long_run"].values[:, cut:]
+    return lr[0], lr[1]
+
+
+def _limits(x, pad=0.08):
+    lo, hi = np.nanmin(x, 0), np.nanmax(x, 0)
+    w = hi - lo
+    return lo - pad * w, hi + pad * w
+
+
+def _vpt_at(ds, threshold):
+    thr = ds["threshold"].values
+    i = int(np.argmin(np.abs(thr - threshold)))
+    return float(thr[i]), ds["vpt"].isel(threshold=i).values, ds["valid_groundtruth_time"].isel(threshold=i).values
+
+
+# ------------------------------------------------------------------ diagnostics figures
+def plot_attractor(ds: xr.Dataset, path=None, *, show=None):
+    """Attractor of truth and surrogate from the long runs of ``evaluate``.
+
+    3 components: 3-D views side by side (same axes limits) and the three 2-D
+    projections with both overlaid. 2 components: the 2-D plane. More than 3:
+    space-time plots (time in Lyapunov times against component) of the first
+    rollout, truth, surrogate and their difference.
+    """
+    _need(ds, ["long_run", "truth", "prediction"], "plot_attractor")
+    comps = [str(c) for c in ds["component"].values]
+    dim = len(comps)
+    units = _units(ds["long_run"])
+    if dim > 3:
+        return _space_time(ds, path, show)
+    tr, su = _long_runs(ds)
+    lo, hi = _limits(tr)
+    inside = np.all(np.isfinite(su), 1) & np.all((su >= lo) & (su <= hi), 1)
+    su_in = np.where(inside[:, None], su, np.nan)
+    note = "" if inside.all() else f" ({100 * (1 - inside.mean()):.0f}% of the run outside the frame)"
+    if dim < 3:
+        fig, shown = _figure((6, 5), show)
+        ax = fig.add_subplot(1, 1, 1)
+        _projection(ax, tr, su_in, 0, min(1, dim - 1), comps, units, lo, hi)
+        for line in ax.legend(loc="upper right").get_lines():
+            line.set_linewidth(2.0)
+        fig.suptitle(f"{ds.attrs.get('system', '')} attractor{note}")
+        return _finish(fig, path, shown)
+    fig, shown = _figure((13, 9), show)
+    gs = fig.add_gridspec(2, 6, height_ratios=[1.25, 1], hspace=0.3, wspace=0.9)
+    for j, (x, style, title) in enumerate(((tr, TRUTH, "truth"), (su_in, SURROGATE, "surrogate" + note))):
+        ax = fig.add_subplot(gs[0, 3 * j:3 * j + 3], projection="3d")
+        ax.plot(x[:, 0], x[:, 1], x[:, 2], color=style["color"], lw=0.4, alpha=0.8)
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        ax.set_zlim(lo[2], hi[2])
+        for setter, c in zip((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel), comps):
+            setter(f"{c} [{units}]")
+        ax.set_title(title, color=style["color"])
+    for j, (a, b) in enumerate(((0, 1), (0, 2), (1, 2))):
+        ax = fig.add_subplot(gs[1, 2 * j:2 * j + 2])
+        _projection(ax, tr, su_in, a, b, comps, units, lo, hi)
+        if j == 0:
+            leg = ax.legend(loc="upper left", fontsize="small")
+            for line in leg.get_lines():
+                line.set_linewidth(2.0)
+    fig.suptitle(f"{ds.attrs.get('system', '')}: long free run of the surrogate against the truth "
+                 f"({ds.sizes['long_time']} samples, dt = {ds.attrs.get('dt', '?')})")
+    return _finish(fig, path, shown)
+
+
+def _projection(ax, tr, su, a, b, comps, units, lo, hi):
+    ax.plot(tr[:, a], tr[:, b], color=TRUTH["color"], lw=0.4, alpha=0.7, label="truth")
+    ax.plot(su[:, a], su[:, b], color=SURROGATE["color"], lw=0.4, alpha=0.7, linestyle="--",
+            label="surrogate")
+    ax.set_xlim(lo[a], hi[a])
+    ax.set_ylim(lo[b], hi[b])
+    ax.set_xlabel(f"{comps[a]} [{units}]")
+    ax.set_ylabel(f"{comps[b]} [{units}]")
+
+
+def _space_time(ds, path, show):
+    t = ds["time"].values
+    tr = ds["truth"].isel(start=0).values
+    su = ds["prediction"].isel(start=0).values
+    fig, shown = _figure((13, 7), show)
+    axes = fig.subplots(3, 1, sharex=True)
+    vmax = np.nanmax(np.abs(tr))
+    ext = (t[0], t[-1], -0.5, tr.shape[1] - 0.5)
+    for ax, x, title in ((axes[0], tr, "truth"), (axes[1], su, "surrogate"), (axes[2], su - tr, "surrogate - truth")):
+        im = ax.imshow(x.T, aspect="auto", origin="lower", extent=ext, cmap="RdBu_r", vmin=-vmax, vmax=vmax,
+                       interpolation="nearest")
+        ax.set_ylabel("component index")
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, label=f"state [{_units(ds['truth'])}]")
+    _, vpt, _ = _vpt_at(ds, 0.4)
+    for ax in axes:
+        ax.axvline(vpt[0], color="black", linestyle="--", lw=1.5)
+    axes[-1].set_xlabel("time [Lyapunov times] (dashed line: VPT at threshold 0.4)")
+    fig.suptitle(f"{ds.attrs.get('system', '')}: space-time plot of rollout 0")
+    return _finish(fig, path, shown)
+
+
+def plot_error_growth(ds: xr.Dataset, path=None, *, show=None):
+    """Normalised error against time (Lyapunov times), log scale, VPT marked.
+
+    Thin grey lines: each start; orange: median with the 10-90% band; dotted
+    horizontal lines: the thresholds; vertical lines: the median VPT per
+    threshold; grey shading: past the median valid ground-truth time.
+    """
+    _need(ds, ["error", "vpt", "valid_groundtruth_time"], "plot_error_growth")
+    t = ds["time"].values[1:]
+    e = ds["error"].values[:, 1:]
+    e = np.where(np.isfinite(e), e, np.nan)
+    floor = max(np.nanmin(e[e > 0]) if np.any(e > 0) else 1e-12, 1e-14)
+    e = np.clip(e, floor, None)
+    fig, shown = _figure((9, 5.5), show)
+    ax = fig.add_subplot(1, 1, 1)
+    for row in e:
+        ax.plot(t, row, color="0.7", lw=0.5)
+    med = np.nanmedian(e, 0)
+    ax.fill_between(t, np.nanquantile(e, 0.1, 0), np.nanquantile(e, 0.9, 0), color=SURROGATE["color"],
+                    alpha=0.25, label="10-90% of starts")
+    ax.plot(t, med, color=SURROGATE["color"], lw=2, label=f"median over {e.shape[0]} starts")
+    i0 = int(np.argmin(np.abs(t - 1.0)))
+    ref = med[i0] * np.exp(t - t[i0])
+    ax.plot(t, ref, color="tab:blue", lw=1, linestyle="-.", label=r"$e^{\lambda_1 t}$ (reference slope)")
+    colors = ["tab:green", "tab:purple", "tab:red", "tab:brown", "tab:pink"]
+    for j, thr in enumerate(ds["threshold"].values):
+        c = colors[j % len(colors)]
+        v = float(np.median(ds["vpt"].isel(threshold=j)))
+        ax.axhline(thr, color=c, linestyle=":", lw=1)
+        ax.axvline(v, color=c, linestyle="--", lw=1.2, label=f"median VPT at {thr:g}: {v:.2f}")
+    vgt = ds["valid_groundtruth_time"].values
+    if np.any(np.isfinite(vgt)):
+        g = float(np.nanmedian(vgt[:, -1]))
+        if g < t[-1]:
+            ax.axvspan(g, t[-1], color="0.6", alpha=0.35,
+                       label=f"past the median valid ground-truth time ({g:.2f})")
+    ax.set_yscale("log")
+    ax.set_ylim(floor, max(10.0, np.nanmax(e) * 1.5) if np.isfinite(np.nanmax(e)) else 10.0)
+    ax.set_xlim(0, t[-1])
+    ax.set_xlabel("time [Lyapunov times]")
+    ax.set_ylabel("normalised error [attractor std]")
+    ax.set_title(f"{ds.attrs.get('system', '')}: error growth of free runs")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(alpha=0.3)
+    return _finish(fig, path, shown)
+
+
+def plot_time_series(ds: xr.Dataset, path=None, *, start: int = 0, threshold: float = 0.4,
+                     max_components: int = 6, show=None):
+    """Component time series of one rollout: truth against surrogate, VPT marked."""
+    _need(ds, ["truth", "prediction", "vpt"], "plot_time_series")
+    if not 0 <= start < ds.sizes["start"]:
+        raise ValueError(f"start must lie in [0, {ds.sizes['start'] - 1}], got {start}")
+    t = ds["time"].values
+    comps = [str(c) for c in ds["component"].values][:max_components]
+    thr, vpt, vgt = _vpt_at(ds, threshold)
+    fig, shown = _figure((10, 1.9 * len(comps) + 1.0), show)
+    axes = np.atleast_1d(fig.subplots(len(comps), 1, sharex=True))
+    units = _units(ds["truth"])
+    for i, (ax, c) in enumerate(zip(axes, comps)):
+        ax.plot(t, ds["truth"].values[start, :, i], lw=1.2, **TRUTH)
+        ax.plot(t, ds["prediction"].values[start, :, i], lw=1.2, **SURROGATE)
+        ax.axvline(vpt[start], color="tab:red", linestyle=":", lw=1.5,
+                   label=f"VPT ({thr:g}): {vpt[start]:.2f}")
+        if np.isfinite(vgt[start]) and vgt[start] < t[-1]:
+            ax.axvline(vgt[start], color="0.5", linestyle="-.", lw=1,
+                       label=f"valid ground-truth time: {vgt[start]:.2f}")
+        ax.set_ylabel(f"{c} [{units}]")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="upper left", fontsize="small", ncol=4)
+    axes[-1].set_xlabel("time [Lyapunov times]")
+    axes[-1].set_xlim(t[0], t[-1])
+    fig.suptitle(f"{ds.attrs.get('system', '')}: free run from start {start}")
+    return _finish(fig, path, shown)
+
+
+def plot_return_map(ds: xr.Dataset, path=None, *, component: str = "z", show=None):
+    """Lorenz return map: successive maxima z_max(n+1) against z_max(n), truth and surrogate."""
+    _need(ds, ["long_run"], "plot_return_map")
+    comps = [str(c) for c in ds["component"].values]
+    if component not in comps:
+        raise ValueError(f"component {component!r} not in the Dataset's components {comps}")
+    i = comps.index(component)
+    tr, su = _long_runs(ds)
+    units = _units(ds["long_run"])
+    fig, shown = _figure((6.5, 6), show)
+    ax = fig.add_subplot(1, 1, 1)
+    lo, hi = np.inf, -np.inf
+    for x, style, marker in ((tr, TRUTH, "o"), (su, SURROGATE, "x")):
+        m = _maxima(x[:, i])
+        if len(m) > 1:
+            ax.plot(m[:-1], m[1:], marker, color=style["color"], ms=3 if marker == "o" else 4,
+                    alpha=0.7, label=f"{style['label']} ({len(m)} maxima)")
+            if style is TRUTH:
+                lo, hi = m.min(), m.max()
+        else:
+            ax.plot([], [], marker, color=style["color"], label=f"{style['label']} (no maxima)")
+    if np.isfinite(lo):
+        pad = 0.1 * (hi - lo)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", lw=0.8, linestyle=":", label="diagonal")
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xlabel(f"${component}_{{max}}(n)$ [{units}]")
+    ax.set_ylabel(f"${component}_{{max}}(n+1)$ [{units}]")
+    ax.set_title(f"{ds.attrs.get('system', '')}: return map of successive {component} maxima")
+    ax.legend(loc="upper left", fontsize="small")
+    ax.grid(alpha=0.3)
+    return _finish(fig, path, shown)
+
+
+def _maxima(z):
+    z = z[np.isfinite(z)]
+    k = np.flatnonzero((z[1:-1] > z[:-2]) & (z[1:-1] >= z[2:])) + 1
+    return z[k]
+
+
+# ------------------------------------------------------------------ training figures
+def _groups(ds):
+    """[(label, DataArray-selector dict)] over the strategy dim (or one group)."""
+    if "strategy" in ds.dims:
+        return [(str(s), {"strategy": s}) for s in ds["strategy"].values]
+    return [(str(ds.attrs.get("strategy", "training")), {})]
+
+
+def _color(k):
+    return ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"][k % 7]
+
+
+def _style(k):
+    """Colour and line style of strategy k: overlapping curves stay distinguishable."""
+    return dict(color=_color(k), linestyle=["-", "--", "-.", ":"][k % 4])
+
+
+def plot_training(history: xr.Dataset, path=None, *, show=None):
+    """Loss, accepted % and mean substeps over epochs (Allauzen et al. 2022, their figures).
+
+    history: variables loss, accepted_fraction, mean_substeps over dim
+    ``epoch``, optionally also over ``strategy`` (one colour each) and
+    ``seed`` (median line, min-max band).
+    """
+    _need(history, ["loss", "accepted_fraction", "mean_substeps"], "plot_training")
+    if "epoch" not in history.dims:
+        raise ValueError(f"plot_training needs an 'epoch' dimension, got dims {dict(history.sizes)}")
+    ep = history["epoch"].values
+    fig, shown = _figure((14, 4.5), show)
+    axes = fig.subplots(1, 3)
+    panels = (("loss", "training loss [squared state units]", 1.0, True),
+              ("accepted_fraction", "accepted examples [%]", 100.0, False),
+              ("mean_substeps", "substeps of rejected examples", 1.0, False))
+    for k, (label, sel) in enumerate(_groups(history)):
+        sub = history.sel(sel)
+        for ax, (var, ylabel, scale, log) in zip(axes, panels):
+            y = sub[var] * scale
+            if "seed" in y.dims:
+                y = y.transpose("seed", "epoch").values
+                ax.fill_between(ep, np.nanmin(y, 0), np.nanmax(y, 0), color=_color(k), alpha=0.2)
+                ax.plot(ep, np.nanmedian(y, 0), lw=1.6, label=f"{label} (median of {y.shape[0]} seeds)",
+                        **_style(k))
+            else:
+                ax.plot(ep, y.values, lw=1.6, label=label, **_style(k))
+            ax.set_ylabel(ylabel)
+            ax.set_xlabel("epoch")
+            if log:
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+    axes[1].set_ylim(-3, 103)
+    axes[0].legend(fontsize="small")
+    fig.suptitle("training: loss, accepted fraction and substeps per epoch")
+    fig.tight_layout()
+    return _finish(fig, path, shown)
+
+
+def plot_error_vs_evaluations(history: xr.Dataset, path=None, *, error: str = "loss",
+                              evaluations: str = "n_f_evals", cumulative: bool = True, show=None):
+    """Error against vector-field evaluations, one colour per strategy (log-log).
+
+    With an ``epoch`` dim: the training curve of each strategy (and each seed,
+    thin lines), evaluations summed over epochs when ``cumulative``. Without:
+    one point per strategy (and seed).
+    """
+    _need(history, [error, evaluations], "plot_error_vs_evaluations")
+    fig, shown = _figure((8, 5.5), show)
+    ax = fig.add_subplot(1, 1, 1)
+    for k, (label, sel) in enumerate(_groups(history)):
+        sub = history.sel(sel)
+        e, n = sub[error], sub[evaluations].astype(float)
+        if "epoch" in e.dims:
+            if cumulative:
+                n = n.cumsum("epoch")
+            if "seed" in e.dims:
+                e, n = e.transpose("seed", "epoch").values, n.transpose("seed", "epoch").values
+            else:
+                e, n = e.values[None], n.values[None]
+            for s in range(e.shape[0]):
+                ax.plot(n[s], e[s], lw=1.2 if e.shape[0] == 1 else 0.9, label=label if s == 0 else None,
+                        **_style(k))
+        else:
+            ax.plot(np.ravel(n.values), np.ravel(e.values), "o", color=_color(k), label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    what = "cumulative " if cumulative else ""
+    ax.set_xlabel(f"{what}vector-field evaluations [count]")
+    ax.set_ylabel(f"{error} [{history[error].attrs.get('units', 'squared state units')}]")
+    ax.set_title("error against cost, per strategy")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3, which="both")
+    return _finish(fig, path, shown)
+
+
+def plot_diagnostics(ds: xr.Dataset, outdir, *, show=False) -> dict:
+    """Write every figure of an ``evaluate`` Dataset to ``outdir``; returns {name: path}.
+
+    The return map is drawn for systems with a component named "z".
+    """
+    outdir = Path(outdir)
+    paths = {}
+    jobs = {"attractor": plot_attractor, "error_growth": plot_error_growth, "time_series": plot_time_series}
+    if "z" in [str(c) for c in ds["component"].values]:
+        jobs["return_map"] = plot_return_map
+    for name, fn in jobs.items():
+        p = outdir / f"{name}.png"
+        fn(ds, p, show=show)
+        paths[name] = p
+    return paths
