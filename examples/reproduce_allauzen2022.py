@@ -271,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..n-1)")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated strategy names")
+    p.add_argument("--seed-list", default=None, help="comma-separated seeds (overrides --seeds), to split runs")
     p.add_argument("--eval-only", action="store_true", help="evaluate the models already trained in --out")
+    p.add_argument("--train-only", action="store_true", help="train and save the models, skip the evaluation")
     args = p.parse_args(argv)
 
     import torch
@@ -281,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     seeds = list(range(2 if args.quick else args.seeds))
+    if args.seed_list:
+        seeds = [int(x) for x in args.seed_list.split(",")]
     epochs = 3 if args.quick else args.epochs
     train, test, source = load_data(Path(args.data), args.quick)
     print(f"data: {source}; train {train.shape}, test {test.shape}", flush=True)
@@ -288,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = train_all(train, out, strategies, seeds, epochs, args.quick, eval_only=args.eval_only)
     if not runs:
         raise SystemExit(f"no trained model for {strategies} in {out / 'models'}")
+    if args.train_only:
+        return 0
     hist = history_dataset(runs, strategies, seeds)
     hist.attrs.update({"data": source, "epochs": epochs, "optimizer": "lbfgs (lr 1, 20 it., strong Wolfe)",
                        "eps": 0.1, "safety": 0.9, "field": "MLP 3-50-50-3 ReLU float64"})

@@ -229,3 +229,16 @@ def test_strategy_agrees_with_odesolve_paper_rule(reference):
     if not reference:
         sol = odesolve(f, x0, t, method="rkf23", control=PaperRule(shared=True))
         torch.testing.assert_close(sol.ys[1:], ys_t, rtol=1e-12, atol=1e-12)
+
+
+def test_curriculum_unrolls_in_fit(lorenz):
+    cur = strategies.CurriculumStrategy(max_horizon=4, accept_threshold=1e-9, patience=1)
+    sur, hist = fit(lorenz, field=SMALL, strategy=cur, epochs=3, seed=0, progress=False, lbfgs_iterations=2)
+    assert hist.horizon.values.tolist() == [1, 2, 4]
+    assert np.isfinite(hist.loss).all()
+    # inside a rollout the reference is the observed increment applied to the prediction
+    x0 = torch.zeros(2, 3, dtype=torch.float64)
+    targets = torch.arange(12, dtype=torch.float64).reshape(2, 2, 3)
+    x = torch.ones(2, 3, dtype=torch.float64)
+    torch.testing.assert_close(cur._reference(0, x, targets, x0), targets[0])
+    torch.testing.assert_close(cur._reference(1, x, targets, x0), x + targets[1] - targets[0])
