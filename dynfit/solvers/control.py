@@ -29,7 +29,7 @@ class MixedNorm:
 
     err = RMS over components of (y_high - y_low) / (atol + rtol * max(|y0|, |y1|));
     accept err <= 1; h_new = h * clip(safety * err^(-1/(order_low + 1)), fmin, fmax)
-    (at most 1 after a rejection). per_example=False shares one step size over the
+    (factor at most 1 on a rejection and on the step right after one, as Hairer advises). per_example=False shares one step size over the
     batch (err = max over examples, like torchdiffeq) and passes a 0-dim t to the field.
     """
 

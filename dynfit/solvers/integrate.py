@@ -278,6 +278,7 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
     ref_tried = torch.zeros(B, dtype=torch.bool, device=dev)
     h_last = h.clone()
     status = zeros_i.clone()
+    rej_last = torch.zeros(B, dtype=torch.bool, device=dev)
 
     while idx.numel():
         target = ts[j] if land_each else ts[-1]
@@ -295,7 +296,9 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
         if not per_ex:
             e = e.max().expand_as(e)
         accept = e <= 1.0
-        h_new = he * ctrl.factor(e, accept, q)
+        fac = ctrl.factor(e, accept, q)
+        h_new = he * torch.where(rej_last, fac.clamp_max(1.0), fac)  # no growth right after a rejection
+        rej_last = ~accept
         h_new = torch.where(accept & lands, torch.maximum(h_new, h), h_new)
         t_new = torch.where(accept, torch.where(lands, target, ta + d * he), ta)
         j_new = torch.searchsorted(tsd, t_new * d, right=True).clamp(min=j)
@@ -343,7 +346,7 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
             idx = idx[keep]
             y, k1, ta, h, j = y[keep], k1[keep], ta[keep], h[keep], j[keep]
             n_acc, n_rej, err, err_set, acc_all = n_acc[keep], n_rej[keep], err[keep], err_set[keep], acc_all[keep]
-            sub, ref_tried = sub[keep], ref_tried[keep]
+            sub, ref_tried, rej_last = sub[keep], ref_tried[keep], rej_last[keep]
     tr.evals += n_pre + (tab.stages - 1) * (tr.n_acc + tr.n_rej)
     return tr
 
