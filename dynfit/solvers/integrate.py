@@ -121,7 +121,8 @@ class _Tracker:
             n_steps=self.n_acc + self.n_rej, n_accepted=self.n_acc.clone(), n_rejected=self.n_rej.clone(),
             error_rate=self.err, accepted=self.acc_all, substeps=self.substeps, h=self.h, status=self.status,
             n_f_evals_per_example=self.evals, n_f_evals=counter.calls, counter=counter,
-            method=method, control=control,
+            method=method, control=control, interval_error_rate=getattr(self, "hist_err", None),
+            interval_accepted=getattr(self, "hist_acc", None), interval_substeps=getattr(self, "hist_sub", None),
         )
 
 
@@ -181,6 +182,10 @@ def _solve_fixed(counter, y0, ts, tab, step_size, max_steps, tr: _Tracker):
 def _solve_paper(counter, y0, ts, tab, ctrl: PaperRule, ref, max_steps, tr: _Tracker):
     B = y0.shape[0]
     dev = y0.device
+    T = ts.numel()
+    tr.hist_err = torch.full((T - 1, B), float("nan"), dtype=y0.dtype, device=dev)
+    tr.hist_acc = torch.zeros((T - 1, B), dtype=torch.bool, device=dev)
+    tr.hist_sub = torch.zeros((T - 1, B), dtype=torch.int64, device=dev)
     times = ts.tolist()
     y = y0
     alive = torch.ones(B, dtype=torch.bool, device=dev)
@@ -225,6 +230,7 @@ def _solve_paper(counter, y0, ts, tab, ctrl: PaperRule, ref, max_steps, tr: _Tra
         ev = torch.where(accept, s, s + n * s - 1)
         tr.evals.index_add_(0, idx, ev)
         tr.err[idx] = r
+        tr.hist_err[jj - 1, idx], tr.hist_acc[jj - 1, idx], tr.hist_sub[jj - 1, idx] = r, accept, n
         tr.acc_all[idx] &= accept
         tr.substeps[idx] = n
         tr.h[idx] = torch.where(accept, abs(H), abs(H) / n.to(r.dtype))

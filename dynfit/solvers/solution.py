@@ -42,6 +42,8 @@ class Stats:
         accepted steps ending inside it; fixed steps: steps per interval).
     h: last step size taken (positive). status: :class:`Status` codes.
     n_f_evals_per_example: evaluations of the field that included each example.
+    interval_error_rate, interval_accepted, interval_substeps: (T-1, B) histories of
+        r, acceptance and substeps per output interval (PaperRule only, else None).
     n_f_evals: batched calls of the field in the forward pass (each call counted once).
     n_f_evals_backward: vector-Jacobian products through the field run so far by backward
         passes through this solve (0 before backward; exact once it has run).
@@ -56,6 +58,9 @@ class Stats:
     h: torch.Tensor
     status: torch.Tensor
     n_f_evals_per_example: torch.Tensor
+    interval_error_rate: torch.Tensor | None = None
+    interval_accepted: torch.Tensor | None = None
+    interval_substeps: torch.Tensor | None = None
     n_f_evals: int = 0
     method: str = ""
     control: str = ""
@@ -80,13 +85,15 @@ class Stats:
         return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
 
     def to_xarray(self):
-        """xarray.Dataset with dims ("example",); scalars become attrs."""
+        """xarray.Dataset with dims ("example",) (and ("interval", "example") for the
+        PaperRule histories); scalars become attrs."""
         import xarray as xr
 
         data = {}
         for name, v in self._per_example().items():
             arr = v.detach().cpu().numpy()
-            data[name] = ("example", arr.astype("int8") if name == "status" else arr)
+            dims = ("interval", "example") if name.startswith("interval_") else ("example",)
+            data[name] = (dims, arr.astype("int8") if name == "status" else arr)
         ds = xr.Dataset(data)
         ds["status"].attrs["codes"] = ", ".join(f"{s.value}={s.name}" for s in Status)
         ds.attrs.update(

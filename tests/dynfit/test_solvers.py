@@ -200,6 +200,18 @@ def test_paper_rule_matches_hand_computation(shared):
     assert st.n_steps.tolist() == [1 + (0 if a else k) for a, k in zip(accept, n)]
     assert st.n_f_evals_per_example.tolist() == [3 if a else 3 + 3 * k - 1 for a, k in zip(accept, n)]
     np.testing.assert_allclose(st.h.numpy(), 1.0 / n)
+    assert st.interval_substeps.shape == (1, 4) and st.interval_substeps[0].tolist() == n.tolist()
+    assert st.to_xarray()["interval_accepted"].dims == ("interval", "example")
+
+
+def test_paper_rule_interval_histories():
+    y0 = torch.tensor([[1.0, 0.5], [1.0, 3.0]], dtype=F64)
+    t = torch.linspace(0, 3, 4, dtype=F64)
+    st = odesolve(decay_forced, y0, t, method="rkf23", control=PaperRule(eps=0.1)).stats
+    assert st.interval_error_rate.shape == st.interval_accepted.shape == st.interval_substeps.shape == (3, 2)
+    assert torch.equal(st.interval_substeps[-1], st.substeps) and torch.equal(st.interval_error_rate[-1], st.error_rate)
+    assert torch.equal(st.interval_accepted.all(0), st.accepted)
+    assert torch.equal(st.n_rejected, (~st.interval_accepted).sum(0))
 
 
 def test_paper_rule_with_reference_uses_the_target():
