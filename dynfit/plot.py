@@ -240,10 +240,10 @@ def plot_time_series(ds: xr.Dataset, path=None, *, start: int = 0, threshold: fl
                        label=f"valid ground-truth time: {vgt[start]:.2f}")
         ax.set_ylabel(f"{c} [{units}]")
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="upper left", fontsize="small", ncol=4)
+    axes[0].legend(loc="lower left", bbox_to_anchor=(0.0, 1.02), fontsize="small", ncol=4, frameon=False)
     axes[-1].set_xlabel("time [Lyapunov times]")
     axes[-1].set_xlim(t[0], t[-1])
-    fig.suptitle(f"{ds.attrs.get('system', '')}: free run from start {start}")
+    fig.suptitle(f"{ds.attrs.get('system', '')}: free run from start {start}", y=1.0)
     return _finish(fig, path, shown)
 
 
