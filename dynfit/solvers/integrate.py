@@ -57,6 +57,9 @@ def _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_
         raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
     tab = torch_tableau(method)
     if step_size is not None:
+        if reference is not None:
+            raise ValueError("reference steers the adaptive error control; with step_size it would have no effect: "
+                             "drop step_size (adaptive) or drop reference")
         if isinstance(step_size, bool) or not isinstance(step_size, Real) or not (0 < float(step_size) < math.inf):
             raise ValueError(f"step_size must be a positive finite float (fixed steps) or None (adaptive), got {step_size!r}")
     else:
@@ -237,7 +240,7 @@ def _solve_paper(counter, y0, ts, tab, ctrl: PaperRule, ref, max_steps, tr: _Tra
         tr.n_acc[idx] += torch.where(accept, 1, n)
         tr.n_rej[idx] += (~accept).long()
         fin = torch.isfinite(y_new.detach()).all(dim=1)
-        over = (tr.n_acc[idx] + tr.n_rej[idx]) > max_steps
+        over = ((tr.n_acc[idx] + tr.n_rej[idx]) >= max_steps) & (jj < T - 1)  # limit reached before the end
         tr.status[idx] = torch.where(~fin, int(Status.NONFINITE), torch.where(over, int(Status.MAX_STEPS), 0))
         ok = fin & ~over
         alive[idx] = ok
