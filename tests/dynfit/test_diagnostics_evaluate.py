@@ -183,3 +183,23 @@ def test_bad_data(data):
     rossler = systems.simulate("rossler", n_traj=1, n_steps=50, dt=DT, seed=0)
     with pytest.raises(ValueError, match="system 'rossler'"):
         evaluate(Fake(), rossler)
+
+
+@pytest.mark.slow
+def test_exact_system_vpt_matches_valid_groundtruth_time():
+    """The exact system against itself: valid until the references part ways.
+
+    The data (numba dopri5 at 1e-12), DOP853 and LSODA (scipy, 1e-12) from each
+    start give the valid ground-truth time, the minimum over their pairs; the
+    exact surrogate (LSODA at 1e-12) is one of those solutions, so its VPT can
+    never be shorter, and with references of comparable accuracy it is not
+    much longer.
+    """
+    data = systems.simulate("lorenz63", n_traj=1, n_steps=4000, dt=DT, seed=5, method="dopri5",
+                            rtol=1e-12, atol=1e-12)
+    exact = ExactSurrogate("lorenz63", dt=DT, method="LSODA", rtol=1e-12)
+    ds = evaluate(exact, data, n_starts=2, horizon=35.0, long_steps=1000, lyapunov_steps=0, seed=0)
+    vpt, vgt = ds["vpt"].values, ds["valid_groundtruth_time"].values
+    assert np.all(vgt <= vpt + 1e-12)
+    assert np.all(vpt - vgt < 1.5), (vpt, vgt)
+    assert np.all(vgt > 12) and np.all(vgt < 35), vgt  # the references do part ways within the horizon
