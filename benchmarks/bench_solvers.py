@@ -17,6 +17,7 @@ examples of their RMS: the same per-example guarantee as dynfit).
 
     python benchmarks/bench_solvers.py            # full run
     python benchmarks/bench_solvers.py --quick    # small, for CI
+    python benchmarks/bench_solvers.py --accuracy # convergence orders, DOP853 agreement, adjoint check
 """
 from __future__ import annotations
 
@@ -118,6 +119,66 @@ def run_once(solver, field, windows, t, method, tol):
     return wall, n_fwd_calls, n_fwd_rows, ys.detach()
 
 
+def accuracy():
+    """Print the figures the tests check: observed orders, agreement with DOP853, adjoint gradients."""
+    import numpy as np
+    from scipy.integrate import solve_ivp
+
+    f64 = torch.float64
+
+    def lorenz_np(t, y):
+        return lorenz(None, torch.as_tensor(y)).numpy()
+
+    y0 = torch.tensor([[1.0, 1.0, 1.0], [-5.0, 3.0, 20.0]], dtype=f64)
+    t_end = 0.5
+    exact = np.stack([solve_ivp(lorenz_np, (0, t_end), y, method="DOP853", rtol=1e-13, atol=1e-13).y[:, -1]
+                      for y in y0.numpy()])
+    t = torch.tensor([0.0, t_end], dtype=f64)
+    ns = np.array([40, 80, 160, 320])
+    print("# observed order, fixed steps, Lorenz over [0, 0.5], h = 0.5/n for n in", ns.tolist())
+    for method in ("rkf45", "rkf23"):
+        for path in ("odesolve", "torchdiffeq"):
+            errs = []
+            for n in ns:
+                h = t_end / n
+                if path == "odesolve":
+                    y1 = odesolve(lorenz, y0, t, method=method, step_size=h).ys[-1]
+                else:
+                    y1 = torchdiffeq.odeint(lorenz, y0, t, method=method, rtol=1e6, atol=1e6,
+                                            options=dict(first_step=h, max_step=h))[-1]
+                errs.append(np.abs(y1.numpy() - exact).max())
+            slope = np.polyfit(np.log(t_end / ns), np.log(errs), 1)[0]
+            print(f"{method:6s} {path:12s} order {slope:.3f}  errors {' '.join(f'{e:.2e}' for e in errs)}")
+    y0 = torch.tensor([[1.0, 1.0, 1.0], [-5.0, 3.0, 20.0], [0.1, 0.2, 30.0]], dtype=f64)
+    t = torch.linspace(0, 1, 11, dtype=f64)
+    ref = np.stack([solve_ivp(lorenz_np, (0, 1), y, method="DOP853", rtol=1e-12, atol=1e-12, t_eval=t.numpy()).y.T
+                    for y in y0.numpy()], axis=1)
+    print("# Lorenz over [0, 1], 11 outputs, rtol = atol = 1e-8, max |y - DOP853(1e-12)|")
+    for method in ("rkf45", "rkf23", "dopri5"):
+        ours = odesolve(lorenz, y0, t, method=method, control=MixedNorm(rtol=1e-8, atol=1e-8), max_steps=10**5).ys
+        td = torchdiffeq.odeint(lorenz, y0, t, method=method, rtol=1e-8, atol=1e-8)
+        print(f"{method:6s} odesolve {np.abs(ours.numpy() - ref).max():.2e}  torchdiffeq {np.abs(td.numpy() - ref).max():.2e}")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16, dtype=f64), torch.nn.Tanh(), torch.nn.Linear(16, 3, dtype=f64))
+    field = lambda t, y: net(y)  # noqa: E731
+    y0 = torch.tensor([[1.0, -1.0, 0.5], [0.2, 0.3, -0.7]], dtype=f64)
+    t = torch.linspace(0, 1, 4, dtype=f64)
+
+    def grads(solve):
+        net.zero_grad()
+        y = y0.clone().requires_grad_(True)
+        solve(y).square().sum().backward()
+        return torch.cat([y.grad.flatten()] + [p.grad.flatten() for p in net.parameters()])
+
+    tol = dict(rtol=1e-10, atol=1e-10)
+    direct = grads(lambda y: torchdiffeq.odeint(field, y, t, method="rkf45", **tol))
+    adj = grads(lambda y: torchdiffeq.odeint_adjoint(field, y, t, method="rkf45", adjoint_params=tuple(net.parameters()), **tol))
+    ours = grads(lambda y: odesolve(field, y, t, control=MixedNorm(**tol)).ys)
+    rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    print(f"# gradients, rkf45 at 1e-10: |adjoint - direct| / |direct| = {rel(adj, direct):.1e}, "
+          f"|odesolve - direct| / |direct| = {rel(ours, direct):.1e}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch", type=int, default=256, help="number of windows")
@@ -130,7 +191,12 @@ def main(argv=None):
     p.add_argument("--float32", action="store_true", help="float32 instead of float64")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="small sizes for CI")
+    p.add_argument("--accuracy", action="store_true", help="print orders, DOP853 agreement and adjoint check, then stop")
     a = p.parse_args(argv)
+    if a.accuracy:
+        torch.set_num_threads(a.threads)
+        accuracy()
+        return {}
     if a.quick:
         a.batch, a.window, a.repeats, a.fit_steps, a.tols = 32, 5, 1, 20, [1e-4]
     torch.set_num_threads(a.threads)
