@@ -1,8 +1,8 @@
 """Each catalogued system's largest Lyapunov exponent against the reference it cites.
 
 QR/Benettin (``systems.lyapunov_spectrum``) with RK4 at half the sampling
-step, k = 1, averaged over T = max(2000, 1000 / lambda_ref) time units (about
-1000 e-foldings, statistical error a few percent). Systems flagged
+step, k = 1, averaged over T = max(5000, 2000 / lambda_ref) time units (about
+2000 e-foldings, statistical error a few percent). Systems flagged
 ``reference_matched = false`` are skipped here; those whose value is our own
 estimate are re-checked against it below.
 """
@@ -27,7 +27,7 @@ AVERAGING_TIME = {"lorenz96": 400.0}
 def largest_exponent(name: str) -> float:
     s = systems.get(name)
     dt = s.dt if name == "lorenz96" else s.dt / 2
-    T = AVERAGING_TIME.get(name, max(2000.0, 1000.0 / s.lyapunov_max))
+    T = AVERAGING_TIME.get(name, max(5000.0, 2000.0 / s.lyapunov_max))
     return float(lyapunov_spectrum(s, n_steps=int(round(T / dt)), dt=dt, k=1)[0])
 
 
