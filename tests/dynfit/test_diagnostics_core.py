@@ -42,8 +42,8 @@ def lorenz_starts():
 def test_linear_field_exponents_are_eigenvalues():
     # a triangular matrix with eigenvalues 0.5, -1, -2: exponents are exactly those
     a = np.array([[0.5, 1.0, 0.0], [0.0, -1.0, 0.3], [0.0, 0.0, -2.0]])
-    lam = lyapunov_spectrum(LinearField(a), np.ones(3), dt=0.01, n_steps=4000, transient=200)
-    np.testing.assert_allclose(lam, [0.5, -1.0, -2.0], atol=5e-3)
+    lam = lyapunov_spectrum(LinearField(a), np.ones(3), dt=0.01, n_steps=1000, transient=200)
+    np.testing.assert_allclose(lam, [0.5, -1.0, -2.0], atol=1e-3)
 
 
 def test_lorenz_torch_field_largest_exponent(lorenz_starts):
