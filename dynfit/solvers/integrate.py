@@ -153,6 +153,26 @@ def _initial_step(counter, t0, y0, f0, direction, order, ctrl: MixedNorm) -> tor
         return h if ctrl.per_example else h.min().expand_as(h).clone()
 
 
+def _finite_rows(y_hi: torch.Tensor, ks) -> torch.Tensor:
+    """(B,) True where the step and its last stage are finite."""
+    return torch.isfinite(y_hi.detach()).all(dim=1) & torch.isfinite(ks[-1].detach()).all(dim=1)
+
+
+def _retake_finite(counter, t, h, y, ks, tab, finite, per_ex: bool):
+    """Redo a step on its finite rows only, so that no NaN/inf enters the autograd graph
+    (a masked-out NaN still turns gradients into NaN: 0 * inf). Rows that overflowed get
+    y_high = y (detached; they are rejected) and an infinite error. Returns (y_hi, err, ks, rows)."""
+    rows = finite.nonzero().flatten()
+    base = y.detach()
+    inf = torch.full_like(base, math.inf)
+    if rows.numel() == 0:
+        return base, inf, [ks[0]] + [torch.zeros_like(base)] * (tab.stages - 1), rows
+    ts_, hs_ = (t[rows], h[rows]) if per_ex else (t, h)
+    y_s, e_s, ks_s = rk_step(counter, ts_, hs_, y[rows], ks[0][rows], tab)
+    ks_full = [ks[0]] + [torch.zeros_like(base).index_copy(0, rows, k) for k in ks_s[1:]]
+    return base.index_copy(0, rows, y_s), inf.index_copy(0, rows, e_s), ks_full, rows
+
+
 # ----------------------------------------------------------------------------- drivers
 def _solve_fixed(counter, y0, ts, tab, step_size, max_steps, tr: _Tracker):
     times = ts.tolist()
@@ -203,10 +223,14 @@ def _solve_paper(counter, y0, ts, tab, ctrl: PaperRule, ref, max_steps, tr: _Tra
         t0 = ts[jj - 1]
         y_hi, err, ks = rk_step(counter, t0, H, ya, None, tab)
         k1 = ks[0]
+        finite = torch.isfinite(y_hi.detach()).all(dim=1)
+        if y_hi.requires_grad and not bool(finite.all()):
+            y_hi, err, ks, rows = _retake_finite(counter, t0, H, ya, ks, tab, finite, False)
+            tr.evals.index_add_(0, idx[rows], torch.full_like(rows, tab.stages - 1))
         if ref is not None:
             err = ref[jj, idx] - y_hi.detach()
         r = ctrl.error(err, H)
-        r = torch.where(torch.isfinite(y_hi.detach()).all(dim=1), r, torch.full_like(r, math.inf))
+        r = torch.where(finite, r, torch.full_like(r, math.inf))
         accept, n = ctrl.substeps(r, H)
         rej = (~accept).nonzero().flatten()
         y_new = y_hi
@@ -288,6 +312,7 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
     h_last = h.clone()
     status = zeros_i.clone()
     rej_last = torch.zeros(B, dtype=torch.bool, device=dev)
+    extra = torch.zeros(B, dtype=torch.int64, device=dev)  # evaluations of retaken steps (full size)
 
     while idx.numel():
         target = ts[j] if land_each else ts[-1]
@@ -296,11 +321,15 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
         he = torch.where(lands, rem, h)
         hs = (d * he).unsqueeze(1) if per_ex else d * float(he[0])
         y_hi, e_vec, ks = rk_step(counter, ta if per_ex else ta[0], hs, y, k1, tab)
+        finite = _finite_rows(y_hi, ks)
+        if y_hi.requires_grad and not bool(finite.all()):
+            y_hi, e_vec, ks, rows = _retake_finite(counter, ta if per_ex else ta[0], hs, y, ks, tab, finite, per_ex)
+            extra.index_add_(0, idx[rows], torch.full_like(rows, tab.stages - 1))
         if land_each:  # the first attempt ending on the output time is judged against the reference
             use_ref = lands & ~ref_tried
             e_vec = torch.where(use_ref.unsqueeze(1), ref[j, idx] - y_hi.detach(), e_vec)
         e = ctrl.error(e_vec, y, y_hi)
-        finite = torch.isfinite(e) & torch.isfinite(y_hi.detach()).all(dim=1)
+        finite = finite & torch.isfinite(e)
         e = torch.where(finite, e, torch.full_like(e, math.inf))
         if not per_ex:
             e = e.max().expand_as(e)
@@ -356,7 +385,7 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
             y, k1, ta, h, j = y[keep], k1[keep], ta[keep], h[keep], j[keep]
             n_acc, n_rej, err, err_set, acc_all = n_acc[keep], n_rej[keep], err[keep], err_set[keep], acc_all[keep]
             sub, ref_tried, rej_last = sub[keep], ref_tried[keep], rej_last[keep]
-    tr.evals += n_pre + (tab.stages - 1) * (tr.n_acc + tr.n_rej)
+    tr.evals += n_pre + (tab.stages - 1) * (tr.n_acc + tr.n_rej) + extra
     return tr
 
 

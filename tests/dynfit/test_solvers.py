@@ -371,3 +371,21 @@ def test_tableau_checks():
     with pytest.raises(ValueError, match="unknown"):
         torch_tableau("rk45")
     assert torch_tableau("rkf45", fsal=True).stages == 7 and torch_tableau("dopri5", fsal=True).stages == 7
+
+
+@pytest.mark.parametrize("kw", [dict(control=MixedNorm(rtol=1e-8, atol=1e-8), h0=10.0),
+                                dict(control=MixedNorm(rtol=1e-8, atol=1e-8, per_example=False), h0=10.0),
+                                dict(control=PaperRule(eps=1e-3, max_substeps=1000))],
+                         ids=["mixednorm", "shared", "paper"])
+def test_overflow_in_a_rejected_attempt_keeps_gradients_finite(kw):
+    """y' = -y^3: a first attempt with a huge step overflows; the solve recovers and d y(1) / d y0 is exact."""
+    field = Tagged(lambda t, x: -x**3)
+    y0 = tagged_y0(torch.tensor([[10.0], [1.0]], dtype=F64)).requires_grad_(True)
+    sol = odesolve(field, y0, torch.tensor([0.0, 1.0], dtype=F64), **kw)
+    assert sol.stats.success and (sol.stats.n_rejected >= 1).all()
+    assert sol.stats.n_f_evals == field.calls
+    assert sol.stats.n_f_evals_per_example.tolist() == [field.rows[0], field.rows[1]]
+    (g,) = torch.autograd.grad(sol.ys[-1, :, 0].sum(), y0)
+    x0 = y0.detach()[:, 0]
+    assert torch.isfinite(g).all()
+    torch.testing.assert_close(g[:, 0], (1 + 2 * x0**2) ** -1.5, rtol=1e-3, atol=1e-9)
