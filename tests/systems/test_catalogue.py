@@ -60,6 +60,10 @@ def test_metadata_complete(name):
     assert s.param_names == tuple(meta["param_names"])  # explicit order, not sorted keys
     assert s.x0.shape == (s.dim,) and np.all(np.isfinite(s.x0))
     assert s.dt > 0 and s.lyapunov_max > 0 and s.lyapunov_citation
+    ours = meta["lyapunov_max_computed"]  # our own QR estimate, recorded for every system
+    assert ours > 0
+    if s.reference_matched:
+        assert abs(ours / s.lyapunov_max - 1) <= 0.10 and not s.lyapunov_citation.startswith("computed")
     if not s.reference_matched:
         assert s.note, f"{name} is flagged reference_matched=false without a note saying why"
     assert s.autonomous == (name not in {"duffing", "ueda"})
