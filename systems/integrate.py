@@ -64,7 +64,7 @@ OK, NONFINITE, MAX_STEPS, UNDERFLOW = 0, 1, 2, 3
 # factor 0.8 (as in MATLAB's ode45) rather than 0.9 costs ~40% more steps and
 # buys ~7x smaller global error on Lorenz'63 at the same tolerance.
 SAFETY, FAC_MIN, FAC_MAX = 0.8, 0.2, 10.0
-BLOCK = 8  # trajectories stepped in lockstep by the fixed-step solver
+BLOCK = 8  # trajectories whose stages are computed together (fixed and adaptive)
 PI_ALPHA, PI_BETA = 0.7, 0.4  # exponents times q (order of the error estimate)
 
 
@@ -90,18 +90,6 @@ _rhs = _jac = None  # bound per system in the generated module
 _D = 0  # the state dimension, a compile-time constant in the generated module
 _S = 0  # the number of stages of the method, likewise
 prange = range  # numba.prange in the generated module
-
-
-@_template()
-def _stages(x, t, h, p, a, c, k, tmp):
-    """Stages 1..s-1 of one explicit RK step into k (s, d) (stage 0 is already in k[0])."""
-    for i in range(1, _S):
-        for m in range(_D):
-            acc = 0.0
-            for j in range(i):
-                acc += a[i, j] * k[j, m]
-            tmp[m] = x[m] + h * acc
-        _rhs(tmp, t + c[i] * h, p, k[i])
 
 
 @_template()
@@ -190,100 +178,153 @@ def _initial_step(x, t, p, f0, q, rtol, atol, tmp, f1):
 
 
 @_template()
-def _solve_adaptive(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, out, stats):
-    """Adaptive steps landing on every t_eval; out (m, d); stats (3,) counts.
+def _solve_adaptive_block(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, out, status, t_fail, stats):
+    """Adaptive steps for a block of trajectories, each with its own clock and step size.
 
-    Returns (status, t). q is the order of the error estimate (min order + 1).
+    x0 (nb, d) -> out (nb, m, d), landing on every t_eval; status, t_fail
+    (nb,); stats (nb, 3) accepted, rejected, f-evaluations. The stages of all
+    active trajectories are computed together (independent work the CPU
+    overlaps); acceptance and step control are per trajectory. q is the
+    order of the error estimate (lower order + 1).
     """
-    s = _S
-    d = _D
+    nb = x0.shape[0]
+    n_t = t_eval.shape[0]
     alpha = PI_ALPHA / q
     beta = PI_BETA / q
     x = x0.copy()
-    xnew = np.empty(d)
-    k = np.empty((s, d))
-    tmp = np.empty(d)
-    t = t_eval[0]
-    for m in range(d):
-        out[0, m] = x[m]
-    if not _all_finite(x):
-        return 1, t
-    _rhs(x, t, p, k[0])
-    n_f = 1
-    if not _all_finite(k[0]):
-        stats[2] = n_f
-        return 1, t
-    h = _initial_step(x, t, p, k[0], q, rtol, atol, tmp, k[1])
-    n_f += 1
-    k0_valid = True
-    err_prev = 1e-4
-    fac_max = FAC_MAX
-    n_acc = 0
-    n_rej = 0
-    for i in range(1, t_eval.shape[0]):
-        t_target = t_eval[i]
-        while t < t_target:
-            if n_acc + n_rej >= max_steps:
-                stats[0], stats[1], stats[2] = n_acc, n_rej, n_f
-                return 2, t
-            h_try = h
-            last = False
-            if t + 1.01 * h_try >= t_target:
-                h_try = t_target - t
-                last = True
-            if h_try <= 16.0 * 2.220446049250313e-16 * max(abs(t), 1.0):
-                stats[0], stats[1], stats[2] = n_acc, n_rej, n_f
-                return 3, t
-            if not k0_valid:
-                _rhs(x, t, p, k[0])
-                n_f += 1
-            _stages(x, t, h_try, p, a, c, k, tmp)
-            n_f += s - 1
+    xnew = np.empty((nb, _D))
+    k = np.empty((nb, _S, _D))
+    tmp = np.empty((nb, _D))
+    t = np.empty(nb)
+    h = np.empty(nb)
+    h_try = np.empty(nb)
+    err_prev = np.empty(nb)
+    fac_max = np.empty(nb)
+    nxt = np.ones(nb, dtype=np.int64)  # index of the next sample time
+    active = np.zeros(nb, dtype=np.bool_)
+    k0_valid = np.zeros(nb, dtype=np.bool_)
+    last = np.zeros(nb, dtype=np.bool_)
+    n_active = 0
+    for r in range(nb):
+        t[r] = t_eval[0]
+        status[r] = 0
+        t_fail[r] = t_eval[n_t - 1]
+        stats[r, 0] = 0
+        stats[r, 1] = 0
+        stats[r, 2] = 0
+        for m in range(_D):
+            out[r, 0, m] = x[r, m]
+        if not _all_finite(x[r]):
+            status[r] = 1
+            t_fail[r] = t[r]
+            continue
+        _rhs(x[r], t[r], p, k[r, 0])
+        if not _all_finite(k[r, 0]):
+            status[r] = 1
+            t_fail[r] = t[r]
+            stats[r, 2] = 1
+            continue
+        h[r] = _initial_step(x[r], t[r], p, k[r, 0], q, rtol, atol, tmp[r], k[r, 1])
+        stats[r, 2] = 2
+        k0_valid[r] = True
+        err_prev[r] = 1e-4
+        fac_max[r] = FAC_MAX
+        if n_t > 1:
+            active[r] = True
+            n_active += 1
+    while n_active > 0:
+        # choose each trajectory's step; stop those at the step limit or underflow
+        for r in range(nb):
+            if not active[r]:
+                continue
+            if stats[r, 0] + stats[r, 1] >= max_steps:
+                status[r] = 2
+                t_fail[r] = t[r]
+                active[r] = False
+                n_active -= 1
+                continue
+            target = t_eval[nxt[r]]
+            ht = h[r]
+            last[r] = False
+            if t[r] + 1.01 * ht >= target:
+                ht = target - t[r]
+                last[r] = True
+            if ht <= 16.0 * 2.220446049250313e-16 * max(abs(t[r]), 1.0):
+                status[r] = 3
+                t_fail[r] = t[r]
+                active[r] = False
+                n_active -= 1
+                continue
+            h_try[r] = ht
+            if not k0_valid[r]:
+                _rhs(x[r], t[r], p, k[r, 0])
+                stats[r, 2] += 1
+        # the stages, interleaved over the block
+        for st in range(1, _S):
+            for r in range(nb):
+                if active[r]:
+                    for m in range(_D):
+                        acc = 0.0
+                        for j in range(st):
+                            acc += a[st, j] * k[r, j, m]
+                        tmp[r, m] = x[r, m] + h_try[r] * acc
+                    _rhs(tmp[r], t[r] + c[st] * h_try[r], p, k[r, st])
+        # error estimate, acceptance and the next step size, per trajectory
+        for r in range(nb):
+            if not active[r]:
+                continue
+            stats[r, 2] += _S - 1
+            ht = h_try[r]
             acc_err = 0.0
-            for m in range(d):
+            for m in range(_D):
                 ab = 0.0
                 ae = 0.0
-                for r in range(s):
-                    ab += b[r] * k[r, m]
-                    ae += e[r] * k[r, m]
-                xnew[m] = x[m] + h_try * ab
-                sc = atol + rtol * max(abs(x[m]), abs(xnew[m]))
-                acc_err += (h_try * ae / sc) ** 2
-            err = math.sqrt(acc_err / d)
+                for j in range(_S):
+                    ab += b[j] * k[r, j, m]
+                    ae += e[j] * k[r, j, m]
+                xnew[r, m] = x[r, m] + ht * ab
+                sc = atol + rtol * max(abs(x[r, m]), abs(xnew[r, m]))
+                acc_err += (ht * ae / sc) ** 2
+            err = math.sqrt(acc_err / _D)
             if err <= 1.0:
                 if err == 0.0:
-                    fac = fac_max
+                    fac = fac_max[r]
                 else:
-                    fac = SAFETY * err ** (-alpha) * err_prev**beta
-                    fac = min(fac_max, max(FAC_MIN, fac))
-                if not last:  # a step shortened to land on a sample says little about the next
-                    err_prev = max(err, 1e-4)
-                fac_max = FAC_MAX
-                t = t_target if last else t + h_try
-                for m in range(d):
-                    x[m] = xnew[m]
+                    fac = SAFETY * err ** (-alpha) * err_prev[r] ** beta
+                    fac = min(fac_max[r], max(FAC_MIN, fac))
+                if not last[r]:  # a step shortened to land on a sample says little about the next
+                    err_prev[r] = max(err, 1e-4)
+                fac_max[r] = FAC_MAX
+                for m in range(_D):
+                    x[r, m] = xnew[r, m]
                 if fsal:
-                    for m in range(d):
-                        k[0, m] = k[s - 1, m]
-                    k0_valid = True
+                    for m in range(_D):
+                        k[r, 0, m] = k[r, _S - 1, m]
+                    k0_valid[r] = True
                 else:
-                    k0_valid = False
-                h_new = h_try * fac
-                # a step shortened to land on a sample must not shrink the next one
-                h = max(h_new, h) if last else h_new
-                n_acc += 1
+                    k0_valid[r] = False
+                h_new = ht * fac
+                stats[r, 0] += 1
+                if last[r]:
+                    h[r] = max(h_new, h[r])  # landing on a sample must not shrink the next step
+                    t[r] = t_eval[nxt[r]]
+                    for m in range(_D):
+                        out[r, nxt[r], m] = x[r, m]
+                    nxt[r] += 1
+                    if nxt[r] == n_t:
+                        active[r] = False
+                        n_active -= 1
+                else:
+                    h[r] = h_new
+                    t[r] += ht
             else:
                 if np.isfinite(err):
                     fac = max(FAC_MIN, SAFETY * err ** (-1.0 / q))
                 else:
                     fac = FAC_MIN
-                h = h_try * fac
-                fac_max = 1.0
-                n_rej += 1
-        for m in range(d):
-            out[i, m] = x[m]
-    stats[0], stats[1], stats[2] = n_acc, n_rej, n_f
-    return 0, t
+                h[r] = ht * fac
+                fac_max[r] = 1.0
+                stats[r, 1] += 1
 
 
 @_template(parallel=True)
@@ -299,13 +340,16 @@ def _ensemble_fixed(x0s, t_eval, n_sub, p, a, b, c, out, status, t_fail):
 
 @_template(parallel=True)
 def _ensemble_adaptive(x0s, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, out, status, t_fail, stats):
-    """x0s (n, d) -> out (n, m, d); status, t_fail (n,); stats (n, 3)."""
-    for i in prange(x0s.shape[0]):
-        st, tf = _solve_adaptive(
-            x0s[i], t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, out[i], stats[i]
+    """x0s (n, d) -> out (n, m, d); status, t_fail (n,); stats (n, 3); blocks of BLOCK trajectories."""
+    n = x0s.shape[0]
+    n_blocks = (n + BLOCK - 1) // BLOCK
+    for ib in prange(n_blocks):
+        lo = ib * BLOCK
+        hi = min(lo + BLOCK, n)
+        _solve_adaptive_block(
+            x0s[lo:hi], t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps,
+            out[lo:hi], status[lo:hi], t_fail[lo:hi], stats[lo:hi],
         )
-        status[i] = st
-        t_fail[i] = tf
 
 
 # --------------------------------------------------------------------------
