@@ -22,9 +22,9 @@ from . import catalogue
 __all__ = ["System", "names", "get", "register"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class System:
-    """A flow dx/dt = f(x, t; p) with its metadata.
+    """A flow dx/dt = f(x, t; p) with its metadata (compared by identity).
 
     rhs(x, t, p, out) and jac(x, t, p, out) are numba-compiled (see
     ``systems.catalogue``); ``params`` maps parameter names to values in the
@@ -51,6 +51,12 @@ class System:
     description: str = ""
     note: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        # A System built directly with jac=None still gets a compiled Jacobian
+        # (central differences), so tangent dynamics work for it too.
+        if self.jac is None and isinstance(self.rhs, CPUDispatcher):
+            object.__setattr__(self, "jac", finite_difference_jacobian(self.rhs))
 
     # -- properties ---------------------------------------------------------
     @property

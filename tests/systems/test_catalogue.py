@@ -290,3 +290,18 @@ def test_define_rejects_bad_params():
         System.define("bad", _lorenz, params={**PARAMS, "rho": np.nan}, dim=3, x0=[1.0, 1.0, 1.0], dt=0.01)
     with pytest.raises(TypeError, match="dict"):
         System.define("bad", _lorenz, params=[10.0, 28.0, 2.0], dim=3, x0=[1.0, 1.0, 1.0], dt=0.01)
+
+
+def test_system_built_directly_without_jac_gets_compiled_fd_jacobian():
+    ref = systems.get("lorenz63")
+    raw = System(name="raw_lorenz", rhs=ref.rhs, jac=None, param_names=ref.param_names, params=ref.params,
+                 components=ref.components, x0=ref.x0, dt=0.01)
+    assert raw.jac is not None
+    x = np.array([1.0, 2.0, 3.0])
+    assert np.allclose(raw.jacobian(x), ref.jacobian(x), rtol=0, atol=1e-8)
+
+
+def test_systems_compare_by_identity():
+    s = systems.get("lorenz63")
+    assert s == systems.get("lorenz63") and {s: 1}[s] == 1
+    assert s != systems.get("lorenz63", rho=30.0)
