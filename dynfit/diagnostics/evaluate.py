@@ -272,7 +272,7 @@ def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = 20, horizon: float 
     import systems
 
     long_true = systems.simulate(system, n_traj=1, n_steps=long_steps, dt=dt, x0=starts[0], seed=seed,
-                                 method="rkf45", rtol=1e-9, atol=1e-9)["x"].values[0]
+                                 method="rkf45", rtol=1e-9, atol=1e-9, progress=False)["x"].values[0]
     long_pred = _generate(surrogate, starts[:1], long_steps, k)[0][0]
     cut = int(LONG_TRANSIENT * long_steps)
     lt_, lp_ = long_true[cut:], long_pred[cut:]

@@ -140,11 +140,23 @@ def test_exact_system_vpt_equals_valid_groundtruth_time():
     np.testing.assert_array_equal(pred[:, 0], starts)
     lt = L.lyapunov_time
     vpt = valid_prediction_time(data, pred, dt=dt, lyapunov_time=lt, std=std)
-    refs = reference_solutions(L, starts, dt=dt, n_steps=n)  # DOP853 and LSODA at 1e-12
+    refs = reference_solutions(L, starts, dt=dt, n_steps=n, solvers=(("DOP853", 1e-12), ("LSODA", 1e-12)))
     vgt = valid_groundtruth_time([data, *refs], dt=dt, lyapunov_time=lt, std=std)
     np.testing.assert_allclose(vpt, vgt)
     # and the agreement is long: > 15 Lyapunov times, < the horizon
     assert np.all(vgt > 15) and np.all(vgt < (n - 1) * dt / lt)
+
+
+def test_systems_and_scipy_references_agree():
+    L = systems.get("lorenz63")
+    a, b = reference_solutions(L, L.x0, dt=0.01, n_steps=1000)  # the defaults: LSODA, systems.dopri5
+    assert a.shape == b.shape == (1000, 3)
+    np.testing.assert_array_equal(a[0], L.x0)
+    np.testing.assert_array_equal(b[0], L.x0)
+    # 10 time units (9 Lyapunov times): still within 1e-6 of each other
+    assert np.abs(a - b).max() < 1e-6 * np.abs(a).max()
+    with pytest.raises(ValueError, match="method must be one of"):
+        integrate(L, L.x0, dt=0.01, n_steps=10, method="euler")
 
 
 def test_valid_groundtruth_needs_two():
