@@ -389,3 +389,20 @@ def test_overflow_in_a_rejected_attempt_keeps_gradients_finite(kw):
     x0 = y0.detach()[:, 0]
     assert torch.isfinite(g).all()
     torch.testing.assert_close(g[:, 0], (1 + 2 * x0**2) ** -1.5, rtol=1e-3, atol=1e-9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kw", [dict(), dict(control=PaperRule(eps=0.1)), dict(step_size=0.1),
+                                dict(control=PaperRule(eps=0.1), reference=VDP_MILD)],
+                         ids=["mixednorm", "paper", "fixed", "reference"])
+def test_cuda_matches_cpu(kw):
+    t = torch.linspace(0, 1, 2, dtype=F64)
+    cpu = odesolve(vdp, VDP_MILD, t, **kw)
+    kw = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+    y0 = VDP_MILD.cuda().requires_grad_(True)
+    gpu = odesolve(vdp, y0, t, **kw)
+    assert gpu.ys.device.type == "cuda" and gpu.stats.n_steps.device.type == "cuda"
+    torch.testing.assert_close(gpu.ys.cpu(), cpu.ys, rtol=1e-10, atol=1e-12)
+    assert torch.equal(gpu.stats.n_steps.cpu(), cpu.stats.n_steps)
+    gpu.ys.sum().backward()
+    assert torch.isfinite(y0.grad).all()
