@@ -44,7 +44,7 @@ from .reference import DEFAULT_REFERENCE_SOLVERS, reference_solutions
 from .spectrum import spectrum_distance
 from .vpt import first_exceedance, normalised_error, valid_groundtruth_time
 
-__all__ = ["evaluate", "load_diagnostics", "FORMAT"]
+__all__ = ["evaluate", "load_diagnostics", "summarize", "FORMAT"]
 
 FORMAT = "dynfit-diagnostics-1"
 REQUIRED_VARIABLES = ("error", "vpt", "valid_groundtruth_time", "lyapunov_exponents")
@@ -381,3 +381,39 @@ def load_diagnostics(path) -> xr.Dataset:
         raise ValueError(f"{path} is not a dynfit diagnostics Dataset (attrs['format'] = {fmt!r}, expected "
                          f"{FORMAT!r}; missing variables {missing}); make one with dynfit.evaluate")
     return ds
+
+
+def summarize(ds: xr.Dataset) -> dict:
+    """Scalar summary of an ``evaluate`` Dataset, for tables: {name: float}.
+
+    Per threshold h: vpt_mean_h, vpt_median_h, vpt_min_h, vpt_max_h and
+    vgt_median_h (Lyapunov times); lyapunov_max_truth / _surrogate;
+    density_divergence, wasserstein_mean, spectrum_distance,
+    correlation_dimension_truth / _surrogate; solver statistics when present.
+    """
+    missing = [v for v in REQUIRED_VARIABLES if v not in ds]
+    if not isinstance(ds, xr.Dataset) or missing:
+        raise ValueError(f"summarize needs a Dataset from dynfit.evaluate; missing variables {missing}")
+    out = {}
+    for h in ds["threshold"].values:
+        v = ds["vpt"].sel(threshold=h).values
+        g = ds["valid_groundtruth_time"].sel(threshold=h).values
+        key = f"{float(h):g}"
+        out.update({f"vpt_mean_{key}": float(np.mean(v)), f"vpt_median_{key}": float(np.median(v)),
+                    f"vpt_min_{key}": float(np.min(v)), f"vpt_max_{key}": float(np.max(v)),
+                    f"vgt_median_{key}": float(np.median(g)) if np.isfinite(g).any() else float("nan")})
+    lam = ds["lyapunov_exponents"]
+    out["lyapunov_max_truth"] = float(lam.sel(source="truth")[0])
+    out["lyapunov_max_surrogate"] = float(lam.sel(source="surrogate")[0])
+    for name in ("density_divergence", "spectrum_distance", "n_f_evals"):
+        if name in ds:
+            out[name] = float(ds[name])
+    if "wasserstein" in ds:
+        out["wasserstein_mean"] = float(ds["wasserstein"].mean())
+    if "correlation_dimension" in ds:
+        out["correlation_dimension_truth"] = float(ds["correlation_dimension"].sel(source="truth"))
+        out["correlation_dimension_surrogate"] = float(ds["correlation_dimension"].sel(source="surrogate"))
+    for name in ("accepted_fraction", "mean_substeps"):
+        if name in ds:
+            out[name] = float(ds[name].mean())
+    return out

@@ -5,7 +5,7 @@ import torch
 import xarray as xr
 
 import systems
-from dynfit.diagnostics import ExactSurrogate, evaluate, load_diagnostics
+from dynfit.diagnostics import ExactSurrogate, evaluate, load_diagnostics, summarize
 
 DT = 0.01
 
@@ -108,6 +108,16 @@ def test_exact_surrogate_numbers(result):
     assert lam[0, 0] > 0.3 and lam[0, 2] < -10
     assert float(ds["spectrum_distance"]) < 0.2
     assert np.all(np.isfinite(ds["correlation_dimension"]))
+
+
+def test_summary(result):
+    s = summarize(result)
+    assert s["vpt_median_0.4"] == pytest.approx(float(result["vpt"].sel(threshold=0.4).median()))
+    assert s["lyapunov_max_truth"] == pytest.approx(float(result["lyapunov_exponents"][0, 0]))
+    assert s["accepted_fraction"] == 1.0 and s["n_f_evals"] == 123
+    assert all(isinstance(v, float) for v in s.values())
+    with pytest.raises(ValueError, match="missing"):
+        summarize(result.drop_vars("vpt"))
 
 
 def test_netcdf_round_trip(result, tmp_path):
