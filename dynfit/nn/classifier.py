@@ -1,0 +1,123 @@
+"""The "unmixed" Neural ODE classifier of the TA-BN paper: input -> ODE -> pooling -> linear.
+
+One Neural ODE integrated on [0, 1] with torchdiffeq, then one linear layer.
+The only stem is parameter-free zero augmentation of the state (extra
+channels or features set to 0), so every learned transformation before the
+linear read-out lives inside the vector field.
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchdiffeq import odeint, odeint_adjoint
+
+from .fields import ConvField, MLPField
+
+__all__ = ["UnmixedClassifier"]
+
+
+class _Counted(nn.Module):
+    """Wraps a field and counts its calls in ``nfe``."""
+
+    def __init__(self, field: nn.Module) -> None:
+        super().__init__()
+        self.field = field
+        self.nfe = 0
+
+    def forward(self, t, x):
+        self.nfe += 1
+        return self.field(t, x)
+
+
+class UnmixedClassifier(nn.Module):
+    """Neural ODE classifier: ``logits = W pool(phi_1(augment(x))) + b``.
+
+    image=True: x (B, C, H, W), a :class:`ConvField` on ``state_channels``
+    channels, adaptive average pooling to ``pool x pool``. image=False: x
+    (B, D), an :class:`MLPField` on ``state_channels`` features, no pooling.
+    ``method``/``rtol``/``atol``/``options`` go to torchdiffeq; ``adjoint``
+    selects ``odeint_adjoint``. ``nfe`` counts field calls of the last forward.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        image: bool = True,
+        state_channels: int | None = None,
+        width: int = 64,
+        depth: int = 2,
+        activation: str = "relu",
+        norm: str | None = "tabn",
+        num_points: int = 101,
+        method: str = "dopri5",
+        rtol: float = 1e-3,
+        atol: float = 1e-3,
+        options: dict | None = None,
+        adjoint: bool = False,
+        pool: int = 2,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("num_classes", num_classes), ("pool", pool)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        state = in_channels if state_channels is None else state_channels
+        if isinstance(state, bool) or not isinstance(state, numbers.Integral) or state < in_channels:
+            raise ValueError(
+                f"state_channels must be an int >= in_channels ({in_channels}), got {state_channels!r}"
+            )
+        self.in_channels, self.state_channels = int(in_channels), int(state)
+        self.image = bool(image)
+        self.pool = int(pool)
+        kw = dict(width=width, depth=depth, activation=activation, norm=norm, num_points=num_points,
+                  t_max=1.0, dtype=dtype)
+        field = ConvField(self.state_channels, **kw) if self.image else MLPField(self.state_channels, **kw)
+        self.field = _Counted(field)
+        features = self.state_channels * (self.pool ** 2 if self.image else 1)
+        self.linear = nn.Linear(features, num_classes, dtype=dtype)
+        self.method, self.rtol, self.atol = method, rtol, atol
+        self.options = options
+        self.adjoint = bool(adjoint)
+        self.register_buffer("span", torch.tensor([0.0, 1.0], dtype=dtype), persistent=False)
+
+    @property
+    def nfe(self) -> int:
+        return self.field.nfe
+
+    def penalty(self) -> torch.Tensor:
+        """L2 penalty of the TA-BN parameters in the vector field."""
+        return self.field.field.penalty()
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        ndim = 4 if self.image else 2
+        if x.dim() != ndim or x.shape[1] != self.in_channels:
+            shape = "(B, C, H, W)" if self.image else "(B, D)"
+            raise ValueError(
+                f"UnmixedClassifier expects x of shape {shape} with {self.in_channels} in dimension 1, "
+                f"got {tuple(x.shape)}"
+            )
+        extra = self.state_channels - self.in_channels
+        if extra == 0:
+            return x
+        pad = [0, 0] * (ndim - 2) + [0, extra]  # F.pad runs from the last dimension
+        return F.pad(x, pad)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled state at t = 1, (B, features)."""
+        h0 = self._augment(x)
+        self.field.nfe = 0
+        solve = odeint_adjoint if self.adjoint else odeint
+        h1 = solve(self.field, h0, self.span, method=self.method, rtol=self.rtol, atol=self.atol,
+                   options=self.options)[-1]
+        if self.image:
+            h1 = F.adaptive_avg_pool2d(h1, self.pool)
+        return h1.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, num_classes)."""
+        return self.linear(self.features(x))
