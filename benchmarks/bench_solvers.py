@@ -157,7 +157,8 @@ def accuracy():
     for method in ("rkf45", "rkf23", "dopri5"):
         ours = odesolve(lorenz, y0, t, method=method, control=MixedNorm(rtol=1e-8, atol=1e-8), max_steps=10**5).ys
         td = torchdiffeq.odeint(lorenz, y0, t, method=method, rtol=1e-8, atol=1e-8)
-        print(f"{method:6s} odesolve {np.abs(ours.numpy() - ref).max():.2e}  torchdiffeq {np.abs(td.numpy() - ref).max():.2e}")
+        print(f"{method:6s} odesolve {np.abs(ours.numpy() - ref).max():.2e}  "
+              f"torchdiffeq {np.abs(td.numpy() - ref).max():.2e}")
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 16, dtype=f64), torch.nn.Tanh(), torch.nn.Linear(16, 3, dtype=f64))
     field = lambda t, y: net(y)  # noqa: E731
@@ -172,7 +173,8 @@ def accuracy():
 
     tol = dict(rtol=1e-10, atol=1e-10)
     direct = grads(lambda y: torchdiffeq.odeint(field, y, t, method="rkf45", **tol))
-    adj = grads(lambda y: torchdiffeq.odeint_adjoint(field, y, t, method="rkf45", adjoint_params=tuple(net.parameters()), **tol))
+    adj = grads(lambda y: torchdiffeq.odeint_adjoint(field, y, t, method="rkf45",
+                                                     adjoint_params=tuple(net.parameters()), **tol))
     ours = grads(lambda y: odesolve(field, y, t, control=MixedNorm(**tol)).ys)
     rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
     print(f"# gradients, rkf45 at 1e-10: |adjoint - direct| / |direct| = {rel(adj, direct):.1e}, "
@@ -191,7 +193,8 @@ def main(argv=None):
     p.add_argument("--float32", action="store_true", help="float32 instead of float64")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="small sizes for CI")
-    p.add_argument("--accuracy", action="store_true", help="print orders, DOP853 agreement and adjoint check, then stop")
+    p.add_argument("--accuracy", action="store_true",
+                   help="print orders, DOP853 agreement and adjoint check, then stop")
     a = p.parse_args(argv)
     if a.accuracy:
         torch.set_num_threads(a.threads)

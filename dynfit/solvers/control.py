@@ -29,8 +29,9 @@ class MixedNorm:
 
     err = RMS over components of (y_high - y_low) / (atol + rtol * max(|y0|, |y1|));
     accept err <= 1; h_new = h * clip(safety * err^(-1/(order_low + 1)), fmin, fmax)
-    (factor at most 1 on a rejection and on the step right after one, as Hairer advises). per_example=False shares one step size over the
-    batch (err = max over examples, like torchdiffeq) and passes a 0-dim t to the field.
+    (factor at most 1 on a rejection and on the step right after one, as Hairer advises).
+    per_example=False shares one step size over the batch (err = max over examples)
+    and passes a 0-dim t to the field.
     """
 
     rtol: float
@@ -100,4 +101,5 @@ class PaperRule:
         return accept, torch.where(accept, torch.ones_like(n), n)
 
     def __str__(self) -> str:
-        return f"PaperRule(eps={self.eps}, safety={self.safety}, max_substeps={self.max_substeps}, shared={self.shared})"
+        return (f"PaperRule(eps={self.eps}, safety={self.safety}, max_substeps={self.max_substeps}, "
+                f"shared={self.shared})")

@@ -45,7 +45,8 @@ def _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_
         except (TypeError, ValueError):
             raise TypeError(f"t must be a 1-D tensor of output times, got {type(t).__name__}") from None
     if ts.ndim != 1 or ts.numel() < 2:
-        raise ValueError(f"t must be a 1-D tensor of at least 2 output times (start and end), got shape {tuple(ts.shape)}")
+        raise ValueError(f"t must be a 1-D tensor of at least 2 output times (start and end), "
+                         f"got shape {tuple(ts.shape)}")
     if not bool(torch.isfinite(ts).all()):
         raise ValueError(f"t must be finite, got {ts.tolist()[:10]}")
     dt = ts[1:] - ts[:-1]
@@ -61,7 +62,8 @@ def _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_
             raise ValueError("reference steers the adaptive error control; with step_size it would have no effect: "
                              "drop step_size (adaptive) or drop reference")
         if isinstance(step_size, bool) or not isinstance(step_size, Real) or not (0 < float(step_size) < math.inf):
-            raise ValueError(f"step_size must be a positive finite float (fixed steps) or None (adaptive), got {step_size!r}")
+            raise ValueError(f"step_size must be a positive finite float (fixed steps) or None (adaptive), "
+                             f"got {step_size!r}")
     else:
         if not isinstance(control, (MixedNorm, PaperRule)):
             raise TypeError(f"control must be MixedNorm(rtol, atol) or PaperRule(eps), got {type(control).__name__}")
@@ -75,7 +77,8 @@ def _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_
     ref = None
     if reference is not None:
         if not isinstance(reference, torch.Tensor):
-            raise TypeError(f"reference must be a tensor (T, B, D) or (B, D) when T == 2, got {type(reference).__name__}")
+            raise TypeError(f"reference must be a tensor (T, B, D) or (B, D) when T == 2, "
+                            f"got {type(reference).__name__}")
         T, (B, D) = ts.numel(), y0.shape
         ref = reference.detach().to(device=y0.device, dtype=y0.dtype)
         if ref.ndim == 2 and T == 2:
@@ -441,6 +444,7 @@ def odesolve(
     stats = tr.stats(counter, method, ctrl_name)
     sol = Solution(ts=ts, ys=tr.outputs(), stats=stats)
     if raise_on_failure and not stats.success:
-        t_reached = tr.t_reached if isinstance(control, MixedNorm) and step_size is None else ts[(tr.rec >= 0).sum(0) - 1]
+        adaptive = isinstance(control, MixedNorm) and step_size is None
+        t_reached = tr.t_reached if adaptive else ts[(tr.rec >= 0).sum(0) - 1]
         raise SolverError(failure_message(stats, t_reached, max_steps), stats, sol)
     return sol

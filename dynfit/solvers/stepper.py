@@ -51,7 +51,8 @@ def _advance(y, h, acc):
     return y.add(acc, alpha=h)
 
 
-def rk_step(field: FieldCounter, t, h, y: torch.Tensor, k1: torch.Tensor | None, tab: TorchTableau, with_error: bool = True):
+def rk_step(field: FieldCounter, t, h, y: torch.Tensor, k1: torch.Tensor | None, tab: TorchTableau,
+            with_error: bool = True):
     """One step of ``tab`` from (t, y) with step h (k1 = f(t, y) if already known).
 
     Returns (y_high (B, D), err (B, D) = y_high - y_low, detached, or None, ks): ks is
