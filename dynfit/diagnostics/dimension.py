@@ -7,7 +7,7 @@ norm. The dimension is the least-squares slope of log C(r) against log r over
 ``c_range = (5e-4, 1e-2)``: the scaling region, below the attractor's size
 (where C saturates) and above the scale where pair counts get noisy. Random
 sampling from a long run keeps pairs temporally far apart (no Theiler
-window needed). For Lorenz'63 this gives 2.05 +- 0.03 over seeds with 3000
+window needed). For Lorenz'63 this gives 2.01-2.09 over runs and seeds with 3000
 points (literature: 2.05 +- 0.01).
 """
 from __future__ import annotations

@@ -51,7 +51,7 @@ def test_escaped_model_is_penalised(runs):
 def test_correlation_dimension_lorenz(runs):
     # Literature 2.05 +- 0.01 (REFERENCES.md section 4). With 3000 random points
     # of a 400-time-unit run the estimate scatters by about +-0.04 over seeds
-    # (2.01-2.08 measured), so 0.1 covers sampling and scaling-range choice.
+    # (2.01-2.09 measured), so 0.1 covers sampling and scaling-range choice.
     a, b, _ = runs
     for x, seed in ((a, 0), (b, 1)):
         assert abs(correlation_dimension(x, seed=seed) - 2.05) < 0.1
