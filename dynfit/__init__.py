@@ -13,7 +13,14 @@ __version__ = "0.1.0"
 
 from .solvers import MixedNorm, PaperRule, Solution, SolverError, Stats, Status, odesolve
 from .nn import ConvField, MLPField, ResidualMLPField, TABatchNorm1d, TABatchNorm2d, make_norm
-from .diagnostics import lyapunov_spectrum, valid_groundtruth_time, valid_prediction_time
+from .diagnostics import (
+    evaluate,
+    load_diagnostics,
+    lyapunov_spectrum,
+    summarize,
+    valid_groundtruth_time,
+    valid_prediction_time,
+)
 from .train import fit
 from .surrogate import Surrogate
 
@@ -21,6 +28,7 @@ __all__ = [
     "__version__",
     "odesolve", "MixedNorm", "PaperRule", "Solution", "SolverError", "Stats", "Status",
     "MLPField", "ResidualMLPField", "ConvField", "TABatchNorm1d", "TABatchNorm2d", "make_norm",
+    "evaluate", "load_diagnostics", "summarize",
     "lyapunov_spectrum", "valid_prediction_time", "valid_groundtruth_time",
     "fit", "Surrogate",
 ]
