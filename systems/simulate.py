@@ -100,7 +100,7 @@ def simulate(
     dict of parameter overrides by name. x0: (dim,) or (n_traj, dim) initial
     states, or None to sample them on the attractor from ``seed``. The first
     sample is the state after ``transient`` time units. method: one of
-    ``systems.integrate.METHODS``; adaptive methods (rkf45, dopri5, rkf23) use
+    ``systems.integrate.METHODS``; adaptive methods (rkf45, dopri5, dop853, rkf23) use
     rtol/atol and land on every sample, ``rk4`` takes ``substeps`` steps per
     sample. noise: standard deviation of additive Gaussian observation noise
     as a fraction of each component's standard deviation (over the whole

@@ -66,7 +66,26 @@ def test_fixed_step_convergence_order(lorenz, method, order):
     assert abs(slope - order) < 0.2, (method, errs, slope)
 
 
-@pytest.mark.parametrize("method", ["rkf45", "dopri5"])
+def test_dop853_order_8_on_exact_solution():
+    """DOP853 at fixed steps on u' = u^2 (u = 1 / (1 - t)): slope 8 within 0.2."""
+    hs = 0.5 / np.array([4, 6, 8, 12])
+    errs = [
+        abs(integrate(BLOWUP, [1.0], [0.0, 0.5], method="dop853", adaptive=False, substeps=int(round(0.5 / h))).x[0, -1, 0] - 2.0)
+        for h in hs
+    ]
+    slope = np.polyfit(np.log(hs), np.log(errs), 1)[0]
+    assert abs(slope - 8) < 0.2, (errs, slope)
+
+
+def test_dop853_is_much_more_accurate_at_equal_tolerance(lorenz):
+    t = np.linspace(0.0, 5.0, 501)
+    ref = _scipy(lorenz, lorenz.x0, t, 1e-13, 1e-13)
+    e8 = np.max(np.abs(integrate(lorenz, lorenz.x0, t, method="dop853", rtol=1e-10, atol=1e-10).x[0] - ref))
+    e5 = np.max(np.abs(integrate(lorenz, lorenz.x0, t, method="rkf45", rtol=1e-10, atol=1e-10).x[0] - ref))
+    assert e8 < 1e-8 and e8 < e5 / 50
+
+
+@pytest.mark.parametrize("method", ["rkf45", "dopri5", "dop853"])
 @pytest.mark.parametrize("x0", ["default", [-8.0, 7.0, 27.0]])
 def test_adaptive_matches_scipy_dop853(lorenz, method, x0):
     """Lorenz'63 at rtol=atol=1e-10 agrees with DOP853 at 1e-12 to 1e-6 over [0, 5]."""
