@@ -1,0 +1,540 @@
+"""``compare``: several training strategies on the same data and seeds, as one Dataset.
+
+Each strategy is trained with :func:`dynfit.fit` on the same training data,
+with the same field, optimizer, epochs and seeds, then judged by
+:func:`dynfit.diagnostics.evaluate` on the same held-out starts. The result
+has a ``strategy`` and a ``seed`` dimension::
+
+    ds = compare(train, strategies=["fehlberg", ("black-box rk4", "torchdiffeq",
+                 {"method": "rk4", "step_size": 0.5})], seeds=(0, 1), epochs=30,
+                 test_data=test, out="out/compare")
+
+A strategy entry is a name from ``dynfit.strategies.names()``, a tuple
+``(label, name)`` or ``(label, name, options)``, or a dict
+``{"label": ..., "name": ..., **options}``; the label tells apart two entries
+of one strategy (torchdiffeq with rk4 and with dopri5).
+
+With ``out``, writes compare.nc (the Dataset), table.md, table.csv,
+best_diagnostics.nc (the ``evaluate`` Dataset of the best surrogate), the
+trained models under models/ and the figures training.png,
+error_vs_evaluations.png, vpt.png and attractor_best.png.
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from . import strategies as _strategies
+
+__all__ = ["compare", "load_compare", "compare_table", "write_tables", "plot_vpt", "parse_strategy",
+           "FORMAT"]
+
+FORMAT = "dynfit-compare-1"
+HISTORY = ("loss", "accepted_fraction", "mean_substeps", "n_f_evals", "horizon", "wall_time")
+EVALUATE_DEFAULTS = {"n_starts": 20, "horizon": 15.0, "thresholds": (0.3, 0.4, 0.5), "long_steps": 20000,
+                     "lyapunov_steps": 2000, "lyapunov_starts": 4, "seed": 0}
+
+
+# ------------------------------------------------------------------ validation
+def parse_strategy(entry) -> tuple[str, str, dict]:
+    """One strategy entry -> (label, strategy name, options); checked, nothing trained.
+
+    Raises ValueError for an unknown name (with close matches) or a bad option,
+    TypeError for an entry of another type.
+    """
+    if isinstance(entry, str):
+        label, name, options = entry, entry, {}
+    elif isinstance(entry, (tuple, list)) and len(entry) in (2, 3):
+        label, name = entry[0], entry[1]
+        options = dict(entry[2]) if len(entry) == 3 and entry[2] is not None else {}
+    elif isinstance(entry, dict):
+        options = dict(entry)
+        name = options.pop("name", options.pop("strategy", None))
+        label = options.pop("label", name)
+        if isinstance(options.get("options"), dict):
+            options.update(options.pop("options"))
+    else:
+        raise TypeError(f"a strategy entry must be a name, a (label, name[, options]) tuple or a dict with "
+                        f"'name', got {entry!r} ({type(entry).__name__})")
+    if not isinstance(name, str) or not isinstance(label, str) or not label.strip():
+        raise TypeError(f"strategy name and label must be non-empty strings, got name {name!r}, label {label!r}")
+    if name not in _strategies.names():
+        close = difflib.get_close_matches(name, _strategies.names(), n=3)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"unknown strategy {name!r}{hint} (known: {_strategies.names()}); a label such as "
+                         "'black-box rk4' goes with a name: ('black-box rk4', 'torchdiffeq', {'method': 'rk4'})")
+    _strategies.get(name, **options)  # raises ValueError for a bad option
+    return label.strip(), name, options
+
+
+def _check_strategies(strategies) -> list[tuple[str, str, dict]]:
+    if isinstance(strategies, (str, dict)) or not hasattr(strategies, "__iter__"):
+        strategies = [strategies]
+    specs = [parse_strategy(s) for s in strategies]
+    if not specs:
+        raise ValueError(f"strategies is empty; give at least one of {_strategies.names()}")
+    labels = [s[0] for s in specs]
+    dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dup:
+        raise ValueError(f"strategy labels must be distinct, {dup} appear twice; label each entry, e.g. "
+                         "('black-box rk4', 'torchdiffeq', {'method': 'rk4'})")
+    return specs
+
+
+def _check_seeds(seeds) -> list[int]:
+    if isinstance(seeds, (int, np.integer)):
+        seeds = [seeds]
+    seeds = list(seeds)
+    if not seeds or not all(isinstance(s, (int, np.integer)) and s >= 0 for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds!r}")
+    return [int(s) for s in seeds]
+
+
+def _check_dataset(data, what: str) -> xr.Dataset:
+    if not isinstance(data, xr.Dataset):
+        raise TypeError(f"{what} must be an xarray.Dataset from systems.simulate, got {type(data).__name__}")
+    if "x" not in data or data["x"].dims != ("trajectory", "time", "component"):
+        got = {k: v.dims for k, v in data.data_vars.items()}
+        raise ValueError(f"{what} must hold 'x' with dims ('trajectory', 'time', 'component') as "
+                         f"systems.simulate writes; got {got}")
+    if not data.attrs.get("system"):
+        raise ValueError(f"{what} has no 'system' attribute; make it with systems.simulate")
+    return data
+
+
+def _check_data(data, test_data, eval_options):
+    data = _check_dataset(data, "data")
+    if test_data is None:
+        if data.sizes["trajectory"] < 2:
+            raise ValueError("data hold one trajectory, so none is left to evaluate on; pass test_data "
+                             "(held-out systems.simulate data) or simulate n_traj >= 2")
+        from .data import split
+
+        train, test = split(data, by="trajectory", fraction=0.75)
+    else:
+        train, test = data, _check_dataset(test_data, "test_data")
+    a, b = str(train.attrs["system"]).lower(), str(test.attrs["system"]).lower()
+    if a != b:
+        raise ValueError(f"test_data come from system {b!r} but data from {a!r}; evaluate on the same system")
+    if train.sizes["component"] != test.sizes["component"]:
+        raise ValueError(f"test_data have {test.sizes['component']} components, data "
+                         f"{train.sizes['component']}; evaluate on data of the same dimension")
+    lt = test.attrs.get("lyapunov_time")
+    if not lt:
+        import systems
+
+        lt = systems.get(a).lyapunov_time
+    dt = float(test["time"].values[1] - test["time"].values[0])
+    need = int(round(float(eval_options["horizon"]) * float(lt) / dt)) + 1
+    if test.sizes["time"] < need:
+        raise ValueError(f"evaluation over horizon {eval_options['horizon']} Lyapunov times needs {need} "
+                         f"samples per held-out trajectory, test data have {test.sizes['time']}; simulate "
+                         "longer test data or pass evaluate={'horizon': ...}")
+    return train, test
+
+
+# ------------------------------------------------------------------ compare
+def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field=None, test_data=None,
+            out=None, evaluate: dict | None = None, command: str | None = None, progress: bool = False,
+            save_models: bool = True, **fit_kwargs) -> xr.Dataset:
+    """Train every strategy with every seed on ``data``; evaluate on ``test_data``.
+
+    data: a ``systems.simulate`` Dataset (trajectory, time, component). Without
+        ``test_data`` its last quarter of trajectories is held out.
+    strategies: entries as in the module docstring. seeds: training seeds.
+    epochs, field and ``fit_kwargs`` (optimizer, lr, ...) go to ``dynfit.fit``.
+    evaluate: options for ``dynfit.diagnostics.evaluate`` (defaults:
+        EVALUATE_DEFAULTS); the same starts for every strategy and seed.
+    out: folder for compare.nc, table.md, table.csv, figures, models.
+    command: the command that made this run, written into the table header.
+
+    Returns a Dataset over strategy, seed, threshold, start, epoch, exponent,
+    component: vpt (strategy, seed, start, threshold) and its medians,
+    distances, Lyapunov exponents, training cost (training_n_f_evals,
+    training_wall_time), final_loss, the training curves (loss,
+    accepted_fraction, mean_substeps, n_f_evals over epoch, NaN after an
+    early stop); provenance in attrs.
+    """
+    from .diagnostics import evaluate as _evaluate, summarize
+    from .train import fit
+
+    specs = _check_strategies(strategies)
+    seeds = _check_seeds(seeds)
+    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    eval_options = dict(EVALUATE_DEFAULTS)
+    unknown = sorted(set(evaluate or {}) - set(EVALUATE_DEFAULTS) - {"reference_solvers"})
+    if unknown:
+        raise ValueError(f"unknown evaluate option(s) {unknown}; known: {sorted(EVALUATE_DEFAULTS)}")
+    eval_options.update(evaluate or {})
+    for key in ("checkpoint_dir", "strategy", "strategy_options", "seed", "progress"):
+        if key in fit_kwargs:
+            raise ValueError(f"{key!r} is set by compare itself; remove it from the keyword arguments")
+    train, test = _check_data(data, test_data, eval_options)
+    out = Path(out) if out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+
+    n_s, n_seed = len(specs), len(seeds)
+    runs: dict[tuple[int, int], dict] = {}
+    groundtruth = None
+    t_start = time.perf_counter()
+    for i, (label, name, options) in enumerate(specs):
+        for j, seed in enumerate(seeds):
+            slug = _slug(f"{label}-seed{seed}")
+            ckpt = out / "checkpoints" / slug if out is not None else None
+            t0 = time.perf_counter()
+            sur, hist = fit(train, field=field, strategy=name, strategy_options=options, epochs=int(epochs),
+                            seed=seed, checkpoint_dir=ckpt, progress=progress, **fit_kwargs)
+            wall = float(hist.wall_time.sum()) if hist.sizes["epoch"] else time.perf_counter() - t0
+            if out is not None and save_models:
+                sur.save(out / "models" / f"{slug}.pt")
+            t1 = time.perf_counter()
+            diag = _evaluate(sur, test, groundtruth=groundtruth is None, **eval_options)
+            if groundtruth is None:
+                groundtruth = diag["valid_groundtruth_time"]
+            runs[i, j] = {"hist": hist, "diag": diag, "summary": summarize(diag), "wall": wall,
+                          "eval_wall": time.perf_counter() - t1}
+            s = runs[i, j]["summary"]
+            thr = _middle(diag)
+            print(f"compare: {label} seed {seed}: VPT median {s[f'vpt_median_{thr:g}']:.2f} Lyapunov times "
+                  f"(threshold {thr:g}), {int(hist.n_f_evals.sum()) if hist.sizes['epoch'] else 0:.3g} training "
+                  f"evaluations, {wall:.0f} s training", flush=True)
+
+    ds = _assemble(specs, seeds, runs, groundtruth, int(epochs), fit_kwargs, field, train, test, eval_options,
+                   command, time.perf_counter() - t_start)
+    if out is not None:
+        best = runs[int(ds.attrs["best_index"][0]), int(ds.attrs["best_index"][1])]["diag"]
+        write_outputs(ds, out, best_diagnostics=best)
+    return ds
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def _middle(diag) -> float:
+    thr = diag["threshold"].values
+    return float(thr[int(np.argmin(np.abs(thr - 0.4)))])
+
+
+def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, field, train, test, eval_options, command,
+              total_wall) -> xr.Dataset:
+    n_s, n_seed = len(specs), len(seeds)
+    d0 = runs[0, 0]["diag"]
+    thr = d0["threshold"].values
+    n_start, dim = d0.sizes["start"], d0.sizes["component"]
+    n_ep = max(runs[k]["hist"].sizes["epoch"] for k in runs)
+    vpt = np.full((n_s, n_seed, n_start, len(thr)), np.nan)
+    lam = np.full((n_s, n_seed, dim), np.nan)
+    wass = np.full((n_s, n_seed, dim), np.nan)
+    scalars = {k: np.full((n_s, n_seed), np.nan) for k in (
+        "density_divergence", "spectrum_distance", "correlation_dimension", "training_n_f_evals",
+        "training_wall_time", "evaluation_wall_time", "final_loss", "epochs_run", "rollout_accepted_fraction",
+        "rollout_mean_substeps", "rollout_n_f_evals")}
+    curves = {k: np.full((n_s, n_seed, n_ep), np.nan) for k in HISTORY}
+    for (i, j), r in runs.items():
+        d, h, s = r["diag"], r["hist"], r["summary"]
+        vpt[i, j] = d["vpt"].values
+        lam[i, j] = d["lyapunov_exponents"].sel(source="surrogate").values
+        wass[i, j] = d["wasserstein"].values
+        scalars["density_divergence"][i, j] = float(d["density_divergence"])
+        scalars["spectrum_distance"][i, j] = float(d["spectrum_distance"])
+        scalars["correlation_dimension"][i, j] = float(d["correlation_dimension"].sel(source="surrogate"))
+        n = h.sizes["epoch"]
+        scalars["training_n_f_evals"][i, j] = float(h["n_f_evals"].sum()) if n else 0.0
+        scalars["training_wall_time"][i, j] = r["wall"]
+        scalars["evaluation_wall_time"][i, j] = r["eval_wall"]
+        scalars["final_loss"][i, j] = float(h["loss"][-1]) if n else np.nan
+        scalars["epochs_run"][i, j] = n
+        scalars["rollout_accepted_fraction"][i, j] = s.get("accepted_fraction", np.nan)
+        scalars["rollout_mean_substeps"][i, j] = s.get("mean_substeps", np.nan)
+        scalars["rollout_n_f_evals"][i, j] = s.get("n_f_evals", np.nan)
+        for k in HISTORY:
+            curves[k][i, j, :n] = h[k].values.astype(float)
+    with np.errstate(all="ignore"):
+        med = np.median(vpt, axis=2)
+    units = {"density_divergence": "nats", "spectrum_distance": "1", "correlation_dimension": "1",
+             "training_n_f_evals": "count", "training_wall_time": "s", "evaluation_wall_time": "s",
+             "final_loss": "squared standardised state units", "epochs_run": "1", "rollout_accepted_fraction": "1",
+             "rollout_mean_substeps": "1", "rollout_n_f_evals": "count"}
+    long_names = {"training_n_f_evals": "vector-field evaluations over all training epochs",
+                  "training_wall_time": "training wall time", "final_loss": "training loss of the last epoch",
+                  "rollout_n_f_evals": "vector-field evaluations of the short evaluation rollouts",
+                  "density_divergence": "KL(truth || surrogate) of state-space densities",
+                  "spectrum_distance": "Hellinger distance of power spectra",
+                  "correlation_dimension": "correlation dimension of the surrogate's long run"}
+    sd = ("strategy", "seed")
+    data_vars = {
+        "vpt": (sd + ("start", "threshold"), vpt, {"units": "Lyapunov times", "long_name": "valid prediction time"}),
+        "vpt_median": (sd + ("threshold",), med, {"units": "Lyapunov times",
+                       "long_name": "median VPT over held-out starts"}),
+        "vpt_mean": (sd + ("threshold",), vpt.mean(axis=2), {"units": "Lyapunov times",
+                     "long_name": "mean VPT over held-out starts"}),
+        "valid_groundtruth_time": (("start", "threshold"), groundtruth.values, dict(groundtruth.attrs)),
+        "lyapunov_exponents": (sd + ("exponent",), lam, {"units": "1 / time unit",
+                               "long_name": "surrogate Lyapunov exponents"}),
+        "lyapunov_exponents_truth": (("exponent",), d0["lyapunov_exponents"].sel(source="truth").values,
+                                     {"units": "1 / time unit", "long_name": "true Lyapunov exponents"}),
+        "correlation_dimension_truth": ((), float(d0["correlation_dimension"].sel(source="truth")),
+                                        {"units": "1"}),
+        "wasserstein": (sd + ("component",), wass, {"units": "attractor std",
+                        "long_name": "1-D Wasserstein distance / truth std"}),
+    }
+    for k, v in scalars.items():
+        data_vars[k] = (sd, v, {"units": units[k], **({"long_name": long_names[k]} if k in long_names else {})})
+    curve_units = {"loss": "squared standardised state units", "accepted_fraction": "1", "mean_substeps": "1",
+                   "n_f_evals": "count", "horizon": "sampling intervals", "wall_time": "s"}
+    for k, v in curves.items():
+        data_vars[k] = (sd + ("epoch",), v, {"units": curve_units[k], "long_name": f"training {k} per epoch"})
+    labels = [s[0] for s in specs]
+    ds = xr.Dataset(
+        data_vars,
+        coords={"strategy": labels, "seed": np.asarray(seeds, np.int64),
+                "strategy_name": ("strategy", [s[1] for s in specs]),
+                "strategy_options": ("strategy", [json.dumps(s[2], sort_keys=True) for s in specs]),
+                "start": np.arange(n_start, dtype=np.int64),
+                "threshold": ("threshold", thr, {"units": "attractor std"}),
+                "component": d0["component"].values, "exponent": d0["exponent"].values,
+                "epoch": np.arange(n_ep, dtype=np.int64)},
+    )
+    t_mid = _middle(d0)
+    score = np.nan_to_num(ds["vpt_median"].sel(threshold=t_mid).values, nan=-1.0)
+    bi, bj = np.unravel_index(int(np.argmax(score)), score.shape)
+    first_hist = runs[0, 0]["hist"]
+    ds.attrs.update({
+        "format": FORMAT,
+        "system": str(test.attrs["system"]),
+        "dt": float(d0.attrs["dt"]),
+        "lyapunov_time": float(d0.attrs["lyapunov_time"]),
+        "epochs": int(epochs),
+        "optimizer": str(fit_kwargs.get("optimizer", "lbfgs")),
+        "field": json.dumps(field if isinstance(field, dict) or field is None else type(field).__name__),
+        "fit_options": json.dumps({k: v for k, v in fit_kwargs.items()
+                                   if isinstance(v, (str, int, float, bool, type(None)))}, sort_keys=True),
+        "evaluate_options": json.dumps({k: list(v) if isinstance(v, tuple) else v
+                                        for k, v in eval_options.items()}, sort_keys=True, default=str),
+        "train_trajectories": int(train.sizes["trajectory"]), "train_samples": int(train.sizes["time"]),
+        "test_trajectories": int(test.sizes["trajectory"]), "test_samples": int(test.sizes["time"]),
+        "data_method": str(train.attrs.get("method", "")),
+        "vpt_threshold_ranked": t_mid,
+        "best_strategy": labels[bi], "best_seed": int(seeds[bj]), "best_index": [int(bi), int(bj)],
+        "command": command or "",
+        "device": str(first_hist.attrs.get("device", "")),
+        "total_wall_time_s": float(total_wall),
+        "dynfit_version": _version(),
+        "created_by": f"dynfit.compare (dynfit {_version()})",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    return ds
+
+
+def _version() -> str:
+    import dynfit
+
+    return dynfit.__version__
+
+
+# ------------------------------------------------------------------ tables
+def compare_table(ds: xr.Dataset) -> list[dict]:
+    """One row per strategy (values aggregated over seeds): list of {column: value}.
+
+    VPT columns: median over all starts and seeds, per threshold. Distances,
+    exponents, losses: mean over seeds. Costs: mean over seeds.
+    """
+    _check_compare(ds)
+    rows = []
+    for s in ds["strategy"].values:
+        sub = ds.sel(strategy=s)
+        row = {"strategy": str(s), "solver": _solver_text(str(sub["strategy_name"].values),
+                                                        str(sub["strategy_options"].values))}
+        for h in ds["threshold"].values:
+            v = sub["vpt"].sel(threshold=h).values
+            row[f"vpt_median_{h:g}"] = float(np.nanmedian(v)) if np.isfinite(v).any() else np.nan
+        row["lyapunov_max"] = float(np.nanmean(sub["lyapunov_exponents"].isel(exponent=0)))
+        row["density_divergence"] = float(np.nanmean(sub["density_divergence"]))
+        row["wasserstein_mean"] = float(np.nanmean(sub["wasserstein"]))
+        row["spectrum_distance"] = float(np.nanmean(sub["spectrum_distance"]))
+        row["training_n_f_evals"] = float(np.nanmean(sub["training_n_f_evals"]))
+        row["training_wall_time"] = float(np.nanmean(sub["training_wall_time"]))
+        row["final_loss"] = float(np.nanmean(sub["final_loss"]))
+        row["rollout_mean_substeps"] = float(np.nanmean(sub["rollout_mean_substeps"]))
+        rows.append(row)
+    return rows
+
+
+def _solver_text(name: str, options: str) -> str:
+    opts = json.loads(options) if options else {}
+    base = {"black-box": "Fehlberg 3(2), Heun error estimate", "batch": "Fehlberg 3(2) batch procedure",
+            "fehlberg": "Fehlberg 3(2), error against target", "curriculum": "Fehlberg 3(2), target error, "
+            "horizon curriculum", "torchdiffeq": f"torchdiffeq {opts.get('method', 'rk4')}"}.get(name, name)
+    if name == "torchdiffeq":
+        extra = {k: v for k, v in opts.items() if k != "method"}
+    else:
+        extra = opts
+    if extra:
+        base += " (" + ", ".join(f"{k}={v}" for k, v in sorted(extra.items())) + ")"
+    return base
+
+
+_HEADERS = {"strategy": "strategy", "solver": "solver in training", "lyapunov_max": "λ1 surrogate [1/time]",
+            "density_divergence": "density KL [nats]", "wasserstein_mean": "W1 [std]",
+            "spectrum_distance": "spectrum dist.", "training_n_f_evals": "training evals",
+            "training_wall_time": "training time [s]", "final_loss": "final loss",
+            "rollout_mean_substeps": "substeps / interval (free run)"}
+
+
+def _fmt(key, v) -> str:
+    if isinstance(v, str):
+        return v
+    if not math.isfinite(v):
+        return "nan"
+    if key == "training_wall_time":
+        return f"{v:.0f}"
+    if key.startswith("vpt") or key == "rollout_mean_substeps":
+        return f"{v:.2f}"
+    return f"{v:.3g}"
+
+
+def write_tables(ds: xr.Dataset, out) -> tuple[Path, Path]:
+    """Write table.md (one row per strategy) and table.csv (one row per strategy and seed)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = compare_table(ds)
+    cols = list(rows[0])
+    heads = [_HEADERS.get(c, f"VPT median @{c.rsplit('_', 1)[1]} [Lyapunov times]" if c.startswith("vpt") else c)
+             for c in cols]
+    a = ds.attrs
+    lines = [f"# Strategy comparison on {a['system']}", ""]
+    if a.get("command"):
+        lines += ["Made with:", "", "```bash", a["command"], "```", ""]
+    lines += [f"{a['train_trajectories']} training trajectories of {a['train_samples']} samples "
+              f"(dt = {a['dt']:g}), {a['epochs']} epochs of {a['optimizer']}, field {a['field']}, "
+              f"seeds {list(map(int, ds['seed'].values))}; held-out evaluation "
+              f"`{a['evaluate_options']}` on {a['test_trajectories']} trajectories. VPT: median over held-out "
+              "starts and seeds; other columns: mean over seeds. Lyapunov exponent of the truth: "
+              f"{float(ds['lyapunov_exponents_truth'][0]):.3f}. Best (median VPT at {a['vpt_threshold_ranked']:g}): "
+              f"{a['best_strategy']} seed {a['best_seed']}. Created {a['created']} ({a['created_by']}, "
+              f"device {a.get('device', '')}).", "",
+              "| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(c, row[c]) for c in cols) + " |")
+    md = out / "table.md"
+    md.write_text("\n".join(lines) + "\n")
+
+    path = out / "table.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        thr = [f"{h:g}" for h in ds["threshold"].values]
+        keys = ["density_divergence", "spectrum_distance", "correlation_dimension", "training_n_f_evals",
+                "training_wall_time", "final_loss", "epochs_run", "rollout_mean_substeps"]
+        w.writerow(["strategy", "strategy_name", "strategy_options", "seed"] +
+                   [f"vpt_median_{t}" for t in thr] + [f"vpt_mean_{t}" for t in thr] +
+                   ["lyapunov_max", "wasserstein_mean"] + keys)
+        for s in ds["strategy"].values:
+            for seed in ds["seed"].values:
+                sub = ds.sel(strategy=s, seed=seed)
+                w.writerow([str(s), str(sub["strategy_name"].values), str(sub["strategy_options"].values),
+                            int(seed)] + [repr(float(v)) for v in sub["vpt_median"].values] +
+                           [repr(float(v)) for v in sub["vpt_mean"].values] +
+                           [repr(float(sub["lyapunov_exponents"][0])), repr(float(sub["wasserstein"].mean()))] +
+                           [repr(float(sub[k])) for k in keys])
+    return md, path
+
+
+# ------------------------------------------------------------------ figures and files
+def plot_vpt(ds: xr.Dataset, path=None, *, show=None):
+    """Box plot of the VPT over held-out starts (and seeds) per strategy, one panel per threshold."""
+    from .plot import _figure, _finish, _color
+
+    _check_compare(ds)
+    thr = ds["threshold"].values
+    fig, shown = _figure((4.2 * len(thr) + 1, 4.8), show)
+    axes = np.atleast_1d(fig.subplots(1, len(thr), sharey=True))
+    labels = [str(s) for s in ds["strategy"].values]
+    for ax, h in zip(axes, thr):
+        data = [ds["vpt"].sel(strategy=s, threshold=h).values.ravel() for s in labels]
+        data = [d[np.isfinite(d)] for d in data]
+        bp = ax.boxplot(data, vert=False, patch_artist=True, showmeans=False)
+        for k, box in enumerate(bp["boxes"]):
+            box.set_facecolor(_color(k))
+            box.set_alpha(0.5)
+        g = ds["valid_groundtruth_time"].sel(threshold=h).values
+        if np.isfinite(g).any():
+            ax.axvline(float(np.nanmedian(g)), color="0.4", linestyle="--", lw=1,
+                       label="median valid ground-truth time")
+            ax.legend(loc="lower right", fontsize="small")
+        ax.set_yticks(range(1, len(labels) + 1))
+        ax.set_yticklabels(labels)
+        ax.set_xlabel("valid prediction time [Lyapunov times]")
+        ax.set_title(f"threshold {h:g} [attractor std]")
+        ax.grid(alpha=0.3, axis="x")
+    n = ds.sizes["start"] * ds.sizes["seed"]
+    fig.suptitle(f"{ds.attrs.get('system', '')}: valid prediction time per strategy ({n} free runs each)")
+    fig.tight_layout()
+    return _finish(fig, path, shown)
+
+
+def plot_compare(ds: xr.Dataset, outdir, *, best_diagnostics: xr.Dataset | None = None, show=False) -> dict:
+    """Every comparison figure into ``outdir``; returns {name: path}."""
+    from . import plot
+
+    outdir = Path(outdir)
+    paths = {"training": outdir / "training.png", "error_vs_evaluations": outdir / "error_vs_evaluations.png",
+             "vpt": outdir / "vpt.png"}
+    plot.plot_training(ds, paths["training"], show=show)
+    plot.plot_error_vs_evaluations(ds, paths["error_vs_evaluations"], show=show)
+    plot_vpt(ds, paths["vpt"], show=show)
+    if best_diagnostics is not None:
+        paths["attractor_best"] = outdir / "attractor_best.png"
+        fig = plot.plot_attractor(best_diagnostics, None, show=show)
+        fig.suptitle(f"best surrogate ({ds.attrs['best_strategy']}, seed {ds.attrs['best_seed']}): "
+                     f"long free run against the truth")
+        fig.savefig(paths["attractor_best"], dpi=110, bbox_inches="tight")
+    return paths
+
+
+def write_outputs(ds: xr.Dataset, out, *, best_diagnostics: xr.Dataset | None = None) -> dict:
+    """compare.nc, best_diagnostics.nc, table.md, table.csv and the figures into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds.to_netcdf(out / "compare.nc")
+    files = {"compare": out / "compare.nc"}
+    if best_diagnostics is not None:
+        best_diagnostics.to_netcdf(out / "best_diagnostics.nc")
+        files["best_diagnostics"] = out / "best_diagnostics.nc"
+    files["table_md"], files["table_csv"] = write_tables(ds, out)
+    files.update(plot_compare(ds, out, best_diagnostics=best_diagnostics))
+    return files
+
+
+def _check_compare(ds) -> None:
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"expected a compare Dataset (xarray.Dataset), got {type(ds).__name__}")
+    missing = [v for v in ("vpt", "strategy_name", "training_n_f_evals") if v not in ds.variables]
+    if ds.attrs.get("format") != FORMAT or missing:
+        raise ValueError(f"not a dynfit compare Dataset (attrs['format'] = {ds.attrs.get('format')!r}, expected "
+                         f"{FORMAT!r}; missing {missing}); make one with dynfit.compare")
+
+
+def load_compare(path) -> xr.Dataset:
+    """Read compare.nc written by :func:`compare`; checks it is one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no compare file at {path}")
+    try:
+        ds = xr.load_dataset(path)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {err})") from None
+    _check_compare(ds)
+    return ds
