@@ -66,6 +66,7 @@ OK, NONFINITE, MAX_STEPS, UNDERFLOW = 0, 1, 2, 3
 SAFETY, FAC_MIN, FAC_MAX = 0.8, 0.2, 10.0
 BLOCK = 8  # trajectories whose stages are computed together (fixed and adaptive)
 PI_ALPHA, PI_BETA = 0.7, 0.4  # exponents times q (order of the error estimate)
+LOG_1EM4 = math.log(1e-4)
 
 
 # --------------------------------------------------------------------------
@@ -227,7 +228,7 @@ def _solve_adaptive_block(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_st
         h[r] = _initial_step(x[r], t[r], p, k[r, 0], q, rtol, atol, tmp[r], k[r, 1])
         stats[r, 2] = 2
         k0_valid[r] = True
-        err_prev[r] = 1e-4
+        err_prev[r] = LOG_1EM4  # log of the previous accepted error
         fac_max[r] = FAC_MAX
         if n_t > 1:
             active[r] = True
@@ -290,10 +291,11 @@ def _solve_adaptive_block(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_st
                 if err == 0.0:
                     fac = fac_max[r]
                 else:
-                    fac = SAFETY * err ** (-alpha) * err_prev[r] ** beta
+                    log_err = math.log(err)
+                    fac = SAFETY * math.exp(beta * err_prev[r] - alpha * log_err)
                     fac = min(fac_max[r], max(FAC_MIN, fac))
                 if not last[r]:  # a step shortened to land on a sample says little about the next
-                    err_prev[r] = max(err, 1e-4)
+                    err_prev[r] = max(log_err, LOG_1EM4) if err > 0.0 else LOG_1EM4
                 fac_max[r] = FAC_MAX
                 for m in range(_D):
                     x[r, m] = xnew[r, m]
@@ -368,6 +370,7 @@ BLOCK = {block!r}
 _D = {dim!r}  # state dimension and number of stages are constants, so that
 _S = {stages!r}  # LLVM unrolls the loops over components and stages (~2x faster)
 PI_ALPHA, PI_BETA = {pi_alpha!r}, {pi_beta!r}
+LOG_1EM4 = math.log(1e-4)
 # _rhs and _jac are bound by systems.integrate before this module runs.
 '''
 
