@@ -430,6 +430,13 @@ def kernels(system: System, stages: int) -> ModuleType:
     """
     from . import lyapunov  # noqa: F401  (registers its templates before any module is generated)
 
+    for role, fn in (("rhs", system.rhs), ("jac", system.jac)):
+        if fn is not None and not isinstance(fn, numba.core.registry.CPUDispatcher):
+            raise TypeError(
+                f"system {system.name!r}: {role} must be a numba-compiled function (decorate it with "
+                f"@numba.njit), got {type(fn).__name__}"
+            )
+
     key = (id(system.rhs), id(system.jac), system.dim, stages)
     with _LOCK:
         mod = _LOADED.get(key)

@@ -174,6 +174,17 @@ def test_bad_states_and_times(lorenz):
         integrate(lorenz, lorenz.x0, [0.0, 1.0, 0.5])
 
 
+def test_plain_python_rhs_is_refused():
+    def rhs(x, t, p, out):
+        out[0] = -x[0]
+
+    plain = systems.System(
+        name="plain", rhs=rhs, jac=None, param_names=(), params={}, components=("u",), x0=np.ones(1), dt=0.1
+    )
+    with pytest.raises(TypeError, match=r"rhs must be a numba-compiled function.*njit"):
+        integrate(plain, [1.0], [0.0, 1.0])
+
+
 def test_every_tableau_is_runnable(lorenz):
     for name, tab in TABLEAUS.items():
         sol = integrate(lorenz, lorenz.x0, [0.0, 0.1], method=name, adaptive=False, substeps=10)
