@@ -465,7 +465,7 @@ def plot_vpt(ds: xr.Dataset, path=None, *, show=None):
     for ax, h in zip(axes, thr):
         data = [ds["vpt"].sel(strategy=s, threshold=h).values.ravel() for s in labels]
         data = [d[np.isfinite(d)] for d in data]
-        bp = ax.boxplot(data, vert=False, patch_artist=True, showmeans=False)
+        bp = ax.boxplot(data, orientation="horizontal", patch_artist=True, showmeans=False)
         for k, box in enumerate(bp["boxes"]):
             box.set_facecolor(_color(k))
             box.set_alpha(0.5)
