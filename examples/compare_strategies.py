@@ -9,7 +9,7 @@ The five strategies (same data, field, optimizer, epochs and seeds):
 - curriculum (ours): Fehlberg training with a solver-driven horizon schedule.
 
 Each surrogate is judged on held-out trajectories by dynfit.diagnostics.evaluate.
-Writes --out/compare.nc, table.md, table.csv, best_diagnostics.nc and figures.
+Writes --out/train.nc and test.nc (the data, reused on a rerun), compare.nc, table.md, table.csv, best_diagnostics.nc and figures.
 
     python examples/compare_strategies.py --out docs/results/compare_lorenz63
     python examples/compare_strategies.py --quick --out /tmp/compare   # seconds, for CI
@@ -45,11 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _data(path: Path, n_traj: int, n_steps: int, *, seed: int):
+    """Simulated Lorenz'63 data, saved to ``path`` and reused from there when the sizes match.
+
+    Reusing the file keeps a resumed run (checkpoints) on exactly the same data.
+    """
+    import systems
+
+    if path.is_file():
+        ds = systems.load(path)
+        if ds.sizes["trajectory"] == n_traj and ds.sizes["time"] == n_steps:
+            return ds
+    ds = systems.simulate("lorenz63", n_traj=n_traj, n_steps=n_steps, dt=0.01, seed=seed, transient=5.0,
+                          progress=False)
+    systems.save(ds, path)
+    return ds
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    import systems
     from dynfit.compare import compare
 
     torch.set_num_threads(1)
@@ -68,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         evaluate = {"n_starts": args.starts, "horizon": 10.0, "long_steps": 10000, "lyapunov_steps": 1000,
                     "lyapunov_starts": 2}
         test_steps, lbfgs = 1500, 20
-    train = systems.simulate("lorenz63", n_traj=n_traj, n_steps=n_steps, dt=0.01, seed=1, transient=5.0)
-    test = systems.simulate("lorenz63", n_traj=4, n_steps=test_steps, dt=0.01, seed=2, transient=5.0)
+    out = Path(args.out)
+    train = _data(out / "train.nc", n_traj, n_steps, seed=1)
+    test = _data(out / "test.nc", 4, test_steps, seed=2)
     command = "python " + " ".join(shlex.quote(a) for a in
                                    ["examples/compare_strategies.py"] + list(sys.argv[1:] if argv is None
                                                                               else argv))

@@ -1,0 +1,136 @@
+"""``dynfit evaluate | compare | plot`` through argparse, on tiny files; bad input."""
+import argparse
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import systems
+from dynfit.commands import add_commands, kind_of, parse_strategy_flag, validate_compare_config
+from dynfit.compare import load_compare
+from dynfit.diagnostics import load_diagnostics
+from dynfit.train import fit
+
+EVAL_FLAGS = ["--starts", "2", "--horizon", "2", "--long-steps", "1000", "--lyapunov-steps", "20"]
+
+
+def run(argv):
+    parser = argparse.ArgumentParser(prog="dynfit")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("commands")
+    train = systems.simulate("lorenz63", n_traj=2, n_steps=100, dt=0.01, seed=1, transient=2.0)
+    sur, hist = fit(train, field={"kind": "mlp", "width": 8, "depth": 2}, strategy="fehlberg", epochs=2,
+                    lbfgs_iterations=2, seed=0, progress=False)
+    paths = {"model": sur.save(root / "model.pt"), "history": root / "history.nc",
+             "test": systems.save(systems.simulate("lorenz63", n_traj=2, n_steps=300, dt=0.01, seed=2,
+                                                   transient=2.0), root / "test.nc"),
+             "rossler": systems.save(systems.simulate("rossler", n_traj=1, n_steps=300, dt=0.01, seed=0),
+                                     root / "rossler.nc"),
+             "root": root}
+    hist.to_netcdf(paths["history"])
+    return paths
+
+
+def test_evaluate_writes_diagnostics_and_figures(files, capsys):
+    out = files["root"] / "eval"
+    assert run(["evaluate", files["model"], files["test"], "--out", out, *EVAL_FLAGS]) == 0
+    ds = load_diagnostics(out / "diagnostics.nc")
+    assert ds.sizes["start"] == 2 and ds["vpt"].dims == ("start", "threshold")
+    assert ds.attrs["surrogate_strategy"] == "fehlberg"
+    for name in ("attractor", "error_growth", "time_series", "return_map"):
+        assert (out / f"{name}.png").stat().st_size > 1000
+    assert "median VPT" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, error, match", [
+    (["--thresholds", "0.4,1.5"], ValueError, "threshold"),
+    (["--thresholds", "0.4,abc"], ValueError, "comma-separated numbers"),
+])
+def test_evaluate_bad_flags(files, extra, error, match):
+    with pytest.raises(error, match=match):
+        run(["evaluate", files["model"], files["test"], "--out", files["root"] / "bad", *EVAL_FLAGS, *extra])
+
+
+def test_evaluate_bad_files(files):
+    with pytest.raises(ValueError, match="rossler"):
+        run(["evaluate", files["model"], files["rossler"], "--out", files["root"] / "bad", *EVAL_FLAGS])
+    with pytest.raises(FileNotFoundError):
+        run(["evaluate", files["root"] / "missing.pt", files["test"], "--out", files["root"] / "bad"])
+    with pytest.raises(ValueError, match="not a systems trajectory file"):
+        run(["evaluate", files["model"], files["history"], "--out", files["root"] / "bad"])
+
+
+def test_compare_from_config_with_flag_override(files, tmp_path):
+    cfg = tmp_path / "compare.toml"
+    cfg.write_text(
+        '[data]\nn_traj = 2\nn_steps = 100\n[test]\nn_traj = 2\nn_steps = 300\n'
+        '[field]\nwidth = 8\n[train]\nepochs = 1\nlbfgs_iterations = 2\n'
+        '[evaluate]\nn_starts = 2\nhorizon = 2.0\nlong_steps = 1000\nlyapunov_steps = 20\nlyapunov_starts = 1\n'
+        '[[strategy]]\nname = "fehlberg"\n'
+        '[[strategy]]\nlabel = "black-box rk4"\nname = "torchdiffeq"\nmethod = "rk4"\nstep_size = 0.5\n'
+        f'[output]\ndir = "{tmp_path / "unused"}"\n'
+    )
+    out = tmp_path / "cmp"
+    assert run(["compare", cfg, "--out", out, "--seeds", "3", "--no-progress"]) == 0
+    ds = load_compare(out / "compare.nc")
+    assert list(ds["strategy"].values) == ["fehlberg", "black-box rk4"]
+    assert list(ds["seed"].values) == [3] and ds.sizes["start"] == 2 and ds.attrs["epochs"] == 1
+    assert (out / "table.md").exists() and (out / "table.csv").exists()
+    assert not (tmp_path / "unused").exists()
+    # dynfit plot recognises the compare file and redraws its figures (with the best surrogate's attractor)
+    figs = tmp_path / "figs"
+    assert run(["plot", out / "compare.nc", "--out", figs]) == 0
+    for name in ("training", "error_vs_evaluations", "vpt", "attractor_best"):
+        assert (figs / f"{name}.png").stat().st_size > 1000
+
+
+def test_strategy_flags_and_config_errors():
+    assert parse_strategy_flag("fehlberg") == {"label": "fehlberg", "name": "fehlberg"}
+    assert parse_strategy_flag("black-box rk4=torchdiffeq:method=rk4,step_size=0.5") == \
+        {"label": "black-box rk4", "name": "torchdiffeq", "method": "rk4", "step_size": 0.5}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_strategy_flag("torchdiffeq:rk4")
+    with pytest.raises(ValueError, match="did you mean 'epochs'"):
+        validate_compare_config({"train": {"epoch": 3}})
+    with pytest.raises(ValueError, match="unknown config section"):
+        validate_compare_config({"trian": {}})
+    with pytest.raises(ValueError, match="did you mean 'curriculum'"):
+        validate_compare_config({"strategy": [{"name": "curiculum"}]})
+    with pytest.raises(ValueError, match="unknown strategy"):
+        run(["compare", "--strategy", "fehlbreg", "--out", "/nonexistent/never"])
+
+
+def test_plot_history_and_diagnostics(files, tmp_path):
+    assert run(["plot", files["history"], "--out", tmp_path / "h"]) == 0
+    assert (tmp_path / "h" / "training.png").stat().st_size > 1000
+    assert (tmp_path / "h" / "error_vs_evaluations.png").stat().st_size > 1000
+    diag = files["root"] / "eval" / "diagnostics.nc"
+    if not diag.exists():
+        run(["evaluate", files["model"], files["test"], "--out", files["root"] / "eval", *EVAL_FLAGS])
+    assert run(["plot", diag, "--out", tmp_path / "d"]) == 0
+    assert (tmp_path / "d" / "error_growth.png").exists() and (tmp_path / "d" / "attractor.png").exists()
+
+
+def test_plot_rejects_other_files(files, tmp_path):
+    with pytest.raises(ValueError, match="simulated trajectories"):
+        run(["plot", files["test"], "--out", tmp_path])
+    other = tmp_path / "other.nc"
+    xr.Dataset({"a": ("t", np.arange(3.0))}).to_netcdf(other)
+    with pytest.raises(ValueError, match="not a dynfit Dataset"):
+        run(["plot", other, "--out", tmp_path])
+    text = tmp_path / "notes.nc"
+    text.write_text("not netCDF")
+    with pytest.raises(ValueError, match="not a readable netCDF"):
+        run(["plot", text, "--out", tmp_path])
+    with pytest.raises(FileNotFoundError):
+        run(["plot", tmp_path / "missing.nc", "--out", tmp_path])
+    assert kind_of(xr.load_dataset(files["history"])) == "history"
