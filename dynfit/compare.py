@@ -462,17 +462,21 @@ def plot_vpt(ds: xr.Dataset, path=None, *, show=None):
     fig, shown = _figure((4.2 * len(thr) + 1, 4.8), show)
     axes = np.atleast_1d(fig.subplots(1, len(thr), sharey=True))
     labels = [str(s) for s in ds["strategy"].values]
+    horizon = float(json.loads(ds.attrs.get("evaluate_options", "{}")).get("horizon", np.inf))
     for ax, h in zip(axes, thr):
         data = [ds["vpt"].sel(strategy=s, threshold=h).values.ravel() for s in labels]
         data = [d[np.isfinite(d)] for d in data]
-        bp = ax.boxplot(data, orientation="horizontal", patch_artist=True, showmeans=False)
+        bp = ax.boxplot(data, orientation="horizontal", patch_artist=True, showmeans=False,
+                        medianprops={"color": "black", "lw": 1.5})
         for k, box in enumerate(bp["boxes"]):
             box.set_facecolor(_color(k))
             box.set_alpha(0.5)
         g = ds["valid_groundtruth_time"].sel(threshold=h).values
         if np.isfinite(g).any():
-            ax.axvline(float(np.nanmedian(g)), color="0.4", linestyle="--", lw=1,
-                       label="median valid ground-truth time")
+            gm = float(np.nanmedian(g))
+            capped = gm >= horizon * (1 - 1e-9)
+            ax.axvline(gm, color="0.4", linestyle="--", lw=1, label="median valid ground-truth time" +
+                       (" (>= rollout horizon)" if capped else ""))
             ax.legend(loc="lower right", fontsize="small")
         ax.set_yticks(range(1, len(labels) + 1))
         ax.set_yticklabels(labels)
