@@ -118,9 +118,9 @@ def _check_data(data, test_data, eval_options):
         if data.sizes["trajectory"] < 2:
             raise ValueError("data hold one trajectory, so none is left to evaluate on; pass test_data "
                              "(held-out systems.simulate data) or simulate n_traj >= 2")
-        from .data import split
-
-        train, test = split(data, by="trajectory", fraction=0.75)
+        n = data.sizes["trajectory"]
+        n_test = max(1, n // 4)
+        train, test = data.isel(trajectory=slice(0, n - n_test)), data.isel(trajectory=slice(n - n_test, None))
     else:
         train, test = data, _check_dataset(test_data, "test_data")
     a, b = str(train.attrs["system"]).lower(), str(test.attrs["system"]).lower()

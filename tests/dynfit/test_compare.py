@@ -152,3 +152,12 @@ def test_example_quick(tmp_path):
     ds = load_compare(tmp_path / "compare.nc")
     assert list(ds["strategy"].values) == ["batch rkf23", "curriculum (ours)"]
     assert "examples/compare_strategies.py --quick" in (tmp_path / "table.md").read_text()
+
+
+def test_default_hold_out_is_the_last_quarter_of_trajectories():
+    from dynfit.compare import _check_data
+
+    data = systems.simulate("lorenz63", n_traj=2, n_steps=300, dt=0.01, seed=4)
+    train, test = _check_data(data, None, {"horizon": 2.0})
+    assert train.sizes["trajectory"] == 1 and test.sizes["trajectory"] == 1
+    assert np.array_equal(test.x.values[0], data.x.values[1])
