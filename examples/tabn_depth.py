@@ -13,9 +13,10 @@ TA-BN), trained in the same way and tested in eval mode:
    ``--cifar DIR`` instead runs CIFAR-10 from local python pickle batches with
    a convolutional vector field (use a GPU).
 
-Training uses fixed-step rk4 (step 0.5, times 0, .25, .5, .75, 1) and TA-BN
-with a grid on exactly those times (num_points=5; the paper advises M close to
-the solver's number of evaluations). Each model is tested with the training
+Training uses fixed-step rk4 (default one step on [0, 1]: times 0, 0.5, 1) and
+TA-BN with a grid on exactly those times (num_points = 2 / step + 1; the paper
+advises M close to the solver's number of evaluations). Lorenz96 training
+batches are augmented by random rotations of the ring (the system's symmetry). Each model is tested with the training
 solver and, to expose time-dependence, with dopri5 (rtol=atol=1e-3), which
 visits other times.
 
@@ -44,7 +45,20 @@ TEST_SOLVERS = {
     "rk4": {"method": "rk4", "options": {"step_size": 0.5}},
     "dopri5": {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3},
 }
-NUM_POINTS = 5  # TA-BN grid on the rk4 evaluation times
+NUM_POINTS = 5  # TA-BN grid on the rk4 evaluation times (multiples of step / 2)
+
+
+def set_train_step(step: float) -> None:
+    """Use rk4 with ``step`` for training and the rk4 test column; the TA-BN grid follows its times."""
+    global NUM_POINTS
+    n = round(1.0 / step)
+    if n < 1 or abs(n * step - 1.0) > 1e-12:
+        raise ValueError(f"--train-step must divide 1 (e.g. 1, 0.5, 0.25), got {step}")
+    TRAIN_SOLVER["options"] = {"step_size": step}
+    TEST_SOLVERS["rk4"]["options"] = {"step_size": step}
+    NUM_POINTS = 2 * n + 1
+
+
 PENALTY = 1e-4  # weight of TA-BN's L2 penalty on its grid parameters
 
 
@@ -159,7 +173,9 @@ def run_dynamics(depth: int, norm: str, data, args, device) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     field.train()
     for idx in _batches(len(xtr), args.batch, args.steps, gen):
-        x, y = xtr[idx].to(device), ytr[idx].to(device)
+        # Lorenz96 is symmetric under rotating the ring: augment by a random roll
+        shift = int(torch.randint(40, (1,), generator=gen))
+        x, y = xtr[idx].roll(shift, 1).to(device), ytr[idx].roll(shift, 1).to(device)
         pred = odeint(field, x, span, **TRAIN_SOLVER)[-1]
         loss = (pred - y).pow(2).mean() + _penalty(field)
         opt.zero_grad(set_to_none=True)
@@ -236,12 +252,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="CI mode: tiny data, 2 depths, few steps")
     parser.add_argument("--depths", type=int, nargs="+", default=[4, 8, 12, 18])
     parser.add_argument("--norms", nargs="+", default=list(NORM_KINDS), choices=list(NORM_KINDS))
-    parser.add_argument("--steps", type=int, default=200, help="optimiser steps per model")
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=300, help="optimiser steps per model")
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--eval-batch", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-step", type=float, default=1.0, help="rk4 step on [0, 1] for training")
     parser.add_argument("--tasks", nargs="+", default=["dynamics", "digits"], choices=["dynamics", "digits"])
     parser.add_argument("--cifar", metavar="DIR", help="CIFAR-10 python batches folder (replaces digits)")
     parser.add_argument("--cifar-epochs", type=int, default=4)
@@ -257,6 +274,7 @@ def main(argv=None) -> dict:
         args.width = min(args.width, 16)
         args.cifar_epochs = 1
     out_path = args.out if args.out is not None else (None if args.quick else "docs/results/tabn_depth.md")
+    set_train_step(args.train_step)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     tables, results = [], {}
@@ -288,7 +306,8 @@ def main(argv=None) -> dict:
             tables.append(_table(
                 "Lorenz96 (N=40): test MSE relative to persistence (lower is better)", res, args.depths,
                 args.norms, "{:.3f}",
-                f"{len(data[0][0])} training pairs, lag 0.1 time units; {args.steps} Adam steps."))
+                f"{len(data[0][0])} training pairs (augmented by random ring rotations), "
+                f"{len(data[1][0])} test pairs, lag 0.1 time units; {args.steps} Adam steps."))
         else:
             name = "CIFAR-10" if task == "cifar" else "digits (8x8, scikit-learn)"
             tables.append(_table(f"{name}: test accuracy (higher is better)", res, args.depths,
@@ -297,7 +316,7 @@ def main(argv=None) -> dict:
     elapsed = time.perf_counter() - start
     settings = (
         f"Settings: depths {args.depths}, width {args.width}, batch {args.batch}, Adam lr {args.lr}, "
-        f"{args.steps} steps per model, seed {args.seed}, train solver rk4 step 0.5, TA-BN grid "
+        f"{args.steps} steps per model, seed {args.seed}, train solver rk4 step {args.train_step}, TA-BN grid "
         f"num_points={NUM_POINTS} on [0, 1], TA-BN penalty {PENALTY}; eval mode, test batches of "
         f"{args.eval_batch}. Device {device}, {torch.get_num_threads()} thread(s), torch "
         f"{torch.__version__}, {platform.machine()}; total {elapsed:.0f} s."

@@ -121,3 +121,91 @@ def test_field_integrates_with_torchdiffeq(norm):
     f = MLPField(3, width=8, depth=4, norm=norm, num_points=11)
     y = odeint(f, torch.randn(4, 3), torch.tensor([0.0, 1.0]), method="dopri5", rtol=1e-4, atol=1e-6)
     assert y.shape == (2, 4, 3) and torch.isfinite(y).all()
+
+
+# ---------------------------------------------------------------- classifier
+
+from dynfit.nn.classifier import UnmixedClassifier  # noqa: E402
+
+
+@pytest.mark.parametrize("norm", ["none", "tabn"])
+def test_unmixed_classifier_image_and_flat(norm):
+    torch.manual_seed(3)
+    m = UnmixedClassifier(1, 10, state_channels=4, width=8, depth=2, norm=norm, num_points=5,
+                          method="rk4", options={"step_size": 0.5}, pool=2)
+    logits = m(torch.randn(6, 1, 8, 8))
+    assert logits.shape == (6, 10) and m.nfe == 8
+    logits.sum().backward()
+    assert m.linear.weight.grad is not None
+    flat = UnmixedClassifier(64, 10, image=False, width=8, depth=3, norm=norm, adjoint=True,
+                             method="dopri5")
+    out = flat(torch.randn(5, 64))
+    out.pow(2).sum().backward()
+    assert out.shape == (5, 10) and all(p.grad is not None for p in flat.parameters())
+    assert flat.penalty().item() == 0.0
+
+
+def test_unmixed_classifier_zero_augmentation_and_bad_input():
+    m = UnmixedClassifier(3, 10, state_channels=5, width=4, depth=1, norm=None)
+    x = torch.randn(2, 3, 4, 4)
+    h0 = m._augment(x)
+    assert h0.shape == (2, 5, 4, 4) and torch.equal(h0[:, :3], x) and not h0[:, 3:].any()
+    with pytest.raises(ValueError, match=r"got \(2, 2, 4, 4\)"):
+        m(torch.randn(2, 2, 4, 4))
+    with pytest.raises(ValueError, match="state_channels must be an int >= in_channels"):
+        UnmixedClassifier(3, 10, state_channels=2)
+    with pytest.raises(ValueError, match="num_classes"):
+        UnmixedClassifier(3, 0)
+
+
+# ---------------------------------------------------------------- example script
+
+
+def _example():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "tabn_depth.py"
+    spec = importlib.util.spec_from_file_location("tabn_depth_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_cifar(folder, n=8):
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+             b"labels": rng.integers(0, 10, n).tolist()}
+        with open(folder / name, "wb") as fh:
+            pickle.dump(d, fh)
+
+
+def test_example_cifar_loader_and_quick_run(tmp_path):
+    ex = _example()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        ex.cifar_data(str(tmp_path))
+    _fake_cifar(tmp_path)
+    (xtr, ytr), (xte, yte) = ex.cifar_data(str(tmp_path))
+    assert xtr.shape == (40, 3, 32, 32) and xte.shape == (8, 3, 32, 32) and ytr.shape == (40,)
+    out = tmp_path / "t.md"
+    res = ex.main(["--quick", "--tasks", "digits", "--cifar", str(tmp_path), "--depths", "1",
+                   "--norms", "none", "tabn", "--cifar-channels", "4", "--batch", "16",
+                   "--out", str(out)])
+    assert set(res["cifar"]) == {(1, "none"), (1, "tabn")}
+    assert "CIFAR-10" in out.read_text()
+
+
+@pytest.mark.slow
+def test_example_quick_mode(tmp_path):
+    ex = _example()
+    out = tmp_path / "t.md"
+    res = ex.main(["--quick", "--depths", "2", "--norms", "none", "bn", "tabn", "--out", str(out)])
+    for task in ("dynamics", "digits"):
+        for r in res[task].values():
+            assert 0.0 <= r["rk4"] and 0.0 <= r["dopri5"]
+    assert "Lorenz96" in out.read_text() and "digits" in out.read_text()
