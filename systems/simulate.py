@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
 
 import numpy as np
 import xarray as xr
@@ -195,7 +194,6 @@ def _to_dataset(system, x, t, method, rtol, atol, dt, seed, transient, noise, su
         "package": "systems",
         "version": _version(),
         "created_by": f"systems.simulate (systems {_version()})",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if system.lyapunov_max:
         attrs["lyapunov_max"] = float(system.lyapunov_max)

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import xarray as xr
 from numba import njit
 
 import systems
@@ -42,7 +43,7 @@ def test_dataset_layout_and_attrs(ds):
 
 def test_seed_reproducible(ds):
     again = systems.simulate("lorenz63", n_traj=3, n_steps=400, dt=0.01, seed=7)
-    np.testing.assert_array_equal(ds["x"].values, again["x"].values)
+    xr.testing.assert_identical(ds, again)  # data and attributes
     other = systems.simulate("lorenz63", n_traj=3, n_steps=400, dt=0.01, seed=8)
     assert not np.allclose(ds["x"].values[:, 0], other["x"].values[:, 0])
 
