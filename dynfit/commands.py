@@ -52,7 +52,7 @@ def _evaluate_cmd(args) -> int:
     from .surrogate import Surrogate
 
     thresholds = _floats(args.thresholds, "--thresholds")
-    sur = Surrogate.load(args.model)
+    sur = _load_model(args.model, Surrogate)
     data = _load_systems_file(args.data)
     out = Path(args.out)
     ds = evaluate(sur, data, n_starts=args.starts, horizon=args.horizon, thresholds=thresholds,
@@ -66,6 +66,19 @@ def _evaluate_cmd(args) -> int:
           f"{s['lyapunov_max_surrogate']:.3f} (truth {s['lyapunov_max_truth']:.3f}); density divergence "
           f"{s['density_divergence']:.3g} nats; wrote {out / 'diagnostics.nc'} and {len(figures)} figures")
     return 0
+
+
+def _load_model(path, cls):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        return cls.load(path)
+    except (ValueError, TypeError, FileNotFoundError):
+        raise
+    except Exception as err:
+        raise ValueError(f"{path} is not a dynfit model ({type(err).__name__}: {str(err)[:200]}); pass a "
+                         "MODEL.pt written by Surrogate.save, dynfit train or dynfit demo") from None
 
 
 def _load_systems_file(path):

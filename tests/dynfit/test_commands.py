@@ -65,6 +65,8 @@ def test_evaluate_bad_files(files):
         run(["evaluate", files["model"], files["rossler"], "--out", files["root"] / "bad", *EVAL_FLAGS])
     with pytest.raises(FileNotFoundError):
         run(["evaluate", files["root"] / "missing.pt", files["test"], "--out", files["root"] / "bad"])
+    with pytest.raises(ValueError, match="not a dynfit model"):
+        run(["evaluate", files["history"], files["test"], "--out", files["root"] / "bad"])
     with pytest.raises(ValueError, match="not a systems trajectory file"):
         run(["evaluate", files["model"], files["history"], "--out", files["root"] / "bad"])
 
