@@ -203,3 +203,17 @@ def test_second_process_loads_kernels_from_cache(lorenz):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     hits, misses = map(int, out.stdout.split())
     assert hits == 2 and misses == 0, out.stdout + out.stderr
+
+
+def test_benchmark_script_small_mode(capsys):
+    """benchmarks/bench_systems.py runs end to end in a small mode (numbers are not asserted)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_systems.py"
+    spec = importlib.util.spec_from_file_location("bench_systems", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick", "--n-traj", "16", "--n-samples", "200", "--n-scipy", "1", "--no-startup"]) == 0
+    out = capsys.readouterr().out
+    assert "speed ratio" in out and "member-steps/s" in out
