@@ -54,10 +54,16 @@ def _check_dtype(dtype) -> torch.dtype:
 
 
 def _time_column(t, x: torch.Tensor, shape) -> torch.Tensor:
+    """t (scalar, or per-example (B,) / (B, 1)) broadcast to ``shape`` = (B, 1, ...)."""
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device).detach()
-    if t.numel() != 1:
-        raise ValueError(f"time t must be a scalar (0-d or one-element tensor), got shape {tuple(t.shape)}")
-    return t.reshape(()).expand(shape)
+    if t.numel() == 1:
+        return t.reshape(()).expand(shape)
+    if t.numel() == shape[0] and (t.dim() == 1 or (t.dim() == 2 and t.shape[1] == 1)):
+        return t.reshape((shape[0],) + (1,) * (len(shape) - 1)).expand(shape)
+    raise ValueError(
+        f"time t must be a scalar or per-example times of shape ({shape[0]},) or ({shape[0]}, 1), "
+        f"got shape {tuple(t.shape)}"
+    )
 
 
 class _Field(nn.Module):

@@ -131,7 +131,7 @@ def _time_value(t) -> tuple[float, float]:
         if t.numel() != 1:
             raise ValueError(
                 f"time t must be a scalar (0-d or one-element tensor), got shape {tuple(t.shape)}; "
-                "TA-BN needs one time per call, shared by the batch"
+                "interpolation weights need one time (per-example times (B,) or (B, 1) work in eval mode)"
             )
         if t.is_complex():
             raise TypeError(f"time t must be real, got dtype {t.dtype}")
@@ -250,7 +250,13 @@ class _TABatchNorm(_StatsNorm):
         return torch.mv(table.narrow(0, lower, 2).t(), coef)
 
     def forward(self, t, x: torch.Tensor) -> torch.Tensor:
-        """Normalise ``x`` at time ``t``; x is (B, F) for 1d, (B, C, H, W) for 2d."""
+        """Normalise ``x`` at time ``t``; x is (B, F) for 1d, (B, C, H, W) for 2d.
+
+        t: a scalar (0-d or one-element tensor, or a number) shared by the batch,
+        or in eval mode per-example times of shape (B,) or (B, 1).
+        """
+        if isinstance(t, torch.Tensor) and t.numel() > 1:
+            return self._forward_per_example(t, x)
         lower, w_lower, w_upper = self.interpolation_weights(t)
         _check_x(self, x, self._ndim, self.num_features)
         table = self.running_mean
@@ -281,6 +287,48 @@ class _TABatchNorm(_StatsNorm):
             if w != 0.0:
                 self.running_mean[index].lerp_(self._batch_mean, eta * w)
                 self.running_var[index].lerp_(self._batch_var, eta * w)
+
+    def _forward_per_example(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Eval mode with one time per example (e.g. odesolve's per-example steps)."""
+        _check_x(self, x, self._ndim, self.num_features)
+        b = x.shape[0]
+        if t.numel() != b or t.dim() > 2 or (t.dim() == 2 and t.shape[1] != 1):
+            raise ValueError(
+                f"time t must be a scalar (0-d or one-element tensor) or per-example times of shape "
+                f"({b},) or ({b}, 1) for a batch of {b}, got shape {tuple(t.shape)}"
+            )
+        tv = t.detach().reshape(b).to(torch.float64)
+        if torch.isnan(tv).any():
+            raise ValueError("time t contains NaN; the solver produced an invalid time "
+                             "(check the time span and step size)")
+        if bool((tv == tv[0]).all()):  # one shared time after all
+            return self.forward(t.detach().reshape(-1)[0], x)
+        if self.training:
+            raise ValueError(
+                f"{type(self).__name__} in training mode needs one time shared by the batch (its "
+                "mini-batch statistics belong to one time), got per-example times; use fixed steps, "
+                "MixedNorm(per_example=False) or PaperRule(shared=True) for training, or eval mode"
+            )
+        tol = 1e-9 * self.t_max
+        if self.outside == "error" and bool(((tv < -tol) | (tv > self.t_max + tol)).any()):
+            bad = tv[(tv < -tol) | (tv > self.t_max + tol)][0].item()
+            raise ValueError(
+                f"time t={bad!r} lies outside the TA-BN grid [0, {self.t_max}]; "
+                f"integrate within [0, t_max], raise t_max, or use outside='clamp'"
+            )
+        s = tv.clamp(0.0, self.t_max) / self.spacing
+        lower = s.floor().clamp(max=self.num_points - 2).long().to(x.device)
+        w_upper = (s - s.floor().clamp(max=self.num_points - 2)).to(dtype=x.dtype, device=x.device)
+        w_upper = w_upper.unsqueeze(1)
+        shape = (b, self.num_features) + (1,) * (x.dim() - 2)
+
+        def interp(table):
+            return torch.lerp(table[lower], table[lower + 1], w_upper.to(table.dtype)).view(shape)
+
+        out = (x - interp(self.running_mean)) * torch.rsqrt(interp(self.running_var) + self.eps)
+        if self.affine:
+            out = out * interp(self.weight) + interp(self.bias)
+        return out
 
     def penalty(self) -> torch.Tensor:
         """L2 penalty ``sum ||gamma - 1||^2 + ||alpha||^2`` on the grid parameters (0 if not affine)."""

@@ -209,3 +209,18 @@ def test_example_quick_mode(tmp_path):
         for r in res[task].values():
             assert 0.0 <= r["rk4"] and 0.0 <= r["dopri5"]
     assert "Lorenz96" in out.read_text() and "digits" in out.read_text()
+
+
+def test_time_dependent_fields_accept_per_example_times():
+    torch.manual_seed(4)
+    f = MLPField(2, width=4, depth=2, time_dependent=True, norm="tabn", num_points=3).eval()
+    x = torch.randn(3, 2)
+    ts = torch.tensor([0.1, 0.5, 0.9])
+    want = torch.cat([f(ts[i], x[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(f(ts.unsqueeze(1), x), want)
+    c = ConvField(2, width=4, depth=1, time_dependent=True, norm="tabn", num_points=3).eval()
+    xc = torch.randn(3, 2, 4, 4)
+    want = torch.cat([c(ts[i], xc[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(c(ts, xc), want)
+    with pytest.raises(ValueError, match=r"per-example times of shape \(3,\)"):
+        f(torch.zeros(2), x)

@@ -375,3 +375,46 @@ def test_adjoint_backward_leaves_statistics_alone(method, options, tol):
     grad_direct = _grads(f)
     err = (grad_adjoint - grad_direct).abs().max() / grad_direct.abs().max()
     assert err < tol
+
+
+# ---------------------------------------------------------------- per-example times (eval)
+
+
+@pytest.mark.parametrize("cls,shape", [(TABatchNorm1d, (5, 3)), (TABatchNorm2d, (5, 3, 2, 2))])
+def test_per_example_times_in_eval_match_scalar_calls(cls, shape):
+    layer = _layer(cls=cls).eval()
+    x = torch.randn(*shape, dtype=D64)
+    ts = torch.tensor([0.0, 0.3, 0.77, 1.5, 2.0], dtype=D64)
+    want = torch.cat([layer(ts[i], x[i:i + 1]) for i in range(5)])
+    for t in (ts, ts.unsqueeze(1)):
+        torch.testing.assert_close(layer(t, x), want, rtol=1e-13, atol=1e-13)
+    # equal per-example times are one shared time, also in training
+    layer.train()
+    with frozen_statistics(layer):
+        torch.testing.assert_close(layer(torch.full((5, 1), 0.3, dtype=D64), x), layer(_t(0.3), x))
+    with pytest.raises(ValueError, match="training mode needs one time shared by the batch"):
+        layer(ts, x)
+    layer.eval()
+    with pytest.raises(ValueError, match=r"per-example times of shape \(5,\) or \(5, 1\)"):
+        layer(ts[:3], x)
+    with pytest.raises(ValueError, match="contains NaN"):
+        layer(torch.tensor([0.1, math.nan, 0.2, 0.3, 0.4], dtype=D64), x)
+
+
+def test_tabn_field_with_dynfit_odesolve():
+    """dynfit's own solver: shared-time adaptive in training, per-example adaptive in eval."""
+    from dynfit import odesolve
+    from dynfit.solvers import MixedNorm
+
+    f = _field(num_points=11)
+    y0 = torch.randn(6, 3, dtype=D64)
+    ts = torch.tensor([0.0, 1.0], dtype=D64)
+    f.train()
+    sol = odesolve(f, y0, ts, method="rkf45", control=MixedNorm(1e-6, 1e-8, per_example=False))
+    sol.ys[-1].pow(2).sum().backward()
+    assert torch.isfinite(sol.ys).all() and f.norms[0].running_mean.abs().sum() > 0
+    f.eval()
+    with torch.no_grad():
+        per_example = odesolve(f, y0, ts, method="rkf45", control=MixedNorm(1e-8, 1e-10)).ys[-1]
+        reference = odeint(f, y0, ts, method="dopri5", rtol=1e-10, atol=1e-12)[-1]
+    torch.testing.assert_close(per_example, reference, rtol=1e-5, atol=1e-6)
