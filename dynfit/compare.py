@@ -328,6 +328,7 @@ def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, field, train,
         "test_trajectories": int(test.sizes["trajectory"]), "test_samples": int(test.sizes["time"]),
         "data_method": str(train.attrs.get("method", "")),
         "vpt_threshold_ranked": t_mid,
+        "rollout_intervals": int(n_start * (d0.sizes["time"] - 1)),
         "best_strategy": labels[bi], "best_seed": int(seeds[bj]), "best_index": [int(bi), int(bj)],
         "command": command or "",
         "device": str(first_hist.attrs.get("device", "")),
@@ -350,7 +351,9 @@ def compare_table(ds: xr.Dataset) -> list[dict]:
     """One row per strategy (values aggregated over seeds): list of {column: value}.
 
     VPT columns: median over all starts and seeds, per threshold. Distances,
-    exponents, losses: mean over seeds. Costs: mean over seeds.
+    exponents, losses, accepted fractions in training (first and last
+    epoch) and costs: mean over seeds; free-run evaluations per sampling
+    interval of the short evaluation rollouts.
     """
     _check_compare(ds)
     rows = []
@@ -368,9 +371,24 @@ def compare_table(ds: xr.Dataset) -> list[dict]:
         row["training_n_f_evals"] = float(np.nanmean(sub["training_n_f_evals"]))
         row["training_wall_time"] = float(np.nanmean(sub["training_wall_time"]))
         row["final_loss"] = float(np.nanmean(sub["final_loss"]))
-        row["rollout_mean_substeps"] = float(np.nanmean(sub["rollout_mean_substeps"]))
+        reports = str(sub["strategy_name"].values) != "torchdiffeq"  # torchdiffeq reports no acceptance
+        row["accepted_first"] = float(np.nanmean(sub["accepted_fraction"].isel(epoch=0))) if reports else np.nan
+        row["accepted_last"] = float(np.nanmean(_last(sub["accepted_fraction"]))) if reports else np.nan
+        intervals = float(ds.attrs.get("rollout_intervals", np.nan))
+        row["rollout_evals_per_interval"] = float(np.nanmean(sub["rollout_n_f_evals"])) / intervals
         rows.append(row)
     return rows
+
+
+def _last(curve):
+    """The last finite value along epoch, per seed."""
+    v = curve.transpose(..., "epoch").values
+    out = np.full(v.shape[:-1], np.nan)
+    for idx in np.ndindex(*v.shape[:-1]):
+        finite = v[idx][np.isfinite(v[idx])]
+        if finite.size:
+            out[idx] = finite[-1]
+    return out
 
 
 def _solver_text(name: str, options: str) -> str:
@@ -391,18 +409,21 @@ _HEADERS = {"strategy": "strategy", "solver": "solver in training", "lyapunov_ma
             "density_divergence": "density KL [nats]", "wasserstein_mean": "W1 [std]",
             "spectrum_distance": "spectrum dist.", "training_n_f_evals": "training evals",
             "training_wall_time": "training time [s]", "final_loss": "final loss",
-            "rollout_mean_substeps": "substeps / interval (free run)"}
+            "accepted_first": "accepted in training, epoch 0", "accepted_last": "accepted, last epoch",
+            "rollout_evals_per_interval": "free-run evals / interval"}
 
 
 def _fmt(key, v) -> str:
     if isinstance(v, str):
         return v
     if not math.isfinite(v):
-        return "nan"
+        return "n/a"
     if key == "training_wall_time":
         return f"{v:.0f}"
-    if key.startswith("vpt") or key == "rollout_mean_substeps":
+    if key.startswith("vpt") or key == "rollout_evals_per_interval":
         return f"{v:.2f}"
+    if key.startswith("accepted"):
+        return f"{100 * v:.1f}%"
     return f"{v:.3g}"
 
 
@@ -494,9 +515,12 @@ def plot_compare(ds: xr.Dataset, outdir, *, best_diagnostics: xr.Dataset | None 
     from . import plot
 
     outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
     paths = {"training": outdir / "training.png", "error_vs_evaluations": outdir / "error_vs_evaluations.png",
              "vpt": outdir / "vpt.png"}
-    plot.plot_training(ds, paths["training"], show=show)
+    fig = plot.plot_training(ds, None, show=show)
+    fig.axes[0].set_ylabel(f"training loss [{ds['loss'].attrs.get('units', 'squared state units')}]")
+    fig.savefig(paths["training"], dpi=110, bbox_inches="tight")
     plot.plot_error_vs_evaluations(ds, paths["error_vs_evaluations"], show=show)
     plot_vpt(ds, paths["vpt"], show=show)
     if best_diagnostics is not None:

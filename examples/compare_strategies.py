@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         test_steps, lbfgs = 300, 3
     else:
         n_traj, n_steps, width, epochs = args.train_traj, args.train_steps, args.width, args.epochs
-        evaluate = {"n_starts": args.starts, "horizon": 10.0, "long_steps": 10000, "lyapunov_steps": 1000,
+        evaluate = {"n_starts": args.starts, "horizon": 10.0, "long_steps": 10000, "lyapunov_steps": 4000,
                     "lyapunov_starts": 2}
         test_steps, lbfgs = 1500, 20
     out = Path(args.out)
