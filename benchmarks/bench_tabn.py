@@ -52,6 +52,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="few repetitions (CI)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default=None, help="also write the table as markdown to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -68,13 +69,23 @@ def main(argv=None) -> list[dict]:
          torch.randn(64, 16, 8, 8)),
     ]
     rows = []
-    print(f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}")
+    header = (f"device {device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
+              f"median of {repeats} rounds of {inner} interleaved forward+backward calls (train mode)")
+    print(header)
     print(f"{'field':34s} {'TA-BN ms':>9s} {'BN ms':>9s} {'ratio':>6s}")
     for name, make, x in cases:
         res = time_pair(make, x, repeats=repeats, inner=inner, device=device)
         res["field"] = name
         rows.append(res)
         print(f"{name:34s} {1e3 * res['tabn']:9.3f} {1e3 * res['bn']:9.3f} {res['ratio']:6.2f}")
+    if args.out:
+        lines = ["# TA-BN overhead against plain BatchNorm", "",
+                 "Made by `python benchmarks/bench_tabn.py --out " + args.out + "`; " + header + ".", "",
+                 "| field | TA-BN ms | BatchNorm ms | ratio |", "|---|---:|---:|---:|"]
+        lines += [f"| {r['field']} | {1e3 * r['tabn']:.3f} | {1e3 * r['bn']:.3f} | {r['ratio']:.2f} |"
+                  for r in rows]
+        with open(args.out, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
     return rows
 
 

@@ -16,12 +16,14 @@ TA-BN), trained in the same way and tested in eval mode:
 Training uses fixed-step rk4 (default one step on [0, 1]: times 0, 0.5, 1) and
 TA-BN with a grid on exactly those times (num_points = 2 / step + 1; the paper
 advises M close to the solver's number of evaluations). Lorenz96 training
-batches are augmented by random rotations of the ring (the system's symmetry). Each model is tested with the training
-solver and, to expose time-dependence, with dopri5 (rtol=atol=1e-3), which
-visits other times.
+batches are augmented by random rotations of the ring (the system's symmetry).
+Each model is tested in eval mode with rk4 (the default training solver) and,
+to expose time-dependence, with dopri5 (rtol=atol=1e-3), which visits other
+times. ``--train-solver dopri5`` trains with dopri5 instead (as the paper).
 
     python examples/tabn_depth.py                  # full mode, writes docs/results/tabn_depth.md
     python examples/tabn_depth.py --quick          # CI mode (seconds)
+    python examples/tabn_depth.py --train-solver dopri5 --depths 4 8 --out docs/results/tabn_depth_dopri5.md
     python examples/tabn_depth.py --cifar ~/data/cifar-10-batches-py --device cuda
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ import argparse
 import math
 import pickle
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -48,15 +51,27 @@ TEST_SOLVERS = {
 NUM_POINTS = 5  # TA-BN grid on the rk4 evaluation times (multiples of step / 2)
 
 
-def set_train_step(step: float) -> None:
-    """Use rk4 with ``step`` for training and the rk4 test column; the TA-BN grid follows its times."""
+def set_train_solver(solver: str, step: float, num_points: int | None) -> str:
+    """Configure training: rk4 with ``step`` (grid on its times) or dopri5 (rtol=atol=1e-3).
+
+    rk4 visits the multiples of step / 2, so the TA-BN grid gets 2 / step + 1
+    points unless ``num_points`` is given; dopri5 uses ``num_points`` (default 11).
+    Returns a description for the report.
+    """
     global NUM_POINTS
+    if solver == "dopri5":
+        TRAIN_SOLVER.clear()
+        TRAIN_SOLVER.update(TEST_SOLVERS["dopri5"])
+        NUM_POINTS = num_points or 11
+        return "dopri5 (rtol=atol=1e-3)"
     n = round(1.0 / step)
     if n < 1 or abs(n * step - 1.0) > 1e-12:
         raise ValueError(f"--train-step must divide 1 (e.g. 1, 0.5, 0.25), got {step}")
-    TRAIN_SOLVER["options"] = {"step_size": step}
+    TRAIN_SOLVER.clear()
+    TRAIN_SOLVER.update({"method": "rk4", "options": {"step_size": step}})
     TEST_SOLVERS["rk4"]["options"] = {"step_size": step}
-    NUM_POINTS = 2 * n + 1
+    NUM_POINTS = num_points or 2 * n + 1
+    return f"rk4 step {step}"
 
 
 PENALTY = 1e-4  # weight of TA-BN's L2 penalty on its grid parameters
@@ -210,7 +225,7 @@ def run_images(depth: int, norm: str, data, args, device, *, image: bool) -> dic
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
     model.train()
-    steps = args.steps if not image else args.cifar_epochs * (len(xtr) // args.batch)
+    steps = args.image_steps if not image else args.cifar_epochs * (len(xtr) // args.batch)
     for idx in _batches(len(xtr), args.batch, steps, gen):
         x, y = xtr[idx].to(device), ytr[idx].to(device)
         loss = torch.nn.functional.cross_entropy(model(x), y) + _penalty(model)
@@ -253,12 +268,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--depths", type=int, nargs="+", default=[4, 8, 12, 18])
     parser.add_argument("--norms", nargs="+", default=list(NORM_KINDS), choices=list(NORM_KINDS))
     parser.add_argument("--steps", type=int, default=300, help="optimiser steps per model")
+    parser.add_argument("--image-steps", type=int, default=150, help="optimiser steps per digits model")
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--eval-batch", type=int, default=256)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-solver", default="rk4", choices=["rk4", "dopri5"])
     parser.add_argument("--train-step", type=float, default=1.0, help="rk4 step on [0, 1] for training")
+    parser.add_argument("--num-points", type=int, default=None, help="TA-BN grid size (default: "
+                        "the rk4 evaluation times, or 11 with dopri5)")
     parser.add_argument("--tasks", nargs="+", default=["dynamics", "digits"], choices=["dynamics", "digits"])
     parser.add_argument("--cifar", metavar="DIR", help="CIFAR-10 python batches folder (replaces digits)")
     parser.add_argument("--cifar-epochs", type=int, default=4)
@@ -271,10 +290,11 @@ def main(argv=None) -> dict:
     if args.quick:
         args.depths = args.depths if argv and "--depths" in argv else [2, 4]
         args.steps = min(args.steps, 6)
+        args.image_steps = min(args.image_steps, 6)
         args.width = min(args.width, 16)
         args.cifar_epochs = 1
     out_path = args.out if args.out is not None else (None if args.quick else "docs/results/tabn_depth.md")
-    set_train_step(args.train_step)
+    train_desc = set_train_solver(args.train_solver, args.train_step, args.num_points)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     tables, results = [], {}
@@ -312,11 +332,13 @@ def main(argv=None) -> dict:
             name = "CIFAR-10" if task == "cifar" else "digits (8x8, scikit-learn)"
             tables.append(_table(f"{name}: test accuracy (higher is better)", res, args.depths,
                                  args.norms, "{:.3f}",
-                                 f"{len(data[0][0])} training / {len(data[1][0])} test images."))
+                                 f"{len(data[0][0])} training / {len(data[1][0])} test images; "
+                                 + (f"{args.cifar_epochs} epochs." if task == "cifar"
+                                    else f"{args.image_steps} Adam steps.")))
     elapsed = time.perf_counter() - start
     settings = (
         f"Settings: depths {args.depths}, width {args.width}, batch {args.batch}, Adam lr {args.lr}, "
-        f"{args.steps} steps per model, seed {args.seed}, train solver rk4 step {args.train_step}, TA-BN grid "
+        f"{args.steps} (dynamics) / {args.image_steps} (digits) steps per model, seed {args.seed}, train solver {train_desc}, TA-BN grid "
         f"num_points={NUM_POINTS} on [0, 1], TA-BN penalty {PENALTY}; eval mode, test batches of "
         f"{args.eval_batch}. Device {device}, {torch.get_num_threads()} thread(s), torch "
         f"{torch.__version__}, {platform.machine()}; total {elapsed:.0f} s."
@@ -326,10 +348,11 @@ def main(argv=None) -> dict:
     if out_path:
         path = Path(out_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = "python examples/tabn_depth.py" + (" " + " ".join(argv) if argv else "")
+        flags = sys.argv[1:] if argv is None else list(argv)
+        cmd = " ".join(["python examples/tabn_depth.py"] + flags)
         path.write_text(
             "# TA-BN depth experiments\n\n"
-            f"Made by `{cmd}` (examples/tabn_depth.py). Entries: rk4 (the training solver) / "
+            f"Made by `{cmd}` (examples/tabn_depth.py). Entries: test with rk4 / "
             "dopri5 (rtol=atol=1e-3, other times) at test.\n\n" + report
         )
         print(f"wrote {path}")
