@@ -1,4 +1,5 @@
 """Neural network pieces for vector fields: TA-BN and the comparison norms, deep fields, the classifier."""
+from .classifier import UnmixedClassifier
 from .fields import ACTIVATIONS, ConvField, MLPField, ResidualMLPField, make_activation
 from .norm import (
     NORM_KINDS,
@@ -16,6 +17,7 @@ from .norm import (
 )
 
 __all__ = [
+    "UnmixedClassifier",
     "ACTIVATIONS",
     "ConvField",
     "MLPField",
