@@ -61,7 +61,8 @@ def paper_field():
     return MLPField(3, width=50, depth=2, activation="relu", dtype=torch.float64)
 
 
-def train_all(train: np.ndarray, out: Path, strategies, seeds, epochs: int, quick: bool, *, eval_only=False):
+def train_all(train: np.ndarray, out: Path, strategies, seeds, epochs: int, quick: bool, *, eval_only=False,
+              max_horizon: int = 8):
     """Train (or load) every (strategy, seed); returns {(strategy, seed): (Surrogate, history)}.
 
     With eval_only, only the models already in out/models are loaded.
@@ -86,7 +87,7 @@ def train_all(train: np.ndarray, out: Path, strategies, seeds, epochs: int, quic
                 print(f"{tag}: no trained model in {models}, left out", flush=True)
                 continue
             torch.manual_seed(seed)
-            options = {"max_horizon": 4 if quick else 8} if strategy == "curriculum" else None
+            options = {"max_horizon": min(4, max_horizon) if quick else max_horizon} if strategy == "curriculum" else None
             t0 = time.perf_counter()
             sur, hist = fit(train, field=paper_field(), strategy=strategy, strategy_options=options,
                             optimizer="lbfgs", epochs=epochs, seed=seed, dt=DT, standardize=False,
@@ -241,22 +242,27 @@ def figures(hist, gen, examples, datasets, out: Path) -> list[Path]:
 
 
 def summary(hist, gen) -> str:
-    lines = ["strategy | acc. epoch 0 | acc. last | min acc. | substeps epoch 0 | last | max substeps | "
-             "gen. err. dataset1 (median) | dataset2 (median) | spread 1e-10 (median) | diverged | VPT median | VPT mean",
-             "---|---|---|---|---|---|---|---|---|---|---|---|---"]
+    lines = ["strategy | seeds | acc. epoch 0 | acc. last | min acc. | first epoch >= 95% | substeps epoch 0 | last | "
+             "max substeps | gen. err. dataset1 (median) | dataset2 (median) | spread 1e-10 (median) | diverged | "
+             "VPT median | VPT mean",
+             "---|---|---|---|---|---|---|---|---|---|---|---|---|---|---"]
     for s in hist.strategy.values:
         h, g = hist.sel(strategy=s), gen.sel(strategy=s)
+        if not np.isfinite(h.loss.values).any():
+            continue
         acc = h.accepted_fraction.values
         last = [a[np.isfinite(a)][-1] for a in acc if np.isfinite(a).any()]
         sub = h.mean_substeps.values
         sub_last = [a[np.isfinite(a)][-1] for a in sub if np.isfinite(a).any()]
+        ok = [a for a in acc if np.isfinite(a).any()]
+        first95 = [int(np.argmax(a >= 0.95)) if (a >= 0.95).any() else -1 for a in ok]
         lines.append(
-            f"{s} | {np.nanmedian(acc[:, 0]):.3f} | {np.median(last):.3f} | {np.nanmin(acc):.3f} | "
+            f"{s} | {len(ok)} | {np.nanmedian(acc[:, 0]):.3f} | {np.median(last):.3f} | {np.nanmin(acc):.3f} | {first95} | "
             f"{np.nanmedian(sub[:, 0]):.1f} | {np.median(sub_last):.1f} | {int(np.nanmax(h.max_substeps))} | "
             f"{np.nanmedian(g.generation_error.sel(dataset='dataset1')):.1f} | "
             f"{np.nanmedian(g.generation_error.sel(dataset='dataset2')):.1f} | "
             f"{np.nanmedian(g.generation_error_spread):.1f} | {int(g.diverged.sum())}/"
-            f"{int(np.isfinite(g.generation_error).sum())} | "
+            f"{len(ok) * g.sizes['dataset']} | "
             f"{np.nanmedian(g.vpt):.2f} | {np.nanmean(g.vpt):.2f}")
     const = ", ".join(f"{d}: {float(v):.1f}" for d, v in zip(gen.dataset.values, gen.constant_mean_error.values))
     lines.append(f"\nconstant prediction at the training mean: {const}")
@@ -271,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..n-1)")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated strategy names")
+    p.add_argument("--max-horizon", type=int, default=8, help="longest rollout of the curriculum strategy")
     p.add_argument("--seed-list", default=None, help="comma-separated seeds (overrides --seeds), to split runs")
     p.add_argument("--eval-only", action="store_true", help="evaluate the models already trained in --out")
     p.add_argument("--train-only", action="store_true", help="train and save the models, skip the evaluation")
@@ -289,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     train, test, source = load_data(Path(args.data), args.quick)
     print(f"data: {source}; train {train.shape}, test {test.shape}", flush=True)
 
-    runs = train_all(train, out, strategies, seeds, epochs, args.quick, eval_only=args.eval_only)
+    runs = train_all(train, out, strategies, seeds, epochs, args.quick, eval_only=args.eval_only,
+                     max_horizon=args.max_horizon)
     if not runs:
         raise SystemExit(f"no trained model for {strategies} in {out / 'models'}")
     if args.train_only:
@@ -299,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                        "eps": 0.1, "safety": 0.9, "field": "MLP 3-50-50-3 ReLU float64"})
     hist.to_netcdf(out / "history.nc")
     datasets = {"dataset1": train, "dataset2": test}
-    gen, examples = evaluate(runs, datasets, strategies, seeds, n_perturb=2 if args.quick else 8,
+    gen, examples = evaluate(runs, datasets, strategies, seeds, n_perturb=2 if args.quick else 5,
                              vpt_every=100 if args.quick else 50, vpt_len=150 if args.quick else 2000)
     gen.attrs["data"] = source
     gen.to_netcdf(out / "generation.nc")
