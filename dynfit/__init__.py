@@ -12,7 +12,17 @@ One public entry point per job:
 __version__ = "0.1.0"
 
 from .solvers import MixedNorm, PaperRule, Solution, SolverError, Stats, Status, odesolve
-from .nn import ConvField, MLPField, ResidualMLPField, TABatchNorm1d, TABatchNorm2d, make_norm
+from .nn import (
+    ConvField,
+    MLPField,
+    ResidualMLPField,
+    TABatchNorm1d,
+    TABatchNorm2d,
+    UnmixedClassifier,
+    frozen_statistics,
+    make_norm,
+    norm_penalty,
+)
 from .diagnostics import (
     evaluate,
     load_diagnostics,
@@ -28,6 +38,7 @@ __all__ = [
     "__version__",
     "odesolve", "MixedNorm", "PaperRule", "Solution", "SolverError", "Stats", "Status",
     "MLPField", "ResidualMLPField", "ConvField", "TABatchNorm1d", "TABatchNorm2d", "make_norm",
+    "frozen_statistics", "norm_penalty", "UnmixedClassifier",
     "evaluate", "load_diagnostics", "summarize",
     "lyapunov_spectrum", "valid_prediction_time", "valid_groundtruth_time",
     "fit", "Surrogate",
