@@ -495,7 +495,7 @@ def plot_vpt(ds: xr.Dataset, path=None, *, show=None):
         g = ds["valid_groundtruth_time"].sel(threshold=h).values
         if np.isfinite(g).any():
             gm = float(np.nanmedian(g))
-            capped = gm >= horizon * (1 - 1e-9)
+            capped = gm >= 0.99 * horizon  # never exceeded within the rollouts
             ax.axvline(gm, color="0.4", linestyle="--", lw=1, label="median valid ground-truth time" +
                        (" (>= rollout horizon)" if capped else ""))
             ax.legend(loc="lower right", fontsize="small")
