@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..n-1)")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated strategy names")
-    p.add_argument("--max-horizon", type=int, default=8, help="longest rollout of the curriculum strategy")
+    p.add_argument("--max-horizon", type=int, default=32, help="longest rollout of the curriculum strategy")
     p.add_argument("--seed-list", default=None, help="comma-separated seeds (overrides --seeds), to split runs")
     p.add_argument("--eval-only", action="store_true", help="evaluate the models already trained in --out")
     p.add_argument("--train-only", action="store_true", help="train and save the models, skip the evaluation")
