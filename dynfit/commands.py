@@ -235,7 +235,7 @@ def _open_netcdf(path):
     try:
         return xr.load_dataset(path)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {err}); pass a file "
+        raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {str(err).splitlines()[0][:120]}); pass a file "
                          "written by dynfit evaluate, dynfit compare or dynfit train") from None
 
 

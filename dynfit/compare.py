@@ -563,6 +563,6 @@ def load_compare(path) -> xr.Dataset:
     try:
         ds = xr.load_dataset(path)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {err})") from None
+        raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
     _check_compare(ds)
     return ds
