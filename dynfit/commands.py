@@ -235,7 +235,8 @@ def _open_netcdf(path):
     try:
         return xr.load_dataset(path)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {str(err).splitlines()[0][:120]}); pass a file "
+        first = (str(err).splitlines() or [""])[0][:120]
+        raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {first}); pass a file "
                          "written by dynfit evaluate, dynfit compare or dynfit train") from None
 
 

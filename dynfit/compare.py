@@ -563,6 +563,7 @@ def load_compare(path) -> xr.Dataset:
     try:
         ds = xr.load_dataset(path)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+        first = (str(err).splitlines() or [""])[0][:120]
+        raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {first})") from None
     _check_compare(ds)
     return ds
