@@ -9,9 +9,10 @@ The five strategies (same data, field, optimizer, epochs and seeds):
 - curriculum (ours): Fehlberg training with a solver-driven horizon schedule.
 
 Each surrogate is judged on held-out trajectories by dynfit.diagnostics.evaluate.
-Writes --out/train.nc and test.nc (the data, reused on a rerun), compare.nc, table.md, table.csv, best_diagnostics.nc and figures.
+Writes --out/train.nc and test.nc (the data, reused on a rerun so checkpoints resume),
+compare.nc, table.md, table.csv, best_diagnostics.nc and figures.
 
-    python examples/compare_strategies.py --out docs/results/compare_lorenz63
+    python examples/compare_strategies.py --out docs/results/compare_lorenz63 --train-traj 3 --epochs 30 --seeds 0,1
     python examples/compare_strategies.py --quick --out /tmp/compare   # seconds, for CI
 """
 from __future__ import annotations
