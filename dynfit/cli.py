@@ -1,7 +1,8 @@
 """Command line: ``dynfit demo | train``.
 
-- ``dynfit demo --out DIR``: simulate Lorenz'63, train a surrogate with
-  Fehlberg training, free-run it from held-out starts and write the model,
+- ``dynfit demo --out DIR``: simulate Lorenz'63 (``systems.demo``: netCDF,
+  attractor figure, Lyapunov spectrum), train a surrogate with Fehlberg
+  training, free-run it from held-out starts and write the model,
   ``diagnostics.nc`` (valid prediction time per start) and PNG figures.
 - ``dynfit train CONFIG.toml``: train as a TOML file says (see dynfit.config).
 """
@@ -35,6 +36,10 @@ def demo(out: Path, *, quick: bool = False, epochs: int | None = None, strategy:
     n_test, horizon = (4, 200) if quick else (50, 1500)
     epochs = epochs if epochs is not None else (2 if quick else 40)
     t0 = time.perf_counter()
+    if not quick:  # the systems side: trajectories as netCDF, the attractor, the true Lyapunov spectrum
+        from systems.demo import run_demo
+
+        run_demo(out)
     train = systems.simulate("lorenz63", n_traj=n_train, n_steps=n_steps, dt=0.01, seed=1, transient=5.0)
     test = systems.simulate("lorenz63", n_traj=n_test, n_steps=horizon, dt=0.01, seed=2, transient=5.0)
     print(f"simulated {n_train} training and {n_test} held-out trajectories of Lorenz'63", flush=True)
