@@ -6,7 +6,8 @@ One public entry point per job:
   (importing dynfit also registers ``rkf45`` and ``rkf23`` with torchdiffeq);
 - :func:`fit` - train a surrogate, returning it and a per-epoch history Dataset;
 - :class:`Surrogate` - a trained model: generate, save, load;
-- :func:`lyapunov_spectrum`, :func:`valid_prediction_time` - diagnostics;
+- :func:`evaluate`, :func:`lyapunov_spectrum`, :func:`valid_prediction_time` - diagnostics;
+- :func:`compare` - several training strategies on the same data and seeds, one Dataset;
 - :class:`TABatchNorm1d` and friends - temporal adaptive batch normalization.
 """
 __version__ = "0.1.0"
@@ -33,6 +34,7 @@ from .diagnostics import (
 )
 from .train import fit
 from .surrogate import Surrogate
+from .compare import compare, load_compare
 
 __all__ = [
     "__version__",
@@ -41,5 +43,5 @@ __all__ = [
     "frozen_statistics", "norm_penalty", "UnmixedClassifier",
     "evaluate", "load_diagnostics", "summarize",
     "lyapunov_spectrum", "valid_prediction_time", "valid_groundtruth_time",
-    "fit", "Surrogate",
+    "fit", "Surrogate", "compare", "load_compare",
 ]
