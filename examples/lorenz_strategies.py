@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--starts", type=int, default=50, help="held-out initial conditions")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-horizon", type=int, default=8, help="longest rollout of the curriculum strategy")
     args = p.parse_args(argv)
 
     import torch
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     evals, wall = np.zeros(len(strategies), np.int64), np.zeros(len(strategies))
     for i, name in enumerate(strategies):
         options = {"method": "rk4", "step_size": 0.5} if name == "torchdiffeq" else None
+        if name == "curriculum":
+            options = {"max_horizon": args.max_horizon}
         t0 = time.perf_counter()
         sur, hist = fit(train, field={"kind": "mlp", "width": width, "depth": 2, "activation": "silu"},
                         strategy=name, strategy_options=options, epochs=epochs, seed=args.seed,
