@@ -62,7 +62,7 @@ def paper_field():
 
 
 def train_all(train: np.ndarray, out: Path, strategies, seeds, epochs: int, quick: bool, *, eval_only=False,
-              max_horizon: int = 8):
+              max_horizon: int = 8, accept_threshold: float = 0.9):
     """Train (or load) every (strategy, seed); returns {(strategy, seed): (Surrogate, history)}.
 
     With eval_only, only the models already in out/models are loaded.
@@ -87,7 +87,10 @@ def train_all(train: np.ndarray, out: Path, strategies, seeds, epochs: int, quic
                 print(f"{tag}: no trained model in {models}, left out", flush=True)
                 continue
             torch.manual_seed(seed)
-            options = {"max_horizon": min(4, max_horizon) if quick else max_horizon} if strategy == "curriculum" else None
+            options = None
+            if strategy == "curriculum":
+                options = {"max_horizon": min(4, max_horizon) if quick else max_horizon,
+                           "accept_threshold": accept_threshold}
             t0 = time.perf_counter()
             sur, hist = fit(train, field=paper_field(), strategy=strategy, strategy_options=options,
                             optimizer="lbfgs", epochs=epochs, seed=seed, dt=DT, standardize=False,
@@ -278,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated strategy names")
     p.add_argument("--max-horizon", type=int, default=32, help="longest rollout of the curriculum strategy")
+    p.add_argument("--accept-threshold", type=float, default=0.9,
+                   help="accepted fraction at which the curriculum lengthens its rollouts")
     p.add_argument("--seed-list", default=None, help="comma-separated seeds (overrides --seeds), to split runs")
     p.add_argument("--eval-only", action="store_true", help="evaluate the models already trained in --out")
     p.add_argument("--train-only", action="store_true", help="train and save the models, skip the evaluation")
@@ -297,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {source}; train {train.shape}, test {test.shape}", flush=True)
 
     runs = train_all(train, out, strategies, seeds, epochs, args.quick, eval_only=args.eval_only,
-                     max_horizon=args.max_horizon)
+                     max_horizon=args.max_horizon, accept_threshold=args.accept_threshold)
     if not runs:
         raise SystemExit(f"no trained model for {strategies} in {out / 'models'}")
     if args.train_only:
