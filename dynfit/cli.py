@@ -1,4 +1,4 @@
-"""Command line: ``dynfit demo | train``.
+"""Command line: ``dynfit demo | train | evaluate | compare | plot``.
 
 - ``dynfit demo --out DIR``: simulate Lorenz'63 (``systems.demo``: netCDF,
   attractor figure, Lyapunov spectrum), train a surrogate with our
@@ -6,6 +6,8 @@
   steps as the solver accepts; ``--strategy fehlberg`` for the paper's), free-run it from held-out starts and write the model,
   ``diagnostics.nc`` (valid prediction time per start) and PNG figures.
 - ``dynfit train CONFIG.toml``: train as a TOML file says (see dynfit.config).
+- ``dynfit evaluate | compare | plot``: diagnostics, strategy comparisons and
+  figures of saved files (see dynfit.commands).
 """
 from __future__ import annotations
 
@@ -170,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_p.add_argument("--out", default=None, help="output folder (default: [output] dir)")
     train_p.add_argument("--no-progress", action="store_true", help="no progress bar")
     train_p.set_defaults(func=_train_cmd)
+    from .commands import add_commands
+
+    add_commands(sub)
     return parser
 
 

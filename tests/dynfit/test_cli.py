@@ -49,3 +49,14 @@ def test_unknown_key_names_it_and_close_matches(tmp_path, capsys):
     bad.write_text("[data\n")
     with pytest.raises(ValueError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_main_parser_has_evaluate_compare_plot(tmp_path, capsys):
+    from dynfit.cli import build_parser, main
+
+    choices = build_parser()._subparsers._group_actions[0].choices
+    assert {"demo", "train", "evaluate", "compare", "plot"} <= set(choices)
+    bad = tmp_path / "not_netcdf.txt"
+    bad.write_text("hello")
+    assert main(["plot", str(bad), "--out", str(tmp_path / "figs")]) == 2
+    assert "not a readable netCDF file" in capsys.readouterr().err
