@@ -133,19 +133,9 @@ def validate_compare_config(raw: dict) -> dict:
 
 def load_compare_config(path) -> dict:
     """Read and validate a compare TOML file."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    with open(path, "rb") as fh:
-        try:
-            raw = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{path} is not valid TOML: {err}") from None
-    return validate_compare_config(raw)
+    from .config import read_toml
+
+    return validate_compare_config(read_toml(path))
 
 
 def _value(text: str):

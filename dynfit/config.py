@@ -65,21 +65,25 @@ def validate(raw: dict) -> dict:
     return cfg
 
 
-def load_config(path) -> dict:
-    """Read and validate a TOML file."""
+def read_toml(path) -> dict:
+    """The raw contents of a TOML file; clear errors for a missing or invalid file."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     with open(path, "rb") as fh:
         try:
-            raw = tomllib.load(fh)
+            return tomllib.load(fh)
         except tomllib.TOMLDecodeError as err:
             raise ValueError(f"{path} is not valid TOML: {err}") from None
-    return validate(raw)
+
+
+def load_config(path) -> dict:
+    """Read and validate a training TOML file."""
+    return validate(read_toml(path))
 
 
 def load_data(cfg: dict):

@@ -17,6 +17,7 @@ rollout (no targets). Choose one by name (:func:`get`) or pass an object.
 """
 from __future__ import annotations
 
+import abc
 import difflib
 import math
 from dataclasses import dataclass
@@ -58,13 +59,14 @@ class Stats:
         }
 
 
-class Strategy:
+class Strategy(abc.ABC):
     """Interface: ``rollout`` for training, ``generate`` for inference, ``horizon`` per epoch."""
 
     name = "strategy"
 
+    @abc.abstractmethod
     def rollout(self, field, x0: torch.Tensor, horizon: int, targets: torch.Tensor | None = None):
-        raise NotImplementedError  # pragma: no cover - interface
+        """Roll x0 (B, D) forward ``horizon`` intervals: (ys (horizon, B, D), Stats)."""
 
     def generate(self, field, x0: torch.Tensor, n_steps: int):
         """Inference rollout of n_steps intervals: (ys (n_steps, B, D), Stats)."""
