@@ -196,14 +196,17 @@ def figures(hist, gen, examples, datasets, out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for s in hist.strategy.values:
         h = hist.sel(strategy=s)
-        for ax, var, label in zip(axes, ("loss", "accepted_fraction", "mean_substeps"),
-                                  ("training loss", "accepted fraction", "substeps (rejected examples)")):
+        for ax, var, label, ylabel in zip(
+                axes, ("loss", "accepted_fraction", "mean_substeps"),
+                ("training loss", "accepted fraction", "substeps (rejected examples)"),
+                ("SSE / (T-1) [state units^2]", "accepted [fraction of examples]", "substeps [count]")):
             y = h[var].values
             med = np.nanmedian(y, axis=0)
             (line,) = ax.plot(hist.epoch, med, label=s)
             ax.fill_between(hist.epoch, np.nanmin(y, axis=0), np.nanmax(y, axis=0), color=line.get_color(),
                             alpha=0.2)
             ax.set_title(label)
+            ax.set_ylabel(ylabel)
             ax.set_xlabel("epoch")
     axes[0].set_yscale("log")
     axes[1].legend()
@@ -223,9 +226,9 @@ def figures(hist, gen, examples, datasets, out: Path) -> list[Path]:
         ax.plot(t, truth[:n, 0], "k", lw=1, label="truth (dataset2)")
         if (s, "dataset2") in examples:
             ax.plot(t, np.clip(examples[s, "dataset2"][:n, 0], -30, 30), lw=1, label=f"{s} (first seed)")
-        ax.set_ylabel("x")
+        ax.set_ylabel("x [state units]")
         ax.legend(loc="upper right", fontsize=8)
-    axes[-1].set_xlabel("time")
+    axes[-1].set_xlabel("time [time units]")
     fig.suptitle("Free run from the first test point against the true trajectory")
     fig.tight_layout()
     paths.append(out / "generation.png")
