@@ -67,6 +67,22 @@ def _time_column(t, x: torch.Tensor, shape) -> torch.Tensor:
 
 
 class _Field(nn.Module):
+    def _setup(self, dim_name: str, dim, width, depth, activation, time_dependent, norm, dtype) -> torch.dtype:
+        """Validate and store the settings every field shares; returns the checked dtype."""
+        self.dim = _check_int(dim_name, dim, 1)
+        self.width = _check_int("width", width, 1)
+        self.depth = _check_int("depth", depth, 1)
+        self.time_dependent = bool(time_dependent)
+        self.act = make_activation(activation)
+        self.norm_kind = "none" if norm is None else norm
+        return _check_dtype(dtype)
+
+    def _with_time(self, t, x: torch.Tensor) -> torch.Tensor:
+        """x with t appended as one more input feature/channel when the field is time-dependent."""
+        if not self.time_dependent:
+            return x
+        return torch.cat([x, _time_column(t, x, (x.shape[0], 1) + tuple(x.shape[2:]))], dim=1)
+
     def penalty(self) -> torch.Tensor:
         """L2 penalty of the TA-BN grid parameters inside this field (0 if none)."""
         return norm_penalty(self)
@@ -103,13 +119,7 @@ class MLPField(_Field):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        self.dim = _check_int("dim", dim, 1)
-        self.width = _check_int("width", width, 1)
-        self.depth = _check_int("depth", depth, 1)
-        dtype = _check_dtype(dtype)
-        self.time_dependent = bool(time_dependent)
-        self.act = make_activation(activation)
-        self.norm_kind = "none" if norm is None else norm
+        dtype = self._setup("dim", dim, width, depth, activation, time_dependent, norm, dtype)
         n_in = self.dim + int(self.time_dependent)
         sizes = [n_in] + [self.width] * self.depth
         self.linears = nn.ModuleList(nn.Linear(a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:]))
@@ -122,9 +132,7 @@ class MLPField(_Field):
     def forward(self, t, x: torch.Tensor) -> torch.Tensor:
         """dx/dt at time t; x (B, dim) -> (B, dim)."""
         self._check_input(x, 2, "(batch, dim)")
-        h = x
-        if self.time_dependent:
-            h = torch.cat([x, _time_column(t, x, (x.shape[0], 1))], dim=1)
+        h = self._with_time(t, x)
         for linear, norm in zip(self.linears, self.norms):
             h = self.act(norm(t, linear(h)))
         return self.out(h)
@@ -151,13 +159,7 @@ class ResidualMLPField(_Field):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        self.dim = _check_int("dim", dim, 1)
-        self.width = _check_int("width", width, 1)
-        self.depth = _check_int("depth", depth, 1)
-        dtype = _check_dtype(dtype)
-        self.time_dependent = bool(time_dependent)
-        self.act = make_activation(activation)
-        self.norm_kind = "none" if norm is None else norm
+        dtype = self._setup("dim", dim, width, depth, activation, time_dependent, norm, dtype)
 
         def mk():
             return make_norm(norm, self.width, num_points=num_points, t_max=t_max, dtype=dtype)
@@ -172,9 +174,7 @@ class ResidualMLPField(_Field):
     def forward(self, t, x: torch.Tensor) -> torch.Tensor:
         """dx/dt at time t; x (B, dim) -> (B, dim)."""
         self._check_input(x, 2, "(batch, dim)")
-        h = x
-        if self.time_dependent:
-            h = torch.cat([x, _time_column(t, x, (x.shape[0], 1))], dim=1)
+        h = self._with_time(t, x)
         h = self.act(self.inp_norm(t, self.inp(h)))
         for w1, norm, w2 in zip(self.first, self.norms, self.second):
             h = h + w2(self.act(norm(t, w1(h))))
@@ -204,17 +204,11 @@ class ConvField(_Field):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        self.dim = _check_int("channels", channels, 1)
+        dtype = self._setup("channels", channels, width, depth, activation, time_dependent, norm, dtype)
         self.channels = self.dim
-        self.width = _check_int("width", width, 1)
-        self.depth = _check_int("depth", depth, 1)
         kernel_size = _check_int("kernel_size", kernel_size, 1)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (to keep H and W), got {kernel_size}")
-        dtype = _check_dtype(dtype)
-        self.time_dependent = bool(time_dependent)
-        self.act = make_activation(activation)
-        self.norm_kind = "none" if norm is None else norm
         pad = kernel_size // 2
         sizes = [self.dim + int(self.time_dependent)] + [self.width] * self.depth
         self.convs = nn.ModuleList(
@@ -229,10 +223,7 @@ class ConvField(_Field):
     def forward(self, t, x: torch.Tensor) -> torch.Tensor:
         """dx/dt at time t; x (B, C, H, W) -> (B, C, H, W)."""
         self._check_input(x, 4, "(batch, channels, height, width)")
-        h = x
-        if self.time_dependent:
-            b, _, hh, ww = x.shape
-            h = torch.cat([x, _time_column(t, x, (b, 1, hh, ww))], dim=1)
+        h = self._with_time(t, x)
         for conv, norm in zip(self.convs, self.norms):
             h = self.act(norm(t, conv(h)))
         return self.out(h)

@@ -394,11 +394,6 @@ class _PopBatchNorm(_StatsNorm):
                                 True, self.momentum, self.eps)
         return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
-    def penalty(self) -> torch.Tensor:
-        if not self.affine:
-            return self.running_mean.new_zeros(())
-        return (self.weight - 1.0).pow(2).sum() + self.bias.pow(2).sum()
-
     def extra_repr(self) -> str:
         return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}, affine={self.affine}"
 
@@ -438,11 +433,6 @@ class _MiniBatchNorm(nn.Module):
         _check_batch(self, x)
         return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
-    def penalty(self) -> torch.Tensor:
-        if not self.affine:
-            return torch.zeros(())
-        return (self.weight - 1.0).pow(2).sum() + self.bias.pow(2).sum()
-
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
 
@@ -464,9 +454,6 @@ class NoNorm(nn.Module):
 
     def forward(self, t, x: torch.Tensor) -> torch.Tensor:
         return x
-
-    def penalty(self) -> torch.Tensor:
-        return torch.zeros(())
 
 
 def make_norm(
