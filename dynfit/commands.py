@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import difflib
 import json
 import shlex
 import sys
 from pathlib import Path
+
+from .config import _unknown, read_toml
 
 __all__ = ["add_commands", "COMPARE_DEFAULTS", "load_compare_config", "parse_strategy_flag", "plot_file"]
 
@@ -97,12 +98,6 @@ def _floats(text: str, flag: str) -> list[float]:
 
 
 # ------------------------------------------------------------------ compare
-def _unknown(kind, name, known) -> ValueError:
-    close = difflib.get_close_matches(str(name), list(known), n=3)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return ValueError(f"unknown {kind} {name!r}{hint} (known: {sorted(known)})")
-
-
 def validate_compare_config(raw: dict) -> dict:
     """Defaults filled in; unknown sections and keys raise ValueError naming close matches."""
     if not isinstance(raw, dict):
@@ -133,8 +128,6 @@ def validate_compare_config(raw: dict) -> dict:
 
 def load_compare_config(path) -> dict:
     """Read and validate a compare TOML file."""
-    from .config import read_toml
-
     return validate_compare_config(read_toml(path))
 
 

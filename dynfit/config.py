@@ -37,7 +37,8 @@ OPEN_SECTIONS = ("strategy",)
 
 
 def _unknown(kind: str, name: str, known) -> ValueError:
-    close = difflib.get_close_matches(name, list(known), n=3)
+    """A ValueError naming an unknown config name, its close matches and the known ones."""
+    close = difflib.get_close_matches(str(name), list(known), n=3)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return ValueError(f"unknown {kind} {name!r}{hint} (known: {sorted(known)})")
 
