@@ -24,6 +24,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .solvers import PaperRule
+from .solvers.stepper import rk_step
+from .solvers.tableau import torch_tableau
+
 __all__ = ["Stats", "Strategy", "PaperStrategy", "TorchdiffeqStrategy", "CurriculumStrategy", "get", "names"]
 
 
@@ -92,72 +96,48 @@ class Strategy(abc.ABC):
 
 
 def _rk3_steps(field, x: torch.Tensor, n: int):
-    """n uniform steps of the kept order-3 Fehlberg formula over one unit; returns (x, A1 of last step)."""
+    """n uniform Fehlberg 3(2) steps over one unit; returns (x (B, D), err (B, D) = A2 - A1 of the last step)."""
+    tab = torch_tableau("rkf23")
     h = 1.0 / n
     t = torch.zeros((), dtype=x.dtype, device=x.device)
-    a1 = x
-    for _ in range(n):
-        f1 = field(t, x)
-        f2 = field(t, x + h * f1)
-        f3 = field(t, x + (h / 4) * (f1 + f2))
-        a1 = x + (h / 2) * (f1 + f2)
-        x = x + (h / 6) * (f1 + f2 + 4 * f3)
-    return x, a1
+    err = None
+    for i in range(n):
+        x, err, _ = rk_step(field, t + i * h, h, x, None, tab)
+    return x, err
 
 
-@dataclass
 class _IntervalRule:
     """The paper's step rule on one interval of length 1 (model time).
 
-    One attempt with h = 1; r = |A1 - A2|_1 / h, or |target - A2|_1 / h with a
-    reference; accept if r <= eps, else h' = safety * h * sqrt(eps / r) and
-    ceil(1 / h') uniform substeps (at most max_substeps). shared=True applies
-    one count, from the smallest h' among the rejected, to all of them (the
-    paper's batch procedure); shared=False gives each example its own count.
+    One Fehlberg 3(2) attempt with h = 1, judged by
+    :class:`dynfit.solvers.PaperRule` (r = |A1 - A2|_1 / h, or |target - A2|_1 / h
+    with a reference; accept if r <= eps, else ceil(1 / h') uniform substeps with
+    h' = safety * h * sqrt(eps / r), at most max_substeps). shared=True applies one
+    count, from the smallest h' among the rejected, to all of them (the paper's
+    batch procedure); shared=False gives each example its own count.
     """
 
-    eps: float = 0.1
-    safety: float = 0.9
-    max_substeps: int = 10
-    shared: bool = True
-
-    def __post_init__(self):
-        if not (self.eps > 0 and math.isfinite(self.eps)):
-            raise ValueError(f"eps must be a positive number, got {self.eps!r}")
-        if not 0 < self.safety <= 1:
-            raise ValueError(f"safety must lie in (0, 1], got {self.safety!r}")
-        if int(self.max_substeps) < 1:
-            raise ValueError(f"max_substeps must be >= 1, got {self.max_substeps!r}")
+    def __init__(self, eps: float = 0.1, safety: float = 0.9, max_substeps: int = 10, shared: bool = True):
+        self.control = PaperRule(eps=eps, safety=safety, max_substeps=int(max_substeps), shared=bool(shared))
 
     def interval(self, field, x: torch.Tensor, reference: torch.Tensor | None):
         """One interval: (x_next (B, D), accepted (B,), substeps (B,), n_f_evals)."""
         b = x.shape[0]
-        a2, a1 = _rk3_steps(field, x, 1)
+        a2, err = _rk3_steps(field, x, 1)
         evals = 3 * b
         with torch.no_grad():
-            other = a1 if reference is None else reference
-            r = (other - a2).abs().sum(dim=-1)
-            accepted = r <= self.eps
-            hp = self.safety * torch.sqrt(self.eps / r.clamp_min(1e-300))
-            n_each = torch.ceil(1.0 / hp).clamp(1, self.max_substeps).to(torch.int64)
-            n_each = torch.where(accepted, torch.ones_like(n_each), n_each)
-        substeps = torch.ones(b, dtype=torch.int64, device=x.device)
+            r = self.control.error(err if reference is None else reference - a2, 1.0)
+            accepted, n_each = self.control.substeps(r, 1.0)
         if bool(accepted.all()):
-            return a2, accepted, substeps, evals
+            return a2, accepted, n_each, evals
         out = a2
         rej = ~accepted
-        if self.shared:
-            n = int(n_each[rej].max())
-            groups = [(rej, n)]
-        else:
-            groups = [(n_each == n, int(n)) for n in torch.unique(n_each[rej]).tolist()]
-        for mask, n in groups:
-            idx = torch.nonzero(mask & rej).squeeze(1)
-            sub, _ = _rk3_steps(field, x[idx], n)
+        for n in torch.unique(n_each[rej]).tolist():
+            idx = torch.nonzero(rej & (n_each == n)).squeeze(1)
+            sub, _ = _rk3_steps(field, x[idx], int(n))
             out = out.index_copy(0, idx, sub)
-            substeps[idx] = n
-            evals += 3 * n * idx.numel()
-        return out, accepted, substeps, evals
+            evals += 3 * int(n) * idx.numel()
+        return out, accepted, n_each, evals
 
 
 class PaperStrategy(Strategy):
@@ -193,9 +173,9 @@ class PaperStrategy(Strategy):
         return torch.stack(ys), Stats(torch.stack(accs), torch.stack(subs), evals)
 
     def config(self) -> dict:
-        return {"name": self.name, "eps": self.rule.eps, "safety": self.rule.safety,
-                "max_substeps": self.rule.max_substeps, "reference": self.reference,
-                "shared": self.rule.shared}
+        c = self.rule.control
+        return {"name": self.name, "eps": c.eps, "safety": c.safety, "max_substeps": c.max_substeps,
+                "reference": self.reference, "shared": c.shared}
 
 
 class _Counted(torch.nn.Module):

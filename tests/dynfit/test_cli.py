@@ -32,7 +32,7 @@ def test_train_from_config(tmp_path):
     hist = xr.load_dataset(tmp_path / "out" / "history.nc")
     assert hist.sizes["epoch"] == 2
     sur = Surrogate.load(tmp_path / "out" / "model.pt")
-    assert sur.strategy.name == "black-box" and sur.strategy.rule.eps == 0.05
+    assert sur.strategy.name == "black-box" and sur.strategy.rule.control.eps == 0.05
 
 
 def test_unknown_key_names_it_and_close_matches(tmp_path, capsys):
