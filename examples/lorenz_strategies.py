@@ -4,9 +4,9 @@ Beyond the paper's single trajectory: several training trajectories,
 standardised states, an MLP with SiLU, full-batch L-BFGS; each strategy is
 trained with the same budget of epochs and judged by the valid prediction
 time (threshold 0.4, Lyapunov times) of free runs from held-out initial
-conditions, beside the field evaluations it spent in training. Writes
---out/strategies.nc (vpt over strategy and start; training evaluations and
-wall time per strategy) and --out/vpt.png.
+conditions, beside the field evaluations it spent in training, over several
+seeds. Writes --out/strategies.nc (vpt over strategy, seed and start;
+training evaluations and wall time per strategy and seed) and --out/vpt.png.
 
     python examples/lorenz_strategies.py --out out/lorenz_strategies
 """
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--starts", type=int, default=50, help="held-out initial conditions")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds, e.g. 0,1,2")
     p.add_argument("--max-horizon", type=int, default=8, help="longest rollout of the curriculum strategy")
     args = p.parse_args(argv)
 
@@ -53,27 +53,36 @@ def main(argv: list[str] | None = None) -> int:
     std = train.x.values.reshape(-1, 3).std(axis=0)
     lt = systems.get("lorenz63").lyapunov_time
 
-    vpt = np.full((len(strategies), n_test), np.nan)
-    evals, wall = np.zeros(len(strategies), np.int64), np.zeros(len(strategies))
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    vpt = np.full((len(strategies), len(seeds), n_test), np.nan)
+    evals = np.zeros((len(strategies), len(seeds)), np.int64)
+    wall = np.zeros((len(strategies), len(seeds)))
     for i, name in enumerate(strategies):
         options = {"method": "rk4", "step_size": 0.5} if name == "torchdiffeq" else None
         if name == "curriculum":
             options = {"max_horizon": args.max_horizon}
-        t0 = time.perf_counter()
-        sur, hist = fit(train, field={"kind": "mlp", "width": width, "depth": 2, "activation": "silu"},
-                        strategy=name, strategy_options=options, epochs=epochs, seed=args.seed,
-                        progress=not args.quick, checkpoint_dir=out / "checkpoints" / name)
-        wall[i] = time.perf_counter() - t0
-        evals[i] = int(hist.n_f_evals.sum())
-        pred = sur.generate(truth[:, 0], horizon)
-        vpt[i] = valid_prediction_time(truth, pred, dt=0.01, lyapunov_time=lt, std=std, thresholds=0.4)[..., 0]
-        print(f"{name}: VPT mean {np.mean(vpt[i]):.2f}, median {np.median(vpt[i]):.2f}, "
-              f"range {vpt[i].min():.2f}-{vpt[i].max():.2f} Lyapunov times; {evals[i]:.3g} training "
-              f"evaluations; {wall[i]:.0f} s", flush=True)
-    ds = xr.Dataset({"vpt": (("strategy", "start"), vpt), "training_n_f_evals": (("strategy",), evals),
-                     "wall_time": (("strategy",), wall)},
-                    coords={"strategy": strategies, "start": np.arange(n_test)},
-                    attrs={"vpt_threshold": 0.4, "lyapunov_time": lt, "epochs": epochs, "seed": args.seed,
+        for j, seed in enumerate(seeds):
+            t0 = time.perf_counter()
+            sur, hist = fit(train, field={"kind": "mlp", "width": width, "depth": 2, "activation": "silu"},
+                            strategy=name, strategy_options=options, epochs=epochs, seed=seed,
+                            progress=not args.quick, checkpoint_dir=out / "checkpoints" / f"{name}-seed{seed}")
+            wall[i, j] = time.perf_counter() - t0
+            evals[i, j] = int(hist.n_f_evals.sum())
+            pred = sur.generate(truth[:, 0], horizon)
+            v = valid_prediction_time(truth, pred, dt=0.01, lyapunov_time=lt, std=std, thresholds=0.4)[..., 0]
+            vpt[i, j] = v
+            print(f"{name} seed {seed}: VPT mean {np.mean(v):.2f}, median {np.median(v):.2f}, "
+                  f"range {v.min():.2f}-{v.max():.2f} Lyapunov times; {evals[i, j]:.3g} training "
+                  f"evaluations; {wall[i, j]:.0f} s", flush=True)
+        means = vpt[i].mean(axis=1)
+        print(f"{name}: VPT mean over seeds {means.mean():.2f} (per-seed means {np.round(means, 2).tolist()}), "
+              f"median over seeds and starts {np.median(vpt[i]):.2f}", flush=True)
+    ds = xr.Dataset({"vpt": (("strategy", "seed", "start"), vpt),
+                     "training_n_f_evals": (("strategy", "seed"), evals),
+                     "wall_time": (("strategy", "seed"), wall)},
+                    coords={"strategy": strategies, "seed": seeds, "start": np.arange(n_test)},
+                    attrs={"vpt_threshold": 0.4, "lyapunov_time": lt, "epochs": epochs,
+                           "max_horizon": args.max_horizon,
                            "field": f"MLP 3-{width}-{width}-3 SiLU float64", "optimizer": "lbfgs"})
     ds.to_netcdf(out / "strategies.nc")
 
@@ -83,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.boxplot([v for v in vpt], tick_labels=strategies)
+    ax.boxplot([v.ravel() for v in vpt], tick_labels=strategies)
     ax.set_ylabel("valid prediction time (Lyapunov times)")
-    ax.set_title(f"Lorenz'63, {n_test} held-out starts, {epochs} epochs each")
+    ax.set_title(f"Lorenz'63, {n_test} held-out starts x {len(seeds)} seeds, {epochs} epochs each")
     fig.tight_layout()
     fig.savefig(out / "vpt.png", dpi=100)
     plt.close(fig)

@@ -12,7 +12,8 @@ training) and "curriculum" (ours). Writes to --out:
   run from the first point / (T-1)), its spread under 1e-10 perturbations of
   the start, diverged, over (strategy, seed, dataset); the constant-mean
   predictor's score; vpt (valid prediction time, Lyapunov times, threshold
-  0.4) from starts along the test trajectory over (strategy, seed, start);
+  0.4) from starts along the test trajectory over (strategy, seed, start),
+  and vpt_diverged (those free runs that left 10 x the data's range);
 - figures: training.png, generation.png, vpt.png.
 
 Trained models are kept in --out/models, so a second call only evaluates
@@ -148,6 +149,7 @@ def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_eve
     test = datasets["dataset2"]
     starts = np.arange(0, len(test) - vpt_len, vpt_every)
     vp = np.full((len(strategies), len(seeds), len(starts)), np.nan)
+    vp_div = np.zeros((len(strategies), len(seeds), len(starts)), bool)
     rng = np.random.default_rng(0)
     examples = {}
     for i, s in enumerate(strategies):
@@ -169,6 +171,7 @@ def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_eve
             pred = sur.generate(x0, vpt_len)
             truth = np.stack([test[a:a + vpt_len] for a in starts])
             vp[i, j] = vpt(pred, truth, std)
+            vp_div[i, j] = ~np.isfinite(pred).all(axis=(1, 2)) | (np.abs(pred).max(axis=(1, 2)) > bound)
     const = {name: generation_error(np.broadcast_to(mean, d.shape), d) for name, d in datasets.items()}
     ds = xr.Dataset(
         {
@@ -177,6 +180,7 @@ def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_eve
             "diverged": (("strategy", "seed", "dataset"), div),
             "constant_mean_error": (("dataset",), np.array([const[n] for n in names])),
             "vpt": (("strategy", "seed", "start"), vp),
+            "vpt_diverged": (("strategy", "seed", "start"), vp_div),
         },
         coords={"strategy": list(strategies), "seed": list(seeds), "dataset": names, "start": starts},
         attrs={"vpt_threshold": 0.4, "lyapunov_time": LYAPUNOV_TIME, "vpt_std": std.tolist(),
@@ -250,8 +254,8 @@ def figures(hist, gen, examples, datasets, out: Path) -> list[Path]:
 def summary(hist, gen) -> str:
     lines = ["strategy | seeds | acc. epoch 0 | acc. last | min acc. | first epoch >= 95% | substeps epoch 0 | last | "
              "max substeps | gen. err. dataset1 (median) | dataset2 (median) | spread 1e-10 (median) | diverged | "
-             "VPT median | VPT mean",
-             "---|---|---|---|---|---|---|---|---|---|---|---|---|---|---"]
+             "VPT median | VPT mean | VPT runs diverged",
+             "---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---"]
     for s in hist.strategy.values:
         h, g = hist.sel(strategy=s), gen.sel(strategy=s)
         if not np.isfinite(h.loss.values).any():
@@ -269,7 +273,8 @@ def summary(hist, gen) -> str:
             f"{np.nanmedian(g.generation_error.sel(dataset='dataset2')):.1f} | "
             f"{np.nanmedian(g.generation_error_spread):.1f} | {int(g.diverged.sum())}/"
             f"{len(ok) * g.sizes['dataset']} | "
-            f"{np.nanmedian(g.vpt):.2f} | {np.nanmean(g.vpt):.2f}")
+            f"{np.nanmedian(g.vpt):.2f} | {np.nanmean(g.vpt):.2f} | "
+            f"{int(g.vpt_diverged.sum())}/{int(np.isfinite(g.vpt).sum())}")
     const = ", ".join(f"{d}: {float(v):.1f}" for d, v in zip(gen.dataset.values, gen.constant_mean_error.values))
     lines.append(f"\nconstant prediction at the training mean: {const}")
     return "\n".join(lines)

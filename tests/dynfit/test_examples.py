@@ -38,7 +38,9 @@ def test_reproduce_allauzen2022_quick(tmp_path):
 @pytest.mark.slow
 def test_lorenz_strategies_quick(tmp_path):
     mod = _load("lorenz_strategies")
-    assert mod.main(["--out", str(tmp_path), "--quick", "--strategies", "fehlberg,torchdiffeq"]) == 0
+    assert mod.main(["--out", str(tmp_path), "--quick", "--strategies", "fehlberg,torchdiffeq",
+                     "--seeds", "0,1"]) == 0
     ds = xr.load_dataset(tmp_path / "strategies.nc")
-    assert ds.vpt.dims == ("strategy", "start") and np.isfinite(ds.vpt).all()
+    assert ds.vpt.dims == ("strategy", "seed", "start") and np.isfinite(ds.vpt).all()
+    assert ds.seed.values.tolist() == [0, 1]
     assert (ds.training_n_f_evals > 0).all()
