@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--seeds", default="0", help="comma-separated training seeds, e.g. 0,1,2")
     p.add_argument("--max-horizon", type=int, default=8, help="longest rollout of the curriculum strategy")
+    p.add_argument("--width", type=int, default=64, help="hidden width of the MLP 3-W-W-3 field")
     args = p.parse_args(argv)
 
     import torch
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     n_train, n_steps, n_test, horizon = (2, 200, 4, 150) if args.quick else (8, 1500, args.starts, 1500)
     epochs = 2 if args.quick else args.epochs
-    width = 16 if args.quick else 64
+    width = 16 if args.quick else args.width
     train = systems.simulate("lorenz63", n_traj=n_train, n_steps=n_steps, dt=0.01, seed=1, transient=5.0)
     test = systems.simulate("lorenz63", n_traj=n_test, n_steps=horizon, dt=0.01, seed=2, transient=5.0)
     truth = test.x.values
