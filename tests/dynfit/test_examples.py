@@ -43,4 +43,5 @@ def test_lorenz_strategies_quick(tmp_path):
     ds = xr.load_dataset(tmp_path / "strategies.nc")
     assert ds.vpt.dims == ("strategy", "seed", "start") and np.isfinite(ds.vpt).all()
     assert ds.seed.values.tolist() == [0, 1]
+    assert ds.vpt_exact_field.dims == ("start",) and np.isfinite(ds.vpt_exact_field).all()
     assert (ds.training_n_f_evals > 0).all()
