@@ -23,7 +23,8 @@ CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "dynfit-checkpoint-1"
 DEFAULT_FIELD = {"kind": "mlp", "width": 64, "depth": 2, "activation": "silu"}
 HISTORY_VARS = ("loss", "accepted_fraction", "mean_substeps", "max_substeps", "mean_steps", "n_f_evals",
-                "horizon", "lr", "wall_time")
+                "horizon", "lr", "wall_time", "retries")
+NAN_RETRIES = 3
 
 
 def _device(device) -> torch.device:
@@ -68,7 +69,9 @@ def _history_dataset(rows: list[dict], attrs: dict):
     data = {}
     for var in HISTORY_VARS:
         vals = [row.get(var, np.nan) for row in rows]
-        dtype = np.int64 if var in ("max_substeps", "n_f_evals", "horizon") else np.float64
+        dtype = np.int64 if var in ("max_substeps", "n_f_evals", "horizon", "retries") else np.float64
+        if var == "retries":
+            vals = [row.get(var, 0) for row in rows]
         data[var] = ("epoch", np.asarray(vals, dtype=dtype) if n else np.zeros(0, dtype))
     clean = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))}
     return xr.Dataset(data, coords={"epoch": np.arange(n)}, attrs=clean)
@@ -79,7 +82,7 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
         dtype: torch.dtype = torch.float64, horizon: int = 1, stride: int = 1, standardize: bool = True,
         dt: float | None = None, lr: float | None = None, batch_size: int | None = None,
         lbfgs_iterations: int = 20, weight_decay: float = 0.0, checkpoint_dir=None, resume: bool = True,
-        progress: bool = True, on_nan: str = "stop", provenance: dict | None = None,
+        progress: bool = True, on_nan: str = "retry", provenance: dict | None = None,
         strategy_options: dict | None = None, callback=None):
     """Train a surrogate; returns (Surrogate, history xarray.Dataset over ``epoch``).
 
@@ -91,8 +94,11 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
     epoch, strong Wolfe) or "adam" (cosine learning-rate decay, minibatches of
     ``batch_size``). Checkpoints go to ``checkpoint_dir/checkpoint.pt`` after
     every epoch (atomic); with resume=True an existing one is continued.
-    A non-finite loss rolls back to the last good weights and stops with a
-    warning (on_nan="stop") or raises FloatingPointError (on_nan="raise").
+    A non-finite loss or weight rolls back to the weights at the start of the
+    epoch; on_nan="retry" then clears the optimizer's memory (L-BFGS history,
+    Adam moments) and runs the epoch again, up to NAN_RETRIES times in a row
+    (counted in the history's ``retries``), before it warns and stops;
+    "stop" warns and stops at once; "raise" raises FloatingPointError.
     callback(epoch, row) runs after each epoch's checkpoint; returning True stops.
     """
     # ----------------------------------------------------------- validation
@@ -101,8 +107,8 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
         raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r} (close matches: {close})")
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
-    if on_nan not in ("stop", "raise"):
-        raise ValueError(f"on_nan must be 'stop' or 'raise', got {on_nan!r}")
+    if on_nan not in ("retry", "stop", "raise"):
+        raise ValueError(f"on_nan must be 'retry', 'stop' or 'raise', got {on_nan!r}")
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     strat = _strategies.get(strategy, **(strategy_options or {}))
@@ -168,20 +174,34 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
                 current_h = h
             good = (copy.deepcopy(field.state_dict()), copy.deepcopy(opt.state_dict()))
             t0 = time.perf_counter()
-            loss, summary = _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch)
-            wall = time.perf_counter() - t0
-            if not _finite(field, loss):
+            retries = 0
+            while True:
+                loss, summary = _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch)
+                if _finite(field, loss):
+                    break
                 field.load_state_dict(good[0])
                 opt.load_state_dict(good[1])
                 what = f"loss became {loss}" if not math.isfinite(loss) else "weights became non-finite"
-                msg = (f"training {what} at epoch {epoch} ({strat.name}, {optimizer}); the weights were "
-                       f"rolled back to those at the start of epoch {epoch} and no checkpoint was overwritten. "
-                       "Lower the learning rate, use float64 or a smaller max_substeps.")
+                where = f"training {what} at epoch {epoch} ({strat.name}, {optimizer}, horizon {h})"
+                if on_nan == "retry" and retries < NAN_RETRIES:
+                    retries += 1
+                    opt.state.clear()  # L-BFGS history / Adam moments: the next attempt starts afresh
+                    warnings.warn(f"{where}; rolled back to the weights at the start of the epoch and retrying "
+                                  f"with a fresh optimizer state (retry {retries} of {NAN_RETRIES})",
+                                  RuntimeWarning, stacklevel=2)
+                    continue
+                msg = (f"{where}; the weights were rolled back to those at the start of epoch {epoch} and "
+                       "no checkpoint was overwritten. Lower the learning rate, use float64, a shorter "
+                       "horizon or a smaller max_substeps.")
                 if on_nan == "raise":
                     raise FloatingPointError(msg)
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
                 break
-            row = {"loss": loss, "horizon": h, "wall_time": wall, "lr": opt.param_groups[0]["lr"], **summary}
+            wall = time.perf_counter() - t0
+            if not _finite(field, loss):
+                break
+            row = {"loss": loss, "horizon": h, "wall_time": wall, "lr": opt.param_groups[0]["lr"],
+                   "retries": retries, **summary}
             rows.append(row)
             if sched is not None:
                 sched.step()

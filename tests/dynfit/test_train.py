@@ -112,9 +112,11 @@ def test_nan_loss_rolls_back_and_keeps_the_good_checkpoint(lorenz, tmp_path):
     good = torch.load(tmp_path / CHECKPOINT, weights_only=False)["field"]
     good_w = good["lin.weight"].clone()
     field.after = field.calls + 5  # poisons the next epoch
-    with pytest.warns(RuntimeWarning, match="rolled back"):
+    with pytest.warns(RuntimeWarning, match="rolled back") as record:
         sur, hist = fit(lorenz, field=field, epochs=3, checkpoint_dir=tmp_path, progress=False,
                         lbfgs_iterations=2)
+    messages = [str(w.message) for w in record]
+    assert sum("retry" in m for m in messages) == 3 and "no checkpoint was overwritten" in messages[-1]
     assert hist.sizes["epoch"] == 1  # the poisoned epoch is not recorded
     assert torch.equal(sur.field.lin.weight.detach(), good_w)
     after = torch.load(tmp_path / CHECKPOINT, weights_only=False)
@@ -122,6 +124,31 @@ def test_nan_loss_rolls_back_and_keeps_the_good_checkpoint(lorenz, tmp_path):
     field.after = field.calls + 5
     with pytest.raises(FloatingPointError, match="(loss became nan|weights became non-finite).*rolled back"):
         fit(lorenz, field=field, epochs=3, progress=False, lbfgs_iterations=2, on_nan="raise")
+
+
+class _Flaky(torch.nn.Module):
+    """A linear field whose output is NaN on one given call only."""
+
+    def __init__(self, bad_call):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3, dtype=torch.float64)
+        self.calls, self.bad_call = 0, bad_call
+
+    def forward(self, t, x):
+        self.calls += 1
+        y = self.lin(x)
+        return y * float("nan") if self.calls == self.bad_call else y
+
+
+def test_nan_retry_starts_the_optimizer_afresh_and_goes_on(lorenz):
+    field = _Flaky(bad_call=12)
+    with pytest.warns(RuntimeWarning, match="retrying with a fresh optimizer state"):
+        sur, hist = fit(lorenz, field=field, epochs=3, progress=False, lbfgs_iterations=2)
+    assert hist.sizes["epoch"] == 3 and np.isfinite(hist.loss).all()
+    assert int(hist.retries.sum()) == 1
+    assert all(torch.isfinite(p).all() for p in sur.field.parameters())
+    with pytest.raises(ValueError, match="on_nan must be 'retry', 'stop' or 'raise'"):
+        fit(lorenz, epochs=1, on_nan="ignore")
 
 
 def test_bad_arguments(lorenz):
