@@ -109,7 +109,8 @@ def train_all(train: np.ndarray, out: Path, strategies, seeds, epochs: int, quic
 def history_dataset(runs, strategies, seeds):
     import xarray as xr
 
-    variables = ("loss", "accepted_fraction", "mean_substeps", "max_substeps", "n_f_evals", "horizon", "wall_time")
+    variables = ("loss", "accepted_fraction", "mean_substeps", "max_substeps", "n_f_evals", "horizon", "wall_time",
+                 "retries")
     n_epoch = max(int(h.sizes["epoch"]) for _, h in runs.values())
     data = {v: np.full((len(strategies), len(seeds), n_epoch), np.nan) for v in variables}
     for i, s in enumerate(strategies):
@@ -118,7 +119,7 @@ def history_dataset(runs, strategies, seeds):
                 continue
             h = runs[s, seed][1]
             for v in variables:
-                data[v][i, j, : h.sizes["epoch"]] = h[v].values
+                data[v][i, j, : h.sizes["epoch"]] = h[v].values if v in h else 0
     return xr.Dataset({v: (("strategy", "seed", "epoch"), a) for v, a in data.items()},
                       coords={"strategy": list(strategies), "seed": list(seeds), "epoch": np.arange(n_epoch)})
 
