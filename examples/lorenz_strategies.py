@@ -24,15 +24,17 @@ import numpy as np
 STRATEGIES = ("black-box", "fehlberg", "curriculum", "torchdiffeq")
 
 
-def exact_field_vpt(train, truth, std, lyapunov_time, dt=0.01):
+def exact_field_vpt(train, truth, std, lyapunov_time, dt=0.01, eps=0.1):
     """VPT (start,) of the *exact* Lorenz'63 field free-run with the Fehlberg strategies' inference rule.
 
     The surrogate's frame (standardised states, one sampling interval = one
-    model time unit) and its solver (Fehlberg 3(2), eps 0.1, per-example
-    substeps) with the true vector field: what the solver alone allows.
+    model time unit) and its solver (Fehlberg 3(2) with tolerance eps,
+    per-example substeps) with the true vector field: what the solver alone
+    allows.
     """
     import torch
 
+    from dynfit import strategies
     from dynfit.data import Standardizer
     from dynfit.surrogate import Surrogate
 
@@ -49,7 +51,7 @@ def exact_field_vpt(train, truth, std, lyapunov_time, dt=0.01):
 
     from dynfit.diagnostics import valid_prediction_time
 
-    sur = Surrogate(Exact(), scaler, dt, strategy="fehlberg")
+    sur = Surrogate(Exact(), scaler, dt, strategy=strategies.get("fehlberg", eps=eps))
     pred = sur.generate(truth[:, 0], truth.shape[1])
     return valid_prediction_time(truth, pred, dt=dt, lyapunov_time=lyapunov_time, std=std, thresholds=0.4)[..., 0]
 
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0", help="comma-separated training seeds, e.g. 0,1,2")
     p.add_argument("--max-horizon", type=int, default=8, help="longest rollout of the curriculum strategy")
     p.add_argument("--width", type=int, default=64, help="hidden width of the MLP 3-W-W-3 field")
+    p.add_argument("--eps", type=float, default=0.1,
+                   help="error-rate tolerance of the Fehlberg 3(2) strategies, in training and at inference")
     args = p.parse_args(argv)
 
     import torch
@@ -87,16 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     lt = systems.get("lorenz63").lyapunov_time
 
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
-    vpt_exact = exact_field_vpt(train, truth, std, lt)
+    vpt_exact = exact_field_vpt(train, truth, std, lt, eps=args.eps)
     print(f"exact Lorenz field with the same inference solver: VPT mean {vpt_exact.mean():.2f}, "
           f"median {np.median(vpt_exact):.2f}, max {vpt_exact.max():.2f} Lyapunov times", flush=True)
     vpt = np.full((len(strategies), len(seeds), n_test), np.nan)
     evals = np.zeros((len(strategies), len(seeds)), np.int64)
     wall = np.zeros((len(strategies), len(seeds)))
     for i, name in enumerate(strategies):
-        options = {"method": "rk4", "step_size": 0.5} if name == "torchdiffeq" else None
+        options = {"method": "rk4", "step_size": 0.5} if name == "torchdiffeq" else {"eps": args.eps}
         if name == "curriculum":
-            options = {"max_horizon": args.max_horizon}
+            options["max_horizon"] = args.max_horizon
         for j, seed in enumerate(seeds):
             t0 = time.perf_counter()
             sur, hist = fit(train, field={"kind": "mlp", "width": width, "depth": 2, "activation": "silu"},
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                      "vpt_exact_field": (("start",), vpt_exact)},
                     coords={"strategy": strategies, "seed": seeds, "start": np.arange(n_test)},
                     attrs={"vpt_threshold": 0.4, "lyapunov_time": lt, "epochs": epochs,
-                           "max_horizon": args.max_horizon,
+                           "max_horizon": args.max_horizon, "eps": args.eps,
                            "field": f"MLP 3-{width}-{width}-3 SiLU float64", "optimizer": "lbfgs"})
     ds.to_netcdf(out / "strategies.nc")
 
