@@ -68,10 +68,8 @@ def _history_dataset(rows: list[dict], attrs: dict):
     n = len(rows)
     data = {}
     for var in HISTORY_VARS:
-        vals = [row.get(var, np.nan) for row in rows]
+        vals = [row.get(var, 0 if var == "retries" else np.nan) for row in rows]
         dtype = np.int64 if var in ("max_substeps", "n_f_evals", "horizon", "retries") else np.float64
-        if var == "retries":
-            vals = [row.get(var, 0) for row in rows]
         data[var] = ("epoch", np.asarray(vals, dtype=dtype) if n else np.zeros(0, dtype))
     clean = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))}
     return xr.Dataset(data, coords={"epoch": np.arange(n)}, attrs=clean)
@@ -174,7 +172,7 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
                 current_h = h
             good = (copy.deepcopy(field.state_dict()), copy.deepcopy(opt.state_dict()))
             t0 = time.perf_counter()
-            retries = 0
+            retries, failed = 0, False
             while True:
                 loss, summary = _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch)
                 if _finite(field, loss):
@@ -196,10 +194,11 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
                 if on_nan == "raise":
                     raise FloatingPointError(msg)
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                failed = True
+                break
+            if failed:
                 break
             wall = time.perf_counter() - t0
-            if not _finite(field, loss):
-                break
             row = {"loss": loss, "horizon": h, "wall_time": wall, "lr": opt.param_groups[0]["lr"],
                    "retries": retries, **summary}
             rows.append(row)
