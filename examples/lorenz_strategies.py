@@ -35,6 +35,7 @@ def exact_field_vpt(train, truth, std, lyapunov_time, dt=0.01, eps=0.1):
 
     from dynfit import strategies
     from dynfit.data import Standardizer
+    from dynfit.diagnostics import valid_prediction_time
     from dynfit.surrogate import Surrogate
 
     scaler = Standardizer.fit(train.x.values)
@@ -47,8 +48,6 @@ def exact_field_vpt(train, truth, std, lyapunov_time, dt=0.01, eps=0.1):
             dx = torch.stack([sigma * (x[:, 1] - x[:, 0]), x[:, 0] * (rho - x[:, 2]) - x[:, 1],
                               x[:, 0] * x[:, 1] - beta * x[:, 2]], dim=1)
             return dt * dx / s
-
-    from dynfit.diagnostics import valid_prediction_time
 
     sur = Surrogate(Exact(), scaler, dt, strategy=strategies.get("fehlberg", eps=eps))
     pred = sur.generate(truth[:, 0], truth.shape[1])
@@ -81,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    n_train, n_steps, n_test, horizon = (2, 200, 4, 150) if args.quick else (args.train_traj, 1500, args.starts, 1500)
+    n_train, n_steps, n_test, horizon = ((2, 200, 4, 150) if args.quick
+                                         else (args.train_traj, 1500, args.starts, 1500))
     epochs = 2 if args.quick else args.epochs
     width = 16 if args.quick else args.width
     train = systems.simulate("lorenz63", n_traj=n_train, n_steps=n_steps, dt=0.01, seed=1, transient=5.0)
