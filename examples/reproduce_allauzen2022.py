@@ -14,6 +14,9 @@ training) and "curriculum" (ours). Writes to --out:
   predictor's score; vpt (valid prediction time, Lyapunov times, threshold
   0.4) from starts along the test trajectory over (strategy, seed, start),
   and vpt_diverged (those free runs that left 10 x the data's range);
+  density_kl and wasserstein over (strategy, seed): distances between the
+  state-space distribution of the free run from dataset2's first point and
+  the attractor's (both data sets pooled, transient dropped);
 - figures: training.png, generation.png, vpt.png.
 
 Trained models are kept in --out/models, so a second call only evaluates
@@ -35,6 +38,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "allauzen2022"
 STRATEGIES = ("black-box", "fehlberg", "curriculum")
 LYAPUNOV_TIME = 1.0 / 0.9056      # Lorenz'63, REFERENCES.md section 4
 DT = 0.01
+ATTRACTOR_FROM = 500              # samples dropped before a run counts as on the attractor (transient)
 
 
 def load_data(path: Path, quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
@@ -137,6 +141,13 @@ def vpt(pred: np.ndarray, truth: np.ndarray, std: np.ndarray, threshold: float =
                                  thresholds=threshold)[..., 0]
 
 
+def measure_distances(truth: np.ndarray, run: np.ndarray) -> tuple[float, float]:
+    """(KL divergence of state-space densities [nats], mean per-component W1 [truth std]) of a long run."""
+    from dynfit.diagnostics import density_divergence, wasserstein
+
+    return density_divergence(truth, run), float(np.mean(wasserstein(truth, run)))
+
+
 def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_every: int, vpt_len: int):
     import xarray as xr
 
@@ -151,6 +162,9 @@ def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_eve
     starts = np.arange(0, len(test) - vpt_len, vpt_every)
     vp = np.full((len(strategies), len(seeds), len(starts)), np.nan)
     vp_div = np.zeros((len(strategies), len(seeds), len(starts)), bool)
+    kl, w1 = np.full(shape[:2], np.nan), np.full(shape[:2], np.nan)
+    drop = min(ATTRACTOR_FROM, len(train) // 4)
+    attractor = np.concatenate([train[drop:], test])
     rng = np.random.default_rng(0)
     examples = {}
     for i, s in enumerate(strategies):
@@ -168,12 +182,15 @@ def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_eve
                 bad = ~np.isfinite(pred[0]).all() or np.abs(pred[0]).max() > bound
                 div[i, j, k] = bool(bad)
                 examples.setdefault((s, name), pred[0])
+                if name == "dataset2":
+                    kl[i, j], w1[i, j] = measure_distances(attractor, pred[0][drop:])
             x0 = test[starts]
             pred = sur.generate(x0, vpt_len)
             truth = np.stack([test[a:a + vpt_len] for a in starts])
             vp[i, j] = vpt(pred, truth, std)
             vp_div[i, j] = ~np.isfinite(pred).all(axis=(1, 2)) | (np.abs(pred).max(axis=(1, 2)) > bound)
     const = {name: generation_error(np.broadcast_to(mean, d.shape), d) for name, d in datasets.items()}
+    floor = measure_distances(train[drop:], test)  # two stretches of the true attractor
     ds = xr.Dataset(
         {
             "generation_error": (("strategy", "seed", "dataset"), ge),
@@ -182,11 +199,16 @@ def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_eve
             "constant_mean_error": (("dataset",), np.array([const[n] for n in names])),
             "vpt": (("strategy", "seed", "start"), vp),
             "vpt_diverged": (("strategy", "seed", "start"), vp_div),
+            "density_kl": (("strategy", "seed"), kl),
+            "wasserstein": (("strategy", "seed"), w1),
         },
         coords={"strategy": list(strategies), "seed": list(seeds), "dataset": names, "start": starts},
         attrs={"vpt_threshold": 0.4, "lyapunov_time": LYAPUNOV_TIME, "vpt_std": std.tolist(),
                "perturbation": 1e-10, "n_perturbations": n_perturb, "vpt_horizon_steps": vpt_len,
-               "diverged_bound": bound},
+               "diverged_bound": bound,
+               "measure_reference": f"dataset1[{drop}:] and dataset2 pooled; free run from dataset2[0], "
+                                    f"first {drop} steps dropped", "measure_drop": drop,
+               "density_kl_truth_floor": floor[0], "wasserstein_truth_floor": floor[1]},
     )
     return ds, examples
 
@@ -255,8 +277,8 @@ def figures(hist, gen, examples, datasets, out: Path) -> list[Path]:
 def summary(hist, gen) -> str:
     lines = ["strategy | seeds | acc. epoch 0 | acc. last | min acc. | first epoch >= 95% | substeps epoch 0 | last | "
              "max substeps | gen. err. dataset1 (median) | dataset2 (median) | spread 1e-10 (median) | diverged | "
-             "VPT median | VPT mean | VPT runs diverged",
-             "---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---"]
+             "VPT median | VPT mean | VPT runs diverged | density KL (median) | W1 (median)",
+             "---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---"]
     for s in hist.strategy.values:
         h, g = hist.sel(strategy=s), gen.sel(strategy=s)
         if not np.isfinite(h.loss.values).any():
@@ -275,9 +297,14 @@ def summary(hist, gen) -> str:
             f"{np.nanmedian(g.generation_error_spread):.1f} | {int(g.diverged.sum())}/"
             f"{len(ok) * g.sizes['dataset']} | "
             f"{np.nanmedian(g.vpt):.2f} | {np.nanmean(g.vpt):.2f} | "
-            f"{int(g.vpt_diverged.sum())}/{int(np.isfinite(g.vpt).sum())}")
+            f"{int(g.vpt_diverged.sum())}/{int(np.isfinite(g.vpt).sum())} | "
+            f"{np.nanmedian(g.density_kl):.3f} | {np.nanmedian(g.wasserstein):.3f}")
     const = ", ".join(f"{d}: {float(v):.1f}" for d, v in zip(gen.dataset.values, gen.constant_mean_error.values))
     lines.append(f"\nconstant prediction at the training mean: {const}")
+    lines.append(f"two stretches of the true attractor (dataset1 from sample {gen.attrs['measure_drop']} "
+                 "against dataset2): "
+                 f"density KL {gen.attrs['density_kl_truth_floor']:.3f}, "
+                 f"W1 {gen.attrs['wasserstein_truth_floor']:.3f}")
     return "\n".join(lines)
 
 

@@ -32,6 +32,8 @@ def test_reproduce_allauzen2022_quick(tmp_path):
     assert set(gen.generation_error.dims) == {"strategy", "seed", "dataset"}
     assert gen.diverged.dtype == bool
     assert np.isfinite(gen.constant_mean_error).all()
+    assert gen.density_kl.dims == ("strategy", "seed") and (gen.density_kl >= 0).all()
+    assert gen.attrs["density_kl_truth_floor"] >= 0 and gen.attrs["wasserstein_truth_floor"] >= 0
     assert (tmp_path / "training.png").exists() and (tmp_path / "generation.png").exists()
 
 
