@@ -7,7 +7,7 @@ Sections and keys (all optional except a data source)::
                 horizon, stride, standardize, split_fraction
     [field]     kind ("mlp" | "residual"), width, depth, activation, time_dependent, dtype
     [strategy]  name, and the strategy's options (eps, safety, max_substeps, method, ...)
-    [train]     optimizer, epochs, seed, lr, batch_size, lbfgs_iterations, weight_decay, device
+    [train]     optimizer, epochs, seed, lr, batch_size, lbfgs_iterations, lbfgs_tolerance, weight_decay, device
     [output]    dir
 
 An unknown section or key raises ValueError naming it and its close matches.
@@ -29,7 +29,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               "dtype": "float64"},
     "strategy": {"name": "fehlberg"},
     "train": {"optimizer": "lbfgs", "epochs": 30, "seed": 0, "lr": None, "batch_size": None,
-              "lbfgs_iterations": 20, "weight_decay": 0.0, "device": None},
+              "lbfgs_iterations": 20, "lbfgs_tolerance": 1e-7, "weight_decay": 0.0, "device": None},
     "output": {"dir": "out/train"},
 }
 # strategy options are checked by the strategy itself
@@ -130,7 +130,7 @@ def run(cfg: dict, *, out=None, progress: bool = True):
                     dtype=getattr(torch, cfg["field"]["dtype"]), horizon=d["horizon"], stride=d["stride"],
                     standardize=d["standardize"], dt=None if d["path"] is None else d["dt"], lr=t["lr"],
                     batch_size=t["batch_size"], lbfgs_iterations=t["lbfgs_iterations"],
-                    weight_decay=t["weight_decay"], checkpoint_dir=out / "checkpoints", progress=progress)
+                    lbfgs_tolerance=t["lbfgs_tolerance"], weight_decay=t["weight_decay"], checkpoint_dir=out / "checkpoints", progress=progress)
     sur.save(out / "model.pt")
     hist.to_netcdf(out / "history.nc")
     return sur, hist, held

@@ -79,7 +79,8 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
         optimizer: str = "lbfgs", epochs: int = 100, seed: int = 0, device=None,
         dtype: torch.dtype = torch.float64, horizon: int = 1, stride: int = 1, standardize: bool = True,
         dt: float | None = None, lr: float | None = None, batch_size: int | None = None,
-        lbfgs_iterations: int = 20, weight_decay: float = 0.0, checkpoint_dir=None, resume: bool = True,
+        lbfgs_iterations: int = 20, lbfgs_tolerance: float = 1e-7, weight_decay: float = 0.0,
+        checkpoint_dir=None, resume: bool = True,
         progress: bool = True, on_nan: str = "retry", provenance: dict | None = None,
         strategy_options: dict | None = None, callback=None):
     """Train a surrogate; returns (Surrogate, history xarray.Dataset over ``epoch``).
@@ -89,7 +90,10 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
     a config dict for :func:`dynfit.surrogate.build_field`, or None
     (DEFAULT_FIELD). strategy: a name from ``dynfit.strategies.names()`` or a
     Strategy. optimizer: "lbfgs" (full batch, lr 1, ``lbfgs_iterations`` per
-    epoch, strong Wolfe) or "adam" (cosine learning-rate decay, minibatches of
+    epoch, strong Wolfe; an epoch ends early once the largest gradient
+    component is below ``lbfgs_tolerance``, or the loss or step changes by less
+    than a hundredth of it: torch's defaults, 1e-7 and 1e-9, are absolute, so
+    small standardised losses may need a smaller value) or "adam" (cosine learning-rate decay, minibatches of
     ``batch_size``). Checkpoints go to ``checkpoint_dir/checkpoint.pt`` after
     every epoch (atomic); with resume=True an existing one is continued.
     A non-finite loss or weight rolls back to the weights at the start of the
@@ -107,6 +111,8 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
         raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
     if on_nan not in ("retry", "stop", "raise"):
         raise ValueError(f"on_nan must be 'retry', 'stop' or 'raise', got {on_nan!r}")
+    if not (isinstance(lbfgs_tolerance, (float, int)) and 0 < lbfgs_tolerance < 1):
+        raise ValueError(f"lbfgs_tolerance must be a float in (0, 1), got {lbfgs_tolerance!r}")
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     strat = _strategies.get(strategy, **(strategy_options or {}))
@@ -129,6 +135,7 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
 
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS(field.parameters(), lr=1.0 if lr is None else lr, max_iter=lbfgs_iterations,
+                                tolerance_grad=lbfgs_tolerance, tolerance_change=1e-2 * lbfgs_tolerance,
                                 line_search_fn="strong_wolfe")
         sched = None
     else:
@@ -296,7 +303,10 @@ def _resume(path: Path, fingerprint: dict, field, opt, sched, strat, scaler) -> 
         raise ValueError(f"checkpoint {path} was trained on other data (different standardisation); "
                          "use another checkpoint_dir or pass resume=False")
     field.load_state_dict(blob["field"])
+    keep = [{k: g[k] for k in ("max_iter", "tolerance_grad", "tolerance_change") if k in g} for g in opt.param_groups]
     opt.load_state_dict(blob["optimizer"])
+    for group, settings in zip(opt.param_groups, keep):  # this call's L-BFGS settings win over the saved ones
+        group.update(settings)
     if sched is not None and blob.get("scheduler") is not None:
         sched.load_state_dict(blob["scheduler"])
     strat.load_state(blob.get("strategy_state") or {})

@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-horizon", type=int, default=8, help="longest rollout of the curriculum strategy")
     p.add_argument("--width", type=int, default=64, help="hidden width of the MLP 3-W-W-3 field")
     p.add_argument("--train-traj", type=int, default=8, help="training trajectories of 1500 samples")
+    p.add_argument("--lbfgs-tolerance", type=float, default=1e-7,
+                   help="L-BFGS gradient tolerance (torch's default 1e-7 stalls small standardised losses)")
     p.add_argument("--eps", type=float, default=0.1,
                    help="error-rate tolerance of the Fehlberg 3(2) strategies, in training and at inference")
     args = p.parse_args(argv)
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         for j, seed in enumerate(seeds):
             sur, hist = fit(train, field={"kind": "mlp", "width": width, "depth": 2, "activation": "silu"},
                             strategy=name, strategy_options=options, epochs=epochs, seed=seed,
+                            lbfgs_tolerance=args.lbfgs_tolerance,
                             progress=not args.quick, checkpoint_dir=out / "checkpoints" / f"{name}-seed{seed}")
             wall[i, j] = float(hist.wall_time.sum())  # training epochs only, resumed ones included
             evals[i, j] = int(hist.n_f_evals.sum())
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     coords={"strategy": strategies, "seed": seeds, "start": np.arange(n_test)},
                     attrs={"vpt_threshold": 0.4, "lyapunov_time": lt, "epochs": epochs,
                            "max_horizon": args.max_horizon, "eps": args.eps, "train_trajectories": n_train,
+                           "lbfgs_tolerance": args.lbfgs_tolerance,
                            "field": f"MLP 3-{width}-{width}-3 SiLU float64", "optimizer": "lbfgs"})
     ds.to_netcdf(out / "strategies.nc")
 

@@ -151,6 +151,19 @@ def test_nan_retry_starts_the_optimizer_afresh_and_goes_on(lorenz):
         fit(lorenz, epochs=1, on_nan="ignore")
 
 
+def test_lbfgs_tolerance_is_applied_and_wins_on_resume(lorenz, tmp_path):
+    kw = dict(field=SMALL, epochs=2, progress=False, lbfgs_iterations=3, checkpoint_dir=tmp_path)
+    fit(lorenz, **kw)
+    saved = torch.load(tmp_path / CHECKPOINT, weights_only=False)["optimizer"]["param_groups"][0]
+    assert saved["tolerance_grad"] == 1e-7 and saved["tolerance_change"] == pytest.approx(1e-9)
+    sur, hist = fit(lorenz, **{**kw, "epochs": 3}, lbfgs_tolerance=1e-12)
+    after = torch.load(tmp_path / CHECKPOINT, weights_only=False)["optimizer"]["param_groups"][0]
+    assert after["tolerance_grad"] == 1e-12 and after["tolerance_change"] == pytest.approx(1e-14)
+    assert hist.sizes["epoch"] == 3
+    with pytest.raises(ValueError, match="lbfgs_tolerance must be a float in \\(0, 1\\)"):
+        fit(lorenz, epochs=1, lbfgs_tolerance=0)
+
+
 def test_bad_arguments(lorenz):
     with pytest.raises(ValueError, match="optimizer must be.*close matches: \\['lbfgs'\\]"):
         fit(lorenz, optimizer="lbgfs", epochs=1)
