@@ -90,12 +90,13 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
     a config dict for :func:`dynfit.surrogate.build_field`, or None
     (DEFAULT_FIELD). strategy: a name from ``dynfit.strategies.names()`` or a
     Strategy. optimizer: "lbfgs" (full batch, lr 1, ``lbfgs_iterations`` per
-    epoch, strong Wolfe; an epoch ends early once the largest gradient
-    component is below ``lbfgs_tolerance``, or the loss or step changes by less
-    than a hundredth of it: torch's defaults, 1e-7 and 1e-9, are absolute, so
-    small standardised losses may need a smaller value) or "adam" (cosine learning-rate decay, minibatches of
-    ``batch_size``). Checkpoints go to ``checkpoint_dir/checkpoint.pt`` after
-    every epoch (atomic); with resume=True an existing one is continued.
+    epoch, strong Wolfe) or "adam" (cosine learning-rate decay, minibatches of
+    ``batch_size``). An L-BFGS epoch ends early once the largest gradient
+    component is below ``lbfgs_tolerance`` or the loss or step changes by less
+    than a hundredth of it; torch's defaults (1e-7, 1e-9) are absolute, so
+    small standardised losses may need a smaller value. Checkpoints go to
+    ``checkpoint_dir/checkpoint.pt`` after every epoch (atomic); with
+    resume=True an existing one is continued (this call's L-BFGS settings win).
     A non-finite loss or weight rolls back to the weights at the start of the
     epoch; on_nan="retry" then clears the optimizer's memory (L-BFGS history,
     Adam moments) and runs the epoch again, up to NAN_RETRIES times in a row
