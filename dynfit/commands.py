@@ -210,17 +210,9 @@ def _compare_cmd(args) -> int:
 
 # ------------------------------------------------------------------ plot
 def _open_netcdf(path):
-    import xarray as xr
+    from .diagnostics._checks import read_netcdf
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no file at {path}")
-    try:
-        return xr.load_dataset(path)
-    except Exception as err:
-        first = (str(err).splitlines() or [""])[0][:120]
-        raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {first}); pass a file "
-                         "written by dynfit evaluate, dynfit compare or dynfit train") from None
+    return read_netcdf(path, hint="pass a file written by dynfit evaluate, dynfit compare or dynfit train")
 
 
 def kind_of(ds) -> str:

@@ -557,13 +557,8 @@ def _check_compare(ds) -> None:
 
 def load_compare(path) -> xr.Dataset:
     """Read compare.nc written by :func:`compare`; checks it is one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no compare file at {path}")
-    try:
-        ds = xr.load_dataset(path)
-    except Exception as err:
-        first = (str(err).splitlines() or [""])[0][:120]
-        raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {first})") from None
+    from .diagnostics._checks import read_netcdf
+
+    ds = read_netcdf(path, "compare", "pass a compare.nc written by dynfit.compare")
     _check_compare(ds)
     return ds

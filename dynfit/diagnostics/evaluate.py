@@ -365,16 +365,9 @@ def load_diagnostics(path) -> xr.Dataset:
     Raises FileNotFoundError for a missing file and ValueError for a file that
     is not netCDF or not a dynfit diagnostics Dataset.
     """
-    from pathlib import Path
+    from ._checks import read_netcdf
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no diagnostics file at {path}")
-    try:
-        ds = xr.load_dataset(path)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable netCDF file ({err.__class__.__name__}: {err}); "
-                         "pass a file written by dynfit.evaluate(...).to_netcdf(path)") from None
+    ds = read_netcdf(path, "diagnostics", "pass a file written by dynfit.evaluate(...).to_netcdf(path)")
     fmt = ds.attrs.get("format")
     missing = [v for v in REQUIRED_VARIABLES if v not in ds]
     if fmt != FORMAT or missing:
