@@ -28,7 +28,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .config import _unknown, read_toml
+from .config import merge_tables, read_toml
 
 __all__ = ["add_commands", "COMPARE_DEFAULTS", "load_compare_config", "parse_strategy_flag", "plot_file"]
 
@@ -100,25 +100,14 @@ def _floats(text: str, flag: str) -> list[float]:
 # ------------------------------------------------------------------ compare
 def validate_compare_config(raw: dict) -> dict:
     """Defaults filled in; unknown sections and keys raise ValueError naming close matches."""
-    if not isinstance(raw, dict):
-        raise TypeError(f"config must be a table (dict), got {type(raw).__name__}")
-    cfg = copy.deepcopy(COMPARE_DEFAULTS)
-    for section, values in raw.items():
-        if section not in COMPARE_DEFAULTS:
-            raise _unknown("config section", section, COMPARE_DEFAULTS)
-        if section == "strategy":
-            if isinstance(values, dict):
-                values = [values]
-            if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
-                raise ValueError("[[strategy]] must be an array of tables, each with a name (and a label)")
-            cfg["strategy"] = [dict(v) for v in values]
-            continue
-        if not isinstance(values, dict):
-            raise ValueError(f"config section [{section}] must be a table, got {values!r}")
-        for key, value in values.items():
-            if key not in COMPARE_DEFAULTS[section]:
-                raise _unknown(f"key in [{section}]", key, COMPARE_DEFAULTS[section])
-            cfg[section][key] = value
+    cfg = merge_tables(COMPARE_DEFAULTS, raw, skip=("strategy",))
+    if "strategy" in raw:
+        values = raw["strategy"]
+        if isinstance(values, dict):
+            values = [values]
+        if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
+            raise ValueError("[[strategy]] must be an array of tables, each with a name (and a label)")
+        cfg["strategy"] = [dict(v) for v in values]
     from .compare import parse_strategy
 
     for entry in cfg["strategy"]:

@@ -43,20 +43,32 @@ def _unknown(kind: str, name: str, known) -> ValueError:
     return ValueError(f"unknown {kind} {name!r}{hint} (known: {sorted(known)})")
 
 
-def validate(raw: dict) -> dict:
-    """Defaults filled in; unknown sections/keys raise ValueError with close matches."""
+def merge_tables(defaults: dict, raw: dict, *, open_sections=(), skip=()) -> dict:
+    """A deep copy of ``defaults`` with the tables of ``raw`` merged in.
+
+    An unknown section, or an unknown key outside ``open_sections``, raises
+    ValueError naming its close matches; sections in ``skip`` are left to the caller.
+    """
     if not isinstance(raw, dict):
         raise TypeError(f"config must be a table (dict), got {type(raw).__name__}")
-    cfg = copy.deepcopy(DEFAULTS)
+    cfg = copy.deepcopy(defaults)
     for section, values in raw.items():
-        if section not in DEFAULTS:
-            raise _unknown("config section", section, DEFAULTS)
+        if section not in defaults:
+            raise _unknown("config section", section, defaults)
+        if section in skip:
+            continue
         if not isinstance(values, dict):
             raise ValueError(f"config section [{section}] must be a table, got {values!r}")
         for key, value in values.items():
-            if section not in OPEN_SECTIONS and key not in DEFAULTS[section]:
-                raise _unknown(f"key in [{section}]", key, DEFAULTS[section])
+            if section not in open_sections and key not in defaults[section]:
+                raise _unknown(f"key in [{section}]", key, defaults[section])
             cfg[section][key] = value
+    return cfg
+
+
+def validate(raw: dict) -> dict:
+    """Defaults filled in; unknown sections/keys raise ValueError with close matches."""
+    cfg = merge_tables(DEFAULTS, raw, open_sections=OPEN_SECTIONS)
     if cfg["field"]["dtype"] not in ("float32", "float64"):
         raise ValueError(f"[field] dtype must be 'float32' or 'float64', got {cfg['field']['dtype']!r}")
     from . import strategies
