@@ -93,17 +93,18 @@ def test_checkpoint_from_another_model(lorenz, tmp_path):
 
 
 class _Poisoned(torch.nn.Module):
-    """A field that turns NaN after a number of calls."""
+    """A linear field whose output is NaN on every call after ``after``, or on call ``only`` alone."""
 
-    def __init__(self, after):
+    def __init__(self, after=None, only=None):
         super().__init__()
         self.lin = torch.nn.Linear(3, 3, dtype=torch.float64)
-        self.calls, self.after = 0, after
+        self.calls, self.after, self.only = 0, after, only
 
     def forward(self, t, x):
         self.calls += 1
         y = self.lin(x)
-        return y * float("nan") if self.calls > self.after else y
+        bad = self.calls == self.only if self.only is not None else self.calls > self.after
+        return y * float("nan") if bad else y
 
 
 def test_nan_loss_rolls_back_and_keeps_the_good_checkpoint(lorenz, tmp_path):
@@ -126,22 +127,8 @@ def test_nan_loss_rolls_back_and_keeps_the_good_checkpoint(lorenz, tmp_path):
         fit(lorenz, field=field, epochs=3, progress=False, lbfgs_iterations=2, on_nan="raise")
 
 
-class _Flaky(torch.nn.Module):
-    """A linear field whose output is NaN on one given call only."""
-
-    def __init__(self, bad_call):
-        super().__init__()
-        self.lin = torch.nn.Linear(3, 3, dtype=torch.float64)
-        self.calls, self.bad_call = 0, bad_call
-
-    def forward(self, t, x):
-        self.calls += 1
-        y = self.lin(x)
-        return y * float("nan") if self.calls == self.bad_call else y
-
-
 def test_nan_retry_starts_the_optimizer_afresh_and_goes_on(lorenz):
-    field = _Flaky(bad_call=12)
+    field = _Poisoned(only=12)
     with pytest.warns(RuntimeWarning, match="retrying with a fresh optimizer state"):
         sur, hist = fit(lorenz, field=field, epochs=3, progress=False, lbfgs_iterations=2)
     assert hist.sizes["epoch"] == 3 and np.isfinite(hist.loss).all()
