@@ -1,0 +1,207 @@
+"""Safe files: one atomic writer and one folder lock for everything both packages write.
+
+- :func:`atomic_path` yields a temporary path in the destination's folder; on
+  success the file is fsynced and renamed over the destination (then the folder
+  is fsynced), on any failure the temporary file is removed. A full disk raises
+  ``OSError`` saying "no space left on <path>".
+- :func:`remove_stale_temps` deletes temporaries left by a killed writer.
+- :class:`FolderLock` makes a second run into the same output folder refuse
+  with a clear message instead of overwriting the first one's files.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+__all__ = ["atomic_path", "atomic_write_bytes", "remove_stale_temps", "FolderLock", "FolderLockedError",
+           "TEMP_PREFIX"]
+
+TEMP_PREFIX = ".dynfit-tmp-"
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    if path.is_dir():
+        for p in path.rglob("*"):
+            if p.is_file():
+                _fsync_file(p)
+        _fsync_dir(path)
+    elif path.exists():
+        _fsync_file(path)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _explain(err: OSError, path: Path) -> OSError:
+    if err.errno == errno.ENOSPC:
+        return OSError(errno.ENOSPC, f"no space left on {path.parent} while writing {path.name}; "
+                                     "free some space or choose another folder")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OSError(err.errno, f"cannot write {path}: permission denied or read-only file system "
+                                  "(choose a folder you can write to)")
+    if err.errno in (errno.ENOTDIR,):
+        return OSError(err.errno, f"cannot write {path}: a parent of it is a file, not a folder")
+    return err
+
+
+@contextlib.contextmanager
+def atomic_path(path, *, suffix: str | None = None, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
+
+    The temporary name keeps the destination's suffix (so writers that pick a format
+    from it still work) unless ``suffix`` is given. ``directory=True`` is for writers
+    that produce a folder (zarr stores): the old folder is replaced as a whole.
+    Creates the parent folder. Any exception removes the temporary file or folder.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _explain(err, path) from None
+    sfx = path.suffix if suffix is None else suffix
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.stem}-", suffix=sfx, dir=path.parent)
+    except OSError as err:
+        raise _explain(err, path) from None
+    os.close(fd)
+    tmp = Path(name)
+    if directory:
+        tmp.unlink()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if directory and path.exists():
+            old = path.with_name(f"{TEMP_PREFIX}{path.name}-old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            _remove(old)
+        else:
+            os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        _remove(tmp)
+        raise _explain(err, path) from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    return path
+
+
+def atomic_save(path, writer: Callable[[Path], object], *, directory: bool = False) -> Path:
+    """Call ``writer(tmp_path)`` and move the result onto ``path`` atomically."""
+    path = Path(path)
+    with atomic_path(path, directory=directory) as tmp:
+        writer(tmp)
+    return path
+
+
+def remove_stale_temps(folder) -> list[Path]:
+    """Delete temporaries that a killed writer left in ``folder``; returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    gone = []
+    for p in folder.glob(f"{TEMP_PREFIX}*"):
+        _remove(p)
+        gone.append(p)
+    # the previous round's checkpoint writer used ".NAME.tmpPID"
+    for p in folder.glob(".*.tmp[0-9]*"):
+        _remove(p)
+        gone.append(p)
+    return gone
+
+
+class FolderLockedError(RuntimeError):
+    """Another live process writes into the same folder."""
+
+
+class FolderLock:
+    """An exclusive lock on an output folder (``<folder>/.dynfit.lock``, flock-based).
+
+    Use as a context manager; a second process asking for the same folder gets
+    :class:`FolderLockedError` naming the holder's pid. The lock dies with its
+    process (kill -9 included), so a killed run never blocks a resume.
+    """
+
+    NAME = ".dynfit.lock"
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.path = self.folder / self.NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        import fcntl
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise _explain(err, self.path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            raise FolderLockedError(f"{self.folder} is in use by another dynfit run (pid {holder}); "
+                                    "wait for it to finish or choose another output folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
