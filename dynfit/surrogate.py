@@ -39,12 +39,12 @@ def build_field(config: dict, dim: int, dtype=torch.float64) -> torch.nn.Module:
 def _versions() -> dict:
     import dynfit
 
-    out = {"dynfit": dynfit.__version__, "torch": torch.__version__, "numpy": np.__version__,
+    out = {"dynfit": str(dynfit.__version__), "torch": str(torch.__version__), "numpy": str(np.__version__),
            "python": platform.python_version()}
     try:
         import torchdiffeq
 
-        out["torchdiffeq"] = torchdiffeq.__version__
+        out["torchdiffeq"] = str(torchdiffeq.__version__)
     except Exception:  # pragma: no cover
         pass
     return out
@@ -156,38 +156,41 @@ class Surrogate:
         }
 
     def save(self, path) -> Path:
-        """Write the model to ``path`` atomically (tmp file + os.replace)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(self.to_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        """Write the model to ``path`` atomically (temp file, fsync, rename; see systems.files)."""
+        from .io import save_torch
+
+        return save_torch(self.to_dict(), path)
 
     @classmethod
     def load(cls, path, *, field: torch.nn.Module | None = None, map_location="cpu") -> "Surrogate":
         """Read a model written by :meth:`save`; pass ``field`` for a custom module without config."""
+        from .io import ModelFileError, check_model_blob, load_torch
+
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no surrogate at {path}")
-        blob = torch.load(path, map_location=map_location, weights_only=False)
-        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-            got = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-            raise ValueError(f"{path} is not a dynfit surrogate (format {got!r}, expected {FORMAT!r}); "
-                             "a training checkpoint is resumed with dynfit.fit(checkpoint_dir=...)")
+        blob = check_model_blob(load_torch(path, what="model"), path, FORMAT)
+        fix = "write it again with Surrogate.save / dynfit train"
         scaler = Standardizer.from_dict(blob["scaler"])
-        dtype = getattr(torch, blob.get("dtype", "float64"))
+        dtype = getattr(torch, blob["dtype"])
         if field is None:
             if blob["field_config"] is None:
                 raise ValueError(f"{path} holds a custom field ({blob['field_class']}) without config; "
                                  "pass field=<a module of that class> to load it")
-            field = build_field(blob["field_config"], scaler.dim, dtype)
+            try:
+                field = build_field(blob["field_config"], scaler.dim, dtype)
+            except (TypeError, ValueError) as err:
+                raise ModelFileError(f"model file {path} has a bad field config: {err}; {fix}") from None
         try:
             field.load_state_dict(blob["state_dict"])
         except RuntimeError as err:
-            raise ValueError(f"the weights in {path} do not fit the field {type(field).__name__}: {err}") from None
-        return cls(field, scaler, blob["dt"], strategy=blob["strategy"], field_config=blob["field_config"],
-                   provenance=blob["provenance"])
+            first = str(err).strip().splitlines()
+            raise ModelFileError(f"the weights in {path} do not fit the field {type(field).__name__} "
+                                 f"(wrong names or shapes: {' '.join(first[:3])[:300]}); {fix}") from None
+        try:
+            strategy = _strategies.get(blob["strategy"])
+        except (TypeError, ValueError, KeyError) as err:
+            raise ModelFileError(f"model file {path} names a strategy that cannot be built: {err}; {fix}") from None
+        return cls(field, scaler, blob["dt"],
+                   strategy=strategy, field_config=blob["field_config"], provenance=blob["provenance"])
 
     def __repr__(self) -> str:
         return (f"Surrogate(system={self.system!r}, dim={self.dim}, dt={self.dt}, "

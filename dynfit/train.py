@@ -51,9 +51,9 @@ def _fingerprint(field, dim, strategy, optimizer, seed, dtype) -> dict:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from .io import save_torch  # atomic (temp, fsync, rename); numpy values stored as plain values
+
+    save_torch(obj, path)
 
 
 def _finite(field, loss) -> bool:
@@ -148,11 +148,19 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
     rows: list[dict] = []
     start = 0
     ckpt_path = None
+    lock = None
     if checkpoint_dir is not None:
+        from systems.files import FolderLock, remove_stale_temps
+
         ckpt_path = Path(checkpoint_dir) / CHECKPOINT
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        if resume and ckpt_path.exists():
-            start, rows = _resume(ckpt_path, fingerprint, field, opt, sched, strat, scaler)
+        lock = FolderLock(ckpt_path.parent).acquire()  # a second fit into this folder refuses
+        try:
+            remove_stale_temps(ckpt_path.parent)  # left by a killed run
+            if resume and ckpt_path.exists():
+                start, rows = _resume(ckpt_path, fingerprint, field, opt, sched, strat, scaler)
+        except BaseException:
+            lock.release()
+            raise
 
     meta = {"system": attrs.get("system", "unknown"), "dt": dt, "strategy": strat.name, "optimizer": optimizer,
             "seed": int(seed), "device": str(dev)}
@@ -229,6 +237,8 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
     finally:
         if bar is not None:
             bar.close()
+        if lock is not None:
+            lock.release()
 
     field.eval()
     meta["epochs"] = len(rows)
@@ -287,12 +297,9 @@ def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch):
 
 
 def _resume(path: Path, fingerprint: dict, field, opt, sched, strat, scaler) -> tuple[int, list]:
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ValueError(f"cannot read checkpoint {path}: {err}; delete it or pass resume=False") from None
-    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a dynfit training checkpoint; delete it or choose another checkpoint_dir")
+    from .io import check_checkpoint_blob, load_torch  # weights_only=True: no code runs from the file
+
+    blob = check_checkpoint_blob(load_torch(path, what="checkpoint"), path, CHECKPOINT_FORMAT)
     theirs = blob["fingerprint"]
     diff = {k: (theirs.get(k), v) for k, v in fingerprint.items() if theirs.get(k) != v}
     if diff:

@@ -121,8 +121,13 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (and raises ENOSPC on a full disk)
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
     return path
 
 

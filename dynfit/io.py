@@ -1,0 +1,192 @@
+"""Model and checkpoint files: written atomically, read without running code, checked on load.
+
+- :func:`save_torch` writes a torch blob atomically (temp file beside the
+  destination, fsync, rename; see :mod:`systems.files`), after turning numpy
+  values and version objects into plain Python values so that it reads back
+  with ``weights_only=True``.
+- :func:`load_torch` reads one with ``torch.load(weights_only=True)`` only (no
+  pickle code ever runs) and turns every failure into :class:`ModelFileError`.
+- :func:`check_model_blob` / :func:`check_checkpoint_blob` validate what was
+  read (format, keys, shapes, finite weights, positive finite ``dt`` and scale).
+"""
+from __future__ import annotations
+
+import io
+import math
+import numbers
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from systems.files import atomic_write_bytes
+
+__all__ = ["ModelFileError", "save_torch", "load_torch", "to_plain", "check_model_blob",
+           "check_checkpoint_blob", "check_scaler_dict", "check_finite_weights"]
+
+
+class ModelFileError(ValueError):
+    """A model or checkpoint file that cannot be used: missing, damaged, foreign or unsafe."""
+
+
+def to_plain(obj: Any) -> Any:
+    """``obj`` with numpy values as Python numbers/lists and unknown objects as strings.
+
+    Tensors, dicts, lists, tuples, str, int, float, bool and None come out as
+    their plain types (str subclasses such as torch's version object become
+    str): this is what ``torch.load(weights_only=True)`` accepts.
+    """
+    if obj is None or isinstance(obj, (torch.Tensor, torch.dtype)):
+        return obj
+    if isinstance(obj, str):
+        return str.__str__(obj)
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        return float(obj)
+    if isinstance(obj, Mapping):
+        return {to_plain(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        out = [to_plain(v) for v in obj]
+        return out if isinstance(obj, list) else tuple(out)
+    return str(obj)
+
+
+def save_torch(obj: Any, path) -> Path:
+    """Write ``obj`` (made plain) to ``path`` atomically; returns the path.
+
+    A full disk raises OSError "no space left on <folder> ..." and leaves no file.
+    """
+    buf = io.BytesIO()
+    torch.save(to_plain(obj), buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_torch(path, *, what: str = "model", fix: str | None = None) -> Any:
+    """Read a torch blob with ``weights_only=True``; any failure is a :class:`ModelFileError`.
+
+    ``what`` names the kind of file in messages ("model", "checkpoint"),
+    ``fix`` is the advice appended to them.
+    """
+    path = Path(path)
+    fix = fix or ("write it again with Surrogate.save / dynfit train" if what == "model"
+                  else "delete it or pass resume=False to start over")
+    if not path.exists():
+        raise ModelFileError(f"no {what} file at {path}; check the path")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a {what} file; give the file inside it")
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise ModelFileError(f"cannot read {what} file {path}: {err.strerror or err}") from None
+    if size == 0:
+        raise ModelFileError(f"{what} file {path} is empty (0 bytes; an interrupted write?); {fix}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, OSError, ...
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights_only" in str(err) or "Unsupported global" in str(err) or "Unsupported operand" in str(err):
+            reason = ("it holds Python objects that could run code when read, so it was refused "
+                      "(only plain tensors and values are read)")
+        elif "zip" in str(err).lower() or isinstance(err, EOFError) or "truncated" in str(err).lower():
+            reason = "it is truncated or not a torch file"
+        else:
+            reason = f"{type(err).__name__}: {text[:200]}"
+        raise ModelFileError(f"cannot read {what} file {path}: {reason}; {fix}") from None
+
+
+def _need(blob: Mapping, keys, path: Path, what: str, fix: str) -> None:
+    missing = [k for k in keys if k not in blob]
+    if missing:
+        raise ModelFileError(f"{what} file {path} lacks {missing} (damaged or from another program); {fix}")
+
+
+def check_scaler_dict(d: Any, path: Path, what: str = "model", fix: str = "") -> None:
+    """Scaler {"mean": [D], "std": [D]}: same length >= 1, finite, std > 0."""
+    if not isinstance(d, Mapping) or "mean" not in d or "std" not in d:
+        raise ModelFileError(f"{what} file {path} has no valid scaler (mean/std); {fix}")
+    try:
+        mean = np.asarray(d["mean"], dtype=np.float64).reshape(-1)
+        std = np.asarray(d["std"], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ModelFileError(f"{what} file {path} has a scaler that is not numeric; {fix}") from None
+    if mean.size < 1 or mean.shape != std.shape:
+        raise ModelFileError(f"{what} file {path} has a scaler with mean {mean.shape} and std {std.shape}; "
+                             f"they must be equal and non-empty; {fix}")
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        raise ModelFileError(f"{what} file {path} has a non-finite mean or a non-positive/non-finite "
+                             f"scale (std {std.tolist()}); {fix}")
+
+
+def check_finite_weights(state: Any, path: Path, what: str = "model", fix: str = "") -> None:
+    """Every entry a tensor; every floating one finite."""
+    if not isinstance(state, Mapping) or not state:
+        raise ModelFileError(f"{what} file {path} holds no weights; {fix}")
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ModelFileError(f"{what} file {path}: weight {name!r} is a {type(value).__name__}, "
+                                 f"not a tensor; {fix}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelFileError(f"{what} file {path}: weight {name!r} holds NaN or inf (a diverged "
+                                 f"training?); retrain, or use an earlier checkpoint")
+
+
+def check_model_blob(blob: Any, path, fmt: str) -> dict:
+    """Validate a model blob read by :func:`load_torch`; returns it."""
+    path = Path(path)
+    fix = "write it again with Surrogate.save / dynfit train"
+    if not isinstance(blob, dict):
+        raise ModelFileError(f"{path} is not a dynfit surrogate (it holds a {type(blob).__name__}, expected a "
+                             f"dict of format {fmt!r}); {fix}")
+    if blob.get("format") != fmt:
+        hint = ("; a training checkpoint is resumed with dynfit.fit(checkpoint_dir=...)"
+                if str(blob.get("format", "")).startswith("dynfit-checkpoint") else "")
+        raise ModelFileError(f"{path} is not a dynfit surrogate (format {blob.get('format')!r}, expected "
+                             f"{fmt!r}){hint}")
+    _need(blob, ("field_config", "field_class", "state_dict", "dtype", "scaler", "dt", "strategy",
+                 "provenance"), path, "model", fix)
+    dt = blob["dt"]
+    if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not math.isfinite(dt) or dt <= 0:
+        raise ModelFileError(f"model file {path} has dt = {dt!r}; it must be a positive finite number; {fix}")
+    if blob["dtype"] not in ("float16", "bfloat16", "float32", "float64"):
+        raise ModelFileError(f"model file {path} has dtype {blob['dtype']!r}; expected float32 or float64; {fix}")
+    if blob["field_config"] is not None and not isinstance(blob["field_config"], dict):
+        raise ModelFileError(f"model file {path} has a field_config that is not a dict; {fix}")
+    if not isinstance(blob["strategy"], (dict, str)):
+        raise ModelFileError(f"model file {path} has a strategy that is not a dict or name; {fix}")
+    if not isinstance(blob["provenance"], dict):
+        raise ModelFileError(f"model file {path} has provenance that is not a dict; {fix}")
+    check_scaler_dict(blob["scaler"], path, "model", fix)
+    check_finite_weights(blob["state_dict"], path, "model", fix)
+    return blob
+
+
+def check_checkpoint_blob(blob: Any, path, fmt: str) -> dict:
+    """Validate a training checkpoint read by :func:`load_torch`; returns it."""
+    path = Path(path)
+    fix = "delete it or pass resume=False to start over"
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        got = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise ModelFileError(f"{path} is not a dynfit training checkpoint (format {got!r}, expected "
+                             f"{fmt!r}); delete it or choose another checkpoint_dir")
+    _need(blob, ("fingerprint", "epoch", "field", "optimizer", "history", "scaler", "rng"), path,
+          "checkpoint", fix)
+    epoch = blob["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ModelFileError(f"checkpoint {path} has epoch {epoch!r}; {fix}")
+    if not isinstance(blob["fingerprint"], dict) or not isinstance(blob["optimizer"], dict):
+        raise ModelFileError(f"checkpoint {path} is damaged (fingerprint/optimizer not dicts); {fix}")
+    if not isinstance(blob["history"], list) or not all(isinstance(r, dict) for r in blob["history"]):
+        raise ModelFileError(f"checkpoint {path} has a damaged history; {fix}")
+    if not isinstance(blob["rng"], torch.Tensor) or blob["rng"].dtype != torch.uint8:
+        raise ModelFileError(f"checkpoint {path} has a damaged random state; {fix}")
+    check_scaler_dict(blob["scaler"], path, "checkpoint", fix)
+    check_finite_weights(blob["field"], path, "checkpoint", fix)
+    return blob
