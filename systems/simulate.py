@@ -7,13 +7,19 @@ import math
 import numpy as np
 import xarray as xr
 
-from .integrate import METHODS, _check_method, integrate
+from .integrate import METHODS, IntegrationError, _check_method, integrate
 from .system import System, get
 
-__all__ = ["simulate", "sample_initial_conditions"]
+__all__ = ["simulate", "sample_initial_conditions", "n_chains"]
 
 _PROGRESS_WORK = 5e7  # member-samples x dim above which the progress bar turns on by default
 _CHUNK = 128  # trajectories per chunk when a progress bar is shown
+# drawn starts: chains of one long spin-up each, sampled at well-separated times
+_CHAIN_STARTS = 32  # starts taken from one chain at most
+_MIN_CHAINS = 8  # chains when n >= 8
+_GAP_LYAPUNOV = 3.0  # shortest gap between two starts of a chain, in Lyapunov times
+_SPIN_GRID = 11  # output times of the spin-up (keeps the default step limit generous)
+_NOISE_STREAM = 1  # spawn key of the per-trajectory noise streams (SeedSequence(seed, spawn_key=(1, i)))
 
 
 def _version() -> str:
@@ -50,17 +56,54 @@ def _spin_up_time(system: System) -> float:
     return 5000.0 * system.dt
 
 
+def _gap_time(system: System) -> float:
+    """Shortest time between two starts taken from one chain: 3 Lyapunov times, else 300 sampling steps."""
+    if system.lyapunov_max and system.lyapunov_max > 0:
+        return max(_GAP_LYAPUNOV / system.lyapunov_max, 30.0 * system.dt)
+    return 300.0 * system.dt
+
+
+def n_chains(n: int) -> int:
+    """Spin-up chains that give ``n`` starts: at most 32 starts per chain, at least 8 chains (or n)."""
+    return int(min(n, max(_MIN_CHAINS, math.ceil(n / _CHAIN_STARTS))))
+
+
+def _chain_states(
+    system: System, n: int, rng: np.random.Generator, *, method: str, rtol: float, atol: float
+) -> np.ndarray:
+    """States (c, m, d) of ``c = n_chains(n)`` spin-up chains, ``m = ceil(n / c)`` per chain, in time order."""
+    x0 = np.asarray(system.x0, dtype=np.float64)
+    scale = 1e-3 * (np.abs(x0) + 1.0)
+    c = n_chains(n)
+    m = -(-n // c)
+    starts = x0 + scale * rng.standard_normal((c, system.dim))
+    gaps = _gap_time(system) * (1.0 + rng.random(m))  # each in [G, 2G): random phase, never closer than G
+    spin = np.linspace(-_spin_up_time(system), 0.0, _SPIN_GRID)
+    t = np.concatenate([spin, np.cumsum(gaps)])
+    substeps = max(1, int(math.ceil(float(np.max(np.diff(t))) / system.dt)))  # fixed-step methods only
+    sol = integrate(system, starts, t, method=method, rtol=rtol, atol=atol, substeps=substeps)
+    return sol.x[:, _SPIN_GRID:]
+
+
 def sample_initial_conditions(
     system: System, n: int, rng: np.random.Generator, *, method: str = "rkf45", rtol: float = 1e-9, atol: float = 1e-9
 ) -> np.ndarray:
-    """n states (n, d) on the attractor, drawn with ``rng``.
+    """n states (n, d) on the attractor, drawn with ``rng`` (the same rng, the same states).
 
-    Each starts from ``system.x0`` plus a small Gaussian perturbation and is
-    integrated from t = -T to 0 (T: :func:`_spin_up_time`). For autonomous
-    systems each trajectory then takes a random sample of the second half of
-    its spin-up, so the states differ in phase even where chaos is weak; for
-    non-autonomous ones the state at t = 0 keeps the forcing phase consistent.
+    Autonomous systems: a few chains (:func:`n_chains`; 8 for n <= 256) start
+    from ``system.x0`` plus a small Gaussian perturbation, spin up for T
+    (:func:`_spin_up_time`, 50 Lyapunov times) and run on, giving one state
+    after each gap; gaps are drawn uniformly in [G, 2G) (:func:`_gap_time`,
+    G = 3 Lyapunov times), so two states of a chain are decorrelated and
+    differ in phase even where chaos is weak. The states go to the
+    trajectories in a random order. The cost is c T + n 1.5 G instead of n T.
+    Non-autonomous systems keep one spin-up per trajectory, from t = -T to 0,
+    so that every start has the forcing phase of t = 0.
     """
+    if system.autonomous:
+        states = _chain_states(system, n, rng, method=method, rtol=rtol, atol=atol)
+        states = states.reshape(-1, system.dim)
+        return states[rng.permutation(states.shape[0])[:n]].copy()
     x0 = np.asarray(system.x0, dtype=np.float64)
     scale = 1e-3 * (np.abs(x0) + 1.0)
     starts = x0 + scale * rng.standard_normal((n, system.dim))
@@ -69,10 +112,7 @@ def sample_initial_conditions(
     t = np.linspace(-T, 0.0, n_grid)
     substeps = max(1, int(math.ceil(T / (n_grid - 1) / system.dt)))
     sol = integrate(system, starts, t, method=method, rtol=rtol, atol=atol, substeps=substeps)
-    if not system.autonomous:
-        return sol.x[:, -1].copy()
-    idx = rng.integers(n_grid // 2, n_grid, size=n)
-    return sol.x[np.arange(n), idx].copy()
+    return sol.x[:, -1].copy()
 
 
 def simulate(
@@ -92,6 +132,7 @@ def simulate(
     substeps: int = 1,
     max_steps: int | None = None,
     progress: bool | None = None,
+    chunks: int | None = None,
 ) -> xr.Dataset:
     """Simulate ``n_traj`` trajectories of ``n_steps`` samples spaced ``dt``.
 
@@ -105,6 +146,15 @@ def simulate(
     as a fraction of each component's standard deviation (over the whole
     ensemble); the clean states are not kept. Returns a Dataset with ``x``
     (trajectory, time, component) and provenance attrs.
+
+    chunks: None for an in-memory ``x``, or K >= 1 for a lazy one: a dask
+    array chunked along ``trajectory`` (K per chunk), each chunk integrated by
+    the same numba kernels when it is asked for (``.compute()``,
+    ``systems.save(ds, "PATH.zarr")``, a dask.distributed cluster). Starts are
+    drawn up front and noise comes from one random stream per trajectory, so
+    the numbers equal those of ``chunks=None`` with the same seed. With noise,
+    a lazy ensemble is integrated twice (once for the noise's standard
+    deviation, chunk by chunk, once for the data).
     """
     # --- validation, before any work ---
     if params is not None and not isinstance(params, dict):
@@ -138,6 +188,12 @@ def simulate(
             bad = int(np.argwhere(~np.isfinite(x0))[0][0])
             raise ValueError(f"x0 contains NaN or inf (trajectory {bad}: {x0[bad]}); give finite initial states")
 
+    if chunks is not None:
+        if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks < 1:
+            raise ValueError(f"chunks must be an integer >= 1 (trajectories per chunk of a lazy ensemble) or "
+                             f"None (an in-memory array), got {chunks!r}")
+        chunks = int(chunks)
+
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
     rng = np.random.default_rng(seed)
@@ -145,15 +201,14 @@ def simulate(
 
     if x0 is None:
         x0 = sample_initial_conditions(system, n_traj, rng)
-    if transient > 0:
-        n_sub = max(substeps, int(math.ceil(transient / dt)) * substeps)
-        x0 = integrate(system, x0, np.array([0.0, transient]), **{**kw, "substeps": n_sub}).x[:, -1]
     t = transient + dt * np.arange(n_steps)
-
-    x = _run(system, x0, t, kw, progress)
-    if noise > 0:
-        std = x.reshape(-1, system.dim).std(axis=0)
-        x = x + noise * std * rng.standard_normal(x.shape)
+    plan = _Plan(system, t, transient, dt, kw, noise, seed)
+    if chunks is None:
+        x = plan.clean(x0, progress=progress)
+        if noise > 0:
+            plan.add_noise(x, 0, _ensemble_std(*_moments(x), n_steps))
+    else:
+        x = _lazy(plan, x0, chunks)
 
     return _to_dataset(system, x, t, method, rtol, atol, dt, seed, transient, noise, substeps, n_traj)
 
@@ -174,6 +229,117 @@ def _run(system: System, x0: np.ndarray, t: np.ndarray, kw: dict, progress: bool
             out[i : i + _CHUNK] = integrate(system, x0[i : i + _CHUNK], t, **kw).x
             bar.update(min(_CHUNK, n - i))
     return out
+
+
+class _Plan:
+    """Everything one block of trajectories needs (system, times, solver options, noise); picklable.
+
+    A catalogued system travels by name and parameters (a worker process looks
+    it up and loads its cached kernels); a user-defined one is pickled whole.
+    """
+
+    def __init__(self, system: System, t: np.ndarray, transient: float, dt: float, kw: dict, noise: float,
+                 seed: int):
+        self.system, self.t, self.transient, self.dt = system, t, transient, dt
+        self.kw, self.noise, self.seed = kw, noise, seed
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        from .system import _CATALOGUE
+
+        ref = _CATALOGUE.get(self.system.name.lower())
+        if ref is not None and ref.rhs is self.system.rhs:
+            state["system"] = (self.system.name, dict(self.system.params))
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state["system"], tuple):
+            name, params = state["system"]
+            state["system"] = get(name, **params)
+        self.__dict__.update(state)
+
+    def clean(self, x0: np.ndarray, offset: int = 0, progress: bool | None = False) -> np.ndarray:
+        """States (k, T, D) of trajectories ``offset .. offset + k`` from their starts x0 (k, D)."""
+        try:
+            if self.transient > 0:
+                sub = self.kw["substeps"]
+                n_sub = max(sub, int(math.ceil(self.transient / self.dt)) * sub)
+                x0 = integrate(self.system, x0, np.array([0.0, self.transient]),
+                               **{**self.kw, "substeps": n_sub}).x[:, -1]
+            return _run(self.system, x0, self.t, self.kw, progress)
+        except IntegrationError as err:
+            if not offset:
+                raise
+            i = err.trajectory
+            msg = str(err).replace(f"trajectory {i} ", f"trajectory {i + offset} ", 1)
+            raise type(err)(msg, i + offset, err.time) from None
+
+    def add_noise(self, x: np.ndarray, offset: int, std: np.ndarray) -> np.ndarray:
+        """Add noise * std * N(0, 1) to x (k, T, D) in place; trajectory i draws from its own stream."""
+        for i in range(x.shape[0]):
+            ss = np.random.SeedSequence(self.seed, spawn_key=(_NOISE_STREAM, offset + i))
+            x[i] += self.noise * std * np.random.default_rng(ss).standard_normal(x.shape[1:])
+        return x
+
+    def block(self, x0: np.ndarray, offset: int, std) -> np.ndarray:
+        """One chunk (k, T, D) of the ensemble, noise included."""
+        x = self.clean(x0, offset)
+        return x if std is None else self.add_noise(x, offset, std)
+
+
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-trajectory means and summed squared deviations, each (k, D), from x (k, T, D).
+
+    Computed one trajectory at a time, so a chunk gives bit for bit the rows
+    the whole ensemble gives.
+    """
+    means = np.empty((x.shape[0], x.shape[2]))
+    m2 = np.empty_like(means)
+    for i in range(x.shape[0]):
+        means[i] = x[i].mean(axis=0)
+        m2[i] = ((x[i] - means[i]) ** 2).sum(axis=0)
+    return means, m2
+
+
+def _ensemble_std(means: np.ndarray, m2: np.ndarray, n_steps: int) -> np.ndarray:
+    """Standard deviation (D,) over all trajectories and times from per-trajectory moments (N, D)."""
+    mean = means.mean(axis=0)
+    total = m2.sum(axis=0) + n_steps * ((means - mean) ** 2).sum(axis=0)
+    return np.sqrt(total / (means.shape[0] * n_steps))
+
+
+def _streamed_std(plan: _Plan, x0: np.ndarray, bounds: list[tuple[int, int]]) -> np.ndarray:
+    """The ensemble's standard deviation (D,), one chunk in memory at a time."""
+    parts = [_moments(plan.clean(x0[a:b], a)) for a, b in bounds]
+    means = np.concatenate([p[0] for p in parts])
+    m2 = np.concatenate([p[1] for p in parts])
+    return _ensemble_std(means, m2, plan.t.size)
+
+
+def _block(plan: _Plan, x0: np.ndarray, offset: int, std) -> np.ndarray:
+    return plan.block(x0, offset, std)
+
+
+def _lazy(plan: _Plan, x0: np.ndarray, chunks: int):
+    """x as a dask array (n, T, D) chunked (chunks, T, D) along trajectory; nothing computed yet."""
+    import uuid
+
+    import dask
+    import dask.array as da
+
+    n, T, D = x0.shape[0], plan.t.size, plan.system.dim
+    token = uuid.uuid4().hex[:12]
+    p = dask.delayed(plan, name=f"simulate-plan-{token}")
+    bounds = [(a, min(a + chunks, n)) for a in range(0, n, chunks)]
+    std = None
+    if plan.noise > 0:
+        std = dask.delayed(_streamed_std)(p, x0, bounds, dask_key_name=f"simulate-std-{token}")
+    blocks = [
+        da.from_delayed(dask.delayed(_block)(p, x0[a:b], a, std, dask_key_name=f"simulate-{token}-{a}"),
+                        shape=(b - a, T, D), dtype=np.float64, name=f"simulate-x-{token}-{a}")
+        for a, b in bounds
+    ]
+    return da.concatenate(blocks, axis=0)
 
 
 def _to_dataset(system, x, t, method, rtol, atol, dt, seed, transient, noise, substeps, n_traj) -> xr.Dataset:
