@@ -98,18 +98,19 @@ def max_norm(B):
     return lambda x: x.reshape(B, -1).square().mean(dim=1).sqrt().max()
 
 
-def run_once(solver, field, windows, t, method, tol):
+def run_once(solver, field, windows, t, method, tol, atol=None):
+    atol = tol if atol is None else atol
     field.calls = field.rows = 0
     y0 = windows[0].clone()
     t0 = time.perf_counter()
     reported = None
     if solver == "dynfit":
-        sol = odesolve(field, y0, t, method=method, control=MixedNorm(rtol=tol, atol=tol))
+        sol = odesolve(field, y0, t, method=method, control=MixedNorm(rtol=tol, atol=atol))
         ys, reported = sol.ys, sol.stats.n_f_evals
     elif solver == "torchdiffeq":
-        ys = torchdiffeq.odeint(field, y0, t, method=method, rtol=tol, atol=tol)
+        ys = torchdiffeq.odeint(field, y0, t, method=method, rtol=tol, atol=atol)
     else:
-        ys = torchdiffeq.odeint(field, y0, t, method=method, rtol=tol, atol=tol, options=dict(norm=max_norm(len(y0))))
+        ys = torchdiffeq.odeint(field, y0, t, method=method, rtol=tol, atol=atol, options=dict(norm=max_norm(len(y0))))
     loss = (ys - windows).square().mean()
     n_fwd_calls, n_fwd_rows = field.calls, field.rows
     loss.backward()
@@ -187,6 +188,7 @@ def main(argv=None):
     p.add_argument("--window", type=int, default=20, help="observation steps (of 0.01) per window")
     p.add_argument("--methods", nargs="+", default=["rkf45", "dopri5"])
     p.add_argument("--tols", nargs="+", type=float, default=[1e-4, 1e-6])
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default: each rtol)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--fit-steps", type=int, default=300, help="Adam steps fitting the MLP to the Lorenz field")
     p.add_argument("--threads", type=int, default=1)
@@ -223,7 +225,7 @@ def main(argv=None):
             runs = {s: [] for s in solvers}
             for _ in range(a.repeats):  # interleaved, so that load on the machine hits all alike
                 for solver in runs:
-                    runs[solver].append(run_once(solver, field, windows, t, method, tol))
+                    runs[solver].append(run_once(solver, field, windows, t, method, tol, a.atol))
             for solver, rs in runs.items():
                 wall = statistics.median(r[0] for r in rs)
                 calls, rows, err = rs[0][1], rs[0][2], (rs[0][3] - exact).abs().max().item()

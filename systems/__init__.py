@@ -2,6 +2,7 @@
 __version__ = "0.1.0"
 
 from .system import System, get, names, register  # noqa: E402
+from .status import Status  # noqa: E402
 from .integrate import (  # noqa: E402
     BlowUpError,
     IntegrationError,
@@ -24,6 +25,7 @@ __all__ = [
     "BlowUpError",
     "StepLimitError",
     "StepSizeUnderflowError",
+    "Status",
     "lyapunov_spectrum",
     "kaplan_yorke_dimension",
     "save",

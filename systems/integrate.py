@@ -39,6 +39,7 @@ from types import ModuleType
 import numba
 import numpy as np
 
+from .status import FAC_MAX, FAC_MIN, SAFETY_PI, Status
 from .system import System
 from .tableaus import TABLEAUS, Tableau
 
@@ -56,14 +57,18 @@ __all__ = [
 #: Method names accepted by :func:`integrate` and ``systems.simulate``.
 METHODS = tuple(TABLEAUS)
 
-# Status codes returned per trajectory by the compiled solvers.
-OK, NONFINITE, MAX_STEPS, UNDERFLOW = 0, 1, 2, 3
+# Status codes returned per trajectory by the compiled solvers: systems.status.Status,
+# shared with dynfit.solvers (OK and UNDERFLOW are its aliases of SUCCESS, STEP_UNDERFLOW).
+SUCCESS, MAX_STEPS, STEP_UNDERFLOW, NONFINITE = (int(s) for s in (Status.SUCCESS, Status.MAX_STEPS,
+                                                                  Status.STEP_UNDERFLOW, Status.NONFINITE))
+OK, UNDERFLOW = SUCCESS, STEP_UNDERFLOW
 
 # Step-size control constants (Hairer, Norsett & Wanner I, II.4; PI control
 # after Gustafsson): factor = SAFETY * err^-alpha * err_prev^beta. The safety
 # factor 0.8 (as in MATLAB's ode45) rather than 0.9 costs ~40% more steps and
-# buys ~7x smaller global error on Lorenz'63 at the same tolerance.
-SAFETY, FAC_MIN, FAC_MAX = 0.8, 0.2, 10.0
+# buys ~7x smaller global error on Lorenz'63 at the same tolerance. The shared
+# defaults and why they differ from dynfit's MixedNorm: systems/status.py.
+SAFETY = SAFETY_PI
 BLOCK = 8  # trajectories whose stages are computed together (fixed and adaptive)
 PI_ALPHA, PI_BETA = 0.7, 0.4  # exponents times q (order of the error estimate)
 LOG_1EM4 = math.log(1e-4)
@@ -114,12 +119,12 @@ def _solve_fixed_block(x0, t_eval, n_sub, p, a, b, c, out, status, t_fail):
     k = np.empty((nb, _S, _D))
     tmp = np.empty((nb, _D))
     for q in range(nb):
-        status[q] = 0
+        status[q] = SUCCESS
         t_fail[q] = t_eval[-1]
         for m in range(_D):
             out[q, 0, m] = x[q, m]
         if not _all_finite(x[q]):
-            status[q] = 1
+            status[q] = NONFINITE
             t_fail[q] = t_eval[0]
     for i in range(1, t_eval.shape[0]):
         t_start = t_eval[i - 1]
@@ -142,8 +147,8 @@ def _solve_fixed_block(x0, t_eval, n_sub, p, a, b, c, out, status, t_fail):
                     for r in range(_S):
                         acc += b[r] * k[q, r, m]
                     x[q, m] += h * acc
-                if status[q] == 0 and not _all_finite(x[q]):
-                    status[q] = 1
+                if status[q] == SUCCESS and not _all_finite(x[q]):
+                    status[q] = NONFINITE
                     t_fail[q] = t + h
         for q in range(nb):
             for m in range(_D):
@@ -208,7 +213,7 @@ def _solve_adaptive_block(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_st
     n_active = 0
     for r in range(nb):
         t[r] = t_eval[0]
-        status[r] = 0
+        status[r] = SUCCESS
         t_fail[r] = t_eval[n_t - 1]
         stats[r, 0] = 0
         stats[r, 1] = 0
@@ -216,12 +221,12 @@ def _solve_adaptive_block(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_st
         for m in range(_D):
             out[r, 0, m] = x[r, m]
         if not _all_finite(x[r]):
-            status[r] = 1
+            status[r] = NONFINITE
             t_fail[r] = t[r]
             continue
         _rhs(x[r], t[r], p, k[r, 0])
         if not _all_finite(k[r, 0]):
-            status[r] = 1
+            status[r] = NONFINITE
             t_fail[r] = t[r]
             stats[r, 2] = 1
             continue
@@ -239,7 +244,7 @@ def _solve_adaptive_block(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_st
             if not active[r]:
                 continue
             if stats[r, 0] + stats[r, 1] >= max_steps:
-                status[r] = 2
+                status[r] = MAX_STEPS
                 t_fail[r] = t[r]
                 active[r] = False
                 n_active -= 1
@@ -251,7 +256,7 @@ def _solve_adaptive_block(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_st
                 ht = target - t[r]
                 last[r] = True
             if ht <= 16.0 * 2.220446049250313e-16 * max(abs(t[r]), 1.0):
-                status[r] = 3
+                status[r] = STEP_UNDERFLOW
                 t_fail[r] = t[r]
                 active[r] = False
                 n_active -= 1
@@ -371,6 +376,9 @@ _D = {dim!r}  # state dimension and number of stages are constants, so that
 _S = {stages!r}  # LLVM unrolls the loops over components and stages (~2x faster)
 PI_ALPHA, PI_BETA = {pi_alpha!r}, {pi_beta!r}
 LOG_1EM4 = math.log(1e-4)
+from systems.status import Status as _Status  # noqa: E402  (the codes shared with dynfit.solvers)
+SUCCESS, MAX_STEPS, STEP_UNDERFLOW, NONFINITE = (int(_Status.SUCCESS), int(_Status.MAX_STEPS),
+                                                 int(_Status.STEP_UNDERFLOW), int(_Status.NONFINITE))
 # _rhs and _jac are bound by systems.integrate before this module runs.
 '''
 

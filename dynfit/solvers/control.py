@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from systems.status import FAC_MAX, FAC_MIN, SAFETY
+
 __all__ = ["MixedNorm", "PaperRule"]
 
 
@@ -30,15 +32,16 @@ class MixedNorm:
     err = RMS over components of (y_high - y_low) / (atol + rtol * max(|y0|, |y1|));
     accept err <= 1; h_new = h * clip(safety * err^(-1/(order_low + 1)), fmin, fmax)
     (factor at most 1 on a rejection and on the step right after one, as Hairer advises).
+    The defaults (safety 0.9, fmin 0.2, fmax 10) are the shared ones of systems/status.py.
     per_example=False shares one step size over the batch (err = max over examples)
     and passes a 0-dim t to the field.
     """
 
     rtol: float
     atol: float
-    safety: float = 0.9
-    fmin: float = 0.2
-    fmax: float = 10.0
+    safety: float = SAFETY
+    fmin: float = FAC_MIN
+    fmax: float = FAC_MAX
     per_example: bool = True
 
     def __post_init__(self):
@@ -71,7 +74,7 @@ class PaperRule:
     """
 
     eps: float = 0.1
-    safety: float = 0.9
+    safety: float = SAFETY
     max_substeps: int = 10
     shared: bool = False
 

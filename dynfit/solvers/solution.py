@@ -2,20 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from enum import IntEnum
-
 import torch
+
+from systems.status import Status  # one enum for both packages (re-exported here)
 
 __all__ = ["Status", "Stats", "Solution", "SolverError"]
 
 
-class Status(IntEnum):
-    """Per-example outcome of a solve."""
-
-    SUCCESS = 0
-    MAX_STEPS = 1
-    STEP_UNDERFLOW = 2
-    NONFINITE = 3
 
 
 _ADVICE = {
