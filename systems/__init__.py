@@ -13,6 +13,7 @@ from .integrate import (  # noqa: E402
 from .simulate import simulate  # noqa: E402
 from .dataset import load, save  # noqa: E402
 from .lyapunov import kaplan_yorke_dimension, lyapunov_spectrum  # noqa: E402
+from .dysts import dysts_names, dysts_unsupported, from_dysts  # noqa: E402  (dysts imported on first use)
 
 __all__ = [
     "System",
@@ -28,6 +29,9 @@ __all__ = [
     "Status",
     "lyapunov_spectrum",
     "kaplan_yorke_dimension",
+    "from_dysts",
+    "dysts_names",
+    "dysts_unsupported",
     "save",
     "load",
     "__version__",

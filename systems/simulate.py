@@ -366,6 +366,8 @@ def _to_dataset(system, x, t, method, rtol, atol, dt, seed, transient, noise, su
         attrs["lyapunov_time"] = float(system.lyapunov_time)
         if system.lyapunov_citation:
             attrs["lyapunov_citation"] = system.lyapunov_citation
+    if system.metadata.get("source"):  # where the equations come from, e.g. "dysts 0.96"
+        attrs["source"] = str(system.metadata["source"])
     ds = xr.Dataset(
         {"x": (("trajectory", "time", "component"), x)},
         coords={
