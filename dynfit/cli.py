@@ -1,29 +1,64 @@
-"""Command line: ``dynfit demo | train | evaluate | compare | plot``.
+"""Command line: ``dynfit demo | train | evaluate | compare | plot`` (also ``python -m dynfit``).
 
 - ``dynfit demo --out DIR``: simulate Lorenz'63 (``systems.demo``: netCDF,
   attractor figure, Lyapunov spectrum), train a surrogate with our
   curriculum strategy (Fehlberg training whose rollout horizon grows to 128
-  steps as the solver accepts; ``--strategy fehlberg`` for the paper's), free-run it from held-out starts and write the model,
-  ``diagnostics.nc`` (valid prediction time per start) and PNG figures.
+  steps as the solver accepts; ``--strategy fehlberg`` for the paper's),
+  free-run it from held-out starts and write the model, ``diagnostics.nc``
+  (valid prediction time per start) and PNG figures.
 - ``dynfit train CONFIG.toml``: train as a TOML file says (see dynfit.config).
-- ``dynfit evaluate | compare | plot``: diagnostics, strategy comparisons and
-  figures of saved files (see dynfit.commands).
+- ``dynfit evaluate MODEL.pt DATA.nc --out DIR``: diagnostics.nc and figures.
+- ``dynfit compare [CONFIG.toml] --out DIR [flags]``: dynfit.compare; flags
+  override the config (sections below).
+- ``dynfit plot FILE.nc --out DIR``: the figures of a diagnostics, history or
+  compare Dataset, recognised from its attributes and variables.
+
+Every expected failure (bad input, a missing, damaged or unsafe file, a full
+or read-only disk, an output folder in use by another run, Ctrl-C) ends with
+one line on stderr and exit code 2; a traceback is printed only for a bug in
+dynfit (exit code 1). Every file is written atomically and output folders are
+locked while a command writes into them (see ``systems.files``).
+
+A compare config (TOML; every section and key optional)::
+
+    [data]      system, n_traj, n_steps, dt, seed, transient, path   (training data)
+    [test]      n_traj, n_steps, seed, transient, path               (held-out data)
+    [field]     kind, width, depth, activation
+    [train]     epochs, seeds, optimizer, lbfgs_iterations, lr, batch_size
+    [evaluate]  n_starts, horizon, thresholds, long_steps, lyapunov_steps, lyapunov_starts, seed
+    [[strategy]] label, name, and the strategy's options (method, step_size, eps, ...)
+    [output]    dir
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .config import merge_tables, read_toml
+
+__all__ = ["main", "build_parser", "demo", "COMPARE_DEFAULTS", "load_compare_config", "validate_compare_config",
+           "parse_strategy_flag", "plot_file", "kind_of"]
+
 VPT_THRESHOLD = 0.4
 
 
 def demo(out: Path, *, quick: bool = False, epochs: int | None = None, strategy: str = "curriculum",
          max_horizon: int = 128, progress: bool = True) -> dict:
-    """The demo; returns a small dict of results (paths and VPT summary)."""
+    """The demo; returns a small dict of results (paths and VPT summary). Locks ``out`` while it writes."""
+    out = Path(out)
+    with _locked(out):
+        return _demo(out, quick=quick, epochs=epochs, strategy=strategy, max_horizon=max_horizon,
+                     progress=progress)
+
+
+def _demo(out: Path, *, quick: bool, epochs: int | None, strategy: str, max_horizon: int, progress: bool) -> dict:
     import torch
     import xarray as xr
 
@@ -31,9 +66,9 @@ def demo(out: Path, *, quick: bool = False, epochs: int | None = None, strategy:
     from dynfit.diagnostics import valid_prediction_time
     from dynfit.train import fit
 
+    from .io import write_netcdf
+
     torch.set_num_threads(1)  # one thread: the same numbers as examples/lorenz_strategies.py
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     system = systems.get("lorenz63")
     n_train, n_steps = (2, 300) if quick else (8, 1500)
     n_test, horizon = (4, 200) if quick else (50, 1500)
@@ -51,7 +86,7 @@ def demo(out: Path, *, quick: bool = False, epochs: int | None = None, strategy:
     sur, hist = fit(train, field=field, strategy=strategy, strategy_options=options, optimizer="lbfgs",
                     epochs=epochs, seed=0, checkpoint_dir=out / "checkpoints", progress=progress)
     sur.save(out / "model.pt")
-    hist.to_netcdf(out / "history.nc")
+    write_netcdf(hist, out / "history.nc")
 
     truth = test.x.values                                      # (B, T, D)
     pred, stats = sur.generate(truth[:, 0], horizon, return_stats=True)
@@ -71,7 +106,7 @@ def demo(out: Path, *, quick: bool = False, epochs: int | None = None, strategy:
                "vpt_units": "Lyapunov times", "strategy": sur.strategy.name, "epochs": int(hist.sizes["epoch"]),
                "training_n_f_evals": int(hist.n_f_evals.sum()), "wall_time_s": time.perf_counter() - t0},
     )
-    diag.to_netcdf(out / "diagnostics.nc")
+    write_netcdf(diag, out / "diagnostics.nc")
     figures = _demo_figures(hist, diag, out)
     result = {"model": out / "model.pt", "diagnostics": out / "diagnostics.nc", "figures": figures,
               "vpt_mean": float(vpt.mean()), "vpt_median": float(np.median(vpt)),
@@ -88,6 +123,8 @@ def _demo_figures(hist, diag, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .io import save_figure
+
     paths = []
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
     axes[0].semilogy(hist.epoch, hist.loss)
@@ -100,7 +137,7 @@ def _demo_figures(hist, diag, out: Path) -> list[Path]:
         ax.set_xlabel("epoch")
     fig.tight_layout()
     paths.append(out / "training.png")
-    fig.savefig(paths[-1], dpi=100)
+    save_figure(fig, paths[-1], dpi=100)
     plt.close(fig)
 
     lt = diag.attrs["lyapunov_time"]
@@ -116,7 +153,7 @@ def _demo_figures(hist, diag, out: Path) -> list[Path]:
     axes[-1].set_xlabel("time (Lyapunov times); dashed: valid prediction time")
     fig.tight_layout()
     paths.append(out / "trajectory.png")
-    fig.savefig(paths[-1], dpi=100)
+    save_figure(fig, paths[-1], dpi=100)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -133,7 +170,7 @@ def _demo_figures(hist, diag, out: Path) -> list[Path]:
     axes[1].set_title("attractor (x, z)")
     fig.tight_layout()
     paths.append(out / "vpt.png")
-    fig.savefig(paths[-1], dpi=100)
+    save_figure(fig, paths[-1], dpi=100)
     plt.close(fig)
     return paths
 
@@ -144,7 +181,7 @@ def _demo_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_cmd(args: argparse.Namespace) -> int:
+def _train_cmd(args: argparse.Namespace) -> int:  # config.run locks the output folder
     from dynfit.config import load_config, run
 
     cfg = load_config(args.config)
@@ -154,6 +191,276 @@ def _train_cmd(args: argparse.Namespace) -> int:
           f"accepted fraction {float(hist.accepted_fraction[-1]):.3f}; wrote {out / 'model.pt'} and "
           f"{out / 'history.nc'}")
     return 0
+
+
+
+# ------------------------------------------------------------------ evaluate, compare, plot
+COMPARE_DEFAULTS = {
+    "data": {"system": "lorenz63", "n_traj": 4, "n_steps": 1000, "dt": 0.01, "seed": 1, "transient": 5.0,
+             "path": None},
+    "test": {"n_traj": 4, "n_steps": 1500, "seed": 2, "transient": 5.0, "path": None},
+    "field": {"kind": "mlp", "width": 64, "depth": 2, "activation": "silu"},
+    "train": {"epochs": 30, "seeds": [0], "optimizer": "lbfgs", "lbfgs_iterations": 20, "lr": None,
+              "batch_size": None},
+    "evaluate": {"n_starts": 20, "horizon": 10.0, "thresholds": [0.3, 0.4, 0.5], "long_steps": 10000,
+                 "lyapunov_steps": 1000, "lyapunov_starts": 2, "seed": 0},
+    "strategy": [{"name": "black-box"}, {"name": "fehlberg"}],
+    "output": {"dir": "out/compare"},
+}
+
+
+# ------------------------------------------------------------------ evaluate
+def _evaluate_cmd(args) -> int:
+    from .diagnostics import evaluate, summarize
+    from .io import write_netcdf
+    from .plot import plot_diagnostics
+    from .surrogate import Surrogate
+
+    thresholds = _floats(args.thresholds, "--thresholds")
+    sur = _load_model(args.model, Surrogate)
+    data = _load_systems_file(args.data)
+    out = Path(args.out)
+    with _locked(out):
+        ds = evaluate(sur, data, n_starts=args.starts, horizon=args.horizon, thresholds=thresholds,
+                      long_steps=args.long_steps, lyapunov_steps=args.lyapunov_steps, seed=args.seed)
+        write_netcdf(ds, out / "diagnostics.nc")
+        figures = {} if args.no_figures else plot_diagnostics(ds, out)
+    s = summarize(ds)
+    vpt = ", ".join(f"{h:g}: {s[f'vpt_median_{h:g}']:.2f}" for h in ds["threshold"].values)
+    print(f"{sur!r} on {args.data}: median VPT [Lyapunov times] by threshold {vpt}; largest exponent "
+          f"{s['lyapunov_max_surrogate']:.3f} (truth {s['lyapunov_max_truth']:.3f}); density divergence "
+          f"{s['density_divergence']:.3g} nats; wrote {out / 'diagnostics.nc'} and {len(figures)} figures")
+    return 0
+
+
+def _load_model(path, cls):
+    """``cls.load(path)``; Surrogate.load reads with weights_only=True and raises ModelFileError."""
+    return cls.load(Path(path))
+
+
+def _load_systems_file(path):
+    ds = _open_netcdf(path)
+    if "x" not in ds or ds["x"].dims != ("trajectory", "time", "component") or not ds.attrs.get("system"):
+        raise ValueError(f"{path} is not a systems trajectory file (needs variable x(trajectory, time, component) "
+                         "and attrs['system']); write one with systems.save(systems.simulate(...), path)")
+    return ds
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated numbers such as 0.3,0.4,0.5, got {text!r}") from None
+
+
+# ------------------------------------------------------------------ compare
+def validate_compare_config(raw: dict) -> dict:
+    """Defaults filled in; unknown sections and keys raise ValueError naming close matches."""
+    cfg = merge_tables(COMPARE_DEFAULTS, raw, skip=("strategy",))
+    if "strategy" in raw:
+        values = raw["strategy"]
+        if isinstance(values, dict):
+            values = [values]
+        if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
+            raise ValueError("[[strategy]] must be an array of tables, each with a name (and a label)")
+        cfg["strategy"] = [dict(v) for v in values]
+    from .compare import parse_strategy
+
+    for entry in cfg["strategy"]:
+        parse_strategy(entry)  # fail early on an unknown strategy or option
+    return cfg
+
+
+def load_compare_config(path) -> dict:
+    """Read and validate a compare TOML file."""
+    return validate_compare_config(read_toml(path))
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_strategy_flag(text: str) -> dict:
+    """``[LABEL=]NAME[:KEY=VALUE,KEY=VALUE]`` -> {"label", "name", **options}.
+
+    Example: ``"black-box rk4=torchdiffeq:method=rk4,step_size=0.5"``.
+    """
+    head, _, opts = str(text).partition(":")
+    label, _, name = head.rpartition("=")
+    name = name.strip()
+    entry = {"label": label.strip() or name, "name": name}
+    for item in filter(None, (o.strip() for o in opts.split(","))):
+        key, eq, val = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"strategy option {item!r} in {text!r} must read KEY=VALUE, e.g. "
+                             "'black-box rk4=torchdiffeq:method=rk4,step_size=0.5'")
+        entry[key.strip()] = _value(val.strip())
+    return entry
+
+
+def _compare_cmd(args) -> int:
+    import systems
+    from .compare import compare
+
+    cfg = load_compare_config(args.config) if args.config else copy.deepcopy(COMPARE_DEFAULTS)
+    overrides = {("data", "system"): args.system, ("data", "n_traj"): args.train_traj,
+                 ("data", "n_steps"): args.train_steps, ("data", "path"): args.train_data,
+                 ("test", "path"): args.test_data, ("field", "width"): args.width,
+                 ("train", "epochs"): args.epochs, ("train", "optimizer"): args.optimizer,
+                 ("train", "lbfgs_iterations"): args.lbfgs_iterations,
+                 ("evaluate", "n_starts"): args.starts, ("evaluate", "horizon"): args.horizon,
+                 ("evaluate", "long_steps"): args.long_steps, ("evaluate", "lyapunov_steps"): args.lyapunov_steps,
+                 ("output", "dir"): args.out}
+    for (section, key), value in overrides.items():
+        if value is not None:
+            cfg[section][key] = value
+    if args.seeds is not None:
+        cfg["train"]["seeds"] = [int(s) for s in _floats(args.seeds, "--seeds")]
+    if args.thresholds is not None:
+        cfg["evaluate"]["thresholds"] = _floats(args.thresholds, "--thresholds")
+    if args.strategy:
+        cfg["strategy"] = [parse_strategy_flag(s) for s in args.strategy]
+    cfg = validate_compare_config(cfg)
+
+    d, te, tr = cfg["data"], cfg["test"], cfg["train"]
+    if d["path"]:
+        train = _load_systems_file(d["path"])
+    else:
+        train = systems.simulate(d["system"], n_traj=d["n_traj"], n_steps=d["n_steps"], dt=d["dt"],
+                                 seed=d["seed"], transient=d["transient"], progress=False)
+    if te["path"]:
+        test = _load_systems_file(te["path"])
+    else:
+        test = systems.simulate(train.attrs["system"], n_traj=te["n_traj"], n_steps=te["n_steps"],
+                                dt=float(train["time"].values[1] - train["time"].values[0]), seed=te["seed"],
+                                transient=te["transient"], progress=False)
+    ev = dict(cfg["evaluate"])
+    ev["thresholds"] = tuple(ev["thresholds"])
+    fit_kwargs = {k: tr[k] for k in ("optimizer", "lbfgs_iterations", "lr", "batch_size") if tr[k] is not None}
+    command = args.command_line
+    if command is None and Path(sys.argv[0]).name == "dynfit":
+        command = "dynfit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    out = Path(cfg["output"]["dir"])
+    with _locked(out):
+        ds = compare(train, test_data=test, strategies=cfg["strategy"], seeds=tr["seeds"],
+                     epochs=int(tr["epochs"]), field=cfg["field"], evaluate=ev, out=out, command=command,
+                     progress=not args.no_progress, **fit_kwargs)
+    print((out / "table.md").read_text())
+    print(f"best: {ds.attrs['best_strategy']} (seed {ds.attrs['best_seed']}); wrote {out / 'compare.nc'}, "
+          f"table.md, table.csv and figures")
+    return 0
+
+
+# ------------------------------------------------------------------ plot
+def _open_netcdf(path):
+    from .diagnostics._checks import read_netcdf
+
+    return read_netcdf(path, hint="pass a file written by dynfit evaluate, dynfit compare or dynfit train")
+
+
+def kind_of(ds) -> str:
+    """'diagnostics', 'compare', 'history', 'systems' or 'unknown' from a Dataset's attrs and variables."""
+    from .compare import FORMAT as COMPARE
+    from .diagnostics import FORMAT as DIAGNOSTICS
+
+    fmt = ds.attrs.get("format")
+    if fmt == DIAGNOSTICS:
+        return "diagnostics"
+    if fmt == COMPARE:
+        return "compare"
+    if "epoch" in ds.dims and all(v in ds for v in ("loss", "accepted_fraction", "mean_substeps")):
+        return "history"
+    if "x" in ds and ds["x"].dims == ("trajectory", "time", "component"):
+        return "systems"
+    return "unknown"
+
+
+def plot_file(path, out) -> dict:
+    """Draw the figures that fit the dynfit Dataset in ``path``; returns {name: path}."""
+    from . import plot
+    from .compare import load_compare, plot_compare
+    from .diagnostics import load_diagnostics
+
+    path, out = Path(path), Path(out)
+    ds = _open_netcdf(path)
+    kind = kind_of(ds)
+    if kind == "diagnostics":
+        return plot.plot_diagnostics(load_diagnostics(path), out)
+    if kind == "compare":
+        best = path.with_name("best_diagnostics.nc")
+        best_ds = load_diagnostics(best) if best.is_file() else None
+        return plot_compare(load_compare(path), out, best_diagnostics=best_ds)
+    if kind == "history":
+        paths = {"training": out / "training.png"}
+        plot.plot_training(ds, paths["training"], show=False)
+        if "n_f_evals" in ds:
+            paths["error_vs_evaluations"] = out / "error_vs_evaluations.png"
+            plot.plot_error_vs_evaluations(ds, paths["error_vs_evaluations"], show=False)
+        return paths
+    if kind == "systems":
+        raise ValueError(f"{path} holds simulated trajectories (systems), not a dynfit result; evaluate a "
+                         f"model on it with: dynfit evaluate MODEL.pt {path} --out DIR")
+    raise ValueError(f"{path} is not a dynfit Dataset (attrs['format'] = {ds.attrs.get('format')!r}, variables "
+                     f"{sorted(ds.data_vars)[:8]}); dynfit plot reads diagnostics.nc (dynfit evaluate), "
+                     "compare.nc (dynfit compare) or history.nc (dynfit train)")
+
+
+def _plot_cmd(args) -> int:
+    with _locked(Path(args.out)):
+        paths = plot_file(args.file, args.out)
+    print(f"wrote {len(paths)} figures to {args.out}: {', '.join(Path(p).name for p in paths.values())}")
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+def _add_file_commands(subparsers) -> None:
+    """The subcommands on saved files: ``evaluate``, ``compare`` (its parser: ``cp`` below) and ``plot``."""
+    ev = subparsers.add_parser("evaluate", help="diagnostics of a saved surrogate on a systems netCDF file")
+    ev.add_argument("model", help="MODEL.pt written by Surrogate.save (dynfit train / demo)")
+    ev.add_argument("data", help="held-out trajectories: a netCDF file from systems.save(systems.simulate(...))")
+    ev.add_argument("--out", default="out/evaluate", help="output folder (default out/evaluate)")
+    ev.add_argument("--starts", type=int, default=20, help="held-out starts (default 20)")
+    ev.add_argument("--horizon", type=float, default=15.0, help="rollout length in Lyapunov times (default 15)")
+    ev.add_argument("--thresholds", default="0.3,0.4,0.5", help="VPT thresholds in (0, 1] (default 0.3,0.4,0.5)")
+    ev.add_argument("--long-steps", type=int, default=20000, help="samples of the long runs (default 20000)")
+    ev.add_argument("--lyapunov-steps", type=int, default=2000, help="Lyapunov averaging steps (0: skip)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the starts (default 0)")
+    ev.add_argument("--no-figures", action="store_true", help="write diagnostics.nc only")
+    ev.set_defaults(func=_evaluate_cmd)
+
+    cp = subparsers.add_parser("compare", help="train several strategies on the same data; table and figures",
+                               description="A compare config" + __doc__.split("A compare config")[1].rstrip(),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    cp.add_argument("config", nargs="?", default=None, help="CONFIG.toml (optional; flags override it)")
+    cp.add_argument("--out", default=None, help="output folder (default [output] dir or out/compare)")
+    cp.add_argument("--strategy", action="append", default=None, metavar="[LABEL=]NAME[:K=V,...]",
+                    help="a strategy, repeatable, e.g. fehlberg or "
+                         "'black-box rk4=torchdiffeq:method=rk4,step_size=0.5'")
+    cp.add_argument("--seeds", default=None, help="comma-separated training seeds")
+    cp.add_argument("--epochs", type=int, default=None)
+    cp.add_argument("--system", default=None, help="system to simulate (default lorenz63)")
+    cp.add_argument("--train-traj", type=int, default=None, help="training trajectories")
+    cp.add_argument("--train-steps", type=int, default=None, help="samples per training trajectory")
+    cp.add_argument("--train-data", default=None, help="training data netCDF (instead of simulating)")
+    cp.add_argument("--test-data", default=None, help="held-out data netCDF (instead of simulating)")
+    cp.add_argument("--width", type=int, default=None, help="MLP width")
+    cp.add_argument("--optimizer", default=None, help="lbfgs or adam")
+    cp.add_argument("--lbfgs-iterations", type=int, default=None)
+    cp.add_argument("--starts", type=int, default=None, help="held-out starts")
+    cp.add_argument("--horizon", type=float, default=None, help="rollout length in Lyapunov times")
+    cp.add_argument("--thresholds", default=None, help="VPT thresholds, comma-separated")
+    cp.add_argument("--long-steps", type=int, default=None, help="samples of the long runs")
+    cp.add_argument("--lyapunov-steps", type=int, default=None, help="Lyapunov averaging steps")
+    cp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cp.set_defaults(func=_compare_cmd, command_line=None)
+
+    pl = subparsers.add_parser("plot", help="figures of a saved diagnostics, history or compare netCDF file")
+    pl.add_argument("file", help="diagnostics.nc, history.nc or compare.nc")
+    pl.add_argument("--out", default="out/plot", help="output folder (default out/plot)")
+    pl.set_defaults(func=_plot_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,19 +479,65 @@ def build_parser() -> argparse.ArgumentParser:
     train_p.add_argument("--out", default=None, help="output folder (default: [output] dir)")
     train_p.add_argument("--no-progress", action="store_true", help="no progress bar")
     train_p.set_defaults(func=_train_cmd)
-    from .commands import add_commands
-
-    add_commands(sub)
+    _add_file_commands(sub)
     return parser
 
 
+# ------------------------------------------------------------------ errors and the entry point
+def _locked(folder):
+    """The output folder's lock (a second run into it refuses with FolderLockedError)."""
+    from systems.files import FolderLock
+
+    return FolderLock(folder)
+
+
+def _expected_errors() -> tuple:
+    from systems.files import FolderLockedError
+
+    from .solvers.solution import SolverError
+
+    return (ValueError, TypeError, OSError, FolderLockedError, SolverError, FloatingPointError, MemoryError,
+            KeyboardInterrupt)
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of an expected failure as one line."""
+    if isinstance(err, KeyboardInterrupt):
+        return ("interrupted; every file already written is complete (partial ones are removed) and a "
+                "training run resumes from its last checkpoint when run again")
+    if isinstance(err, MemoryError):
+        text = str(err) or "out of memory"
+        return f"{text}; use smaller sizes (fewer trajectories, steps or starts)"
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError) or (
+            isinstance(err, FileNotFoundError) and err.filename):
+        if err.strerror and err.filename:
+            text = f"{err.strerror}: {err.filename}"
+        elif err.strerror:
+            text = err.strerror
+        else:
+            text = str(err)
+        if err.errno is not None and text.startswith(f"[Errno {err.errno}] "):
+            text = text[len(f"[Errno {err.errno}] "):]
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 expected failure, 1 bug)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"dynfit {args.command}: error: {err}", file=sys.stderr)
+    except _expected_errors() as err:
+        print(f"dynfit {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except Exception as err:  # a bug: show where, and ask for a report
+        import traceback
+
+        traceback.print_exc()
+        print(f"dynfit {args.command}: internal error ({type(err).__name__}); this is a bug in dynfit: please "
+              "report it with the command you ran and the traceback above", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import json
 import math
 import time
@@ -33,6 +34,7 @@ import numpy as np
 import xarray as xr
 
 from . import strategies as _strategies
+from .io import save_figure, write_netcdf, write_text
 
 __all__ = ["compare", "load_compare", "compare_table", "write_tables", "plot_vpt", "parse_strategy",
            "FORMAT"]
@@ -451,10 +453,10 @@ def write_tables(ds: xr.Dataset, out) -> tuple[Path, Path]:
     for row in rows:
         lines.append("| " + " | ".join(_fmt(c, row[c]) for c in cols) + " |")
     md = out / "table.md"
-    md.write_text("\n".join(lines) + "\n")
+    write_text(md, "\n".join(lines) + "\n")
 
     path = out / "table.csv"
-    with open(path, "w", newline="") as fh:
+    with io.StringIO(newline="") as fh:  # the rows are gathered in memory, then written atomically
         w = csv.writer(fh)
         thr = [f"{h:g}" for h in ds["threshold"].values]
         keys = ["density_divergence", "spectrum_distance", "correlation_dimension", "training_n_f_evals",
@@ -470,6 +472,7 @@ def write_tables(ds: xr.Dataset, out) -> tuple[Path, Path]:
                            [repr(float(v)) for v in sub["vpt_mean"].values] +
                            [repr(float(sub["lyapunov_exponents"][0])), repr(float(sub["wasserstein"].mean()))] +
                            [repr(float(sub[k])) for k in keys])
+        write_text(path, fh.getvalue())
     return md, path
 
 
@@ -520,7 +523,7 @@ def plot_compare(ds: xr.Dataset, outdir, *, best_diagnostics: xr.Dataset | None 
              "vpt": outdir / "vpt.png"}
     fig = plot.plot_training(ds, None, show=show)
     fig.axes[0].set_ylabel(f"training loss [{ds['loss'].attrs.get('units', 'squared state units')}]")
-    fig.savefig(paths["training"], dpi=110, bbox_inches="tight")
+    save_figure(fig, paths["training"], dpi=110, bbox_inches="tight")
     plot.plot_error_vs_evaluations(ds, paths["error_vs_evaluations"], show=show)
     plot_vpt(ds, paths["vpt"], show=show)
     if best_diagnostics is not None:
@@ -528,7 +531,7 @@ def plot_compare(ds: xr.Dataset, outdir, *, best_diagnostics: xr.Dataset | None 
         fig = plot.plot_attractor(best_diagnostics, None, show=show)
         fig.suptitle(f"best surrogate ({ds.attrs['best_strategy']}, seed {ds.attrs['best_seed']}): "
                      f"long free run against the truth")
-        fig.savefig(paths["attractor_best"], dpi=110, bbox_inches="tight")
+        save_figure(fig, paths["attractor_best"], dpi=110, bbox_inches="tight")
     return paths
 
 
@@ -536,10 +539,10 @@ def write_outputs(ds: xr.Dataset, out, *, best_diagnostics: xr.Dataset | None = 
     """compare.nc, best_diagnostics.nc, table.md, table.csv and the figures into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ds.to_netcdf(out / "compare.nc")
+    write_netcdf(ds, out / "compare.nc")
     files = {"compare": out / "compare.nc"}
     if best_diagnostics is not None:
-        best_diagnostics.to_netcdf(out / "best_diagnostics.nc")
+        write_netcdf(best_diagnostics, out / "best_diagnostics.nc")
         files["best_diagnostics"] = out / "best_diagnostics.nc"
     files["table_md"], files["table_csv"] = write_tables(ds, out)
     files.update(plot_compare(ds, out, best_diagnostics=best_diagnostics))

@@ -29,15 +29,32 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: np.ndarray) -> "Standardizer":
-        """Statistics over every axis but the last of x (..., D)."""
-        flat = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-1])
-        std = flat.std(axis=0)
+        """Statistics over every axis but the last of x (..., D).
+
+        Raises ValueError for no samples, NaN/inf, a constant component or a
+        scale that overflows float64 (std inf).
+        """
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim < 1 or x.shape[-1] < 1 or x.size == 0:
+            raise ValueError(f"cannot standardise data of shape {x.shape}: it holds no samples")
+        flat = x.reshape(-1, x.shape[-1])
+        if not np.isfinite(flat).all():
+            raise ValueError("cannot standardise data holding NaN or inf; clean those samples first")
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = flat.mean(axis=0)
+            std = flat.std(axis=0)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std))).tolist()
+            raise ValueError(
+                f"the scale of component(s) {bad} overflows float64 (standard deviation {std[bad].tolist()}, "
+                f"largest magnitude {np.abs(flat[:, bad]).max():.3g}); divide the data by a constant first"
+            )
         if np.any(std == 0):
             raise ValueError(
                 f"component(s) {np.flatnonzero(std == 0).tolist()} are constant in the training data "
                 "(standard deviation 0); drop them or pass standardize=False"
             )
-        return cls(flat.mean(axis=0), std)
+        return cls(mean, std)
 
     @classmethod
     def identity(cls, dim: int) -> "Standardizer":
@@ -115,13 +132,32 @@ class Windows:
         return x0, tg
 
 
-def as_trajectories(data: Any, *, dt: float | None = None) -> tuple[np.ndarray, float, dict]:
+# magnitudes beyond this overflow float64 when squared (variances, squared-error losses)
+MAX_MAGNITUDE = 1e150
+
+
+def _check_dt(dt, what: str) -> float:
+    if isinstance(dt, bool) or not isinstance(dt, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(dt) or dt <= 0:
+        raise ValueError(f"{what} must be a positive finite number (the time between samples), got {dt!r}")
+    return float(dt)
+
+
+def as_trajectories(data: Any, *, dt: float | None = None,
+                    require_dt: bool = True) -> tuple[np.ndarray, float, dict]:
     """Array (N, T, D) float64, sampling step and attrs from any accepted source.
 
-    Raises ValueError for NaN/inf, wrong dims or a missing/invalid dt.
+    Raises ValueError for no trajectories, fewer than 2 samples, non-numeric
+    values, NaN/inf, magnitudes beyond 1e150 (they overflow float64 when
+    squared), wrong dims, a missing dt (numpy data carry none: pass ``dt``), an
+    invalid dt, or a ``dt`` that contradicts the data's own (attrs or time
+    coordinate). ``require_dt=False`` returns dt = 1.0 when none is known.
     """
     attrs: dict = {}
     arr = None
+    own_dt, own_from = None, None
+    if dt is not None:
+        dt = _check_dt(dt, "dt")
     try:
         import xarray as xr
     except ImportError:  # pragma: no cover - xarray is a dependency
@@ -143,12 +179,18 @@ def as_trajectories(data: Any, *, dt: float | None = None) -> tuple[np.ndarray, 
             arr = data.transpose("time", "component").values[None]
         else:
             raise ValueError(f"DataArray dims {dims} do not match {DIMS} (or ('time', 'component'))")
-        if dt is None:
-            if "dt" in attrs:
-                dt = float(attrs["dt"])
-            elif "time" in data.coords and data.sizes["time"] > 1:
-                dt = float(data["time"].values[1] - data["time"].values[0])
+        if "dt" in attrs:
+            own_dt, own_from = attrs["dt"], "attrs['dt']"
+        elif "time" in data.coords and data.sizes["time"] > 1:
+            try:
+                own_dt = float(data["time"].values[1] - data["time"].values[0])
+            except (TypeError, ValueError):  # e.g. datetime coordinates
+                own_dt = None
+            own_from = "its time coordinate"
     elif arr is None:
+        if isinstance(data, (str, bytes)) or data is None or isinstance(data, (dict, set)):
+            raise TypeError(f"data must be an array (T, D) or (N, T, D), an xarray Dataset or DataArray, got "
+                            f"{type(data).__name__}")
         arr = np.asarray(data)
         if arr.ndim == 2:
             arr = arr[None]
@@ -157,9 +199,17 @@ def as_trajectories(data: Any, *, dt: float | None = None) -> tuple[np.ndarray, 
                 f"array of shape {arr.shape} has {arr.ndim} dims; expected (T, D) for one trajectory "
                 "or (N, T, D) for N trajectories"
             )
-    arr = np.asarray(arr, dtype=np.float64)
+    if np.iscomplexobj(arr):
+        raise ValueError("data are complex numbers; pass real and imaginary parts as separate components")
+    try:
+        arr = np.asarray(arr, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"data must hold numbers, got an array of {np.asarray(arr).dtype}") from None
+    if arr.shape[0] < 1:
+        raise ValueError(f"data hold no trajectories (shape {arr.shape}, expected (N, T, D) with N >= 1)")
     if arr.shape[-1] < 1 or arr.shape[1] < 2:
-        raise ValueError(f"trajectories of shape {arr.shape} (N, T, D) need T >= 2 and D >= 1")
+        raise ValueError(f"trajectories of shape {arr.shape} (N, T, D) need T >= 2 samples and D >= 1 "
+                         "components")
     bad = ~np.isfinite(arr)
     if bad.any():
         n, t, d = np.argwhere(bad)[0]
@@ -167,10 +217,23 @@ def as_trajectories(data: Any, *, dt: float | None = None) -> tuple[np.ndarray, 
             f"data holds {int(bad.sum())} NaN/inf value(s), first at trajectory {n}, time index {t}, "
             f"component {d}; clean or drop those samples before training"
         )
+    big = float(np.abs(arr).max())
+    if big > MAX_MAGNITUDE:
+        raise ValueError(f"data hold values as large as {big:.3g}, beyond {MAX_MAGNITUDE:g}: their squares "
+                         "overflow float64 (standard deviation and loss become inf); divide the data by a "
+                         "constant first")
+    if own_dt is not None:
+        own = _check_dt(own_dt, f"the data's step ({own_from})")
+        if dt is None:
+            dt = own
+        elif abs(dt - own) > 1e-9 * max(dt, own):
+            raise ValueError(f"dt = {dt:g} was given but the data say dt = {own:g} ({own_from}); drop the "
+                             "dt argument, or resample the data at the step you want")
     if dt is None:
+        if require_dt:
+            raise ValueError("numpy data carry no sampling step: pass dt=<time between samples> (e.g. "
+                             "fit(x, dt=0.01)), or pass an xarray Dataset with attrs['dt'] or a time coordinate")
         dt = 1.0
-    if not (np.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt must be a positive finite number, got {dt!r}")
     return arr, float(dt), attrs
 
 
@@ -182,9 +245,9 @@ def make_windows(data: Any, *, horizon: int = 1, stride: int = 1, standardize: b
     given (e.g. the training set's) the same standardisation is reused; with
     ``standardize=False`` states stay in physical units (the paper's setting).
     """
-    if not isinstance(horizon, (int, np.integer)) or horizon < 1:
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
         raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
-    if not isinstance(stride, (int, np.integer)) or stride < 1:
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
         raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
     arr, dt, attrs = as_trajectories(data, dt=dt)
     n, t, d = arr.shape
@@ -223,7 +286,7 @@ def split(data: Any, *, by: str = "trajectory", fraction: float = 0.8):
         if not 0 < cut < size:
             raise ValueError(f"cannot split {size} {by} samples at fraction {fraction}: one side would be empty")
         return data.isel({by: slice(0, cut)}), data.isel({by: slice(cut, None)})
-    arr, _, _ = as_trajectories(data)
+    arr, _, _ = as_trajectories(data, require_dt=False)
     axis = 0 if by == "trajectory" else 1
     size = arr.shape[axis]
     cut = int(round(fraction * size))

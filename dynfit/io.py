@@ -22,12 +22,17 @@ import torch
 
 from systems.files import atomic_write_bytes
 
-__all__ = ["ModelFileError", "save_torch", "load_torch", "to_plain", "check_model_blob",
+__all__ = ["ModelFileError", "ModelFileNotFoundError", "save_torch", "load_torch", "to_plain", "check_model_blob", "write_netcdf",
+           "write_text", "save_figure",
            "check_checkpoint_blob", "check_scaler_dict", "check_finite_weights"]
 
 
 class ModelFileError(ValueError):
     """A model or checkpoint file that cannot be used: missing, damaged, foreign or unsafe."""
+
+
+class ModelFileNotFoundError(ModelFileError, FileNotFoundError):
+    """The model or checkpoint file does not exist (also a FileNotFoundError)."""
 
 
 def to_plain(obj: Any) -> Any:
@@ -79,7 +84,7 @@ def load_torch(path, *, what: str = "model", fix: str | None = None) -> Any:
     fix = fix or ("write it again with Surrogate.save / dynfit train" if what == "model"
                   else "delete it or pass resume=False to start over")
     if not path.exists():
-        raise ModelFileError(f"no {what} file at {path}; check the path")
+        raise ModelFileNotFoundError(f"no {what} file at {path}; check the path")
     if path.is_dir():
         raise ModelFileError(f"{path} is a folder, not a {what} file; give the file inside it")
     try:
@@ -99,7 +104,7 @@ def load_torch(path, *, what: str = "model", fix: str | None = None) -> Any:
             reason = "it is truncated or not a torch file"
         else:
             reason = f"{type(err).__name__}: {text[:200]}"
-        raise ModelFileError(f"cannot read {what} file {path}: {reason}; {fix}") from None
+        raise ModelFileError(f"{path} is not a dynfit {what} file or is damaged: {reason}; {fix}") from None
 
 
 def _need(blob: Mapping, keys, path: Path, what: str, fix: str) -> None:
@@ -190,3 +195,23 @@ def check_checkpoint_blob(blob: Any, path, fmt: str) -> dict:
     check_scaler_dict(blob["scaler"], path, "checkpoint", fix)
     check_finite_weights(blob["field"], path, "checkpoint", fix)
     return blob
+
+
+# ------------------------------------------------------------------ other files the package writes
+def write_netcdf(ds, path) -> Path:
+    """``ds.to_netcdf`` atomically: a full disk or a crash leaves the old file or none, never half of one."""
+    from systems.files import atomic_save
+
+    return atomic_save(path, lambda tmp: ds.to_netcdf(tmp))
+
+
+def write_text(path, text: str) -> Path:
+    """A UTF-8 text file (tables, configs) written atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_figure(fig, path, **kwargs) -> Path:
+    """``fig.savefig(path, **kwargs)`` atomically (the temporary file keeps the suffix, so the format)."""
+    from systems.files import atomic_save
+
+    return atomic_save(path, lambda tmp: fig.savefig(tmp, **kwargs))

@@ -46,9 +46,9 @@ def _figure(figsize, show):
 
 def _finish(fig, path, show):
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        from .io import save_figure  # atomic: never half a PNG
+
+        save_figure(fig, Path(path), dpi=110, bbox_inches="tight")
     if show:
         import matplotlib.pyplot as plt
 

@@ -6,7 +6,7 @@ import pytest
 import xarray as xr
 
 import systems
-from dynfit.commands import add_commands, kind_of, parse_strategy_flag, validate_compare_config
+from dynfit.cli import _add_file_commands as add_commands, kind_of, parse_strategy_flag, validate_compare_config
 from dynfit.compare import load_compare
 from dynfit.diagnostics import load_diagnostics
 from dynfit.train import fit

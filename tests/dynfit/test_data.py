@@ -15,7 +15,7 @@ def _dataset(n=2, t=30, d=3, seed=0):
 
 def test_one_step_pairs_match_paper_layout():
     arr = np.arange(30.0).reshape(10, 3)
-    w = make_windows(arr, standardize=False)
+    w = make_windows(arr, standardize=False, dt=1.0)
     assert len(w) == 9 and w.horizon == 1
     np.testing.assert_array_equal(w.x0, arr[:-1])
     np.testing.assert_array_equal(w.targets[:, 0], arr[1:])
@@ -65,7 +65,7 @@ def test_nan_is_rejected_with_its_position():
 
 def test_too_few_samples_for_the_window():
     with pytest.raises(ValueError, match="needs 11"):
-        make_windows(np.random.default_rng(0).standard_normal((6, 3)), horizon=10)
+        make_windows(np.random.default_rng(0).standard_normal((6, 3)), horizon=10, dt=1.0)
 
 
 def test_mismatched_dims():
@@ -76,6 +76,6 @@ def test_mismatched_dims():
         as_trajectories(bad)
     w = make_windows(_dataset())
     with pytest.raises(ValueError, match="scaler is for 3 components"):
-        make_windows(np.random.default_rng(0).standard_normal((10, 2)), scaler=w.scaler)
+        make_windows(np.random.default_rng(0).standard_normal((10, 2)), scaler=w.scaler, dt=1.0)
     with pytest.raises(ValueError, match="horizon must be"):
         make_windows(_dataset(), horizon=0)
