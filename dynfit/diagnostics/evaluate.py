@@ -2,9 +2,12 @@
 
 What it does, in order (every input is checked before any work starts):
 
-1. ``n_starts`` starts are drawn (seeded) along the trajectories of ``data``
-   (a ``systems.simulate`` Dataset, ideally held out from training), each with
-   ``horizon`` Lyapunov times of data after it: the truth.
+1. ``n_starts`` distinct starts are drawn (seeded, without replacement: one
+   per trajectory first, see ``draw_starts``) along the trajectories of
+   ``data`` (a ``systems.simulate`` Dataset, ideally held out from training),
+   each with ``horizon`` Lyapunov times of data after it: the truth. Asking
+   for more starts than the data hold, or a surrogate with NaN/inf weights,
+   raises ValueError.
 2. The surrogate runs free from each start (``generate``); the normalised
    error, the VPT per threshold, and the valid ground-truth time (the data
    and scipy reference solvers from the same start, see ``vpt.py``).
@@ -193,6 +196,44 @@ def _surrogate_exponents(surrogate, starts, dt, n_steps, transient, std):
     return lam / unit
 
 
+def _check_finite_model(surrogate) -> None:
+    """A surrogate whose weights hold NaN/inf would evaluate to meaningless numbers: refuse it."""
+    field = getattr(surrogate, "field", None)
+    params = getattr(field, "parameters", None)
+    if not callable(params):
+        return
+    import torch
+
+    for name, p in field.named_parameters():
+        if not bool(torch.isfinite(p.detach()).all()):
+            raise ValueError(f"the surrogate's weight {name!r} holds NaN or inf (a diverged training?); "
+                             "retrain it or load an earlier checkpoint before evaluating")
+
+
+def draw_starts(n_traj: int, n_positions: int, n_starts: int, rng, n_h: int | None = None):
+    """``n_starts`` distinct (trajectory, time index) starts, drawn without replacement.
+
+    Spread over the trajectories first (a fresh permutation per round, so with
+    n_starts <= n_traj every start lies on its own trajectory), then over
+    distinct start times within each. ``n_positions`` start times per
+    trajectory leave room for the rollout. Raises ValueError when the data
+    hold fewer distinct starts than asked.
+    """
+    capacity = n_traj * n_positions
+    if n_starts > capacity:
+        room = f" that leave room for {n_h} samples after them" if n_h else ""
+        raise ValueError(f"n_starts = {n_starts} but the data hold only {capacity} distinct starts ({n_traj} "
+                         f"trajectories x {n_positions} start times{room}); lower n_starts or pass more or "
+                         "longer trajectories")
+    rounds = -(-n_starts // n_traj)
+    traj_idx = np.concatenate([rng.permutation(n_traj) for _ in range(rounds)])[:n_starts]
+    time_idx = np.empty(n_starts, dtype=np.int64)
+    for i in np.unique(traj_idx):
+        where = np.flatnonzero(traj_idx == i)
+        time_idx[where] = rng.choice(n_positions, size=where.size, replace=False)
+    return traj_idx, time_idx
+
+
 # ------------------------------------------------------------------ evaluate
 def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = 20, horizon: float = 15.0,
              thresholds=(0.3, 0.4, 0.5), long_steps: int = 20000, lyapunov_steps: int = 2000,
@@ -223,6 +264,7 @@ def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = 20, horizon: float 
     sdt, dim = _check_surrogate(surrogate)
     name, x, dt = _check_data(data, dim, getattr(surrogate, "system", None))
     n_starts = check_int(n_starts, "n_starts", minimum=1)
+    _check_finite_model(surrogate)
     horizon = check_positive(horizon, "horizon")
     long_steps = check_int(long_steps, "long_steps", minimum=1000)
     lyapunov_steps = check_int(lyapunov_steps, "lyapunov_steps", minimum=0)
@@ -247,9 +289,7 @@ def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = 20, horizon: float 
     if groundtruth and len(reference_solvers) < 1:
         raise ValueError("reference_solvers must name at least one (scipy method, tolerance) pair")
 
-    rng = np.random.default_rng(seed)
-    traj_idx = rng.integers(0, n_traj, n_starts)
-    time_idx = rng.integers(0, n_time - n_h + 1, n_starts)
+    traj_idx, time_idx = draw_starts(n_traj, n_time - n_h + 1, n_starts, np.random.default_rng(seed), n_h)
     truth = np.stack([x[i, j:j + n_h] for i, j in zip(traj_idx, time_idx)])
     starts = truth[:, 0]
     std = x.reshape(-1, dim).std(0)
