@@ -413,21 +413,77 @@ def _function_fingerprint(fn) -> str | None:
         return None
 
 
+class KernelCacheError(OSError):
+    """The compiled-kernel cache folder is unsafe (someone else's, or writable by others) or unusable."""
+
+
+_PRIVATE_FALLBACK: list[Path] = []
+
+
+def _check_private(d: Path) -> None:
+    """Refuse a folder that another user owns or that others may write to (they could plant code)."""
+    st = os.stat(d)
+    uid = os.geteuid() if hasattr(os, "geteuid") else None
+    if uid is not None and st.st_uid != uid:
+        raise KernelCacheError(
+            f"the compiled-kernel folder {d} belongs to user id {st.st_uid}, not to you ({uid}): its files "
+            "would be executed, so it is refused; remove it or set SYSTEMS_KERNEL_DIR to a folder of your own")
+    if st.st_mode & 0o022:
+        raise KernelCacheError(
+            f"the compiled-kernel folder {d} is writable by others (mode {oct(st.st_mode & 0o777)}): its "
+            f"files would be executed, so it is refused; run chmod 700 {d} or set SYSTEMS_KERNEL_DIR")
+
+
+def _private_dir(d: Path) -> Path:
+    """Create ``d`` (mode 0700) if needed, check it is private and writable; returns it."""
+    existed = d.exists()
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not existed:
+        os.chmod(d, 0o700)
+    _check_private(d)
+    if os.stat(d).st_mode & 0o077:  # ours and not writable by others: make it private all the same
+        os.chmod(d, 0o700)
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise PermissionError(f"the compiled-kernel folder {d} is not writable")
+    return d
+
+
 def _kernel_dir() -> Path:
+    """The per-user folder of generated kernel modules and numba's cache of them.
+
+    ``SYSTEMS_KERNEL_DIR`` if set, else ``$XDG_CACHE_HOME/dynfit/kernels`` (or
+    ``~/.cache/dynfit/kernels``), created with mode 0700. A folder owned by
+    another user or writable by others raises :class:`KernelCacheError`: its
+    files are imported and its cache files loaded, so it must be private.
+    When no cache folder can be created (no home, read-only home) a private
+    folder with an unpredictable name (``tempfile.mkdtemp``, mode 0700) serves
+    this process only.
+    """
     env = os.environ.get("SYSTEMS_KERNEL_DIR")
-    candidates = [Path(env)] if env else []
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    candidates += [Path(xdg) / "dynfit" / "kernels", Path(tempfile.gettempdir()) / f"dynfit-kernels-{os.getuid()}"]
-    for d in candidates:
+    if env:
         try:
-            d.mkdir(parents=True, exist_ok=True)
-            probe = d / ".probe"
-            probe.write_text("")
-            probe.unlink()
-            return d
-        except OSError:
-            continue
-    raise OSError(f"no writable directory for compiled kernels among {candidates}; set SYSTEMS_KERNEL_DIR")
+            return _private_dir(Path(env).expanduser())
+        except KernelCacheError:
+            raise
+        except OSError as err:
+            raise KernelCacheError(f"SYSTEMS_KERNEL_DIR={env} cannot be used for compiled kernels: "
+                                   f"{err.strerror or err}; set it to a folder you can write to") from None
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    d = Path(xdg) / "dynfit" / "kernels"
+    try:
+        return _private_dir(d)
+    except KernelCacheError:
+        raise
+    except OSError:
+        pass
+    if not _PRIVATE_FALLBACK:  # unpredictable name, created 0700 atomically; removed at exit
+        import atexit
+        import shutil
+
+        tmp = Path(tempfile.mkdtemp(prefix="dynfit-kernels-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        _PRIVATE_FALLBACK.append(tmp)
+    return _PRIVATE_FALLBACK[0]
 
 
 def kernels(system: System, stages: int) -> ModuleType:
@@ -463,9 +519,9 @@ def kernels(system: System, stages: int) -> ModuleType:
             modname += f"_{os.getpid()}"
         path = _kernel_dir() / f"{modname}.py"
         if not path.exists() or path.read_text() != src:
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(src)
-            os.replace(tmp, path)  # atomic: concurrent processes never see half a file
+            from .files import atomic_write_bytes
+
+            atomic_write_bytes(path, src.encode())  # concurrent processes never see half a file
         spec = importlib.util.spec_from_file_location(modname, path)
         mod = importlib.util.module_from_spec(spec)
         mod._rhs = system.rhs
