@@ -115,6 +115,52 @@ def sample_initial_conditions(
     return sol.x[:, -1].copy()
 
 
+class TooLargeError(MemoryError, ValueError):
+    """The requested arrays would not fit in this machine's memory (raised before any work)."""
+
+
+def _available_memory() -> int:
+    """Bytes this process may still allocate: MemAvailable (Linux), else the physical memory."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - no way to know: do not refuse
+        return 1 << 62
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB"
+
+
+def _check_memory(n_traj: int, n_steps: int, dim: int, chunks, noise: float) -> None:
+    """Refuse, before any work, sizes whose arrays would not fit in this machine's memory."""
+    avail = _available_memory()
+    item = 8  # float64
+    rows = n_traj if chunks is None else min(chunks, n_traj)
+    parts = {
+        "the sample times (n_steps x 8 bytes)": n_steps * item,
+        "the initial states (n_traj x dim x 8 bytes)": n_traj * dim * item,
+        ("the output x (n_traj x n_steps x dim x 8 bytes)" if chunks is None else
+         "one chunk of x (chunks x n_steps x dim x 8 bytes)"): rows * n_steps * dim * item * (2 if noise > 0 else 1),
+    }
+    need = sum(parts.values())
+    if need > avail:
+        what, size = max(parts.items(), key=lambda kv: kv[1])
+        lazy = "" if chunks is not None else ", or pass chunks=K for a lazy ensemble written chunk by chunk"
+        raise TooLargeError(
+            f"simulate(n_traj={n_traj}, n_steps={n_steps}) for a {dim}-dimensional system needs about "
+            f"{_gb(need)} ({what}: {_gb(size)}) but this machine has {_gb(avail)} available; use fewer "
+            f"trajectories or steps{lazy}")
+
+
 def simulate(
     system,
     *,
@@ -155,6 +201,10 @@ def simulate(
     the numbers equal those of ``chunks=None`` with the same seed. With noise,
     a lazy ensemble is integrated twice (once for the noise's standard
     deviation, chunk by chunk, once for the data).
+
+    Every argument is checked before any work; sizes whose arrays would not
+    fit in the memory available raise ``TooLargeError`` (a MemoryError and a
+    ValueError) naming the size.
     """
     # --- validation, before any work ---
     if params is not None and not isinstance(params, dict):
@@ -175,6 +225,11 @@ def simulate(
     _check_method(method, None)
     if seed is not None:
         seed = _check_int("seed", seed, 0)
+    if chunks is not None and not isinstance(chunks, bool) and isinstance(chunks, (int, np.integer)) \
+            and chunks >= 1:
+        _check_memory(n_traj, n_steps, system.dim, int(chunks), noise)
+    else:
+        _check_memory(n_traj, n_steps, system.dim, None, noise)
     if x0 is not None:
         x0 = np.array(x0, dtype=np.float64)
         if x0.shape == (system.dim,):
