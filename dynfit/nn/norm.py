@@ -114,6 +114,13 @@ def _check_x(layer: nn.Module, x: torch.Tensor, ndim: int, num_features: int) ->
             f"{type(layer).__name__}({num_features}) expects x of shape {shape} with "
             f"{num_features} features, got shape {tuple(x.shape)}"
         )
+    if x.shape[0] == 0:
+        raise ValueError(f"{type(layer).__name__} got an empty batch (shape {tuple(x.shape)}); pass at least "
+                         "one example")
+    ref = getattr(layer, "running_mean", None)
+    if ref is not None and x.dtype != ref.dtype:
+        raise TypeError(f"{type(layer).__name__} holds {ref.dtype} parameters but x is {x.dtype}; convert "
+                        f"one of them: layer.to({x.dtype}) or x.to({ref.dtype})")
 
 
 def _check_batch(layer: nn.Module, x: torch.Tensor) -> None:
