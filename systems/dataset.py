@@ -1,29 +1,202 @@
-"""netCDF input and output of simulated Datasets (netCDF4/HDF5 engine)."""
+"""Input and output of simulated Datasets: netCDF (one file) and zarr (a chunked folder).
+
+- ``save(ds, "PATH.nc")`` writes netCDF4/HDF5 (int64, bool and unicode kept).
+- ``save(ds, "PATH.zarr")`` streams a lazy ensemble (``simulate(..., chunks=K)``)
+  chunk by chunk into a zarr store: only a few chunks are in memory at once,
+  and under a dask.distributed client the workers compute and write them.
+- ``load`` reads netCDF into memory and opens zarr lazily (dask arrays).
+
+Both formats are written atomically (systems.files): a killed writer leaves
+no half-written file or folder under the destination's name.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
-__all__ = ["save", "load"]
+from .files import atomic_path
+
+__all__ = ["save", "load", "ZARR_CHUNK_BYTES", "SystemsFileError"]
 
 _ENGINE = "netcdf4"
+ZARR_CHUNK_BYTES = 16 * 2**20  # largest zarr chunk of x on disk (bytes, before compression)
+_LOCAL_WORKERS = 1  # chunks computed at once without a distributed client (each one uses every core)
 
 
-def save(ds: xr.Dataset, path) -> Path:
-    """Write ``ds`` to ``path`` (netCDF4); parent folders are created. Returns the path."""
+class SystemsFileError(ValueError):
+    """A path that is not a readable systems file (corrupt, or another kind of data)."""
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.suffix == ".zarr" or (path.is_dir() and any(
+        (path / n).exists() for n in ("zarr.json", ".zgroup", ".zmetadata")))
+
+
+def save(ds: xr.Dataset, path, *, overwrite: bool | None = None, progress: bool = False) -> Path:
+    """Write ``ds`` to ``path``: netCDF4, or zarr when the path ends in ``.zarr``. Returns the path.
+
+    Parent folders are created; the write is atomic. overwrite: replace what
+    is at ``path``. Its default (None) keeps the old behaviour of netCDF files
+    (replaced) and refuses an existing zarr store (a folder: pass
+    overwrite=True to replace it). A lazy ``x`` (dask, from
+    ``simulate(..., chunks=K)`` or ``load("PATH.zarr")``) is computed chunk by
+    chunk as it is written: on the active dask.distributed client if there is
+    one (its workers compute and write the chunks; the path must be on a
+    file system they share), else one chunk at a time in this process (each
+    chunk's integration uses every core), written to zarr in pieces of at most
+    ZARR_CHUNK_BYTES, so memory holds about one chunk. progress: a progress
+    bar over chunks (local computation only).
+    """
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"save expects an xarray.Dataset, got {type(ds).__name__}")
+    if overwrite is not None and not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be True, False or None, got {overwrite!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.to_netcdf(path, engine=_ENGINE)
+    zarr = path.suffix == ".zarr"
+    if path.exists() and not (overwrite if overwrite is not None else not zarr):
+        what = "zarr store" if path.is_dir() else "file"
+        raise FileExistsError(f"{path} exists (a {what}); pass overwrite=True to replace it, or choose another path")
+    if path.exists() and path.is_dir() != zarr:
+        raise FileExistsError(f"{path} exists and is a {'folder' if path.is_dir() else 'file'}; a "
+                              f"{'zarr store' if zarr else 'netCDF file'} cannot replace it: remove it or "
+                              "choose another path")
+    out = _plain(ds)
+    with atomic_path(path, directory=zarr) as tmp:
+        if zarr:
+            # metadata and in-memory variables now; the dask ones (x when lazy) below
+            write = out.to_zarr(tmp, mode="w-", encoding=_zarr_encoding(out), zarr_format=2, consolidated=True,
+                                compute=False)
+            if _distributed_client() is not None:
+                import dask
+
+                dask.compute(write)
+            else:
+                _stream_zarr(out, tmp, progress)
+        else:
+            write = out.to_netcdf(tmp, engine=_ENGINE, compute=False)
+            _compute(write, progress)  # the dask parts, then the file is closed
     return path
 
 
+def _stream_zarr(ds: xr.Dataset, store: Path, progress: bool) -> None:
+    """Compute the dask variables of ``ds`` one chunk at a time into the zarr ``store`` made by to_zarr."""
+    import dask
+    import zarr
+
+    lazy = {k: v for k, v in ds.variables.items() if v.chunks is not None}
+    if not lazy:
+        return
+    group = zarr.open_group(store, mode="r+", zarr_format=2)
+    total = sum(int(np.prod(v.data.numblocks)) for v in lazy.values())
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=f"save {store.name}", unit="chunk")
+    try:
+        for name, var in lazy.items():
+            target = group[name]
+            edges = [np.concatenate([[0], np.cumsum(c)]) for c in var.data.chunks]
+            step = target.chunks[0] if var.ndim else 1
+            parts = var.data.to_delayed()  # one Delayed per chunk: its result is the chunk itself, not a copy
+            for idx in np.ndindex(*var.data.numblocks):
+                region = tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, idx))
+                block = np.asarray(dask.compute(parts[idx], scheduler="sync")[0])
+                if var.ndim == 0:
+                    target[...] = block
+                else:  # in pieces of zarr chunks: zarr's encoding buffers stay small
+                    for a in range(0, block.shape[0], step):
+                        target[(slice(region[0].start + a, region[0].start + a + step),) + region[1:]] = \
+                            block[a:a + step]
+                del block
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _plain(ds: xr.Dataset) -> xr.Dataset:
+    """A shallow copy without encodings carried from the file it was read from."""
+    out = ds.copy(deep=False)
+    for v in out.variables.values():
+        v.encoding = {}
+    return out
+
+
+def _zarr_encoding(ds: xr.Dataset) -> dict:
+    """Chunks of x on disk: whole dask chunks split into pieces of at most ZARR_CHUNK_BYTES."""
+    if "x" not in ds or ds["x"].ndim != 3:
+        return {}
+    n, t, d = ds["x"].shape
+    per_traj = max(1, t * d * ds["x"].dtype.itemsize)
+    chunks = ds["x"].chunks
+    k = int(chunks[0][0]) if chunks else n
+    if per_traj > ZARR_CHUNK_BYTES:  # one trajectory is already too large: split time
+        return {"x": {"chunks": (1, max(1, ZARR_CHUNK_BYTES // (d * ds["x"].dtype.itemsize)), d)}}
+    fit = max(1, ZARR_CHUNK_BYTES // per_traj)
+    kz = max(q for q in range(1, min(k, fit) + 1) if k % q == 0)  # a divisor of the dask chunk
+    return {"x": {"chunks": (kz, t, d)}}
+
+
+def _compute(delayed, progress: bool) -> None:
+    """Run a delayed write on the active dask.distributed client if there is one, else one chunk at a time."""
+    import dask
+
+    if _distributed_client() is not None:
+        dask.compute(delayed)
+        return
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            dask.compute(delayed, scheduler="threads", num_workers=_LOCAL_WORKERS)
+    else:
+        dask.compute(delayed, scheduler="threads", num_workers=_LOCAL_WORKERS)
+
+
+def _distributed_client():
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
 def load(path) -> xr.Dataset:
-    """Read a Dataset written by :func:`save` fully into memory (the file is closed)."""
+    """Read a Dataset written by :func:`save`.
+
+    netCDF: read fully into memory (the file is closed). zarr (a ``.zarr``
+    folder): opened lazily, ``x`` a dask array in the chunks on disk; take
+    what you need with ``isel`` / ``sel`` before ``.values`` or ``.load()``.
+    Raises FileNotFoundError for a missing path and SystemsFileError (a
+    ValueError) for a corrupt file or one that holds no systems ensemble.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no netCDF file at {str(path)!r}")
-    with xr.open_dataset(path, engine=_ENGINE) as ds:
-        return ds.load()
+    if not path.exists():
+        raise FileNotFoundError(f"no netCDF file or zarr store at {str(path)!r}")
+    hint = "write one with systems.save(systems.simulate(...), path)"
+    if _is_zarr(path):
+        try:
+            ds = xr.open_zarr(path, chunks={}, zarr_format=None)
+        except Exception as err:  # zarr raises many kinds for a damaged store
+            raise SystemsFileError(f"{path} is not a readable zarr store ({type(err).__name__}: "
+                                   f"{str(err)[:200]}); {hint}") from None
+    else:
+        if path.is_dir():
+            raise SystemsFileError(f"{path} is a folder but not a zarr store; pass a .nc file or a .zarr store")
+        try:
+            with xr.open_dataset(path, engine=_ENGINE) as f:
+                ds = f.load()
+        except Exception as err:  # netCDF4 raises OSError "NetCDF: HDF error" and similar
+            raise SystemsFileError(f"{path} is not a readable netCDF file ({type(err).__name__}: "
+                                   f"{str(err)[:200]}); {hint}") from None
+    if "x" not in ds or ds["x"].dims != ("trajectory", "time", "component") or not ds.attrs.get("system"):
+        raise SystemsFileError(f"{path} holds no systems ensemble (need variable x(trajectory, time, component) "
+                               f"and attrs['system'], found variables {list(ds.data_vars)}); {hint}")
+    return ds
