@@ -36,7 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "allauzen2022"
 STRATEGIES = ("black-box", "fehlberg", "curriculum")
-LYAPUNOV_TIME = 1.0 / 0.9056      # Lorenz'63, REFERENCES.md section 4
+LYAPUNOV_TIME = 1.0 / 0.9056      # Lorenz'63, docs/references.md section 4
 DT = 0.01
 ATTRACTOR_FROM = 500              # steps of a free run dropped before its states count for the measure
 

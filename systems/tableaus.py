@@ -92,7 +92,7 @@ RK4 = Tableau(
     order=4,
 )
 
-# Runge-Kutta-Fehlberg 4(5), propagating the order-5 solution (REFERENCES.md section 3).
+# Runge-Kutta-Fehlberg 4(5), propagating the order-5 solution (docs/references.md section 3).
 RKF45 = Tableau(
     name="rkf45",
     a=_lower(

@@ -1,6 +1,6 @@
 """Diagnostics of chaotic surrogates: VPT, Lyapunov spectra, attractor statistics, evaluate.
 
-Definitions: docs/diagnostics.md and REFERENCES.md section 5.
+Definitions: docs/diagnostics.md and docs/references.md section 5.
 """
 from .dimension import correlation_dimension, correlation_sum
 from .evaluate import FORMAT, evaluate, load_diagnostics, summarize

@@ -2,7 +2,7 @@
 
 torchdiffeq's adaptive stepper assumes first-same-as-last: it takes the last
 stage as f(t1, y1) for the next step and for its dense output. A plain
-Fehlberg tableau would silently make it first order (REFERENCES.md section 3),
+Fehlberg tableau would silently make it first order (docs/references.md section 3),
 so each tableau gets one extra stage at c = 1 whose row is the propagated
 weights b (zero weight in the solution and error rows). The midpoint weights
 for torchdiffeq's quartic dense output solve the order conditions of the

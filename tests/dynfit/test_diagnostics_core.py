@@ -8,7 +8,7 @@ from dynfit.diagnostics import (ExactSurrogate, integrate, lyapunov_spectrum, no
                                 reference_solutions, system_lyapunov_spectrum,
                                 valid_groundtruth_time, valid_prediction_time)
 
-LORENZ_L1 = 0.9056  # REFERENCES.md section 4
+LORENZ_L1 = 0.9056  # docs/references.md section 4
 LORENZ_SUM = -(10 + 1 + 8 / 3)
 
 
@@ -143,8 +143,12 @@ def test_exact_system_vpt_equals_valid_groundtruth_time():
     refs = reference_solutions(L, starts, dt=dt, n_steps=n, solvers=(("DOP853", 1e-12), ("LSODA", 1e-12)))
     vgt = valid_groundtruth_time([data, *refs], dt=dt, lyapunov_time=lt, std=std)
     np.testing.assert_allclose(vpt, vgt)
-    # and the agreement is long: > 15 Lyapunov times, < the horizon
-    assert np.all(vgt > 15) and np.all(vgt < (n - 1) * dt / lt)
+    # and the agreement is long: > 15 Lyapunov times. Where the references part
+    # depends on bit-level rounding (BLAS kernels, FMA, vector width) that chaos
+    # amplifies: starts moved by 1e-12 part at 21.8-24.8 LT, or never within the
+    # 27.16-LT horizon, which is then reported (first_exceedance), so <= horizon.
+    horizon = (n - 1) * dt / lt
+    assert np.all(vgt > 15) and np.all(vgt <= horizon + 1e-12), (vgt, horizon)
 
 
 def test_systems_and_scipy_references_agree():

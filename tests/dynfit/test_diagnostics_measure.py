@@ -49,7 +49,7 @@ def test_escaped_model_is_penalised(runs):
 
 
 def test_correlation_dimension_lorenz(runs):
-    # Literature 2.05 +- 0.01 (REFERENCES.md section 4). With 3000 random points
+    # Literature 2.05 +- 0.01 (docs/references.md section 4). With 3000 random points
     # of a 400-time-unit run the estimate scatters by about +-0.04 over seeds
     # (2.01-2.09 measured), so 0.1 covers sampling and scaling-range choice.
     a, b, _ = runs

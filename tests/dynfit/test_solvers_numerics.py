@@ -74,7 +74,7 @@ def test_fixed_step_convergence_order(path, problem, y0, t_end, method, order, n
 
 
 def test_naive_six_stage_rkf45_in_torchdiffeq_is_first_order(monkeypatch):
-    """The pitfall of REFERENCES.md section 3, and that the FSAL extension removes it."""
+    """The pitfall of docs/references.md section 3, and that the FSAL extension removes it."""
     from torchdiffeq._impl.rk_common import _ButcherTableau, RKAdaptiveStepsizeODESolver
     from systems.tableaus import RKF45
 

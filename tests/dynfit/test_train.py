@@ -191,7 +191,7 @@ def test_rk3_substeps_converge_at_order_three():
 
 
 def _fehlberg32(field, x):
-    """A2 (order 3, kept) and A1 (order 2) of one unit step, written out as in REFERENCES.md section 1."""
+    """A2 (order 3, kept) and A1 (order 2) of one unit step, written out as in docs/references.md section 1."""
     t = torch.zeros(())
     f1 = field(t, x)
     f2 = field(t, x + f1)
