@@ -15,7 +15,7 @@ import torch
 
 from .control import MixedNorm, PaperRule
 from .solution import Solution, SolverError, Stats, Status, failure_message
-from .stepper import FieldCounter, dense_output, rk_step
+from .stepper import FieldCounter, _combo, _weights, rk_stages, rk_step
 from .tableau import METHODS, torch_tableau
 
 __all__ = ["odesolve"]
@@ -106,7 +106,7 @@ class _Tracker:
         self.h = torch.zeros(B, dtype=dt, device=dev)
         self.t_reached = torch.zeros(B, dtype=dt, device=dev)
         self.records, self.n_rows = [y0], B
-        self.rec = torch.full((T, B), -1, dtype=torch.int64, device=dev)
+        self.rec = torch.full((T + 1, B), -1, dtype=torch.int64, device=dev)  # row T: a spare for unreached slots
         self.rec[0] = torch.arange(B, device=dev)
 
     def record(self, rows: torch.Tensor, pos: torch.Tensor, j: torch.Tensor, ex: torch.Tensor):
@@ -120,7 +120,8 @@ class _Tracker:
         y0 = self.records[0]
         nan = torch.full((1, y0.shape[1]), float("nan"), dtype=y0.dtype, device=y0.device)
         rows = torch.cat(self.records + [nan])
-        return rows[torch.where(self.rec < 0, self.n_rows, self.rec)]
+        rec = self.rec[:-1]
+        return rows[torch.where(rec < 0, self.n_rows, rec)]
 
     def stats(self, counter: FieldCounter, method: str, control: str) -> Stats:
         return Stats(
@@ -276,119 +277,160 @@ def _solve_paper(counter, y0, ts, tab, ctrl: PaperRule, ref, max_steps, tr: _Tra
     return tr
 
 
-def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, tr: _Tracker):
+class _Rows:
+    """Per-example state of the examples still integrating, one row each; compacted when some stop.
+
+    idx (n,) example of each row; y, k1 (n, D) state and f(t, y); s (n,) time times the
+    direction (so that it increases); h (n,) next step size (> 0); j (n,) next output to fill;
+    n_acc (n,) accepted steps; err, err_set (n,) error of the first attempt reaching into the
+    last output interval; sub (n,) accepted steps ending inside it; acc_prev (n,) the last
+    attempt was accepted; ref_tried (n,) the reference already judged an attempt on this interval.
+    """
+
+    names = ("idx", "y", "k1", "s", "h", "j", "n_acc", "err", "err_set", "sub", "acc_prev", "ref_tried")
+
+    def __init__(self, **state):
+        self.__dict__.update(state)
+
+    def take(self, keep: torch.Tensor) -> None:
+        for name in self.names:
+            setattr(self, name, getattr(self, name)[keep])
+
+
+def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, tr: _Tracker, fused: bool):
     """Per-example adaptive steps on the compacted batch of unfinished examples.
 
     Without a reference, steps run freely to t[-1] (never past it) and intermediate
-    outputs come from dense output; with a reference every output time is landed on, so
-    that the step ending there can be judged against the reference. One host sync per step.
+    outputs come from dense output, all outputs a step passes at once; with a reference
+    every output time is landed on, so that the step ending there can be judged against
+    the reference. Step-size decisions stay on the device; one host read per step (how
+    many outputs the step passed, whether an example stopped), none inside the step.
     """
-    B = y0.shape[0]
+    B, D = y0.shape
     dev, dtype = y0.device, y0.dtype
     T = ts.numel()
-    d = 1.0 if float(ts[-1]) > float(ts[0]) else -1.0
-    tsd = ts * d  # increasing
-    span = abs(float(ts[-1] - ts[0]))
-    eps = torch.finfo(dtype).eps
+    forward = bool(ts[-1] > ts[0])
+    tsd = ts if forward else -ts  # increasing
+    t_ends = ts[[0, -1]].abs().tolist()
+    # smallest step: 8 eps times the largest |t| or the span (within 2x of the per-step bound max(|t|, span))
+    h_min = 8 * torch.finfo(dtype).eps * max(t_ends + [abs(float(ts[-1] - ts[0]))])
     per_ex = ctrl.per_example
     land_each = ref is not None
-    q = tab.order_low
-    t_last = float(ts[-2]) * d  # start of the last output interval (direction-adjusted)
+    expo = -1.0 / (tab.order_low + 1)
+    rtol, atol, safety, fmin, fmax = ctrl.rtol, ctrl.atol, ctrl.safety, ctrl.fmin, ctrl.fmax
+    s_last = float(tsd[-2])  # start of the last output interval (direction-adjusted)
+    _, dense, c_vec = _weights(tab, dtype, dev)
+    c_row = c_vec.unsqueeze(0)
+    powers = torch.arange(1, 5, dtype=dtype, device=dev)
+    out_offsets = torch.arange(T, device=dev)
+    stages = tab.stages
 
     k1 = counter(ts[0], y0)
     if h0 is None:
-        h = _initial_step(counter, ts[0], y0, k1, d, tab.order, ctrl)
+        h = _initial_step(counter, ts[0], y0, k1, 1.0 if forward else -1.0, tab.order, ctrl)
     else:
         h = torch.full((B,), float(h0), dtype=dtype, device=dev)
     n_pre = counter.calls  # evaluations before the first step, shared by all examples
-
-    # compact per-example state of the unfinished examples
-    idx = torch.arange(B, device=dev)
-    y, ta = y0, ts[0].expand(B).clone()
-    j = torch.ones(B, dtype=torch.int64, device=dev)  # next output to fill
     zeros_i = torch.zeros(B, dtype=torch.int64, device=dev)
-    n_acc, n_rej, sub = zeros_i, zeros_i.clone(), zeros_i.clone()
-    err = torch.full((B,), float("nan"), dtype=dtype, device=dev)
-    err_set = torch.zeros(B, dtype=torch.bool, device=dev)
-    acc_all = torch.ones(B, dtype=torch.bool, device=dev)
-    ref_tried = torch.zeros(B, dtype=torch.bool, device=dev)
-    h_last = h.clone()
-    status = zeros_i.clone()
-    rej_last = torch.zeros(B, dtype=torch.bool, device=dev)
+    falses = torch.zeros(B, dtype=torch.bool, device=dev)
+    st = _Rows(idx=torch.arange(B, device=dev), y=y0, k1=k1, s=tsd[0].expand(B).clone(), h=h,
+               j=torch.ones(B, dtype=torch.int64, device=dev), n_acc=zeros_i,
+               err=torch.full((B,), math.nan, dtype=dtype, device=dev), err_set=falses, sub=zeros_i,
+               acc_prev=~falses, ref_tried=falses)
     extra = torch.zeros(B, dtype=torch.int64, device=dev)  # evaluations of retaken steps (full size)
-
-    while idx.numel():
-        target = ts[j] if land_each else ts[-1]
-        rem = (target - ta) * d
-        lands = h >= rem
-        he = torch.where(lands, rem, h)
-        hs = (d * he).unsqueeze(1) if per_ex else d * float(he[0])
-        y_hi, e_vec, ks = rk_step(counter, ta if per_ex else ta[0], hs, y, k1, tab)
-        finite = _finite_rows(y_hi, ks)
-        if y_hi.requires_grad and not bool(finite.all()):
-            y_hi, e_vec, ks, rows = _retake_finite(counter, ta if per_ex else ta[0], hs, y, ks, tab, finite, per_ex)
-            extra.index_add_(0, idx[rows], torch.full_like(rows, tab.stages - 1))
-        if land_each:  # the first attempt ending on the output time is judged against the reference
-            use_ref = lands & ~ref_tried
-            e_vec = torch.where(use_ref.unsqueeze(1), ref[j, idx] - y_hi.detach(), e_vec)
-        e = ctrl.error(e_vec, y, y_hi)
-        finite = finite & torch.isfinite(e)
-        e = torch.where(finite, e, torch.full_like(e, math.inf))
-        if not per_ex:
-            e = e.max().expand_as(e)
-        accept = e <= 1.0
-        fac = ctrl.factor(e, accept, q)
-        h_new = he * torch.where(rej_last, fac.clamp_max(1.0), fac)  # no growth right after a rejection
-        rej_last = ~accept
-        h_new = torch.where(accept & lands, torch.maximum(h_new, h), h_new)
-        t_new = torch.where(accept, torch.where(lands, target, ta + d * he), ta)
-        j_new = torch.searchsorted(tsd, t_new * d, right=True).clamp(min=j)
-        # statistics
-        in_last = ((ta * d + he) > t_last) & ~err_set  # first attempt reaching into the last interval
-        err = torch.where(in_last, e, err)
-        err_set = err_set | in_last
-        n_acc, n_rej = n_acc + accept, n_rej + ~accept
-        acc_all = acc_all & accept
-        sub = sub + (accept & (t_new * d > t_last))
-        h_last = he
-        if land_each:
-            ref_tried = (ref_tried | lands) & ~(accept & lands)
-        # termination
-        done = j_new >= T
-        under = ~done & ~(h_new >= 8 * eps * torch.clamp(t_new.abs(), min=span))  # NaN h counts as underflow
-        maxed = ~done & ~under & ((n_acc + n_rej) >= max_steps)
-        stop = done | under | maxed
-        status = torch.where(under, torch.where(finite, int(Status.STEP_UNDERFLOW), int(Status.NONFINITE)),
-                             torch.where(maxed, int(Status.MAX_STEPS), 0))
-        n_out, any_stop = torch.stack([(j_new - j).max(), stop.any().long()]).tolist()
-        # outputs passed by this step
-        for k in range(n_out):
-            jk = j + k
-            reach = jk < j_new
+    n_steps = torch.zeros(B, dtype=torch.int64, device=dev)
+    it = 0
+    while st.idx.numel():
+        it += 1
+        n = st.idx.numel()
+        target = tsd[st.j] if land_each else tsd[-1]
+        rem = target - st.s
+        lands = st.h >= rem
+        he = torch.minimum(st.h, rem)
+        hd, sf = (he, st.s) if forward else (-he, -st.s)  # signed step, field time
+        if per_ex:
+            hs, t0 = hd.unsqueeze(1), sf
+            times = torch.addcmul(sf.unsqueeze(1), hs, c_row).split(1, dim=1)
+        else:
+            hs, t0 = hd[0], sf[0]
+            times = torch.addcmul(t0, hs, c_vec).unbind(0)
+        y_hi, ks = rk_stages(counter, times, hs, st.y, st.k1, tab, fused)
+        with torch.no_grad():  # decisions: detached, on the device
+            finite = torch.isfinite(y_hi.sum(1) + ks[-1].sum(1))
+            ev = _combo(tab.e, ks) * hs
+            if land_each:  # the first attempt ending on the output time is judged against the reference
+                use_ref = lands & ~st.ref_tried
+                ev = torch.where(use_ref.unsqueeze(1), ref[st.j, st.idx] - y_hi, ev)
+            scale = torch.maximum(st.y.abs(), y_hi.abs()).mul_(rtol).add_(atol)
+            e = torch.where(finite, ev.div_(scale).square_().mean(1).sqrt_(), math.inf)
+            if not per_ex:
+                e = e.max().expand(n)
+            accept = e <= 1.0
+            fac = e.pow(expo).mul_(safety).clamp_(fmin, fmax)  # e in [0, inf]: 0 -> fmax, inf -> fmin
+            fac = torch.where(accept & st.acc_prev, fac, fac.clamp_max(1.0))  # no growth on/after a rejection
+            h_new = he * fac
+            if land_each:
+                h_new = torch.where(accept & lands, torch.maximum(h_new, st.h), h_new)
+                st.ref_tried = (st.ref_tried | lands) & ~(accept & lands)
+            s_step = st.s + he
+            s_new = torch.where(accept, torch.where(lands, target, s_step), st.s)
+            j_new = torch.searchsorted(tsd, s_new, right=True)  # tsd[j - 1] <= s < tsd[j]
+            st.err = torch.where(st.err_set, st.err, e)
+            st.err_set = st.err_set | (s_step > s_last)
+            st.sub = st.sub + (accept & (s_new > s_last))
+            st.n_acc = st.n_acc + accept
+            done = j_new >= T
+            under = h_new < h_min
+            stop = done | under
+            passed = j_new - st.j
+            code = int((passed + stop * T + (~finite) * (2 * T)).max())  # the one host read of the step
+        if code >= 2 * T:  # some rows overflowed: retake the step on the finite rows, so no NaN enters autograd
+            if y_hi.requires_grad:
+                y_hi, _, ks, rows = _retake_finite(counter, t0, hs, st.y, ks, tab, finite, per_ex)
+                extra.index_add_(0, st.idx[rows], torch.full_like(rows, stages - 1))
+            code = int((passed + stop * T).max())
+        n_out = code if code < T else int(passed.max())
+        if n_out:  # outputs passed by this step, all at once
+            jk = st.j.unsqueeze(1) + out_offsets[:n_out]  # (n, n_out)
+            reach = jk < j_new.unsqueeze(1)
             jc = jk.clamp(max=T - 1)
             if land_each:
-                y_out = y_hi
+                y_out = y_hi.unsqueeze(1)
             else:
-                theta = ((ts[jc] - ta) / (d * he)).unsqueeze(1)
-                y_out = torch.where((ts[jc] == t_new).unsqueeze(1), y_hi, dense_output(y, y_hi, ks, hs, tab, theta))
-            rows = tr.n_rows + torch.arange(idx.numel(), device=dev)
-            tr.rec[jc, idx] = torch.where(reach, rows, tr.rec[jc, idx])
-            tr.records.append(y_out)
-            tr.n_rows += idx.numel()
+                with torch.no_grad():
+                    t_out = tsd[jc]
+                    theta = (t_out - st.s.unsqueeze(1)) / he.unsqueeze(1)
+                    weights = theta.unsqueeze(2).pow(powers) @ dense  # (n, n_out, S)
+                    exact = (t_out == s_new.unsqueeze(1)).unsqueeze(2)
+                y_out = torch.addcmul(st.y.unsqueeze(1), hs.unsqueeze(1) if per_ex else hs,
+                                      torch.bmm(weights, torch.stack(ks, 1)))
+                y_out = torch.where(exact, y_hi.unsqueeze(1), y_out)
+            slots = torch.where(reach, jk, T)  # unreached: the spare row T of rec
+            tr.rec[slots, st.idx.unsqueeze(1).expand(n, n_out)] = torch.arange(
+                tr.n_rows, tr.n_rows + n * n_out, device=dev).view(n, n_out)
+            tr.records.append(y_out.reshape(n * n_out, D))
+            tr.n_rows += n * n_out
         acc2 = accept.unsqueeze(1)
-        y = torch.where(acc2, y_hi, y)
-        k1 = torch.where(acc2, ks[-1], k1)
-        ta, h, j = t_new, h_new, j_new
-        if any_stop:
-            tr.n_acc[idx], tr.n_rej[idx], tr.err[idx], tr.acc_all[idx] = n_acc, n_rej, err, acc_all
-            tr.substeps[idx], tr.h[idx], tr.status[idx] = sub, h_last, status
-            tr.t_reached[idx] = ta
-            keep = (~stop).nonzero().flatten()
-            idx = idx[keep]
-            y, k1, ta, h, j = y[keep], k1[keep], ta[keep], h[keep], j[keep]
-            n_acc, n_rej, err, err_set, acc_all = n_acc[keep], n_rej[keep], err[keep], err_set[keep], acc_all[keep]
-            sub, ref_tried, rej_last = sub[keep], ref_tried[keep], rej_last[keep]
-    tr.evals += n_pre + (tab.stages - 1) * (tr.n_acc + tr.n_rej) + extra
+        st.y = torch.where(acc2, y_hi, st.y)
+        st.k1 = torch.where(acc2, ks[-1], st.k1)
+        st.s, st.h, st.j, st.acc_prev = s_new, h_new, j_new, accept
+        maxed = it >= max_steps
+        if code >= T or maxed:
+            if maxed:
+                stop = torch.ones_like(stop)
+            status = torch.where(done, int(Status.SUCCESS), torch.where(
+                under, torch.where(finite, int(Status.STEP_UNDERFLOW), int(Status.NONFINITE)), int(Status.MAX_STEPS)))
+            sel = stop.nonzero().flatten()
+            ex = st.idx[sel]
+            n_steps[ex] = it
+            tr.n_acc[ex] = st.n_acc[sel]
+            tr.err[ex] = torch.where(st.err_set[sel], st.err[sel], math.nan)
+            tr.substeps[ex], tr.h[ex], tr.status[ex] = st.sub[sel], he[sel], status[sel]
+            tr.t_reached[ex] = s_new[sel] if forward else -s_new[sel]
+            st.take((~stop).nonzero().flatten())
+    tr.n_rej = n_steps - tr.n_acc
+    tr.acc_all = tr.n_rej == 0
+    tr.evals += n_pre + (stages - 1) * n_steps + extra
     return tr
 
 
@@ -440,11 +482,12 @@ def odesolve(
         _solve_paper(counter, y0, ts, tab, control, ref, max_steps, tr)
     else:
         ctrl_name = repr(control)
-        _solve_adaptive(counter, y0, ts, torch_tableau(method, fsal=True), control, ref, max_steps, h0, tr)
+        _solve_adaptive(counter, y0, ts, torch_tableau(method, fsal=True), control, ref, max_steps, h0, tr,
+                        fused=y0.device.type != "cpu")
     stats = tr.stats(counter, method, ctrl_name)
     sol = Solution(ts=ts, ys=tr.outputs(), stats=stats)
     if raise_on_failure and not stats.success:
         adaptive = isinstance(control, MixedNorm) and step_size is None
-        t_reached = tr.t_reached if adaptive else ts[(tr.rec >= 0).sum(0) - 1]
+        t_reached = tr.t_reached if adaptive else ts[(tr.rec[:-1] >= 0).sum(0) - 1]
         raise SolverError(failure_message(stats, t_reached, max_steps), stats, sol)
     return sol

@@ -22,7 +22,8 @@ import torch
 
 from systems.tableaus import TABLEAUS, Tableau, get_tableau
 
-__all__ = ["TorchTableau", "torch_tableau", "check_tableau", "fsal_extension", "midpoint_weights", "METHODS"]
+__all__ = ["TorchTableau", "torch_tableau", "check_tableau", "fsal_extension", "midpoint_weights",
+           "dense_coefficients", "METHODS"]
 
 METHODS = tuple(sorted(TABLEAUS))
 
@@ -78,7 +79,8 @@ class TorchTableau:
     rows[i]: nonzero (j, a_ij) of stage i; b, e: nonzero (j, weight) of the
     propagated solution and of the error y_high - y_low (e empty for fixed-step
     methods); c: nodes; mid: midpoint weights for dense output (empty if none);
-    fsal: the last stage is f(t + h, y_high).
+    fsal: the last stage is f(t + h, y_high); dense: (4, S) rows of
+    :func:`dense_coefficients` (FSAL form only, else empty).
     """
 
     name: str
@@ -90,6 +92,7 @@ class TorchTableau:
     order: int
     order_low: int | None
     fsal: bool
+    dense: tuple[tuple[float, ...], ...] = ()
 
     @property
     def stages(self) -> int:
@@ -100,11 +103,30 @@ class TorchTableau:
         return bool(self.e)
 
 
+def dense_coefficients(b: np.ndarray, mid: np.ndarray) -> np.ndarray:
+    """(4, S) matrix C such that the quartic dense output of an FSAL step is
+    y(t + theta h) = y0 + h sum_i P_i(theta) k_i with P(theta) = (theta, theta^2, theta^3, theta^4) @ C.
+
+    It is the quartic through y0, y1 = y0 + h b.k and y(t + h/2) = y0 + h mid.k with slopes
+    k_0 and k_{S-1} (Hermite-Birkhoff; the same polynomial as stepper.dense_output).
+    """
+    S = len(b)
+    e0, e1 = np.eye(S)[0], np.eye(S)[S - 1]
+    r1, r2, r3 = b - e0, e1 - e0, 16.0 * mid - 8.0 * e0
+    return np.stack([e0, -5.0 * r1 + r2 + r3, 14.0 * r1 - 3.0 * r2 - 2.0 * r3, -8.0 * r1 + 2.0 * r2 + r3])
+
+
 def _build(tab: Tableau, a, b, c, fsal: bool, mid=()) -> TorchTableau:
     e = _terms(tab.b - tab.b_low) if tab.b_low is not None else ()
+    dense = ()
+    if mid:
+        w = np.zeros(len(c))
+        for j, v in mid:
+            w[j] = v
+        dense = tuple(tuple(float(x) for x in row) for row in dense_coefficients(a[-1], w))
     return TorchTableau(
         name=tab.name, rows=tuple(_terms(a[i, :i]) for i in range(len(c))), b=_terms(b), e=e,
-        c=tuple(float(x) for x in c), mid=mid, order=tab.order, order_low=tab.order_low, fsal=fsal,
+        c=tuple(float(x) for x in c), mid=mid, order=tab.order, order_low=tab.order_low, fsal=fsal, dense=dense,
     )
 
 
