@@ -40,7 +40,6 @@ def test_chunked_equals_unchunked(kwargs):
 
 
 def test_nothing_is_integrated_until_asked(monkeypatch):
-
     calls = []
     real = _Plan.clean
     monkeypatch.setattr(_Plan, "clean", lambda self, x0, *a, **k: calls.append(len(x0)) or real(self, x0, *a, **k))
