@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-__all__ = ["atomic_path", "atomic_write_bytes", "remove_stale_temps", "FolderLock", "FolderLockedError",
-           "TEMP_PREFIX"]
+__all__ = ["atomic_path", "atomic_save", "atomic_write_bytes", "ensure_folder", "remove_stale_temps", "FolderLock",
+           "FolderLockedError", "TEMP_PREFIX"]
 
 TEMP_PREFIX = ".dynfit-tmp-"
 
@@ -64,15 +64,36 @@ def _remove(path: Path) -> None:
 
 
 def _explain(err: OSError, path: Path) -> OSError:
-    if err.errno == errno.ENOSPC:
-        return OSError(errno.ENOSPC, f"no space left on {path.parent} while writing {path.name}; "
-                                     "free some space or choose another folder")
+    """A new OSError (same errno) whose message names ``path`` and the fix; others unchanged."""
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return OSError(err.errno, f"no space left on {path.parent} while writing {path.name}; "
+                                  "free some space or choose another folder")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OSError(err.errno, f"cannot write {path}: permission denied or read-only file system "
                                   "(choose a folder you can write to)")
-    if err.errno in (errno.ENOTDIR,):
-        return OSError(err.errno, f"cannot write {path}: a parent of it is a file, not a folder")
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+        where = f"{blocker} is a file, not a folder" if blocker else "a parent of it is a file, not a folder"
+        return OSError(err.errno, f"cannot write {path}: {where}; choose another path")
+    if err.errno == errno.EISDIR:
+        return OSError(err.errno, f"cannot write {path}: it is a folder; give a file name")
+    if err.errno == errno.ENAMETOOLONG:
+        return OSError(err.errno, f"cannot write {str(path)[:80]}...: the name is too long")
     return err
+
+
+def ensure_folder(path) -> Path:
+    """Create the folder ``path`` (and its parents); a clear OSError if a file is in the way or it
+    cannot be written. Returns the path."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _explain(err, path) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OSError(errno.EACCES, f"cannot write into {path}: permission denied (choose a folder you "
+                                    "can write to)")
+    return path
 
 
 @contextlib.contextmanager
@@ -177,8 +198,8 @@ class FolderLock:
     def acquire(self) -> "FolderLock":
         import fcntl
 
+        ensure_folder(self.folder)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
             raise _explain(err, self.path) from None

@@ -37,8 +37,8 @@ def _check_int(name: str, value, minimum: int) -> int:
 
 
 def _check_float(name: str, value, *, positive: bool) -> float:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     try:
         v = float(value)
     except (TypeError, ValueError):
