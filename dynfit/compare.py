@@ -34,6 +34,8 @@ import numpy as np
 import xarray as xr
 
 from . import strategies as _strategies
+from systems.files import ensure_folder
+
 from .io import save_figure, write_netcdf, write_text
 
 __all__ = ["compare", "load_compare", "compare_table", "write_tables", "plot_vpt", "parse_strategy",
@@ -185,7 +187,7 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field
     train, test = _check_data(data, test_data, eval_options)
     out = Path(out) if out is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_folder(out)  # a clear error before any work if it cannot be written
 
     n_s, n_seed = len(specs), len(seeds)
     runs: dict[tuple[int, int], dict] = {}
@@ -431,8 +433,7 @@ def _fmt(key, v) -> str:
 
 def write_tables(ds: xr.Dataset, out) -> tuple[Path, Path]:
     """Write table.md (one row per strategy) and table.csv (one row per strategy and seed)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(out)
     rows = compare_table(ds)
     cols = list(rows[0])
     heads = [_HEADERS.get(c, f"VPT median @{c.rsplit('_', 1)[1]} [Lyapunov times]" if c.startswith("vpt") else c)
@@ -517,8 +518,7 @@ def plot_compare(ds: xr.Dataset, outdir, *, best_diagnostics: xr.Dataset | None 
     """Every comparison figure into ``outdir``; returns {name: path}."""
     from . import plot
 
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = ensure_folder(outdir)
     paths = {"training": outdir / "training.png", "error_vs_evaluations": outdir / "error_vs_evaluations.png",
              "vpt": outdir / "vpt.png"}
     fig = plot.plot_training(ds, None, show=show)
@@ -537,8 +537,7 @@ def plot_compare(ds: xr.Dataset, outdir, *, best_diagnostics: xr.Dataset | None 
 
 def write_outputs(ds: xr.Dataset, out, *, best_diagnostics: xr.Dataset | None = None) -> dict:
     """compare.nc, best_diagnostics.nc, table.md, table.csv and the figures into ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(out)
     write_netcdf(ds, out / "compare.nc")
     files = {"compare": out / "compare.nc"}
     if best_diagnostics is not None:
