@@ -32,7 +32,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "SCHEMA", "load_config", "validate", "run", "check_types"]
+__all__ = ["DEFAULTS", "SCHEMA", "COMPARE_SCHEMA", "load_config", "validate", "run", "check_types",
+           "check_fit_arguments"]
 
 SIMULATION_DT = 0.01
 
@@ -145,6 +146,48 @@ SCHEMA = {
               "weight_decay": is_float(0), "device": is_device},
     "output": {"dir": is_str()},
 }
+
+
+# the compare config (dynfit compare CONFIG.toml; see dynfit.cli)
+COMPARE_SCHEMA = {
+    "data": {k: SCHEMA["data"][k] for k in ("system", "path", "n_traj", "n_steps", "seed", "transient")}
+    | {"dt": is_float(0, low_open=True)},
+    "test": {"n_traj": is_int(1), "n_steps": is_int(2), "seed": is_int(0), "transient": is_float(0),
+             "path": is_str(optional=True)},
+    "field": {k: SCHEMA["field"][k] for k in ("kind", "width", "depth", "activation")},
+    "train": {"epochs": is_int(1), "seeds": is_list(is_int(0)), "optimizer": SCHEMA["train"]["optimizer"],
+              "lbfgs_iterations": is_int(1), "lr": SCHEMA["train"]["lr"], "batch_size": SCHEMA["train"]["batch_size"]},
+    "evaluate": {"n_starts": is_int(1), "horizon": is_float(0, low_open=True),
+                 "thresholds": is_list(is_float(0, 1, low_open=True)), "long_steps": is_int(1000),
+                 "lyapunov_steps": is_int(0), "lyapunov_starts": is_int(1), "seed": is_int(0)},
+    "output": {"dir": is_str()},
+}
+
+
+def check_fit_arguments(**kwargs) -> dict:
+    """Check ``fit``'s keyword arguments with the same rules as the TOML config; returns them.
+
+    Known names: epochs (>= 0 here), seed, lr, batch_size, lbfgs_iterations,
+    lbfgs_tolerance, weight_decay, standardize, horizon, stride, device
+    (also a torch.device), optimizer. Raises ValueError naming the argument,
+    the value and what is expected.
+    """
+    rules = {"epochs": is_int(0), "seed": SCHEMA["train"]["seed"], "lr": SCHEMA["train"]["lr"],
+             "batch_size": SCHEMA["train"]["batch_size"], "lbfgs_iterations": SCHEMA["train"]["lbfgs_iterations"],
+             "lbfgs_tolerance": is_float(0, 1, low_open=True, high_open=True),
+             "weight_decay": SCHEMA["train"]["weight_decay"], "standardize": is_bool,
+             "horizon": SCHEMA["data"]["horizon"], "stride": SCHEMA["data"]["stride"],
+             "optimizer": SCHEMA["train"]["optimizer"]}
+    out = {}
+    for name, value in kwargs.items():
+        if name == "device":
+            out[name] = value if value is None or type(value).__name__ == "device" else \
+                _device(is_device(value, "device"))
+        elif name in rules:
+            out[name] = rules[name](value, name)
+        else:
+            raise TypeError(f"check_fit_arguments got an unknown argument {name!r}")
+    return out
 
 
 def check_types(cfg: dict, schema: dict) -> dict:
@@ -264,7 +307,7 @@ def _device(name):
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= n:
-            raise ValueError(f"[train] device = {name!r} but this machine has {n} CUDA device(s); use 'cpu' or "
+            raise ValueError(f"device {name!r} was asked for but this machine has {n} CUDA device(s); use 'cpu' or "
                              "'auto'")
     return name
 
