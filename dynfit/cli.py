@@ -256,7 +256,9 @@ def _floats(text: str, flag: str) -> list[float]:
 # ------------------------------------------------------------------ compare
 def validate_compare_config(raw: dict) -> dict:
     """Defaults filled in; unknown sections and keys raise ValueError naming close matches."""
-    cfg = merge_tables(COMPARE_DEFAULTS, raw, skip=("strategy",))
+    from .config import COMPARE_SCHEMA, check_types
+
+    cfg = check_types(merge_tables(COMPARE_DEFAULTS, raw, skip=("strategy",)), COMPARE_SCHEMA)
     if "strategy" in raw:
         values = raw["strategy"]
         if isinstance(values, dict):
@@ -493,11 +495,12 @@ def _locked(folder):
 
 def _expected_errors() -> tuple:
     from systems.files import FolderLockedError
+    from systems.integrate import IntegrationError
 
     from .solvers.solution import SolverError
 
-    return (ValueError, TypeError, OSError, FolderLockedError, SolverError, FloatingPointError, MemoryError,
-            KeyboardInterrupt)
+    return (ValueError, TypeError, OSError, FolderLockedError, SolverError, IntegrationError, FloatingPointError,
+            MemoryError, KeyboardInterrupt)
 
 
 def _one_line(err: BaseException) -> str:
