@@ -22,3 +22,4 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_systems.py
 	$(PY) benchmarks/bench_solvers.py
+	$(PY) benchmarks/bench_dysts.py

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> list[dict] | None:
     ap.add_argument("--names", nargs="+", help="dysts flows (default: every supported one)")
     ap.add_argument("--n-steps", type=int, default=200_000, help="RK4 steps averaged over (default 200000)")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "catalogue.md", help="markdown file to write the table into")
-    ap.add_argument("--json", type=Path, default=ROOT / "docs" / "results" / "dysts_lyapunov.json")
+    ap.add_argument("--json", type=Path, default=ROOT / "systems" / "data" / "dysts_lyapunov.json",
+                    help="results (read by systems.from_dysts for lyapunov_max_computed and reference_matched)")
     ap.add_argument("--catalogue", nargs="+", metavar="NAME", help="recompute our catalogue's own estimates instead")
     args = ap.parse_args(argv)
     if args.catalogue:

@@ -27,6 +27,7 @@ import difflib
 import hashlib
 import inspect
 import linecache
+import math
 import threading
 import warnings
 from functools import lru_cache
@@ -276,6 +277,22 @@ def central_differences(rhs: Callable, x: np.ndarray, t: float, p: np.ndarray) -
     return out
 
 
+@lru_cache(maxsize=4)
+def _our_estimates(version: str) -> dict[str, float]:
+    """Our largest exponents of the dysts flows (``data/dysts_lyapunov.json``, written by
+    ``examples/dysts_lyapunov.py``), if computed for this dysts version; else empty."""
+    import json
+    from importlib import resources
+
+    try:
+        data = json.loads(resources.files("systems").joinpath("data/dysts_lyapunov.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if str(data.get("dysts")) != version:
+        return {}
+    return {r["name"]: float(r["ours"]) for r in data.get("rows", []) if r.get("ours") is not None and math.isfinite(r["ours"])}
+
+
 def from_dysts(name: str, **params: float) -> System:
     """The dysts flow ``name`` (e.g. ``"Aizawa"``, case-insensitive) as a ``systems.System``.
 
@@ -285,7 +302,9 @@ def from_dysts(name: str, **params: float) -> System:
     the dysts version), components named after dysts' state arguments;
     ``metadata`` keeps dysts' period, Lyapunov spectrum estimate, citation and
     ``source = "dysts <version>"`` (copied into ``systems.simulate``'s Dataset
-    attrs). ``params`` override parameters by name (array parameters as
+    attrs) and ``lyapunov_max_computed``, our own estimate where
+    ``examples/dysts_lyapunov.py`` has stored one; ``reference_matched`` is
+    False (with a ``note``) where that differs from dysts' by more than 10%. ``params`` override parameters by name (array parameters as
     ``"name[i]"``). The Jacobian is dysts' ``_jac`` where it has one and it
     agrees with central differences at x0; else our compiled central
     differences (``metadata["jacobian"]`` says which). Raises ImportError
@@ -329,6 +348,14 @@ def from_dysts(name: str, **params: float) -> System:
 
     lam = getattr(obj, "maximum_lyapunov_estimated", None)
     lam = float(lam) if lam is not None and np.isfinite(lam) else None
+    ours = _our_estimates(version).get(real)
+    matched = True
+    if ours is not None and lam is not None and not abs(ours / lam - 1.0) <= 0.10:
+        matched = False
+        note = (note + "; " if note else "") + (
+            f"our QR/Benettin estimate {ours:.4g} (examples/dysts_lyapunov.py) differs from dysts' "
+            f"maximum_lyapunov_estimated {lam:.4g} by more than 10% (docs/catalogue.md lists why)"
+        )
     meta = {
         "source": f"dysts {version}",
         "dysts_name": real,
@@ -339,6 +366,7 @@ def from_dysts(name: str, **params: float) -> System:
         "nonautonomous": bool(getattr(obj, "nonautonomous", False)),
         "postprocessing": hasattr(obj, "_postprocessing"),
         "dysts_argument_names": tuple(param_args),
+        "lyapunov_max_computed": ours,
     }
     system = System(
         name=f"dysts_{real}",
@@ -354,7 +382,7 @@ def from_dysts(name: str, **params: float) -> System:
             f"dysts {version} metadata (maximum_lyapunov_estimated; Gilpin, Chaos as an interpretable "
             "benchmark for forecasting and data-driven modelling, NeurIPS Datasets and Benchmarks 2021)"
         ) if lam is not None else "",
-        reference_matched=True,
+        reference_matched=matched,
         autonomous=not _uses(cls._rhs, t_arg),
         description=str(getattr(obj, "description", "")),
         note=note,
