@@ -22,10 +22,15 @@ def test_independent_lorenz_runs_are_close_rossler_far(runs):
     a, b, r = runs
     d_ab, d_ar = density_divergence(a, b), density_divergence(a, r)
     s_ab, s_ar = spectrum_distance(a, b, dt=0.01), spectrum_distance(a, r, dt=0.01)
+    # Two 400-time-unit runs are different trajectories after ~35 Lyapunov times, and
+    # rounding (BLAS, SIMD, FMA) changes which ones: the "ab" bounds are set from the
+    # spread over 8 pairs of runs started 1e-12 apart (min-max, mean + 4 sd): d_ab
+    # 0.001-0.026 (0.047), s_ab 0.004-0.035 (0.050), max w_ab 0.018-0.095 (0.20),
+    # g_ab 0-0.012 (0.02); Rossler: d_ar >= 7.6, s_ar >= 0.57, w_ar >= 0.77, g_ar >= 0.31.
     assert d_ab < 0.05 and d_ar > 1.0 and d_ar > 50 * d_ab, (d_ab, d_ar)
-    assert s_ab < 0.05 and s_ar > 0.3, (s_ab, s_ar)
+    assert s_ab < 0.06 and s_ar > 0.3, (s_ab, s_ar)
     w_ab, w_ar = wasserstein(a, b), wasserstein(a, r)
-    assert w_ab.shape == (3,) and np.all(w_ab < 0.1) and w_ar.max() > 0.5, (w_ab, w_ar)
+    assert w_ab.shape == (3,) and np.all(w_ab < 0.2) and w_ar.max() > 0.5, (w_ab, w_ar)
     g_ab, g_ar = density_divergence(a, b, method="gmm"), density_divergence(a, r, method="gmm")
     assert g_ab < 0.05 and g_ar > 0.2, (g_ab, g_ar)
 
@@ -51,10 +56,12 @@ def test_escaped_model_is_penalised(runs):
 def test_correlation_dimension_lorenz(runs):
     # Literature 2.05 +- 0.01 (docs/references.md section 4). With 3000 random points
     # of a 400-time-unit run the estimate scatters by about +-0.04 over seeds
-    # (2.01-2.09 measured), so 0.1 covers sampling and scaling-range choice.
+    # (2.01-2.09 measured); over 16 runs started 1e-12 apart (rounding picks the
+    # run, see test above) 2.019-2.094, mean 2.066, sd 0.022. Each run within
+    # 0.12 and the mean of two within 0.1 (mean + 4 sd of each) cover both.
     a, b, _ = runs
-    for x, seed in ((a, 0), (b, 1)):
-        assert abs(correlation_dimension(x, seed=seed) - 2.05) < 0.1
+    dims = [correlation_dimension(x, seed=seed) for x, seed in ((a, 0), (b, 1))]
+    assert all(abs(d - 2.05) < 0.12 for d in dims) and abs(np.mean(dims) - 2.05) < 0.1, dims
 
 
 def test_correlation_dimension_of_a_plane_and_a_line():
