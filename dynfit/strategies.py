@@ -1,80 +1,148 @@
-"""Training strategies: how a batch of windows is integrated during training.
+"""Training strategies: how a batch of windows is integrated during training, and the schedule.
 
 A strategy is a small object the trainer calls once per loss evaluation:
-``rollout(field, x0, horizon, targets=None) -> (ys, Stats)`` with x0 (B, D),
+``rollout(field, x0, horizon, targets=None) -> (ys, stats)`` with x0 (B, D),
 targets (H, B, D) and ys (H, B, D) the predicted states one model time unit
-apart (one unit = one sampling interval). ``generate`` is the inference-time
-rollout (no targets). Choose one by name (:func:`get`) or pass an object.
+apart (one unit = one sampling interval); ``stats`` is the solver's
+:class:`dynfit.solvers.Stats` (or a list of them, one per interval), which
+:func:`summary` turns into the history's scalars. Every rollout goes through
+:func:`dynfit.odesolve` except the ``torchdiffeq`` baseline, which is there to
+be compared with. ``inference()`` is the solver the trained surrogate keeps.
 
-- ``"black-box"`` (alias ``"batch"``): the paper's batch procedure, Fehlberg
-  3(2) with the Heun error estimate r = |A1 - A2|_1 / h; the solver's own
-  judgement of its error, as a black-box adaptive solver does.
-- ``"fehlberg"``: Fehlberg training (Allauzen et al. 2022): during training the
-  error rate is measured against the target, r = |x_target - A2|_1 / h.
+- ``"continuous"`` (the default of :func:`dynfit.fit`): the field is a vector
+  field in model time, integrated by an embedded pair (rkf45) with
+  per-example adaptive steps, several per sample where the flow is fast. Its
+  schedule anneals the tolerance with the fit (the solver's error kept a
+  decade below the model's own) and doubles the rollout horizon whenever the
+  loss stops improving at the current one; it ends training when the
+  longest horizon stalls. Inference: rkf45 at rtol = atol = 1e-10.
+- ``"black-box"`` (alias ``"batch"``): the paper's batch procedure (Allauzen
+  et al. 2022): one Fehlberg 3(2) step per sample judged by the Heun
+  estimate r = |A1 - A2|_1 / h, :class:`dynfit.PaperRule` with a shared count.
+- ``"fehlberg"``: Fehlberg training: the error rate is measured against the
+  target, r = |x_target - A2|_1 / h (a reference to the solver).
+- ``"curriculum"``: Fehlberg training whose rollout horizon doubles each time
+  the solver accepts a large enough fraction of the examples (round 1's).
 - ``"torchdiffeq"``: torchdiffeq ``odeint`` with any of its methods.
-- ``"curriculum"``: ours, Fehlberg training whose rollout horizon doubles each
-  time the solver accepts a large enough fraction of the examples.
 """
 from __future__ import annotations
 
 import abc
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
-from .solvers import PaperRule
-from .solvers.stepper import rk_step
-from .solvers.tableau import torch_tableau
+from .solvers import MixedNorm, PaperRule, Stats, odesolve
 
-__all__ = ["Stats", "Strategy", "PaperStrategy", "TorchdiffeqStrategy", "CurriculumStrategy", "get", "names"]
+__all__ = ["Strategy", "PaperStrategy", "TorchdiffeqStrategy", "CurriculumStrategy", "ContinuousStrategy",
+           "InferenceSolver", "summary", "get", "names"]
 
 
-@dataclass
-class Stats:
-    """What the solver did over one rollout.
+# ----------------------------------------------------------------------------- the inference solver
+@dataclass(frozen=True)
+class InferenceSolver:
+    """How a surrogate integrates its field at inference: a plain record stored with the model.
 
-    accepted (H, B) bool: first attempt accepted per interval and example;
-    substeps (H, B) int: steps applied (1 when accepted); n_f_evals: field
-    evaluations counted per example (a batched call on B rows counts B).
+    method "rkf45"/"dopri5"/... with ``rtol``/``atol`` (MixedNorm, per-example
+    steps); fixed steps of ``step_size`` model time units when it is set; or, when ``eps`` is set, the paper's rule on one interval per
+    sample (method "rkf23", PaperRule(eps, safety, max_substeps)).
+    ``max_steps``: per-example limit on attempted steps per call.
     """
 
-    accepted: torch.Tensor
-    substeps: torch.Tensor
-    n_f_evals: int
+    method: str = "rkf45"
+    rtol: float = 1e-10
+    atol: float = 1e-10
+    eps: float | None = None
+    safety: float = 0.9
+    max_substeps: int = 10
+    max_steps: int = 10_000_000
+    step_size: float | None = None
 
-    def summary(self) -> dict:
-        """Scalars for the history: accepted_fraction, mean/max substeps, n_f_evals.
+    def control(self):
+        if self.eps is not None:
+            return PaperRule(eps=self.eps, safety=self.safety, max_substeps=self.max_substeps, shared=False)
+        return MixedNorm(rtol=self.rtol, atol=self.atol)
 
-        mean_substeps is the paper's curve: the mean substep count applied to
-        rejected examples (1.0 when none was rejected).
-        """
-        acc = self.accepted
-        sub = self.substeps.to(torch.float64)
-        rejected = ~acc
-        mean_rej = float(sub[rejected].mean()) if bool(rejected.any()) else 1.0
-        return {
-            "accepted_fraction": float(acc.to(torch.float64).mean()),
-            "mean_substeps": mean_rej,
-            "max_substeps": int(self.substeps.max()) if self.substeps.numel() else 0,
-            "mean_steps": float(sub.mean()) if sub.numel() else 0.0,
-            "n_f_evals": int(self.n_f_evals),
-        }
+    def __post_init__(self):
+        self.control()  # validates the tolerances with the controllers' own messages
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ValueError(f"max_steps must be an int >= 1, got {self.max_steps!r}")
+
+    def solve(self, field, z0: torch.Tensor, n_intervals: int):
+        """Integrate z0 (B, D) over n_intervals model time units: (ys (n_intervals + 1, B, D), Stats)."""
+        t = torch.arange(n_intervals + 1, dtype=z0.dtype, device=z0.device)
+        if self.step_size is not None:
+            sol = odesolve(field, z0, t, method=self.method, step_size=self.step_size,
+                           max_steps=max(self.max_steps, math.ceil(n_intervals / self.step_size) + 1),
+                           raise_on_failure=False)
+        else:
+            sol = odesolve(field, z0, t, method=self.method, control=self.control(), max_steps=self.max_steps,
+                           raise_on_failure=False)
+        return sol.ys, sol.stats
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d) -> "InferenceSolver":
+        if isinstance(d, InferenceSolver):
+            return d
+        if not isinstance(d, dict):
+            raise TypeError(f"solver must be an InferenceSolver or a dict of its fields, got {type(d).__name__}")
+        known = set(cls.__dataclass_fields__)
+        bad = sorted(set(d) - known)
+        if bad:
+            raise ValueError(f"unknown solver settings {bad}; known: {sorted(known)}")
+        return cls(**d)
 
 
+# ----------------------------------------------------------------------------- statistics
+def summary(stats, horizon: int) -> dict:
+    """History scalars from a rollout's Stats (or a list, one per interval).
+
+    accepted_fraction: PaperRule - first attempts accepted per interval;
+    MixedNorm - accepted / attempted steps. mean_substeps: PaperRule - the
+    paper's curve, mean substeps of the rejected intervals (1 when none);
+    MixedNorm - accepted steps per sample. mean_steps: attempted steps per
+    sample. max_substeps: the most steps one example spent on one interval
+    (PaperRule) or on its whole rollout (MixedNorm). n_f_evals: field
+    evaluations summed over examples (rows, not batched calls).
+    """
+    parts = stats if isinstance(stats, (list, tuple)) else [stats]
+    paper = [s for s in parts if getattr(s, "interval_accepted", None) is not None]
+    evals = sum(int(s.n_f_evals_per_example.sum()) for s in parts)
+    n_ex = parts[0].n_steps.numel()
+    cells = max(n_ex * int(horizon), 1)
+    if paper:
+        acc = torch.cat([s.interval_accepted.reshape(-1) for s in paper])
+        sub = torch.cat([s.interval_substeps.reshape(-1) for s in paper]).to(torch.float64)
+        rej = ~acc
+        return {"accepted_fraction": float(acc.to(torch.float64).mean()),
+                "mean_substeps": float(sub[rej].mean()) if bool(rej.any()) else 1.0,
+                "max_substeps": int(sub.max()) if sub.numel() else 0,
+                "mean_steps": float(sub.sum()) / cells, "n_f_evals": evals}
+    n_acc = sum(float(s.n_accepted.sum()) for s in parts)
+    n_att = sum(float(s.n_steps.sum()) for s in parts)
+    return {"accepted_fraction": n_acc / max(n_att, 1.0), "mean_substeps": n_acc / cells,
+            "max_substeps": max(int(s.n_steps.max()) for s in parts), "mean_steps": n_att / cells,
+            "n_f_evals": evals}
+
+
+# ----------------------------------------------------------------------------- strategies
 class Strategy(abc.ABC):
-    """Interface: ``rollout`` for training, ``generate`` for inference, ``horizon`` per epoch."""
+    """Interface: ``rollout`` for training, ``inference`` for the model, ``horizon`` and ``finished`` per epoch."""
 
     name = "strategy"
 
     @abc.abstractmethod
     def rollout(self, field, x0: torch.Tensor, horizon: int, targets: torch.Tensor | None = None):
-        """Roll x0 (B, D) forward ``horizon`` intervals: (ys (horizon, B, D), Stats)."""
+        """Roll x0 (B, D) forward ``horizon`` intervals: (ys (horizon, B, D), Stats or list of Stats)."""
 
-    def generate(self, field, x0: torch.Tensor, n_steps: int):
-        """Inference rollout of n_steps intervals: (ys (n_steps, B, D), Stats)."""
-        return self.rollout(field, x0, n_steps, targets=None)
+    def inference(self) -> InferenceSolver:
+        """The solver a model trained this way uses at inference."""
+        return InferenceSolver()
 
     def horizon(self, epoch: int, history: list[dict], base: int) -> int:
         """Rollout horizon to train with at ``epoch`` given the past history rows."""
@@ -83,6 +151,14 @@ class Strategy(abc.ABC):
     def stride(self, horizon: int, base: int) -> int:
         """Spacing of window starts for a given horizon (``base``: the user's stride)."""
         return base
+
+    def tolerance(self) -> float:
+        """The training solver's relative tolerance now (NaN for fixed rules)."""
+        return math.nan
+
+    def finished(self, history: list[dict]) -> str | None:
+        """A reason to stop training now, or None."""
+        return None
 
     def config(self) -> dict:
         return {"name": self.name}
@@ -95,85 +171,42 @@ class Strategy(abc.ABC):
         pass
 
 
-def _rk3_steps(field, x: torch.Tensor, n: int):
-    """n uniform Fehlberg 3(2) steps over one unit; returns (x (B, D), err (B, D) = A2 - A1 of the last step)."""
-    tab = torch_tableau("rkf23")
-    h = 1.0 / n
-    t = torch.zeros((), dtype=x.dtype, device=x.device)
-    err = None
-    for i in range(n):
-        x, err, _ = rk_step(field, t + i * h, h, x, None, tab)
-    return x, err
-
-
-class _IntervalRule:
-    """The paper's step rule on one interval of length 1 (model time).
-
-    One Fehlberg 3(2) attempt with h = 1, judged by
-    :class:`dynfit.solvers.PaperRule` (r = |A1 - A2|_1 / h, or |target - A2|_1 / h
-    with a reference; accept if r <= eps, else ceil(1 / h') uniform substeps with
-    h' = safety * h * sqrt(eps / r), at most max_substeps). shared=True applies one
-    count, from the smallest h' among the rejected, to all of them (the paper's
-    batch procedure); shared=False gives each example its own count.
-    """
-
-    def __init__(self, eps: float = 0.1, safety: float = 0.9, max_substeps: int = 10, shared: bool = True):
-        self.control = PaperRule(eps=eps, safety=safety, max_substeps=int(max_substeps), shared=bool(shared))
-
-    def interval(self, field, x: torch.Tensor, reference: torch.Tensor | None):
-        """One interval: (x_next (B, D), accepted (B,), substeps (B,), n_f_evals)."""
-        b = x.shape[0]
-        a2, err = _rk3_steps(field, x, 1)
-        evals = 3 * b
-        with torch.no_grad():
-            r = self.control.error(err if reference is None else reference - a2, 1.0)
-            accepted, n_each = self.control.substeps(r, 1.0)
-        if bool(accepted.all()):
-            return a2, accepted, n_each, evals
-        out = a2
-        rej = ~accepted
-        for n in torch.unique(n_each[rej]).tolist():
-            idx = torch.nonzero(rej & (n_each == n)).squeeze(1)
-            sub, _ = _rk3_steps(field, x[idx], int(n))
-            out = out.index_copy(0, idx, sub)
-            evals += 3 * int(n) * idx.numel()
-        return out, accepted, n_each, evals
+def _times(horizon: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.arange(horizon + 1, dtype=like.dtype, device=like.device)
 
 
 class PaperStrategy(Strategy):
-    """The paper's solver: Fehlberg 3(2) with its batch step rule.
+    """The paper's solver: one Fehlberg 3(2) attempt per sample, :class:`dynfit.PaperRule`.
 
     reference=False is the batch procedure ("black-box": Heun error estimate);
     reference=True is Fehlberg training (error against the target in training;
-    the Heun estimate at inference). Inference uses per-example counts.
+    the Heun estimate at inference). Training shares one substep count over
+    the rejected examples (the paper's batch procedure); inference gives each
+    example its own count.
     """
 
     def __init__(self, *, eps: float = 0.1, safety: float = 0.9, max_substeps: int = 10,
                  reference: bool = True, shared: bool = True, name: str | None = None):
-        self.rule = _IntervalRule(eps, safety, max_substeps, shared)
-        self.infer_rule = _IntervalRule(eps, safety, max_substeps, shared=False)
+        self.rule = PaperRule(eps=eps, safety=safety, max_substeps=int(max_substeps), shared=bool(shared))
         self.reference = bool(reference)
         self.name = name or ("fehlberg" if reference else "black-box")
 
-    def _reference(self, k, x, targets, x0):
-        return targets[k] if (self.reference and targets is not None) else None
-
     def rollout(self, field, x0, horizon, targets=None):
-        rule = self.rule if targets is not None else self.infer_rule
         if targets is not None and targets.shape[0] < horizon:
             raise ValueError(f"targets cover {targets.shape[0]} intervals, horizon is {horizon}")
-        x, ys, accs, subs, evals = x0, [], [], [], 0
-        for k in range(horizon):
-            ref = self._reference(k, x, targets, x0)
-            x, acc, sub, ev = rule.interval(field, x, ref)
-            ys.append(x)
-            accs.append(acc)
-            subs.append(sub)
-            evals += ev
-        return torch.stack(ys), Stats(torch.stack(accs), torch.stack(subs), evals)
+        ref = None
+        if self.reference and targets is not None:
+            ref = torch.cat([x0.detach()[None], targets[:horizon]])
+        sol = odesolve(field, x0, _times(horizon, x0), method="rkf23", control=self.rule, reference=ref,
+                       max_steps=10 * self.rule.max_substeps * (horizon + 1), raise_on_failure=False)
+        return sol.ys[1:], sol.stats
+
+    def inference(self) -> InferenceSolver:
+        c = self.rule
+        return InferenceSolver(method="rkf23", eps=c.eps, safety=c.safety, max_substeps=c.max_substeps)
 
     def config(self) -> dict:
-        c = self.rule.control
+        c = self.rule
         return {"name": self.name, "eps": c.eps, "safety": c.safety, "max_substeps": c.max_substeps,
                 "reference": self.reference, "shared": c.shared}
 
@@ -192,10 +225,10 @@ class _Counted(torch.nn.Module):
 
 
 class TorchdiffeqStrategy(Strategy):
-    """torchdiffeq ``odeint`` with any method; fixed methods take ``step_size``.
+    """torchdiffeq ``odeint`` with any method (the plain baseline); fixed methods take ``step_size``.
 
-    The solver reports nothing, so accepted is all True and substeps is the
-    fixed grid's count per interval (1 for adaptive methods).
+    torchdiffeq reports nothing, so its Stats hold only the counted
+    evaluations (accepted = all, substeps = the fixed grid's count).
     """
 
     def __init__(self, method: str = "rk4", *, rtol: float = 1e-6, atol: float = 1e-8,
@@ -214,14 +247,26 @@ class TorchdiffeqStrategy(Strategy):
         from torchdiffeq import odeint
 
         counted = _Counted(field)
-        t = torch.arange(horizon + 1, dtype=x0.dtype, device=x0.device)
         options = {"step_size": self.step_size} if self.step_size is not None else None
-        ys = odeint(counted, x0, t, method=self.method, rtol=self.rtol, atol=self.atol, options=options)[1:]
-        b = x0.shape[0]
+        ys = odeint(counted, x0, _times(horizon, x0), method=self.method, rtol=self.rtol, atol=self.atol,
+                    options=options)[1:]
+        b, dev = x0.shape[0], x0.device
         n = math.ceil(1.0 / self.step_size) if self.step_size else 1
-        acc = torch.ones(horizon, b, dtype=torch.bool, device=x0.device)
-        sub = torch.full((horizon, b), n, dtype=torch.int64, device=x0.device)
-        return ys, Stats(acc, sub, counted.count)
+        zeros = torch.zeros(b, dtype=torch.int64, device=dev)
+        steps = torch.full((b,), n * horizon, dtype=torch.int64, device=dev)
+        stats = Stats(n_steps=steps, n_accepted=steps.clone(), n_rejected=zeros,
+                      error_rate=torch.full((b,), math.nan, dtype=x0.dtype, device=dev),
+                      accepted=torch.ones(b, dtype=torch.bool, device=dev), substeps=torch.full_like(zeros, n),
+                      h=torch.full((b,), 1.0 / n, dtype=x0.dtype, device=dev), status=zeros.clone(),
+                      n_f_evals_per_example=torch.full_like(zeros, counted.count // max(b, 1)),
+                      n_f_evals=counted.count, counter=None, method=f"torchdiffeq.{self.method}",
+                      control="torchdiffeq")
+        return ys, stats
+
+    def inference(self) -> InferenceSolver:
+        if self.step_size is not None:  # the fixed grid it was trained on
+            return InferenceSolver(method=self.method if self.method in ("rk4",) else "rk4", step_size=self.step_size)
+        return InferenceSolver(method="dopri5" if self.method == "dopri5" else "rkf45", rtol=self.rtol, atol=self.atol)
 
     def config(self) -> dict:
         return {"name": self.name, "method": self.method, "rtol": self.rtol, "atol": self.atol,
@@ -229,21 +274,16 @@ class TorchdiffeqStrategy(Strategy):
 
 
 class CurriculumStrategy(PaperStrategy):
-    """Ours: Fehlberg training with a rollout-horizon curriculum driven by the solver.
+    """Round 1's schedule: Fehlberg training with a rollout-horizon curriculum driven by the solver.
 
     Training starts on one-step pairs; whenever the solver accepts at least
     ``accept_threshold`` of the examples for ``patience`` consecutive epochs,
-    the horizon doubles, up to ``max_horizon``. Longer rollouts make the loss
-    see how one-step errors compound, which is what free runs suffer from; the
-    acceptance signal says when the one-step field is good enough to unroll.
-
-    Two details keep it cheap and honest: windows start every ``horizon``
-    samples, so an epoch integrates each sample once whatever the horizon
-    (the cost per epoch stays that of one-step training); and inside a
-    rollout the error of interval k is measured against the *observed
-    increment* applied to the current prediction, r = |x_k + (y_{k+1} - y_k)
-    - A2|_1 / h, so that drift accumulated earlier in the rollout is not
-    mistaken for a local step error (for k = 0 this is Fehlberg training).
+    the horizon doubles, up to ``max_horizon``. Windows start every
+    ``horizon`` samples, so an epoch integrates each sample once. Inside a
+    rollout the error of interval k is measured against the observed
+    increment applied to the current prediction, r = |x_k + (y_{k+1} - y_k)
+    - A2|_1 / h: the reference is the callable (k, x_k) -> target, so each
+    interval is one :func:`dynfit.odesolve` call.
     """
 
     def __init__(self, *, max_horizon: int = 8, accept_threshold: float = 0.9, patience: int = 3,
@@ -256,6 +296,21 @@ class CurriculumStrategy(PaperStrategy):
             raise ValueError(f"accept_threshold must lie in (0, 1], got {accept_threshold!r}")
         self.max_horizon, self.accept_threshold, self.patience = int(max_horizon), accept_threshold, int(patience)
         self.current = None
+
+    def rollout(self, field, x0, horizon, targets=None):
+        if targets is None:
+            return super().rollout(field, x0, horizon, None)
+        x, ys, parts = x0, [], []
+        t = _times(1, x0)
+        for k in range(horizon):
+            target = targets[0] if k == 0 else x.detach() + (targets[k] - targets[k - 1])
+            sol = odesolve(field, x, t, method="rkf23", control=self.rule,
+                           reference=torch.stack([x.detach(), target]),
+                           max_steps=10 * self.rule.max_substeps, raise_on_failure=False)
+            x = sol.ys[1]
+            ys.append(x)
+            parts.append(sol.stats)
+        return torch.stack(ys), parts
 
     def horizon(self, epoch, history, base):
         if self.current is None:
@@ -270,13 +325,6 @@ class CurriculumStrategy(PaperStrategy):
     def stride(self, horizon, base):
         return max(base, horizon)
 
-    def _reference(self, k, x, targets, x0):
-        if targets is None:
-            return None
-        if k == 0:
-            return targets[0]  # exactly Fehlberg training on the first interval
-        return x.detach() + (targets[k] - targets[k - 1])
-
     def config(self) -> dict:
         return {**super().config(), "max_horizon": self.max_horizon,
                 "accept_threshold": self.accept_threshold, "patience": self.patience}
@@ -288,7 +336,135 @@ class CurriculumStrategy(PaperStrategy):
         self.current = state.get("current")
 
 
+class ContinuousStrategy(Strategy):
+    """Ours (round 2): a continuous-time field, accurate adaptive rollouts, a schedule that acts.
+
+    Rollouts: :func:`dynfit.odesolve` with ``method`` (rkf45) and
+    MixedNorm(rtol, atol = rtol), per-example steps, several per sample where
+    the flow is fast. Schedule, after every epoch (``horizon`` reads the history):
+
+    - tolerance: rtol = clip(misfit / (10 * horizon), rtol_min, rtol_max) and
+      never loosened, where misfit is the RMS error per component of the
+      window predictions (standardised units): the solver's error per sample
+      stays a decade below what the model gets wrong, so the loss measures
+      the field and not the solver; it tightens as the field improves.
+    - horizon: starts at ``start_horizon``; when the loss improved by less
+      than ``improvement`` (relative) over the last ``patience`` epochs at the
+      current horizon, the horizon doubles, up to ``max_horizon``.
+    - stop: the same stall at ``max_horizon`` ends training (``finished``).
+
+    Windows start every ``horizon`` samples (each sample once per epoch).
+    """
+
+    name = "continuous"
+
+    def __init__(self, *, method: str = "rkf45", start_horizon: int = 8, max_horizon: int = 64,
+                 rtol_max: float = 1e-5, rtol_min: float = 1e-9, patience: int = 3, improvement: float = 0.01,
+                 inference_rtol: float = 1e-10, max_steps: int = 100_000):
+        from .solvers.tableau import METHODS, torch_tableau
+
+        if method not in METHODS or not torch_tableau(method).adaptive:
+            raise ValueError(f"method must be an adaptive tableau name "
+                             f"({[m for m in METHODS if torch_tableau(m).adaptive]}), got {method!r}")
+        for key, val in (("start_horizon", start_horizon), ("max_horizon", max_horizon), ("patience", patience),
+                         ("max_steps", max_steps)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise ValueError(f"{key} must be an int >= 1, got {val!r}")
+        if start_horizon > max_horizon:
+            raise ValueError(f"start_horizon ({start_horizon}) must not exceed max_horizon ({max_horizon})")
+        for key, val in (("rtol_max", rtol_max), ("rtol_min", rtol_min), ("inference_rtol", inference_rtol),
+                         ("improvement", improvement)):
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 < val < 1:
+                raise ValueError(f"{key} must be a float in (0, 1), got {val!r}")
+        if rtol_min > rtol_max:
+            raise ValueError(f"rtol_min ({rtol_min}) must not exceed rtol_max ({rtol_max}): the schedule "
+                             "cannot be met; lower rtol_min or raise rtol_max")
+        self.method, self.start_horizon, self.max_horizon = method, start_horizon, max_horizon
+        self.rtol_max, self.rtol_min, self.patience, self.improvement = rtol_max, rtol_min, patience, improvement
+        self.inference_rtol, self.max_steps = inference_rtol, max_steps
+        self.rtol = rtol_max
+        self.current = None
+        self.since = 0  # epochs at the current horizon
+
+    def rollout(self, field, x0, horizon, targets=None):
+        ctrl = MixedNorm(rtol=self.rtol, atol=self.rtol)
+        sol = odesolve(field, x0, _times(horizon, x0), method=self.method, control=ctrl, max_steps=self.max_steps,
+                       raise_on_failure=False)
+        return sol.ys[1:], sol.stats
+
+    def inference(self) -> InferenceSolver:
+        return InferenceSolver(method=self.method, rtol=self.inference_rtol, atol=self.inference_rtol)
+
+    def tolerance(self) -> float:
+        return self.rtol
+
+    def stride(self, horizon, base):
+        return max(base, horizon)
+
+    def _stalled(self, history) -> bool:
+        rows = [r for r in history if r.get("horizon") == self.current][-(self.patience + 1):]
+        if self.since < self.patience or len(rows) < self.patience + 1:
+            return False
+        first, last = rows[0]["loss"], rows[-1]["loss"]
+        return not (first - last > self.improvement * first)
+
+    def set_tolerance(self, misfit: float, horizon: int) -> None:
+        """Tighten rtol towards misfit / (10 * horizon) (never loosen)."""
+        if math.isfinite(misfit) and misfit > 0:
+            target = min(max(misfit / (10.0 * horizon), self.rtol_min), self.rtol_max)
+            self.rtol = min(self.rtol, target)
+
+    def calibrate(self, field, x0: torch.Tensor, targets: torch.Tensor, horizon: int) -> float:
+        """Set the first tolerance from the field's misfit at the tightest tolerance (no gradient); returns it.
+
+        A field that starts accurate (after the derivative pre-fit) must not be
+        trained against a loose solver: it would learn to cancel the solver's error.
+        """
+        loose, self.rtol = self.rtol, self.rtol_min
+        try:
+            with torch.no_grad():
+                ys, _ = self.rollout(field, x0, horizon, targets)
+                misfit = float((ys - targets[:horizon]).square().sum(-1).mean().div(x0.shape[1]).sqrt())
+        finally:
+            self.rtol = loose
+        self.set_tolerance(misfit, horizon)
+        return misfit
+
+    def horizon(self, epoch, history, base):
+        if self.current is None:
+            self.current = max(self.start_horizon, base)
+        if history:
+            last = history[-1]
+            self.set_tolerance(float(last.get("misfit", math.nan)), int(last.get("horizon", self.current)))
+            if self._stalled(history) and self.current < self.max_horizon:
+                self.current = min(2 * self.current, self.max_horizon)
+                self.since = 0
+        self.since += 1
+        return self.current
+
+    def finished(self, history):
+        if self.current == self.max_horizon and self._stalled(history):
+            return (f"converged: the loss improved by less than {self.improvement:g} (relative) over "
+                    f"{self.patience} epochs at the longest horizon ({self.max_horizon} samples)")
+        return None
+
+    def config(self) -> dict:
+        return {"name": self.name, "method": self.method, "start_horizon": self.start_horizon,
+                "max_horizon": self.max_horizon, "rtol_max": self.rtol_max, "rtol_min": self.rtol_min,
+                "patience": self.patience, "improvement": self.improvement, "inference_rtol": self.inference_rtol,
+                "max_steps": self.max_steps}
+
+    def state(self):
+        return {"current": self.current, "rtol": self.rtol, "since": self.since}
+
+    def load_state(self, state):
+        self.current = state.get("current")
+        self.rtol = float(state.get("rtol", self.rtol_max))
+        self.since = int(state.get("since", 0))
+
+
 _FACTORIES = {
+    "continuous": lambda **kw: ContinuousStrategy(**kw),
     "black-box": lambda **kw: PaperStrategy(reference=False, **kw),
     "batch": lambda **kw: PaperStrategy(reference=False, name="batch", **kw),
     "fehlberg": lambda **kw: PaperStrategy(reference=True, **kw),
@@ -302,7 +478,7 @@ def names() -> list[str]:
 
 
 def get(strategy, **options) -> Strategy:
-    """A Strategy from a name (with keyword options) or an object (returned as is)."""
+    """A Strategy from a name (with keyword options), a config dict ({"name": ..., **options}) or an object."""
     if isinstance(strategy, Strategy):
         if options:
             raise ValueError(f"options {sorted(options)} given with a Strategy object; set them on the object")
@@ -315,7 +491,7 @@ def get(strategy, **options) -> Strategy:
     if strategy not in _FACTORIES:
         close = difflib.get_close_matches(strategy, names(), n=3)
         raise ValueError(f"unknown strategy {strategy!r}; known: {names()} (close matches: {close})")
-    if strategy != "torchdiffeq":
+    if strategy not in ("torchdiffeq", "continuous"):
         options.pop("reference", None)  # implied by the name
     try:
         return _FACTORIES[strategy](**options)

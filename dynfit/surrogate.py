@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import platform
 from pathlib import Path
@@ -11,13 +12,14 @@ import numpy as np
 import torch
 
 from . import strategies as _strategies
+from .strategies import InferenceSolver
 from .data import Standardizer
 
 __all__ = ["Surrogate", "build_field", "FORMAT"]
 
 FORMAT = "dynfit-surrogate-1"
 
-FIELD_KINDS = {"mlp": "MLPField", "residual": "ResidualMLPField"}
+FIELD_KINDS = {"mlp": "MLPField", "residual": "ResidualMLPField", "poly": "PolynomialField"}
 
 
 def build_field(config: dict, dim: int, dtype=torch.float64) -> torch.nn.Module:
@@ -50,28 +52,108 @@ def _versions() -> dict:
     return out
 
 
+class _Callable(torch.nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, t, x):
+        return self.f(t, x)
+
+
+class _PhysicalField(torch.nn.Module):
+    """Physical dx/dt = std * f(t / dt, (x - mean) / std) / dt of a model-time field on standardised states."""
+
+    def __init__(self, field: torch.nn.Module, scaler: Standardizer, dt: float):
+        super().__init__()
+        self.field, self.dt = field, float(dt)
+        p = next(field.parameters(), None)
+        dtype = p.dtype if p is not None else torch.float64
+        self.register_buffer("mean", torch.as_tensor(scaler.mean, dtype=dtype))
+        self.register_buffer("std", torch.as_tensor(scaler.std, dtype=dtype))
+
+    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
+        z = (x - self.mean.to(x)) / self.std.to(x)
+        return self.field(t / self.dt, z) * self.std.to(x) / self.dt
+
+
+class _ModelTimeField(torch.nn.Module):
+    """A physical field f(t, x) seen in model time on standardised states: dt * f(t dt, x(z)) / std."""
+
+    def __init__(self, f, scaler: Standardizer, dt: float, dtype=torch.float64):
+        super().__init__()
+        self.f, self.dt = f, float(dt)
+        self.register_buffer("mean", torch.as_tensor(scaler.mean, dtype=dtype))
+        self.register_buffer("std", torch.as_tensor(scaler.std, dtype=dtype))
+
+    def forward(self, t, z: torch.Tensor) -> torch.Tensor:
+        x = z * self.std.to(z) + self.mean.to(z)
+        return self.f(t * self.dt, x) * self.dt / self.std.to(z)
+
+
 class Surrogate:
     """A Neural ODE surrogate of a dynamical system.
 
     ``field`` (torch module, called field(t, z)) acts on standardised states z
     in model time, where one unit is one sampling interval ``dt`` (physical).
-    ``generate`` returns physical states; ``vector_field`` the physical dx/dt.
+    ``solver`` (:class:`dynfit.strategies.InferenceSolver`) is how
+    ``generate`` integrates it: by default rkf45 with per-example adaptive
+    steps at rtol = atol = 1e-10; models trained with the paper's strategies
+    keep the paper's rule. Change it with ``surrogate.solver = InferenceSolver(...)``
+    or per call. ``generate`` returns physical states; ``physical_field()``
+    the physical dx/dt as a differentiable torch module.
     """
 
     def __init__(self, field: torch.nn.Module, scaler: Standardizer, dt: float, *,
-                 strategy: Any = "fehlberg", field_config: dict | None = None,
-                 provenance: dict | None = None):
+                 solver: InferenceSolver | dict | None = None, strategy: Any = None,
+                 field_config: dict | None = None, provenance: dict | None = None):
+        dt = float(dt)
+        if not (math.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt must be a positive finite sampling step, got {dt!r}")
         self.field = field
         self.scaler = scaler
-        self.dt = float(dt)
-        self.strategy = _strategies.get(strategy)
+        self.dt = dt
+        if solver is None:
+            solver = _strategies.get(strategy).inference() if strategy is not None else InferenceSolver()
+        self.solver = InferenceSolver.from_dict(solver)
+        self.training = None  # the training strategy's config, for provenance
+        if isinstance(strategy, dict):
+            self.training = dict(strategy)
+        elif strategy is not None:
+            self.training = _strategies.get(strategy).config()
         self.field_config = field_config
         self.provenance = dict(provenance or {})
         self.provenance.setdefault("versions", _versions())
 
+    @classmethod
+    def from_vector_field(cls, f, dt: float, *, scaler: Standardizer | None = None,
+                          solver: InferenceSolver | dict | None = None, dim: int | None = None,
+                          provenance: dict | None = None) -> "Surrogate":
+        """A Surrogate from a physical vector field ``f(t, x)`` -> dx/dt, x (B, D) (module or callable).
+
+        scaler: the standardisation the solver works in (None: identity, the
+        physical states themselves). dim: the state dimension when it cannot be
+        taken from the scaler (required with scaler=None).
+        """
+        if not callable(f):
+            raise TypeError(f"f must be a torch module or a callable f(t, x) -> dx/dt, got {type(f).__name__}")
+        if scaler is None:
+            if dim is None:
+                dim = getattr(f, "dim", None)
+            if dim is None:
+                raise ValueError("from_vector_field needs the state dimension: pass dim=D or a scaler")
+            scaler = Standardizer.identity(int(dim))
+        field = _ModelTimeField(f, scaler, dt)
+        return cls(field, scaler, dt, solver=solver, provenance={"system": "vector_field", **(provenance or {})})
+
     @property
     def system(self) -> str:
         return str(self.provenance.get("system", "unknown"))
+
+    @property
+    def strategy(self):
+        """The training strategy's config (a dict), or None for a wrapped vector field."""
+        return self.training
 
     @property
     def dim(self) -> int:
@@ -80,32 +162,43 @@ class Surrogate:
     @property
     def dtype(self) -> torch.dtype:
         p = next(self.field.parameters(), None)
+        if p is None:
+            p = next(self.field.buffers(), None)
         return p.dtype if p is not None else torch.float64
 
     @property
     def device(self) -> torch.device:
         p = next(self.field.parameters(), None)
+        if p is None:
+            p = next(self.field.buffers(), None)
         return p.device if p is not None else torch.device("cpu")
 
     def _check_x0(self, x0) -> np.ndarray:
         x0 = np.asarray(x0, dtype=np.float64)
         if x0.ndim == 1:
             x0 = x0[None]
-        if x0.ndim != 2 or x0.shape[1] != self.dim:
-            raise ValueError(f"x0 must have shape (B, {self.dim}) or ({self.dim},), got {x0.shape}")
+        if x0.ndim != 2 or x0.shape[1] != self.dim or x0.shape[0] == 0:
+            raise ValueError(f"x0 must have shape (B, {self.dim}) with B >= 1 or ({self.dim},), got {x0.shape}")
         if not np.isfinite(x0).all():
             raise ValueError("x0 holds NaN or inf")
         return x0
 
-    def generate(self, x0, n_steps: int, *, return_stats: bool = False):
+    def physical_field(self) -> torch.nn.Module:
+        """The physical vector field as a torch module ``f(t, x)`` -> dx/dt, x (B, D); differentiable."""
+        if isinstance(self.field, _ModelTimeField):
+            return self.field.f if isinstance(self.field.f, torch.nn.Module) else _Callable(self.field.f)
+        return _PhysicalField(self.field, self.scaler, self.dt)
+
+    def generate(self, x0, n_steps: int, *, return_stats: bool = False, solver=None):
         """Free run from x0 (B, D) physical: array (B, n_steps, D), row 0 = x0, spacing dt.
 
-        Uses the strategy's inference rule (for the paper's strategies: the
-        Heun estimate with per-example substeps). With return_stats, also a
-        dict of arrays (B, n_steps - 1): accepted, substeps; and n_f_evals.
+        solver: an InferenceSolver (or dict) for this call instead of ``self.solver``.
+        With return_stats, also the solver's :class:`dynfit.Stats` (per example).
+        Examples where the solver fails (NaN, step limit) are NaN from there on.
         """
-        if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
             raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
+        solver = self.solver if solver is None else InferenceSolver.from_dict(solver)
         x0 = self._check_x0(x0)
         z0 = torch.as_tensor(self.scaler.forward(x0), dtype=self.dtype, device=self.device)
         was_training = self.field.training
@@ -113,33 +206,25 @@ class Surrogate:
         try:
             with torch.no_grad():
                 if n_steps > 1:
-                    ys, stats = self.strategy.generate(self.field, z0, n_steps - 1)
-                    zs = torch.cat([z0[None], ys], dim=0)
+                    zs, stats = solver.solve(self.field, z0, int(n_steps) - 1)
                 else:
                     zs, stats = z0[None], None
         finally:
             self.field.train(was_training)
         out = self.scaler.inverse(zs.detach().cpu().to(torch.float64).numpy()).transpose(1, 0, 2)
         out = np.ascontiguousarray(out)
-        if not return_stats:
-            return out
-        if stats is None:
-            b = x0.shape[0]
-            info = {"accepted": np.ones((b, 0), bool), "substeps": np.ones((b, 0), np.int64), "n_f_evals": 0}
-        else:
-            info = {"accepted": stats.accepted.cpu().numpy().T, "substeps": stats.substeps.cpu().numpy().T,
-                    "n_f_evals": stats.n_f_evals}
-        return out, info
+        return (out, stats) if return_stats else out
 
     def vector_field(self, x) -> np.ndarray:
-        """Physical dx/dt at physical states x (B, D) (or (D,))."""
+        """Physical dx/dt at physical states x (B, D) (or (D,)), as numpy."""
         x = np.asarray(x, dtype=np.float64)
         single = x.ndim == 1
-        z = torch.as_tensor(self.scaler.forward(np.atleast_2d(x)), dtype=self.dtype, device=self.device)
+        xt = torch.as_tensor(np.atleast_2d(x), dtype=self.dtype, device=self.device)
         with torch.no_grad():
-            dz = self.field(torch.zeros((), dtype=self.dtype, device=self.device), z)
-        dx = dz.cpu().to(torch.float64).numpy() * self.scaler.std / self.dt
+            dx = self.physical_field()(torch.zeros((), dtype=self.dtype, device=self.device), xt)
+        dx = dx.cpu().to(torch.float64).numpy()
         return dx[0] if single else dx
+
 
     # ---------------------------------------------------------------- save/load
     def to_dict(self) -> dict:
@@ -151,7 +236,8 @@ class Surrogate:
             "dtype": str(self.dtype).replace("torch.", ""),
             "scaler": self.scaler.to_dict(),
             "dt": self.dt,
-            "strategy": self.strategy.config(),
+            "solver": self.solver.to_dict(),
+            "strategy": self.training if self.training is not None else {},
             "provenance": self.provenance,
         }
 
@@ -186,12 +272,16 @@ class Surrogate:
             raise ModelFileError(f"the weights in {path} do not fit the field {type(field).__name__} "
                                  f"(wrong names or shapes: {' '.join(first[:3])[:300]}); {fix}") from None
         try:
-            strategy = _strategies.get(blob["strategy"])
+            if "solver" in blob:
+                solver = InferenceSolver.from_dict(blob["solver"])
+            else:  # round-1 files: the training strategy's inference rule
+                solver = _strategies.get(blob["strategy"]).inference()
         except (TypeError, ValueError, KeyError) as err:
-            raise ModelFileError(f"model file {path} names a strategy that cannot be built: {err}; {fix}") from None
-        return cls(field, scaler, blob["dt"],
-                   strategy=strategy, field_config=blob["field_config"], provenance=blob["provenance"])
+            raise ModelFileError(f"model file {path} holds solver settings that cannot be used: {err}; {fix}") from None
+        strategy = blob["strategy"] if isinstance(blob["strategy"], dict) and blob["strategy"] else None
+        return cls(field, scaler, blob["dt"], solver=solver, strategy=strategy,
+                   field_config=blob["field_config"], provenance=blob["provenance"])
 
     def __repr__(self) -> str:
         return (f"Surrogate(system={self.system!r}, dim={self.dim}, dt={self.dt}, "
-                f"strategy={self.strategy.name!r}, field={type(self.field).__name__})")
+                f"solver={self.solver}, field={type(self.field).__name__})")

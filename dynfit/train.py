@@ -21,9 +21,15 @@ __all__ = ["fit", "CHECKPOINT", "DEFAULT_FIELD"]
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "dynfit-checkpoint-1"
-DEFAULT_FIELD = {"kind": "mlp", "width": 64, "depth": 2, "activation": "silu"}
-HISTORY_VARS = ("loss", "accepted_fraction", "mean_substeps", "max_substeps", "mean_steps", "n_f_evals",
-                "horizon", "lr", "wall_time", "retries")
+DEFAULT_FIELD = {"kind": "poly", "degree": 2, "width": 32, "depth": 2, "activation": "silu"}
+DEFAULT_STRATEGY = "continuous"
+STALL = 1e-9  # an epoch whose loss moved by less than this (relative) changed nothing
+HISTORY_VARS = ("loss", "misfit", "rtol", "accepted_fraction", "mean_substeps", "max_substeps", "mean_steps",
+                "n_f_evals", "horizon", "lr", "wall_time", "retries", "restarts")
+HISTORY_UNITS = {"loss": "squared standardised units", "misfit": "standardised units (RMS per component)",
+                 "rtol": "relative tolerance of the training solver", "wall_time": "s",
+                 "mean_steps": "solver steps attempted per sample", "horizon": "samples per window",
+                 "n_f_evals": "field evaluations summed over examples"}
 NAN_RETRIES = 3
 
 
@@ -69,27 +75,37 @@ def _history_dataset(rows: list[dict], attrs: dict):
     data = {}
     for var in HISTORY_VARS:
         vals = [row.get(var, 0 if var == "retries" else np.nan) for row in rows]
-        dtype = np.int64 if var in ("max_substeps", "n_f_evals", "horizon", "retries") else np.float64
-        data[var] = ("epoch", np.asarray(vals, dtype=dtype) if n else np.zeros(0, dtype))
+        dtype = np.int64 if var in ("max_substeps", "n_f_evals", "horizon", "retries", "restarts") else np.float64
+        vals = [0 if (v is None and dtype is np.int64) else (np.nan if v is None else v) for v in vals]
+        data[var] = ("epoch", np.asarray(vals, dtype=dtype) if n else np.zeros(0, dtype),
+                     {"units": HISTORY_UNITS[var]} if var in HISTORY_UNITS else {})
     clean = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))}
     return xr.Dataset(data, coords={"epoch": np.arange(n)}, attrs=clean)
 
 
-def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any = "fehlberg",
+def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any = DEFAULT_STRATEGY,
         optimizer: str = "lbfgs", epochs: int = 100, seed: int = 0, device=None,
         dtype: torch.dtype = torch.float64, horizon: int = 1, stride: int = 1, standardize: bool = True,
         dt: float | None = None, lr: float | None = None, batch_size: int | None = None,
         lbfgs_iterations: int = 20, lbfgs_tolerance: float = 1e-7, weight_decay: float = 0.0,
         checkpoint_dir=None, resume: bool = True,
         progress: bool = True, on_nan: str = "retry", provenance: dict | None = None,
-        strategy_options: dict | None = None, callback=None):
+        strategy_options: dict | None = None, callback=None, prefit: bool | None = None,
+        prefit_order: int = 8):
     """Train a surrogate; returns (Surrogate, history xarray.Dataset over ``epoch``).
 
     data: a systems Dataset, an xarray Dataset/DataArray (trajectory, time,
     component) or numpy (T, D) / (N, T, D). field: a module called field(t, z),
     a config dict for :func:`dynfit.surrogate.build_field`, or None
-    (DEFAULT_FIELD). strategy: a name from ``dynfit.strategies.names()`` or a
-    Strategy. optimizer: "lbfgs" (full batch, lr 1, ``lbfgs_iterations`` per
+    (DEFAULT_FIELD: a degree-2 polynomial library plus a small MLP). strategy:
+    a name from ``dynfit.strategies.names()`` or a Strategy; the default,
+    "continuous", is the best setting we have (see docs/training.md).
+    prefit: fit the field to finite-difference derivatives of order
+    ``prefit_order`` before the first epoch (:func:`dynfit.prefit.prefit`;
+    None: only with the continuous strategy on a fresh start). Training stops
+    early when the strategy says it has converged or when two epochs in a row
+    change nothing (the second after an L-BFGS restart); the history's attrs
+    say why (``stop_reason``). optimizer: "lbfgs" (full batch, lr 1, ``lbfgs_iterations`` per
     epoch, strong Wolfe) or "adam" (cosine learning-rate decay, minibatches of
     ``batch_size``). An L-BFGS epoch ends early once the largest gradient
     component is below ``lbfgs_tolerance`` or the loss or step changes by less
@@ -134,9 +150,14 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
         raise TypeError(f"field must be a torch module, a config dict or None, got {type(field).__name__}")
     field = field.to(device=dev, dtype=dtype)
 
+    continuous = isinstance(strat, _strategies.ContinuousStrategy)
+    if prefit is None:
+        prefit = continuous
     if optimizer == "lbfgs":
+        # the continuous schedule judges convergence by relative progress: no absolute tolerance inside an epoch
+        tol_g, tol_c = (0.0, 0.0) if continuous else (lbfgs_tolerance, 1e-2 * lbfgs_tolerance)
         opt = torch.optim.LBFGS(field.parameters(), lr=1.0 if lr is None else lr, max_iter=lbfgs_iterations,
-                                tolerance_grad=lbfgs_tolerance, tolerance_change=1e-2 * lbfgs_tolerance,
+                                tolerance_grad=tol_g, tolerance_change=tol_c, history_size=50,
                                 line_search_fn="strong_wolfe")
         sched = None
     else:
@@ -164,6 +185,17 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
 
     meta = {"system": attrs.get("system", "unknown"), "dt": dt, "strategy": strat.name, "optimizer": optimizer,
             "seed": int(seed), "device": str(dev)}
+    if prefit and start == 0:
+        from .prefit import prefit as _prefit
+
+        z = scaler.forward(np.asarray(trajectories, dtype=np.float64))
+        info = _prefit(field, z, order=prefit_order, device=dev, dtype=dtype)
+        meta.update({"prefit_field_error": info["field_error"], "prefit_field_error_lstsq": info["field_error_lstsq"],
+                     "prefit_iterations": info["iterations"], "prefit_wall_time": info["wall_time"],
+                     "prefit_order": int(prefit_order)})
+        if not _finite(field, 0.0):
+            raise FloatingPointError("the derivative pre-fit produced non-finite weights; check the data "
+                                     "(NaN, blow-up) or pass prefit=False")
     if "params" in attrs:
         meta["params"] = attrs["params"]
     for key in ("lyapunov_time",):
@@ -179,6 +211,8 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
 
     current_h = None
     x0 = tg = None
+    stop_reason = f"the epoch budget ran out ({epochs} epochs)"
+    restarts = 0
     try:
         for epoch in range(start, epochs):
             h = strat.horizon(epoch, rows, horizon)
@@ -186,6 +220,8 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
                 w = make_windows(trajectories, horizon=h, stride=strat.stride(h, stride), scaler=scaler, dt=dt)
                 x0, tg = w.tensors(dtype=dtype, device=dev)
                 current_h = h
+            if epoch == 0 and hasattr(strat, "calibrate"):
+                meta["initial_misfit"] = strat.calibrate(field, x0, tg, h)
             good = (copy.deepcopy(field.state_dict()), copy.deepcopy(opt.state_dict()))
             t0 = time.perf_counter()
             retries, failed = 0, False
@@ -213,11 +249,18 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
                 failed = True
                 break
             if failed:
+                stop_reason = f"non-finite loss or weights at epoch {epoch} after {retries} retries (rolled back)"
                 break
             wall = time.perf_counter() - t0
-            row = {"loss": loss, "horizon": h, "wall_time": wall, "lr": opt.param_groups[0]["lr"],
-                   "retries": retries, **summary}
+            prev = rows[-1]["loss"] if rows else math.inf
+            moved = not (abs(prev - loss) <= STALL * abs(prev))
+            restarts = 0 if moved else restarts + 1
+            row = {"loss": loss, "misfit": math.sqrt(max(loss, 0.0) / dim), "rtol": strat.tolerance(),
+                   "horizon": h, "wall_time": wall, "lr": opt.param_groups[0]["lr"], "retries": retries,
+                   "restarts": int(not moved), **summary}
             rows.append(row)
+            if not moved:
+                opt.state.clear()  # restart L-BFGS (or Adam's moments): its memory may be what stalls it
             if sched is not None:
                 sched.step()
             if ckpt_path is not None:
@@ -233,7 +276,18 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
                 bar.set_postfix(loss=f"{loss:.3g}", acc=f"{summary['accepted_fraction']:.2f}",
                                 sub=f"{summary['mean_substeps']:.2f}", H=h)
             if callback is not None and callback(epoch, row):
+                stop_reason = f"the callback asked to stop after epoch {epoch}"
                 break
+            reason = strat.finished(rows)
+            if reason is None and restarts >= 2:
+                reason = (f"stalled: the loss moved by less than {STALL:g} (relative) in two epochs in a row, "
+                          "the second after an optimizer restart")
+            if reason is not None:
+                stop_reason = reason
+                break
+        else:
+            if start >= epochs:
+                stop_reason = "nothing to do: the checkpoint already holds every epoch"
     finally:
         if bar is not None:
             bar.close()
@@ -242,6 +296,7 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
 
     field.eval()
     meta["epochs"] = len(rows)
+    meta["stop_reason"] = stop_reason
     surrogate = Surrogate(field, scaler, dt, strategy=strat, field_config=field_config, provenance=meta)
     history = _history_dataset(rows, {k: v for k, v in meta.items() if k != "params"})
     return surrogate, history
@@ -258,7 +313,7 @@ def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch):
             ys, st = strat.rollout(field, x0, h, tg)
             loss = _loss(ys, tg)
             loss.backward()
-            s = st.summary()
+            s = _strategies.summary(st, h)
             record["evals"] += s["n_f_evals"]
             record["summary"] = s
             record["loss"] = float(loss.detach())
@@ -272,7 +327,7 @@ def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch):
     bs = n if batch_size is None else min(batch_size, n)
     gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
     perm = torch.randperm(n, generator=gen).to(x0.device)
-    total, acc_w, rej, rej_sub, max_sub, steps, evals = 0.0, 0.0, 0, 0.0, 0, 0.0, 0
+    total, parts = 0.0, []
     for i in range(0, n, bs):
         idx = perm[i:i + bs]
         opt.zero_grad()
@@ -280,19 +335,15 @@ def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch):
         loss = _loss(ys, tg[:, idx])
         loss.backward()
         opt.step()
-        m = idx.numel()
-        total += float(loss.detach()) * m
-        acc = st.accepted
-        acc_w += float(acc.to(torch.float64).sum())
-        r = ~acc
-        rej += int(r.sum())
-        rej_sub += float(st.substeps[r].to(torch.float64).sum())
-        max_sub = max(max_sub, int(st.substeps.max()))
-        steps += float(st.substeps.to(torch.float64).sum())
-        evals += st.n_f_evals
-    cells = n * h
-    summary = {"accepted_fraction": acc_w / cells, "mean_substeps": rej_sub / rej if rej else 1.0,
-               "max_substeps": max_sub, "mean_steps": steps / cells, "n_f_evals": evals}
+        total += float(loss.detach()) * idx.numel()
+        parts.append(st)
+    summaries = [(_strategies.summary(st, h), st) for st in parts]
+    weights = [(st if not isinstance(st, (list, tuple)) else st[0]).n_steps.numel() for st in parts]
+    tot = float(sum(weights))
+    summary = {k: sum(w * s_[k] for (s_, _), w in zip(summaries, weights)) / tot
+               for k in ("accepted_fraction", "mean_substeps", "mean_steps")}
+    summary["max_substeps"] = max(s_["max_substeps"] for s_, _ in summaries)
+    summary["n_f_evals"] = sum(s_["n_f_evals"] for s_, _ in summaries)
     return total / n, summary
 
 

@@ -41,6 +41,7 @@ import xarray as xr
 
 from ._checks import check_int, check_positive, check_thresholds
 from .dimension import correlation_dimension
+from ..solvers import odesolve
 from .lyapunov import lyapunov_spectrum, system_lyapunov_spectrum
 from .measure import density_divergence, wasserstein
 from .reference import DEFAULT_REFERENCE_SOLVERS, reference_solutions
@@ -132,8 +133,21 @@ def _generate(surrogate, x0, n_steps: int, k: int):
     return out[:, ::k], stats
 
 
-def _stats_variables(stats, n_starts: int):
+def _stats_variables(stats, n_starts: int, n_intervals: int = 1):
     out = {}
+    if hasattr(stats, "n_steps") and hasattr(stats, "n_accepted"):  # the solver's Stats (one per example)
+        steps = stats.n_steps.detach().cpu().numpy().astype(float)
+        if steps.shape != (n_starts,):
+            return out
+        acc = stats.n_accepted.detach().cpu().numpy().astype(float)
+        out["accepted_fraction"] = (("start",), acc / np.maximum(steps, 1.0),
+                                    {"units": "1", "long_name": "fraction of attempted solver steps accepted"})
+        out["mean_substeps"] = (("start",), steps / max(n_intervals, 1),
+                                {"units": "1", "long_name": "solver steps attempted per sampling interval"})
+        out["n_f_evals"] = ((), float(stats.n_f_evals_per_example.sum()),
+                            {"units": "1", "long_name": "vector-field evaluations of the rollouts (summed "
+                                                        "over starts)"})
+        return out
     if not isinstance(stats, dict):
         return out
     acc = stats.get("accepted")
@@ -163,21 +177,16 @@ def _surrogate_exponents(surrogate, starts, dt, n_steps, transient, std):
         unit = float(surrogate.dt)  # physical time per model time unit
     else:
         z0, unit = starts, 1.0
-    # the rollout and an RK4 run of the field must agree over one sampling step
+    # the rollout and a fixed-step run of the field must agree over one sampling step
     one = _generate(surrogate, starts[:1], 2, 1)[0][0, 1]
     dtype = next(field.parameters(), torch.zeros((), dtype=torch.float64)).dtype
     z = torch.as_tensor(z0[:1], dtype=dtype)
-    h = float(surrogate.dt) / unit / 20
+    h = float(surrogate.dt) / unit
     was = field.training
     field.eval()
     with torch.no_grad():
-        for _ in range(20):
-            t0 = torch.zeros((), dtype=dtype)
-            k1 = field(t0, z)
-            k2 = field(t0, z + h / 2 * k1)
-            k3 = field(t0, z + h / 2 * k2)
-            k4 = field(t0, z + h * k3)
-            z = z + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        z = odesolve(field, z, torch.tensor([0.0, h], dtype=dtype), method="rk4", step_size=h / 20,
+                     raise_on_failure=False).ys[-1]
     field.train(was)
     z = z.to(torch.float64).numpy()[0]
     x1 = scaler.inverse(z) if scaler is not None and hasattr(scaler, "inverse") else z
@@ -372,7 +381,7 @@ def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = 20, horizon: float 
             "long_time": ("long_time", np.arange(long_steps) * dt, {"units": "time units"}),
         },
     )
-    for var, (dims, val, attrs) in _stats_variables(stats, n_starts).items():
+    for var, (dims, val, attrs) in _stats_variables(stats, n_starts, (n_h - 1) * k).items():
         ds[var] = xr.Variable(dims, val, attrs)
     ds.attrs.update({
         "format": FORMAT,

@@ -1,8 +1,8 @@
 """Lyapunov spectra by the QR (Benettin) method.
 
-Both estimators integrate the state and the tangent (variational) dynamics with
-classical RK4 at a fixed step; the tangent map of one step is the exact
-derivative of the RK4 step, so state and tangents stay consistent. After each
+The torch estimator integrates the state with classical RK4 at a fixed step
+through :func:`dynfit.odesolve`; the tangent map of one step is the exact
+derivative of that step (autograd), so state and tangents stay consistent. After each
 step the tangent basis Q (dim, k) is re-orthonormalised by QR and log|diag R|
 is accumulated; the exponents are the time averages after a transient. Several
 starts (x0 of shape (n, dim)) run side by side in one batch and their
@@ -10,8 +10,8 @@ exponents are averaged, which costs little more than one start in torch.
 
 - ``lyapunov_spectrum(field, x0, ...)``: a torch module ``field(t, x)``
   (x of shape (batch, dim)), Jacobians by autograd.
-- ``system_lyapunov_spectrum(system, x0, ...)``: a ``systems.System`` with its
-  analytic (numba) Jacobian, in numpy.
+- ``system_lyapunov_spectrum(system, x0, ...)``: a ``systems.System``, by
+  ``systems.lyapunov_spectrum`` (numba, analytic Jacobian) from each start.
 """
 from __future__ import annotations
 
@@ -112,13 +112,11 @@ def lyapunov_spectrum(field, x0, *, dt: float, n_steps: int, transient: int = 0,
     n = x0.shape[0]
     eye = torch.eye(dim, dtype=dtype, device=device).repeat(n, 1)  # (n*dim, dim)
 
-    def rk4(x, t):
-        tt = torch.as_tensor(t, dtype=dtype, device=device)
-        k1 = field(tt, x)
-        k2 = field(tt + h / 2, x + h / 2 * k1)
-        k3 = field(tt + h / 2, x + h / 2 * k2)
-        k4 = field(tt + h, x + h * k3)
-        return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    from ..solvers import odesolve
+
+    def rk4(x, t):  # one classical RK4 step through the one solver path
+        ts = torch.tensor([t, t + h], dtype=dtype, device=device)
+        return odesolve(field, x, ts, method="rk4", step_size=h, raise_on_failure=False).ys[-1]
 
     def step(x, q, t):
         # Row (s, i) of the batch is a copy of start s; the gradient of
@@ -145,48 +143,17 @@ def system_lyapunov_spectrum(system, x0=None, *, dt: float, n_steps: int, transi
                              k: int | None = None) -> np.ndarray:
     """Lyapunov exponents of a ``systems.System`` (analytic Jacobian), descending.
 
-    Same method as ``lyapunov_spectrum``: RK4 on the state and variational
-    equations, QR every step. x0 (dim,) or (n, dim) defaults to the system's
-    ``x0``. Returns a numpy array (k,) in 1 / (system time unit).
+    ``systems.lyapunov_spectrum`` (RK4 on the state and variational
+    equations, QR every step) from each start of x0 (dim,) or (n, dim)
+    (default the system's ``x0``), averaged. Returns a numpy array (k,) in
+    1 / (system time unit).
     """
     import systems
 
     system = systems.get(system)
     x0 = system.x0 if x0 is None else x0
     x0, dt, n_steps, transient, k = _common_checks(x0, system.dim, dt, n_steps, transient, k)
-    p = system.param_array()
-    dim = system.dim
-    fbuf = np.empty(dim)
-    jbuf = np.empty((dim, dim))
-
-    def f(x, t):
-        out = np.empty_like(x)
-        for s in range(x.shape[0]):
-            system.rhs(x[s], t, p, fbuf)
-            out[s] = fbuf
-        return out
-
-    def J(x, t):
-        out = np.empty((x.shape[0], dim, dim))
-        for s in range(x.shape[0]):
-            if system.jac is None:
-                out[s] = system.jacobian(x[s], t)
-            else:
-                system.jac(x[s], t, p, jbuf)
-                out[s] = jbuf
-        return out
-
-    h = dt
-
-    def step(x, q, t):
-        k1, K1 = f(x, t), J(x, t) @ q
-        x2 = x + h / 2 * k1
-        k2, K2 = f(x2, t + h / 2), J(x2, t + h / 2) @ (q + h / 2 * K1)
-        x3 = x + h / 2 * k2
-        k3, K3 = f(x3, t + h / 2), J(x3, t + h / 2) @ (q + h / 2 * K2)
-        x4 = x + h * k3
-        k4, K4 = f(x4, t + h), J(x4, t + h) @ (q + h * K3)
-        return (x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4),
-                q + h / 6 * (K1 + 2 * K2 + 2 * K3 + K4))
-
-    return _benettin(step, x0, n_steps=n_steps, transient=transient, k=k, dt=dt)
+    # one Lyapunov code per kind: a System goes to systems' numba QR/Benettin, one start at a time
+    runs = [systems.lyapunov_spectrum(system, n_steps=n_steps, dt=dt, transient=transient * dt, x0=start, k=k)
+            for start in x0]
+    return np.sort(np.mean(runs, axis=0))[::-1]

@@ -1,6 +1,6 @@
 """Neural network pieces for vector fields: TA-BN and the comparison norms, deep fields, the classifier."""
 from .classifier import UnmixedClassifier
-from .fields import ACTIVATIONS, ConvField, MLPField, ResidualMLPField, make_activation
+from .fields import ACTIVATIONS, ConvField, MLPField, PolynomialField, ResidualMLPField, make_activation
 from .norm import (
     NORM_KINDS,
     MiniBatchNorm1d,
@@ -21,6 +21,7 @@ __all__ = [
     "ACTIVATIONS",
     "ConvField",
     "MLPField",
+    "PolynomialField",
     "ResidualMLPField",
     "make_activation",
     "NORM_KINDS",

@@ -13,6 +13,7 @@ layers cover ``[0, t_max]`` with ``num_points`` grid points.
 """
 from __future__ import annotations
 
+import itertools
 import numbers
 
 import torch
@@ -20,7 +21,8 @@ from torch import nn
 
 from .norm import make_norm, norm_penalty
 
-__all__ = ["ACTIVATIONS", "MLPField", "ResidualMLPField", "ConvField", "make_activation"]
+__all__ = ["ACTIVATIONS", "MLPField", "ResidualMLPField", "ConvField", "PolynomialField", "make_activation",
+           "monomial_exponents"]
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -227,3 +229,67 @@ class ConvField(_Field):
         for conv, norm in zip(self.convs, self.norms):
             h = self.act(norm(t, conv(h)))
         return self.out(h)
+
+
+def monomial_exponents(dim: int, degree: int) -> torch.Tensor:
+    """Exponents of the monomials of :class:`PolynomialField`, in its order: int64 (n_terms, dim).
+
+    Term k is the product of ``x_aug[i]`` over the ``degree`` indices of
+    ``itertools.combinations_with_replacement(range(dim + 1), degree)``,
+    with ``x_aug = (1, x_1, ..., x_dim)``: constant first, then linear, ...
+    """
+    rows = []
+    for combo in itertools.combinations_with_replacement(range(dim + 1), degree):
+        e = [0] * dim
+        for i in combo:
+            if i:
+                e[i - 1] += 1
+        rows.append(e)
+    return torch.tensor(rows, dtype=torch.int64)
+
+
+class PolynomialField(_Field):
+    """Polynomial library plus an MLP correction: x (B, dim) -> (B, dim).
+
+    ``f(x) = W p(x) + mlp(x)`` where p(x) holds every monomial of x up to total
+    ``degree`` (constant, linear, quadratic, ...: ``monomial_exponents``) and
+    ``mlp`` is an :class:`MLPField` whose output layer starts at zero
+    (``width=0`` drops it). Many benchmark flows (Lorenz'63, Rossler, Lorenz96,
+    Chen) are polynomial of degree 2, so the library can represent them to
+    rounding error while the MLP learns what it cannot; ``W`` has a closed-form
+    least-squares start (:func:`dynfit.prefit.prefit`). Time-invariant.
+    """
+
+    def __init__(self, dim: int, *, degree: int = 2, width: int = 32, depth: int = 2, activation: str = "silu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.dim = _check_int("dim", dim, 1)
+        self.degree = _check_int("degree", degree, 1)
+        width = _check_int("width", width, 0)
+        dtype = _check_dtype(dtype)
+        self.time_dependent = False
+        combos = list(itertools.combinations_with_replacement(range(self.dim + 1), self.degree))
+        self.register_buffer("index", torch.tensor(combos, dtype=torch.int64), persistent=False)
+        n_terms = len(combos)
+        self.coef = nn.Parameter(torch.zeros(n_terms, self.dim, dtype=dtype))
+        self.mlp = None
+        if width > 0:
+            self.mlp = MLPField(self.dim, width=width, depth=depth, activation=activation, dtype=dtype)
+            nn.init.zeros_(self.mlp.out.weight)
+            nn.init.zeros_(self.mlp.out.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Monomials p(x): (B, dim) -> (B, n_terms), in the order of ``monomial_exponents``."""
+        xa = torch.cat([torch.ones_like(x[:, :1]), x], dim=1)
+        out = xa[:, self.index[:, 0]]
+        for k in range(1, self.degree):
+            out = out * xa[:, self.index[:, k]]
+        return out
+
+    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
+        """dx/dt; x (B, dim) -> (B, dim)."""
+        self._check_input(x, 2, "(batch, dim)")
+        out = self.features(x) @ self.coef
+        if self.mlp is not None:
+            out = out + self.mlp(t, x)
+        return out

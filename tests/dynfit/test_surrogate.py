@@ -25,21 +25,22 @@ def test_generate_contract():
     assert sur.generate(x0[0], 1).shape == (1, 1, 3)
     out2, stats = sur.generate(x0, 50, return_stats=True)
     np.testing.assert_array_equal(out, out2)
-    assert stats["substeps"].shape == (2, 49) and stats["accepted"].dtype == bool
-    assert stats["n_f_evals"] >= 3 * 2 * 49
+    assert stats.interval_substeps.shape == (49, 2) and stats.interval_accepted.dtype == torch.bool
+    assert int(stats.n_f_evals_per_example.sum()) >= 3 * 2 * 49 and stats.success
     assert sur.system == "lorenz63" and sur.dim == 3 and sur.dt == 0.01
 
 
 def test_generation_follows_the_standardised_field():
     # one step of the free run equals the paper's RK3 on the standardised field, mapped back
-    from dynfit.strategies import _rk3_steps
+    from dynfit.solvers import odesolve
 
     sur = _surrogate()
     x0 = np.array([[1.0, 2.0, 20.0]])
     out, stats = sur.generate(x0, 2, return_stats=True)
     z0 = torch.as_tensor(sur.scaler.forward(x0))
-    n = int(stats["substeps"][0, 0])
-    z1 = _rk3_steps(sur.field, z0, n)[0].detach().numpy()
+    n = int(stats.interval_substeps[0, 0])
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    z1 = odesolve(sur.field, z0, t, method="rkf23", step_size=1.0 / n).ys[-1].detach().numpy()
     np.testing.assert_allclose(out[0, 1], sur.scaler.inverse(z1)[0], rtol=1e-12)
 
 
@@ -59,7 +60,8 @@ def test_save_load_round_trip(tmp_path):
     back = Surrogate.load(path)
     x0 = np.array([[1.0, 2.0, 20.0]])
     np.testing.assert_array_equal(sur.generate(x0, 30), back.generate(x0, 30))
-    assert back.strategy.name == "black-box" and back.provenance["seed"] == 0
+    assert back.strategy["name"] == "black-box" and back.provenance["seed"] == 0
+    assert back.solver == sur.solver and back.solver.eps == 0.1
     assert "torch" in back.provenance["versions"]
     np.testing.assert_array_equal(back.scaler.std, sur.scaler.std)
 

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from dynfit import strategies
-from dynfit.train import CHECKPOINT, fit
+from dynfit.train import CHECKPOINT
+from dynfit.train import fit as _fit
+
+
+def fit(data, **kw):
+    """The training machinery (checkpoints, NaN, determinism) is exercised with the paper's fehlberg
+    strategy unless a test names another; the default strategy has its own tests (test_continuous.py)."""
+    kw.setdefault("strategy", "fehlberg")
+    return _fit(data, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +32,7 @@ def _weights(sur):
     return torch.cat([p.detach().flatten() for p in sur.field.parameters()])
 
 
-@pytest.mark.parametrize("strategy", ["black-box", "fehlberg", "curriculum", "torchdiffeq"])
+@pytest.mark.parametrize("strategy", ["black-box", "fehlberg", "curriculum", "torchdiffeq", "continuous"])
 def test_each_strategy_trains(lorenz, strategy):
     opts = {"step_size": 0.5} if strategy == "torchdiffeq" else None
     sur, hist = fit(lorenz, field=SMALL, strategy=strategy, strategy_options=opts, epochs=2, seed=0,
@@ -182,10 +190,14 @@ def _exact(x0):
 
 
 def test_rk3_substeps_converge_at_order_three():
+    from dynfit.solvers import odesolve
+
     field = _Linear(A)
     x0 = torch.tensor([[1.0, 0.5]], dtype=torch.float64)
     ns = np.array([2, 4, 8, 16])
-    errs = [np.abs(strategies._rk3_steps(field, x0, int(n))[0].numpy() - _exact(x0.numpy())).max() for n in ns]
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    errs = [np.abs(odesolve(field, x0, t, method="rkf23", step_size=1.0 / n).ys[-1].numpy()
+                   - _exact(x0.numpy())).max() for n in ns]
     slope = np.polyfit(np.log(1.0 / ns), np.log(errs), 1)[0]
     assert 2.8 < slope < 3.2
 
@@ -199,29 +211,44 @@ def _fehlberg32(field, x):
     return x + (f1 + f2 + 4 * f3) / 6, x + (f1 + f2) / 2
 
 
+def _interval(field, x0, reference, shared):
+    """One unit interval under the paper's rule through odesolve: (out, accepted, substeps, evals per example)."""
+    from dynfit.solvers import PaperRule, odesolve
+
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    ref = None if reference is None else torch.stack([x0, reference])
+    sol = odesolve(field, x0, t, method="rkf23", control=PaperRule(eps=0.1, safety=0.9, max_substeps=10,
+                                                                    shared=shared), reference=ref)
+    st = sol.stats
+    return sol.ys[-1], st.interval_accepted[0], st.interval_substeps[0], st.n_f_evals_per_example
+
+
 def test_paper_rule_matches_its_definition():
+    from dynfit.solvers import odesolve
+
     field = _Linear(A * 3)
     x0 = torch.tensor([[1.0, 0.0], [0.01, 0.0], [0.5, 0.5]], dtype=torch.float64)
-    rule = strategies._IntervalRule(eps=0.1, safety=0.9, max_substeps=10, shared=True)
-    out, acc, sub, evals = rule.interval(field, x0, None)
+    out, acc, sub, evals = _interval(field, x0, None, True)
     a2, a1 = _fehlberg32(field, x0)
-    torch.testing.assert_close(strategies._rk3_steps(field, x0, 1)[0], a2, rtol=1e-15, atol=1e-15)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(odesolve(field, x0, t, method="rkf23", step_size=1.0).ys[-1], a2,
+                               rtol=1e-15, atol=1e-15)
     r = (a1 - a2).abs().sum(-1)
     np.testing.assert_array_equal(acc.numpy(), (r <= 0.1).numpy())
     assert acc.tolist() == [False, True, False]
     n = math.ceil(1 / (0.9 * math.sqrt(0.1 / float(r[~acc].max()))))
     assert sub.tolist() == [n, 1, n]
-    torch.testing.assert_close(out[~acc], strategies._rk3_steps(field, x0[~acc], n)[0])
+    torch.testing.assert_close(out[~acc], odesolve(field, x0[~acc], t, method="rkf23", step_size=1.0 / n).ys[-1])
     torch.testing.assert_close(out[1], a2[1], rtol=1e-15, atol=1e-15)
-    assert evals == 3 * 3 + 3 * n * 2
+    # the attempt costs 3 evaluations; n substeps reuse its first stage: 3 n - 1 more
+    assert evals.tolist() == [3 + 3 * n - 1, 3, 3 + 3 * n - 1]
     # Fehlberg training: the reference replaces A1
     target = a2.clone()
     target[0] += 1.0
-    _, acc, sub, _ = rule.interval(field, x0, target)
+    _, acc, sub, _ = _interval(field, x0, target, True)
     assert acc.tolist() == [False, True, True]
     # per-example counts
-    solo = strategies._IntervalRule(eps=0.1, shared=False)
-    _, _, sub, _ = solo.interval(field, x0, None)
+    _, _, sub, _ = _interval(field, x0, None, False)
     for i in (0, 2):
         assert sub[i] == math.ceil(1 / (0.9 * math.sqrt(0.1 / float(r[i]))))
 
@@ -254,7 +281,7 @@ def test_strategy_agrees_with_odesolve_paper_rule(reference):
     strat = strategies.get("fehlberg" if reference else "black-box")
     # fehlberg: the training rule (shared count, target reference); black-box: the inference
     # rule (per-example counts) and, given targets, its training rule (shared count, Heun estimate)
-    ys, _ = strat.rollout(f, x0, 3, targets if reference else None)
+    ys = strat.rollout(f, x0, 3, targets)[0] if reference else strat.inference().solve(f, x0, 3)[0][1:]
     if not reference:
         ys_t, _ = strat.rollout(f, x0, 3, targets)
     t = torch.arange(4, dtype=torch.float64)
@@ -273,9 +300,18 @@ def test_curriculum_unrolls_in_fit(lorenz):
     sur, hist = fit(lorenz, field=SMALL, strategy=cur, epochs=3, seed=0, progress=False, lbfgs_iterations=2)
     assert hist.horizon.values.tolist() == [1, 2, 4]
     assert np.isfinite(hist.loss).all()
-    # inside a rollout the reference is the observed increment applied to the prediction
-    x0 = torch.zeros(2, 3, dtype=torch.float64)
-    targets = torch.arange(12, dtype=torch.float64).reshape(2, 2, 3)
-    x = torch.ones(2, 3, dtype=torch.float64)
-    torch.testing.assert_close(cur._reference(0, x, targets, x0), targets[0])
-    torch.testing.assert_close(cur._reference(1, x, targets, x0), x + targets[1] - targets[0])
+    # inside a rollout the reference of interval k is the observed increment applied to the prediction
+    from dynfit.solvers import odesolve
+
+    torch.manual_seed(0)
+    f = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    field = lambda t, x: 2 * f(x)  # noqa: E731
+    x0 = torch.randn(5, 3, dtype=torch.float64)
+    targets = x0 + torch.randn(2, 5, 3, dtype=torch.float64) * 0.2
+    ys, parts = cur.rollout(field, x0, 2, targets)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    y1 = odesolve(field, x0, t, method="rkf23", control=cur.rule, reference=torch.stack([x0, targets[0]])).ys[1]
+    ref2 = y1 + targets[1] - targets[0]
+    y2 = odesolve(field, y1, t, method="rkf23", control=cur.rule, reference=torch.stack([y1, ref2])).ys[1]
+    torch.testing.assert_close(ys, torch.stack([y1, y2]), rtol=1e-13, atol=1e-13)
+    assert len(parts) == 2

@@ -1,0 +1,126 @@
+"""Derivative pre-fit: a vector field fitted to finite-difference derivatives before any rollout.
+
+The largest single gain in accuracy for chaotic surrogates (docs/references.md,
+section "Continuous-time surrogates"): a field trained only on integrated
+windows plateaus at a relative error of ~5e-4, while derivatives from a
+high-order central difference are accurate to ~1e-7 on data sampled at
+dt = 0.01, and for a :class:`~dynfit.nn.fields.PolynomialField` the
+polynomial part then has a closed-form least-squares solution.
+
+All quantities are in the model's units: standardised states, one time unit
+per sampling interval.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+__all__ = ["STENCILS", "derivative_estimates", "prefit"]
+
+# central first-derivative stencils (unit spacing), order -> coefficients of samples -p..p
+STENCILS = {
+    2: (-1 / 2, 0.0, 1 / 2),
+    4: (1 / 12, -2 / 3, 0.0, 2 / 3, -1 / 12),
+    6: (-1 / 60, 3 / 20, -3 / 4, 0.0, 3 / 4, -3 / 20, 1 / 60),
+    8: (1 / 280, -4 / 105, 1 / 5, -4 / 5, 0.0, 4 / 5, -1 / 5, 4 / 105, -1 / 280),
+}
+
+
+def derivative_estimates(z: np.ndarray, order: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Central-difference derivatives of trajectories z (N, T, D) sampled at unit spacing.
+
+    Returns (states, derivatives), both (N * (T - order), D): the interior
+    samples (``order // 2`` dropped at each end of every trajectory) and dz/dt
+    there, with truncation error O(h^order).
+    """
+    if order not in STENCILS:
+        raise ValueError(f"derivative order must be one of {sorted(STENCILS)}, got {order!r}")
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 3:
+        raise ValueError(f"z must have shape (N, T, D), got {z.shape}")
+    n, t, d = z.shape
+    if t <= order:
+        raise ValueError(f"derivative estimates of order {order} need trajectories longer than {order} samples, "
+                         f"got {t}; pass shorter-order derivatives (prefit_order) or longer trajectories")
+    m = t - order
+    dz = np.zeros((n, m, d))
+    for k, c in enumerate(STENCILS[order]):
+        if c:
+            dz += c * z[:, k:k + m]
+    p = order // 2
+    return z[:, p:p + m].reshape(-1, d), dz.reshape(-1, d)
+
+
+def _relative_error(field, zs: torch.Tensor, dz: torch.Tensor) -> float:
+    with torch.no_grad():
+        res = field(torch.zeros((), dtype=zs.dtype, device=zs.device), zs) - dz
+        return float(res.square().sum().sqrt() / dz.square().sum().sqrt())
+
+
+def prefit(field: torch.nn.Module, z: np.ndarray, *, order: int = 8, iterations: int = 200,
+           tolerance: float = 1e-3, device=None, dtype=torch.float64) -> dict:
+    """Fit ``field`` (in place) to the finite-difference derivatives of z (N, T, D).
+
+    A field with a polynomial library (``features`` and ``coef``) gets its
+    coefficients from linear least squares first. Then, if the field has other
+    parameters, L-BFGS on the mean squared derivative error runs until the
+    relative change of the loss over 5 steps of 20 iterations falls below
+    ``tolerance`` or ``iterations`` are spent. Returns {"field_error": relative
+    RMS derivative error, "field_error_lstsq", "iterations", "wall_time"}.
+    """
+    t0 = time.perf_counter()
+    states, derivs = derivative_estimates(z, order)
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    zs = torch.as_tensor(states, dtype=dtype, device=dev)
+    dz = torch.as_tensor(derivs, dtype=dtype, device=dev)
+    info = {"field_error_lstsq": math.nan, "iterations": 0}
+    coef = getattr(field, "coef", None)
+    if isinstance(coef, torch.nn.Parameter) and hasattr(field, "features"):
+        with torch.no_grad():
+            feats = field.features(zs).to(torch.float64)
+            target = dz.to(torch.float64)
+            mlp = getattr(field, "mlp", None)
+            if mlp is not None:
+                target = target - mlp(torch.zeros((), dtype=zs.dtype, device=dev), zs).to(torch.float64)
+            # scale columns for conditioning, solve on the CPU in float64
+            scale = feats.abs().amax(dim=0).clamp_min(1e-300)
+            sol = torch.linalg.lstsq((feats / scale).cpu(), target.cpu(), driver="gelsd").solution
+            coef.copy_((sol / scale.cpu()[:, None]).to(coef))
+        info["field_error_lstsq"] = _relative_error(field, zs, dz)
+    others = [p for name, p in field.named_parameters() if p.requires_grad and p is not coef]
+    if others and iterations > 0:
+        params = [p for p in field.parameters() if p.requires_grad]
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, tolerance_grad=0.0, tolerance_change=0.0,
+                                history_size=50, line_search_fn="strong_wolfe")
+        norm = float(dz.square().mean())
+
+        def closure():
+            opt.zero_grad()
+            loss = (field(torch.zeros((), dtype=zs.dtype, device=dev), zs) - dz).square().mean() / norm
+            loss.backward()
+            return loss
+
+        losses, done = [], 0
+        best = {k: v.detach().clone() for k, v in field.state_dict().items()}
+        best_loss = float(closure().detach())
+        while done < iterations:
+            opt.step(closure)
+            done += 20
+            loss = float(closure().detach())
+            if not math.isfinite(loss):
+                field.load_state_dict(best)
+                break
+            if loss < best_loss:
+                best_loss = loss
+                best = {k: v.detach().clone() for k, v in field.state_dict().items()}
+            losses.append(loss)
+            if len(losses) > 5 and (losses[-6] - losses[-1]) <= tolerance * losses[-6]:
+                break
+        field.load_state_dict(best)
+        info["iterations"] = done
+    info["field_error"] = _relative_error(field, zs, dz)
+    info["wall_time"] = time.perf_counter() - t0
+    return info
