@@ -82,6 +82,15 @@ def _explain(err: OSError, path: Path) -> OSError:
     return err
 
 
+def _nearly_full(folder: Path, margin: int = 64 * 1024) -> bool:
+    """Whether the file system of ``folder`` has less than ``margin`` bytes left."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # pragma: no cover - no statvfs
+        return False
+    return st.f_bavail * st.f_frsize < margin
+
+
 def ensure_folder(path) -> Path:
     """Create the folder ``path`` (and its parents); a clear OSError if a file is in the way or it
     cannot be written. Returns the path."""
@@ -133,6 +142,13 @@ def atomic_path(path, *, suffix: str | None = None, directory: bool = False) -> 
     except OSError as err:
         _remove(tmp)
         raise _explain(err, path) from None
+    except Exception as err:
+        # libraries such as netCDF/HDF5 report a full disk as their own error ("NetCDF: HDF error")
+        full = _nearly_full(path.parent)
+        _remove(tmp)
+        if full:
+            raise _explain(OSError(errno.ENOSPC, "No space left on device"), path) from err
+        raise
     except BaseException:
         _remove(tmp)
         raise
