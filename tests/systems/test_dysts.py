@@ -135,6 +135,15 @@ def test_compiled_jacobian_sample(name):
         np.testing.assert_allclose(s.jacobian(x, t), fd, rtol=0, atol=1e-5 * max(1.0, np.max(np.abs(fd))))
 
 
+def test_stored_estimates_set_reference_matched():
+    """examples/dysts_lyapunov.py's results (systems/data/dysts_lyapunov.json) reach the Systems."""
+    lorenz, rossler = systems.from_dysts("Lorenz"), systems.from_dysts("Rossler")
+    assert lorenz.metadata["lyapunov_max_computed"] == pytest.approx(lorenz.lyapunov_max, rel=0.10)
+    assert lorenz.reference_matched and not lorenz.note
+    # dysts' two-trajectory estimate for Rossler (0.15) is twice the QR value (0.072, and dysts' own QR 0.076)
+    assert not rossler.reference_matched and "more than 10%" in rossler.note
+
+
 def test_simulate_matches_dysts_and_records_provenance():
     """Aizawa from dysts' initial condition over one Lyapunov time: our ensemble kernel
     (DOP853, tight tolerance) against dysts' make_trajectory (scipy DOP853), same tolerance."""
