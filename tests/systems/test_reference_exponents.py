@@ -22,6 +22,12 @@ OWN_ESTIMATE = [
 ]
 # Lorenz-96 (N = 40) is 40-dimensional: a shorter average keeps it cheap (error ~2% at T = 400).
 AVERAGING_TIME = {"lorenz96": 400.0}
+# One run is one sample of the estimate: moving x0 by 1e-12 (as rounding does on another
+# CPU, with FMA or fastmath) gives another. 10% covers |mean deviation| + 4 sd over 5-6 such
+# runs for every system but these (measured deviation range; mean, sd):
+# aizawa +4.6..+9.4% (+6.6, 1.5), sprott_c +1.7..+8.0% (+3.8, 2.0),
+# lorenz84 -2.6..+4.4% (+2.4, 2.6), nose_hoover -17..+4.5% (-1.0, 8.1: sticky, poorly determined).
+TOLERANCE = {"aizawa": 0.13, "sprott_c": 0.12, "lorenz84": 0.13, "nose_hoover": 0.35}
 
 
 def largest_exponent(name: str) -> float:
@@ -41,7 +47,7 @@ def test_catalogue_flags_are_few():
 def test_largest_exponent_matches_cited_reference(name):
     s = systems.get(name)
     lam = largest_exponent(name)
-    assert lam == pytest.approx(s.lyapunov_max, rel=0.10), (
+    assert lam == pytest.approx(s.lyapunov_max, rel=TOLERANCE.get(name, 0.10)), (
         f"{name}: computed {lam:.4f}, reference {s.lyapunov_max} ({s.lyapunov_citation})"
     )
 
@@ -51,7 +57,8 @@ def test_own_estimate_is_reproduced(name):
     s = systems.get(name)
     assert s.note, f"{name} has no note saying why it has no literature reference"
     lam = largest_exponent(name)
-    assert lam == pytest.approx(s.lyapunov_max, rel=0.10), f"{name}: computed {lam:.4f}, recorded {s.lyapunov_max}"
+    assert lam == pytest.approx(s.lyapunov_max, rel=TOLERANCE.get(name, 0.10)), (
+        f"{name}: computed {lam:.4f}, recorded {s.lyapunov_max}")
 
 
 def test_user_system_without_jacobian_gets_lorenz_exponent():
