@@ -1,10 +1,10 @@
 """Command line: ``dynfit demo | train | evaluate | compare | plot`` (also ``python -m dynfit``).
 
 - ``dynfit demo --out DIR``: simulate Lorenz'63 (``systems.demo``: netCDF,
-  attractor figure, Lyapunov spectrum), train a surrogate with our
-  curriculum strategy (Fehlberg training whose rollout horizon grows to 128
-  steps as the solver accepts; ``--strategy fehlberg`` for the paper's),
-  free-run it from held-out starts and write the model, ``diagnostics.nc``
+  attractor figure, Lyapunov spectrum), train a surrogate with fit's defaults
+  (polynomial + MLP field, derivative pre-fit, adaptive rkf45 rollouts;
+  ``--strategy fehlberg`` for the paper's), free-run it from 50 held-out
+  starts over 25 Lyapunov times and write the model, ``diagnostics.nc``
   (valid prediction time per start) and PNG figures.
 - ``dynfit train CONFIG.toml``: train as a TOML file says (see dynfit.config).
 - ``dynfit evaluate MODEL.pt DATA.nc --out DIR``: diagnostics.nc and figures.
@@ -47,10 +47,11 @@ __all__ = ["main", "build_parser", "demo", "COMPARE_DEFAULTS", "load_compare_con
            "parse_strategy_flag", "plot_file", "kind_of"]
 
 VPT_THRESHOLD = 0.4
+DEMO_EPOCHS = 6  # the continuous schedule's first epochs; see docs/training.md for longer runs
 
 
-def demo(out: Path, *, quick: bool = False, epochs: int | None = None, strategy: str = "curriculum",
-         max_horizon: int = 128, progress: bool = True) -> dict:
+def demo(out: Path, *, quick: bool = False, epochs: int | None = None, strategy: str = "continuous",
+         max_horizon: int | None = None, progress: bool = True) -> dict:
     """The demo; returns a small dict of results (paths and VPT summary). Locks ``out`` while it writes."""
     out = Path(out)
     with _locked(out):
@@ -58,56 +59,55 @@ def demo(out: Path, *, quick: bool = False, epochs: int | None = None, strategy:
                      progress=progress)
 
 
-def _demo(out: Path, *, quick: bool, epochs: int | None, strategy: str, max_horizon: int, progress: bool) -> dict:
+def _demo(out: Path, *, quick: bool, epochs: int | None, strategy: str, max_horizon: int | None,
+          progress: bool) -> dict:
     import torch
-    import xarray as xr
 
     import systems
-    from dynfit.diagnostics import valid_prediction_time
+    from dynfit.diagnostics import evaluate
     from dynfit.train import fit
 
     from .io import write_netcdf
+    from .plot import plot_diagnostics, plot_training
 
     torch.set_num_threads(1)  # one thread: the same numbers as examples/lorenz_strategies.py
     system = systems.get("lorenz63")
     n_train, n_steps = (2, 300) if quick else (8, 1500)
-    n_test, horizon = (4, 200) if quick else (50, 1500)
-    epochs = epochs if epochs is not None else (2 if quick else 300)
+    n_test, horizon = (4, 200) if quick else (50, 2800)  # 2800 samples = 25 Lyapunov times
+    epochs = epochs if epochs is not None else (1 if quick else DEMO_EPOCHS)
     t0 = time.perf_counter()
     if not quick:  # the systems side: trajectories as netCDF, the attractor, the true Lyapunov spectrum
         from systems.demo import run_demo
 
         run_demo(out)
     train = systems.simulate("lorenz63", n_traj=n_train, n_steps=n_steps, dt=0.01, seed=1, transient=5.0)
-    test = systems.simulate("lorenz63", n_traj=n_test, n_steps=horizon, dt=0.01, seed=2, transient=5.0)
+    # the truth must outlast the forecasts: DOP853 at 1e-13 (the data's rkf45 at 1e-9 parts from it after ~20 LT)
+    test = systems.simulate("lorenz63", n_traj=n_test, n_steps=horizon, dt=0.01, seed=2, transient=5.0,
+                            method="dop853", rtol=1e-13, atol=1e-13)
     print(f"simulated {n_train} training and {n_test} held-out trajectories of Lorenz'63", flush=True)
-    field = {"kind": "mlp", "width": 32 if quick else 64, "depth": 2, "activation": "silu"}
-    options = {"max_horizon": max_horizon} if strategy == "curriculum" else None
+    if strategy == "continuous":  # fit's defaults: the polynomial + MLP field, pre-fit, adaptive rollouts
+        field, options = None, ({"max_horizon": max_horizon} if max_horizon else None)
+    else:  # round 1's demo setting for the paper's strategies
+        field = {"kind": "mlp", "width": 32 if quick else 64, "depth": 2, "activation": "silu"}
+        options = {"max_horizon": max_horizon or 128} if strategy == "curriculum" else None
     sur, hist = fit(train, field=field, strategy=strategy, strategy_options=options, optimizer="lbfgs",
                     epochs=epochs, seed=0, checkpoint_dir=out / "checkpoints", progress=progress)
     sur.save(out / "model.pt")
     write_netcdf(hist, out / "history.nc")
 
-    truth = test.x.values                                      # (B, T, D)
-    pred, stats = sur.generate(truth[:, 0], horizon, return_stats=True)
-    std = train.x.values.reshape(-1, 3).std(axis=0)
-    lt = system.lyapunov_time
-    vpt = valid_prediction_time(truth, pred, dt=sur.dt, lyapunov_time=lt, std=std,
-                                thresholds=VPT_THRESHOLD)[..., 0]
-    diag = xr.Dataset(
-        {"vpt": (("start",), vpt),
-         "mean_substeps": (("start",), stats["substeps"].mean(axis=1)),
-         "accepted_fraction": (("start",), stats["accepted"].mean(axis=1)),
-         "truth": (("start", "time", "component"), truth),
-         "generated": (("start", "time", "component"), pred)},
-        coords={"start": np.arange(n_test), "time": np.arange(horizon) * sur.dt,
-                "component": list(system.components)},
-        attrs={"system": "lorenz63", "vpt_threshold": VPT_THRESHOLD, "lyapunov_time": lt,
-               "vpt_units": "Lyapunov times", "strategy": sur.strategy.name, "epochs": int(hist.sizes["epoch"]),
-               "training_n_f_evals": int(hist.n_f_evals.sum()), "wall_time_s": time.perf_counter() - t0},
-    )
+    # the demo's files are those of `dynfit evaluate` (and `dynfit plot` redraws them)
+    diag = evaluate(sur, test, n_starts=n_test, horizon=1.5 if quick else 25.0, thresholds=(0.3, 0.4, 0.5),
+                    long_steps=1000 if quick else 20_000, lyapunov_steps=100 if quick else 2000,
+                    reference_solvers=(("DOP853", 1e-12),), seed=0)
+    diag.attrs.update({"demo_truth": "systems.simulate dop853 rtol=atol=1e-13", "strategy": sur.strategy["name"],
+                       "epochs": int(hist.sizes["epoch"]), "training_n_f_evals": int(hist.n_f_evals.sum()),
+                       "stop_reason": str(hist.attrs.get("stop_reason", "")),
+                       "wall_time_s": time.perf_counter() - t0})
     write_netcdf(diag, out / "diagnostics.nc")
-    figures = _demo_figures(hist, diag, out)
+    figures = [out / "training.png"]
+    plot_training(hist, figures[0], show=False)
+    figures += list(plot_diagnostics(diag, out).values())
+    vpt = diag["vpt"].sel(threshold=VPT_THRESHOLD).values
     result = {"model": out / "model.pt", "diagnostics": out / "diagnostics.nc", "figures": figures,
               "vpt_mean": float(vpt.mean()), "vpt_median": float(np.median(vpt)),
               "wall_time_s": time.perf_counter() - t0}
@@ -115,64 +115,6 @@ def _demo(out: Path, *, quick: bool, epochs: int | None, strategy: str, max_hori
           f"{result['vpt_mean']:.2f}, median {result['vpt_median']:.2f}, range {vpt.min():.2f}-{vpt.max():.2f} "
           f"Lyapunov times; {result['wall_time_s']:.0f} s; results in {out}")
     return result
-
-
-def _demo_figures(hist, diag, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import save_figure
-
-    paths = []
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-    axes[0].semilogy(hist.epoch, hist.loss)
-    axes[0].set_title("training loss")
-    axes[1].plot(hist.epoch, hist.accepted_fraction)
-    axes[1].set_title("accepted fraction")
-    axes[2].plot(hist.epoch, hist.mean_substeps)
-    axes[2].set_title("substeps (rejected examples)")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-    fig.tight_layout()
-    paths.append(out / "training.png")
-    save_figure(fig, paths[-1], dpi=100)
-    plt.close(fig)
-
-    lt = diag.attrs["lyapunov_time"]
-    fig, axes = plt.subplots(3, 1, figsize=(10, 6), sharex=True)
-    best = int(np.argsort(diag.vpt.values)[len(diag.vpt) // 2])  # a typical (median) start
-    t = diag.time.values / lt
-    for i, ax in enumerate(axes):
-        ax.plot(t, diag.truth.values[best, :, i], "k", lw=1, label="truth")
-        ax.plot(t, diag.generated.values[best, :, i], "C1", lw=1, label="surrogate")
-        ax.axvline(float(diag.vpt[best]), color="C3", ls="--", lw=1)
-        ax.set_ylabel(str(diag.component.values[i]))
-    axes[0].legend(loc="upper right")
-    axes[-1].set_xlabel("time (Lyapunov times); dashed: valid prediction time")
-    fig.tight_layout()
-    paths.append(out / "trajectory.png")
-    save_figure(fig, paths[-1], dpi=100)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    axes[0].hist(diag.vpt.values, bins=15)
-    axes[0].set_xlabel("valid prediction time (Lyapunov times)")
-    axes[0].set_title(f"{diag.sizes['start']} held-out starts, threshold {diag.attrs['vpt_threshold']}")
-    g = diag.generated.values.reshape(-1, 3)
-    g = g[np.isfinite(g).all(axis=1)]
-    tr = diag.truth.values.reshape(-1, 3)
-    axes[1].plot(tr[:, 0], tr[:, 2], ",", color="k", alpha=0.3, label="truth")
-    axes[1].plot(g[:, 0], g[:, 2], ",", color="C1", alpha=0.3, label="surrogate")
-    axes[1].set_xlabel("x")
-    axes[1].set_ylabel("z")
-    axes[1].set_title("attractor (x, z)")
-    fig.tight_layout()
-    paths.append(out / "vpt.png")
-    save_figure(fig, paths[-1], dpi=100)
-    plt.close(fig)
-    return paths
 
 
 def _demo_cmd(args: argparse.Namespace) -> int:
@@ -349,7 +291,7 @@ def _compare_cmd(args) -> int:
     with _locked(out):
         ds = compare(train, test_data=test, strategies=cfg["strategy"], seeds=tr["seeds"],
                      epochs=int(tr["epochs"]), field=cfg["field"], evaluate=ev, out=out, command=command,
-                     progress=not args.no_progress, **fit_kwargs)
+                     progress=not args.no_progress, cluster=getattr(args, "cluster", None), **fit_kwargs)
     print((out / "table.md").read_text())
     print(f"best: {ds.attrs['best_strategy']} (seed {ds.attrs['best_seed']}); wrote {out / 'compare.nc'}, "
           f"table.md, table.csv and figures")
@@ -457,6 +399,9 @@ def _add_file_commands(subparsers) -> None:
     cp.add_argument("--long-steps", type=int, default=None, help="samples of the long runs")
     cp.add_argument("--lyapunov-steps", type=int, default=None, help="Lyapunov averaging steps")
     cp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cp.add_argument("--cluster", default=None, metavar="local:N | tcp://HOST:PORT",
+                    help="run each (strategy, seed) fit as a task on dask.distributed: a local cluster of N worker "
+                         "processes, or an existing scheduler (see docs/scaling.md)")
     cp.set_defaults(func=_compare_cmd, command_line=None)
 
     pl = subparsers.add_parser("plot", help="figures of a saved diagnostics, history or compare netCDF file")
@@ -471,9 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo_p = sub.add_parser("demo", help="simulate Lorenz'63, train, generate; write model, netCDF and figures")
     demo_p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     demo_p.add_argument("--quick", action="store_true", help="a tiny run for tests (seconds)")
-    demo_p.add_argument("--epochs", type=int, default=None, help="training epochs (default 300, quick 2)")
-    demo_p.add_argument("--strategy", default="curriculum", help="training strategy (default curriculum)")
-    demo_p.add_argument("--max-horizon", type=int, default=128, help="longest rollout of the curriculum")
+    demo_p.add_argument("--epochs", type=int, default=None,
+                        help=f"training epochs (default {DEMO_EPOCHS}, quick 1)")
+    demo_p.add_argument("--strategy", default="continuous", help="training strategy (default continuous)")
+    demo_p.add_argument("--max-horizon", type=int, default=None,
+                        help="longest training rollout (default: the strategy's own; curriculum 128)")
     demo_p.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo_p.set_defaults(func=_demo_cmd)
     train_p = sub.add_parser("train", help="train a surrogate as a TOML config says")
@@ -498,9 +445,10 @@ def _expected_errors() -> tuple:
     from systems.integrate import IntegrationError
 
     from .solvers.solution import SolverError
+    from .sweep import SweepError
 
     return (ValueError, TypeError, OSError, FolderLockedError, SolverError, IntegrationError, FloatingPointError,
-            MemoryError, KeyboardInterrupt)
+            MemoryError, KeyboardInterrupt, SweepError)
 
 
 def _one_line(err: BaseException) -> str:

@@ -305,7 +305,9 @@ def _style(k):
 
 
 def plot_training(history: xr.Dataset, path=None, *, show=None):
-    """Loss, accepted % and mean substeps over epochs (Allauzen et al. 2022, their figures).
+    """Loss, accepted % and mean substeps over epochs (Allauzen et al. 2022, their figures), and,
+    when the history has them, the training solver's rtol, the rollout horizon, steps per sample
+    and evaluations per epoch (the continuous strategy's schedule).
 
     history: variables loss, accepted_fraction, mean_substeps over dim
     ``epoch``, optionally also over ``strategy`` (one colour each) and
@@ -315,11 +317,20 @@ def plot_training(history: xr.Dataset, path=None, *, show=None):
     if "epoch" not in history.dims:
         raise ValueError(f"plot_training needs an 'epoch' dimension, got dims {dict(history.sizes)}")
     ep = history["epoch"].values
-    fig, shown = _figure((14, 4.5), show)
-    axes = fig.subplots(1, 3)
-    panels = (("loss", "training loss [squared state units]", 1.0, True),
-              ("accepted_fraction", "accepted examples [%]", 100.0, False),
-              ("mean_substeps", "substeps of rejected examples", 1.0, False))
+    panels = [("loss", "training loss [squared state units]", 1.0, True),
+              ("accepted_fraction", "accepted examples / steps [%]", 100.0, False),
+              ("mean_substeps", "substeps (rejected; adaptive: per sample)", 1.0, False)]
+    extra = (("rtol", "training solver rtol [relative]", 1.0, True),
+             ("horizon", "rollout horizon [samples]", 1.0, False),
+             ("mean_steps", "solver steps per sample [1]", 1.0, False),
+             ("n_f_evals", "field evaluations per epoch [rows]", 1.0, True))
+    panels += [p for p in extra if p[0] in history and np.isfinite(np.asarray(history[p[0]], float)).any()]
+    rows = 1 if len(panels) <= 3 else 2
+    cols = 3 if rows == 1 else (len(panels) + 1) // 2
+    fig, shown = _figure((4.7 * cols, 4.2 * rows), show)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     for k, (label, sel) in enumerate(_groups(history)):
         sub = history.sel(sel)
         for ax, (var, ylabel, scale, log) in zip(axes, panels):
@@ -338,7 +349,7 @@ def plot_training(history: xr.Dataset, path=None, *, show=None):
             ax.grid(alpha=0.3)
     axes[1].set_ylim(-3, 103)
     axes[0].legend(fontsize="small")
-    fig.suptitle("training: loss, accepted fraction and substeps per epoch")
+    fig.suptitle("training: loss and what the solver did, per epoch")
     fig.tight_layout()
     return _finish(fig, path, shown)
 

@@ -106,6 +106,9 @@ def _system_of(name: str, attrs):
 
     params = attrs.get("parameters")
     params = json.loads(params) if isinstance(params, str) else {}
+    # systems.simulate stores each parameter as attrs["param_<name>"]
+    params.update({k[len("param_"):]: float(v) for k, v in attrs.items()
+                   if k.startswith("param_") and isinstance(v, (int, float, np.floating, np.integer))})
     try:
         return systems.get(name, **params)
     except ValueError as err:
@@ -247,7 +250,7 @@ def draw_starts(n_traj: int, n_positions: int, n_starts: int, rng, n_h: int | No
 def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = 20, horizon: float = 15.0,
              thresholds=(0.3, 0.4, 0.5), long_steps: int = 20000, lyapunov_steps: int = 2000,
              lyapunov_starts: int = 4, reference_solvers=DEFAULT_REFERENCE_SOLVERS,
-             groundtruth: bool = True, seed: int = 0) -> xr.Dataset:
+             groundtruth: bool = True, seed: int = 0, system=None) -> xr.Dataset:
     """Evaluate a surrogate against the truth; returns a diagnostics Dataset.
 
     surrogate: anything with ``generate``, ``dt``, ``dim`` (module docstring).
@@ -260,7 +263,9 @@ def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = 20, horizon: float 
         Lyapunov spectra (0 steps: skip, NaN). reference_solvers: scipy
         (method, tol) pairs for the valid ground-truth time (needs >= 1; the
         noise-free data count as one more); groundtruth=False skips it (NaN).
-    seed: draws the starts and the subsamples.
+    seed: draws the starts and the subsamples. system: the ``systems.System``
+        the data come from (default: rebuilt from the data's attrs, name and
+        ``param_*`` values); pass it for a user-defined system.
 
     Returns a Dataset with dims start, time (Lyapunov times), threshold,
     component, source (truth, surrogate), exponent, long_time; variables
@@ -284,7 +289,10 @@ def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = 20, horizon: float 
     if k < 1 or abs(ratio - k) > 1e-6 * ratio:
         raise ValueError(f"the data's step {dt:g} is not an integer multiple of surrogate.dt = {sdt:g}; "
                          "simulate evaluation data at the surrogate's step (or a multiple of it)")
-    system = _system_of(name, data.attrs)
+    if system is None:
+        system = _system_of(name, data.attrs)
+    elif not hasattr(system, "rhs") or not hasattr(system, "lyapunov_time"):
+        raise TypeError(f"system must be a systems.System, got {type(system).__name__}")
     lt = data.attrs.get("lyapunov_time") or system.lyapunov_time
     if not lt:
         raise ValueError(f"no Lyapunov time known for {name!r} (data.attrs['lyapunov_time'] or the "

@@ -11,11 +11,14 @@ from dynfit.surrogate import Surrogate
 def test_demo_quick_writes_model_diagnostics_and_figures(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--quick", "--no-progress"]) == 0
     diag = xr.load_dataset(tmp_path / "diagnostics.nc")
-    assert diag.vpt.dims == ("start",) and diag.sizes["start"] >= 1
+    assert diag.vpt.dims == ("start", "threshold") and diag.sizes["start"] >= 1
     assert np.isfinite(diag.vpt).all() and (diag.vpt >= 0).all()
-    assert diag.attrs["vpt_threshold"] == 0.4
-    for name in ("training.png", "trajectory.png", "vpt.png"):
+    assert 0.4 in diag.threshold.values and diag.attrs["strategy"] == "continuous"
+    for name in ("training.png", "attractor.png", "error_growth.png", "time_series.png"):
         assert (tmp_path / name).stat().st_size > 1000
+    # the demo's files are those of `dynfit evaluate`: `dynfit plot` redraws them
+    assert main(["plot", str(tmp_path / "diagnostics.nc"), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "attractor.png").stat().st_size > 1000
     sur = Surrogate.load(tmp_path / "model.pt")
     assert sur.system == "lorenz63" and sur.generate(np.array([1.0, 1.0, 20.0]), 5).shape == (1, 5, 3)
 
@@ -32,7 +35,7 @@ def test_train_from_config(tmp_path):
     hist = xr.load_dataset(tmp_path / "out" / "history.nc")
     assert hist.sizes["epoch"] == 2
     sur = Surrogate.load(tmp_path / "out" / "model.pt")
-    assert sur.strategy.name == "black-box" and sur.strategy.rule.control.eps == 0.05
+    assert sur.strategy["name"] == "black-box" and sur.strategy["eps"] == 0.05 and sur.solver.eps == 0.05
 
 
 def test_unknown_key_names_it_and_close_matches(tmp_path, capsys):
