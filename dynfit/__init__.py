@@ -4,8 +4,10 @@ One public entry point per job:
 
 - :func:`odesolve` - batched Runge-Kutta(-Fehlberg) solve with per-example statistics
   (importing dynfit also registers ``rkf45`` and ``rkf23`` with torchdiffeq);
-- :func:`fit` - train a surrogate, returning it and a per-epoch history Dataset;
-- :class:`Surrogate` - a trained model: generate, save, load;
+- :func:`fit` - train a surrogate, returning it and a per-epoch history Dataset
+  (``fit(data)`` alone: the polynomial + MLP field, derivative pre-fit, adaptive rollouts);
+- :class:`Surrogate` - a trained model (or a wrapped vector field): generate, physical_field, save, load;
+  :class:`InferenceSolver` - how it integrates;
 - :func:`evaluate`, :func:`lyapunov_spectrum`, :func:`valid_prediction_time` - diagnostics;
 - :func:`compare` - several training strategies on the same data and seeds, one Dataset;
 - :class:`TABatchNorm1d` and friends - temporal adaptive batch normalization.
@@ -16,6 +18,7 @@ from .solvers import MixedNorm, PaperRule, Solution, SolverError, Stats, Status,
 from .nn import (
     ConvField,
     MLPField,
+    PolynomialField,
     ResidualMLPField,
     TABatchNorm1d,
     TABatchNorm2d,
@@ -33,15 +36,16 @@ from .diagnostics import (
     valid_prediction_time,
 )
 from .train import fit
+from .strategies import InferenceSolver
 from .surrogate import Surrogate
 from .compare import compare, load_compare
 
 __all__ = [
     "__version__",
     "odesolve", "MixedNorm", "PaperRule", "Solution", "SolverError", "Stats", "Status",
-    "MLPField", "ResidualMLPField", "ConvField", "TABatchNorm1d", "TABatchNorm2d", "make_norm",
+    "PolynomialField", "MLPField", "ResidualMLPField", "ConvField", "TABatchNorm1d", "TABatchNorm2d", "make_norm",
     "frozen_statistics", "norm_penalty", "UnmixedClassifier",
     "evaluate", "load_diagnostics", "summarize",
     "lyapunov_spectrum", "valid_prediction_time", "valid_groundtruth_time",
-    "fit", "Surrogate", "compare", "load_compare",
+    "fit", "Surrogate", "InferenceSolver", "compare", "load_compare",
 ]

@@ -5,7 +5,7 @@ Sections and keys (all optional except a data source)::
     [data]      system, n_traj, n_steps, dt, seed, transient, noise   (simulate with systems)
                 path                                                   (or: a .nc or .npy file)
                 horizon, stride, standardize, split_fraction
-    [field]     kind ("mlp" | "residual"), width, depth, activation, time_dependent, dtype
+    [field]     kind ("poly" | "mlp" | "residual"), degree (poly), width, depth, activation, time_dependent, dtype
     [strategy]  name, and the strategy's options (eps, safety, max_substeps, method, ...)
     [train]     optimizer, epochs, seed, lr, batch_size, lbfgs_iterations, lbfgs_tolerance, weight_decay, device
     [output]    dir
@@ -41,9 +41,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"system": "lorenz63", "path": None, "n_traj": 8, "n_steps": 1000, "dt": None, "seed": 0,
              "transient": 0.0, "noise": 0.0, "horizon": 1, "stride": 1, "standardize": True,
              "split_fraction": 0.8},
-    "field": {"kind": "mlp", "width": 64, "depth": 2, "activation": "silu", "time_dependent": False,
+    "field": {"kind": "poly", "width": 32, "depth": 2, "activation": "silu", "time_dependent": False,
               "dtype": "float64"},
-    "strategy": {"name": "fehlberg"},
+    "strategy": {"name": "continuous"},
     "train": {"optimizer": "lbfgs", "epochs": 30, "seed": 0, "lr": None, "batch_size": None,
               "lbfgs_iterations": 20, "lbfgs_tolerance": 1e-7, "weight_decay": 0.0, "device": None},
     "output": {"dir": "out/train"},
@@ -138,7 +138,8 @@ SCHEMA = {
              "dt": is_float(0, low_open=True, optional=True), "seed": is_int(0), "transient": is_float(0),
              "noise": is_float(0), "horizon": is_int(1), "stride": is_int(1), "standardize": is_bool,
              "split_fraction": is_float(0, 1, low_open=True, high_open=True)},
-    "field": {"kind": is_str(("mlp", "residual")), "width": is_int(1), "depth": is_int(1), "activation": is_str(),
+    "field": {"kind": is_str(("poly", "mlp", "residual")), "degree": is_int(1), "width": is_int(0),
+              "depth": is_int(1), "activation": is_str(),
               "time_dependent": is_bool, "dtype": is_str(("float32", "float64"))},
     "train": {"optimizer": is_str(("lbfgs", "adam")), "epochs": is_int(1), "seed": is_int(0),
               "lr": is_float(0, low_open=True, optional=True), "batch_size": is_int(1, optional=True),

@@ -261,8 +261,11 @@ class PolynomialField(_Field):
     """
 
     def __init__(self, dim: int, *, degree: int = 2, width: int = 32, depth: int = 2, activation: str = "silu",
-                 dtype: torch.dtype = torch.float32) -> None:
+                 time_dependent: bool = False, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
+        if time_dependent:
+            raise ValueError("PolynomialField is time-invariant (time_dependent=False); for a time-dependent "
+                             "field use kind 'mlp' or 'residual' with time_dependent=True")
         self.dim = _check_int("dim", dim, 1)
         self.degree = _check_int("degree", degree, 1)
         width = _check_int("width", width, 0)
