@@ -228,8 +228,9 @@ class FolderLock:
                 os.close(fd)
             raise FolderLockedError(f"{self.folder} is in use by another dynfit run (pid {holder}); "
                                     "wait for it to finish or choose another output folder") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        with contextlib.suppress(OSError):  # the pid is for messages only (a full disk must not stop here)
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
         self._fd = fd
         return self
 
