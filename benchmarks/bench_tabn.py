@@ -6,6 +6,10 @@ same machine load, and prints the median times and their ratio.
 
     python benchmarks/bench_tabn.py            # MLP and conv fields
     python benchmarks/bench_tabn.py --quick    # fewer repetitions
+
+Times are CPU time of this process (``time.process_time``) by default, so that
+other processes on a shared machine do not inflate one side; ``--clock wall``
+uses wall time (on CUDA the wall clock is always used, with synchronisation).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ def _step(field, t, x):
     field(t, x).pow(2).mean().backward()
 
 
-def time_pair(make, x, *, repeats: int, inner: int, device) -> dict:
+def time_pair(make, x, *, repeats: int, inner: int, device, clock=time.process_time) -> dict:
     """Median seconds per forward+backward for TA-BN and BN fields built by ``make(norm)``."""
     fields = {norm: make(norm).to(device).train() for norm in ("tabn", "bn")}
     x = x.to(device)
@@ -37,12 +41,12 @@ def time_pair(make, x, *, repeats: int, inner: int, device) -> dict:
         for norm, field in fields.items():
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start = clock()
             for t in ts:
                 _step(field, torch.tensor(t, device=device), x)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            times[norm].append((time.perf_counter() - start) / inner)
+            times[norm].append((clock() - start) / inner)
     med = {norm: statistics.median(v) for norm, v in times.items()}
     return {"tabn": med["tabn"], "bn": med["bn"], "ratio": med["tabn"] / med["bn"]}
 
@@ -52,11 +56,14 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="few repetitions (CI)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--clock", choices=("process", "wall"), default="process",
+                        help="CPU time of this process (default; robust to other load) or wall time")
     parser.add_argument("--out", default=None, help="also write the table as markdown to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
+    clock = time.perf_counter if (args.clock == "wall" or device.type == "cuda") else time.process_time
     repeats, inner = (3, 5) if args.quick else (15, 20)
     cases = [
         ("MLP 40-64x8-40, batch 128", lambda n: MLPField(40, width=64, depth=8, norm=n),
@@ -69,12 +76,13 @@ def main(argv=None) -> list[dict]:
          torch.randn(64, 16, 8, 8)),
     ]
     rows = []
-    header = (f"device {device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
+    header = (f"device {device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
+              f"{'wall' if clock is time.perf_counter else 'process CPU'} time; "
               f"median of {repeats} rounds of {inner} interleaved forward+backward calls (train mode)")
     print(header)
     print(f"{'field':34s} {'TA-BN ms':>9s} {'BN ms':>9s} {'ratio':>6s}")
     for name, make, x in cases:
-        res = time_pair(make, x, repeats=repeats, inner=inner, device=device)
+        res = time_pair(make, x, repeats=repeats, inner=inner, device=device, clock=clock)
         res["field"] = name
         rows.append(res)
         print(f"{name:34s} {1e3 * res['tabn']:9.3f} {1e3 * res['bn']:9.3f} {res['ratio']:6.2f}")

@@ -124,7 +124,7 @@ def _check_x(layer: nn.Module, x: torch.Tensor, ndim: int, num_features: int) ->
 
 
 def _check_batch(layer: nn.Module, x: torch.Tensor) -> None:
-    n = x.shape[0] * (x[0, 0].numel())
+    n = x.shape[0] * math.prod(x.shape[2:])
     if n < 2:
         raise ValueError(
             f"{type(layer).__name__} needs more than one value per feature to use mini-batch "
@@ -142,7 +142,7 @@ def _time_value(t) -> tuple[float, float]:
             )
         if t.is_complex():
             raise TypeError(f"time t must be real, got dtype {t.dtype}")
-        value = float(t.detach().reshape(()))
+        value = t.item()
         precision = torch.finfo(t.dtype).eps if t.dtype.is_floating_point else 0.0
     elif isinstance(t, numbers.Real) and not isinstance(t, bool):
         value = float(t)
@@ -152,6 +152,41 @@ def _time_value(t) -> tuple[float, float]:
     if math.isnan(value):
         raise ValueError("time t is NaN; the solver produced an invalid time (check the time span and step size)")
     return value, precision
+
+
+_INTERP_CACHE: dict = {}  # (t, precision, grid, momentum, dtype, device) -> _Interp
+
+
+class _Interp:
+    """Linear interpolation between grid rows at one time, as tensors built once per time
+    (see ``_TABatchNorm._interpolation``).
+
+    ``ip(table)`` interpolates a (P, F) table to (F,) as one product (1, P) @ (P, F) with the
+    two weights in a row of zeros: one autograd node, whose backward writes the table's
+    gradient directly (no slice, transpose and scatter nodes). ``ip.update(table, batch)``
+    moves the rows towards ``batch``: row_i <- row_i + eta w_i (batch - row_i), w_i the
+    row's weight; at a grid point only that row moves.
+    """
+
+    __slots__ = ("lower", "row", "coef", "eta", "eta_w")
+
+    def __init__(self, lower: int, w_lower: float, w_upper: float, eta: float, num_points: int, dtype, device):
+        self.lower, self.eta = lower, eta
+        self.row = lower if w_upper == 0.0 else (lower + 1 if w_lower == 0.0 else None)
+        values = [0.0] * (num_points + 2)  # one tensor: the weights on the grid, then eta times them
+        values[lower], values[lower + 1], values[-2], values[-1] = w_lower, w_upper, eta * w_lower, eta * w_upper
+        both = torch.tensor(values, dtype=dtype, device=device)
+        self.coef = both[:num_points].unsqueeze(0)  # (1, P)
+        self.eta_w = both[-2:].unsqueeze(1)  # (2, 1)
+
+    def __call__(self, table: torch.Tensor) -> torch.Tensor:
+        return torch.mm(self.coef, table).view(-1)
+
+    def update(self, table: torch.Tensor, batch: torch.Tensor) -> None:
+        if self.row is not None:  # weight 1 on this row
+            table[self.row].lerp_(batch, self.eta)
+        else:
+            table.narrow(0, self.lower, 2).lerp_(batch, self.eta_w)
 
 
 class _StatsNorm(nn.Module):
@@ -230,7 +265,9 @@ class _TABatchNorm(_StatsNorm):
         Times outside ``[0, t_max]`` follow ``self.outside``: ``"clamp"`` uses
         the end point, ``"error"`` raises ValueError.
         """
-        value, precision = _time_value(t)
+        return self._locate(*_time_value(t))
+
+    def _locate(self, value: float, precision: float) -> tuple[int, float, float]:
         tol = max(1e-9, 4 * precision) * self.t_max
         if value < 0.0 or value > self.t_max:
             if self.outside == "error" and (value < -tol or value > self.t_max + tol):
@@ -249,12 +286,18 @@ class _TABatchNorm(_StatsNorm):
         w_upper = s - lower
         return lower, 1.0 - w_upper, w_upper
 
-    @staticmethod
-    def _interp(table: torch.Tensor, lower: int, w_upper: float, coef) -> torch.Tensor:
-        """Row ``lower`` of table (P, F), or ``coef @ table[lower:lower + 2]`` between grid points."""
-        if w_upper == 0.0:
-            return table[lower]
-        return torch.mv(table.narrow(0, lower, 2).t(), coef)
+    def _interpolation(self, t, x: torch.Tensor) -> "_Interp":
+        """The interpolation at time t for tensors like x, built once per time and grid and shared
+        by all layers on that grid (the layers of a field share t; a solver revisits its times)."""
+        value, precision = _time_value(t)
+        key = (value, precision, self.t_max, self.num_points, self.outside, self.momentum, x.dtype, x.device)
+        hit = _INTERP_CACHE.get(key)
+        if hit is None:
+            if len(_INTERP_CACHE) >= 4096:
+                _INTERP_CACHE.clear()
+            hit = _INTERP_CACHE[key] = _Interp(*self._locate(value, precision), self.momentum,
+                                               self.num_points, x.dtype, x.device)
+        return hit
 
     def forward(self, t, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``x`` at time ``t``; x is (B, F) for 1d, (B, C, H, W) for 2d.
@@ -264,36 +307,22 @@ class _TABatchNorm(_StatsNorm):
         """
         if isinstance(t, torch.Tensor) and t.numel() > 1:
             return self._forward_per_example(t, x)
-        lower, w_lower, w_upper = self.interpolation_weights(t)
+        ip = self._interpolation(t, x)
         _check_x(self, x, self._ndim, self.num_features)
-        table = self.running_mean
-        coef = None
-        if w_upper != 0.0:  # one small tensor of the two weights, shared by all interpolations
-            coef = torch.tensor([w_lower, w_upper], dtype=table.dtype, device=table.device)
-        weight = bias = None
-        if self.affine:
-            weight = self._interp(self.weight, lower, w_upper, coef)
-            bias = self._interp(self.bias, lower, w_upper, coef)
         if not self.training:
-            mean = self._interp(self.running_mean, lower, w_upper, coef)
-            var = self._interp(self.running_var, lower, w_upper, coef)
-            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+            weight, bias = (ip(self.weight), ip(self.bias)) if self.affine else (None, None)
+            return F.batch_norm(x, ip(self.running_mean), ip(self.running_var), weight, bias, False, 0.0, self.eps)
         _check_batch(self, x)
-        if not self._updating():
-            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        updating = self._updating()
         # with momentum 1 the fused kernel writes the batch mean and unbiased
         # variance into the scratch buffers; then both neighbours move
-        out = F.batch_norm(x, self._batch_mean, self._batch_var, weight, bias, True, 1.0, self.eps)
-        self._update(lower, w_lower, w_upper)
+        mean, var = (self._batch_mean, self._batch_var) if updating else (None, None)
+        weight, bias = (ip(self.weight), ip(self.bias)) if self.affine else (None, None)
+        out = F.batch_norm(x, mean, var, weight, bias, True, 1.0, self.eps)
+        if updating:
+            ip.update(self.running_mean, self._batch_mean)
+            ip.update(self.running_var, self._batch_var)
         return out
-
-    def _update(self, lower: int, w_lower: float, w_upper: float) -> None:
-        """mu_l <- (1 - eta w_l) mu_l + eta w_l mu_batch for both neighbours (unbiased variance)."""
-        eta = self.momentum
-        for index, w in ((lower, w_lower), (lower + 1, w_upper)):
-            if w != 0.0:
-                self.running_mean[index].lerp_(self._batch_mean, eta * w)
-                self.running_var[index].lerp_(self._batch_var, eta * w)
 
     def _forward_per_example(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Eval mode with one time per example (e.g. odesolve's per-example steps)."""
