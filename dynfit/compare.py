@@ -150,7 +150,8 @@ def _check_data(data, test_data, eval_options):
 # ------------------------------------------------------------------ compare
 def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field=None, test_data=None,
             out=None, evaluate: dict | None = None, command: str | None = None, progress: bool = False,
-            save_models: bool = True, **fit_kwargs) -> xr.Dataset:
+            save_models: bool = True, client=None, cluster: str | None = None, threads: int | None = None,
+            **fit_kwargs) -> xr.Dataset:
     """Train every strategy with every seed on ``data``; evaluate on ``test_data``.
 
     data: a ``systems.simulate`` Dataset (trajectory, time, component). Without
@@ -161,6 +162,13 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field
         EVALUATE_DEFAULTS); the same starts for every strategy and seed.
     out: folder for compare.nc, table.md, table.csv, figures, models.
     command: the command that made this run, written into the table header.
+    client: a ``distributed.Client``: each (strategy, seed) fit runs as a
+        task on its cluster (dynfit.sweep); cluster: 'local:N' (a LocalCluster
+        of N worker processes, closed at the end) or 'tcp://HOST:PORT' (an
+        existing scheduler) instead of a client. threads: torch threads per
+        fit (default: this process's), the same on a cluster, so the numbers
+        equal the serial run's. With ``out``, each finished fit is stored
+        under out/runs/ and a rerun with the same settings skips it.
 
     Returns a Dataset over strategy, seed, threshold, start, epoch, exponent,
     component: vpt (strategy, seed, start, threshold) and its medians,
@@ -169,9 +177,19 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field
     accepted_fraction, mean_substeps, n_f_evals over epoch, NaN after an
     early stop); provenance in attrs.
     """
-    from .diagnostics import evaluate as _evaluate, summarize
-    from .train import fit
+    import torch
 
+    from . import sweep
+
+    if client is not None and cluster is not None:
+        raise ValueError("pass either client (a distributed.Client) or cluster ('local:N' or 'tcp://HOST:PORT'), "
+                         "not both")
+    if cluster is not None:
+        sweep.parse_cluster(cluster)  # a bad string fails before any work
+    if threads is None:
+        threads = torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1 (torch threads per fit) or None, got {threads!r}")
     specs = _check_strategies(strategies)
     seeds = _check_seeds(seeds)
     if not isinstance(epochs, (int, np.integer)) or epochs < 1:
@@ -189,31 +207,27 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field
     if out is not None:
         ensure_folder(out)  # a clear error before any work if it cannot be written
 
-    n_s, n_seed = len(specs), len(seeds)
-    runs: dict[tuple[int, int], dict] = {}
-    groundtruth = None
+    tasks = [sweep.Task(i, j, label, name, options, seed, groundtruth=(i, j) == (0, 0))
+             for i, (label, name, options) in enumerate(specs) for j, seed in enumerate(seeds)]
+    job = sweep.Job(train, test, field, int(epochs), dict(fit_kwargs), eval_options, out, save_models,
+                    bool(progress) and client is None and cluster is None, int(threads))
+
+    def report(task, r, n_done, n_total):
+        s, diag, hist = r["summary"], r["diag"], r["hist"]
+        thr = _middle(diag)
+        how = "read from an earlier run" if r.get("reused") else f"{r['wall']:.0f} s training"
+        print(f"compare: [{n_done}/{n_total}] {task.label} seed {task.seed}: VPT median "
+              f"{s[f'vpt_median_{thr:g}']:.2f} Lyapunov times (threshold {thr:g}), "
+              f"{int(hist.n_f_evals.sum()) if hist.sizes['epoch'] else 0:.3g} training evaluations, {how}",
+              flush=True)
+
     t_start = time.perf_counter()
-    for i, (label, name, options) in enumerate(specs):
-        for j, seed in enumerate(seeds):
-            slug = _slug(f"{label}-seed{seed}")
-            ckpt = out / "checkpoints" / slug if out is not None else None
-            t0 = time.perf_counter()
-            sur, hist = fit(train, field=field, strategy=name, strategy_options=options, epochs=int(epochs),
-                            seed=seed, checkpoint_dir=ckpt, progress=progress, **fit_kwargs)
-            wall = float(hist.wall_time.sum()) if hist.sizes["epoch"] else time.perf_counter() - t0
-            if out is not None and save_models:
-                sur.save(out / "models" / f"{slug}.pt")
-            t1 = time.perf_counter()
-            diag = _evaluate(sur, test, groundtruth=groundtruth is None, **eval_options)
-            if groundtruth is None:
-                groundtruth = diag["valid_groundtruth_time"]
-            runs[i, j] = {"hist": hist, "diag": diag, "summary": summarize(diag), "wall": wall,
-                          "eval_wall": time.perf_counter() - t1}
-            s = runs[i, j]["summary"]
-            thr = _middle(diag)
-            print(f"compare: {label} seed {seed}: VPT median {s[f'vpt_median_{thr:g}']:.2f} Lyapunov times "
-                  f"(threshold {thr:g}), {int(hist.n_f_evals.sum()) if hist.sizes['epoch'] else 0:.3g} training "
-                  f"evaluations, {wall:.0f} s training", flush=True)
+    if cluster is not None:
+        with sweep.connect(cluster) as cl:
+            runs = sweep.run(tasks, job, client=cl, on_result=report)
+    else:
+        runs = sweep.run(tasks, job, client=client, on_result=report)
+    groundtruth = runs[0, 0]["diag"]["valid_groundtruth_time"]
 
     ds = _assemble(specs, seeds, runs, groundtruth, int(epochs), fit_kwargs, field, train, test, eval_options,
                    command, time.perf_counter() - t_start)
