@@ -98,15 +98,19 @@ def max_norm(B):
     return lambda x: x.reshape(B, -1).square().mean(dim=1).sqrt().max()
 
 
-def run_once(solver, field, windows, t, method, tol, atol=None):
+def run_once(solver, field, windows, t, method, tol, atol=None, compiled=False):
     atol = tol if atol is None else atol
     field.calls = field.rows = 0
     y0 = windows[0].clone()
     t0 = time.perf_counter()
     reported = None
     if solver == "dynfit":
-        sol = odesolve(field, y0, t, method=method, control=MixedNorm(rtol=tol, atol=atol))
+        sol = odesolve(field, y0, t, method=method, control=MixedNorm(rtol=tol, atol=atol), compile=compiled)
         ys, reported = sol.ys, sol.stats.n_f_evals
+    elif solver == "dynfit-compiled":
+        sol = odesolve(field.net, y0, t, method=method, control=MixedNorm(rtol=tol, atol=atol), compile=True)
+        ys, reported = sol.ys, None
+        field.calls, field.rows = sol.stats.n_f_evals, int(sol.stats.n_f_evals_per_example.sum())
     elif solver == "torchdiffeq":
         ys = torchdiffeq.odeint(field, y0, t, method=method, rtol=tol, atol=atol)
     else:
@@ -189,6 +193,8 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", default=["rkf45", "dopri5"])
     p.add_argument("--tols", nargs="+", type=float, default=[1e-4, 1e-6])
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default: each rtol)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time odesolve(compile=True) (torch.compile of the field; slow to compile)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--fit-steps", type=int, default=300, help="Adam steps fitting the MLP to the Lorenz field")
     p.add_argument("--threads", type=int, default=1)
@@ -219,7 +225,11 @@ def main(argv=None):
     print(f"{'method':7s} {'tol':>7s} {'solver':15s} {'ms/fwd+bwd':>10s} {'calls':>6s} {'rows':>8s} "
           f"{'us/call':>8s} {'us/row':>7s} {'max err':>8s}")
     results = {}
-    solvers = ("dynfit", "torchdiffeq", "torchdiffeq-max")
+    solvers = ("dynfit", "torchdiffeq", "torchdiffeq-max") + (("dynfit-compiled",) if a.compile else ())
+    if a.compile:  # compile before timing
+        for method in a.methods:
+            for tol in a.tols:
+                run_once("dynfit-compiled", field, windows, t, method, tol, a.atol)
     for method in a.methods:
         for tol in a.tols:
             runs = {s: [] for s in solvers}
@@ -233,7 +243,11 @@ def main(argv=None):
                 print(f"{method:7s} {tol:7.0e} {solver:15s} {wall * 1e3:10.1f} {calls:6d} {rows:8d} "
                       f"{wall / calls * 1e6:8.0f} {wall / rows * 1e6:7.2f} {err:8.1e}")
             wd, cd, rd, _ = results[method, tol, "dynfit"]
-            for other in solvers[1:]:
+            if a.compile:
+                wc = results[method, tol, "dynfit-compiled"][0]
+                wt = results[method, tol, "torchdiffeq"][0]
+                print(f"{'':16s}dynfit-compiled/torchdiffeq: time {wc / wt:.2f}; dynfit-compiled/dynfit: {wc / wd:.2f}")
+            for other in solvers[1:3]:
                 wt, ct, rt, _ = results[method, tol, other]
                 print(f"{'':16s}dynfit/{other}: time {wd / wt:.2f}, calls {cd / ct:.2f}, rows {rd / rt:.2f}, "
                       f"time per call {(wd / cd) / (wt / ct):.2f}, time per row {(wd / rd) / (wt / rt):.2f}")

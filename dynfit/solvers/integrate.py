@@ -8,6 +8,7 @@ interval, uniform substeps where it is rejected).
 from __future__ import annotations
 
 import math
+import weakref
 from numbers import Real
 from typing import Callable
 
@@ -434,6 +435,22 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
     return tr
 
 
+_COMPILED: "weakref.WeakKeyDictionary | dict" = weakref.WeakKeyDictionary()
+
+
+def _compiled(field):
+    """torch.compile(field, dynamic=True), once per field object (the batch shrinks as examples finish)."""
+    try:
+        return _COMPILED[field]
+    except (KeyError, TypeError):  # TypeError: a field that cannot be weakly referenced
+        fn = torch.compile(field, dynamic=True)
+        try:
+            _COMPILED[field] = fn
+        except TypeError:
+            pass
+        return fn
+
+
 # ----------------------------------------------------------------------------- entry point
 def odesolve(
     field: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -447,6 +464,7 @@ def odesolve(
     h0: float | None = None,
     step_size: float | None = None,
     raise_on_failure: bool = True,
+    compile: bool = False,
 ) -> Solution:
     """Solve dy/dt = field(t, y) from y0 (B, D) and return y at the output times t (T,).
 
@@ -465,6 +483,9 @@ def odesolve(
         error need not shrink with h, so it only decides whether to refine).
     max_steps: per-example limit on attempted steps. h0: first step (adaptive);
     step_size: fixed steps (each output interval split into ceil(H / step_size) equal steps).
+    compile: evaluate the field through ``torch.compile(field, dynamic=True)`` (cached per
+        field object; opt-in: compiling takes seconds to minutes and pays off only where the
+        field's kernels dominate - see docs/solvers.md for the measured ratios).
     raise_on_failure: raise SolverError (carrying .stats and .solution) when an
         example fails; False returns the Solution with Stats.status set and NaN outputs.
 
@@ -472,7 +493,9 @@ def odesolve(
     parameters by plain backprop through the steps; step-size decisions are detached.
     """
     ts, tab, ref = _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_size)
-    counter = FieldCounter(field)
+    if not isinstance(compile, bool):
+        raise TypeError(f"compile must be True or False, got {compile!r}")
+    counter = FieldCounter(_compiled(field) if compile else field)
     tr = _Tracker(y0, ts.numel())
     if step_size is not None:
         ctrl_name = f"fixed(step_size={step_size})"
