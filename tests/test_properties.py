@@ -200,7 +200,7 @@ def test_config_valid_or_documented(section, data, value):
         assert isinstance(v, bool)
     if key == "split_fraction":
         assert 0 < v < 1
-    if key in ("n_traj", "n_steps", "epochs", "width", "horizon"):
+    if key in ("n_traj", "n_steps", "epochs", "horizon"):
         assert isinstance(v, int) and not isinstance(v, bool) and v >= 1
     if key in ("dt", "lr") and v is not None:
         assert isinstance(v, float) and math.isfinite(v) and v > 0
