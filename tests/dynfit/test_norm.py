@@ -412,3 +412,27 @@ def test_tabn_field_with_dynfit_odesolve():
         per_example = odesolve(f, y0, ts, method="rkf45", control=MixedNorm(1e-8, 1e-10)).ys[-1]
         reference = odeint(f, y0, ts, method="dopri5", rtol=1e-10, atol=1e-12)[-1]
     torch.testing.assert_close(per_example, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_interpolation_shared_by_layers_is_per_grid():
+    """Layers on different grids at the same time each get their own rows and weights (the
+    per-time interpolation is cached per grid), in training and eval mode."""
+    a, b = _layer(num_points=5, t_max=2.0), _layer(num_points=11, t_max=1.0, seed=1)
+    x = torch.randn(6, 3, dtype=D64)
+    for layer in (a, b, a, b):  # twice: the second call reads the cache
+        for t in (0.3, 0.75):
+            s = t / layer.spacing
+            lo = int(math.floor(s))
+            w = s - lo
+            gamma = (1 - w) * layer.weight[lo] + w * layer.weight[lo + 1]
+            beta = (1 - w) * layer.bias[lo] + w * layer.bias[lo + 1]
+            mean = (1 - w) * layer.running_mean[lo] + w * layer.running_mean[lo + 1]
+            var = (1 - w) * layer.running_var[lo] + w * layer.running_var[lo + 1]
+            layer.eval()
+            expected = (x - mean) / torch.sqrt(var + layer.eps) * gamma + beta
+            torch.testing.assert_close(layer(torch.tensor(t, dtype=D64), x), expected, rtol=1e-12, atol=1e-12)
+            layer.train()
+            with frozen_statistics():
+                out = layer(torch.tensor(t, dtype=D64), x)
+            xm = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + layer.eps)
+            torch.testing.assert_close(out, xm * gamma + beta, rtol=1e-12, atol=1e-12)

@@ -412,3 +412,63 @@ def test_cuda_matches_cpu(kw):
     assert torch.equal(gpu.stats.n_steps.cpu(), cpu.stats.n_steps)
     gpu.ys.sum().backward()
     assert torch.isfinite(y0.grad).all()
+
+
+def test_one_status_enum_and_one_set_of_controller_defaults():
+    import systems
+    import systems.integrate as si
+    from systems.status import FAC_MAX, FAC_MIN, SAFETY, SAFETY_PI
+
+    assert Status is systems.Status
+    assert [(s.name, int(s)) for s in Status] == [("SUCCESS", 0), ("MAX_STEPS", 1), ("STEP_UNDERFLOW", 2),
+                                                 ("NONFINITE", 3)]
+    assert Status.OK is Status.SUCCESS and Status.UNDERFLOW is Status.STEP_UNDERFLOW
+    assert (si.SUCCESS, si.MAX_STEPS, si.STEP_UNDERFLOW, si.NONFINITE) == (0, 1, 2, 3)
+    ctrl = MixedNorm(rtol=1e-6, atol=1e-6)
+    assert (ctrl.safety, ctrl.fmin, ctrl.fmax) == (SAFETY, FAC_MIN, FAC_MAX) == (0.9, 0.2, 10.0)
+    assert PaperRule().safety == SAFETY
+    assert (si.SAFETY, si.FAC_MIN, si.FAC_MAX) == (SAFETY_PI, FAC_MIN, FAC_MAX)
+
+
+def test_dense_coefficients_give_the_quartic_of_dense_output():
+    """y0 + h P(theta) . K (the one contraction odesolve uses) equals the quartic of stepper.dense_output."""
+    from dynfit.solvers.stepper import dense_output
+    from dynfit.solvers.tableau import torch_tableau
+
+    g = torch.Generator().manual_seed(0)
+    for name in ("rkf45", "rkf23", "dopri5"):
+        tab = torch_tableau(name, fsal=True)
+        ks = [torch.randn(4, 3, generator=g, dtype=F64) for _ in range(tab.stages)]
+        h = torch.rand(4, 1, generator=g, dtype=F64)
+        y0 = torch.randn(4, 3, generator=g, dtype=F64)
+        y1 = y0 + h * sum(w * ks[j] for j, w in tab.rows[-1])
+        theta = torch.rand(4, 1, generator=g, dtype=F64)
+        C = torch.tensor(tab.dense, dtype=F64)
+        P = torch.cat([theta, theta**2, theta**3, theta**4], 1) @ C  # (4, S)
+        ours = y0 + h * torch.einsum("bs,sbd->bd", P, torch.stack(ks))
+        torch.testing.assert_close(ours, dense_output(y0, y1, ks, h, tab, theta), rtol=0, atol=1e-13)
+
+
+def test_adaptive_solve_reads_the_device_once_per_step():
+    """Decisions stay on the device: one host read per step (plus a few before the loop)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Reads(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                Reads.n += 1
+            return func(*args, **(kwargs or {}))
+
+    y0 = VDP_MILD.clone().requires_grad_(True)
+    t = torch.linspace(0, 2, 41, dtype=F64)
+    with Reads():
+        sol = odesolve(vdp, y0, t, control=MixedNorm(rtol=1e-8, atol=1e-8))
+    n_iter = int(sol.stats.n_steps.max())
+    assert n_iter > 20 and Reads.n <= n_iter + 15, (Reads.n, n_iter)
+
+
+def test_compile_flag_is_checked():
+    with pytest.raises(TypeError, match="compile must be True or False"):
+        odesolve(decay, torch.ones(2, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), compile="yes")
