@@ -127,8 +127,13 @@ def _train_cmd(args: argparse.Namespace) -> int:  # config.run locks the output 
     from dynfit.config import load_config, run
 
     cfg = load_config(args.config)
+    from dynfit.distributed import context
+
     sur, hist, _ = run(cfg, out=args.out, progress=not args.no_progress)
     out = Path(args.out or cfg["output"]["dir"])
+    ddp = context()
+    if ddp is not None and not ddp.is_main:  # torchrun: rank 0 wrote the files and reports
+        return 0
     print(f"trained {sur!r} for {hist.sizes['epoch']} epochs; final loss {float(hist.loss[-1]):.4g}, "
           f"accepted fraction {float(hist.accepted_fraction[-1]):.3f}; wrote {out / 'model.pt'} and "
           f"{out / 'history.nc'}")

@@ -340,10 +340,16 @@ def run(cfg: dict, *, out=None, progress: bool = True):
     from .io import write_netcdf
     from .train import fit
 
+    import contextlib
+
+    from .distributed import context
+
     out = Path(out or cfg["output"]["dir"])
     t = cfg["train"]
     device = _device(t["device"])
-    with FolderLock(out):
+    ddp = context(device)  # under torchrun: rank 0 alone locks the folder and writes
+    writer = ddp is None or ddp.is_main
+    with FolderLock(out) if writer else contextlib.nullcontext():
         data = load_data(cfg)
         d = cfg["data"]
         train, held = _split(data, d["split_fraction"])
@@ -356,6 +362,7 @@ def run(cfg: dict, *, out=None, progress: bool = True):
                         batch_size=t["batch_size"], lbfgs_iterations=t["lbfgs_iterations"],
                         lbfgs_tolerance=t["lbfgs_tolerance"], weight_decay=t["weight_decay"],
                         checkpoint_dir=out / "checkpoints", progress=progress)
-        sur.save(out / "model.pt")
-        write_netcdf(hist, out / "history.nc")
+        if writer:
+            sur.save(out / "model.pt")
+            write_netcdf(hist, out / "history.nc")
     return sur, hist, held

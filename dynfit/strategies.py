@@ -414,17 +414,22 @@ class ContinuousStrategy(Strategy):
             target = min(max(misfit / (10.0 * horizon), self.rtol_min), self.rtol_max)
             self.rtol = min(self.rtol, target)
 
-    def calibrate(self, field, x0: torch.Tensor, targets: torch.Tensor, horizon: int) -> float:
+    def calibrate(self, field, x0: torch.Tensor, targets: torch.Tensor, horizon: int, reduce=None) -> float:
         """Set the first tolerance from the field's misfit at the tightest tolerance (no gradient); returns it.
 
         A field that starts accurate (after the derivative pre-fit) must not be
         trained against a loose solver: it would learn to cancel the solver's error.
+        reduce(sq, count) -> (sq, count) sums over processes in data-parallel training.
         """
         loose, self.rtol = self.rtol, self.rtol_min
         try:
             with torch.no_grad():
                 ys, _ = self.rollout(field, x0, horizon, targets)
-                misfit = float((ys - targets[:horizon]).square().sum(-1).mean().div(x0.shape[1]).sqrt())
+                sq = float((ys - targets[:horizon]).square().sum())
+                count = float(ys.shape[0] * ys.shape[1] * x0.shape[1])
+                if reduce is not None:  # data-parallel: over every rank's windows
+                    sq, count = reduce(sq, count)
+                misfit = (sq / max(count, 1.0)) ** 0.5
         finally:
             self.rtol = loose
         self.set_tolerance(misfit, horizon)

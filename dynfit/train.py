@@ -35,13 +35,46 @@ NAN_RETRIES = 3
 
 def _device(device) -> torch.device:
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        local = os.environ.get("LOCAL_RANK")  # torchrun: one GPU per process
+        return torch.device(f"cuda:{int(local) % torch.cuda.device_count()}" if local else "cuda")
     return torch.device(device)
 
 
-def _loss(ys: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sum of squared errors over components, mean over examples and steps (the paper's for H=1)."""
-    return (ys - targets[: ys.shape[0]]).pow(2).sum(dim=-1).mean()
+def _reducer(ddp, n_total: int):
+    """(sum of squares, count) over this rank's windows -> over all ranks; identity in one process."""
+    if ddp is None:
+        return None
+
+    def reduce(sq: float, count: float) -> tuple[float, float]:
+        t = torch.tensor([sq, count], dtype=torch.float64)
+        ddp.sum_(t)
+        return float(t[0]), float(t[1])
+
+    return reduce
+
+
+def _loss(ys: torch.Tensor, targets: torch.Tensor, n_total: int | None = None) -> torch.Tensor:
+    """Sum of squared errors over components, mean over examples and steps (the paper's for H=1).
+
+    n_total: the number of examples over all ranks (data-parallel): the sum over
+    this rank's examples is divided by it, so that the ranks' losses add up.
+    """
+    sq = (ys - targets[: ys.shape[0]]).pow(2).sum(dim=-1)
+    if n_total is None:
+        return sq.mean()
+    return sq.sum() / (sq.shape[0] * n_total)
+
+
+def _merge(summaries: list[tuple[dict, float]]) -> dict:
+    """One history row's solver scalars from (summary, weight) pairs (minibatches or ranks)."""
+    tot = float(sum(w for _, w in summaries)) or 1.0
+    out = {k: sum(w * s_[k] for s_, w in summaries) / tot for k in ("accepted_fraction", "mean_substeps",
+                                                                       "mean_steps")}
+    out["max_substeps"] = max(s_["max_substeps"] for s_, _ in summaries)
+    out["n_f_evals"] = sum(s_["n_f_evals"] for s_, _ in summaries)
+    return out
 
 
 def _fingerprint(field, dim, strategy, optimizer, seed, dtype) -> dict:
@@ -170,7 +203,15 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
     start = 0
     ckpt_path = None
     lock = None
-    if checkpoint_dir is not None:
+    from .distributed import context as _context
+
+    ddp = _context(dev)  # torchrun: this rank's share of the windows; None in one process
+    writer = ddp is None or ddp.is_main
+    if checkpoint_dir is not None and not writer:  # other ranks read the checkpoint, rank 0 writes it
+        ckpt_path = Path(checkpoint_dir) / CHECKPOINT
+        if resume and ckpt_path.exists():
+            start, rows = _resume(ckpt_path, fingerprint, field, opt, sched, strat, scaler)
+    if checkpoint_dir is not None and writer:
         from systems.files import FolderLock, remove_stale_temps
 
         ckpt_path = Path(checkpoint_dir) / CHECKPOINT
@@ -196,6 +237,8 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
         if not _finite(field, 0.0):
             raise FloatingPointError("the derivative pre-fit produced non-finite weights; check the data "
                                      "(NaN, blow-up) or pass prefit=False")
+    if ddp is not None:
+        ddp.broadcast_(field)  # every rank starts from rank 0's weights
     if "params" in attrs:
         meta["params"] = attrs["params"]
     for key in ("lyapunov_time",):
@@ -219,14 +262,19 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
             if h != current_h:
                 w = make_windows(trajectories, horizon=h, stride=strat.stride(h, stride), scaler=scaler, dt=dt)
                 x0, tg = w.tensors(dtype=dtype, device=dev)
+                n_windows = x0.shape[0]
+                if ddp is not None:
+                    mine = ddp.share(n_windows).to(x0.device)
+                    x0, tg = x0[mine], tg[:, mine]
                 current_h = h
             if epoch == 0 and hasattr(strat, "calibrate"):
-                meta["initial_misfit"] = strat.calibrate(field, x0, tg, h)
+                meta["initial_misfit"] = strat.calibrate(field, x0, tg, h, reduce=_reducer(ddp, n_windows))
             good = (copy.deepcopy(field.state_dict()), copy.deepcopy(opt.state_dict()))
             t0 = time.perf_counter()
             retries, failed = 0, False
             while True:
-                loss, summary = _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch)
+                loss, summary = _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch,
+                                       ddp=ddp, n_total=n_windows)
                 if _finite(field, loss):
                     break
                 field.load_state_dict(good[0])
@@ -263,7 +311,7 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
                 opt.state.clear()  # restart L-BFGS (or Adam's moments): its memory may be what stalls it
             if sched is not None:
                 sched.step()
-            if ckpt_path is not None:
+            if ckpt_path is not None and writer:
                 _save_atomic({
                     "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
                     "field": field.state_dict(), "optimizer": opt.state_dict(),
@@ -298,24 +346,33 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
     meta["epochs"] = len(rows)
     meta["stop_reason"] = stop_reason
     surrogate = Surrogate(field, scaler, dt, strategy=strat, field_config=field_config, provenance=meta)
+    meta["world_size"] = 1 if ddp is None else ddp.world
     history = _history_dataset(rows, {k: v for k, v in meta.items() if k != "params"})
     return surrogate, history
 
 
-def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch):
-    """One epoch; returns (loss float, summary dict)."""
+def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch, *, ddp=None, n_total=None):
+    """One epoch; returns (loss float, summary dict). With ``ddp``, x0/tg hold this rank's windows
+    (global indices rank, rank + world, ...) of ``n_total``; losses and gradients are summed over ranks."""
     field.train()
+    params = [p for p in field.parameters() if p.requires_grad]
     if optimizer == "lbfgs":
         record = {"evals": 0, "summary": None, "loss": float("nan")}
 
         def closure():
             opt.zero_grad()
             ys, st = strat.rollout(field, x0, h, tg)
-            loss = _loss(ys, tg)
+            loss = _loss(ys, tg, None if ddp is None else n_total)
             loss.backward()
-            s = _strategies.summary(st, h)
-            record["evals"] += s["n_f_evals"]
-            record["summary"] = s
+            s_ = _strategies.summary(st, h)
+            if ddp is not None:
+                ddp.sum_grads(params)
+                total = loss.detach().clone()
+                ddp.sum_(total)
+                s_ = _merge([(r, w) for r, w in ddp.gather((s_, x0.shape[0]))])
+                loss = total
+            record["evals"] += s_["n_f_evals"]
+            record["summary"] = s_
             record["loss"] = float(loss.detach())
             return loss
 
@@ -323,28 +380,34 @@ def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch):
         summary = dict(record["summary"])
         summary["n_f_evals"] = record["evals"]
         return record["loss"], summary
-    n = x0.shape[0]
+    n = x0.shape[0] if ddp is None else n_total
     bs = n if batch_size is None else min(batch_size, n)
     gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-    perm = torch.randperm(n, generator=gen).to(x0.device)
+    perm = torch.randperm(n, generator=gen).to(x0.device)  # the same global order on every rank
     total, parts = 0.0, []
     for i in range(0, n, bs):
         idx = perm[i:i + bs]
+        if ddp is not None:  # this rank's windows of the global minibatch, as local positions
+            idx = idx[idx % ddp.world == ddp.rank] // ddp.world
         opt.zero_grad()
-        ys, st = strat.rollout(field, x0[idx], h, tg[:, idx])
-        loss = _loss(ys, tg[:, idx])
-        loss.backward()
+        if idx.numel():
+            ys, st = strat.rollout(field, x0[idx], h, tg[:, idx])
+            loss = _loss(ys, tg[:, idx], None if ddp is None else min(bs, n - i))
+            loss.backward()
+            parts.append((_strategies.summary(st, h), float(idx.numel())))
+        else:
+            loss = torch.zeros((), dtype=x0.dtype, device=x0.device)
+            for p in params:
+                p.grad = torch.zeros_like(p)
+        if ddp is not None:
+            ddp.sum_grads(params)
+            loss = loss.detach().clone()
+            ddp.sum_(loss)
         opt.step()
-        total += float(loss.detach()) * idx.numel()
-        parts.append(st)
-    summaries = [(_strategies.summary(st, h), st) for st in parts]
-    weights = [(st if not isinstance(st, (list, tuple)) else st[0]).n_steps.numel() for st in parts]
-    tot = float(sum(weights))
-    summary = {k: sum(w * s_[k] for (s_, _), w in zip(summaries, weights)) / tot
-               for k in ("accepted_fraction", "mean_substeps", "mean_steps")}
-    summary["max_substeps"] = max(s_["max_substeps"] for s_, _ in summaries)
-    summary["n_f_evals"] = sum(s_["n_f_evals"] for s_, _ in summaries)
-    return total / n, summary
+        total += float(loss.detach()) * min(bs, n - i)
+    if ddp is not None:
+        parts = [p for rank_parts in ddp.gather(parts) for p in rank_parts]
+    return total / n, _merge(parts)
 
 
 def _resume(path: Path, fingerprint: dict, field, opt, sched, strat, scaler) -> tuple[int, list]:
