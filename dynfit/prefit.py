@@ -1,7 +1,7 @@
 """Derivative pre-fit: a vector field fitted to finite-difference derivatives before any rollout.
 
 The largest single gain in accuracy for chaotic surrogates (docs/references.md,
-section "Continuous-time surrogates"): a field trained only on integrated
+section 7): a field trained only on integrated
 windows plateaus at a relative error of ~5e-4, while derivatives from a
 high-order central difference are accurate to ~1e-7 on data sampled at
 dt = 0.01, and for a :class:`~dynfit.nn.fields.PolynomialField` the
