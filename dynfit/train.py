@@ -321,8 +321,9 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
                 }, ckpt_path)
             if bar is not None:
                 bar.update(1)
+                extra = {"rtol": f"{row['rtol']:.0e}"} if math.isfinite(row["rtol"]) else {}
                 bar.set_postfix(loss=f"{loss:.3g}", acc=f"{summary['accepted_fraction']:.2f}",
-                                sub=f"{summary['mean_substeps']:.2f}", H=h)
+                                steps=f"{summary['mean_steps']:.2f}", H=h, **extra)
             if callback is not None and callback(epoch, row):
                 stop_reason = f"the callback asked to stop after epoch {epoch}"
                 break
