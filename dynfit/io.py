@@ -14,6 +14,8 @@ from __future__ import annotations
 import io
 import math
 import numbers
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -94,17 +96,23 @@ def load_torch(path, *, what: str = "model", fix: str | None = None) -> Any:
     if size == 0:
         raise ModelFileError(f"{what} file {path} is empty (0 bytes; an interrupted write?); {fix}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, OSError, ...
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights_only" in str(err) or "Unsupported global" in str(err) or "Unsupported operand" in str(err):
-            reason = ("it holds Python objects that could run code when read, so it was refused "
-                      "(only plain tensors and values are read)")
-        elif "zip" in str(err).lower() or isinstance(err, EOFError) or "truncated" in str(err).lower():
-            reason = "it is truncated or not a torch file"
+        text = str(err)
+        if "Unsupported global" in text or "GLOBAL" in text:
+            reason = ("it holds Python objects that would run code when read: refused, nothing was run; "
+                      "only tensors and plain values are read")
+            where = "it is not a dynfit"
+        elif "zip archive" in text or "central directory" in text or isinstance(err, EOFError):
+            reason, where = "truncated or corrupt", "it is damaged, or not a dynfit"
+        elif isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in text:
+            reason, where = "not a torch weights file; nothing in it was run", "it is not a dynfit"
         else:
-            reason = f"{type(err).__name__}: {text[:200]}"
-        raise ModelFileError(f"{path} is not a dynfit {what} file or is damaged: {reason}; {fix}") from None
+            first = (text.strip().splitlines() or [type(err).__name__])[0][:120]
+            reason, where = f"{type(err).__name__}: {first}; nothing in it was run", "it is not a dynfit"
+        raise ModelFileError(f"cannot read {what} {path}: {where} {what} file ({reason}); {fix}") from None
 
 
 def _need(blob: Mapping, keys, path: Path, what: str, fix: str) -> None:
