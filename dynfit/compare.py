@@ -150,7 +150,7 @@ def _check_data(data, test_data, eval_options):
 # ------------------------------------------------------------------ compare
 def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field=None, test_data=None,
             out=None, evaluate: dict | None = None, command: str | None = None, progress: bool = False,
-            save_models: bool = True, client=None, cluster: str | None = None, threads: int | None = None,
+            save_models: bool = True, client=None, cluster: str | None = None, threads: int = 1,
             **fit_kwargs) -> xr.Dataset:
     """Train every strategy with every seed on ``data``; evaluate on ``test_data``.
 
@@ -166,9 +166,11 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field
         task on its cluster (dynfit.sweep); cluster: 'local:N' (a LocalCluster
         of N worker processes, closed at the end) or 'tcp://HOST:PORT' (an
         existing scheduler) instead of a client. threads: torch threads per
-        fit (default: this process's), the same on a cluster, so the numbers
-        equal the serial run's. With ``out``, each finished fit is stored
-        under out/runs/ and a rerun with the same settings skips it.
+        fit, serial or on a cluster (PyTorch's sums depend on the thread
+        count, so the same count gives the same numbers anywhere; one thread
+        lets N fits share N cores, and small fields gain little from more).
+        With ``out``, each finished fit is stored under out/runs/ and a rerun
+        with the same settings skips it.
 
     Returns a Dataset over strategy, seed, threshold, start, epoch, exponent,
     component: vpt (strategy, seed, start, threshold) and its medians,
@@ -177,8 +179,6 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field
     accepted_fraction, mean_substeps, n_f_evals over epoch, NaN after an
     early stop); provenance in attrs.
     """
-    import torch
-
     from . import sweep
 
     if client is not None and cluster is not None:
@@ -186,10 +186,8 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field
                          "not both")
     if cluster is not None:
         sweep.parse_cluster(cluster)  # a bad string fails before any work
-    if threads is None:
-        threads = torch.get_num_threads()
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1 (torch threads per fit) or None, got {threads!r}")
+        raise ValueError(f"threads must be an integer >= 1 (torch threads per fit), got {threads!r}")
     specs = _check_strategies(strategies)
     seeds = _check_seeds(seeds)
     if not isinstance(epochs, (int, np.integer)) or epochs < 1:

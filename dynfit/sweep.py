@@ -5,8 +5,8 @@ it and stores its result under ``DIR/runs/<slug>/`` (history.nc,
 diagnostics.nc, with a key of everything that made it). A rerun finds those
 files and skips the fit; a task whose worker dies is rerun by the scheduler
 on another worker (and resumes from the fit's checkpoint in DIR). Results do
-not depend on where a task ran: each task sets torch's thread count to the
-caller's, so a cluster run gives the serial run's numbers.
+not depend on where a task ran: each task sets torch's thread count (one by
+default), so a cluster run gives the serial run's numbers.
 
     with connect("local:4") as client:      # or "tcp://scheduler:8786"
         results = run(specs, job, client=client)

@@ -42,26 +42,19 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def cli_run(data, tmp_path_factory):
-    """``dynfit compare --cluster local:2`` into a folder, as a user would run it (torch on one thread)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """``dynfit compare --cluster local:2`` into a folder, as a user would run it."""
     out = tmp_path_factory.mktemp("sweep") / "local"
     argv = ["compare", "--out", str(out), "--cluster", "local:2", "--train-data", str(data[2]),
             "--test-data", str(data[3]), *FLAGS]
-    try:
-        yield argv, out, main(argv)
-    finally:
-        torch.set_num_threads(previous)
+    return argv, out, main(argv)
 
 
-def test_cluster_run_equals_the_serial_run(data, cli_run, capsys, one_thread):
+def test_cluster_run_equals_the_serial_run(data, cli_run):
     argv, out, code = cli_run
     assert code == 0 and len(list((out / "models").glob("*.pt"))) == 4
     train, test = data[0], data[1]
     serial = compare(train, test_data=test, strategies=STRATEGIES, seeds=(0, 1), epochs=2, field=TINY_FIELD,
-                     lbfgs_iterations=2, evaluate={**TINY_EVAL, "lyapunov_starts": 2, "horizon": 2.0}, threads=1)
+                     lbfgs_iterations=2, evaluate={**TINY_EVAL, "lyapunov_starts": 2})
     local = xr.open_dataset(out / "compare.nc").load()
     assert np.isfinite(local["vpt"].values).all()
     np.testing.assert_array_equal(local["vpt"].values, serial["vpt"].values)
@@ -71,14 +64,7 @@ def test_cluster_run_equals_the_serial_run(data, cli_run, capsys, one_thread):
 def test_a_rerun_skips_finished_fits(cli_run, capsys):
     argv, out, _ = cli_run
     before = xr.open_dataset(out / "compare.nc").load()
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(argv) == 0
-    finally:
-        torch.set_num_threads(previous)
+    assert main(argv) == 0
     text = capsys.readouterr().out
     assert "4 of 4 fits finished before" in text and text.count("read from an earlier run") == 4
     np.testing.assert_array_equal(xr.open_dataset(out / "compare.nc").load()["vpt"].values, before["vpt"].values)
@@ -93,7 +79,7 @@ def _exit_once(epoch, row):
         os._exit(1)
 
 
-def test_a_killed_worker_is_replaced_and_the_sweep_completes(tmp_path, data, cluster):
+def test_a_killed_worker_is_replaced_and_the_sweep_completes(tmp_path, data, cluster, capsys):
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
@@ -102,9 +88,11 @@ def test_a_killed_worker_is_replaced_and_the_sweep_completes(tmp_path, data, clu
     train, test = data[0], data[1]
     pids = set(cluster.run(os.getpid).values())
     ds = compare(train, test_data=test, strategies=STRATEGIES[:1], seeds=(0, 1), epochs=2, field=TINY_FIELD,
-                 lbfgs_iterations=2, evaluate=TINY_EVAL, client=cluster, threads=1, callback=_exit_once)
+                 lbfgs_iterations=2, evaluate=TINY_EVAL, client=cluster, callback=_exit_once)
     assert marker.exists() and int(marker.read_text()) in pids  # one worker died mid-fit ...
     assert np.isfinite(ds["vpt"].values).all() and ds.sizes["seed"] == 2  # ... and every fit finished
+    progress = capsys.readouterr().out
+    assert "0/2 fits done" in progress and "2/2 fits done, 0 running, 0 waiting, 0 failed" in progress
     cluster.wait_for_workers(2, timeout=60)  # the nanny replaced it
 
 
