@@ -243,12 +243,14 @@ class _Functions:
         if not isinstance(f, CPUDispatcher) and "heaviside" in f_src:
             _heaviside_for_numba()
         f_jit = f if isinstance(f, CPUDispatcher) else njit(nogil=True)(f_py)
-        self.rhs = njit(nogil=True)(_exec_source(src, f"<systems.dysts {name} rhs {digest}>", {"_f": f_jit, "np": np}, "rhs"))
+        rhs_src = _exec_source(src, f"<systems.dysts {name} rhs {digest}>", {"_f": f_jit, "np": np}, "rhs")
+        self.rhs = njit(nogil=True)(rhs_src)
         self.rhs_py = _exec_source(src, f"<systems.dysts {name} rhs (Python)>", {"_f": f_py, "np": np}, "rhs")
         self.jac = self.jac_py = None
         if j is not None:
             j_jit = j if isinstance(j, CPUDispatcher) else njit(nogil=True)(j_py)
-            self.jac = njit(nogil=True)(_exec_source(jsrc, f"<systems.dysts {name} jac {digest}>", {"_j": j_jit, "np": np}, "jac"))
+            jac_src = _exec_source(jsrc, f"<systems.dysts {name} jac {digest}>", {"_j": j_jit, "np": np}, "jac")
+            self.jac = njit(nogil=True)(jac_src)
             self.jac_py = _exec_source(jsrc, f"<systems.dysts {name} jac (Python)>", {"_j": j_py, "np": np}, "jac")
         self.fd_jac = finite_difference_jacobian(self.rhs)
 
@@ -290,7 +292,8 @@ def _our_estimates(version: str) -> dict[str, float]:
         return {}
     if str(data.get("dysts")) != version:
         return {}
-    return {r["name"]: float(r["ours"]) for r in data.get("rows", []) if r.get("ours") is not None and math.isfinite(r["ours"])}
+    rows = data.get("rows", [])
+    return {r["name"]: float(r["ours"]) for r in rows if r.get("ours") is not None and math.isfinite(r["ours"])}
 
 
 def from_dysts(name: str, **params: float) -> System:
@@ -304,8 +307,9 @@ def from_dysts(name: str, **params: float) -> System:
     ``source = "dysts <version>"`` (copied into ``systems.simulate``'s Dataset
     attrs) and ``lyapunov_max_computed``, our own estimate where
     ``examples/dysts_lyapunov.py`` has stored one; ``reference_matched`` is
-    False (with a ``note``) where that differs from dysts' by more than 10%. ``params`` override parameters by name (array parameters as
-    ``"name[i]"``). The Jacobian is dysts' ``_jac`` where it has one and it
+    False (with a ``note``) where that differs from dysts' by more than 10%.
+    ``params`` override parameters by name (array parameters as ``"name[i]"``).
+    The Jacobian is dysts' ``_jac`` where it has one and it
     agrees with central differences at x0; else our compiled central
     differences (``metadata["jacobian"]`` says which). Raises ImportError
     without dysts, ValueError for unknown or unsupported names.
