@@ -67,6 +67,16 @@ def _loss(ys: torch.Tensor, targets: torch.Tensor, n_total: int | None = None) -
     return sq.sum() / (sq.shape[0] * n_total)
 
 
+def _backward(loss: torch.Tensor, params) -> None:
+    """loss.backward(), or zero gradients when no output depends on the weights (every example's
+    solve failed, e.g. a NaN field: the loss is NaN and the epoch will be rolled back)."""
+    if loss.requires_grad:
+        loss.backward()
+    else:
+        for p in params:
+            p.grad = torch.zeros_like(p)
+
+
 def _merge(summaries: list[tuple[dict, float]]) -> dict:
     """One history row's solver scalars from (summary, weight) pairs (minibatches or ranks)."""
     tot = float(sum(w for _, w in summaries)) or 1.0
@@ -364,7 +374,7 @@ def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch, *, 
             opt.zero_grad()
             ys, st = strat.rollout(field, x0, h, tg)
             loss = _loss(ys, tg, None if ddp is None else n_total)
-            loss.backward()
+            _backward(loss, params)
             s_ = _strategies.summary(st, h)
             if ddp is not None:
                 ddp.sum_grads(params)
@@ -394,7 +404,7 @@ def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch, *, 
         if idx.numel():
             ys, st = strat.rollout(field, x0[idx], h, tg[:, idx])
             loss = _loss(ys, tg[:, idx], None if ddp is None else min(bs, n - i))
-            loss.backward()
+            _backward(loss, params)
             parts.append((_strategies.summary(st, h), float(idx.numel())))
         else:
             loss = torch.zeros((), dtype=x0.dtype, device=x0.device)

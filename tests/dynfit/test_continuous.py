@@ -159,3 +159,23 @@ def test_default_fit_is_the_continuous_path(data, tmp_path):
     np.testing.assert_array_equal(back.generate(x0, 20), sur.generate(x0, 20))
     # before chaos amplifies anything: 0.2 time units from the data's own starts
     np.testing.assert_allclose(sur.generate(x0, 21), data.x.values[:, :21], rtol=1e-3, atol=1e-3)
+
+
+class _NaNField(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3, dtype=torch.float64)
+
+    def forward(self, t, x):
+        return self.lin(x) * float("nan")
+
+
+def test_continuous_nan_field_is_rolled_back_reported_and_never_saved(data, tmp_path):
+    field = _NaNField()
+    before = field.lin.weight.detach().clone()
+    with pytest.warns(RuntimeWarning, match="rolled back"):
+        sur, hist = dynfit.fit(data, field=field, epochs=2, progress=False, lbfgs_iterations=2, prefit=False,
+                               on_nan="stop", checkpoint_dir=tmp_path)
+    assert hist.sizes["epoch"] == 0 and "non-finite" in hist.attrs["stop_reason"]
+    assert torch.equal(sur.field.lin.weight.detach(), before)
+    assert not (tmp_path / "checkpoint.pt").exists()
