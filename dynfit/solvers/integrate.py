@@ -298,14 +298,57 @@ class _Rows:
             setattr(self, name, getattr(self, name)[keep])
 
 
-def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, tr: _Tracker, fused: bool):
+class _Resync(Exception):
+    """A step overflowed while the host was read only every few steps: redo the solve reading every step.
+
+    evals (B,): the evaluations each example took part in before (counted in the redone solve's stats).
+    """
+
+    def __init__(self, evals: torch.Tensor):
+        super().__init__("resync")
+        self.evals = evals
+
+
+def _record_outputs(tr: _Tracker, rec, n_out: int, idx, T, tsd, powers, dense, per_ex, land_each, offsets):
+    """Record the outputs that one step passed (rec: the step's tensors), all at once."""
+    y, _, s, j, he, hs, y_hi, ks, s_new, j_new, _ = rec
+    n, D = y.shape
+    jk = j.unsqueeze(1) + offsets[:n_out]  # (n, n_out)
+    reach = jk < j_new.unsqueeze(1)
+    if land_each:
+        y_out = y_hi.unsqueeze(1)
+    else:
+        with torch.no_grad():
+            t_out = tsd[jk.clamp(max=T - 1)]
+            theta = torch.where(reach, (t_out - s.unsqueeze(1)) / he.unsqueeze(1), 0.0)  # frozen rows: he = 0
+            weights = theta.unsqueeze(2).pow(powers) @ dense  # (n, n_out, S)
+            exact = (t_out == s_new.unsqueeze(1)).unsqueeze(2)
+        y_out = torch.addcmul(y.unsqueeze(1), hs.unsqueeze(1) if per_ex else hs, torch.bmm(weights, torch.stack(ks, 1)))
+        y_out = torch.where(exact, y_hi.unsqueeze(1), y_out)
+    slots = torch.where(reach, jk, T)  # unreached: the spare row T of rec
+    tr.rec[slots, idx.unsqueeze(1).expand(n, n_out)] = torch.arange(
+        tr.n_rows, tr.n_rows + n * n_out, device=y.device).view(n, n_out)
+    tr.records.append(y_out.reshape(n * n_out, D))
+    tr.n_rows += n * n_out
+
+
+#: host reads of the adaptive loop: every step on a CPU (free there), every 8 steps on a GPU
+SYNC_EVERY = {"cpu": 1, "cuda": 8}
+
+
+def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, tr: _Tracker, fused: bool,
+                    sync_every: int = 1):
     """Per-example adaptive steps on the compacted batch of unfinished examples.
 
     Without a reference, steps run freely to t[-1] (never past it) and intermediate
     outputs come from dense output, all outputs a step passes at once; with a reference
     every output time is landed on, so that the step ending there can be judged against
-    the reference. Step-size decisions stay on the device; one host read per step (how
-    many outputs the step passed, whether an example stopped), none inside the step.
+    the reference. Step-size decisions stay on the device; the host is read once every
+    ``sync_every`` steps (how many outputs each step passed, whether an example stopped
+    or overflowed), never inside a step. Between reads, stopped examples stay in the
+    batch, frozen (steps of size 0, not counted as steps). An overflow found at a read
+    when ``sync_every > 1`` raises _Resync (the solve is redone reading every step, where
+    an overflowing step is retaken on its finite rows before autograd sees it).
     """
     B, D = y0.shape
     dev, dtype = y0.device, y0.dtype
@@ -326,12 +369,13 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
     out_offsets = torch.arange(T, device=dev)
     stages = tab.stages
 
+    calls0 = counter.calls
     k1 = counter(ts[0], y0)
     if h0 is None:
         h = _initial_step(counter, ts[0], y0, k1, 1.0 if forward else -1.0, tab.order, ctrl)
     else:
         h = torch.full((B,), float(h0), dtype=dtype, device=dev)
-    n_pre = counter.calls  # evaluations before the first step, shared by all examples
+    n_pre = counter.calls - calls0  # evaluations before the first step, shared by all examples
     zeros_i = torch.zeros(B, dtype=torch.int64, device=dev)
     falses = torch.zeros(B, dtype=torch.bool, device=dev)
     st = _Rows(idx=torch.arange(B, device=dev), y=y0, k1=k1, s=tsd[0].expand(B).clone(), h=h,
@@ -340,11 +384,18 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
                acc_prev=~falses, ref_tried=falses)
     extra = torch.zeros(B, dtype=torch.int64, device=dev)  # evaluations of retaken steps (full size)
     n_steps = torch.zeros(B, dtype=torch.int64, device=dev)
+    n_batch = torch.zeros(B, dtype=torch.int64, device=dev)  # steps each example stayed in the batch
+    lazy = sync_every > 1  # stopped rows are frozen in the batch until the next read
+    if lazy:
+        st.active, st.stop_it, st.stop_finite, st.h_last = ~falses, zeros_i, ~falses, h
+        st.names = _Rows.names + ("active", "stop_it", "stop_finite", "h_last")
+    pending = []  # steps since the last host read: their outputs are recorded at the read
     it = 0
     while st.idx.numel():
         it += 1
         n = st.idx.numel()
-        target = tsd[st.j] if land_each else tsd[-1]
+        jt = st.j.clamp(max=T - 1) if lazy else st.j  # frozen finished rows have j == T
+        target = tsd[jt] if land_each else tsd[-1]
         rem = target - st.s
         lands = st.h >= rem
         he = torch.minimum(st.h, rem)
@@ -361,7 +412,7 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
             ev = _combo(tab.e, ks) * hs
             if land_each:  # the first attempt ending on the output time is judged against the reference
                 use_ref = lands & ~st.ref_tried
-                ev = torch.where(use_ref.unsqueeze(1), ref[st.j, st.idx] - y_hi, ev)
+                ev = torch.where(use_ref.unsqueeze(1), ref[jt, st.idx] - y_hi, ev)
             scale = torch.maximum(st.y.abs(), y_hi.abs()).mul_(rtol).add_(atol)
             e = torch.where(finite, ev.div_(scale).square_().mean(1).sqrt_(), math.inf)
             if not per_ex:
@@ -376,62 +427,76 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
             s_step = st.s + he
             s_new = torch.where(accept, torch.where(lands, target, s_step), st.s)
             j_new = torch.searchsorted(tsd, s_new, right=True)  # tsd[j - 1] <= s < tsd[j]
-            st.err = torch.where(st.err_set, st.err, e)
+            counts = accept if not lazy else accept & st.active  # frozen rows take steps of size 0
+            st.err = torch.where(st.err_set if not lazy else st.err_set | ~st.active, st.err, e)
             st.err_set = st.err_set | (s_step > s_last)
-            st.sub = st.sub + (accept & (s_new > s_last))
-            st.n_acc = st.n_acc + accept
+            st.sub = st.sub + (counts & (s_new > s_last))
+            st.n_acc = st.n_acc + counts
             done = j_new >= T
             under = h_new < h_min
             stop = done | under
-            passed = j_new - st.j
-            code = int((passed + stop * T + (~finite) * (2 * T)).max())  # the one host read of the step
-        if code >= 2 * T:  # some rows overflowed: retake the step on the finite rows, so no NaN enters autograd
-            if y_hi.requires_grad:
-                y_hi, _, ks, rows = _retake_finite(counter, t0, hs, st.y, ks, tab, finite, per_ex)
-                extra.index_add_(0, st.idx[rows], torch.full_like(rows, stages - 1))
-            code = int((passed + stop * T).max())
-        n_out = code if code < T else int(passed.max())
-        if n_out:  # outputs passed by this step, all at once
-            jk = st.j.unsqueeze(1) + out_offsets[:n_out]  # (n, n_out)
-            reach = jk < j_new.unsqueeze(1)
-            jc = jk.clamp(max=T - 1)
-            if land_each:
-                y_out = y_hi.unsqueeze(1)
-            else:
-                with torch.no_grad():
-                    t_out = tsd[jc]
-                    theta = (t_out - st.s.unsqueeze(1)) / he.unsqueeze(1)
-                    weights = theta.unsqueeze(2).pow(powers) @ dense  # (n, n_out, S)
-                    exact = (t_out == s_new.unsqueeze(1)).unsqueeze(2)
-                y_out = torch.addcmul(st.y.unsqueeze(1), hs.unsqueeze(1) if per_ex else hs,
-                                      torch.bmm(weights, torch.stack(ks, 1)))
-                y_out = torch.where(exact, y_hi.unsqueeze(1), y_out)
-            slots = torch.where(reach, jk, T)  # unreached: the spare row T of rec
-            tr.rec[slots, st.idx.unsqueeze(1).expand(n, n_out)] = torch.arange(
-                tr.n_rows, tr.n_rows + n * n_out, device=dev).view(n, n_out)
-            tr.records.append(y_out.reshape(n * n_out, D))
-            tr.n_rows += n * n_out
+            if lazy:
+                st.h_last = torch.where(st.active, he, st.h_last)
+                newly = stop & st.active
+                st.stop_it = torch.where(newly, it, st.stop_it)
+                st.stop_finite = torch.where(newly, finite, st.stop_finite)
+                st.active = st.active & ~stop
+                h_new = torch.where(stop, 0.0, h_new)  # frozen: he = 0 from now on
+            pending.append((st.y, st.k1, st.s, st.j, he, hs, y_hi, ks, s_new, j_new, finite))
         acc2 = accept.unsqueeze(1)
         st.y = torch.where(acc2, y_hi, st.y)
         st.k1 = torch.where(acc2, ks[-1], st.k1)
         st.s, st.h, st.j, st.acc_prev = s_new, h_new, j_new, accept
         maxed = it >= max_steps
-        if code >= T or maxed:
+        if lazy and not maxed and len(pending) < sync_every:
+            continue
+        # the host read: outputs passed by each pending step, whether an example stopped, overflow
+        with torch.no_grad():
+            flags = torch.stack([(p[9] - p[3]).max() + T * (~p[10]).any() for p in pending]
+                                + [stop.any() if not lazy else (~st.active).any()]).tolist()
+        if max(flags[:-1]) >= T:  # some rows overflowed
+            if lazy and y_hi.requires_grad:  # redo the solve reading every step, so that overflowing steps are retaken
+                n_batch[st.idx] = it
+                raise _Resync(n_pre + (stages - 1) * n_batch + extra)
+            if y_hi.requires_grad:  # retake the step on its finite rows, so no NaN enters autograd
+                y, k1, *rest, ks, s_new, j_new, finite = pending[-1]
+                y_hi, _, ks, rows = _retake_finite(counter, t0, hs, y, ks, tab, finite, per_ex)
+                extra.index_add_(0, st.idx[rows], torch.full_like(rows, stages - 1))
+                pending[-1] = (y, k1, rest[0], rest[1], rest[2], rest[3], y_hi, ks, s_new, j_new, finite)
+                st.y = torch.where(acc2, y_hi, y)
+                st.k1 = torch.where(acc2, ks[-1], k1)
+            flags = [f % T for f in flags[:-1]] + flags[-1:]
+        for rec, n_out in zip(pending, flags[:-1]):
+            if n_out:
+                _record_outputs(tr, rec, n_out, st.idx, T, tsd, powers, dense, per_ex, land_each, out_offsets)
+        pending = []
+        if flags[-1] or maxed:
+            if not lazy:
+                stopped, stop_it, stop_finite = stop, it, finite
+            else:
+                stopped, stop_it, stop_finite = ~st.active, st.stop_it, st.stop_finite
             if maxed:
-                stop = torch.ones_like(stop)
+                stopped = torch.ones_like(stopped)
+                if lazy:
+                    stop_it = torch.where(st.active, it, stop_it)
+            done = st.j >= T
+            under = ~done & (st.h < h_min)
             status = torch.where(done, int(Status.SUCCESS), torch.where(
-                under, torch.where(finite, int(Status.STEP_UNDERFLOW), int(Status.NONFINITE)), int(Status.MAX_STEPS)))
-            sel = stop.nonzero().flatten()
+                under, torch.where(stop_finite, int(Status.STEP_UNDERFLOW), int(Status.NONFINITE)),
+                int(Status.MAX_STEPS)))
+            sel = stopped.nonzero().flatten()
             ex = st.idx[sel]
-            n_steps[ex] = it
+            n_steps[ex] = stop_it if not lazy else stop_it[sel]
+            n_batch[ex] = it
             tr.n_acc[ex] = st.n_acc[sel]
             tr.err[ex] = torch.where(st.err_set[sel], st.err[sel], math.nan)
-            tr.substeps[ex], tr.h[ex], tr.status[ex] = st.sub[sel], he[sel], status[sel]
-            tr.t_reached[ex] = s_new[sel] if forward else -s_new[sel]
-            st.take((~stop).nonzero().flatten())
+            he_last = he if not lazy else st.h_last
+            tr.substeps[ex], tr.h[ex], tr.status[ex] = st.sub[sel], he_last[sel], status[sel]
+            tr.t_reached[ex] = st.s[sel] if forward else -st.s[sel]
+            st.take((~stopped).nonzero().flatten())
     tr.n_rej = n_steps - tr.n_acc
     tr.acc_all = tr.n_rej == 0
-    tr.evals += n_pre + (stages - 1) * n_steps + extra
+    tr.evals += n_pre + (stages - 1) * n_batch + extra
     return tr
 
 
@@ -505,8 +570,14 @@ def odesolve(
         _solve_paper(counter, y0, ts, tab, control, ref, max_steps, tr)
     else:
         ctrl_name = repr(control)
-        _solve_adaptive(counter, y0, ts, torch_tableau(method, fsal=True), control, ref, max_steps, h0, tr,
-                        fused=y0.device.type != "cpu")
+        args = (y0, ts, torch_tableau(method, fsal=True), control, ref, max_steps, h0)
+        fused = y0.device.type != "cpu"
+        try:
+            _solve_adaptive(counter, *args, tr, fused, SYNC_EVERY.get(y0.device.type, 8))
+        except _Resync as redo:  # the field calls already made stay counted
+            tr = _Tracker(y0, ts.numel())
+            tr.evals += redo.evals
+            _solve_adaptive(counter, *args, tr, fused, 1)
     stats = tr.stats(counter, method, ctrl_name)
     sol = Solution(ts=ts, ys=tr.outputs(), stats=stats)
     if raise_on_failure and not stats.success:
