@@ -359,7 +359,7 @@ class ContinuousStrategy(Strategy):
     name = "continuous"
 
     def __init__(self, *, method: str = "rkf45", start_horizon: int = 8, max_horizon: int = 64,
-                 rtol_max: float = 1e-5, rtol_min: float = 1e-9, patience: int = 3, improvement: float = 0.01,
+                 rtol_max: float = 1e-5, rtol_min: float = 1e-9, patience: int = 3, improvement: float = 0.05,
                  inference_rtol: float = 1e-10, max_steps: int = 100_000):
         from .solvers.tableau import METHODS, torch_tableau
 

@@ -47,3 +47,13 @@ def test_lorenz_strategies_quick(tmp_path):
     assert ds.seed.values.tolist() == [0, 1]
     assert ds.vpt_exact_field.dims == ("start",) and np.isfinite(ds.vpt_exact_field).all()
     assert (ds.training_n_f_evals > 0).all()
+
+
+@pytest.mark.slow
+def test_continuous_surrogates_quick(tmp_path):
+    mod = _load("continuous_surrogates")
+    assert mod.main(["--out", str(tmp_path), "--quick", "--no-progress"]) == 0
+    ds = xr.load_dataset(tmp_path / "continuous.nc")
+    assert ds.vpt.dims == ("seed", "start") and np.isfinite(ds.vpt).all()
+    assert np.isfinite(ds.vpt_exact_field).all() and np.isfinite(ds.lambda1).all()
+    assert (tmp_path / "table.md").exists() and (tmp_path / "model_seed0.pt").exists()
