@@ -47,7 +47,7 @@ __all__ = ["main", "build_parser", "demo", "COMPARE_DEFAULTS", "load_compare_con
            "parse_strategy_flag", "plot_file", "kind_of"]
 
 VPT_THRESHOLD = 0.4
-DEMO_EPOCHS = 6  # the continuous schedule's first epochs; see docs/training.md for longer runs
+DEMO_EPOCHS = 3  # the continuous schedule's first epochs; see docs/training.md for longer runs
 
 
 def demo(out: Path, *, quick: bool = False, epochs: int | None = None, strategy: str = "continuous",

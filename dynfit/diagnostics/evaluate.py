@@ -208,6 +208,13 @@ def _surrogate_exponents(surrogate, starts, dt, n_steps, transient, std):
     return lam / unit
 
 
+def _strategy_name(strategy) -> str:
+    """The training strategy's name: a config dict (Surrogate.strategy) or an object with .name."""
+    if isinstance(strategy, dict):
+        return str(strategy.get("name", ""))
+    return str(getattr(strategy, "name", "") or "")
+
+
 def _check_finite_model(surrogate) -> None:
     """A surrogate whose weights hold NaN/inf would evaluate to meaningless numbers: refuse it."""
     field = getattr(surrogate, "field", None)
@@ -405,7 +412,8 @@ def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = 20, horizon: float 
         "long_transient": LONG_TRANSIENT,
         "seed": seed,
         "surrogate": repr(surrogate)[:500],
-        "surrogate_strategy": str(getattr(getattr(surrogate, "strategy", None), "name", "")),
+        "surrogate_strategy": _strategy_name(getattr(surrogate, "strategy", None)),
+        "surrogate_solver": str(getattr(surrogate, "solver", "")),
         "data_method": str(data.attrs.get("method", "")),
         "data_rtol": float(data.attrs.get("rtol", np.nan)),
         "data_noise": float(data.attrs.get("noise", 0.0)),
