@@ -317,7 +317,7 @@ def plot_training(history: xr.Dataset, path=None, *, show=None):
     if "epoch" not in history.dims:
         raise ValueError(f"plot_training needs an 'epoch' dimension, got dims {dict(history.sizes)}")
     ep = history["epoch"].values
-    panels = [("loss", "training loss [squared state units]", 1.0, True),
+    panels = [("loss", "training loss [squared (standardised) state units]", 1.0, True),
               ("accepted_fraction", "accepted examples / steps [%]", 100.0, False),
               ("mean_substeps", "substeps (rejected; adaptive: per sample)", 1.0, False)]
     extra = (("rtol", "training solver rtol [relative]", 1.0, True),
