@@ -22,9 +22,10 @@ OWN_ESTIMATE = [
 ]
 # Lorenz-96 (N = 40) is 40-dimensional: a shorter average keeps it cheap (error ~2% at T = 400).
 AVERAGING_TIME = {"lorenz96": 400.0}
-# One run is one sample of the estimate: moving x0 by 1e-12 gives another, as any change of
-# rounding does (fastmath/FMA, a rewritten kernel, another CPU's libm). 10% covers |mean dev| + 4 sd over 5-6 such
-# runs for every system but these (measured deviation range; mean, sd):
+# One run is one sample of the estimate: moving x0 by 1e-12 gives another, as any change
+# of rounding does (fastmath/FMA, a rewritten kernel, another CPU's libm). 10% covers
+# |mean deviation| + 4 sd over 5-6 such runs for every system but these (measured
+# deviation range; mean, sd):
 # aizawa +4.6..+9.4% (+6.6, 1.5), sprott_c +1.7..+8.0% (+3.8, 2.0),
 # lorenz84 -2.6..+4.4% (+2.4, 2.6), nose_hoover -17..+4.5% (-1.0, 8.1: sticky, poorly determined).
 TOLERANCE = {"aizawa": 0.13, "sprott_c": 0.12, "lorenz84": 0.13, "nose_hoover": 0.35}
