@@ -164,6 +164,13 @@ def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any
     callback(epoch, row) runs after each epoch's checkpoint; returning True stops.
     """
     # ----------------------------------------------------------- validation
+    from .config import check_fit_arguments
+
+    device = check_fit_arguments(epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
+                                 lbfgs_iterations=lbfgs_iterations, weight_decay=weight_decay,
+                                 standardize=standardize, horizon=horizon, stride=stride, device=device)["device"]
+    if prefit is not None and not isinstance(prefit, bool):
+        raise TypeError(f"prefit must be True, False or None (automatic), got {prefit!r}")
     if optimizer not in ("lbfgs", "adam"):
         close = difflib.get_close_matches(str(optimizer), ["lbfgs", "adam"], n=2)
         raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r} (close matches: {close})")

@@ -11,6 +11,7 @@ no half-written file or folder under the destination's name.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,9 @@ def load(path) -> xr.Dataset:
     Raises FileNotFoundError for a missing path and SystemsFileError (a
     ValueError) for a corrupt file or one that holds no systems ensemble.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or pathlib.Path) of a .nc file or .zarr store, "
+                        f"got {type(path).__name__}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no netCDF file or zarr store at {str(path)!r}")
