@@ -78,17 +78,45 @@ class _PhysicalField(torch.nn.Module):
 
 
 class _ModelTimeField(torch.nn.Module):
-    """A physical field f(t, x) seen in model time on standardised states: dt * f(t dt, x(z)) / std."""
+    """A physical field f(t, x) seen in model time on standardised states: dt * f(t dt, x(z)) / std
+    (scaler None: the physical states themselves)."""
 
-    def __init__(self, f, scaler: Standardizer, dt: float, dtype=torch.float64):
+    def __init__(self, f, scaler: Standardizer | None, dt: float, dtype=torch.float64):
         super().__init__()
         self.f, self.dt = f, float(dt)
-        self.register_buffer("mean", torch.as_tensor(scaler.mean, dtype=dtype))
-        self.register_buffer("std", torch.as_tensor(scaler.std, dtype=dtype))
+        self.scaled = scaler is not None
+        if self.scaled:
+            self.register_buffer("mean", torch.as_tensor(scaler.mean, dtype=dtype))
+            self.register_buffer("std", torch.as_tensor(scaler.std, dtype=dtype))
 
     def forward(self, t, z: torch.Tensor) -> torch.Tensor:
+        if not self.scaled:
+            return self.f(t * self.dt, z) * self.dt
         x = z * self.std.to(z) + self.mean.to(z)
         return self.f(t * self.dt, x) * self.dt / self.std.to(z)
+
+
+class _Identity:
+    """The identity standardisation of a wrapped vector field; its dimension is taken from the first x0."""
+
+    def __init__(self, dim: int | None = None):
+        self.dim = dim
+        self.mean = None if dim is None else np.zeros(dim)
+        self.std = None if dim is None else np.ones(dim)
+
+    def set_dim(self, dim: int) -> None:
+        self.dim, self.mean, self.std = int(dim), np.zeros(int(dim)), np.ones(int(dim))
+
+    def forward(self, x):
+        return x
+
+    def inverse(self, z):
+        return z
+
+    def to_dict(self) -> dict:
+        if self.dim is None:
+            raise ValueError("this wrapped vector field has no dimension yet: generate once or pass dim=")
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
 
 class Surrogate:
@@ -132,19 +160,15 @@ class Surrogate:
         """A Surrogate from a physical vector field ``f(t, x)`` -> dx/dt, x (B, D) (module or callable).
 
         scaler: the standardisation the solver works in (None: identity, the
-        physical states themselves). dim: the state dimension when it cannot be
-        taken from the scaler (required with scaler=None).
+        physical states themselves). dim: the state dimension (optional; with
+        scaler=None it is otherwise taken from the first x0 given to generate).
         """
         if not callable(f):
             raise TypeError(f"f must be a torch module or a callable f(t, x) -> dx/dt, got {type(f).__name__}")
-        if scaler is None:
-            if dim is None:
-                dim = getattr(f, "dim", None)
-            if dim is None:
-                raise ValueError("from_vector_field needs the state dimension: pass dim=D or a scaler")
-            scaler = Standardizer.identity(int(dim))
         field = _ModelTimeField(f, scaler, dt)
-        return cls(field, scaler, dt, solver=solver, provenance={"system": "vector_field", **(provenance or {})})
+        if scaler is None:
+            scaler = _Identity(dim if dim is not None else getattr(f, "dim", None))
+        return cls(field, scaler, dt, solver=solver, provenance=dict(provenance or {}))
 
     @property
     def system(self) -> str:
@@ -177,6 +201,8 @@ class Surrogate:
         x0 = np.asarray(x0, dtype=np.float64)
         if x0.ndim == 1:
             x0 = x0[None]
+        if self.scaler.dim is None and x0.ndim == 2 and x0.shape[1] >= 1:  # a wrapped field learns its dim
+            self.scaler.set_dim(x0.shape[1])
         if x0.ndim != 2 or x0.shape[1] != self.dim or x0.shape[0] == 0:
             raise ValueError(f"x0 must have shape (B, {self.dim}) with B >= 1 or ({self.dim},), got {x0.shape}")
         if not np.isfinite(x0).all():

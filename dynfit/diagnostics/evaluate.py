@@ -282,6 +282,9 @@ def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = 20, horizon: float 
     surrogate reports them; each with attrs["units"]; provenance in attrs.
     """
     thr = check_thresholds(thresholds)
+    scaler = getattr(surrogate, "scaler", None)
+    if getattr(scaler, "dim", 0) is None and hasattr(scaler, "set_dim") and "component" in getattr(data, "sizes", {}):
+        scaler.set_dim(data.sizes["component"])  # a wrapped vector field takes the data's dimension
     sdt, dim = _check_surrogate(surrogate)
     name, x, dt = _check_data(data, dim, getattr(surrogate, "system", None))
     n_starts = check_int(n_starts, "n_starts", minimum=1)

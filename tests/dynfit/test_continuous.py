@@ -179,3 +179,12 @@ def test_continuous_nan_field_is_rolled_back_reported_and_never_saved(data, tmp_
     assert hist.sizes["epoch"] == 0 and "non-finite" in hist.attrs["stop_reason"]
     assert torch.equal(sur.field.lin.weight.detach(), before)
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_from_vector_field_with_nothing_but_f_and_dt():
+    # the interface outside checks call: from_vector_field(f, dt) with no dim or scaler
+    sur = dynfit.Surrogate.from_vector_field(lorenz, 0.01)
+    out = sur.generate(np.array([[1.0, 2.0, 20.0]]), 6)
+    assert out.shape == (1, 6, 3) and sur.dim == 3 and sur.system == "unknown"
+    x = torch.tensor([[1.0, 2.0, 20.0]], dtype=torch.float64)
+    torch.testing.assert_close(sur.physical_field()(torch.zeros(()), x), lorenz(0, x))
