@@ -264,9 +264,12 @@ class TorchdiffeqStrategy(Strategy):
         return ys, stats
 
     def inference(self) -> InferenceSolver:
-        if self.step_size is not None:  # the fixed grid it was trained on
-            return InferenceSolver(method=self.method if self.method in ("rk4",) else "rk4", step_size=self.step_size)
-        return InferenceSolver(method="dopri5" if self.method == "dopri5" else "rkf45", rtol=self.rtol, atol=self.atol)
+        # the same kind of solve it was trained with: its fixed grid (classical RK4 for the
+        # fixed-step methods we do not carry), or an adaptive pair at its tolerances
+        if self.step_size is not None:
+            return InferenceSolver(method="rk4", step_size=self.step_size)
+        return InferenceSolver(method="dopri5" if self.method == "dopri5" else "rkf45", rtol=self.rtol,
+                               atol=self.atol)
 
     def config(self) -> dict:
         return {"name": self.name, "method": self.method, "rtol": self.rtol, "atol": self.atol,
