@@ -71,7 +71,6 @@ def _demo(out: Path, *, quick: bool, epochs: int | None, strategy: str, max_hori
     from .plot import plot_diagnostics, plot_training
 
     torch.set_num_threads(1)  # one thread: the same numbers as examples/lorenz_strategies.py
-    system = systems.get("lorenz63")
     n_train, n_steps = (2, 300) if quick else (8, 1500)
     n_test, horizon = (4, 200) if quick else (50, 2800)  # 2800 samples = 25 Lyapunov times
     epochs = epochs if epochs is not None else (1 if quick else DEMO_EPOCHS)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import platform
 from pathlib import Path
 from typing import Any
