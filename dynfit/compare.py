@@ -235,10 +235,6 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field
     return ds
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
-
-
 def _middle(diag) -> float:
     thr = diag["threshold"].values
     return float(thr[int(np.argmin(np.abs(thr - 0.4)))])
