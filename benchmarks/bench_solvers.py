@@ -10,10 +10,15 @@ interleaved; the script prints wall time per forward+backward (median), batched
 calls of the field, example-evaluations (rows: a batched call on n examples counts
 n), the largest error against a tight solve (rtol = atol = 1e-10) and the ratios.
 
-Three solvers: dynfit (per-example steps, each example meets the tolerance),
-torchdiffeq (its default norm: one RMS over the whole batch, so a hard example's
-error is averaged with the easy ones'), and torchdiffeq-max (norm = max over
-examples of their RMS: the same per-example guarantee as dynfit).
+Four solvers, two like-for-like pairs:
+- dynfit (default MixedNorm: per-example steps, each example meets the tolerance)
+  against torchdiffeq-max (norm = max over examples of their RMS: the same
+  per-example guarantee, with one shared step);
+- dynfit-batch (MixedNorm(norm="batch"): one RMS over the whole batch, one shared
+  step) against torchdiffeq (its default norm, the same one RMS over the batch,
+  so a hard example's error is averaged with the easy ones').
+The script prints dynfit/torchdiffeq (the issue's headline figure, different
+norms), dynfit-batch/torchdiffeq (same norm) and dynfit/torchdiffeq-max.
 
     python benchmarks/bench_solvers.py            # full run
     python benchmarks/bench_solvers.py --quick    # small, for CI
@@ -22,6 +27,7 @@ examples of their RMS: the same per-example guarantee as dynfit).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -52,14 +58,14 @@ def mixed(method="dopri5", rtol=1e-6, atol=1e-8, repeats=5):
           f"rtol {rtol:g}, atol {atol:g}, forward + backward, median of {repeats}")
     res = {}
     for _ in range(repeats):
-        for solver in ("dynfit", "torchdiffeq", "torchdiffeq-max"):
+        for solver in ("dynfit", "dynfit-batch", "torchdiffeq", "torchdiffeq-max"):
             res.setdefault(solver, []).append(run_once(solver, field, target, t, method, rtol, atol, y0=y0))
     for solver, rs in res.items():
         print(f"{solver:16s} {statistics.median(r[0] for r in rs) * 1e3:9.1f} ms  calls {rs[0][1]:5d}  "
               f"rows {rs[0][2]:8d}")
-    for other in ("torchdiffeq", "torchdiffeq-max"):
-        wd, wt = (statistics.median(r[0] for r in res[s]) for s in ("dynfit", other))
-        print(f"{'':16s}dynfit/{other}: time {wd / wt:.2f}, rows {res['dynfit'][0][2] / res[other][0][2]:.2f}")
+    for ours, other in (("dynfit", "torchdiffeq"), ("dynfit", "torchdiffeq-max"), ("dynfit-batch", "torchdiffeq")):
+        wd, wt = (statistics.median(r[0] for r in res[s]) for s in (ours, other))
+        print(f"{'':16s}{ours}/{other}: time {wd / wt:.2f}, rows {res[ours][0][2] / res[other][0][2]:.2f}")
     return res
 
 
@@ -136,8 +142,9 @@ def run_once(solver, field, windows, t, method, tol, atol=None, y0=None):
     y0 = (windows[0] if y0 is None else y0).clone()
     t0 = CLOCK()
     reported = None
-    if solver == "dynfit":
-        sol = odesolve(field, y0, t, method=method, control=MixedNorm(rtol=tol, atol=atol))
+    if solver in ("dynfit", "dynfit-batch"):
+        ctrl = MixedNorm(rtol=tol, atol=atol, norm="batch" if solver == "dynfit-batch" else "example")
+        sol = odesolve(field, y0, t, method=method, control=ctrl)
         ys, reported = sol.ys, sol.stats.n_f_evals
     elif solver == "dynfit-compiled":
         sol = odesolve(field.net, y0, t, method=method, control=MixedNorm(rtol=tol, atol=atol), compile=True)
@@ -252,6 +259,7 @@ def main(argv=None):
     windows, t, traj = make_data(a.batch, a.window, dtype, a.seed)
     net, fit_loss = fit_field(traj, a.fit_steps, a.seed, dtype)
     field = Counted(net)
+    print(f"# load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} at the start")
     print(f"# {a.batch} windows x {a.window} steps of 0.01, MLP 3-64-64-3 tanh (fit loss {fit_loss:.3g}), "
           f"{dtype}, {a.threads} thread(s), {a.clock} time, median of {a.repeats}")
     with torch.no_grad():
@@ -262,7 +270,7 @@ def main(argv=None):
     print(f"{'method':7s} {'tol':>7s} {'solver':15s} {'ms/fwd+bwd':>10s} {'calls':>6s} {'rows':>8s} "
           f"{'us/call':>8s} {'us/row':>7s} {'max err':>8s}")
     results = {}
-    solvers = ("dynfit", "torchdiffeq", "torchdiffeq-max") + (("dynfit-compiled",) if a.compile else ())
+    solvers = ("dynfit", "torchdiffeq", "torchdiffeq-max", "dynfit-batch") + (("dynfit-compiled",) if a.compile else ())
     if a.compile:  # compile before timing
         for method in a.methods:
             for tol in a.tols:
@@ -284,9 +292,11 @@ def main(argv=None):
                 wc = results[method, tol, "dynfit-compiled"][0]
                 wt = results[method, tol, "torchdiffeq"][0]
                 print(f"{'':16s}dynfit-compiled/torchdiffeq: time {wc / wt:.2f}; dynfit-compiled/dynfit: {wc / wd:.2f}")
-            for other in solvers[1:3]:
+            for ours, other in (("dynfit", "torchdiffeq"), ("dynfit", "torchdiffeq-max"),
+                                ("dynfit-batch", "torchdiffeq")):
+                wd, cd, rd, _ = results[method, tol, ours]
                 wt, ct, rt, _ = results[method, tol, other]
-                print(f"{'':16s}dynfit/{other}: time {wd / wt:.2f}, calls {cd / ct:.2f}, rows {rd / rt:.2f}, "
+                print(f"{'':16s}{ours}/{other}: time {wd / wt:.2f}, calls {cd / ct:.2f}, rows {rd / rt:.2f}, "
                       f"time per call {(wd / cd) / (wt / ct):.2f}, time per row {(wd / rd) / (wt / rt):.2f}")
     if a.mixed:
         mixed(a.methods[-1], a.tols[-1], a.tols[-1] if a.atol is None else a.atol, a.repeats)

@@ -13,7 +13,10 @@ import torch
 
 from systems.status import FAC_MAX, FAC_MIN, SAFETY
 
-__all__ = ["MixedNorm", "PaperRule"]
+__all__ = ["MixedNorm", "PaperRule", "NORMS"]
+
+#: MixedNorm's error norms: per example (each held to the tolerance) or one RMS over the batch
+NORMS = ("example", "batch")
 
 
 def _positive(owner: str, name: str, value, *, allow_inf: bool = False) -> float:
@@ -35,6 +38,15 @@ class MixedNorm:
     The defaults (safety 0.9, fmin 0.2, fmax 10) are the shared ones of systems/status.py.
     per_example=False shares one step size over the batch (err = max over examples)
     and passes a 0-dim t to the field.
+
+    norm: how the error of a batch is measured.
+    - "example" (default): each example's RMS is held to the tolerance (with
+      per_example=False, the largest of them decides the shared step).
+    - "batch": one RMS over every component of every example, and one shared
+      step (per_example is then False): torchdiffeq's default norm. A hard
+      example's error is averaged with the easy ones', so it may miss the
+      tolerance; use it to compare with torchdiffeq like for like, or where
+      only the batch's average accuracy matters.
     """
 
     rtol: float
@@ -42,18 +54,31 @@ class MixedNorm:
     safety: float = SAFETY
     fmin: float = FAC_MIN
     fmax: float = FAC_MAX
-    per_example: bool = True
+    per_example: bool | None = None  # None: True, or False with norm="batch"
+    norm: str = "example"
 
     def __post_init__(self):
         for name in ("rtol", "atol", "safety", "fmin", "fmax"):
             object.__setattr__(self, name, _positive("MixedNorm", name, getattr(self, name)))
+        if self.norm not in NORMS:
+            raise ValueError(f"MixedNorm: norm must be one of {NORMS}, got {self.norm!r}")
+        if self.per_example is None:
+            object.__setattr__(self, "per_example", self.norm != "batch")
+        elif not isinstance(self.per_example, bool):
+            raise TypeError(f"MixedNorm: per_example must be True, False or None, got {self.per_example!r}")
+        elif self.per_example and self.norm == "batch":
+            raise ValueError("MixedNorm: norm='batch' measures one error over the whole batch, so the batch "
+                             "shares one step; drop per_example=True (or use norm='example')")
         if not self.fmin < 1 < self.fmax:
             raise ValueError(f"MixedNorm: need fmin < 1 < fmax, got fmin={self.fmin}, fmax={self.fmax}")
 
     def error(self, err_vec: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
-        """(B, D) error vector -> (B,) scaled RMS error (detached)."""
+        """(B, D) error vector -> (B,) scaled RMS error (detached); norm="batch": the batch's RMS, repeated."""
         scale = self.atol + self.rtol * torch.maximum(y0.detach().abs(), y1.detach().abs())
-        return (err_vec.detach() / scale).square().mean(dim=1).sqrt()
+        sq = (err_vec.detach() / scale).square()
+        if self.norm == "batch":
+            return sq.mean().sqrt().expand(sq.shape[0])
+        return sq.mean(dim=1).sqrt()
 
     def factor(self, err: torch.Tensor, accept: torch.Tensor, order_low: int) -> torch.Tensor:
         """(B,) multiplier of the step size."""

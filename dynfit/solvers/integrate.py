@@ -134,7 +134,10 @@ class _Tracker:
         )
 
 
-def _rms(x: torch.Tensor) -> torch.Tensor:
+def _rms(x: torch.Tensor, batch: bool = False) -> torch.Tensor:
+    """(B,) RMS of each row of x (B, D); batch=True: the RMS of all of x, repeated."""
+    if batch:
+        return x.square().mean().sqrt().expand(x.shape[0])
     return x.square().mean(dim=1).sqrt()
 
 
@@ -143,14 +146,15 @@ def _initial_step(counter, t0, y0, f0, direction, order, ctrl: MixedNorm) -> tor
     with torch.no_grad():
         y0, f0 = y0.detach(), f0.detach()
         scale = ctrl.atol + ctrl.rtol * y0.abs()
-        d0, d1 = _rms(y0 / scale), _rms(f0 / scale)
+        batch = ctrl.norm == "batch"
+        d0, d1 = _rms(y0 / scale, batch), _rms(f0 / scale, batch)
         h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
         if not ctrl.per_example:
             h0 = h0.min().expand_as(h0)
         hs = (direction * h0).unsqueeze(1)
         tt = (t0 + hs) if ctrl.per_example else (t0 + hs[0, 0])
         f1 = counter(tt, y0 + hs * f0)
-        d2 = _rms((f1 - f0) / scale) / h0
+        d2 = _rms((f1 - f0) / scale, batch) / h0
         dm = torch.maximum(d1, d2)
         h1 = torch.where(dm <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / dm).pow(1.0 / (order + 1)))
         h = torch.minimum(100 * h0, h1)
@@ -359,6 +363,7 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
     # smallest step: 8 eps times the largest |t| or the span (within 2x of the per-step bound max(|t|, span))
     h_min = 8 * torch.finfo(dtype).eps * max(t_ends + [abs(float(ts[-1] - ts[0]))])
     per_ex = ctrl.per_example
+    batch_norm = ctrl.norm == "batch"
     land_each = ref is not None
     expo = -1.0 / (tab.order_low + 1)
     rtol, atol, safety, fmin, fmax = ctrl.rtol, ctrl.atol, ctrl.safety, ctrl.fmin, ctrl.fmax
@@ -414,9 +419,12 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
                 use_ref = lands & ~st.ref_tried
                 ev = torch.where(use_ref.unsqueeze(1), ref[jt, st.idx] - y_hi, ev)
             scale = torch.maximum(st.y.abs(), y_hi.abs()).mul_(rtol).add_(atol)
-            e = torch.where(finite, ev.div_(scale).square_().mean(1).sqrt_(), math.inf)
-            if not per_ex:
-                e = e.max().expand(n)
+            if batch_norm:  # one RMS over the batch (torchdiffeq's norm); inf if a row overflowed
+                e = torch.where(finite, ev.div_(scale).square_().mean(1), math.inf).mean().sqrt_().expand(n)
+            else:
+                e = torch.where(finite, ev.div_(scale).square_().mean(1).sqrt_(), math.inf)
+                if not per_ex:
+                    e = e.max().expand(n)
             accept = e <= 1.0
             fac = e.pow(expo).mul_(safety).clamp_(fmin, fmax)  # e in [0, inf]: 0 -> fmax, inf -> fmin
             fac = torch.where(accept & st.acc_prev, fac, fac.clamp_max(1.0))  # no growth on/after a rejection

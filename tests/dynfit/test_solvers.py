@@ -484,8 +484,9 @@ def test_compile_flag_is_checked():
                                 dict(control=MixedNorm(rtol=1e-6, atol=1e-6, per_example=False)),
                                 dict(control=MixedNorm(rtol=1e-6, atol=1e-6), reference="targets"),
                                 dict(control=MixedNorm(rtol=1e-8, atol=1e-8), max_steps=25,
-                                     raise_on_failure=False)],
-                         ids=["mixednorm", "shared", "reference", "max-steps"])
+                                     raise_on_failure=False),
+                                dict(control=MixedNorm(rtol=1e-6, atol=1e-6, norm="batch"))],
+                         ids=["mixednorm", "shared", "reference", "max-steps", "batch-norm"])
 def test_reading_the_device_every_few_steps_changes_nothing(monkeypatch, kw):
     """The GPU schedule (host read every k steps, stopped rows frozen in between) gives the same
     outputs, gradients and step statistics as reading every step; frozen rows count as evaluated."""
@@ -527,3 +528,51 @@ def test_overflow_between_reads_redoes_the_solve(monkeypatch):
     (g,) = torch.autograd.grad(sol.ys[-1, :, 0].sum(), y0)
     x0 = y0.detach()[:, 0]
     torch.testing.assert_close(g[:, 0], (1 + 2 * x0**2) ** -1.5, rtol=1e-3, atol=1e-9)
+
+
+def _lorenz(t, y):
+    x, v, z = y.unbind(-1)
+    return torch.stack([10.0 * (v - x), x * (28.0 - z) - v, x * v - 8.0 / 3.0 * z], -1)
+
+
+def test_batch_norm_is_one_rms_over_the_batch():
+    """norm="batch" (torchdiffeq's norm): copies of one example take the steps that example takes
+    alone (the RMS over identical rows is the row's RMS); on a batch mixing easy and hard examples
+    the hard one's error is averaged with the easy ones', so the shared step is longer than under
+    the largest per-example error, and the hard example ends less accurate."""
+    t = torch.linspace(0, 0.5, 6, dtype=F64)
+    one = torch.tensor([[1.0, 1.0, 20.0]], dtype=F64)
+    alone = odesolve(_lorenz, one, t, method="dopri5", control=MixedNorm(rtol=1e-6, atol=1e-8))
+    copies = odesolve(_lorenz, one.repeat(4, 1), t, method="dopri5",
+                      control=MixedNorm(rtol=1e-6, atol=1e-8, norm="batch"))
+    assert copies.stats.n_steps.tolist() == [int(alone.stats.n_steps)] * 4
+    assert copies.stats.n_f_evals == alone.stats.n_f_evals
+    torch.testing.assert_close(copies.ys, alone.ys.expand(-1, 4, -1), rtol=1e-12, atol=1e-12)
+
+    lam = torch.tensor([[1.0]] * 7 + [[40.0]], dtype=F64)
+    field = lambda t, y: -lam * y  # noqa: E731
+    y0 = torch.ones(8, 2, dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    exact = torch.exp(-lam * t[-1]) * y0
+    tol = dict(rtol=1e-6, atol=1e-9)
+    batch = odesolve(field, y0, t, method="dopri5", control=MixedNorm(**tol, norm="batch"))
+    largest = odesolve(field, y0, t, method="dopri5", control=MixedNorm(**tol, per_example=False))
+    assert batch.stats.n_steps.unique().numel() == 1  # one shared step
+    assert int(batch.stats.n_steps[0]) < int(largest.stats.n_steps[0])
+    err_b, err_l = ((s.ys[-1] - exact).abs().max(1).values[-1] for s in (batch, largest))
+    assert err_b > err_l
+
+
+def test_mixednorm_norm_argument():
+    assert MixedNorm(1e-6, 1e-6).norm == "example" and MixedNorm(1e-6, 1e-6).per_example is True
+    assert MixedNorm(1e-6, 1e-6, norm="batch").per_example is False
+    assert MixedNorm(1e-6, 1e-6, per_example=False).norm == "example"
+    with pytest.raises(ValueError, match="norm must be one of"):
+        MixedNorm(1e-6, 1e-6, norm="max")
+    with pytest.raises(ValueError, match="shares one step"):
+        MixedNorm(1e-6, 1e-6, norm="batch", per_example=True)
+    with pytest.raises(TypeError, match="per_example"):
+        MixedNorm(1e-6, 1e-6, per_example="yes")
+    e = MixedNorm(1.0, 1.0, norm="batch").error(torch.tensor([[3.0, 0.0], [0.0, 0.0]], dtype=F64),
+                                                torch.zeros(2, 2, dtype=F64), torch.zeros(2, 2, dtype=F64))
+    torch.testing.assert_close(e, torch.full((2,), 1.5, dtype=F64))  # sqrt(9 / 4)
