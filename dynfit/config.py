@@ -1,14 +1,29 @@
-"""Training configurations in TOML for ``dynfit train CONFIG.toml``.
+"""Every setting, default and check of the application layer, and TOML configs for ``dynfit train``.
 
-Sections and keys (all optional except a data source)::
+``fit``'s options are five frozen settings objects, each field holding its
+default and its check (run when the object is made)::
 
-    [data]      system, n_traj, n_steps, dt, seed, transient, noise   (simulate with systems)
-                path                                                   (or: a .nc or .npy file)
-                horizon, stride, standardize, split_fraction
-    [field]     kind ("poly" | "mlp" | "residual"), degree (poly), width, depth, activation, time_dependent, dtype
+    WindowSettings     horizon, stride, standardize, dt, batch_size
+    ModelSettings      field, dtype, device, seed, prefit, prefit_order
+    OptimizerSettings  optimizer, lr, lbfgs_iterations, lbfgs_tolerance, weight_decay, schedule
+    LoopSettings       epochs, on_nan, nan_retries, stall, progress, callback
+    CheckpointSettings checkpoint_dir, resume
+
+A TOML key is the field of the same name; each field says which section holds
+it (``toml`` in its metadata; None: Python only). ``SCHEMA`` and ``DEFAULTS``
+below are made from the fields, so a default or a check is written once::
+
+    [data]      system, path, n_traj, n_steps, dt, seed, transient, noise, split_fraction   (DataSettings)
+                horizon, stride, standardize                                                (WindowSettings)
+    [field]     kind, degree, width, depth, activation, time_dependent                       (FieldSettings)
+                dtype                                                                        (ModelSettings)
     [strategy]  name, and the strategy's options (eps, safety, max_substeps, method, ...)
-    [train]     optimizer, epochs, seed, lr, batch_size, lbfgs_iterations, lbfgs_tolerance, weight_decay, device
-    [output]    dir
+    [train]     optimizer, lr, lbfgs_iterations, lbfgs_tolerance, weight_decay, schedule     (OptimizerSettings)
+                epochs, on_nan                                                               (LoopSettings)
+                seed, device, prefit, prefit_order                                           (ModelSettings)
+                batch_size                                                                   (WindowSettings)
+                resume                                                                       (CheckpointSettings)
+    [output]    dir                                                                          (OutputSettings)
 
 Every key is checked before any work: an unknown section or key raises
 ValueError naming its close matches; a value of the wrong type (``standardize =
@@ -21,40 +36,44 @@ ValueError naming the key, the value and what is expected.
 ``.npy`` file needs ``dt``. The held-out part (``split_fraction`` of the
 trajectories for training, the rest held out) is cut along time when the data
 hold a single trajectory.
+
+Also here: the compare config's schema and defaults (``dynfit compare``) and
+``EVALUATE_DEFAULTS``, the one set of defaults of ``dynfit.evaluate``.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import math
 import numbers
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "SCHEMA", "COMPARE_SCHEMA", "load_config", "validate", "run", "check_types",
-           "check_fit_arguments"]
+__all__ = ["DEFAULTS", "SCHEMA", "COMPARE_SCHEMA", "COMPARE_DEFAULTS", "EVALUATE_DEFAULTS", "DEFAULT_STRATEGY",
+           "DEFAULT_FIELD", "WindowSettings", "ModelSettings", "OptimizerSettings", "LoopSettings",
+           "CheckpointSettings", "FieldSettings", "DataSettings", "OutputSettings", "FitSettings", "fit_settings",
+           "settings_from_config", "load_config", "validate", "run", "check_types", "check_fit_arguments"]
 
 SIMULATION_DT = 0.01
-
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "data": {"system": "lorenz63", "path": None, "n_traj": 8, "n_steps": 1000, "dt": None, "seed": 0,
-             "transient": 0.0, "noise": 0.0, "horizon": 1, "stride": 1, "standardize": True,
-             "split_fraction": 0.8},
-    "field": {"kind": "poly", "width": 32, "depth": 2, "activation": "silu", "time_dependent": False,
-              "dtype": "float64"},
-    "strategy": {"name": "continuous"},
-    "train": {"optimizer": "lbfgs", "epochs": 30, "seed": 0, "lr": None, "batch_size": None,
-              "lbfgs_iterations": 20, "lbfgs_tolerance": 1e-7, "weight_decay": 0.0, "device": None},
-    "output": {"dir": "out/train"},
-}
-# strategy options are checked by the strategy itself
-OPEN_SECTIONS = ("strategy",)
+DEFAULT_STRATEGY = "continuous"
+# dynfit.evaluate's defaults (its signature reads them from here), also those of `dynfit evaluate`,
+# `dynfit compare` and dynfit.compare
+EVALUATE_DEFAULTS = {"n_starts": 20, "horizon": 15.0, "thresholds": (0.3, 0.4, 0.5), "long_steps": 20000,
+                     "lyapunov_steps": 2000, "lyapunov_starts": 4, "seed": 0}
 
 
-# ------------------------------------------------------------------ typed checks
+# ------------------------------------------------------------------ typed checks: check(value, name) -> value
 def _kind(value) -> str:
     return f"{value!r} (a {type(value).__name__})"
+
+
+def _either(choices) -> str:
+    """'a', 'b' or 'c'."""
+    quoted = [repr(c) for c in choices]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 def is_int(minimum: int | None = None, optional: bool = False):
@@ -74,8 +93,8 @@ def is_int(minimum: int | None = None, optional: bool = False):
 
 
 def is_float(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-             high_open: bool = False, optional: bool = False):
-    """A finite number (int or float, not a bool or string) in the given range."""
+             high_open: bool = False, optional: bool = False, text: str | None = None):
+    """A finite number (int or float, not a bool or string) in the given range; ``text`` names the range."""
     lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
     hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
     rng = " and ".join(x for x in (lo, hi) if x)
@@ -84,32 +103,50 @@ def is_float(low: float | None = None, high: float | None = None, *, low_open: b
         if value is None and optional:
             return None
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number{' ' + rng if rng else ''}, got {_kind(value)}; "
-                             "write a number without quotes, e.g. 0.01")
+            what = text or f"a finite number{' ' + rng if rng else ''}"
+            raise ValueError(f"{name} must be {what}, got {_kind(value)}; write a number without quotes, e.g. 0.01")
         v = float(value)
         if (low is not None and (v < low or (low_open and v == low))) or \
                 (high is not None and (v > high or (high_open and v == high))):
-            raise ValueError(f"{name} must be {rng}, got {value!r}")
+            raise ValueError(f"{name} must be {text or rng}, got {value!r}")
         return v
     check.expects = "number"
     return check
 
 
 def is_bool(value, name):
-    """true or false (TOML booleans; "no", 0 and 1 are refused)."""
+    """true or false (booleans; "no", 0 and 1 are refused)."""
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false (a TOML boolean, without quotes), got {_kind(value)}")
+        raise ValueError(f"{name} must be true or false (a boolean: true/false in TOML, True/False in Python, "
+                         f"without quotes), got {_kind(value)}")
     return value
 
 
+def is_bool_or_none(value, name):
+    """True, False or None (automatic)."""
+    return None if value is None else is_bool(value, name)
+
+
 def is_str(choices=None, optional: bool = False):
+    """A non-empty string, one of ``choices`` when given (a tuple, or a function returning one)."""
     def check(value, name):
         if value is None and optional:
             return None
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{name} must be a non-empty string in quotes, got {_kind(value)}")
-        if choices is not None and value not in choices:
-            raise _unknown(f"value of {name}", value, choices)
+        known = choices() if callable(choices) else choices
+        if known is not None and value not in known:
+            raise _unknown(f"value of {name}", value, known)
+        return value
+    return check
+
+
+def one_of(choices):
+    """One of a few fixed strings; the error names them and the close matches."""
+    def check(value, name):
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), list(choices), n=2)
+            raise ValueError(f"{name} must be {_either(choices)}, got {value!r} (close matches: {close})")
         return value
     return check
 
@@ -124,6 +161,33 @@ def is_device(value, name):
     return value
 
 
+def is_torch_device(value, name):
+    """A torch.device, or a device name (is_device) that this machine has; None or 'auto' -> None."""
+    if type(value).__name__ == "device":
+        return value
+    value = is_device(value, name)
+    if value in (None, "auto"):
+        return None
+    if value.startswith("cuda"):
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(value.split(":")[1]) if ":" in value else 0
+        if index >= n:
+            raise ValueError(f"device {value!r} was asked for but this machine has {n} CUDA device(s); use 'cpu' "
+                             "or 'auto'")
+    return value
+
+
+def is_dtype(value, name):
+    """float32 or float64, as a name or a torch dtype; returns the name."""
+    text = str(value).removeprefix("torch.") if type(value).__name__ == "dtype" else value
+    if text not in ("float32", "float64"):
+        raise ValueError(f"{name} must be 'float32' or 'float64' (or torch.float32 / torch.float64), got "
+                         f"{_kind(value)}")
+    return text
+
+
 def is_list(item, *, non_empty: bool = True):
     def check(value, name):
         if not isinstance(value, (list, tuple)) or (non_empty and not value):
@@ -133,23 +197,248 @@ def is_list(item, *, non_empty: bool = True):
     return check
 
 
-SCHEMA = {
-    "data": {"system": is_str(), "path": is_str(optional=True), "n_traj": is_int(1), "n_steps": is_int(2),
-             "dt": is_float(0, low_open=True, optional=True), "seed": is_int(0), "transient": is_float(0),
-             "noise": is_float(0), "horizon": is_int(1), "stride": is_int(1), "standardize": is_bool,
-             "split_fraction": is_float(0, 1, low_open=True, high_open=True)},
-    "field": {"kind": is_str(("poly", "mlp", "residual")), "degree": is_int(1), "width": is_int(0),
-              "depth": is_int(1), "activation": is_str(),
-              "time_dependent": is_bool, "dtype": is_str(("float32", "float64"))},
-    "train": {"optimizer": is_str(("lbfgs", "adam")), "epochs": is_int(1), "seed": is_int(0),
-              "lr": is_float(0, low_open=True, optional=True), "batch_size": is_int(1, optional=True),
-              "lbfgs_iterations": is_int(1), "lbfgs_tolerance": is_float(0, low_open=True),
-              "weight_decay": is_float(0), "device": is_device},
-    "output": {"dir": is_str()},
-}
+def _is_field(value, name):
+    """None (DEFAULT_FIELD), a FieldSettings, a config dict or a torch module."""
+    import torch
+
+    if value is None or isinstance(value, (FieldSettings, dict, torch.nn.Module)):
+        return value
+    raise TypeError(f"{name} must be a torch module, a config dict or None, got {type(value).__name__}")
+
+
+def _is_callable_or_none(value, name):
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be a function callback(epoch, row) or None, got {type(value).__name__}")
+    return value
+
+
+def _is_path_or_none(value, name):
+    if value is not None and not isinstance(value, (str, Path)):
+        raise TypeError(f"{name} must be a folder (str or Path) or None, got {type(value).__name__}")
+    return value
+
+
+def _field_kinds():
+    from .surrogate import FIELD_KINDS
+
+    return tuple(FIELD_KINDS)
+
+
+# ------------------------------------------------------------------ settings objects
+def setting(default, check=None, *, toml: str | None = None, toml_check=None, toml_default=dataclasses.MISSING):
+    """A settings field: its default, its check, and the TOML section whose key of the same name it is.
+
+    toml_check / toml_default: where a config file asks more than Python (``[train] epochs`` >= 1,
+    default 30, against ``fit``'s >= 0 and 100).
+    """
+    meta = {"check": check, "toml": toml, "toml_check": toml_check or check,
+            "toml_default": default if toml_default is dataclasses.MISSING else toml_default}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+class _Settings:
+    """Runs every field's check when an object is made (also by ``dataclasses.replace``)."""
+
+    def __post_init__(self):
+        for f in fields(self):
+            check = f.metadata.get("check")
+            if check is not None:
+                object.__setattr__(self, f.name, check(getattr(self, f.name), f.name))
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (checked)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class DataSettings(_Settings):
+    """Where ``dynfit train`` takes its trajectories ([data]): a file or a ``systems`` simulation."""
+    system: str = setting("lorenz63", is_str(), toml="data")
+    path: str | None = setting(None, is_str(optional=True), toml="data")
+    n_traj: int = setting(8, is_int(1), toml="data")
+    n_steps: int = setting(1000, is_int(2), toml="data")
+    dt: float | None = setting(None, is_float(0, low_open=True, optional=True), toml="data")
+    seed: int = setting(0, is_int(0), toml="data")
+    transient: float = setting(0.0, is_float(0), toml="data")
+    noise: float = setting(0.0, is_float(0), toml="data")
+    split_fraction: float = setting(0.8, is_float(0, 1, low_open=True, high_open=True), toml="data")
+
+
+@dataclass(frozen=True)
+class WindowSettings(_Settings):
+    """How trajectories become training windows: rollouts of ``horizon`` samples every ``stride``.
+
+    standardize: per-component standardisation (False: physical units, the paper's setting).
+    dt: the sampling step when the data do not carry one (numpy). batch_size: Adam's minibatch (None: all).
+    """
+    horizon: int = setting(1, is_int(1), toml="data")
+    stride: int = setting(1, is_int(1), toml="data")
+    standardize: bool = setting(True, is_bool, toml="data")
+    dt: float | None = setting(None)  # checked with the data (dynfit.data.as_trajectories)
+    batch_size: int | None = setting(None, is_int(1, optional=True), toml="train")
+
+
+@dataclass(frozen=True)
+class FieldSettings(_Settings):
+    """The vector field's config ([field]; the dict ``dynfit.surrogate.build_field`` takes).
+
+    degree: the polynomial library's (kind "poly" only; None: its default, 2).
+    """
+    kind: str = setting("poly", is_str(_field_kinds), toml="field")
+    degree: int | None = setting(None, is_int(1, optional=True), toml="field")
+    width: int = setting(32, is_int(0), toml="field")
+    depth: int = setting(2, is_int(1), toml="field")
+    activation: str = setting("silu", is_str(), toml="field")
+    time_dependent: bool = setting(False, is_bool, toml="field")
+
+    def config(self) -> dict:
+        """The config dict (None values left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class ModelSettings(_Settings):
+    """The model: its field (None: DEFAULT_FIELD; a FieldSettings, a config dict or a torch module),
+    dtype, device (None: cuda when available), seed, and the derivative pre-fit (``prefit``: None =
+    with the continuous strategy on a fresh start; ``prefit_order``: the finite-difference order)."""
+    field: Any = setting(None, _is_field)
+    dtype: str = setting("float64", is_dtype, toml="field")
+    device: Any = setting(None, is_torch_device, toml="train")
+    seed: int = setting(0, is_int(0), toml="train")
+    prefit: bool | None = setting(None, is_bool_or_none, toml="train")
+    prefit_order: int = setting(8, is_int(2), toml="train")
+
+
+@dataclass(frozen=True)
+class OptimizerSettings(_Settings):
+    """"lbfgs" (full batch, lr 1, ``lbfgs_iterations`` per epoch, strong Wolfe; an epoch ends early
+    below ``lbfgs_tolerance``, the paper's strategies only) or "adam" (lr 1e-3, ``weight_decay``,
+    ``schedule`` "cosine" (decay to lr / 100 over the epochs) or "constant"). lr None: the default."""
+    optimizer: str = setting("lbfgs", one_of(("lbfgs", "adam")), toml="train")
+    lr: float | None = setting(None, is_float(0, low_open=True, optional=True), toml="train")
+    lbfgs_iterations: int = setting(20, is_int(1), toml="train")
+    lbfgs_tolerance: float = setting(1e-7, is_float(0, 1, low_open=True, high_open=True, text="a float in (0, 1)"),
+                                     toml="train")
+    weight_decay: float = setting(0.0, is_float(0), toml="train")
+    schedule: str = setting("cosine", one_of(("cosine", "constant")), toml="train")
+
+
+@dataclass(frozen=True)
+class LoopSettings(_Settings):
+    """The epoch loop: at most ``epochs``; a non-finite loss rolls back and ``on_nan`` ("retry" up to
+    ``nan_retries`` times, "stop", "raise"); two epochs in a row that move the loss by less than
+    ``stall`` (relative), the second after an optimizer restart, stop it; ``callback(epoch, row)``
+    returning True stops it; ``progress``: a progress bar."""
+    epochs: int = setting(100, is_int(0), toml="train", toml_check=is_int(1), toml_default=30)
+    on_nan: str = setting("retry", one_of(("retry", "stop", "raise")), toml="train")
+    nan_retries: int = setting(3, is_int(0))
+    stall: float = setting(1e-9, is_float(0))
+    progress: bool = setting(True, is_bool)
+    callback: Any = setting(None, _is_callable_or_none)
+
+
+@dataclass(frozen=True)
+class CheckpointSettings(_Settings):
+    """A checkpoint after every epoch to ``checkpoint_dir/checkpoint.pt`` (None: none); ``resume``
+    continues an existing one (False: start over)."""
+    checkpoint_dir: Any = setting(None, _is_path_or_none)
+    resume: bool = setting(True, is_bool, toml="train")
+
+
+@dataclass(frozen=True)
+class OutputSettings(_Settings):
+    """Where ``dynfit train`` writes model.pt, history.nc and checkpoints/ ([output])."""
+    dir: str = setting("out/train", is_str(), toml="output")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """The five settings objects of one ``fit``."""
+    windows: WindowSettings
+    model: ModelSettings
+    optimizer: OptimizerSettings
+    loop: LoopSettings
+    checkpoint: CheckpointSettings
+
+
+FIT_GROUPS = {"windows": WindowSettings, "model": ModelSettings, "optimizer": OptimizerSettings, "loop": LoopSettings,
+              "checkpoint": CheckpointSettings}  # the fields of FitSettings
+# fit's keyword arguments: every field of the five objects, by name -> its group
+FIT_OPTIONS = {f.name: group for group, cls in FIT_GROUPS.items() for f in fields(cls)}
+DEFAULT_FIELD = FieldSettings().config()
+
+
+def fit_settings(*, windows=None, model=None, optimizer=None, loop=None, checkpoint=None, **options) -> FitSettings:
+    """``fit``'s settings from settings objects and keyword arguments (which win over the objects' fields).
+
+    Raises TypeError for an unknown keyword (naming close matches) or an object of another class, and
+    ValueError for a bad value (naming it). ``optimizer`` may also be the optimizer's name.
+    """
+    if isinstance(optimizer, str):  # fit(data, optimizer="adam")
+        options["optimizer"], optimizer = optimizer, None
+    given = {"windows": windows, "model": model, "optimizer": optimizer, "loop": loop, "checkpoint": checkpoint}
+    unknown = sorted(set(options) - set(FIT_OPTIONS))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(FIT_OPTIONS) + list(given), n=3)
+        raise TypeError(f"fit() got unknown keyword argument(s) {unknown}"
+                        f"{f'; did you mean {close}?' if close else ''} (known: {sorted(FIT_OPTIONS)})")
+    out = {}
+    for group, cls in FIT_GROUPS.items():
+        base = given[group]
+        if base is not None and not isinstance(base, cls):
+            raise TypeError(f"{group} must be a dynfit.config.{cls.__name__}, got {type(base).__name__}")
+        mine = {k: v for k, v in options.items() if FIT_OPTIONS[k] == group}
+        out[group] = base.replace(**mine) if base is not None else cls(**mine)
+    return FitSettings(**out)
+
+
+def check_fit_arguments(**kwargs) -> dict:
+    """Check ``fit``'s keyword arguments by their settings fields' checks; returns them normalised."""
+    out = {}
+    for name, value in kwargs.items():
+        if name not in FIT_OPTIONS:
+            raise TypeError(f"check_fit_arguments got an unknown argument {name!r}")
+        check = {f.name: f for f in fields(FIT_GROUPS[FIT_OPTIONS[name]])}[name].metadata["check"]
+        out[name] = check(value, name) if check is not None else value
+    return out
+
+
+# ------------------------------------------------------------------ the TOML schema, made from the settings
+TOML_SETTINGS = (DataSettings, WindowSettings, FieldSettings, ModelSettings, OptimizerSettings, LoopSettings,
+                 CheckpointSettings, OutputSettings)
+
+
+def _toml_fields():
+    """(section, field) of every settings field a TOML key maps onto."""
+    for cls in TOML_SETTINGS:
+        for f in fields(cls):
+            if f.metadata.get("toml"):
+                yield f.metadata["toml"], f
+
+
+SCHEMA: dict[str, dict[str, Any]] = {}
+DEFAULTS: dict[str, dict[str, Any]] = {"data": {}, "field": {}, "strategy": {"name": DEFAULT_STRATEGY}, "train": {},
+                                       "output": {}}
+for _sec, _f in _toml_fields():
+    SCHEMA.setdefault(_sec, {})[_f.name] = _f.metadata["toml_check"]
+    DEFAULTS[_sec][_f.name] = _f.metadata["toml_default"]
+# strategy options are checked by the strategy itself
+OPEN_SECTIONS = ("strategy",)
 
 
 # the compare config (dynfit compare CONFIG.toml; see dynfit.cli)
+COMPARE_DEFAULTS = {
+    "data": {"system": "lorenz63", "n_traj": 4, "n_steps": 1000, "dt": SIMULATION_DT, "seed": 1, "transient": 5.0,
+             "path": None},
+    # 2000 samples of dt 0.01: the default horizon of 15 Lyapunov times on Lorenz'63 (1657) fits
+    "test": {"n_traj": 4, "n_steps": 2000, "seed": 2, "transient": 5.0, "path": None},
+    "field": {"kind": "mlp", "width": 64, "depth": 2, "activation": "silu"},
+    "train": {"epochs": 30, "seeds": [0], "optimizer": "lbfgs", "lbfgs_iterations": 20, "lr": None,
+              "batch_size": None},
+    "evaluate": {k: list(v) if isinstance(v, tuple) else v for k, v in EVALUATE_DEFAULTS.items()},
+    "strategy": [{"name": "black-box"}, {"name": "fehlberg"}],
+    "output": {"dir": "out/compare"},
+}
 COMPARE_SCHEMA = {
     "data": {k: SCHEMA["data"][k] for k in ("system", "path", "n_traj", "n_steps", "seed", "transient")}
     | {"dt": is_float(0, low_open=True)},
@@ -157,38 +446,13 @@ COMPARE_SCHEMA = {
              "path": is_str(optional=True)},
     "field": {k: SCHEMA["field"][k] for k in ("kind", "width", "depth", "activation")},
     "train": {"epochs": is_int(1), "seeds": is_list(is_int(0)), "optimizer": SCHEMA["train"]["optimizer"],
-              "lbfgs_iterations": is_int(1), "lr": SCHEMA["train"]["lr"], "batch_size": SCHEMA["train"]["batch_size"]},
+              "lbfgs_iterations": SCHEMA["train"]["lbfgs_iterations"], "lr": SCHEMA["train"]["lr"],
+              "batch_size": SCHEMA["train"]["batch_size"]},
     "evaluate": {"n_starts": is_int(1), "horizon": is_float(0, low_open=True),
                  "thresholds": is_list(is_float(0, 1, low_open=True)), "long_steps": is_int(1000),
                  "lyapunov_steps": is_int(0), "lyapunov_starts": is_int(1), "seed": is_int(0)},
     "output": {"dir": is_str()},
 }
-
-
-def check_fit_arguments(**kwargs) -> dict:
-    """Check ``fit``'s keyword arguments with the same rules as the TOML config; returns them.
-
-    Known names: epochs (>= 0 here), seed, lr, batch_size, lbfgs_iterations,
-    lbfgs_tolerance, weight_decay, standardize, horizon, stride, device
-    (also a torch.device), optimizer. Raises ValueError naming the argument,
-    the value and what is expected.
-    """
-    rules = {"epochs": is_int(0), "seed": SCHEMA["train"]["seed"], "lr": SCHEMA["train"]["lr"],
-             "batch_size": SCHEMA["train"]["batch_size"], "lbfgs_iterations": SCHEMA["train"]["lbfgs_iterations"],
-             "lbfgs_tolerance": is_float(0, 1, low_open=True, high_open=True),
-             "weight_decay": SCHEMA["train"]["weight_decay"], "standardize": is_bool,
-             "horizon": SCHEMA["data"]["horizon"], "stride": SCHEMA["data"]["stride"],
-             "optimizer": SCHEMA["train"]["optimizer"]}
-    out = {}
-    for name, value in kwargs.items():
-        if name == "device":
-            out[name] = value if value is None or type(value).__name__ == "device" else \
-                _device(is_device(value, "device"))
-        elif name in rules:
-            out[name] = rules[name](value, name)
-        else:
-            raise TypeError(f"check_fit_arguments got an unknown argument {name!r}")
-    return out
 
 
 def check_types(cfg: dict, schema: dict) -> dict:
@@ -267,17 +531,41 @@ def load_config(path) -> dict:
     return validate(read_toml(path))
 
 
-def load_data(cfg: dict):
+def _section(cls, cfg: dict, **extra):
+    """A settings object from its fields' keys in a validated config (checked again on the way in)."""
+    values = {f.name: cfg[f.metadata["toml"]][f.name] for f in fields(cls) if f.metadata.get("toml")}
+    return cls(**values, **extra)
+
+
+def settings_from_config(cfg: dict, *, out=None, progress: bool = True) -> dict:
+    """A validated config as settings objects: {"data", "output", "strategy", "options", and fit's five}.
+
+    ``options``: the strategy's options; the checkpoints go to ``out/checkpoints``.
+    """
+    data = _section(DataSettings, cfg)
+    output = OutputSettings(dir=str(out)) if out is not None else _section(OutputSettings, cfg)
+    field = _section(FieldSettings, cfg)
+    return {
+        "data": data, "output": output, "strategy": cfg["strategy"]["name"],
+        "options": {k: v for k, v in cfg["strategy"].items() if k != "name"},
+        "windows": _section(WindowSettings, cfg, dt=None if data.path is None else data.dt),
+        "model": _section(ModelSettings, cfg, field=field),
+        "optimizer": _section(OptimizerSettings, cfg),
+        "loop": _section(LoopSettings, cfg, progress=progress),
+        "checkpoint": _section(CheckpointSettings, cfg, checkpoint_dir=Path(output.dir) / "checkpoints"),
+    }
+
+
+def load_data(d: DataSettings):
     """The trajectories a config names: a file (.nc or .npy) or a systems simulation."""
-    d = cfg["data"]
-    if d["path"]:
-        path = Path(d["path"])
+    if d.path:
+        path = Path(d.path)
         if not path.is_file():
             raise FileNotFoundError(f"[data] path {path} does not exist (or is not a file)")
         if path.suffix == ".npy":
             import numpy as np
 
-            if d["dt"] is None:
+            if d.dt is None:
                 raise ValueError(f"[data] path {path} is a numpy file, which holds no sampling step; "
                                  "give [data] dt = <the step between samples>")
             try:
@@ -293,24 +581,8 @@ def load_data(cfg: dict):
         return read_netcdf(path, "data", "write one with systems.save(systems.simulate(...), path)")
     import systems
 
-    dt = SIMULATION_DT if d["dt"] is None else d["dt"]
-    return systems.simulate(d["system"], n_traj=d["n_traj"], n_steps=d["n_steps"], dt=dt,
-                            seed=d["seed"], transient=d["transient"], noise=d["noise"])
-
-
-def _device(name):
-    """A config device for fit: None for auto; refuses cuda where there is none."""
-    if name in (None, "auto"):
-        return None
-    import torch
-
-    if name.startswith("cuda"):
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= n:
-            raise ValueError(f"device {name!r} was asked for but this machine has {n} CUDA device(s); use 'cpu' or "
-                             "'auto'")
-    return name
+    return systems.simulate(d.system, n_traj=d.n_traj, n_steps=d.n_steps, dt=SIMULATION_DT if d.dt is None else d.dt,
+                            seed=d.seed, transient=d.transient, noise=d.noise)
 
 
 def _split(data, fraction: float):
@@ -331,38 +603,25 @@ def run(cfg: dict, *, out=None, progress: bool = True):
     """Train as configured; writes model.pt, history.nc and checkpoints/ to the output folder.
 
     The output folder is locked while it runs (a second run into it refuses),
-    and every file is written atomically.
+    and every file is written atomically. Returns (Surrogate, history, held-out data).
     """
-    import torch
+    import contextlib
 
     from systems.files import FolderLock
 
+    from .distributed import context
     from .io import write_netcdf
     from .train import fit
 
-    import contextlib
-
-    from .distributed import context
-
-    out = Path(out or cfg["output"]["dir"])
-    t = cfg["train"]
-    device = _device(t["device"])
-    ddp = context(device)  # under torchrun: rank 0 alone locks the folder and writes
+    s = settings_from_config(cfg, out=out, progress=progress)
+    folder = Path(s["output"].dir)
+    ddp = context(s["model"].device)  # under torchrun: rank 0 alone locks the folder and writes
     writer = ddp is None or ddp.is_main
-    with FolderLock(out) if writer else contextlib.nullcontext():
-        data = load_data(cfg)
-        d = cfg["data"]
-        train, held = _split(data, d["split_fraction"])
-        field = {k: v for k, v in cfg["field"].items() if k != "dtype"}
-        sur, hist = fit(train, field=field, strategy=cfg["strategy"]["name"],
-                        strategy_options={k: v for k, v in cfg["strategy"].items() if k != "name"},
-                        optimizer=t["optimizer"], epochs=t["epochs"], seed=t["seed"], device=device,
-                        dtype=getattr(torch, cfg["field"]["dtype"]), horizon=d["horizon"], stride=d["stride"],
-                        standardize=d["standardize"], dt=None if d["path"] is None else d["dt"], lr=t["lr"],
-                        batch_size=t["batch_size"], lbfgs_iterations=t["lbfgs_iterations"],
-                        lbfgs_tolerance=t["lbfgs_tolerance"], weight_decay=t["weight_decay"],
-                        checkpoint_dir=out / "checkpoints", progress=progress)
+    with FolderLock(folder) if writer else contextlib.nullcontext():
+        train, held = _split(load_data(s["data"]), s["data"].split_fraction)
+        sur, hist = fit(train, strategy=s["strategy"], strategy_options=s["options"],
+                        **{k: s[k] for k in FIT_GROUPS})
         if writer:
-            sur.save(out / "model.pt")
-            write_netcdf(hist, out / "history.nc")
+            sur.save(folder / "model.pt")
+            write_netcdf(hist, folder / "history.nc")
     return sur, hist, held

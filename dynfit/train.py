@@ -1,12 +1,21 @@
-"""``fit``: train a Neural ODE surrogate from trajectories, with a strategy, checkpoints and a history."""
+"""``fit``: train a Neural ODE surrogate from trajectories, with a strategy, checkpoints and a history.
+
+``fit`` runs named steps over one ``_Run`` (the state of a training run):
+``_prepare_data`` (trajectories, sampling step, standardisation),
+``_build_model``, ``_build_optimizer``, ``_open_checkpoint`` (lock, resume),
+``_prefit``, ``_train`` (the epoch loop: ``_windows``, ``_safe_epoch`` with its
+NaN rollback, ``_record``, ``_save_checkpoint``, ``_stop_reason``) and
+``_finish`` (the Surrogate and the history Dataset). Its settings are the
+objects of :mod:`dynfit.config`.
+"""
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import os
 import time
 import warnings
+from dataclasses import dataclass, field as _field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +23,7 @@ import numpy as np
 import torch
 
 from . import strategies as _strategies
+from .config import DEFAULT_FIELD, DEFAULT_STRATEGY, FieldSettings, FitSettings, fit_settings
 from .data import Standardizer, as_trajectories, make_windows
 from .surrogate import Surrogate, build_field
 
@@ -21,19 +31,123 @@ __all__ = ["fit", "CHECKPOINT", "DEFAULT_FIELD"]
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "dynfit-checkpoint-1"
-DEFAULT_FIELD = {"kind": "poly", "degree": 2, "width": 32, "depth": 2, "activation": "silu"}
-DEFAULT_STRATEGY = "continuous"
-STALL = 1e-9  # an epoch whose loss moved by less than this (relative) changed nothing
 HISTORY_VARS = ("loss", "misfit", "rtol", "accepted_fraction", "mean_substeps", "max_substeps", "mean_steps",
                 "n_f_evals", "horizon", "lr", "wall_time", "retries", "restarts")
 HISTORY_UNITS = {"loss": "squared standardised units", "misfit": "standardised units (RMS per component)",
                  "rtol": "relative tolerance of the training solver", "wall_time": "s",
                  "mean_steps": "solver steps attempted per sample", "horizon": "samples per window",
                  "n_f_evals": "field evaluations summed over examples"}
-NAN_RETRIES = 3
 
 
-def _device(device) -> torch.device:
+def fit(data: Any, *, windows=None, model=None, optimizer=None, loop=None, checkpoint=None,
+        strategy: Any = DEFAULT_STRATEGY, strategy_options: dict | None = None, provenance: dict | None = None,
+        **options):
+    """Train a surrogate; returns (Surrogate, history xarray.Dataset over ``epoch``).
+
+    data: a systems Dataset, an xarray Dataset/DataArray (trajectory, time,
+    component) or numpy (T, D) / (N, T, D). strategy: a name from
+    ``dynfit.strategies.names()`` (with ``strategy_options``) or a Strategy;
+    the default, "continuous", is the best setting we have (docs/training.md).
+    provenance: extra attrs for the model and the history.
+
+    Settings: the objects ``windows`` (:class:`~dynfit.config.WindowSettings`),
+    ``model`` (``ModelSettings``), ``optimizer`` (``OptimizerSettings``, or
+    the name "lbfgs" / "adam"), ``loop`` (``LoopSettings``), ``checkpoint``
+    (``CheckpointSettings``), and/or any of their fields as keyword arguments,
+    which win over the objects': horizon, stride, standardize, dt, batch_size;
+    field, dtype, device, seed, prefit, prefit_order; optimizer, lr,
+    lbfgs_iterations, lbfgs_tolerance, weight_decay, schedule; epochs, on_nan,
+    nan_retries, stall, progress, callback; checkpoint_dir, resume. Each
+    field's meaning, default and check: dynfit.config.
+
+    field None is DEFAULT_FIELD (a degree-2 polynomial library plus a small
+    MLP). prefit None: the derivative pre-fit (:func:`dynfit.prefit.prefit`)
+    runs with the continuous strategy on a fresh start. Training stops early
+    when the strategy says it has converged or when two epochs in a row change
+    nothing (the second after an optimizer restart); the history's attrs say
+    why (``stop_reason``). An L-BFGS epoch ends early once the largest
+    gradient component is below ``lbfgs_tolerance`` or the loss or step
+    changes by less than a hundredth of it (the paper's strategies; the
+    continuous one judges progress relatively). Checkpoints go to
+    ``checkpoint_dir/checkpoint.pt`` after every epoch (atomic, the folder
+    locked); with resume=True an existing one is continued (this call's L-BFGS
+    settings win). A non-finite loss or weight rolls back to the weights at the
+    start of the epoch; on_nan="retry" then clears the optimizer's memory and
+    runs the epoch again, up to ``nan_retries`` times in a row (the history's
+    ``retries``), before it warns and stops; "stop" warns and stops at once;
+    "raise" raises FloatingPointError. callback(epoch, row) runs after each
+    epoch's checkpoint; returning True stops.
+    """
+    settings = fit_settings(windows=windows, model=model, optimizer=optimizer, loop=loop, checkpoint=checkpoint,
+                            **options)
+    strat = _strategies.get(strategy, **(strategy_options or {}))
+    run = _Run(settings, strat, *_prepare_data(data, settings))
+    _build_model(run)
+    _build_optimizer(run)
+    _open_checkpoint(run)
+    try:
+        _provenance(run)
+        _prefit(run)
+        run.meta.update(provenance or {})
+        stop_reason = _train(run)
+    finally:
+        if run.lock is not None:
+            run.lock.release()
+    return _finish(run, stop_reason)
+
+
+@dataclass
+class _Run:
+    """The state of one training run, passed between fit's steps."""
+    settings: FitSettings
+    strat: Any
+    trajectories: np.ndarray  # (N, T, D), physical units
+    dt: float
+    attrs: dict
+    scaler: Standardizer
+    field: torch.nn.Module | None = None
+    field_config: dict | None = None
+    dtype: torch.dtype = torch.float64
+    device: torch.device | None = None
+    opt: Any = None
+    sched: Any = None
+    ddp: Any = None  # torchrun: this rank's share of the windows; None in one process
+    fingerprint: dict = _field(default_factory=dict)
+    meta: dict = _field(default_factory=dict)
+    rows: list = _field(default_factory=list)
+    start: int = 0
+    ckpt_path: Path | None = None
+    lock: Any = None
+    window_cache: tuple = (None, None, None, 0)  # (horizon, x0, targets, windows over all ranks)
+
+    @property
+    def dim(self) -> int:
+        return self.scaler.dim
+
+    @property
+    def writer(self) -> bool:
+        return self.ddp is None or self.ddp.is_main
+
+    @property
+    def continuous(self) -> bool:
+        return isinstance(self.strat, _strategies.ContinuousStrategy)
+
+
+# ------------------------------------------------------------------ the steps
+def _prepare_data(data, settings: FitSettings):
+    """(trajectories (N, T, D), dt, attrs, scaler): checked, with the standardisation of all of them."""
+    w = settings.windows
+    trajectories, dt, attrs = as_trajectories(data, dt=w.dt)
+    n_time, dim = trajectories.shape[1], trajectories.shape[2]
+    if n_time < w.horizon + 1:
+        raise ValueError(f"trajectories have {n_time} samples but a window of horizon {w.horizon} needs "
+                         f"{w.horizon + 1}; use a shorter horizon or longer trajectories")
+    scaler = Standardizer.fit(trajectories) if w.standardize else Standardizer.identity(dim)
+    return trajectories, dt, attrs, scaler
+
+
+def _resolve_device(device) -> torch.device:
+    """None: cuda when available (under torchrun the rank's GPU), else cpu."""
     if device is None:
         if not torch.cuda.is_available():
             return torch.device("cpu")
@@ -42,6 +156,238 @@ def _device(device) -> torch.device:
     return torch.device(device)
 
 
+def _build_model(run: _Run) -> None:
+    """The field (seeded), on its device and dtype; the data-parallel context."""
+    m = run.settings.model
+    run.dtype, run.device = getattr(torch, m.dtype), _resolve_device(m.device)
+    torch.manual_seed(m.seed)
+    spec = m.field
+    if spec is None:
+        spec = dict(DEFAULT_FIELD)
+    elif isinstance(spec, FieldSettings):
+        spec = spec.config()
+    if isinstance(spec, dict):
+        run.field_config = dict(spec)
+        spec = build_field(run.field_config, run.dim, run.dtype)
+    run.field = spec.to(device=run.device, dtype=run.dtype)
+
+
+def _build_optimizer(run: _Run) -> None:
+    """L-BFGS (strong Wolfe) or Adam with its learning-rate schedule; the checkpoint fingerprint."""
+    o, epochs = run.settings.optimizer, run.settings.loop.epochs
+    params = run.field.parameters()
+    if o.optimizer == "lbfgs":
+        # the continuous schedule judges convergence by relative progress: no absolute tolerance inside an epoch
+        tol_g, tol_c = (0.0, 0.0) if run.continuous else (o.lbfgs_tolerance, 1e-2 * o.lbfgs_tolerance)
+        run.opt = torch.optim.LBFGS(params, lr=1.0 if o.lr is None else o.lr, max_iter=o.lbfgs_iterations,
+                                    tolerance_grad=tol_g, tolerance_change=tol_c, history_size=50,
+                                    line_search_fn="strong_wolfe")
+    else:
+        lr = 1e-3 if o.lr is None else o.lr
+        run.opt = torch.optim.Adam(params, lr=lr, weight_decay=o.weight_decay)
+        if o.schedule == "cosine":
+            run.sched = torch.optim.lr_scheduler.CosineAnnealingLR(run.opt, T_max=max(int(epochs), 1),
+                                                                   eta_min=lr * 0.01)
+    run.fingerprint = _fingerprint(run.field, run.dim, run.strat, o.optimizer, run.settings.model.seed, run.dtype)
+
+
+def _open_checkpoint(run: _Run) -> None:
+    """Lock the checkpoint folder (rank 0), remove a killed run's temporary files, resume when asked."""
+    from .distributed import context
+
+    run.ddp = context(run.device)
+    c = run.settings.checkpoint
+    if c.checkpoint_dir is None:
+        return
+    run.ckpt_path = Path(c.checkpoint_dir) / CHECKPOINT
+    if run.writer:  # other ranks read the checkpoint, rank 0 writes it
+        from systems.files import FolderLock, remove_stale_temps
+
+        run.lock = FolderLock(run.ckpt_path.parent).acquire()  # a second fit into this folder refuses
+    try:
+        if run.writer:
+            remove_stale_temps(run.ckpt_path.parent)  # left by a killed run
+        if c.resume and run.ckpt_path.exists():
+            run.start, run.rows = _resume(run.ckpt_path, run.fingerprint, run.field, run.opt, run.sched, run.strat,
+                                          run.scaler)
+    except BaseException:
+        if run.lock is not None:
+            run.lock.release()
+        raise
+
+
+def _provenance(run: _Run) -> None:
+    s = run.settings
+    run.meta = {"system": run.attrs.get("system", "unknown"), "dt": run.dt, "strategy": run.strat.name,
+                "optimizer": s.optimizer.optimizer, "seed": int(s.model.seed), "device": str(run.device)}
+    for key in ("params", "lyapunov_time"):
+        if key in run.attrs:
+            run.meta[key] = run.attrs[key]
+
+
+def _prefit(run: _Run) -> None:
+    """The derivative pre-fit on a fresh start (when asked, or with the continuous strategy); then every
+    rank starts from rank 0's weights."""
+    m = run.settings.model
+    if (run.continuous if m.prefit is None else m.prefit) and run.start == 0:
+        from .prefit import prefit
+
+        z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
+        info = prefit(run.field, z, order=m.prefit_order, device=run.device, dtype=run.dtype)
+        run.meta.update({"prefit_field_error": info["field_error"],
+                         "prefit_field_error_lstsq": info["field_error_lstsq"],
+                         "prefit_iterations": info["iterations"], "prefit_wall_time": info["wall_time"],
+                         "prefit_order": int(m.prefit_order)})
+        if not _finite(run.field, 0.0):
+            raise FloatingPointError("the derivative pre-fit produced non-finite weights; check the data "
+                                     "(NaN, blow-up) or pass prefit=False")
+    if run.ddp is not None:
+        run.ddp.broadcast_(run.field)
+
+
+def _windows(run: _Run, h: int):
+    """(x0, targets, windows over all ranks) for horizon ``h``: made again only when h changes."""
+    if run.window_cache[0] != h:
+        w = make_windows(run.trajectories, horizon=h, stride=run.strat.stride(h, run.settings.windows.stride),
+                         scaler=run.scaler, dt=run.dt)
+        x0, tg = w.tensors(dtype=run.dtype, device=run.device)
+        n_windows = x0.shape[0]
+        if run.ddp is not None:
+            mine = run.ddp.share(n_windows).to(x0.device)
+            x0, tg = x0[mine], tg[:, mine]
+        run.window_cache = (h, x0, tg, n_windows)
+    return run.window_cache[1:]
+
+
+def _train(run: _Run) -> str:
+    """The epoch loop; returns why it stopped."""
+    epochs = run.settings.loop.epochs
+    if run.start >= epochs:
+        return "nothing to do: the checkpoint already holds every epoch"
+    bar = _progress_bar(run)
+    restarts = 0
+    try:
+        for epoch in range(run.start, epochs):
+            h = run.strat.horizon(epoch, run.rows, run.settings.windows.horizon)
+            x0, tg, n_windows = _windows(run, h)
+            if epoch == 0 and hasattr(run.strat, "calibrate"):
+                run.meta["initial_misfit"] = run.strat.calibrate(run.field, x0, tg, h,
+                                                                 reduce=_reducer(run.ddp, n_windows))
+            t0 = time.perf_counter()
+            loss, summary, retries = _safe_epoch(run, epoch, x0, tg, h, n_windows)
+            if loss is None:
+                return f"non-finite loss or weights at epoch {epoch} after {retries} retries (rolled back)"
+            row = _record(run, loss, summary, h, time.perf_counter() - t0, retries)
+            restarts = 0 if not row["restarts"] else restarts + 1
+            if run.ckpt_path is not None and run.writer:
+                _save_checkpoint(run, epoch)
+            if bar is not None:
+                _show(bar, row)
+            reason = _stop_reason(run, epoch, row, restarts)
+            if reason is not None:
+                return reason
+    finally:
+        if bar is not None:
+            bar.close()
+    return f"the epoch budget ran out ({epochs} epochs)"
+
+
+def _progress_bar(run: _Run):
+    if not run.settings.loop.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.settings.loop.epochs, initial=run.start, desc=f"fit {run.strat.name}", unit="epoch")
+
+
+def _show(bar, row: dict) -> None:
+    bar.update(1)
+    extra = {"rtol": f"{row['rtol']:.0e}"} if math.isfinite(row["rtol"]) else {}
+    bar.set_postfix(loss=f"{row['loss']:.3g}", acc=f"{row['accepted_fraction']:.2f}",
+                    steps=f"{row['mean_steps']:.2f}", H=row["horizon"], **extra)
+
+
+def _safe_epoch(run: _Run, epoch: int, x0, tg, h: int, n_windows: int):
+    """One epoch with the NaN rollback: (loss, summary, retries), or (None, None, retries) to stop."""
+    loop, o = run.settings.loop, run.settings.optimizer
+    good = (copy.deepcopy(run.field.state_dict()), copy.deepcopy(run.opt.state_dict()))
+    retries = 0
+    while True:
+        loss, summary = _epoch(run.field, run.strat, run.opt, x0, tg, h, o.optimizer, run.settings.windows.batch_size,
+                               run.settings.model.seed, epoch, ddp=run.ddp, n_total=n_windows)
+        if _finite(run.field, loss):
+            return loss, summary, retries
+        run.field.load_state_dict(good[0])
+        run.opt.load_state_dict(good[1])
+        what = f"loss became {loss}" if not math.isfinite(loss) else "weights became non-finite"
+        where = f"training {what} at epoch {epoch} ({run.strat.name}, {o.optimizer}, horizon {h})"
+        if loop.on_nan == "retry" and retries < loop.nan_retries:
+            retries += 1
+            run.opt.state.clear()  # L-BFGS history / Adam moments: the next attempt starts afresh
+            warnings.warn(f"{where}; rolled back to the weights at the start of the epoch and retrying "
+                          f"with a fresh optimizer state (retry {retries} of {loop.nan_retries})",
+                          RuntimeWarning, stacklevel=4)
+            continue
+        msg = (f"{where}; the weights were rolled back to those at the start of epoch {epoch} and "
+               "no checkpoint was overwritten. Lower the learning rate, use float64, a shorter "
+               "horizon or a smaller max_substeps.")
+        if loop.on_nan == "raise":
+            raise FloatingPointError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        return None, None, retries
+
+
+def _record(run: _Run, loss: float, summary: dict, h: int, wall: float, retries: int) -> dict:
+    """The epoch's history row; an epoch that moved nothing restarts the optimizer's memory."""
+    prev = run.rows[-1]["loss"] if run.rows else math.inf
+    moved = not (abs(prev - loss) <= run.settings.loop.stall * abs(prev))
+    row = {"loss": loss, "misfit": math.sqrt(max(loss, 0.0) / run.dim), "rtol": run.strat.tolerance(),
+           "horizon": h, "wall_time": wall, "lr": run.opt.param_groups[0]["lr"], "retries": retries,
+           "restarts": int(not moved), **summary}
+    run.rows.append(row)
+    if not moved:
+        run.opt.state.clear()  # restart L-BFGS (or Adam's moments): its memory may be what stalls it
+    if run.sched is not None:
+        run.sched.step()
+    return row
+
+
+def _save_checkpoint(run: _Run, epoch: int) -> None:
+    _save_atomic({
+        "format": CHECKPOINT_FORMAT, "fingerprint": run.fingerprint, "epoch": epoch + 1,
+        "field": run.field.state_dict(), "optimizer": run.opt.state_dict(),
+        "scheduler": run.sched.state_dict() if run.sched is not None else None,
+        "strategy_state": run.strat.state(), "history": run.rows, "scaler": run.scaler.to_dict(),
+        "rng": torch.get_rng_state(),
+    }, run.ckpt_path)
+
+
+def _stop_reason(run: _Run, epoch: int, row: dict, restarts: int) -> str | None:
+    """Why to stop after this epoch (the callback, the strategy, a stall), or None."""
+    loop = run.settings.loop
+    if loop.callback is not None and loop.callback(epoch, row):
+        return f"the callback asked to stop after epoch {epoch}"
+    reason = run.strat.finished(run.rows)
+    if reason is None and restarts >= 2:
+        reason = (f"stalled: the loss moved by less than {loop.stall:g} (relative) in two epochs in a row, "
+                  "the second after an optimizer restart")
+    return reason
+
+
+def _finish(run: _Run, stop_reason: str):
+    """(Surrogate, history Dataset) with the provenance."""
+    run.field.eval()
+    meta = run.meta
+    meta["epochs"] = len(run.rows)
+    meta["stop_reason"] = stop_reason
+    surrogate = Surrogate(run.field, run.scaler, run.dt, strategy=run.strat, field_config=run.field_config,
+                          provenance=meta)
+    meta["world_size"] = 1 if run.ddp is None else run.ddp.world
+    history = _history_dataset(run.rows, {k: v for k, v in meta.items() if k != "params"})
+    return surrogate, history
+
+
+# ------------------------------------------------------------------ helpers
 def _reducer(ddp, n_total: int):
     """(sum of squares, count) over this rank's windows -> over all ranks; identity in one process."""
     if ddp is None:
@@ -125,248 +471,6 @@ def _history_dataset(rows: list[dict], attrs: dict):
     clean = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))}
     return xr.Dataset(data, coords={"epoch": np.arange(n)}, attrs=clean)
 
-
-def fit(data: Any, *, field: torch.nn.Module | dict | None = None, strategy: Any = DEFAULT_STRATEGY,
-        optimizer: str = "lbfgs", epochs: int = 100, seed: int = 0, device=None,
-        dtype: torch.dtype = torch.float64, horizon: int = 1, stride: int = 1, standardize: bool = True,
-        dt: float | None = None, lr: float | None = None, batch_size: int | None = None,
-        lbfgs_iterations: int = 20, lbfgs_tolerance: float = 1e-7, weight_decay: float = 0.0,
-        checkpoint_dir=None, resume: bool = True,
-        progress: bool = True, on_nan: str = "retry", provenance: dict | None = None,
-        strategy_options: dict | None = None, callback=None, prefit: bool | None = None,
-        prefit_order: int = 8):
-    """Train a surrogate; returns (Surrogate, history xarray.Dataset over ``epoch``).
-
-    data: a systems Dataset, an xarray Dataset/DataArray (trajectory, time,
-    component) or numpy (T, D) / (N, T, D). field: a module called field(t, z),
-    a config dict for :func:`dynfit.surrogate.build_field`, or None
-    (DEFAULT_FIELD: a degree-2 polynomial library plus a small MLP). strategy:
-    a name from ``dynfit.strategies.names()`` or a Strategy; the default,
-    "continuous", is the best setting we have (see docs/training.md).
-    prefit: fit the field to finite-difference derivatives of order
-    ``prefit_order`` before the first epoch (:func:`dynfit.prefit.prefit`;
-    None: only with the continuous strategy on a fresh start). Training stops
-    early when the strategy says it has converged or when two epochs in a row
-    change nothing (the second after an L-BFGS restart); the history's attrs
-    say why (``stop_reason``). optimizer: "lbfgs" (full batch, lr 1, ``lbfgs_iterations`` per
-    epoch, strong Wolfe) or "adam" (cosine learning-rate decay, minibatches of
-    ``batch_size``). An L-BFGS epoch ends early once the largest gradient
-    component is below ``lbfgs_tolerance`` or the loss or step changes by less
-    than a hundredth of it; torch's defaults (1e-7, 1e-9) are absolute, so
-    small standardised losses may need a smaller value. Checkpoints go to
-    ``checkpoint_dir/checkpoint.pt`` after every epoch (atomic); with
-    resume=True an existing one is continued (this call's L-BFGS settings win).
-    A non-finite loss or weight rolls back to the weights at the start of the
-    epoch; on_nan="retry" then clears the optimizer's memory (L-BFGS history,
-    Adam moments) and runs the epoch again, up to NAN_RETRIES times in a row
-    (counted in the history's ``retries``), before it warns and stops;
-    "stop" warns and stops at once; "raise" raises FloatingPointError.
-    callback(epoch, row) runs after each epoch's checkpoint; returning True stops.
-    """
-    # ----------------------------------------------------------- validation
-    from .config import check_fit_arguments
-
-    device = check_fit_arguments(epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
-                                 lbfgs_iterations=lbfgs_iterations, weight_decay=weight_decay,
-                                 standardize=standardize, horizon=horizon, stride=stride, device=device)["device"]
-    if prefit is not None and not isinstance(prefit, bool):
-        raise TypeError(f"prefit must be True, False or None (automatic), got {prefit!r}")
-    if optimizer not in ("lbfgs", "adam"):
-        close = difflib.get_close_matches(str(optimizer), ["lbfgs", "adam"], n=2)
-        raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r} (close matches: {close})")
-    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
-    if on_nan not in ("retry", "stop", "raise"):
-        raise ValueError(f"on_nan must be 'retry', 'stop' or 'raise', got {on_nan!r}")
-    if not (isinstance(lbfgs_tolerance, (float, int)) and 0 < lbfgs_tolerance < 1):
-        raise ValueError(f"lbfgs_tolerance must be a float in (0, 1), got {lbfgs_tolerance!r}")
-    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    strat = _strategies.get(strategy, **(strategy_options or {}))
-    trajectories, dt, attrs = as_trajectories(data, dt=dt)
-    windows = make_windows(trajectories, horizon=horizon, stride=stride, standardize=standardize, dt=dt)
-    scaler: Standardizer = windows.scaler
-    dim = windows.dim
-    dev = _device(device)
-
-    torch.manual_seed(seed)
-    field_config = None
-    if field is None:
-        field = dict(DEFAULT_FIELD)
-    if isinstance(field, dict):
-        field_config = dict(field)
-        field = build_field(field_config, dim, dtype)
-    elif not isinstance(field, torch.nn.Module):
-        raise TypeError(f"field must be a torch module, a config dict or None, got {type(field).__name__}")
-    field = field.to(device=dev, dtype=dtype)
-
-    continuous = isinstance(strat, _strategies.ContinuousStrategy)
-    if prefit is None:
-        prefit = continuous
-    if optimizer == "lbfgs":
-        # the continuous schedule judges convergence by relative progress: no absolute tolerance inside an epoch
-        tol_g, tol_c = (0.0, 0.0) if continuous else (lbfgs_tolerance, 1e-2 * lbfgs_tolerance)
-        opt = torch.optim.LBFGS(field.parameters(), lr=1.0 if lr is None else lr, max_iter=lbfgs_iterations,
-                                tolerance_grad=tol_g, tolerance_change=tol_c, history_size=50,
-                                line_search_fn="strong_wolfe")
-        sched = None
-    else:
-        opt = torch.optim.Adam(field.parameters(), lr=1e-3 if lr is None else lr, weight_decay=weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(epochs), 1),
-                                                           eta_min=(1e-3 if lr is None else lr) * 0.01)
-
-    fingerprint = _fingerprint(field, dim, strat, optimizer, seed, dtype)
-    rows: list[dict] = []
-    start = 0
-    ckpt_path = None
-    lock = None
-    from .distributed import context as _context
-
-    ddp = _context(dev)  # torchrun: this rank's share of the windows; None in one process
-    writer = ddp is None or ddp.is_main
-    if checkpoint_dir is not None and not writer:  # other ranks read the checkpoint, rank 0 writes it
-        ckpt_path = Path(checkpoint_dir) / CHECKPOINT
-        if resume and ckpt_path.exists():
-            start, rows = _resume(ckpt_path, fingerprint, field, opt, sched, strat, scaler)
-    if checkpoint_dir is not None and writer:
-        from systems.files import FolderLock, remove_stale_temps
-
-        ckpt_path = Path(checkpoint_dir) / CHECKPOINT
-        lock = FolderLock(ckpt_path.parent).acquire()  # a second fit into this folder refuses
-        try:
-            remove_stale_temps(ckpt_path.parent)  # left by a killed run
-            if resume and ckpt_path.exists():
-                start, rows = _resume(ckpt_path, fingerprint, field, opt, sched, strat, scaler)
-        except BaseException:
-            lock.release()
-            raise
-
-    meta = {"system": attrs.get("system", "unknown"), "dt": dt, "strategy": strat.name, "optimizer": optimizer,
-            "seed": int(seed), "device": str(dev)}
-    if prefit and start == 0:
-        from .prefit import prefit as _prefit
-
-        z = scaler.forward(np.asarray(trajectories, dtype=np.float64))
-        info = _prefit(field, z, order=prefit_order, device=dev, dtype=dtype)
-        meta.update({"prefit_field_error": info["field_error"], "prefit_field_error_lstsq": info["field_error_lstsq"],
-                     "prefit_iterations": info["iterations"], "prefit_wall_time": info["wall_time"],
-                     "prefit_order": int(prefit_order)})
-        if not _finite(field, 0.0):
-            raise FloatingPointError("the derivative pre-fit produced non-finite weights; check the data "
-                                     "(NaN, blow-up) or pass prefit=False")
-    if ddp is not None:
-        ddp.broadcast_(field)  # every rank starts from rank 0's weights
-    if "params" in attrs:
-        meta["params"] = attrs["params"]
-    for key in ("lyapunov_time",):
-        if key in attrs:
-            meta[key] = attrs[key]
-    meta.update(provenance or {})
-
-    bar = None
-    if progress and epochs > start:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs, initial=start, desc=f"fit {strat.name}", unit="epoch")
-
-    current_h = None
-    x0 = tg = None
-    stop_reason = f"the epoch budget ran out ({epochs} epochs)"
-    restarts = 0
-    try:
-        for epoch in range(start, epochs):
-            h = strat.horizon(epoch, rows, horizon)
-            if h != current_h:
-                w = make_windows(trajectories, horizon=h, stride=strat.stride(h, stride), scaler=scaler, dt=dt)
-                x0, tg = w.tensors(dtype=dtype, device=dev)
-                n_windows = x0.shape[0]
-                if ddp is not None:
-                    mine = ddp.share(n_windows).to(x0.device)
-                    x0, tg = x0[mine], tg[:, mine]
-                current_h = h
-            if epoch == 0 and hasattr(strat, "calibrate"):
-                meta["initial_misfit"] = strat.calibrate(field, x0, tg, h, reduce=_reducer(ddp, n_windows))
-            good = (copy.deepcopy(field.state_dict()), copy.deepcopy(opt.state_dict()))
-            t0 = time.perf_counter()
-            retries, failed = 0, False
-            while True:
-                loss, summary = _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch,
-                                       ddp=ddp, n_total=n_windows)
-                if _finite(field, loss):
-                    break
-                field.load_state_dict(good[0])
-                opt.load_state_dict(good[1])
-                what = f"loss became {loss}" if not math.isfinite(loss) else "weights became non-finite"
-                where = f"training {what} at epoch {epoch} ({strat.name}, {optimizer}, horizon {h})"
-                if on_nan == "retry" and retries < NAN_RETRIES:
-                    retries += 1
-                    opt.state.clear()  # L-BFGS history / Adam moments: the next attempt starts afresh
-                    warnings.warn(f"{where}; rolled back to the weights at the start of the epoch and retrying "
-                                  f"with a fresh optimizer state (retry {retries} of {NAN_RETRIES})",
-                                  RuntimeWarning, stacklevel=2)
-                    continue
-                msg = (f"{where}; the weights were rolled back to those at the start of epoch {epoch} and "
-                       "no checkpoint was overwritten. Lower the learning rate, use float64, a shorter "
-                       "horizon or a smaller max_substeps.")
-                if on_nan == "raise":
-                    raise FloatingPointError(msg)
-                warnings.warn(msg, RuntimeWarning, stacklevel=2)
-                failed = True
-                break
-            if failed:
-                stop_reason = f"non-finite loss or weights at epoch {epoch} after {retries} retries (rolled back)"
-                break
-            wall = time.perf_counter() - t0
-            prev = rows[-1]["loss"] if rows else math.inf
-            moved = not (abs(prev - loss) <= STALL * abs(prev))
-            restarts = 0 if moved else restarts + 1
-            row = {"loss": loss, "misfit": math.sqrt(max(loss, 0.0) / dim), "rtol": strat.tolerance(),
-                   "horizon": h, "wall_time": wall, "lr": opt.param_groups[0]["lr"], "retries": retries,
-                   "restarts": int(not moved), **summary}
-            rows.append(row)
-            if not moved:
-                opt.state.clear()  # restart L-BFGS (or Adam's moments): its memory may be what stalls it
-            if sched is not None:
-                sched.step()
-            if ckpt_path is not None and writer:
-                _save_atomic({
-                    "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
-                    "field": field.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict() if sched is not None else None,
-                    "strategy_state": strat.state(), "history": rows, "scaler": scaler.to_dict(),
-                    "rng": torch.get_rng_state(),
-                }, ckpt_path)
-            if bar is not None:
-                bar.update(1)
-                extra = {"rtol": f"{row['rtol']:.0e}"} if math.isfinite(row["rtol"]) else {}
-                bar.set_postfix(loss=f"{loss:.3g}", acc=f"{summary['accepted_fraction']:.2f}",
-                                steps=f"{summary['mean_steps']:.2f}", H=h, **extra)
-            if callback is not None and callback(epoch, row):
-                stop_reason = f"the callback asked to stop after epoch {epoch}"
-                break
-            reason = strat.finished(rows)
-            if reason is None and restarts >= 2:
-                reason = (f"stalled: the loss moved by less than {STALL:g} (relative) in two epochs in a row, "
-                          "the second after an optimizer restart")
-            if reason is not None:
-                stop_reason = reason
-                break
-        else:
-            if start >= epochs:
-                stop_reason = "nothing to do: the checkpoint already holds every epoch"
-    finally:
-        if bar is not None:
-            bar.close()
-        if lock is not None:
-            lock.release()
-
-    field.eval()
-    meta["epochs"] = len(rows)
-    meta["stop_reason"] = stop_reason
-    surrogate = Surrogate(field, scaler, dt, strategy=strat, field_config=field_config, provenance=meta)
-    meta["world_size"] = 1 if ddp is None else ddp.world
-    history = _history_dataset(rows, {k: v for k, v in meta.items() if k != "params"})
-    return surrogate, history
 
 
 def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch, *, ddp=None, n_total=None):
