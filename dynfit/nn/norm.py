@@ -132,6 +132,9 @@ def _check_batch(layer: nn.Module, x: torch.Tensor) -> None:
         )
 
 
+_EPS = {dt: torch.finfo(dt).eps for dt in (torch.float64, torch.float32, torch.float16, torch.bfloat16)}
+
+
 def _time_value(t) -> tuple[float, float]:
     """The float value of a scalar time (0-d or one-element tensor, or a real number) and its precision."""
     if isinstance(t, torch.Tensor):
@@ -143,13 +146,15 @@ def _time_value(t) -> tuple[float, float]:
         if t.is_complex():
             raise TypeError(f"time t must be real, got dtype {t.dtype}")
         value = t.item()
-        precision = torch.finfo(t.dtype).eps if t.dtype.is_floating_point else 0.0
+        precision = _EPS.get(t.dtype)
+        if precision is None:
+            precision = torch.finfo(t.dtype).eps if t.dtype.is_floating_point else 0.0
     elif isinstance(t, numbers.Real) and not isinstance(t, bool):
         value = float(t)
-        precision = torch.finfo(torch.float64).eps
+        precision = _EPS[torch.float64]
     else:
         raise TypeError(f"time t must be a scalar tensor or a real number, got {type(t).__name__}")
-    if math.isnan(value):
+    if value != value:  # NaN
         raise ValueError("time t is NaN; the solver produced an invalid time (check the time span and step size)")
     return value, precision
 
@@ -187,6 +192,17 @@ class _Interp:
             table[self.row].lerp_(batch, self.eta)
         else:
             table.narrow(0, self.lower, 2).lerp_(batch, self.eta_w)
+
+    def update_both(self, mean: torch.Tensor, var: torch.Tensor, batch_mean: torch.Tensor,
+                    batch_var: torch.Tensor) -> None:
+        """``update`` of the running mean and variance tables, in one call."""
+        if self.row is not None:
+            mean[self.row].lerp_(batch_mean, self.eta)
+            var[self.row].lerp_(batch_var, self.eta)
+        else:
+            lo, w = self.lower, self.eta_w
+            mean.narrow(0, lo, 2).lerp_(batch_mean, w)
+            var.narrow(0, lo, 2).lerp_(batch_var, w)
 
 
 class _StatsNorm(nn.Module):
@@ -312,16 +328,16 @@ class _TABatchNorm(_StatsNorm):
         if not self.training:
             weight, bias = (ip(self.weight), ip(self.bias)) if self.affine else (None, None)
             return F.batch_norm(x, ip(self.running_mean), ip(self.running_var), weight, bias, False, 0.0, self.eps)
-        _check_batch(self, x)
-        updating = self._updating()
+        _check_batch(self, x)  # (F.batch_norm's own batch-size check, so torch.batch_norm is called directly)
+        weight, bias = (ip(self.weight), ip(self.bias)) if self.affine else (None, None)
+        cudnn = torch.backends.cudnn.enabled
+        if not self._updating():
+            return torch.batch_norm(x, weight, bias, None, None, True, 1.0, self.eps, cudnn)
         # with momentum 1 the fused kernel writes the batch mean and unbiased
         # variance into the scratch buffers; then both neighbours move
-        mean, var = (self._batch_mean, self._batch_var) if updating else (None, None)
-        weight, bias = (ip(self.weight), ip(self.bias)) if self.affine else (None, None)
-        out = F.batch_norm(x, mean, var, weight, bias, True, 1.0, self.eps)
-        if updating:
-            ip.update(self.running_mean, self._batch_mean)
-            ip.update(self.running_var, self._batch_var)
+        mean, var = self._buffers["_batch_mean"], self._buffers["_batch_var"]
+        out = torch.batch_norm(x, weight, bias, mean, var, True, 1.0, self.eps, cudnn)
+        ip.update_both(self._buffers["running_mean"], self._buffers["running_var"], mean, var)
         return out
 
     def _forward_per_example(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
