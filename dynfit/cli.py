@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import merge_tables, read_toml
+from .config import COMPARE_DEFAULTS, EVALUATE_DEFAULTS, merge_tables, read_toml
 
 __all__ = ["main", "build_parser", "demo", "COMPARE_DEFAULTS", "load_compare_config", "validate_compare_config",
            "parse_strategy_flag", "plot_file", "kind_of"]
@@ -122,13 +122,14 @@ def _demo_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_cmd(args: argparse.Namespace) -> int:  # config.run locks the output folder
-    from dynfit.config import load_config, run
+def _train_cmd(args: argparse.Namespace) -> int:  # train_from_config locks the output folder
+    from dynfit.config import load_config
+    from dynfit.train import train_from_config
 
     cfg = load_config(args.config)
     from dynfit.distributed import context
 
-    sur, hist, _ = run(cfg, out=args.out, progress=not args.no_progress)
+    sur, hist, _ = train_from_config(cfg, out=args.out, progress=not args.no_progress)
     out = Path(args.out or cfg["output"]["dir"])
     ddp = context()
     if ddp is not None and not ddp.is_main:  # torchrun: rank 0 wrote the files and reports
@@ -141,18 +142,7 @@ def _train_cmd(args: argparse.Namespace) -> int:  # config.run locks the output 
 
 
 # ------------------------------------------------------------------ evaluate, compare, plot
-COMPARE_DEFAULTS = {
-    "data": {"system": "lorenz63", "n_traj": 4, "n_steps": 1000, "dt": 0.01, "seed": 1, "transient": 5.0,
-             "path": None},
-    "test": {"n_traj": 4, "n_steps": 1500, "seed": 2, "transient": 5.0, "path": None},
-    "field": {"kind": "mlp", "width": 64, "depth": 2, "activation": "silu"},
-    "train": {"epochs": 30, "seeds": [0], "optimizer": "lbfgs", "lbfgs_iterations": 20, "lr": None,
-              "batch_size": None},
-    "evaluate": {"n_starts": 20, "horizon": 10.0, "thresholds": [0.3, 0.4, 0.5], "long_steps": 10000,
-                 "lyapunov_steps": 1000, "lyapunov_starts": 2, "seed": 0},
-    "strategy": [{"name": "black-box"}, {"name": "fehlberg"}],
-    "output": {"dir": "out/compare"},
-}
+# the compare config's defaults (COMPARE_DEFAULTS) and evaluate's (EVALUATE_DEFAULTS) live in dynfit.config
 
 
 # ------------------------------------------------------------------ evaluate
@@ -311,8 +301,8 @@ def _open_netcdf(path):
 
 def kind_of(ds) -> str:
     """'diagnostics', 'compare', 'history', 'systems' or 'unknown' from a Dataset's attrs and variables."""
-    from .compare import FORMAT as COMPARE
     from .diagnostics import FORMAT as DIAGNOSTICS
+    from .tables import FORMAT as COMPARE
 
     fmt = ds.attrs.get("format")
     if fmt == DIAGNOSTICS:
@@ -329,7 +319,7 @@ def kind_of(ds) -> str:
 def plot_file(path, out) -> dict:
     """Draw the figures that fit the dynfit Dataset in ``path``; returns {name: path}."""
     from . import plot
-    from .compare import load_compare, plot_compare
+    from .compare import load_compare
     from .diagnostics import load_diagnostics
 
     path, out = Path(path), Path(out)
@@ -340,7 +330,7 @@ def plot_file(path, out) -> dict:
     if kind == "compare":
         best = path.with_name("best_diagnostics.nc")
         best_ds = load_diagnostics(best) if best.is_file() else None
-        return plot_compare(load_compare(path), out, best_diagnostics=best_ds)
+        return plot.plot_compare(load_compare(path), out, best_diagnostics=best_ds)
     if kind == "history":
         paths = {"training": out / "training.png"}
         plot.plot_training(ds, paths["training"], show=False)
@@ -370,12 +360,17 @@ def _add_file_commands(subparsers) -> None:
     ev.add_argument("model", help="MODEL.pt written by Surrogate.save (dynfit train / demo)")
     ev.add_argument("data", help="held-out trajectories: a netCDF file from systems.save(systems.simulate(...))")
     ev.add_argument("--out", default="out/evaluate", help="output folder (default out/evaluate)")
-    ev.add_argument("--starts", type=int, default=20, help="held-out starts (default 20)")
-    ev.add_argument("--horizon", type=float, default=15.0, help="rollout length in Lyapunov times (default 15)")
-    ev.add_argument("--thresholds", default="0.3,0.4,0.5", help="VPT thresholds in (0, 1] (default 0.3,0.4,0.5)")
-    ev.add_argument("--long-steps", type=int, default=20000, help="samples of the long runs (default 20000)")
-    ev.add_argument("--lyapunov-steps", type=int, default=2000, help="Lyapunov averaging steps (0: skip)")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the starts (default 0)")
+    e = EVALUATE_DEFAULTS
+    thresholds = ",".join(f"{h:g}" for h in e["thresholds"])
+    ev.add_argument("--starts", type=int, default=e["n_starts"], help=f"held-out starts (default {e['n_starts']})")
+    ev.add_argument("--horizon", type=float, default=e["horizon"],
+                    help=f"rollout length in Lyapunov times (default {e['horizon']:g})")
+    ev.add_argument("--thresholds", default=thresholds, help=f"VPT thresholds in (0, 1] (default {thresholds})")
+    ev.add_argument("--long-steps", type=int, default=e["long_steps"],
+                    help=f"samples of the long runs (default {e['long_steps']})")
+    ev.add_argument("--lyapunov-steps", type=int, default=e["lyapunov_steps"],
+                    help=f"Lyapunov averaging steps (default {e['lyapunov_steps']}; 0: skip)")
+    ev.add_argument("--seed", type=int, default=e["seed"], help=f"seed of the starts (default {e['seed']})")
     ev.add_argument("--no-figures", action="store_true", help="write diagnostics.nc only")
     ev.set_defaults(func=_evaluate_cmd)
 

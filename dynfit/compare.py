@@ -14,18 +14,17 @@ A strategy entry is a name from ``dynfit.strategies.names()``, a tuple
 ``{"label": ..., "name": ..., **options}``; the label tells apart two entries
 of one strategy (torchdiffeq with rk4 and with dopri5).
 
-With ``out``, writes compare.nc (the Dataset), table.md, table.csv,
-best_diagnostics.nc (the ``evaluate`` Dataset of the best surrogate), the
-trained models under models/ and the figures training.png,
-error_vs_evaluations.png, vpt.png and attractor_best.png.
+With ``out``, writes compare.nc (the Dataset), table.md, table.csv
+(:mod:`dynfit.tables`), best_diagnostics.nc (the ``evaluate`` Dataset of the
+best surrogate), the trained models under models/ and the figures
+training.png, error_vs_evaluations.png, vpt.png and attractor_best.png
+(:func:`dynfit.plot.plot_compare`). This module trains and assembles; the
+tables and figures live with the others of their kind.
 """
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 import json
-import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,15 +35,16 @@ import xarray as xr
 from . import strategies as _strategies
 from systems.files import ensure_folder
 
-from .io import save_figure, write_netcdf, write_text
+from .config import EVALUATE_DEFAULTS
+from .io import write_netcdf
+from .plot import plot_compare, plot_vpt
+from .tables import FORMAT, check_compare, compare_table, write_tables
 
-__all__ = ["compare", "load_compare", "compare_table", "write_tables", "plot_vpt", "parse_strategy",
-           "FORMAT"]
+__all__ = ["compare", "load_compare", "parse_strategy", "write_outputs", "FORMAT",
+           # moved, importable from here as before: tables (dynfit.tables), figures (dynfit.plot)
+           "compare_table", "write_tables", "plot_vpt", "plot_compare"]
 
-FORMAT = "dynfit-compare-1"
 HISTORY = ("loss", "accepted_fraction", "mean_substeps", "n_f_evals", "horizon", "wall_time")
-EVALUATE_DEFAULTS = {"n_starts": 20, "horizon": 15.0, "thresholds": (0.3, 0.4, 0.5), "long_steps": 20000,
-                     "lyapunov_steps": 2000, "lyapunov_starts": 4, "seed": 0}
 
 
 # ------------------------------------------------------------------ validation
@@ -358,191 +358,7 @@ def _version() -> str:
     return dynfit.__version__
 
 
-# ------------------------------------------------------------------ tables
-def compare_table(ds: xr.Dataset) -> list[dict]:
-    """One row per strategy (values aggregated over seeds): list of {column: value}.
-
-    VPT columns: median over all starts and seeds, per threshold. Distances,
-    exponents, losses, accepted fractions in training (first and last
-    epoch) and costs: mean over seeds; free-run evaluations per sampling
-    interval of the short evaluation rollouts.
-    """
-    _check_compare(ds)
-    rows = []
-    for s in ds["strategy"].values:
-        sub = ds.sel(strategy=s)
-        row = {"strategy": str(s), "solver": _solver_text(str(sub["strategy_name"].values),
-                                                        str(sub["strategy_options"].values))}
-        for h in ds["threshold"].values:
-            v = sub["vpt"].sel(threshold=h).values
-            row[f"vpt_median_{h:g}"] = float(np.nanmedian(v)) if np.isfinite(v).any() else np.nan
-        row["lyapunov_max"] = float(np.nanmean(sub["lyapunov_exponents"].isel(exponent=0)))
-        row["density_divergence"] = float(np.nanmean(sub["density_divergence"]))
-        row["wasserstein_mean"] = float(np.nanmean(sub["wasserstein"]))
-        row["spectrum_distance"] = float(np.nanmean(sub["spectrum_distance"]))
-        row["training_n_f_evals"] = float(np.nanmean(sub["training_n_f_evals"]))
-        row["training_wall_time"] = float(np.nanmean(sub["training_wall_time"]))
-        row["final_loss"] = float(np.nanmean(sub["final_loss"]))
-        reports = str(sub["strategy_name"].values) != "torchdiffeq"  # torchdiffeq reports no acceptance
-        row["accepted_first"] = float(np.nanmean(sub["accepted_fraction"].isel(epoch=0))) if reports else np.nan
-        row["accepted_last"] = float(np.nanmean(_last(sub["accepted_fraction"]))) if reports else np.nan
-        intervals = float(ds.attrs.get("rollout_intervals", np.nan))
-        row["rollout_evals_per_interval"] = float(np.nanmean(sub["rollout_n_f_evals"])) / intervals
-        rows.append(row)
-    return rows
-
-
-def _last(curve):
-    """The last finite value along epoch, per seed."""
-    v = curve.transpose(..., "epoch").values
-    out = np.full(v.shape[:-1], np.nan)
-    for idx in np.ndindex(*v.shape[:-1]):
-        finite = v[idx][np.isfinite(v[idx])]
-        if finite.size:
-            out[idx] = finite[-1]
-    return out
-
-
-def _solver_text(name: str, options: str) -> str:
-    opts = json.loads(options) if options else {}
-    base = {"black-box": "Fehlberg 3(2), Heun error estimate", "batch": "Fehlberg 3(2) batch procedure",
-            "fehlberg": "Fehlberg 3(2), error against target", "curriculum": "Fehlberg 3(2), target error, "
-            "horizon curriculum", "torchdiffeq": f"torchdiffeq {opts.get('method', 'rk4')}"}.get(name, name)
-    if name == "torchdiffeq":
-        extra = {k: v for k, v in opts.items() if k != "method"}
-    else:
-        extra = opts
-    if extra:
-        base += " (" + ", ".join(f"{k}={v}" for k, v in sorted(extra.items())) + ")"
-    return base
-
-
-_HEADERS = {"strategy": "strategy", "solver": "solver in training", "lyapunov_max": "λ1 surrogate [1/time]",
-            "density_divergence": "density KL [nats]", "wasserstein_mean": "W1 [std]",
-            "spectrum_distance": "spectrum dist.", "training_n_f_evals": "training evals",
-            "training_wall_time": "training time [s]", "final_loss": "final loss",
-            "accepted_first": "accepted in training, epoch 0", "accepted_last": "accepted, last epoch",
-            "rollout_evals_per_interval": "free-run evals / interval"}
-
-
-def _fmt(key, v) -> str:
-    if isinstance(v, str):
-        return v
-    if not math.isfinite(v):
-        return "n/a"
-    if key == "training_wall_time":
-        return f"{v:.0f}"
-    if key.startswith("vpt") or key == "rollout_evals_per_interval":
-        return f"{v:.2f}"
-    if key.startswith("accepted"):
-        return f"{100 * v:.1f}%"
-    return f"{v:.3g}"
-
-
-def write_tables(ds: xr.Dataset, out) -> tuple[Path, Path]:
-    """Write table.md (one row per strategy) and table.csv (one row per strategy and seed)."""
-    out = ensure_folder(out)
-    rows = compare_table(ds)
-    cols = list(rows[0])
-    heads = [_HEADERS.get(c, f"VPT median @{c.rsplit('_', 1)[1]} [Lyapunov times]" if c.startswith("vpt") else c)
-             for c in cols]
-    a = ds.attrs
-    lines = [f"# Strategy comparison on {a['system']}", ""]
-    if a.get("command"):
-        lines += ["Made with:", "", "```bash", a["command"], "```", ""]
-    lines += [f"{a['train_trajectories']} training trajectories of {a['train_samples']} samples "
-              f"(dt = {a['dt']:g}), {a['epochs']} epochs of {a['optimizer']}, field {a['field']}, "
-              f"seeds {list(map(int, ds['seed'].values))}; held-out evaluation "
-              f"`{a['evaluate_options']}` on {a['test_trajectories']} trajectories. VPT: median over held-out "
-              "starts and seeds; other columns: mean over seeds. Lyapunov exponent of the truth: "
-              f"{float(ds['lyapunov_exponents_truth'][0]):.3f}. Best (median VPT at {a['vpt_threshold_ranked']:g}): "
-              f"{a['best_strategy']} seed {a['best_seed']}. Created {a['created']} ({a['created_by']}, "
-              f"device {a.get('device', '')}).", "",
-              "| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(_fmt(c, row[c]) for c in cols) + " |")
-    md = out / "table.md"
-    write_text(md, "\n".join(lines) + "\n")
-
-    path = out / "table.csv"
-    with io.StringIO(newline="") as fh:  # the rows are gathered in memory, then written atomically
-        w = csv.writer(fh)
-        thr = [f"{h:g}" for h in ds["threshold"].values]
-        keys = ["density_divergence", "spectrum_distance", "correlation_dimension", "training_n_f_evals",
-                "training_wall_time", "final_loss", "epochs_run", "rollout_mean_substeps"]
-        w.writerow(["strategy", "strategy_name", "strategy_options", "seed"] +
-                   [f"vpt_median_{t}" for t in thr] + [f"vpt_mean_{t}" for t in thr] +
-                   ["lyapunov_max", "wasserstein_mean"] + keys)
-        for s in ds["strategy"].values:
-            for seed in ds["seed"].values:
-                sub = ds.sel(strategy=s, seed=seed)
-                w.writerow([str(s), str(sub["strategy_name"].values), str(sub["strategy_options"].values),
-                            int(seed)] + [repr(float(v)) for v in sub["vpt_median"].values] +
-                           [repr(float(v)) for v in sub["vpt_mean"].values] +
-                           [repr(float(sub["lyapunov_exponents"][0])), repr(float(sub["wasserstein"].mean()))] +
-                           [repr(float(sub[k])) for k in keys])
-        write_text(path, fh.getvalue())
-    return md, path
-
-
-# ------------------------------------------------------------------ figures and files
-def plot_vpt(ds: xr.Dataset, path=None, *, show=None):
-    """Box plot of the VPT over held-out starts (and seeds) per strategy, one panel per threshold."""
-    from .plot import _figure, _finish, _color
-
-    _check_compare(ds)
-    thr = ds["threshold"].values
-    fig, shown = _figure((4.2 * len(thr) + 1, 4.8), show)
-    axes = np.atleast_1d(fig.subplots(1, len(thr), sharey=True))
-    labels = [str(s) for s in ds["strategy"].values]
-    horizon = float(json.loads(ds.attrs.get("evaluate_options", "{}")).get("horizon", np.inf))
-    for ax, h in zip(axes, thr):
-        data = [ds["vpt"].sel(strategy=s, threshold=h).values.ravel() for s in labels]
-        data = [d[np.isfinite(d)] for d in data]
-        bp = ax.boxplot(data, orientation="horizontal", patch_artist=True, showmeans=False,
-                        medianprops={"color": "black", "lw": 1.5})
-        for k, box in enumerate(bp["boxes"]):
-            box.set_facecolor(_color(k))
-            box.set_alpha(0.5)
-        g = ds["valid_groundtruth_time"].sel(threshold=h).values
-        if np.isfinite(g).any():
-            gm = float(np.nanmedian(g))
-            capped = gm >= 0.99 * horizon  # never exceeded within the rollouts
-            ax.axvline(gm, color="0.4", linestyle="--", lw=1, label="median valid ground-truth time" +
-                       (" (>= rollout horizon)" if capped else ""))
-            ax.legend(loc="lower right", fontsize="small")
-        ax.set_yticks(range(1, len(labels) + 1))
-        ax.set_yticklabels(labels)
-        ax.set_xlabel("valid prediction time [Lyapunov times]")
-        ax.set_title(f"threshold {h:g} [attractor std]")
-        ax.grid(alpha=0.3, axis="x")
-    n = ds.sizes["start"] * ds.sizes["seed"]
-    fig.suptitle(f"{ds.attrs.get('system', '')}: valid prediction time per strategy ({n} free runs each)")
-    fig.tight_layout()
-    return _finish(fig, path, shown)
-
-
-def plot_compare(ds: xr.Dataset, outdir, *, best_diagnostics: xr.Dataset | None = None, show=False) -> dict:
-    """Every comparison figure into ``outdir``; returns {name: path}."""
-    from . import plot
-
-    outdir = ensure_folder(outdir)
-    paths = {"training": outdir / "training.png", "error_vs_evaluations": outdir / "error_vs_evaluations.png",
-             "vpt": outdir / "vpt.png"}
-    fig = plot.plot_training(ds, None, show=show)
-    fig.axes[0].set_ylabel(f"training loss [{ds['loss'].attrs.get('units', 'squared state units')}]")
-    save_figure(fig, paths["training"], dpi=110, bbox_inches="tight")
-    plot.plot_error_vs_evaluations(ds, paths["error_vs_evaluations"], show=show)
-    plot_vpt(ds, paths["vpt"], show=show)
-    if best_diagnostics is not None:
-        paths["attractor_best"] = outdir / "attractor_best.png"
-        fig = plot.plot_attractor(best_diagnostics, None, show=show)
-        fig.suptitle(f"best surrogate ({ds.attrs['best_strategy']}, seed {ds.attrs['best_seed']}): "
-                     f"long free run against the truth")
-        save_figure(fig, paths["attractor_best"], dpi=110, bbox_inches="tight")
-    return paths
-
-
+# ------------------------------------------------------------------ files
 def write_outputs(ds: xr.Dataset, out, *, best_diagnostics: xr.Dataset | None = None) -> dict:
     """compare.nc, best_diagnostics.nc, table.md, table.csv and the figures into ``out``."""
     out = ensure_folder(out)
@@ -556,19 +372,10 @@ def write_outputs(ds: xr.Dataset, out, *, best_diagnostics: xr.Dataset | None = 
     return files
 
 
-def _check_compare(ds) -> None:
-    if not isinstance(ds, xr.Dataset):
-        raise TypeError(f"expected a compare Dataset (xarray.Dataset), got {type(ds).__name__}")
-    missing = [v for v in ("vpt", "strategy_name", "training_n_f_evals") if v not in ds.variables]
-    if ds.attrs.get("format") != FORMAT or missing:
-        raise ValueError(f"not a dynfit compare Dataset (attrs['format'] = {ds.attrs.get('format')!r}, expected "
-                         f"{FORMAT!r}; missing {missing}); make one with dynfit.compare")
-
-
 def load_compare(path) -> xr.Dataset:
     """Read compare.nc written by :func:`compare`; checks it is one."""
     from .diagnostics._checks import read_netcdf
 
     ds = read_netcdf(path, "compare", "pass a compare.nc written by dynfit.compare")
-    _check_compare(ds)
+    check_compare(ds)
     return ds

@@ -1,5 +1,7 @@
 """Every setting, default and check of the application layer, and TOML configs for ``dynfit train``.
 
+Training from a config: :func:`dynfit.train.train_from_config`.
+
 ``fit``'s options are five frozen settings objects, each field holding its
 default and its check (run when the object is made)::
 
@@ -55,7 +57,7 @@ from typing import Any
 __all__ = ["DEFAULTS", "SCHEMA", "COMPARE_SCHEMA", "COMPARE_DEFAULTS", "EVALUATE_DEFAULTS", "DEFAULT_STRATEGY",
            "DEFAULT_FIELD", "WindowSettings", "ModelSettings", "OptimizerSettings", "LoopSettings",
            "CheckpointSettings", "FieldSettings", "DataSettings", "OutputSettings", "FitSettings", "fit_settings",
-           "settings_from_config", "load_config", "validate", "run", "check_types", "check_fit_arguments"]
+           "settings_from_config", "load_config", "load_data", "validate", "check_types", "check_fit_arguments"]
 
 SIMULATION_DT = 0.01
 DEFAULT_STRATEGY = "continuous"
@@ -583,45 +585,3 @@ def load_data(d: DataSettings):
 
     return systems.simulate(d.system, n_traj=d.n_traj, n_steps=d.n_steps, dt=SIMULATION_DT if d.dt is None else d.dt,
                             seed=d.seed, transient=d.transient, noise=d.noise)
-
-
-def _split(data, fraction: float):
-    """(train, held-out): by trajectory, or along time for a single trajectory."""
-    from .data import as_trajectories, split
-
-    try:
-        n_traj = as_trajectories(data)[0].shape[0] if not hasattr(data, "sizes") else (
-            data.sizes.get("trajectory", 1))
-    except ValueError:
-        n_traj = 1
-    if n_traj >= 2 and 0 < round(fraction * n_traj) < n_traj:
-        return split(data, by="trajectory", fraction=fraction)
-    return split(data, by="time", fraction=fraction)
-
-
-def run(cfg: dict, *, out=None, progress: bool = True):
-    """Train as configured; writes model.pt, history.nc and checkpoints/ to the output folder.
-
-    The output folder is locked while it runs (a second run into it refuses),
-    and every file is written atomically. Returns (Surrogate, history, held-out data).
-    """
-    import contextlib
-
-    from systems.files import FolderLock
-
-    from .distributed import context
-    from .io import write_netcdf
-    from .train import fit
-
-    s = settings_from_config(cfg, out=out, progress=progress)
-    folder = Path(s["output"].dir)
-    ddp = context(s["model"].device)  # under torchrun: rank 0 alone locks the folder and writes
-    writer = ddp is None or ddp.is_main
-    with FolderLock(folder) if writer else contextlib.nullcontext():
-        train, held = _split(load_data(s["data"]), s["data"].split_fraction)
-        sur, hist = fit(train, strategy=s["strategy"], strategy_options=s["options"],
-                        **{k: s[k] for k in FIT_GROUPS})
-        if writer:
-            sur.save(folder / "model.pt")
-            write_netcdf(hist, folder / "history.nc")
-    return sur, hist, held

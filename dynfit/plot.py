@@ -1,7 +1,7 @@
 """Figures of dynfit Datasets (matplotlib), each returning a ``Figure``.
 
-Every function takes a Dataset (from ``dynfit.evaluate`` or a training
-history from ``dynfit.fit``), returns the Figure, writes a PNG when given
+Every function takes a Dataset (from ``dynfit.evaluate``, a training
+history from ``dynfit.fit`` or a ``dynfit.compare`` Dataset), returns the Figure, writes a PNG when given
 ``path`` and shows the figure on screen only when ``show`` is True, or when it
 is None and matplotlib runs interactively with a GUI backend. Figures are made
 without pyplot otherwise, so they are safe under Agg and in loops.
@@ -11,14 +11,19 @@ crosses), in every figure.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from systems.files import ensure_folder
+
+from .tables import check_compare
+
 __all__ = ["plot_attractor", "plot_error_growth", "plot_time_series", "plot_training",
-           "plot_error_vs_evaluations", "plot_return_map", "plot_diagnostics"]
+           "plot_error_vs_evaluations", "plot_return_map", "plot_diagnostics", "plot_vpt", "plot_compare"]
 
 TRUTH = dict(color="black", linestyle="-", label="truth")
 SURROGATE = dict(color="tab:orange", linestyle="--", label="surrogate")
@@ -405,4 +410,58 @@ def plot_diagnostics(ds: xr.Dataset, outdir, *, show=False) -> dict:
         p = outdir / f"{name}.png"
         fn(ds, p, show=show)
         paths[name] = p
+    return paths
+
+
+# ------------------------------------------------------------------ comparison figures
+def plot_vpt(ds: xr.Dataset, path=None, *, show=None):
+    """Box plot of the VPT over held-out starts (and seeds) per strategy, one panel per threshold."""
+    check_compare(ds)
+    thr = ds["threshold"].values
+    fig, shown = _figure((4.2 * len(thr) + 1, 4.8), show)
+    axes = np.atleast_1d(fig.subplots(1, len(thr), sharey=True))
+    labels = [str(s) for s in ds["strategy"].values]
+    horizon = float(json.loads(ds.attrs.get("evaluate_options", "{}")).get("horizon", np.inf))
+    for ax, h in zip(axes, thr):
+        data = [ds["vpt"].sel(strategy=s, threshold=h).values.ravel() for s in labels]
+        data = [d[np.isfinite(d)] for d in data]
+        bp = ax.boxplot(data, orientation="horizontal", patch_artist=True, showmeans=False,
+                        medianprops={"color": "black", "lw": 1.5})
+        for k, box in enumerate(bp["boxes"]):
+            box.set_facecolor(_color(k))
+            box.set_alpha(0.5)
+        g = ds["valid_groundtruth_time"].sel(threshold=h).values
+        if np.isfinite(g).any():
+            gm = float(np.nanmedian(g))
+            capped = gm >= 0.99 * horizon  # never exceeded within the rollouts
+            ax.axvline(gm, color="0.4", linestyle="--", lw=1, label="median valid ground-truth time" +
+                       (" (>= rollout horizon)" if capped else ""))
+            ax.legend(loc="lower right", fontsize="small")
+        ax.set_yticks(range(1, len(labels) + 1))
+        ax.set_yticklabels(labels)
+        ax.set_xlabel("valid prediction time [Lyapunov times]")
+        ax.set_title(f"threshold {h:g} [attractor std]")
+        ax.grid(alpha=0.3, axis="x")
+    n = ds.sizes["start"] * ds.sizes["seed"]
+    fig.suptitle(f"{ds.attrs.get('system', '')}: valid prediction time per strategy ({n} free runs each)")
+    fig.tight_layout()
+    return _finish(fig, path, shown)
+
+
+def plot_compare(ds: xr.Dataset, outdir, *, best_diagnostics: xr.Dataset | None = None, show=False) -> dict:
+    """Every comparison figure into ``outdir``; returns {name: path}."""
+    outdir = ensure_folder(outdir)
+    paths = {"training": outdir / "training.png", "error_vs_evaluations": outdir / "error_vs_evaluations.png",
+             "vpt": outdir / "vpt.png"}
+    fig = plot_training(ds, None, show=show)
+    fig.axes[0].set_ylabel(f"training loss [{ds['loss'].attrs.get('units', 'squared state units')}]")
+    _finish(fig, paths["training"], False)
+    plot_error_vs_evaluations(ds, paths["error_vs_evaluations"], show=show)
+    plot_vpt(ds, paths["vpt"], show=show)
+    if best_diagnostics is not None:
+        paths["attractor_best"] = outdir / "attractor_best.png"
+        fig = plot_attractor(best_diagnostics, None, show=show)
+        fig.suptitle(f"best surrogate ({ds.attrs['best_strategy']}, seed {ds.attrs['best_seed']}): "
+                     f"long free run against the truth")
+        _finish(fig, paths["attractor_best"], False)
     return paths

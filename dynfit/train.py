@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from . import strategies as _strategies
-from .config import DEFAULT_FIELD, DEFAULT_STRATEGY, FieldSettings, FitSettings, fit_settings
+from .config import (DEFAULT_FIELD, DEFAULT_STRATEGY, FIT_GROUPS, FieldSettings, FitSettings, fit_settings, load_data,
+                     settings_from_config)
 from .data import Standardizer, as_trajectories, make_windows
 from .surrogate import Surrogate, build_field
 
-__all__ = ["fit", "CHECKPOINT", "DEFAULT_FIELD"]
+__all__ = ["fit", "train_from_config", "CHECKPOINT", "DEFAULT_FIELD"]
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "dynfit-checkpoint-1"
@@ -385,6 +386,48 @@ def _finish(run: _Run, stop_reason: str):
     meta["world_size"] = 1 if run.ddp is None else run.ddp.world
     history = _history_dataset(run.rows, {k: v for k, v in meta.items() if k != "params"})
     return surrogate, history
+
+
+# ------------------------------------------------------------------ from a TOML config (dynfit train)
+def _split(data, fraction: float):
+    """(train, held-out): by trajectory, or along time for a single trajectory."""
+    from .data import as_trajectories, split
+
+    try:
+        n_traj = as_trajectories(data)[0].shape[0] if not hasattr(data, "sizes") else (
+            data.sizes.get("trajectory", 1))
+    except ValueError:
+        n_traj = 1
+    if n_traj >= 2 and 0 < round(fraction * n_traj) < n_traj:
+        return split(data, by="trajectory", fraction=fraction)
+    return split(data, by="time", fraction=fraction)
+
+
+def train_from_config(cfg: dict, *, out=None, progress: bool = True):
+    """Train as configured; writes model.pt, history.nc and checkpoints/ to the output folder.
+
+    The output folder is locked while it runs (a second run into it refuses),
+    and every file is written atomically. Returns (Surrogate, history, held-out data).
+    """
+    import contextlib
+
+    from systems.files import FolderLock
+
+    from .distributed import context
+    from .io import write_netcdf
+
+    s = settings_from_config(cfg, out=out, progress=progress)
+    folder = Path(s["output"].dir)
+    ddp = context(s["model"].device)  # under torchrun: rank 0 alone locks the folder and writes
+    writer = ddp is None or ddp.is_main
+    with FolderLock(folder) if writer else contextlib.nullcontext():
+        train, held = _split(load_data(s["data"]), s["data"].split_fraction)
+        sur, hist = fit(train, strategy=s["strategy"], strategy_options=s["options"],
+                        **{k: s[k] for k in FIT_GROUPS})
+        if writer:
+            sur.save(folder / "model.pt")
+            write_netcdf(hist, folder / "history.nc")
+    return sur, hist, held
 
 
 # ------------------------------------------------------------------ helpers
