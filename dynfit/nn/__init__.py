@@ -1,5 +1,4 @@
-"""Neural network pieces for vector fields: TA-BN and the comparison norms, deep fields, the classifier."""
-from .classifier import UnmixedClassifier
+"""Neural network pieces for vector fields: TA-BN and the comparison norms, deep fields."""
 from .fields import ACTIVATIONS, ConvField, MLPField, PolynomialField, ResidualMLPField, make_activation
 from .norm import (
     NORM_KINDS,
@@ -17,7 +16,6 @@ from .norm import (
 )
 
 __all__ = [
-    "UnmixedClassifier",
     "ACTIVATIONS",
     "ConvField",
     "MLPField",

@@ -1,4 +1,4 @@
-"""The "unmixed" Neural ODE classifier of the TA-BN paper: input -> ODE -> pooling -> linear.
+"""Models of the TA-BN depth study (examples/tabn_depth.py): the paper's "unmixed" Neural ODE classifier.
 
 One Neural ODE integrated on [0, 1] with torchdiffeq, then one linear layer.
 The only stem is parameter-free zero augmentation of the state (extra
@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from .fields import ConvField, MLPField
+from dynfit.nn import ConvField, MLPField
 
-__all__ = ["UnmixedClassifier"]
+__all__ = ["UnmixedClassifier", "LocalMLPField"]
 
 
 class _Counted(nn.Module):
@@ -121,3 +121,40 @@ class UnmixedClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (B, num_classes)."""
         return self.linear(self.features(x))
+
+
+class LocalMLPField(nn.Module):
+    """A deep MLP applied at every site of a ring: dx_i/dt = g(x_{i-2}, x_{i-1}, x_i, x_{i+1}).
+
+    The Lorenz96 tendency of site i depends on these four neighbours only, and
+    the ring is symmetric under rotation, so one MLP ``g`` (4 -> width -> ... ->
+    1, ``depth`` hidden layers, a norm from :func:`dynfit.nn.make_norm` after
+    each) shared by all sites is the natural deep vector field: a 1-D
+    convolution with a 4-wide stencil followed by 1x1 convolutions. The norms
+    see every (example, site) pair as one batch row. x: (B, N) -> (B, N).
+    """
+
+    def __init__(self, *, width: int = 32, depth: int = 4, activation: str = "silu", norm: str | None = None,
+                 num_points: int = 101, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        from dynfit.nn import make_activation, make_norm
+
+        sizes = [4] + [width] * depth
+        self.linears = nn.ModuleList(nn.Linear(a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.norms = nn.ModuleList(make_norm(norm, width, num_points=num_points, dtype=dtype) for _ in range(depth))
+        self.act = make_activation(activation)
+        self.out = nn.Linear(width, 1, dtype=dtype)
+
+    def penalty(self) -> torch.Tensor:
+        from dynfit.nn import norm_penalty
+
+        return norm_penalty(self)
+
+    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2:
+            raise ValueError(f"LocalMLPField expects x of shape (batch, sites), got {tuple(x.shape)}")
+        stencil = torch.stack([x.roll(2, 1), x.roll(1, 1), x, x.roll(-1, 1)], -1)   # (B, N, 4)
+        h = stencil.reshape(-1, 4)
+        for linear, norm in zip(self.linears, self.norms):
+            h = self.act(norm(t, linear(h)))
+        return self.out(h).reshape(x.shape)
