@@ -35,7 +35,7 @@ import xarray as xr
 from . import strategies as _strategies
 from systems.files import ensure_folder
 
-from .config import EVALUATE_DEFAULTS
+from .config import EVALUATE_DEFAULTS, fit_settings
 from .io import write_netcdf
 from .plot import plot_compare, plot_vpt
 from .tables import FORMAT, check_compare, compare_table, write_tables
@@ -45,6 +45,7 @@ __all__ = ["compare", "load_compare", "parse_strategy", "write_outputs", "FORMAT
            "compare_table", "write_tables", "plot_vpt", "plot_compare"]
 
 HISTORY = ("loss", "accepted_fraction", "mean_substeps", "n_f_evals", "horizon", "wall_time")
+SET_BY_COMPARE = ("checkpoint_dir", "strategy", "strategy_options", "seed", "progress")  # per task, by compare
 
 
 # ------------------------------------------------------------------ validation
@@ -157,7 +158,9 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field
     data: a ``systems.simulate`` Dataset (trajectory, time, component). Without
         ``test_data`` its last quarter of trajectories is held out.
     strategies: entries as in the module docstring. seeds: training seeds.
-    epochs, field and ``fit_kwargs`` (optimizer, lr, ...) go to ``dynfit.fit``.
+    epochs, field and ``fit_kwargs`` (optimizer, lr, ..., or settings objects such as
+        ``optimizer=OptimizerSettings(...)``; see dynfit.config) go to ``dynfit.fit``,
+        checked before any work; SET_BY_COMPARE are set per task.
     evaluate: options for ``dynfit.diagnostics.evaluate`` (defaults:
         EVALUATE_DEFAULTS); the same starts for every strategy and seed.
     out: folder for compare.nc, table.md, table.csv, figures, models.
@@ -197,9 +200,11 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field
     if unknown:
         raise ValueError(f"unknown evaluate option(s) {unknown}; known: {sorted(EVALUATE_DEFAULTS)}")
     eval_options.update(evaluate or {})
-    for key in ("checkpoint_dir", "strategy", "strategy_options", "seed", "progress"):
+    for key in SET_BY_COMPARE:
         if key in fit_kwargs:
             raise ValueError(f"{key!r} is set by compare itself; remove it from the keyword arguments")
+    # every fit option (names, values, settings objects) checked before any work
+    settings = fit_settings(field=field, **{k: v for k, v in fit_kwargs.items() if k != "provenance"})
     train, test = _check_data(data, test_data, eval_options)
     out = Path(out) if out is not None else None
     if out is not None:
@@ -227,7 +232,7 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field
         runs = sweep.run(tasks, job, client=client, on_result=report)
     groundtruth = runs[0, 0]["diag"]["valid_groundtruth_time"]
 
-    ds = _assemble(specs, seeds, runs, groundtruth, int(epochs), fit_kwargs, field, train, test, eval_options,
+    ds = _assemble(specs, seeds, runs, groundtruth, int(epochs), fit_kwargs, settings, train, test, eval_options,
                    command, time.perf_counter() - t_start)
     if out is not None:
         best = runs[int(ds.attrs["best_index"][0]), int(ds.attrs["best_index"][1])]["diag"]
@@ -240,7 +245,7 @@ def _middle(diag) -> float:
     return float(thr[int(np.argmin(np.abs(thr - 0.4)))])
 
 
-def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, field, train, test, eval_options, command,
+def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, settings, train, test, eval_options, command,
               total_wall) -> xr.Dataset:
     n_s, n_seed = len(specs), len(seeds)
     d0 = runs[0, 0]["diag"]
@@ -330,8 +335,8 @@ def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, field, train,
         "dt": float(d0.attrs["dt"]),
         "lyapunov_time": float(d0.attrs["lyapunov_time"]),
         "epochs": int(epochs),
-        "optimizer": str(fit_kwargs.get("optimizer", "lbfgs")),
-        "field": json.dumps(field if isinstance(field, dict) or field is None else type(field).__name__),
+        "optimizer": settings.optimizer.optimizer,
+        "field": json.dumps(_describe(settings.model.field)),
         "fit_options": json.dumps({k: v for k, v in fit_kwargs.items()
                                    if isinstance(v, (str, int, float, bool, type(None)))}, sort_keys=True),
         "evaluate_options": json.dumps({k: list(v) if isinstance(v, tuple) else v
@@ -350,6 +355,13 @@ def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, field, train,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     return ds
+
+
+def _describe(field):
+    """A field spec as JSON-able: the config dict, or the module's class name."""
+    if field is None or isinstance(field, dict):
+        return field
+    return field.config() if hasattr(field, "config") else type(field).__name__
 
 
 def _version() -> str:

@@ -136,3 +136,25 @@ def test_plot_rejects_other_files(files, tmp_path):
     with pytest.raises(FileNotFoundError):
         run(["plot", tmp_path / "missing.nc", "--out", tmp_path])
     assert kind_of(xr.load_dataset(files["history"])) == "history"
+
+
+def test_evaluation_defaults_exist_once():
+    """dynfit.evaluate, `dynfit evaluate`, `dynfit compare` and dynfit.compare share config.EVALUATE_DEFAULTS."""
+    import inspect
+
+    from dynfit.config import COMPARE_DEFAULTS, EVALUATE_DEFAULTS
+    from dynfit.diagnostics import evaluate
+
+    params = inspect.signature(evaluate).parameters
+    assert {k: params[k].default for k in EVALUATE_DEFAULTS} == EVALUATE_DEFAULTS
+    parser = argparse.ArgumentParser(prog="dynfit")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["evaluate", "m.pt", "d.nc"])
+    assert (args.starts, args.horizon, args.long_steps, args.lyapunov_steps, args.seed) == tuple(
+        EVALUATE_DEFAULTS[k] for k in ("n_starts", "horizon", "long_steps", "lyapunov_steps", "seed"))
+    assert tuple(float(h) for h in args.thresholds.split(",")) == EVALUATE_DEFAULTS["thresholds"]
+    cfg = validate_compare_config({})
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["evaluate"].items()} == EVALUATE_DEFAULTS
+    assert COMPARE_DEFAULTS["evaluate"]["horizon"] == EVALUATE_DEFAULTS["horizon"]
+    # the default held-out data outlast the default horizon on Lorenz'63 (lyapunov time 1 / 0.9056)
+    assert cfg["test"]["n_steps"] * cfg["data"]["dt"] >= EVALUATE_DEFAULTS["horizon"] / 0.9056

@@ -110,6 +110,8 @@ def test_strategy_entries():
     ({"strategies": ["fehlberg"], "epochs": 0}, ValueError, "epochs"),
     ({"strategies": ["fehlberg"], "evaluate": {"n_start": 3}}, ValueError, "unknown evaluate option"),
     ({"strategies": ["fehlberg"], "checkpoint_dir": "x"}, ValueError, "set by compare"),
+    ({"strategies": ["fehlberg"], "lr": "fast"}, ValueError, "lr must be a finite number"),
+    ({"strategies": ["fehlberg"], "lbfgs_iteration": 3}, TypeError, "did you mean"),
 ])
 def test_bad_arguments(data, kwargs, error, match):
     train, test = data
@@ -161,3 +163,22 @@ def test_default_hold_out_is_the_last_quarter_of_trajectories():
     train, test = _check_data(data, None, {"horizon": 2.0})
     assert train.sizes["trajectory"] == 1 and test.sizes["trajectory"] == 1
     assert np.array_equal(test.x.values[0], data.x.values[1])
+
+
+def test_tables_and_figures_live_in_their_modules(result, tmp_path):
+    """compare trains and assembles; tables are dynfit.tables', figures dynfit.plot's (names kept in compare)."""
+    import importlib
+
+    from dynfit import plot, tables
+
+    cmp = importlib.import_module("dynfit.compare")  # the module (dynfit.compare is also the function)
+
+    assert cmp.compare_table is tables.compare_table and cmp.write_tables is tables.write_tables
+    assert cmp.plot_vpt is plot.plot_vpt and cmp.plot_compare is plot.plot_compare and cmp.FORMAT == tables.FORMAT
+    ds, _ = result
+    md, csv_path = tables.write_tables(ds, tmp_path)
+    assert "| fehlberg |" in md.read_text() and csv_path.stat().st_size > 100
+    assert plot.plot_vpt(ds, tmp_path / "vpt.png", show=False) is not None
+    assert (tmp_path / "vpt.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="not a dynfit compare Dataset"):
+        plot.plot_vpt(ds.assign_attrs(format="other"))

@@ -170,6 +170,66 @@ def test_bad_arguments(lorenz):
         strategies.get("torchdiffeq", method="rk5")
 
 
+# ------------------------------------------------------------ settings objects (dynfit.config)
+def test_settings_objects_equal_the_keyword_arguments(lorenz):
+    from dynfit.config import LoopSettings, ModelSettings, OptimizerSettings, WindowSettings
+
+    flat = dict(field=SMALL, epochs=2, seed=1, horizon=2, lbfgs_iterations=3, lr=0.5, progress=False)
+    _, h1 = fit(lorenz, **flat)
+    _, h2 = fit(lorenz, windows=WindowSettings(horizon=2), model=ModelSettings(field=SMALL, seed=1),
+                optimizer=OptimizerSettings(lbfgs_iterations=3, lr=0.5), loop=LoopSettings(epochs=2, progress=False))
+    assert np.allclose(h1.loss, h2.loss, rtol=1e-12, atol=0) and h1.attrs["seed"] == h2.attrs["seed"] == 1
+    # keyword arguments win over an object's fields
+    _, h3 = fit(lorenz, loop=LoopSettings(epochs=5, progress=False), epochs=1, field=SMALL, lbfgs_iterations=2)
+    assert h3.sizes["epoch"] == 1
+
+
+def test_settings_check_their_fields_and_fit_names_unknown_ones(lorenz):
+    from dynfit.config import FieldSettings, LoopSettings, ModelSettings, OptimizerSettings, fit_settings
+
+    with pytest.raises(ValueError, match="lr must be > 0, got -1.0"):
+        OptimizerSettings(lr=-1.0)
+    with pytest.raises(ValueError, match="on_nan must be 'retry', 'stop' or 'raise'"):
+        LoopSettings(on_nan="ignore")
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+        ModelSettings(dtype="float16")
+    with pytest.raises(TypeError, match="unknown keyword argument.*'lbfgs_iteration'.*did you mean.*lbfgs_iterations"):
+        fit(lorenz, lbfgs_iteration=3)
+    with pytest.raises(TypeError, match="loop must be a dynfit.config.LoopSettings"):
+        fit(lorenz, loop=OptimizerSettings())
+    assert ModelSettings(dtype=torch.float32).dtype == "float32"
+    assert fit_settings(optimizer="adam").optimizer.optimizer == "adam"  # the name, as fit(optimizer="adam")
+    assert FieldSettings(kind="mlp", width=8).config() == {"kind": "mlp", "width": 8, "depth": 2,
+                                                           "activation": "silu", "time_dependent": False}
+
+
+def test_toml_maps_onto_the_settings_field_for_field():
+    from dataclasses import fields
+
+    from dynfit import config
+
+    # every schema key is a settings field of that name, with that field's default
+    for section, keys in config.SCHEMA.items():
+        for key in keys:
+            owners = [cls for cls in config.TOML_SETTINGS for f in fields(cls)
+                      if f.name == key and f.metadata.get("toml") == section]
+            assert len(owners) == 1, (section, key, owners)
+            f = next(f for f in fields(owners[0]) if f.name == key)
+            assert config.DEFAULTS[section][key] == f.metadata["toml_default"]
+    cfg = config.validate({"data": {"horizon": 3, "path": "x.npy", "dt": 0.1}, "field": {"kind": "mlp", "width": 8},
+                           "train": {"lr": 0.01, "optimizer": "adam", "epochs": 4, "seed": 2, "resume": False},
+                           "strategy": {"name": "black-box", "eps": 0.05}, "output": {"dir": "o"}})
+    s = config.settings_from_config(cfg, progress=False)
+    assert s["windows"].horizon == 3 and s["windows"].dt == 0.1 and s["data"].path == "x.npy"
+    assert s["optimizer"].optimizer == "adam" and s["optimizer"].lr == 0.01 and s["loop"].epochs == 4
+    assert s["model"].seed == 2 and s["model"].field.config()["width"] == 8 and s["model"].dtype == "float64"
+    assert s["checkpoint"].resume is False and str(s["checkpoint"].checkpoint_dir) == "o/checkpoints"
+    assert s["strategy"] == "black-box" and s["options"] == {"eps": 0.05} and s["loop"].progress is False
+    # a config trains at least one epoch (fit alone may train none)
+    with pytest.raises(ValueError, match=r"\[train\] epochs must be an integer >= 1"):
+        config.validate({"train": {"epochs": 0}})
+
+
 # ------------------------------------------------------------ the paper's step rule
 class _Linear(torch.nn.Module):
     def __init__(self, a):
