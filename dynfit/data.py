@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from systems import checks
+
 __all__ = ["Standardizer", "Windows", "as_trajectories", "make_windows", "split"]
 
 DIMS = ("trajectory", "time", "component")
@@ -136,13 +138,6 @@ class Windows:
 MAX_MAGNITUDE = 1e150
 
 
-def _check_dt(dt, what: str) -> float:
-    if isinstance(dt, bool) or not isinstance(dt, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(dt) or dt <= 0:
-        raise ValueError(f"{what} must be a positive finite number (the time between samples), got {dt!r}")
-    return float(dt)
-
-
 def as_trajectories(data: Any, *, dt: float | None = None,
                     require_dt: bool = True) -> tuple[np.ndarray, float, dict]:
     """Array (N, T, D) float64, sampling step and attrs from any accepted source.
@@ -157,7 +152,7 @@ def as_trajectories(data: Any, *, dt: float | None = None,
     arr = None
     own_dt, own_from = None, None
     if dt is not None:
-        dt = _check_dt(dt, "dt")
+        dt = checks.positive("dt", dt, fix="dt is the time between samples")
     try:
         import xarray as xr
     except ImportError:  # pragma: no cover - xarray is a dependency
@@ -223,7 +218,7 @@ def as_trajectories(data: Any, *, dt: float | None = None,
                          "overflow float64 (standard deviation and loss become inf); divide the data by a "
                          "constant first")
     if own_dt is not None:
-        own = _check_dt(own_dt, f"the data's step ({own_from})")
+        own = checks.positive(f"the data's step ({own_from})", own_dt, fix="dt is the time between samples")
         if dt is None:
             dt = own
         elif abs(dt - own) > 1e-9 * max(dt, own):
@@ -245,10 +240,8 @@ def make_windows(data: Any, *, horizon: int = 1, stride: int = 1, standardize: b
     given (e.g. the training set's) the same standardisation is reused; with
     ``standardize=False`` states stay in physical units (the paper's setting).
     """
-    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
-        raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
-    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
-        raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
+    horizon = checks.integer("horizon", horizon, minimum=1)
+    stride = checks.integer("stride", stride, minimum=1)
     arr, dt, attrs = as_trajectories(data, dt=dt)
     n, t, d = arr.shape
     if t < horizon + 1:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import importlib
-import math
 import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from systems import checks
 
 from . import strategies as _strategies
 from .strategies import InferenceSolver
@@ -27,8 +28,7 @@ def build_field(config: dict, dim: int, dtype=torch.float64) -> torch.nn.Module:
         raise TypeError(f"field config must be a dict like {{'kind': 'mlp', 'width': 64}}, got {type(config).__name__}")
     options = dict(config)
     kind = options.pop("kind", "mlp")
-    if kind not in FIELD_KINDS:
-        raise ValueError(f"unknown field kind {kind!r}; expected one of {sorted(FIELD_KINDS)}")
+    checks.choice("field kind", kind, sorted(FIELD_KINDS))
     fields = importlib.import_module("dynfit.nn.fields")
     cls = getattr(fields, FIELD_KINDS[kind])
     try:
@@ -134,9 +134,7 @@ class Surrogate:
     def __init__(self, field: torch.nn.Module, scaler: Standardizer, dt: float, *,
                  solver: InferenceSolver | dict | None = None, strategy: Any = None,
                  field_config: dict | None = None, provenance: dict | None = None):
-        dt = float(dt)
-        if not (math.isfinite(dt) and dt > 0):
-            raise ValueError(f"dt must be a positive finite sampling step, got {dt!r}")
+        dt = checks.positive("dt", dt, fix="dt is the sampling step of the data the field was trained on")
         self.field = field
         self.scaler = scaler
         self.dt = dt
@@ -221,8 +219,7 @@ class Surrogate:
         With return_stats, also the solver's :class:`dynfit.Stats` (per example).
         Examples where the solver fails (NaN, step limit) are NaN from there on.
         """
-        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-            raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
+        n_steps = checks.integer("n_steps", n_steps, minimum=1)
         solver = self.solver if solver is None else InferenceSolver.from_dict(solver)
         x0 = self._check_x0(x0)
         z0 = torch.as_tensor(self.scaler.forward(x0), dtype=self.dtype, device=self.device)

@@ -7,41 +7,26 @@ with per-trajectory step-size control (mixed rtol/atol RMS norm, PI
 controller) that steps exactly onto every requested sample time. Ensembles
 run in parallel over trajectories (``prange``).
 
-Why kernels are generated per system
-------------------------------------
-Numba does not cache a function that receives a jitted right-hand side as an
-argument: the dispatcher type changes in every process, so ``cache=True``
-misses silently (and one passed down as a value is a "dynamic global" that
-cannot be cached at all). The kernels below are therefore written once as a
-template (the functions marked ``@_template``) that refers to the globals
-``_rhs`` and ``_jac``; :func:`kernels` writes, per system, a small module
-holding that template source, binds the system's functions to ``_rhs`` and
-``_jac`` and compiles it with ``cache=True``. The file name hashes the
-template and the source of the system's module, so a changed equation or a
-changed integrator compiles afresh, and an unchanged one loads from the cache
-in a second process (about 0.3 s instead of several seconds).
+The kernels below are templates (group ``"integrate"`` of
+:mod:`systems.kernels`), compiled per system so that numba can cache them
+across processes; :func:`kernels` returns a system's compiled module.
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import inspect
 import math
-import os
-import sys
-import tempfile
-import textwrap
-import threading
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-import numba
 import numpy as np
 
+from . import checks
+from .kernels import KernelCacheError, compile_kernels, define_constants, template
 from .status import FAC_MAX, FAC_MIN, SAFETY_PI, Status
-from .system import System
-from .tableaus import TABLEAUS, Tableau
+from .tableaus import METHODS, method_tableau
+
+if TYPE_CHECKING:
+    from .system import System
 
 __all__ = [
     "Solution",
@@ -52,10 +37,8 @@ __all__ = [
     "integrate",
     "kernels",
     "METHODS",
+    "KernelCacheError",
 ]
-
-#: Method names accepted by :func:`integrate` and ``systems.simulate``.
-METHODS = tuple(TABLEAUS)
 
 # Status codes returned per trajectory by the compiled solvers: systems.status.Status,
 # shared with dynfit.solvers (OK and UNDERFLOW are its aliases of SUCCESS, STEP_UNDERFLOW).
@@ -75,30 +58,22 @@ LOG_1EM4 = math.log(1e-4)
 
 
 # --------------------------------------------------------------------------
-# Kernel template. Everything marked @_template is compiled per system in a
-# generated module where ``_rhs`` and ``_jac`` are that system's functions.
-# The functions are plain Python here and never called from this module.
+# Kernel templates (group "integrate" of systems.kernels): compiled per system
+# in a generated module where ``_rhs`` and ``_jac`` are that system's functions
+# and the constants below are written in. Plain Python here, never called.
 # --------------------------------------------------------------------------
-_TEMPLATE: list[tuple[object, bool]] = []
-
-
-def _template(parallel: bool = False, registry: list | None = None):
-    """Mark a function as kernel template (compiled per system, see module doc)."""
-
-    def mark(fn):
-        (_TEMPLATE if registry is None else registry).append((fn, parallel))
-        return fn
-
-    return mark
-
-
+define_constants(
+    "integrate", SAFETY=SAFETY, FAC_MIN=FAC_MIN, FAC_MAX=FAC_MAX, BLOCK=BLOCK, PI_ALPHA=PI_ALPHA,
+    PI_BETA=PI_BETA, LOG_1EM4=LOG_1EM4, SUCCESS=SUCCESS, MAX_STEPS=MAX_STEPS, STEP_UNDERFLOW=STEP_UNDERFLOW,
+    NONFINITE=NONFINITE,
+)
 _rhs = _jac = None  # bound per system in the generated module
 _D = 0  # the state dimension, a compile-time constant in the generated module
 _S = 0  # the number of stages of the method, likewise
 prange = range  # numba.prange in the generated module
 
 
-@_template()
+@template("integrate")
 def _all_finite(x):
     for m in range(_D):
         if not np.isfinite(x[m]):
@@ -106,7 +81,7 @@ def _all_finite(x):
     return True
 
 
-@_template()
+@template("integrate")
 def _solve_fixed_block(x0, t_eval, n_sub, p, a, b, c, out, status, t_fail):
     """Fixed steps (n_sub per sample interval) for a block of trajectories in lockstep.
 
@@ -155,7 +130,7 @@ def _solve_fixed_block(x0, t_eval, n_sub, p, a, b, c, out, status, t_fail):
                 out[q, i, m] = x[q, m]
 
 
-@_template()
+@template("integrate")
 def _rms_scaled(v, x, rtol, atol):
     acc = 0.0
     for m in range(_D):
@@ -164,7 +139,7 @@ def _rms_scaled(v, x, rtol, atol):
     return math.sqrt(acc / _D)
 
 
-@_template()
+@template("integrate")
 def _initial_step(x, t, p, f0, q, rtol, atol, tmp, f1):
     """Starting step size (Hairer, Norsett & Wanner I, II.4)."""
     d0 = _rms_scaled(x, x, rtol, atol)
@@ -183,7 +158,7 @@ def _initial_step(x, t, p, f0, q, rtol, atol, tmp, f1):
     return min(100.0 * h0, h1)
 
 
-@_template()
+@template("integrate")
 def _solve_adaptive_block(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, out, status, t_fail, stats):
     """Adaptive steps for a block of trajectories, each with its own clock and step size.
 
@@ -334,7 +309,7 @@ def _solve_adaptive_block(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_st
                 stats[r, 1] += 1
 
 
-@_template(parallel=True)
+@template("integrate", parallel=True)
 def _ensemble_fixed(x0s, t_eval, n_sub, p, a, b, c, out, status, t_fail):
     """x0s (n, d) -> out (n, m, d); status, t_fail (n,); blocks of BLOCK trajectories."""
     n = x0s.shape[0]
@@ -345,7 +320,7 @@ def _ensemble_fixed(x0s, t_eval, n_sub, p, a, b, c, out, status, t_fail):
         _solve_fixed_block(x0s[lo:hi], t_eval, n_sub, p, a, b, c, out[lo:hi], status[lo:hi], t_fail[lo:hi])
 
 
-@_template(parallel=True)
+@template("integrate", parallel=True)
 def _ensemble_adaptive(x0s, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, out, status, t_fail, stats):
     """x0s (n, d) -> out (n, m, d); status, t_fail (n,); stats (n, 3); blocks of BLOCK trajectories."""
     n = x0s.shape[0]
@@ -359,177 +334,10 @@ def _ensemble_adaptive(x0s, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_step
         )
 
 
-# --------------------------------------------------------------------------
-# Generating and loading the per-system kernel modules.
-# --------------------------------------------------------------------------
-_EXTRA_TEMPLATES: list[list[tuple[object, bool]]] = []  # registered by lyapunov.py
-_LOADED: dict[tuple, ModuleType] = {}
-_LOCK = threading.Lock()
-
-_HEADER = '''"""Generated by systems.integrate for {name!r}: do not edit (regenerated when stale)."""
-import math
-import numpy as np
-from numba import njit, prange
-SAFETY, FAC_MIN, FAC_MAX = {safety!r}, {fac_min!r}, {fac_max!r}
-BLOCK = {block!r}
-_D = {dim!r}  # state dimension and number of stages are constants, so that
-_S = {stages!r}  # LLVM unrolls the loops over components and stages (~2x faster)
-PI_ALPHA, PI_BETA = {pi_alpha!r}, {pi_beta!r}
-LOG_1EM4 = math.log(1e-4)
-from systems.status import Status as _Status  # noqa: E402  (the codes shared with dynfit.solvers)
-SUCCESS, MAX_STEPS, STEP_UNDERFLOW, NONFINITE = (int(_Status.SUCCESS), int(_Status.MAX_STEPS),
-                                                 int(_Status.STEP_UNDERFLOW), int(_Status.NONFINITE))
-# _rhs and _jac are bound by systems.integrate before this module runs.
-'''
-
-
-def register_template(functions: list[tuple[object, bool]]) -> None:
-    """Add more template functions (used by ``systems.lyapunov``)."""
-    _EXTRA_TEMPLATES.append(functions)
-
-
-def _template_source() -> str:
-    parts = []
-    for group in [_TEMPLATE, *_EXTRA_TEMPLATES]:
-        for fn, parallel in group:
-            lines = textwrap.dedent(inspect.getsource(fn)).splitlines()
-            body = "\n".join(line for line in lines if not line.startswith("@_template"))
-            flags = "cache=True, nogil=True" + (", parallel=True" if parallel else "")
-            parts.append(f"@njit({flags})\n{body}\n")
-    return "\n\n".join(parts)
-
-
-def _function_fingerprint(fn) -> str | None:
-    """Text identifying a compiled function's code: its whole module file, else its source."""
-    if fn is None:
-        return "none"
-    py = getattr(fn, "py_func", fn)
-    try:
-        path = inspect.getsourcefile(py)
-        if path and os.path.isfile(path):
-            return Path(path).read_text() + "\n#" + py.__qualname__
-        return inspect.getsource(py)
-    except (OSError, TypeError):
-        return None
-
-
-class KernelCacheError(OSError):
-    """The compiled-kernel cache folder is unsafe (someone else's, or writable by others) or unusable."""
-
-
-_PRIVATE_FALLBACK: list[Path] = []
-
-
-def _check_private(d: Path) -> None:
-    """Refuse a folder that another user owns or that others may write to (they could plant code)."""
-    st = os.stat(d)
-    uid = os.geteuid() if hasattr(os, "geteuid") else None
-    if uid is not None and st.st_uid != uid:
-        raise KernelCacheError(
-            f"the compiled-kernel folder {d} belongs to user id {st.st_uid}, not to you ({uid}): its files "
-            "would be executed, so it is refused; remove it or set SYSTEMS_KERNEL_DIR to a folder of your own")
-    if st.st_mode & 0o022:
-        raise KernelCacheError(
-            f"the compiled-kernel folder {d} is writable by others (mode {oct(st.st_mode & 0o777)}): its "
-            f"files would be executed, so it is refused; run chmod 700 {d} or set SYSTEMS_KERNEL_DIR")
-
-
-def _private_dir(d: Path) -> Path:
-    """Create ``d`` (mode 0700) if needed, check it is private and writable; returns it."""
-    existed = d.exists()
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not existed:
-        os.chmod(d, 0o700)
-    _check_private(d)
-    if os.stat(d).st_mode & 0o077:  # ours and not writable by others: make it private all the same
-        os.chmod(d, 0o700)
-    if not os.access(d, os.W_OK | os.X_OK):
-        raise PermissionError(f"the compiled-kernel folder {d} is not writable")
-    return d
-
-
-def _kernel_dir() -> Path:
-    """The per-user folder of generated kernel modules and numba's cache of them.
-
-    ``SYSTEMS_KERNEL_DIR`` if set, else ``$XDG_CACHE_HOME/dynfit/kernels`` (or
-    ``~/.cache/dynfit/kernels``), created with mode 0700. A folder owned by
-    another user or writable by others raises :class:`KernelCacheError`: its
-    files are imported and its cache files loaded, so it must be private.
-    When no cache folder can be created (no home, read-only home) a private
-    folder with an unpredictable name (``tempfile.mkdtemp``, mode 0700) serves
-    this process only.
-    """
-    env = os.environ.get("SYSTEMS_KERNEL_DIR")
-    if env:
-        try:
-            return _private_dir(Path(env).expanduser())
-        except KernelCacheError:
-            raise
-        except OSError as err:
-            raise KernelCacheError(f"SYSTEMS_KERNEL_DIR={env} cannot be used for compiled kernels: "
-                                   f"{err.strerror or err}; set it to a folder you can write to") from None
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    d = Path(xdg) / "dynfit" / "kernels"
-    try:
-        return _private_dir(d)
-    except KernelCacheError:
-        raise
-    except OSError:
-        pass
-    if not _PRIVATE_FALLBACK:  # unpredictable name, created 0700 atomically; removed at exit
-        import atexit
-        import shutil
-
-        tmp = Path(tempfile.mkdtemp(prefix="dynfit-kernels-"))
-        atexit.register(shutil.rmtree, tmp, True)
-        _PRIVATE_FALLBACK.append(tmp)
-    return _PRIVATE_FALLBACK[0]
-
-
 def kernels(system: System, stages: int) -> ModuleType:
-    """The compiled kernel module for ``system`` and methods of ``stages`` stages (generated, cached).
-
-    Its functions (``_ensemble_fixed``, ``_ensemble_adaptive``, and those of
-    ``systems.lyapunov``) call ``system.rhs`` and ``system.jac`` directly.
-    """
-    from . import lyapunov  # noqa: F401  (registers its templates before any module is generated)
-
-    for role, fn in (("rhs", system.rhs), ("jac", system.jac)):
-        if fn is not None and not isinstance(fn, numba.core.registry.CPUDispatcher):
-            raise TypeError(
-                f"system {system.name!r}: {role} must be a numba-compiled function (decorate it with "
-                f"@numba.njit), got {type(fn).__name__}"
-            )
-
-    key = (id(system.rhs), id(system.jac), system.dim, stages)
-    with _LOCK:
-        mod = _LOADED.get(key)
-        if mod is not None:
-            return mod
-        src = _HEADER.format(name=system.name, block=BLOCK, dim=system.dim, stages=stages, safety=SAFETY, fac_min=FAC_MIN, fac_max=FAC_MAX, pi_alpha=PI_ALPHA, pi_beta=PI_BETA) + "\n\n" + _template_source()
-        fp_rhs, fp_jac = _function_fingerprint(system.rhs), _function_fingerprint(system.jac)
-        cacheable = fp_rhs is not None and fp_jac is not None
-        digest = hashlib.sha256(
-            "\0".join([src, fp_rhs or repr(key), fp_jac or repr(key), numba.__version__, sys.version]).encode()
-        ).hexdigest()[:20]
-        safe = "".join(ch if ch.isalnum() else "_" for ch in system.name)[:40]
-        modname = f"_systems_kernel_{safe}_d{system.dim}_s{stages}_{digest}"
-        if not cacheable:
-            src = src.replace("cache=True", "cache=False")
-            modname += f"_{os.getpid()}"
-        path = _kernel_dir() / f"{modname}.py"
-        if not path.exists() or path.read_text() != src:
-            from .files import atomic_write_bytes
-
-            atomic_write_bytes(path, src.encode())  # concurrent processes never see half a file
-        spec = importlib.util.spec_from_file_location(modname, path)
-        mod = importlib.util.module_from_spec(spec)
-        mod._rhs = system.rhs
-        mod._jac = system.jac
-        sys.modules[modname] = mod  # numba's cache loader re-imports the module by name
-        spec.loader.exec_module(mod)
-        _LOADED[key] = mod
-        return mod
+    """The compiled integrator kernels (``_ensemble_fixed``, ``_ensemble_adaptive``) for ``system``
+    and methods of ``stages`` stages (generated and cached by :mod:`systems.kernels`)."""
+    return compile_kernels("integrate", system, stages)
 
 
 # --------------------------------------------------------------------------
@@ -573,30 +381,6 @@ class Solution:
     n_f_evals: np.ndarray
 
 
-def _check_method(method: str, adaptive: bool | None) -> tuple[Tableau, bool]:
-    if not isinstance(method, str) or method not in TABLEAUS:
-        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
-    tab = TABLEAUS[method]
-    if adaptive is None:
-        adaptive = tab.adaptive
-    if adaptive and not tab.adaptive:
-        raise ValueError(
-            f"method {method!r} has no embedded error estimate, so it cannot adapt its step; "
-            f"use adaptive=False or one of {[n for n, t in TABLEAUS.items() if t.adaptive]}"
-        )
-    return tab, bool(adaptive)
-
-
-def _check_positive(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
-    if not (v > 0.0 and math.isfinite(v)):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return v
-
-
 def default_max_steps(n_samples: int) -> int:
     """Default step limit per trajectory: 100,000 plus 10,000 per sample interval."""
     return 100_000 + 10_000 * max(n_samples - 1, 0)
@@ -627,9 +411,9 @@ def integrate(
     Raises BlowUpError, StepLimitError or StepSizeUnderflowError naming the
     trajectory and time.
     """
-    tab, adaptive = _check_method(method, adaptive)
-    rtol = _check_positive("rtol", rtol)
-    atol = _check_positive("atol", atol)
+    tab, adaptive = method_tableau(method, adaptive)
+    rtol = checks.positive("rtol", rtol)
+    atol = checks.positive("atol", atol)
     x0 = np.array(x0, dtype=np.float64, ndmin=1)
     single = x0.ndim == 1
     x0s = np.ascontiguousarray(x0[None] if single else x0)
@@ -643,12 +427,9 @@ def integrate(
         raise ValueError(f"t_eval must be a non-empty 1-D array of times, got shape {t_eval.shape}")
     if not np.all(np.isfinite(t_eval)) or np.any(np.diff(t_eval) <= 0):
         raise ValueError("t_eval must be finite and strictly increasing")
-    if not isinstance(substeps, (int, np.integer)) or substeps < 1:
-        raise ValueError(f"substeps must be an integer >= 1, got {substeps!r}")
-    if max_steps is None:
-        max_steps = default_max_steps(t_eval.size)
-    if not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+    substeps = checks.integer("substeps", substeps, minimum=1)
+    max_steps = checks.integer("max_steps", default_max_steps(t_eval.size) if max_steps is None else max_steps,
+                               minimum=1)
     p = system.param_array() if params is None else np.ascontiguousarray(params, dtype=np.float64)
 
     n, m, d = x0s.shape[0], t_eval.size, system.dim

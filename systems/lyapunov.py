@@ -5,8 +5,8 @@ x' = f(x, t), V' = J(x, t) V, with a fixed-step explicit Runge-Kutta method
 (any tableau: rk4 by default, rkf45 at fixed steps is order 5). Every
 ``renorm_every`` steps V is re-orthonormalised by modified Gram-Schmidt
 (V = QR) and log R_jj is accumulated; the exponents are these sums divided
-by the elapsed time. The compiled code is generated per system together with
-the integrators (see ``systems.integrate``), so it is cached across processes.
+by the elapsed time. The kernels are templates of group ``"lyapunov"`` of
+:mod:`systems.kernels`, compiled per system and cached across processes.
 """
 from __future__ import annotations
 
@@ -14,19 +14,20 @@ import math
 
 import numpy as np
 
-from . import integrate as _integrate
-from .integrate import _check_method, _template, kernels
-from .system import System, get
+from . import checks
+from .integrate import BlowUpError
+from .kernels import compile_kernels, template
+from .system import get
+from .tableaus import method_tableau
 
 __all__ = ["lyapunov_spectrum", "kaplan_yorke_dimension"]
 
-_LYAPUNOV_TEMPLATE: list = []
 _rhs = _jac = None  # bound per system in the generated module
 _D = _S = 0  # state dimension and stages, constants in the generated module
 prange = range
 
 
-@_template(registry=_LYAPUNOV_TEMPLATE)
+@template("lyapunov")
 def _tangent_rhs(z, t, p, out, d, kk, J):
     """Augmented field: z = (x, V row-major) of length d + d*kk -> out."""
     x = z[:d]
@@ -40,7 +41,7 @@ def _tangent_rhs(z, t, p, out, d, kk, J):
             out[d + i * kk + j] = acc
 
 
-@_template(registry=_LYAPUNOV_TEMPLATE)
+@template("lyapunov")
 def _tangent_step(z, t, h, p, a, b, c, K, tmp, d, kk, J):
     """One explicit RK step of the augmented system, in place; K (s, n) stages."""
     s = _S
@@ -63,7 +64,7 @@ def _tangent_step(z, t, h, p, a, b, c, K, tmp, d, kk, J):
         z[m] += h * acc
 
 
-@_template(registry=_LYAPUNOV_TEMPLATE)
+@template("lyapunov")
 def _gram_schmidt(z, d, kk, logr):
     """Orthonormalise the columns of V (stored in z[d:]) in place; logr (kk,) gets log R_jj."""
     for j in range(kk):
@@ -83,7 +84,7 @@ def _gram_schmidt(z, d, kk, logr):
                 z[d + m * kk + j] /= nrm
 
 
-@_template(registry=_LYAPUNOV_TEMPLATE)
+@template("lyapunov")
 def _benettin(x0, t0, h, n_transient, n_steps, renorm_every, kk, p, a, b, c, sums):
     """Run n_transient + n_steps steps; sums (kk,) += log R_jj after the transient.
 
@@ -121,9 +122,6 @@ def _benettin(x0, t0, h, n_transient, n_steps, renorm_every, kk, p, a, b, c, sum
     return 0, t0 + total * h, elapsed
 
 
-_integrate.register_template(_LYAPUNOV_TEMPLATE)
-
-
 def lyapunov_spectrum(
     system,
     *,
@@ -154,28 +152,20 @@ def lyapunov_spectrum(
             f"system {system.name!r} has no Jacobian; give the System a jac(x, t, p, out) function "
             "(numba-compiled) to compute its Lyapunov spectrum"
         )
-    for name, v, lo in (("n_steps", n_steps, 1), ("renorm_every", renorm_every, 1)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-    dt = float(system.dt if dt is None else dt)
-    if not (dt > 0 and math.isfinite(dt)):
-        raise ValueError(f"dt must be a positive finite number, got {dt!r}")
-    if k is None:
-        k = system.dim
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= system.dim:
-        raise ValueError(f"k must be an integer in [1, {system.dim}] for {system.name!r}, got {k!r}")
+    n_steps = checks.integer("n_steps", n_steps, minimum=1)
+    renorm_every = checks.integer("renorm_every", renorm_every, minimum=1)
+    dt = checks.positive("dt", system.dt if dt is None else dt)
+    k = checks.integer("k", system.dim if k is None else k, minimum=1, maximum=system.dim,
+                       fix=f"{system.name!r} has {system.dim} exponents")
     if transient is None:
         lam = system.lyapunov_max
         transient = 20.0 / lam if lam and lam > 0 else 2000 * dt
-    transient = float(transient)
-    if not (transient >= 0 and math.isfinite(transient)):
-        raise ValueError(f"transient must be a finite number >= 0, got {transient!r}")
-    tab, _ = _check_method(method, False)
-    x = np.array(system.x0 if x0 is None else x0, dtype=np.float64)
-    if x.shape != (system.dim,) or not np.all(np.isfinite(x)):
-        raise ValueError(f"x0 must be a finite array of shape ({system.dim},) for {system.name!r}, got {x!r}")
+    transient = checks.real("transient", transient, minimum=0.0)
+    tab, _ = method_tableau(method, False)
+    x = checks.finite_array("x0", system.x0 if x0 is None else x0, shape=(system.dim,),
+                            fix=f"give a start of {system.name!r}")
 
-    mod = kernels(system, tab.stages)
+    mod = compile_kernels("lyapunov", system, tab.stages)
     sums = np.zeros(int(k))
     a, b, c = (np.ascontiguousarray(v) for v in (tab.a, tab.b, tab.c))
     status, t_fail, elapsed = mod._benettin(
@@ -183,7 +173,7 @@ def lyapunov_spectrum(
         system.param_array(), a, b, c, sums,
     )
     if status != 0:
-        raise _integrate.BlowUpError(
+        raise BlowUpError(
             f"{system.name}: the tangent integration blew up at t={t_fail:.6g}; use a smaller dt "
             f"(got {dt}) or check the parameters",
             0,

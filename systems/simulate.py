@@ -7,10 +7,12 @@ import math
 import numpy as np
 import xarray as xr
 
-from .integrate import METHODS, IntegrationError, _check_method, integrate
+from . import checks
+from .integrate import IntegrationError, integrate
+from .tableaus import method_tableau
 from .system import System, get
 
-__all__ = ["simulate", "sample_initial_conditions", "n_chains"]
+__all__ = ["simulate", "sample_initial_conditions", "n_chains", "chain_states", "spin_up_time", "gap_time"]
 
 _PROGRESS_WORK = 5e7  # member-samples x dim above which the progress bar turns on by default
 _CHUNK = 128  # trajectories per chunk when a progress bar is shown
@@ -28,35 +30,14 @@ def _version() -> str:
     return __version__
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_float(name: str, value, *, positive: bool) -> float:
-    if isinstance(value, (bool, str, bytes)):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})") from None
-    if not math.isfinite(v) or (v <= 0 if positive else v < 0):
-        need = "a positive finite number (> 0)" if positive else "a finite number >= 0"
-        raise ValueError(f"{name} must be {need}, got {value!r}")
-    return v
-
-
-def _spin_up_time(system: System) -> float:
+def spin_up_time(system: System) -> float:
     """Time long enough to forget the initial state: 50 Lyapunov times, else 5000 sampling steps."""
     if system.lyapunov_max and system.lyapunov_max > 0:
         return max(50.0 / system.lyapunov_max, 500.0 * system.dt)
     return 5000.0 * system.dt
 
 
-def _gap_time(system: System) -> float:
+def gap_time(system: System) -> float:
     """Shortest time between two starts taken from one chain: 3 Lyapunov times, else 300 sampling steps."""
     if system.lyapunov_max and system.lyapunov_max > 0:
         return max(_GAP_LYAPUNOV / system.lyapunov_max, 30.0 * system.dt)
@@ -68,7 +49,7 @@ def n_chains(n: int) -> int:
     return int(min(n, max(_MIN_CHAINS, math.ceil(n / _CHAIN_STARTS))))
 
 
-def _chain_states(
+def chain_states(
     system: System, n: int, rng: np.random.Generator, *, method: str, rtol: float, atol: float
 ) -> np.ndarray:
     """States (c, m, d) of ``c = n_chains(n)`` spin-up chains, ``m = ceil(n / c)`` per chain, in time order."""
@@ -77,8 +58,8 @@ def _chain_states(
     c = n_chains(n)
     m = -(-n // c)
     starts = x0 + scale * rng.standard_normal((c, system.dim))
-    gaps = _gap_time(system) * (1.0 + rng.random(m))  # each in [G, 2G): random phase, never closer than G
-    spin = np.linspace(-_spin_up_time(system), 0.0, _SPIN_GRID)
+    gaps = gap_time(system) * (1.0 + rng.random(m))  # each in [G, 2G): random phase, never closer than G
+    spin = np.linspace(-spin_up_time(system), 0.0, _SPIN_GRID)
     t = np.concatenate([spin, np.cumsum(gaps)])
     substeps = max(1, int(math.ceil(float(np.max(np.diff(t))) / system.dt)))  # fixed-step methods only
     sol = integrate(system, starts, t, method=method, rtol=rtol, atol=atol, substeps=substeps)
@@ -92,8 +73,8 @@ def sample_initial_conditions(
 
     Autonomous systems: a few chains (:func:`n_chains`; 8 for n <= 256) start
     from ``system.x0`` plus a small Gaussian perturbation, spin up for T
-    (:func:`_spin_up_time`, 50 Lyapunov times) and run on, giving one state
-    after each gap; gaps are drawn uniformly in [G, 2G) (:func:`_gap_time`,
+    (:func:`spin_up_time`, 50 Lyapunov times) and run on, giving one state
+    after each gap; gaps are drawn uniformly in [G, 2G) (:func:`gap_time`,
     G = 3 Lyapunov times), so two states of a chain are decorrelated and
     differ in phase even where chaos is weak. The states go to the
     trajectories in a random order. The cost is c T + n 1.5 G instead of n T.
@@ -101,13 +82,13 @@ def sample_initial_conditions(
     so that every start has the forcing phase of t = 0.
     """
     if system.autonomous:
-        states = _chain_states(system, n, rng, method=method, rtol=rtol, atol=atol)
+        states = chain_states(system, n, rng, method=method, rtol=rtol, atol=atol)
         states = states.reshape(-1, system.dim)
         return states[rng.permutation(states.shape[0])[:n]].copy()
     x0 = np.asarray(system.x0, dtype=np.float64)
     scale = 1e-3 * (np.abs(x0) + 1.0)
     starts = x0 + scale * rng.standard_normal((n, system.dim))
-    T = _spin_up_time(system)
+    T = spin_up_time(system)
     n_grid = 201
     t = np.linspace(-T, 0.0, n_grid)
     substeps = max(1, int(math.ceil(T / (n_grid - 1) / system.dt)))
@@ -210,26 +191,25 @@ def simulate(
     if params is not None and not isinstance(params, dict):
         raise TypeError(f"params must be a dict of parameter overrides by name, got {type(params).__name__}")
     system = get(system, **(params or {}))
-    n_traj = _check_int("n_traj", n_traj, 1)
-    n_steps = _check_int("n_steps", n_steps, 1)
-    dt = _check_float("dt", dt, positive=True)
-    rtol = _check_float("rtol", rtol, positive=True)
-    atol = _check_float("atol", atol, positive=True)
-    transient = _check_float("transient", transient, positive=False)
-    noise = _check_float("noise", noise, positive=False)
-    substeps = _check_int("substeps", substeps, 1)
+    n_traj = checks.integer("n_traj", n_traj, minimum=1)
+    n_steps = checks.integer("n_steps", n_steps, minimum=1)
+    dt = checks.positive("dt", dt)
+    rtol = checks.positive("rtol", rtol)
+    atol = checks.positive("atol", atol)
+    transient = checks.real("transient", transient, minimum=0.0)
+    noise = checks.real("noise", noise, minimum=0.0)
+    substeps = checks.integer("substeps", substeps, minimum=1)
     if max_steps is not None:
-        max_steps = _check_int("max_steps", max_steps, 1)
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
-    _check_method(method, None)
+        max_steps = checks.integer("max_steps", max_steps, minimum=1)
+    method_tableau(method)
     if seed is not None:
-        seed = _check_int("seed", seed, 0)
-    if chunks is not None and not isinstance(chunks, bool) and isinstance(chunks, (int, np.integer)) \
-            and chunks >= 1:
-        _check_memory(n_traj, n_steps, system.dim, int(chunks), noise)
-    else:
-        _check_memory(n_traj, n_steps, system.dim, None, noise)
+        seed = checks.integer("seed", seed, minimum=0)
+    if chunks is not None:
+        if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks < 1:
+            raise ValueError(f"chunks must be an integer >= 1 (trajectories per chunk of a lazy ensemble) or "
+                             f"None (an in-memory array), got {chunks!r}")
+        chunks = int(chunks)
+    _check_memory(n_traj, n_steps, system.dim, chunks, noise)
     if x0 is not None:
         x0 = np.array(x0, dtype=np.float64)
         if x0.shape == (system.dim,):
@@ -242,12 +222,6 @@ def simulate(
         if not np.all(np.isfinite(x0)):
             bad = int(np.argwhere(~np.isfinite(x0))[0][0])
             raise ValueError(f"x0 contains NaN or inf (trajectory {bad}: {x0[bad]}); give finite initial states")
-
-    if chunks is not None:
-        if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks < 1:
-            raise ValueError(f"chunks must be an integer >= 1 (trajectories per chunk of a lazy ensemble) or "
-                             f"None (an in-memory array), got {chunks!r}")
-        chunks = int(chunks)
 
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
@@ -404,7 +378,7 @@ def _to_dataset(system, x, t, method, rtol, atol, dt, seed, transient, noise, su
         "parameters": json.dumps(params),
         **{f"param_{k}": v for k, v in params.items()},
         "method": method,
-        "adaptive": int(_check_method(method, None)[1]),
+        "adaptive": int(method_tableau(method)[1]),
         "rtol": rtol,
         "atol": atol,
         "substeps": substeps,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from types import MappingProxyType
@@ -17,7 +16,8 @@ import numpy as np
 from numba import njit
 from numba.core.registry import CPUDispatcher
 
-from . import catalogue
+from . import catalogue, checks
+from .integrate import integrate
 
 __all__ = ["System", "names", "get", "register"]
 
@@ -91,7 +91,7 @@ class System:
             )
         new = dict(self.params)
         for k, v in overrides.items():
-            new[k] = _finite_float(v, f"parameter {k!r} of system {self.name!r}")
+            new[k] = checks.real(f"parameter {k!r} of system {self.name!r}", v)
         if all(new[k] == self.params[k] for k in self.param_names):
             return self
         changes: dict[str, Any] = dict(
@@ -117,10 +117,10 @@ class System:
         rest = new.get(self.metadata.get("rest_param", ""), 1.0)
         x = np.full(n, rest)
         x[0] += 0.01  # the classic Lorenz-96 start: the rest state x_i = F plus a small kick
-        p = np.array([new[k] for k in self.param_names], dtype=np.float64)
-        relax_t = float(self.metadata.get("relax_time", 50.0))
-        x0 = relax(self.rhs, x, p, self.dt, relax_t)
-        return dict(components=tuple(pattern.format(i=i + 1) for i in range(n)), x0=x0)
+        components = tuple(pattern.format(i=i + 1) for i in range(n))
+        resized = replace(self, params=MappingProxyType(new), components=components, x0=x)
+        x0 = relax(resized, x, float(self.metadata.get("relax_time", 50.0)))
+        return dict(components=components, x0=x0)
 
     # -- evaluation from Python -------------------------------------------------
     def _state(self, x, t) -> tuple[np.ndarray, float]:
@@ -132,7 +132,7 @@ class System:
             )
         if not np.all(np.isfinite(x)):
             raise ValueError(f"{self.name}: state x must be finite, got {x} (contains NaN or inf)")
-        return x, _finite_float(t, f"{self.name}: time t")
+        return x, checks.real(f"{self.name}: time t", t)
 
     def derivative(self, x, t: float = 0.0) -> np.ndarray:
         """dx/dt at state x (dim,) and time t, as a new array (dim,)."""
@@ -186,23 +186,20 @@ class System:
             if dim is not None and dim != len(components):
                 raise ValueError(f"dim={dim} disagrees with {len(components)} components {list(components)}")
         else:
-            if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
-                raise ValueError(f"dim must be a positive int, got {dim!r}")
+            dim = checks.integer("dim", dim, minimum=1)
             components = tuple(f"x{i + 1}" for i in range(int(dim)))
         if not isinstance(params, Mapping):
             raise TypeError(f"params must be a dict of name -> float, got {type(params).__name__}")
-        pvals = {str(k): _finite_float(v, f"parameter {k!r}") for k, v in params.items()}
+        pvals = {str(k): checks.real(f"parameter {k!r}", v) for k, v in params.items()}
         x0 = np.array(x0, dtype=np.float64)
         if x0.shape != (len(components),) or not np.all(np.isfinite(x0)):
             raise ValueError(
                 f"x0 must be a finite array of shape ({len(components)},) for components "
                 f"{list(components)}, got {x0!r} with shape {x0.shape}"
             )
-        dt = _finite_float(dt, "dt")
-        if dt <= 0:
-            raise ValueError(f"dt must be > 0 (the recommended sampling step), got {dt}")
+        dt = checks.positive("dt", dt, fix="dt is the recommended sampling step, e.g. dt=0.01")
         if lyapunov_max is not None:
-            lyapunov_max = _finite_float(lyapunov_max, "lyapunov_max")
+            lyapunov_max = checks.real("lyapunov_max", lyapunov_max)
         p = np.array(list(pvals.values()), dtype=np.float64)
         rhs = _compiled(rhs, "rhs")
         _check_rhs(rhs, x0, p, name)
@@ -221,16 +218,6 @@ class System:
 
 
 # -- helpers -------------------------------------------------------------------
-def _finite_float(value, what: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} must be a real number, got {value!r} ({type(value).__name__})") from None
-    if not math.isfinite(out):
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    return out
-
-
 def _compiled(fn: Callable, what: str) -> Callable:
     if isinstance(fn, CPUDispatcher):
         return fn
@@ -299,27 +286,11 @@ def finite_difference_jacobian(rhs: Callable) -> Callable:
     return fd_jac
 
 
-@njit(nogil=True)
-def _rk4(rhs, x, t, p, h, n):
-    d = x.shape[0]
-    k1, k2, k3, k4, y = np.empty(d), np.empty(d), np.empty(d), np.empty(d), np.empty(d)
-    for _ in range(n):
-        rhs(x, t, p, k1)
-        y[:] = x + 0.5 * h * k1
-        rhs(y, t + 0.5 * h, p, k2)
-        y[:] = x + 0.5 * h * k2
-        rhs(y, t + 0.5 * h, p, k3)
-        y[:] = x + h * k3
-        rhs(y, t + h, p, k4)
-        x = x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-        t += h
-    return x
-
-
-def relax(rhs: Callable, x: np.ndarray, p: np.ndarray, dt: float, duration: float) -> np.ndarray:
-    """Fixed-step RK4 (step dt / 4) from x for ``duration``: a start on the attractor."""
-    h = dt / 4.0
-    out = _rk4(rhs, np.ascontiguousarray(x, dtype=np.float64), 0.0, p, h, int(round(duration / h)))
+def relax(system: "System", x: np.ndarray, duration: float) -> np.ndarray:
+    """x (dim,) integrated for ``duration`` by fixed-step RK4 (step ``system.dt / 4``): a start on the attractor."""
+    h = system.dt / 4.0
+    n = max(1, int(round(duration / h)))
+    out = integrate(system, x, [0.0, n * h], method="rk4", adaptive=False, substeps=n).x[0, -1]
     if not np.all(np.isfinite(out)):
         raise ValueError("relaxation onto the attractor diverged; pass an explicit x0")
     return out

@@ -2,8 +2,9 @@
 
 The single source of truth for both packages: ``systems.integrate`` (numba)
 and ``dynfit.solvers`` (torch) read them from here. Each tableau checks itself
-on construction: rows of ``a`` sum to ``c``, ``b`` sums to 1 and the error
-weights ``b - b_low`` sum to 0.
+on construction (:func:`check_tableau`, the one place of these checks): ``a``
+is strictly lower triangular, its rows sum to ``c``, ``b`` sums to 1 and the
+error weights ``b - b_low`` sum to 0.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from fractions import Fraction as F
 
 import numpy as np
 
-__all__ = ["Tableau", "TABLEAUS", "get_tableau"]
+__all__ = ["Tableau", "TABLEAUS", "METHODS", "get_tableau", "method_tableau", "check_tableau"]
 
 
 @dataclass(frozen=True)
@@ -36,20 +37,7 @@ class Tableau:
     fsal: bool = False
 
     def __post_init__(self):
-        s = len(self.c)
-        if self.a.shape != (s, s) or self.b.shape != (s,):
-            raise ValueError(f"tableau {self.name!r}: a must be ({s}, {s}) and b ({s},), got {self.a.shape} and {self.b.shape}")
-        if np.any(np.triu(self.a) != 0):
-            raise ValueError(f"tableau {self.name!r}: a must be strictly lower triangular (explicit method)")
-        if not np.allclose(self.a.sum(axis=1), self.c, atol=1e-14, rtol=0):
-            raise ValueError(f"tableau {self.name!r}: rows of a must sum to c")
-        if abs(self.b.sum() - 1.0) > 1e-14:
-            raise ValueError(f"tableau {self.name!r}: weights b must sum to 1, got {self.b.sum()!r}")
-        if self.b_low is not None:
-            if self.b_low.shape != (s,):
-                raise ValueError(f"tableau {self.name!r}: b_low must have shape ({s},)")
-            if abs(self.error_weights.sum()) > 1e-14:
-                raise ValueError(f"tableau {self.name!r}: error weights b - b_low must sum to 0")
+        check_tableau(self)
         for arr in (self.a, self.b, self.c) + (() if self.b_low is None else (self.b_low,)):
             arr.setflags(write=False)
 
@@ -67,6 +55,29 @@ class Tableau:
         if self.b_low is None:
             raise ValueError(f"method {self.name!r} has no embedded error estimate")
         return self.b - self.b_low
+
+
+def check_tableau(tab, tol: float = 1e-14) -> None:
+    """Raise ValueError unless ``tab`` (anything with name, a, b, c, b_low) is a consistent explicit method.
+
+    Shapes (s, s), (s,), (s,); ``a`` strictly lower triangular; rows of ``a`` sum
+    to ``c``; ``b`` sums to 1; the error weights ``b - b_low`` sum to 0 (all
+    within ``tol``).
+    """
+    s = len(tab.c)
+    if tab.a.shape != (s, s) or tab.b.shape != (s,):
+        raise ValueError(f"tableau {tab.name!r}: a must be ({s}, {s}) and b ({s},), got {tab.a.shape} and {tab.b.shape}")
+    if np.any(np.triu(tab.a) != 0):
+        raise ValueError(f"tableau {tab.name!r}: a must be strictly lower triangular (explicit method)")
+    if not np.allclose(tab.a.sum(axis=1), tab.c, atol=tol, rtol=0):
+        raise ValueError(f"tableau {tab.name!r}: rows of a must sum to c")
+    if abs(tab.b.sum() - 1.0) > tol:
+        raise ValueError(f"tableau {tab.name!r}: weights b must sum to 1, got {tab.b.sum()!r}")
+    if tab.b_low is not None:
+        if tab.b_low.shape != (s,):
+            raise ValueError(f"tableau {tab.name!r}: b_low must have shape ({s},)")
+        if abs((tab.b - tab.b_low).sum()) > tol:
+            raise ValueError(f"tableau {tab.name!r}: error weights b - b_low must sum to 0")
 
 
 def _arr(rows) -> np.ndarray:
@@ -245,6 +256,8 @@ DOP853 = Tableau(
 )
 
 TABLEAUS: dict[str, Tableau] = {t.name: t for t in (RK4, RKF45, RKF23, DOPRI5, DOP853)}
+#: Method names accepted by ``systems.integrate``, ``systems.simulate`` and ``dynfit.odesolve``.
+METHODS = tuple(TABLEAUS)
 
 
 def get_tableau(name: str) -> Tableau:
@@ -253,3 +266,21 @@ def get_tableau(name: str) -> Tableau:
         return TABLEAUS[name]
     except KeyError:
         raise ValueError(f"unknown Runge-Kutta method {name!r}; expected one of {sorted(TABLEAUS)}") from None
+
+
+def method_tableau(method: str, adaptive: bool | None = None) -> tuple[Tableau, bool]:
+    """The tableau of ``method`` and whether to adapt the step (None: adapt if the method can).
+
+    ValueError for an unknown name, or adaptive=True with a fixed-step method.
+    """
+    if not isinstance(method, str) or method not in TABLEAUS:
+        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+    tab = TABLEAUS[method]
+    if adaptive is None:
+        adaptive = tab.adaptive
+    if adaptive and not tab.adaptive:
+        raise ValueError(
+            f"method {method!r} has no embedded error estimate, so it cannot adapt its step; "
+            f"use adaptive=False or one of {[n for n, t in TABLEAUS.items() if t.adaptive]}"
+        )
+    return tab, bool(adaptive)

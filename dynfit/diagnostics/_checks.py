@@ -1,31 +1,12 @@
-"""Input checks shared by the diagnostics: clear errors before any work starts."""
+"""Input checks of the diagnostics' own kinds (thresholds, trajectories, netCDF files).
+
+Numbers, integers and choices are checked with :mod:`systems.checks` (one rule for both packages).
+"""
 from __future__ import annotations
 
-import numbers
 from pathlib import Path
 
 import numpy as np
-
-
-def check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def check_int(value, name: str, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_state(x, dim: int, name: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.shape != (dim,):
-        raise ValueError(f"{name} must have shape ({dim},), got {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} must be finite, got {x}")
-    return x
 
 
 def check_thresholds(thresholds) -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import pdist
 
-from ._checks import check_int
+from systems import checks
 
 __all__ = ["correlation_dimension", "correlation_sum"]
 
@@ -36,8 +36,8 @@ def correlation_dimension(x, *, n_points: int = 3000, c_range=(5e-4, 1e-2), n_ra
     x = np.asarray(x, dtype=np.float64)
     if x.ndim < 2:
         raise ValueError(f"x must have shape (..., dim), got {x.shape}")
-    n_points = check_int(n_points, "n_points", minimum=100)
-    n_radii = check_int(n_radii, "n_radii", minimum=3)
+    n_points = checks.integer("n_points", n_points, minimum=100)
+    n_radii = checks.integer("n_radii", n_radii, minimum=3)
     lo, hi = c_range
     if not 0 < lo < hi < 1:
         raise ValueError(f"c_range must be (low, high) with 0 < low < high < 1, got {c_range!r}")

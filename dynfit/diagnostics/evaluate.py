@@ -39,7 +39,8 @@ from datetime import datetime, timezone
 import numpy as np
 import xarray as xr
 
-from ._checks import check_int, check_positive, check_thresholds
+from systems import checks
+from ._checks import check_thresholds
 from .dimension import correlation_dimension
 from ..solvers import odesolve
 from .lyapunov import lyapunov_spectrum, system_lyapunov_spectrum
@@ -69,7 +70,7 @@ def _check_surrogate(surrogate):
             f"surrogate must have generate(x0, n_steps), dt and dim (like dynfit.Surrogate); "
             f"{type(surrogate).__name__} lacks {missing or ['a callable generate']}"
         )
-    return check_positive(float(surrogate.dt), "surrogate.dt"), int(surrogate.dim)
+    return checks.positive("surrogate.dt", float(surrogate.dt)), int(surrogate.dim)
 
 
 def _check_data(data, dim: int, surrogate_system):
@@ -287,13 +288,13 @@ def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = 20, horizon: float 
         scaler.set_dim(data.sizes["component"])  # a wrapped vector field takes the data's dimension
     sdt, dim = _check_surrogate(surrogate)
     name, x, dt = _check_data(data, dim, getattr(surrogate, "system", None))
-    n_starts = check_int(n_starts, "n_starts", minimum=1)
+    n_starts = checks.integer("n_starts", n_starts, minimum=1)
     _check_finite_model(surrogate)
-    horizon = check_positive(horizon, "horizon")
-    long_steps = check_int(long_steps, "long_steps", minimum=1000)
-    lyapunov_steps = check_int(lyapunov_steps, "lyapunov_steps", minimum=0)
-    lyapunov_starts = check_int(lyapunov_starts, "lyapunov_starts", minimum=1)
-    seed = check_int(seed, "seed", minimum=0)
+    horizon = checks.positive("horizon", horizon)
+    long_steps = checks.integer("long_steps", long_steps, minimum=1000)
+    lyapunov_steps = checks.integer("lyapunov_steps", lyapunov_steps, minimum=0)
+    lyapunov_starts = checks.integer("lyapunov_starts", lyapunov_starts, minimum=1)
+    seed = checks.integer("seed", seed, minimum=0)
     ratio = dt / sdt
     k = int(round(ratio))
     if k < 1 or abs(ratio - k) > 1e-6 * ratio:

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._checks import check_int, check_positive
+from systems import checks
 
 __all__ = ["lyapunov_spectrum", "system_lyapunov_spectrum"]
 
@@ -54,10 +54,10 @@ def _common_checks(x0, dim, dt, n_steps, transient, k):
         raise ValueError(f"x0 must have shape ({dim},) or (n_starts, {dim}), got {np.shape(x0)}")
     if not np.all(np.isfinite(x0)):
         raise ValueError("x0 must be finite; it contains NaN or inf")
-    check_positive(dt, "dt")
-    n_steps = check_int(n_steps, "n_steps", minimum=1)
-    transient = check_int(transient, "transient", minimum=0)
-    k = dim if k is None else check_int(k, "k", minimum=1)
+    checks.positive("dt", dt)
+    n_steps = checks.integer("n_steps", n_steps, minimum=1)
+    transient = checks.integer("transient", transient, minimum=0)
+    k = dim if k is None else checks.integer("k", k, minimum=1)
     if k > dim:
         raise ValueError(f"k={k} exponents requested but the state has dim={dim}; pass k <= {dim}")
     return x0, float(dt), n_steps, transient, k

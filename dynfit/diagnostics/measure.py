@@ -24,7 +24,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.special import logsumexp
 from scipy.stats import wasserstein_distance
 
-from ._checks import check_int, check_positive
+from systems import checks
 
 __all__ = ["density_divergence", "wasserstein", "as_points"]
 
@@ -79,7 +79,7 @@ def density_divergence(truth, model, *, bins: int = 30, smoothing: float = 1.0, 
     if method == "auto":
         method = "bins" if dim <= 3 else "gmm"
     if method == "bins":
-        bins = check_int(bins, "bins", minimum=2)
+        bins = checks.integer("bins", bins, minimum=2)
         if bins ** dim > 5e7:
             raise ValueError(f"bins={bins} in dim={dim} needs {bins ** dim:.3g} cells; use method='gmm'")
         smoothing = float(smoothing)
@@ -92,8 +92,8 @@ def density_divergence(truth, model, *, bins: int = 30, smoothing: float = 1.0, 
         p = _histogram_multi(zt, edges, smoothing)
         q = _histogram_multi(zm, edges, smoothing)
         return float(max(np.sum(p * np.log(p / q)), 0.0))
-    n_points = check_int(n_points, "n_points", minimum=10)
-    scale = check_positive(scale, "scale")
+    n_points = checks.integer("n_points", n_points, minimum=10)
+    scale = checks.positive("scale", scale)
     rng = np.random.default_rng(seed)
     # truth centres from the first half, evaluation points from the second, so
     # that no evaluation point sits next to its own time neighbours

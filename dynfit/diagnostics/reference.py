@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from ._checks import check_int, check_positive
+from systems import checks
 
 __all__ = ["integrate", "reference_solutions", "ExactSurrogate", "DEFAULT_REFERENCE_SOLVERS"]
 
@@ -42,10 +42,10 @@ def integrate(system, x0, *, dt: float, n_steps: int, method: str = "DOP853",
     system = systems.get(system)
     if method not in _METHODS + _systems_methods():
         raise ValueError(f"method must be one of {_METHODS + _systems_methods()}, got {method!r}")
-    check_positive(dt, "dt")
-    check_positive(rtol, "rtol")
-    check_positive(atol, "atol")
-    n_steps = check_int(n_steps, "n_steps", minimum=1)
+    checks.positive("dt", dt)
+    checks.positive("rtol", rtol)
+    checks.positive("atol", atol)
+    n_steps = checks.integer("n_steps", n_steps, minimum=1)
     x0 = np.asarray(x0, dtype=np.float64)
     single = x0.ndim == 1
     x0 = np.atleast_2d(x0)
@@ -103,9 +103,9 @@ class ExactSurrogate:
         self._system = systems.get(system)
         self.system = self._system.name
         self.dim = self._system.dim
-        self.dt = check_positive(dt, "dt")
-        self.method, self.rtol = method, check_positive(rtol, "rtol")
-        self.atol = self.rtol if atol is None else check_positive(atol, "atol")
+        self.dt = checks.positive("dt", dt)
+        self.method, self.rtol = method, checks.positive("rtol", rtol)
+        self.atol = self.rtol if atol is None else checks.positive("atol", atol)
 
     def generate(self, x0, n_steps: int) -> np.ndarray:
         """Trajectories (B, n_steps, dim) from x0 (B, dim); row 0 is x0."""

@@ -18,7 +18,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import welch
 
-from ._checks import check_int, check_positive
+from systems import checks
 
 __all__ = ["power_spectrum", "spectrum_distance"]
 
@@ -42,8 +42,8 @@ def power_spectrum(x, *, dt: float, nperseg: int = 1024, smoothing: float = 2.0)
     ``smoothing`` bins (0: none).
     """
     x = _series(x, "x")
-    dt = check_positive(dt, "dt")
-    nperseg = check_int(nperseg, "nperseg", minimum=8)
+    dt = checks.positive("dt", dt)
+    nperseg = checks.integer("nperseg", nperseg, minimum=8)
     nperseg = min(nperseg, x.shape[1])
     f, p = welch(x - x.mean(axis=1, keepdims=True), fs=1.0 / dt, nperseg=nperseg, axis=1)
     p = p.mean(axis=0)  # (n_freq, dim)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_positive, check_thresholds, check_trajectory
+from systems import checks
+from ._checks import check_thresholds, check_trajectory
 
 __all__ = ["normalised_error", "valid_prediction_time", "valid_groundtruth_time", "first_exceedance"]
 
@@ -80,8 +81,8 @@ def valid_prediction_time(truth, pred, *, dt: float, lyapunov_time: float, std,
     definition.
     """
     thr = check_thresholds(thresholds)
-    dt = check_positive(dt, "dt")
-    lt = check_positive(lyapunov_time, "lyapunov_time")
+    dt = checks.positive("dt", dt)
+    lt = checks.positive("lyapunov_time", lyapunov_time)
     e = normalised_error(truth, pred, std=std)
     return first_exceedance(e, thr, dt=dt) / lt
 

@@ -14,10 +14,11 @@ layers cover ``[0, t_max]`` with ``num_points`` grid points.
 from __future__ import annotations
 
 import itertools
-import numbers
 
 import torch
 from torch import nn
+
+from systems import checks
 
 from .norm import make_norm, norm_penalty
 
@@ -41,20 +42,6 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name.lower()]()
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_dtype(dtype) -> torch.dtype:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
-    return dtype
-
-
 def _time_column(t, x: torch.Tensor, shape) -> torch.Tensor:
     """t (scalar, or per-example (B,) / (B, 1)) broadcast to ``shape`` = (B, 1, ...)."""
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device).detach()
@@ -71,13 +58,13 @@ def _time_column(t, x: torch.Tensor, shape) -> torch.Tensor:
 class _Field(nn.Module):
     def _setup(self, dim_name: str, dim, width, depth, activation, time_dependent, norm, dtype) -> torch.dtype:
         """Validate and store the settings every field shares; returns the checked dtype."""
-        self.dim = _check_int(dim_name, dim, 1)
-        self.width = _check_int("width", width, 1)
-        self.depth = _check_int("depth", depth, 1)
+        self.dim = checks.integer(dim_name, dim, minimum=1)
+        self.width = checks.integer("width", width, minimum=1)
+        self.depth = checks.integer("depth", depth, minimum=1)
         self.time_dependent = bool(time_dependent)
         self.act = make_activation(activation)
         self.norm_kind = "none" if norm is None else norm
-        return _check_dtype(dtype)
+        return checks.float_dtype("dtype", dtype)
 
     def _with_time(self, t, x: torch.Tensor) -> torch.Tensor:
         """x with t appended as one more input feature/channel when the field is time-dependent."""
@@ -208,7 +195,7 @@ class ConvField(_Field):
         super().__init__()
         dtype = self._setup("channels", channels, width, depth, activation, time_dependent, norm, dtype)
         self.channels = self.dim
-        kernel_size = _check_int("kernel_size", kernel_size, 1)
+        kernel_size = checks.integer("kernel_size", kernel_size, minimum=1)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (to keep H and W), got {kernel_size}")
         pad = kernel_size // 2
@@ -266,10 +253,10 @@ class PolynomialField(_Field):
         if time_dependent:
             raise ValueError("PolynomialField is time-invariant (time_dependent=False); for a time-dependent "
                              "field use kind 'mlp' or 'residual' with time_dependent=True")
-        self.dim = _check_int("dim", dim, 1)
-        self.degree = _check_int("degree", degree, 1)
-        width = _check_int("width", width, 0)
-        dtype = _check_dtype(dtype)
+        self.dim = checks.integer("dim", dim, minimum=1)
+        self.degree = checks.integer("degree", degree, minimum=1)
+        width = checks.integer("width", width, minimum=0)
+        dtype = checks.float_dtype("dtype", dtype)
         self.time_dependent = False
         combos = list(itertools.combinations_with_replacement(range(self.dim + 1), self.degree))
         self.register_buffer("index", torch.tensor(combos, dtype=torch.int64), persistent=False)

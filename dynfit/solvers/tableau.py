@@ -1,7 +1,7 @@
 """Torch-ready view of the Butcher tableaus in :mod:`systems.tableaus`.
 
-The arrays live in ``systems.tableaus`` (checked there on construction); this
-module re-checks them and turns them into the Python-float rows the stepper
+The arrays live in ``systems.tableaus`` (checked there on construction by
+``check_tableau``, re-exported here); this module turns them into the Python-float rows the stepper
 uses (zero coefficients dropped, so the hot loop does no useless work). Python
 floats keep every tensor's dtype and device, so one cached view serves float32,
 float64, CPU and CUDA alike.
@@ -18,27 +18,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import torch
 
-from systems.tableaus import TABLEAUS, Tableau, get_tableau
+from systems.tableaus import TABLEAUS, Tableau, check_tableau, get_tableau
 
 __all__ = ["TorchTableau", "torch_tableau", "check_tableau", "fsal_extension", "midpoint_weights",
            "dense_coefficients", "METHODS"]
 
 METHODS = tuple(sorted(TABLEAUS))
-
-
-def check_tableau(tab: Tableau, tol: float = 1e-14) -> None:
-    """Raise ValueError unless a is strictly lower triangular, rows of a sum to c,
-    b sums to 1 and the error weights b - b_low sum to 0."""
-    if np.any(np.triu(tab.a) != 0):
-        raise ValueError(f"tableau {tab.name!r}: a must be strictly lower triangular")
-    if not np.allclose(tab.a.sum(axis=1), tab.c, atol=tol, rtol=0):
-        raise ValueError(f"tableau {tab.name!r}: rows of a must sum to c")
-    if abs(tab.b.sum() - 1.0) > tol:
-        raise ValueError(f"tableau {tab.name!r}: weights b must sum to 1, got {tab.b.sum()!r}")
-    if tab.b_low is not None and abs((tab.b - tab.b_low).sum()) > tol:
-        raise ValueError(f"tableau {tab.name!r}: error weights b - b_low must sum to 0")
 
 
 def fsal_extension(tab: Tableau) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -132,8 +118,7 @@ def _build(tab: Tableau, a, b, c, fsal: bool, mid=()) -> TorchTableau:
 
 @lru_cache(maxsize=None)
 def _cached(name: str, fsal: bool) -> TorchTableau:
-    tab = get_tableau(name)
-    check_tableau(tab)
+    tab = get_tableau(name)  # checked when it was built (systems.tableaus.check_tableau)
     if not fsal:
         return _build(tab, tab.a, tab.b, tab.c, tab.fsal)
     if not tab.adaptive:

@@ -363,11 +363,11 @@ def test_simulate_refuses_sizes_beyond_memory():
 
 # ------------------------------------------------------------------ kernel cache folder
 def test_kernel_folder_is_private(tmp_path, monkeypatch):
-    from systems.integrate import KernelCacheError, _kernel_dir
+    from systems.kernels import KernelCacheError, kernel_dir
 
     monkeypatch.delenv("SYSTEMS_KERNEL_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    d = _kernel_dir()
+    d = kernel_dir()
     assert d == tmp_path / "cache" / "dynfit" / "kernels"
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     shared = tmp_path / "shared"
@@ -375,11 +375,11 @@ def test_kernel_folder_is_private(tmp_path, monkeypatch):
     shared.chmod(0o777)
     monkeypatch.setenv("SYSTEMS_KERNEL_DIR", str(shared))
     with pytest.raises(KernelCacheError, match="writable by others"):
-        _kernel_dir()
+        kernel_dir()
     if os.geteuid() == 0:  # as root we can make a folder that belongs to someone else
         foreign = tmp_path / "foreign"
         foreign.mkdir(mode=0o755)
         os.chown(foreign, 65534, 65534)
         monkeypatch.setenv("SYSTEMS_KERNEL_DIR", str(foreign))
         with pytest.raises(KernelCacheError, match="belongs to user id 65534"):
-            _kernel_dir()
+            kernel_dir()

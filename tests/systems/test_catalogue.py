@@ -274,10 +274,10 @@ def test_define_rejects_wrong_jacobian():
     [
         (dict(dim=3, x0=[1.0, 1.0], dt=0.01), ValueError, "x0 must be a finite array of shape"),
         (dict(dim=3, x0=[1.0, np.nan, 1.0], dt=0.01), ValueError, "x0 must be a finite"),
-        (dict(dim=3, x0=[1.0, 1.0, 1.0], dt=0.0), ValueError, "dt must be > 0"),
+        (dict(dim=3, x0=[1.0, 1.0, 1.0], dt=0.0), ValueError, "dt must be a positive finite number.*sampling step"),
         (dict(x0=[1.0, 1.0, 1.0], dt=0.01), TypeError, "components"),
         (dict(components=["x", "y"], dim=3, x0=[1.0, 1.0, 1.0], dt=0.01), ValueError, "disagrees"),
-        (dict(dim=0, x0=[], dt=0.01), ValueError, "dim must be a positive int"),
+        (dict(dim=0, x0=[], dt=0.01), ValueError, "dim must be >= 1, got 0"),
     ],
 )
 def test_define_validates_arguments(kwargs, exc, match):

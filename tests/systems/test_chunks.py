@@ -1,4 +1,6 @@
 """Lazy ensembles: simulate(..., chunks=K) as dask, zarr and netCDF files, dask.distributed."""
+import importlib
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -7,7 +9,8 @@ from numba import njit
 import systems
 from systems.dataset import SystemsFileError
 from systems.integrate import BlowUpError
-from systems.simulate import _Plan
+
+simulate_module = importlib.import_module("systems.simulate")  # the module (systems.simulate is the function)
 
 dask = pytest.importorskip("dask")
 
@@ -39,24 +42,35 @@ def test_chunked_equals_unchunked(kwargs):
         xr.testing.assert_identical(lazy.compute(), eager)  # bit for bit, attrs included
 
 
-def test_nothing_is_integrated_until_asked(monkeypatch):
+def _count_integrations(monkeypatch) -> list:
+    """Record the number of trajectories of every call of the integrator that simulate makes."""
     calls = []
-    real = _Plan.clean
-    monkeypatch.setattr(_Plan, "clean", lambda self, x0, *a, **k: calls.append(len(x0)) or real(self, x0, *a, **k))
-    ds = systems.simulate("lorenz63", n_traj=12, n_steps=30, dt=0.01, seed=0, chunks=4)
+    real = simulate_module.integrate
+    monkeypatch.setattr(simulate_module, "integrate",
+                        lambda system, x0, *a, **k: calls.append(len(x0)) or real(system, x0, *a, **k))
+    return calls
+
+
+@pytest.fixture(scope="module")
+def starts():
+    """Given starts (x0), so that every integration counted is one of the data, not of drawing starts."""
+    return systems.simulate("lorenz63", n_traj=12, n_steps=1, dt=0.01, seed=0)["x"].values[:, 0]
+
+
+def test_nothing_is_integrated_until_asked(monkeypatch, starts):
+    calls = _count_integrations(monkeypatch)
+    ds = systems.simulate("lorenz63", n_traj=12, n_steps=30, dt=0.01, x0=starts, chunks=4)
     assert calls == []
     ds.isel(trajectory=slice(4, 8))["x"].values
     assert calls == [4]  # only the chunk asked for
 
 
-def test_fit_data_loads_only_the_selected_chunks(monkeypatch):
+def test_fit_data_loads_only_the_selected_chunks(monkeypatch, starts):
     """dynfit's as_trajectories computes x of what it is given: a selection loads only its chunks."""
     from dynfit.data import as_trajectories
 
-    calls = []
-    real = _Plan.clean
-    monkeypatch.setattr(_Plan, "clean", lambda self, x0, *a, **k: calls.append(len(x0)) or real(self, x0, *a, **k))
-    ds = systems.simulate("lorenz63", n_traj=12, n_steps=30, dt=0.01, seed=0, chunks=4)
+    calls = _count_integrations(monkeypatch)
+    ds = systems.simulate("lorenz63", n_traj=12, n_steps=30, dt=0.01, x0=starts, chunks=4)
     arr, dt, attrs = as_trajectories(ds.isel(trajectory=slice(0, 4)))
     assert arr.shape == (4, 30, 3) and dt == 0.01 and attrs["system"] == "lorenz63"
     assert calls == [4]

@@ -52,7 +52,7 @@ def test_kaplan_yorke_formula():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(k=4), r"k must be an integer in \[1, 3\]"),
+        (dict(k=4), r"k must be in \[1, 3\], got 4; .lorenz63. has 3 exponents"),
         (dict(n_steps=0), "n_steps"),
         (dict(dt=0.0), "dt"),
         (dict(x0=[1.0, 2.0]), "x0"),

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import systems
-from systems.simulate import _chain_states, _gap_time, _spin_up_time, n_chains, sample_initial_conditions
+from systems.simulate import chain_states, gap_time, spin_up_time, n_chains, sample_initial_conditions
 
 
 def test_chain_count():
@@ -22,15 +22,15 @@ def test_same_rng_same_starts_and_all_distinct():
 
 def test_gap_is_three_lyapunov_times():
     s = systems.get("lorenz63")
-    assert _gap_time(s) == pytest.approx(3.0 / s.lyapunov_max)
-    assert _spin_up_time(s) == pytest.approx(50.0 / s.lyapunov_max)
+    assert gap_time(s) == pytest.approx(3.0 / s.lyapunov_max)
+    assert spin_up_time(s) == pytest.approx(50.0 / s.lyapunov_max)
 
 
 @pytest.mark.parametrize("name", ["lorenz63", "rossler"])
 def test_starts_of_one_chain_are_decorrelated_and_spread_like_the_attractor(name):
     """Consecutive states of a chain: correlation near 0; all states: the attractor's mean and spread."""
     s = systems.get(name)
-    states = _chain_states(s, 256, np.random.default_rng(0), method="rkf45", rtol=1e-9, atol=1e-9)
+    states = chain_states(s, 256, np.random.default_rng(0), method="rkf45", rtol=1e-9, atol=1e-9)
     assert states.shape == (8, 32, 3)
     a, b = states[:, :-1].reshape(-1, 3), states[:, 1:].reshape(-1, 3)
     lag1 = [abs(np.corrcoef(a[:, i], b[:, i])[0, 1]) for i in range(3)]
