@@ -356,14 +356,21 @@ class ContinuousStrategy(Strategy):
       current horizon, the horizon doubles, up to ``max_horizon``.
     - stop: the same stall at ``max_horizon`` ends training (``finished``).
 
-    Windows start every ``horizon`` samples (each sample once per epoch).
+    Windows start every ``min(horizon, max_stride)`` samples (never closer than
+    the user's stride): disjoint windows (each sample once per epoch) up to
+    ``max_stride``, overlapping ones beyond, so that a long-horizon batch holds
+    as many windows as the horizon-``max_stride`` batch. A rollout's steps are
+    sequential batched calls; with disjoint windows a horizon-128 batch has 1/128
+    of the rows of a one-step batch and the per-call cost dominates (5x the time
+    per field evaluation, benchmarks/bench_training.py). ``max_stride=None``
+    keeps disjoint windows at every horizon.
     """
 
     name = "continuous"
 
     def __init__(self, *, method: str = "rkf45", start_horizon: int = 8, max_horizon: int = 64,
                  rtol_max: float = 1e-5, rtol_min: float = 1e-9, patience: int = 3, improvement: float = 0.05,
-                 inference_rtol: float = 1e-10, max_steps: int = 100_000):
+                 inference_rtol: float = 1e-10, max_steps: int = 100_000, max_stride: int | None = 8):
         from .solvers.tableau import METHODS, torch_tableau
 
         if method not in METHODS or not torch_tableau(method).adaptive:
@@ -375,6 +382,10 @@ class ContinuousStrategy(Strategy):
                 raise ValueError(f"{key} must be an int >= 1, got {val!r}")
         if start_horizon > max_horizon:
             raise ValueError(f"start_horizon ({start_horizon}) must not exceed max_horizon ({max_horizon})")
+        if max_stride is not None and (isinstance(max_stride, bool) or not isinstance(max_stride, int)
+                                       or max_stride < 1):
+            raise ValueError(f"max_stride must be an int >= 1 (windows start at most that many samples apart) "
+                             f"or None (disjoint windows at every horizon), got {max_stride!r}")
         for key, val in (("rtol_max", rtol_max), ("rtol_min", rtol_min), ("inference_rtol", inference_rtol),
                          ("improvement", improvement)):
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 < val < 1:
@@ -385,6 +396,7 @@ class ContinuousStrategy(Strategy):
         self.method, self.start_horizon, self.max_horizon = method, start_horizon, max_horizon
         self.rtol_max, self.rtol_min, self.patience, self.improvement = rtol_max, rtol_min, patience, improvement
         self.inference_rtol, self.max_steps = inference_rtol, max_steps
+        self.max_stride = max_stride
         self.rtol = rtol_max
         self.current = None
         self.since = 0  # epochs at the current horizon
@@ -402,7 +414,8 @@ class ContinuousStrategy(Strategy):
         return self.rtol
 
     def stride(self, horizon, base):
-        return max(base, horizon)
+        """Disjoint windows up to max_stride samples, then a start every max_stride samples (>= base)."""
+        return max(base, horizon if self.max_stride is None else min(horizon, self.max_stride))
 
     def _stalled(self, history) -> bool:
         rows = [r for r in history if r.get("horizon") == self.current][-(self.patience + 1):]
@@ -460,7 +473,7 @@ class ContinuousStrategy(Strategy):
         return {"name": self.name, "method": self.method, "start_horizon": self.start_horizon,
                 "max_horizon": self.max_horizon, "rtol_max": self.rtol_max, "rtol_min": self.rtol_min,
                 "patience": self.patience, "improvement": self.improvement, "inference_rtol": self.inference_rtol,
-                "max_steps": self.max_steps}
+                "max_steps": self.max_steps, "max_stride": self.max_stride}
 
     def state(self):
         return {"current": self.current, "rtol": self.rtol, "since": self.since}
