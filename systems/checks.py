@@ -70,7 +70,7 @@ def real(name: str, value, *, minimum: float | None = None, maximum: float | Non
     if above == 0 and minimum is None and maximum is None:
         expected = "a positive finite number (> 0)"
     v = None
-    if not isinstance(value, (bool, str, bytes)) and value is not None:
+    if not isinstance(value, (bool, str, bytes)) and value is not None and np.ndim(value) == 0:
         try:
             v = float(value)
         except (TypeError, ValueError):

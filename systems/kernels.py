@@ -212,8 +212,8 @@ def compile_kernels(group: str, system, stages: int) -> ModuleType:
         digest = hashlib.sha256(
             "\0".join([src, fp_rhs or repr(key), fp_jac or repr(key), numba.__version__, sys.version]).encode()
         ).hexdigest()[:20]
-        safe = "".join(ch if ch.isalnum() else "_" for ch in system.name)[:40]
-        modname = f"_systems_{group}_{safe}_d{system.dim}_s{stages}_{digest}"
+        safe, safe_group = ("".join(ch if ch.isalnum() else "_" for ch in text)[:40] for text in (system.name, group))
+        modname = f"_systems_{safe_group}_{safe}_d{system.dim}_s{stages}_{digest}"
         if not cacheable:
             src = src.replace("cache=True", "cache=False")
             modname += f"_{os.getpid()}"
