@@ -10,7 +10,7 @@ import xarray as xr
 from . import checks
 from .integrate import IntegrationError, integrate
 from .tableaus import method_tableau
-from .system import System, get
+from .system import System, get, is_catalogued
 
 __all__ = ["simulate", "sample_initial_conditions", "n_chains", "chain_states", "spin_up_time", "gap_time"]
 
@@ -274,10 +274,7 @@ class _Plan:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        from .system import _CATALOGUE
-
-        ref = _CATALOGUE.get(self.system.name.lower())
-        if ref is not None and ref.rhs is self.system.rhs:
+        if is_catalogued(self.system):
             state["system"] = (self.system.name, dict(self.system.params))
         return state
 

@@ -19,7 +19,7 @@ from numba.core.registry import CPUDispatcher
 from . import catalogue, checks
 from .integrate import integrate
 
-__all__ = ["System", "names", "get", "register"]
+__all__ = ["System", "names", "get", "register", "is_catalogued"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -328,6 +328,12 @@ def _load_catalogue() -> dict[str, System]:
 
 _CATALOGUE: dict[str, System] = _load_catalogue()
 _REGISTRY: dict[str, System] = dict(_CATALOGUE)
+
+
+def is_catalogued(system: System) -> bool:
+    """True if ``system`` runs the catalogue's own equations (its name and parameters rebuild it)."""
+    ref = _CATALOGUE.get(system.name.lower())
+    return ref is not None and ref.rhs is system.rhs
 
 
 def names() -> list[str]:

@@ -4,7 +4,6 @@ import importlib
 import numpy as np
 import pytest
 import xarray as xr
-from numba import njit
 
 import systems
 from systems.dataset import SystemsFileError
@@ -13,17 +12,6 @@ from systems.integrate import BlowUpError
 simulate_module = importlib.import_module("systems.simulate")  # the module (systems.simulate is the function)
 
 dask = pytest.importorskip("dask")
-
-
-@njit(cache=True)
-def _square(x, t, p, out):  # blows up at t = 1 / x0
-    out[0] = p[0] * x[0] * x[0]
-
-
-BLOWUP = systems.System(
-    name="test_chunks_blowup", rhs=_square, jac=None, param_names=("k",), params={"k": 1.0},
-    components=("u",), x0=np.array([1.0]), dt=0.1,
-)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -82,8 +70,8 @@ def test_bad_chunks(chunks):
         systems.simulate("lorenz63", n_traj=4, n_steps=10, dt=0.01, seed=0, chunks=chunks)
 
 
-def test_failure_in_a_chunk_names_the_ensemble_trajectory():
-    ds = systems.simulate(BLOWUP, n_traj=5, n_steps=30, dt=0.1, x0=[[0.1], [0.1], [0.2], [1.0], [0.1]],
+def test_failure_in_a_chunk_names_the_ensemble_trajectory(blowup):
+    ds = systems.simulate(blowup, n_traj=5, n_steps=30, dt=0.1, x0=[[0.1], [0.1], [0.2], [1.0], [0.1]],
                           method="rk4", chunks=2)
     with pytest.raises(BlowUpError, match=r"trajectory 3 blew up") as info:
         ds["x"].values

@@ -4,21 +4,9 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
-from numba import njit
 
 import systems
 from systems.integrate import BlowUpError, IntegrationError, StepLimitError, integrate
-
-
-@njit(cache=True)
-def _square(x, t, p, out):  # blows up at t = 1 / x0
-    out[0] = p[0] * x[0] * x[0]
-
-
-BLOWUP = systems.System(
-    name="test_sim_blowup", rhs=_square, jac=None, param_names=("k",), params={"k": 1.0},
-    components=("u",), x0=np.array([1.0]), dt=0.1,
-)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +87,8 @@ def test_noise_level(ds):
     assert noisy.attrs["noise"] == 0.1
 
 
-def test_user_defined_system():
-    ds = systems.simulate(BLOWUP, n_steps=5, dt=0.1, x0=[0.1], params={"k": 1.0})
+def test_user_defined_system(blowup):
+    ds = systems.simulate(blowup, n_steps=5, dt=0.1, x0=[0.1], params={"k": 1.0})
     u = 0.1 / (1 - 0.1 * ds["time"].values)
     np.testing.assert_allclose(ds["x"].values[0, :, 0], u, rtol=1e-8)
 
@@ -133,12 +121,12 @@ def test_bad_input(kwargs, exc, match):
         systems.simulate(args.pop("system"), **args)
 
 
-def test_blow_up_names_trajectory_and_time():
+def test_blow_up_names_trajectory_and_time(blowup):
     with pytest.raises(BlowUpError, match=r"trajectory 2 blew up .*t=") as info:
-        systems.simulate(BLOWUP, n_traj=3, n_steps=30, dt=0.1, x0=[[0.1], [0.2], [1.0]], method="rk4")
+        systems.simulate(blowup, n_traj=3, n_steps=30, dt=0.1, x0=[[0.1], [0.2], [1.0]], method="rk4")
     assert info.value.trajectory == 2 and 0.9 < info.value.time < 1.6
     with pytest.raises(IntegrationError, match=r"trajectory 2 "):
-        systems.simulate(BLOWUP, n_traj=3, n_steps=30, dt=0.1, x0=[[0.1], [0.2], [1.0]])
+        systems.simulate(blowup, n_traj=3, n_steps=30, dt=0.1, x0=[[0.1], [0.2], [1.0]])
 
 
 def test_step_limit():
