@@ -41,7 +41,7 @@ def test_a_new_group_compiles_for_any_system(tmp_path, monkeypatch):
     kernels.define_constants(group, SCALE=2.0)
 
     @kernels.template(group)
-    def _scaled_rhs(x, t, p, out):  # noqa: F811  (compiled in the generated module)
+    def scaled_rhs(x, t, p, out):  # noqa: F811  (compiled in the generated module)
         _rhs(x, t, p, out)  # noqa: F821
         for m in range(_D):  # noqa: F821
             out[m] *= SCALE  # noqa: F821
@@ -49,6 +49,6 @@ def test_a_new_group_compiles_for_any_system(tmp_path, monkeypatch):
     s = systems.get("rossler")
     mod = kernels.compile_kernels(group, s, 1)
     out = np.empty(3)
-    mod._scaled_rhs(s.x0.copy(), 0.0, s.param_array(), out)
+    mod.scaled_rhs(s.x0.copy(), 0.0, s.param_array(), out)
     np.testing.assert_allclose(out, 2.0 * s.derivative(s.x0))
     assert list((tmp_path / "kernels").glob(f"_systems_{group}_rossler_d3_s1_*.py"))
