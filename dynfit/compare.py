@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import json
 import time
+from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,7 +36,7 @@ import xarray as xr
 from . import strategies as _strategies
 from systems.files import ensure_folder
 
-from .config import EVALUATE_DEFAULTS, fit_settings
+from .config import EVALUATE_DEFAULTS, FIT_GROUPS, fit_settings
 from .io import write_netcdf
 from .plot import plot_compare, plot_vpt
 from .tables import FORMAT, check_compare, compare_table, write_tables
@@ -204,7 +205,9 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field
         if key in fit_kwargs:
             raise ValueError(f"{key!r} is set by compare itself; remove it from the keyword arguments")
     # every fit option (names, values, settings objects) checked before any work
-    settings = fit_settings(field=field, **{k: v for k, v in fit_kwargs.items() if k != "provenance"})
+    settings = fit_settings(**({} if field is None else {"field": field}),
+                            **{k: v for k, v in fit_kwargs.items() if k != "provenance"})
+    field, fit_kwargs = _flat_options(settings, fit_kwargs)
     train, test = _check_data(data, test_data, eval_options)
     out = Path(out) if out is not None else None
     if out is not None:
@@ -232,12 +235,27 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field
         runs = sweep.run(tasks, job, client=client, on_result=report)
     groundtruth = runs[0, 0]["diag"]["valid_groundtruth_time"]
 
-    ds = _assemble(specs, seeds, runs, groundtruth, int(epochs), fit_kwargs, settings, train, test, eval_options,
-                   command, time.perf_counter() - t_start)
+    ds = _assemble(specs, seeds, runs, groundtruth, int(epochs), fit_kwargs, settings, field, train, test,
+                   eval_options, command, time.perf_counter() - t_start)
     if out is not None:
         best = runs[int(ds.attrs["best_index"][0]), int(ds.attrs["best_index"][1])]["diag"]
         write_outputs(ds, out, best_diagnostics=best)
     return ds
+
+
+def _flat_options(settings, fit_kwargs: dict) -> tuple:
+    """(field, keyword arguments) with settings objects spread into the fields they change: what each
+    task passes to fit, what the sweep's cache key and the Dataset's attrs record."""
+    flat = {}
+    for key, value in fit_kwargs.items():
+        if key in FIT_GROUPS and value is not None and not isinstance(value, str):
+            default = FIT_GROUPS[key]()
+            flat.update({f.name: getattr(value, f.name) for f in fields(value)
+                         if getattr(value, f.name) != getattr(default, f.name)})
+    flat.update({k: v for k, v in fit_kwargs.items() if k not in FIT_GROUPS or isinstance(v, str)})
+    flat.pop("field", None)
+    field = settings.model.field
+    return (field.config() if hasattr(field, "config") else field), flat
 
 
 def _middle(diag) -> float:
@@ -245,7 +263,7 @@ def _middle(diag) -> float:
     return float(thr[int(np.argmin(np.abs(thr - 0.4)))])
 
 
-def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, settings, train, test, eval_options, command,
+def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, settings, field, train, test, eval_options, command,
               total_wall) -> xr.Dataset:
     n_s, n_seed = len(specs), len(seeds)
     d0 = runs[0, 0]["diag"]
@@ -336,7 +354,7 @@ def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, settings, tra
         "lyapunov_time": float(d0.attrs["lyapunov_time"]),
         "epochs": int(epochs),
         "optimizer": settings.optimizer.optimizer,
-        "field": json.dumps(_describe(settings.model.field)),
+        "field": json.dumps(field if isinstance(field, dict) or field is None else type(field).__name__),
         "fit_options": json.dumps({k: v for k, v in fit_kwargs.items()
                                    if isinstance(v, (str, int, float, bool, type(None)))}, sort_keys=True),
         "evaluate_options": json.dumps({k: list(v) if isinstance(v, tuple) else v
@@ -355,13 +373,6 @@ def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, settings, tra
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     return ds
-
-
-def _describe(field):
-    """A field spec as JSON-able: the config dict, or the module's class name."""
-    if field is None or isinstance(field, dict):
-        return field
-    return field.config() if hasattr(field, "config") else type(field).__name__
 
 
 def _version() -> str:

@@ -182,3 +182,20 @@ def test_tables_and_figures_live_in_their_modules(result, tmp_path):
     assert (tmp_path / "vpt.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="not a dynfit compare Dataset"):
         plot.plot_vpt(ds.assign_attrs(format="other"))
+
+
+def test_settings_objects_reach_every_task_and_the_record(data, monkeypatch):
+    """An OptimizerSettings given to compare is spread into fit's keywords: each task, the cache key, the attrs."""
+    from dynfit import sweep
+    from dynfit.config import FieldSettings, OptimizerSettings
+
+    seen = []
+    monkeypatch.setattr(sweep, "run", lambda tasks, job, **kw: seen.append(job) or (_ for _ in ()).throw(
+        RuntimeError("stop")))
+    train, test = data
+    with pytest.raises(RuntimeError, match="stop"):
+        compare(train, test_data=test, strategies=["fehlberg"], evaluate=TINY_EVAL,
+                field=FieldSettings(kind="mlp", width=8), optimizer=OptimizerSettings(lbfgs_iterations=2), lr=0.5)
+    job = seen[0]
+    assert job.fit_kwargs == {"lbfgs_iterations": 2, "lr": 0.5}
+    assert job.field == {"kind": "mlp", "width": 8, "depth": 2, "activation": "silu", "time_dependent": False}
