@@ -452,16 +452,26 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
                 h_new = torch.where(stop, 0.0, h_new)  # frozen: he = 0 from now on
             pending.append((st.y, st.k1, st.s, st.j, he, hs, y_hi, ks, s_new, j_new, finite))
         acc2 = accept.unsqueeze(1)
-        st.y = torch.where(acc2, y_hi, st.y)
-        st.k1 = torch.where(acc2, ks[-1], st.k1)
+        y_prev, k1_prev = st.y, st.k1
+        if lazy:
+            st.y = torch.where(acc2, y_hi, y_prev)
+            st.k1 = torch.where(acc2, ks[-1], k1_prev)
         st.s, st.h, st.j, st.acc_prev = s_new, h_new, j_new, accept
         maxed = it >= max_steps
         if lazy and not maxed and len(pending) < sync_every:
             continue
         # the host read: outputs passed by each pending step, whether an example stopped, overflow
+        # (and, reading every step, whether every row accepted: then the new state needs no select)
         with torch.no_grad():
             flags = torch.stack([(p[9] - p[3]).max() + T * (~p[10]).any() for p in pending]
-                                + [stop.any() if not lazy else (~st.active).any()]).tolist()
+                                + [stop.any() if not lazy else (~st.active).any()]
+                                + ([] if lazy else [accept.all()])).tolist()
+        if not lazy:
+            if flags.pop():  # all accepted: the same values and gradients as the select, two nodes fewer
+                st.y, st.k1 = y_hi, ks[-1]
+            else:
+                st.y = torch.where(acc2, y_hi, y_prev)
+                st.k1 = torch.where(acc2, ks[-1], k1_prev)
         if max(flags[:-1]) >= T:  # some rows overflowed
             if lazy and y_hi.requires_grad:  # redo the solve reading every step, so that overflowing steps are retaken
                 n_batch[st.idx] = it
