@@ -36,7 +36,7 @@ import xarray as xr
 from . import strategies as _strategies
 from systems.files import ensure_folder
 
-from .config import EVALUATE_DEFAULTS, FIT_GROUPS, fit_settings
+from .config import CONFIG_EPOCHS, EVALUATE_DEFAULTS, FIT_GROUPS, fit_settings
 from .io import write_netcdf
 from .plot import plot_compare, plot_vpt
 from .tables import FORMAT, check_compare, compare_table, write_tables
@@ -150,7 +150,7 @@ def _check_data(data, test_data, eval_options):
 
 
 # ------------------------------------------------------------------ compare
-def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = 30, field=None, test_data=None,
+def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = CONFIG_EPOCHS, field=None, test_data=None,
             out=None, evaluate: dict | None = None, command: str | None = None, progress: bool = False,
             save_models: bool = True, client=None, cluster: str | None = None, threads: int = 1,
             **fit_kwargs) -> xr.Dataset:

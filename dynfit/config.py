@@ -54,13 +54,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS", "SCHEMA", "COMPARE_SCHEMA", "COMPARE_DEFAULTS", "EVALUATE_DEFAULTS", "DEFAULT_STRATEGY",
-           "DEFAULT_FIELD", "WindowSettings", "ModelSettings", "OptimizerSettings", "LoopSettings",
-           "CheckpointSettings", "FieldSettings", "DataSettings", "OutputSettings", "FitSettings", "fit_settings",
-           "settings_from_config", "load_config", "load_data", "validate", "check_types", "check_fit_arguments"]
+__all__ = ["DEFAULTS", "SCHEMA", "COMPARE_SCHEMA", "COMPARE_DEFAULTS", "EVALUATE_DEFAULTS", "CONFIG_EPOCHS",
+           "DEFAULT_STRATEGY", "DEFAULT_FIELD", "WindowSettings", "ModelSettings", "OptimizerSettings",
+           "LoopSettings", "CheckpointSettings", "FieldSettings", "DataSettings", "OutputSettings", "FitSettings",
+           "fit_settings", "settings_from_config", "load_config", "load_data", "validate", "check_types",
+           "check_fit_arguments"]
 
 SIMULATION_DT = 0.01
 DEFAULT_STRATEGY = "continuous"
+CONFIG_EPOCHS = 30  # the epoch budget of a config file and of compare (fit alone: LoopSettings' 100)
 # dynfit.evaluate's defaults (its signature reads them from here), also those of `dynfit evaluate`,
 # `dynfit compare` and dynfit.compare
 EVALUATE_DEFAULTS = {"n_starts": 20, "horizon": 15.0, "thresholds": (0.3, 0.4, 0.5), "long_steps": 20000,
@@ -331,7 +333,7 @@ class LoopSettings(_Settings):
     ``nan_retries`` times, "stop", "raise"); two epochs in a row that move the loss by less than
     ``stall`` (relative), the second after an optimizer restart, stop it; ``callback(epoch, row)``
     returning True stops it; ``progress``: a progress bar."""
-    epochs: int = setting(100, is_int(0), toml="train", toml_check=is_int(1), toml_default=30)
+    epochs: int = setting(100, is_int(0), toml="train", toml_check=is_int(1), toml_default=CONFIG_EPOCHS)
     on_nan: str = setting("retry", one_of(("retry", "stop", "raise")), toml="train")
     nan_retries: int = setting(3, is_int(0))
     stall: float = setting(1e-9, is_float(0))
@@ -435,8 +437,8 @@ COMPARE_DEFAULTS = {
     # 2000 samples of dt 0.01: the default horizon of 15 Lyapunov times on Lorenz'63 (1657) fits
     "test": {"n_traj": 4, "n_steps": 2000, "seed": 2, "transient": 5.0, "path": None},
     "field": {"kind": "mlp", "width": 64, "depth": 2, "activation": "silu"},
-    "train": {"epochs": 30, "seeds": [0], "optimizer": "lbfgs", "lbfgs_iterations": 20, "lr": None,
-              "batch_size": None},
+    "train": {"epochs": CONFIG_EPOCHS, "seeds": [0]} | {k: getattr(OptimizerSettings(), k) for k in (
+        "optimizer", "lbfgs_iterations", "lr")} | {"batch_size": WindowSettings().batch_size},
     "evaluate": {k: list(v) if isinstance(v, tuple) else v for k, v in EVALUATE_DEFAULTS.items()},
     "strategy": [{"name": "black-box"}, {"name": "fehlberg"}],
     "output": {"dir": "out/compare"},
