@@ -96,9 +96,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 # Function-level cycles still to be removed (not import-time: the later import sits in a function).
-# config.run -> train.fit while train imports config's settings: the application-layer part of
-# issue 13 (fit split into settings objects) owns it. Remove the entry with the cycle.
-KNOWN_LAZY_CYCLES = {("dynfit.config", "dynfit.train")}
+# None left: config.run (config -> train) became dynfit.train.train_from_config.
+KNOWN_LAZY_CYCLES: set[tuple[str, ...]] = set()
 
 
 @pytest.mark.parametrize("pkg", ["systems", "dynfit"])

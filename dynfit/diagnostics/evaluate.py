@@ -47,6 +47,7 @@ from .lyapunov import lyapunov_spectrum, system_lyapunov_spectrum
 from .measure import density_divergence, wasserstein
 from .reference import DEFAULT_REFERENCE_SOLVERS, reference_solutions
 from .spectrum import spectrum_distance
+from ..config import EVALUATE_DEFAULTS
 from .vpt import first_exceedance, normalised_error, valid_groundtruth_time
 
 __all__ = ["evaluate", "load_diagnostics", "summarize", "FORMAT"]
@@ -255,10 +256,13 @@ def draw_starts(n_traj: int, n_positions: int, n_starts: int, rng, n_h: int | No
 
 
 # ------------------------------------------------------------------ evaluate
-def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = 20, horizon: float = 15.0,
-             thresholds=(0.3, 0.4, 0.5), long_steps: int = 20000, lyapunov_steps: int = 2000,
-             lyapunov_starts: int = 4, reference_solvers=DEFAULT_REFERENCE_SOLVERS,
-             groundtruth: bool = True, seed: int = 0, system=None) -> xr.Dataset:
+_E = EVALUATE_DEFAULTS  # the one set of evaluate's defaults (dynfit.config), also the commands'
+
+
+def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = _E["n_starts"], horizon: float = _E["horizon"],
+             thresholds=_E["thresholds"], long_steps: int = _E["long_steps"], lyapunov_steps: int = _E["lyapunov_steps"],
+             lyapunov_starts: int = _E["lyapunov_starts"], reference_solvers=DEFAULT_REFERENCE_SOLVERS,
+             groundtruth: bool = True, seed: int = _E["seed"], system=None) -> xr.Dataset:
     """Evaluate a surrogate against the truth; returns a diagnostics Dataset.
 
     surrogate: anything with ``generate``, ``dt``, ``dim`` (module docstring).
