@@ -260,8 +260,9 @@ _E = EVALUATE_DEFAULTS  # the one set of evaluate's defaults (dynfit.config), al
 
 
 def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = _E["n_starts"], horizon: float = _E["horizon"],
-             thresholds=_E["thresholds"], long_steps: int = _E["long_steps"], lyapunov_steps: int = _E["lyapunov_steps"],
-             lyapunov_starts: int = _E["lyapunov_starts"], reference_solvers=DEFAULT_REFERENCE_SOLVERS,
+             thresholds=_E["thresholds"], long_steps: int = _E["long_steps"],
+             lyapunov_steps: int = _E["lyapunov_steps"], lyapunov_starts: int = _E["lyapunov_starts"],
+             reference_solvers=DEFAULT_REFERENCE_SOLVERS,
              groundtruth: bool = True, seed: int = _E["seed"], system=None) -> xr.Dataset:
     """Evaluate a surrogate against the truth; returns a diagnostics Dataset.
 
