@@ -54,6 +54,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from systems.checks import ArgumentTypeError
+
 __all__ = ["DEFAULTS", "SCHEMA", "COMPARE_SCHEMA", "COMPARE_DEFAULTS", "EVALUATE_DEFAULTS", "CONFIG_EPOCHS",
            "DEFAULT_STRATEGY", "DEFAULT_FIELD", "WindowSettings", "ModelSettings", "OptimizerSettings",
            "LoopSettings", "CheckpointSettings", "FieldSettings", "DataSettings", "OutputSettings", "FitSettings",
@@ -86,7 +88,7 @@ def is_int(minimum: int | None = None, optional: bool = False):
         if value is None and optional:
             return None
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise ValueError(f"{name} must be an integer{f' >= {minimum}' if minimum is not None else ''}, "
+            raise ArgumentTypeError(f"{name} must be an integer{f' >= {minimum}' if minimum is not None else ''}, "
                              f"got {_kind(value)}; write it without quotes or decimals, e.g. {name.split()[-1]} = "
                              f"{max(minimum or 0, 1)}")
         if minimum is not None and value < minimum:
@@ -106,9 +108,12 @@ def is_float(low: float | None = None, high: float | None = None, *, low_open: b
     def check(value, name):
         if value is None and optional:
             return None
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            what = text or f"a finite number{' ' + rng if rng else ''}"
-            raise ValueError(f"{name} must be {what}, got {_kind(value)}; write a number without quotes, e.g. 0.01")
+        what = text or f"a finite number{' ' + rng if rng else ''}"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ArgumentTypeError(f"{name} must be {what}, got {_kind(value)}; write a number without quotes, "
+                                    "e.g. 0.01")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be {what}, got {value!r}")
         v = float(value)
         if (low is not None and (v < low or (low_open and v == low))) or \
                 (high is not None and (v > high or (high_open and v == high))):
@@ -121,7 +126,7 @@ def is_float(low: float | None = None, high: float | None = None, *, low_open: b
 def is_bool(value, name):
     """true or false (booleans; "no", 0 and 1 are refused)."""
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false (a boolean: true/false in TOML, True/False in Python, "
+        raise ArgumentTypeError(f"{name} must be true or false (a boolean: true/false in TOML, True/False in Python, "
                          f"without quotes), got {_kind(value)}")
     return value
 
@@ -136,7 +141,9 @@ def is_str(choices=None, optional: bool = False):
     def check(value, name):
         if value is None and optional:
             return None
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str):
+            raise ArgumentTypeError(f"{name} must be a non-empty string in quotes, got {_kind(value)}")
+        if not value.strip():
             raise ValueError(f"{name} must be a non-empty string in quotes, got {_kind(value)}")
         known = choices() if callable(choices) else choices
         if known is not None and value not in known:
@@ -195,7 +202,7 @@ def is_dtype(value, name):
 def is_list(item, *, non_empty: bool = True):
     def check(value, name):
         if not isinstance(value, (list, tuple)) or (non_empty and not value):
-            raise ValueError(f"{name} must be a{' non-empty' if non_empty else ''} list such as [1, 2], got "
+            raise (ValueError if isinstance(value, (list, tuple)) else ArgumentTypeError)(f"{name} must be a{' non-empty' if non_empty else ''} list such as [1, 2], got "
                              f"{_kind(value)}")
         return [item(v, f"{name}[{i}]") for i, v in enumerate(value)]
     return check
@@ -207,18 +214,18 @@ def _is_field(value, name):
 
     if value is None or isinstance(value, (FieldSettings, dict, torch.nn.Module)):
         return value
-    raise TypeError(f"{name} must be a torch module, a config dict or None, got {type(value).__name__}")
+    raise ArgumentTypeError(f"{name} must be a torch module, a config dict or None, got {type(value).__name__}")
 
 
 def _is_callable_or_none(value, name):
     if value is not None and not callable(value):
-        raise TypeError(f"{name} must be a function callback(epoch, row) or None, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{name} must be a function callback(epoch, row) or None, got {type(value).__name__}")
     return value
 
 
 def _is_path_or_none(value, name):
     if value is not None and not isinstance(value, (str, Path)):
-        raise TypeError(f"{name} must be a folder (str or Path) or None, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{name} must be a folder (str or Path) or None, got {type(value).__name__}")
     return value
 
 
