@@ -554,7 +554,7 @@ def odesolve(
     field(t, y) -> (B', D) for y (B', D): B' is the number of examples still
     integrating (finished ones are masked out). t is a 0-dim tensor when the
     examples share their time (fixed steps, PaperRule(shared=True), MixedNorm
-    with per_example=False) and a (B', 1) tensor of per-example times otherwise;
+    with per_example=False or norm="batch") and a (B', 1) tensor of per-example times otherwise;
     a time-invariant field ignores it.
 
     method: a tableau name ("rkf45", "rkf23", "dopri5", "rk4" - fixed steps only).
