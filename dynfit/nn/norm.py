@@ -154,7 +154,7 @@ def _time_value(t) -> tuple[float, float]:
         precision = _EPS[torch.float64]
     else:
         raise TypeError(f"time t must be a scalar tensor or a real number, got {type(t).__name__}")
-    if value != value:  # NaN
+    if math.isnan(value):
         raise ValueError("time t is NaN; the solver produced an invalid time (check the time span and step size)")
     return value, precision
 

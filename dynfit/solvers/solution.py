@@ -117,8 +117,6 @@ class Solution:
 
     def to_xarray(self):
         """xarray.Dataset: ys with dims ("time", "example", "component") plus the stats."""
-        import xarray as xr
-
         ds = self.stats.to_xarray()
         ds["ys"] = (("time", "example", "component"), self.ys.detach().cpu().numpy())
         ds = ds.assign_coords(time=self.ts.detach().cpu().numpy())
