@@ -150,10 +150,11 @@ def test_continuous_bad_settings():
 
 def test_continuous_windows_overlap_beyond_max_stride():
     """Disjoint windows up to max_stride samples, then a start every max_stride (never below the user's)."""
-    s = ContinuousStrategy()
+    s = ContinuousStrategy(max_stride=8)
     assert [s.stride(h, 1) for h in (1, 4, 8, 16, 128)] == [1, 4, 8, 8, 8]
     assert s.stride(128, 32) == 32 and s.config()["max_stride"] == 8
     assert ContinuousStrategy(max_stride=None).stride(128, 1) == 128
+    assert ContinuousStrategy().max_stride is None  # the default: disjoint windows
 
 
 def test_default_fit_is_the_continuous_path(data, tmp_path):
