@@ -483,10 +483,10 @@ def _load(out: Path, spec: Spec) -> dict | None:
     return rec if rec.get("spec") == asdict(spec) else None
 
 
-def run_all(specs: list[Spec], out: Path, client, cifar: str | None, label: str) -> dict:
+def run_all(specs: list[Spec], out: Path, client, cifar: str | None, label: str, *, run: bool = True) -> dict:
     """Run the specs not already in OUT/runs (on the dask client, or here); {key: record}."""
     results = {s.key: r for s in specs if (r := _load(out, s)) is not None}
-    todo = [s for s in specs if s.key not in results]
+    todo = [s for s in specs if s.key not in results] if run else []
     print(f"{label}: {len(results)} done before, {len(todo)} to run", flush=True)
     if not todo:
         return results
@@ -518,7 +518,7 @@ def tune(args, out: Path, client) -> dict:
     base = dict(depth=TUNE_DEPTH, seed=0, solver="fixed", max_epochs=args.tune_epochs, quick=args.quick)
     lr_specs = [Spec(task=t, norm=n, lr=lr, num_points=5, role="tune-lr", **base, **_size(args, t))
                 for t in args.tasks for n in args.norms for lr in args.lrs]
-    res = run_all(lr_specs, out, client, args.cifar, "tune learning rates")
+    res = run_all(lr_specs, out, client, args.cifar, "tune learning rates", run=not args.assemble_only)
     chosen = {}
     for t in args.tasks:
         for n in args.norms:
@@ -529,7 +529,7 @@ def tune(args, out: Path, client) -> dict:
     if "tabn" in args.norms:
         grid_specs = [Spec(task=t, norm="tabn", lr=chosen[(t, "tabn")]["lr"], num_points=m, role="tune-grid",
                            **base, **_size(args, t)) for t in args.tasks for m in args.grids]
-        res.update(run_all(grid_specs, out, client, args.cifar, "tune TA-BN grid"))
+        res.update(run_all(grid_specs, out, client, args.cifar, "tune TA-BN grid", run=not args.assemble_only))
         for t in args.tasks:
             cands = [(res[s.key]["val_loss"], s.num_points) for s in grid_specs if s.task == t]
             finite = [c for c in cands if math.isfinite(c[0])]
@@ -566,16 +566,19 @@ def assemble(args, specs: list[Spec], results: dict, tuning: dict, exact: dict |
     error, vpt_ = np.full(shape5 + (2,), np.nan), np.full(shape5 + (2,), np.nan)
     loss, val, epochs, steps, wall_t, per_step, params = (nan5() for _ in range(7))
     converged = np.zeros(shape5, dtype=bool)
-    reason = np.full(shape5, "", dtype=object)
+    reason = np.full(shape5, "not run", dtype=object)
     for s in specs:
-        r = results[s.key]
+        r = results.get(s.key)
+        if r is None:  # --assemble-only before the study finished
+            continue
         i = (coords["task"].index(s.task), coords["norm"].index(s.norm), coords["depth"].index(s.depth),
              coords["seed"].index(s.seed), coords["solver"].index(s.solver))
         for j, e in enumerate(SOLVERS):
             error[i + (j,)] = r["error"][e]
             vpt_[i + (j,)] = r["vpt"][e]
         loss[i], val[i], epochs[i], steps[i] = r["train_loss"], r["val_loss"], r["epochs"], r["steps"]
-        wall_t[i], per_step[i], params[i] = r["wall_time"], r["time_per_step"], r["n_parameters"]
+        wall_t[i], params[i] = r["wall_time"], r["n_parameters"]
+        per_step[i] = r["time_per_step"] if r["steps"] > 0 else np.nan
         converged[i], reason[i] = r["converged"], r["stop_reason"]
     d5 = ("task", "norm", "depth", "seed", "solver")
     ds = xr.Dataset(
@@ -662,7 +665,11 @@ def overhead(ds) -> str:
                 continue
             a = ds.time_per_step.sel(task=task, solver=solver, norm="tabn")
             b = ds.time_per_step.sel(task=task, solver=solver, norm="bn")
-            r = np.nanmedian((a / b).values)
+            ratio = (a / b).values
+            ratio = ratio[np.isfinite(ratio)]
+            if ratio.size == 0:
+                continue
+            r = np.median(ratio)
             out.append(f"- {task}, trained {solver}: TA-BN / BN wall time per step, median over depths and "
                        f"seeds: {r:.2f}")
     return "\n".join(out)
@@ -780,6 +787,8 @@ def main(argv=None) -> dict:
                    "(default: run here, one model after another)")
     p.add_argument("--cifar", metavar="DIR", help="CIFAR-10 python batches (task 'cifar'; use a GPU machine)")
     p.add_argument("--tune-only", action="store_true", help="stop after the tuning sweeps")
+    p.add_argument("--assemble-only", action="store_true",
+                   help="train nothing: assemble the results already in OUT/runs (missing models: 'not run')")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if "cifar" in args.tasks and not args.cifar:
@@ -805,13 +814,13 @@ def main(argv=None) -> dict:
 
     from dynfit.sweep import connect
 
-    ctx = connect(args.cluster) if args.cluster else contextlib.nullcontext(None)
+    ctx = connect(args.cluster) if args.cluster and not args.assemble_only else contextlib.nullcontext(None)
     with ctx as client:
         tuning = tune(args, out, client)
         if args.tune_only:
             return {"tuning": tuning}
         specs = grid_specs(args, tuning["chosen"])
-        results = run_all(specs, out, client, args.cifar, "study")
+        results = run_all(specs, out, client, args.cifar, "study", run=not args.assemble_only)
     exact = exact_vpt(args.quick) if "dynamics" in args.tasks else None
     ds = assemble(args, specs, results, tuning, exact, time.perf_counter() - t0)
     from systems.files import atomic_save, atomic_write_bytes
