@@ -718,7 +718,8 @@ def answers(ds) -> str:
 
 
 def figure(ds, path: Path) -> None:
-    """Metric vs depth per norm (mean over seeds, std as error bars): one panel per task and solver pair."""
+    """Metric vs depth per norm (mean over seeds, std as error bars); rows: training solver (tested with the
+    same one), columns: the task's metrics."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -726,24 +727,28 @@ def figure(ds, path: Path) -> None:
 
     from systems.files import atomic_save
 
-    panels = [(t, s, m) for t in ds.task.values for s in ds.solver.values
-              for m in (("error", "vpt") if t == "dynamics" else ("error",))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (task, solver, metric) in zip(axes[0], panels):
-        for norm in ds.norm.values:
-            v = ds[metric].sel(task=task, solver=solver, eval_solver=solver, norm=norm)
-            ax.errorbar(ds.depth.values, v.mean("seed"), yerr=v.std("seed"), marker="o", capsize=3, label=norm)
-        ax.set_xlabel("depth (hidden layers)")
-        ax.set_title(f"{task}, {solver} solver")
-        if metric == "error":
-            ax.set_yscale("log")
-            ax.set_ylabel("MSE / persistence" if task == "dynamics" else "test error")
-        else:
-            ax.set_ylabel("VPT (Lyapunov times)")
-        ax.grid(alpha=0.3)
+    columns = [(t, m) for t in ds.task.values for m in (("error", "vpt") if t == "dynamics" else ("error",))]
+    rows = list(ds.solver.values)
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(4.2 * len(columns), 3.4 * len(rows)),
+                             squeeze=False)
+    for r, solver in enumerate(rows):
+        for c, (task, metric) in enumerate(columns):
+            ax = axes[r][c]
+            for norm in ds.norm.values:
+                v = ds[metric].sel(task=task, solver=solver, eval_solver=solver, norm=norm)
+                ax.errorbar(ds.depth.values, v.mean("seed"), yerr=v.std("seed"), marker="o", capsize=3,
+                            label=norm)
+            ax.set_title(f"{task}: trained and tested {solver}", fontsize=10)
+            ax.set_xlabel("depth (hidden layers)")
+            if metric == "error":
+                ax.set_yscale("log")
+                ax.set_ylabel("one-lag MSE / persistence" if task == "dynamics" else "test error (1 - accuracy)")
+            else:
+                ax.set_ylabel("VPT (Lyapunov times)")
+            ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    atomic_save(path, lambda p: fig.savefig(p, dpi=120))
+    atomic_save(path, lambda p: fig.savefig(p, dpi=110))
     plt.close(fig)
 
 
