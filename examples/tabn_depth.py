@@ -600,7 +600,11 @@ def assemble(args, specs: list[Spec], results: dict, tuning: dict, exact: dict |
     lr_rows = [[s.task, s.norm, s.lr, tuning["results"][s.key]["val_loss"]] for s in tuning["lr_specs"]]
     grid_rows = [[s.task, s.num_points, tuning["results"][s.key]["val_loss"]] for s in tuning["grid_specs"]]
     ds.attrs.update({
-        "title": "TA-BN depth study", "command": " ".join(["python examples/tabn_depth.py"] + args.argv),
+        "title": "TA-BN depth study",
+        "command": " ".join(["python examples/tabn_depth.py"] + [a for a in args.argv if a != "--assemble-only"]),
+        "assembled_only": int(args.assemble_only),
+        "model_wall_time_s": float(np.nansum(wall_t)) + sum(
+            tuning["results"][s.key]["wall_time"] for s in tuning["lr_specs"] + tuning["grid_specs"]),
         "dynfit_version": dynfit.__version__, "torch_version": torch.__version__, "machine": platform.machine(),
         "width": json.dumps({t: _size(args, t)["width"] for t in args.tasks}),
         "batch": json.dumps({t: _size(args, t)["batch"] for t in args.tasks}), "max_epochs": args.max_epochs, "tabn_penalty": PENALTY,
@@ -756,7 +760,9 @@ def report(ds, exact: dict | None) -> str:
     import json as _json
 
     head = ["# TA-BN depth study", "", f"Made by `{ds.attrs['command']}`; dynfit {ds.attrs['dynfit_version']}, "
-            f"torch {ds.attrs['torch_version']}, {ds.attrs['wall_time_total_s']:.0f} s of wall time in all.", ""]
+            f"torch {ds.attrs['torch_version']}; the trainings' wall times add up to "
+            f"{ds.attrs['model_wall_time_s'] / 3600:.1f} h (run two at a time on a loaded 2-core CPU)"
+            + (" (tables assembled from the stored runs)." if ds.attrs["assembled_only"] else "."), ""]
     chosen = _json.loads(ds.attrs["chosen"])
     head += ["Chosen at depth 8 (seed 0, fixed solver): " + "; ".join(
         f"{k} lr {v['lr']:g}" + (f", grid {v['num_points']} points" if k.endswith("tabn") else "")
