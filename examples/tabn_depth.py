@@ -40,7 +40,7 @@ a rerun resumes. The assembled study is ``OUT/tabn_depth.nc`` (dims task,
 norm, depth, seed, solver, eval_solver), ``OUT/tabn_depth.md`` (the tables)
 and ``OUT/tabn_depth.png`` (metric against depth per norm, seeds as error bars).
 
-    python examples/tabn_depth.py --out docs/results/tabn_depth --cluster local:2
+    python examples/tabn_depth.py --out docs/results --cluster local:2
     python examples/tabn_depth.py --quick --out /tmp/tabn     # CI mode (seconds)
     python examples/tabn_depth.py --cifar ~/data/cifar-10-batches-py --tasks cifar --cluster local:1
 """
