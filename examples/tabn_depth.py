@@ -197,15 +197,13 @@ def cifar_data(folder: str):
     return (t(xtr), torch.tensor(ytr)), (t(xte), torch.tensor(yte))
 
 
-_CIFAR_FOLDER: list[str] = []
-
-
-def task_data(task: str, quick: bool) -> dict:
+def task_data(task: str, quick: bool, cifar: str | None = None) -> dict:
+    """train / val / test tensors of a task (``cifar``: the CIFAR-10 folder, for task "cifar")."""
     if task == "dynamics":
         return lorenz96_data(quick)
     if task == "digits":
         return digits_data(quick)
-    (xtr, ytr), (xte, yte) = cifar_data(_CIFAR_FOLDER[0])
+    (xtr, ytr), (xte, yte) = cifar_data(cifar)
     n_val = 5000 if len(xtr) > 10000 else max(1, len(xtr) // 5)
     return {"train": (xtr[n_val:], ytr[n_val:]), "val": (xtr[:n_val], ytr[:n_val]), "test": (xte, yte)}
 
@@ -447,9 +445,7 @@ def _evaluate_with(spec: Spec, model, data: dict, solver: str, out: dict) -> Non
 def run_one(spec: Spec, out_dir: str | None = None, cifar: str | None = None) -> dict:
     """Train and test one model (a dask task); the result is also written to OUT/runs/<key>.json."""
     torch.set_num_threads(1)
-    if cifar and not _CIFAR_FOLDER:
-        _CIFAR_FOLDER.append(cifar)
-    data = task_data(spec.task, spec.quick)
+    data = task_data(spec.task, spec.quick, cifar)
     model = build(spec, data)
     record = train(spec, model, data)
     record.update(evaluate(spec, model, data))
@@ -757,21 +753,19 @@ def figure(ds, path: Path) -> None:
 
 
 def report(ds, exact: dict | None) -> str:
-    import json as _json
-
     head = ["# TA-BN depth study", "", f"Made by `{ds.attrs['command']}`; dynfit {ds.attrs['dynfit_version']}, "
             f"torch {ds.attrs['torch_version']}; the trainings' wall times add up to "
             f"{ds.attrs['model_wall_time_s'] / 3600:.1f} h (run two at a time on a loaded 2-core CPU)"
             + (" (tables assembled from the stored runs)." if ds.attrs["assembled_only"] else "."), ""]
-    chosen = _json.loads(ds.attrs["chosen"])
+    chosen = json.loads(ds.attrs["chosen"])
     head += ["Chosen at depth 8 (seed 0, fixed solver): " + "; ".join(
         f"{k} lr {v['lr']:g}" + (f", grid {v['num_points']} points" if k.endswith("tabn") else "")
         for k, v in chosen.items()), ""]
     head += ["Learning-rate sweep (validation loss): " + "; ".join(
-        f"{t}/{n} lr {lr:g}: {v:.3g}" for t, n, lr, v in _json.loads(ds.attrs["tune_lr"])), ""]
+        f"{t}/{n} lr {lr:g}: {v:.3g}" for t, n, lr, v in json.loads(ds.attrs["tune_lr"])), ""]
     if ds.attrs["tune_grid"] != "[]":
         head += ["TA-BN grid sweep (validation loss): " + "; ".join(
-            f"{t} {m} points: {v:.3g}" for t, m, v in _json.loads(ds.attrs["tune_grid"])), ""]
+            f"{t} {m} points: {v:.3g}" for t, m, v in json.loads(ds.attrs["tune_grid"])), ""]
     if exact:
         head += [f"Exact Lorenz96 field, same starts: VPT {exact['fixed']:.2f} LT (fixed solver), "
                  f"{exact['adaptive']:.2f} LT (adaptive).", ""]
@@ -816,8 +810,6 @@ def main(argv=None) -> dict:
             args.seeds = [0]
         args.lrs, args.grids = args.lrs[:1] if "--lrs" not in args.argv else args.lrs, [3, 5]
         args.width, args.max_epochs, args.tune_epochs = min(args.width or 16, 16), min(args.max_epochs, 2), 1
-    if args.cifar:
-        _CIFAR_FOLDER[:] = [args.cifar]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

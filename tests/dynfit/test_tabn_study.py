@@ -117,6 +117,12 @@ def test_cifar_loader_names_missing_files(study, tmp_path):
     _fake_cifar(tmp_path)
     (xtr, ytr), (xte, yte) = study.cifar_data(str(tmp_path))
     assert xtr.shape == (40, 3, 32, 32) and xte.shape == (8, 3, 32, 32) and ytr.shape == (40,)
+    out = tmp_path / "out"
+    res = study.main(["--quick", "--out", str(out), "--tasks", "cifar", "--cifar", str(tmp_path), "--depths", "1",
+                      "--norms", "none", "tabn", "--solvers", "fixed", "--batch", "8"])
+    err = res["dataset"].error.sel(task="cifar")
+    assert err.shape == (2, 1, 1, 1, 2) and ((err >= 0) & (err <= 1)).all()
+    assert "cifar" in (out / "tabn_depth.md").read_text()
 
 
 def test_bad_flags_are_refused_before_work(study, tmp_path):
