@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from systems import checks
+
 __all__ = [
     "TABatchNorm1d",
     "TABatchNorm2d",
@@ -97,12 +99,18 @@ def frozen_statistics(module: nn.Module | None = None) -> Iterator[None]:
             m._stats_frozen -= 1
 
 
-def _check_positive_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+def _check_positive_int(name: str, value, minimum: int, fix: str | None = None) -> int:
+    """``value`` as an int >= ``minimum`` (a thin name for :func:`systems.checks.integer`)."""
+    return checks.integer(name, value, minimum=minimum, fix=fix)
+
+
+def _check_common(momentum, eps, affine) -> tuple[float, float, bool]:
+    """The momentum in (0, 1], eps > 0 and affine flag every statistics layer takes."""
+    momentum = checks.real("momentum", momentum, above=0.0, maximum=1.0,
+                           fix="momentum is the weight of the newest batch in the running statistics; "
+                               "give a number in (0, 1], such as 0.1")
+    eps = checks.positive("eps", eps, fix="eps keeps the variance away from zero; give a small number such as 1e-5")
+    return momentum, eps, checks.boolean("affine", affine, fix="pass affine=True or affine=False")
 
 
 def _check_x(layer: nn.Module, x: torch.Tensor, ndim: int, num_features: int) -> None:
@@ -235,22 +243,14 @@ class _TABatchNorm(_StatsNorm):
         super().__init__()
         self.num_features = _check_positive_int("num_features", num_features, 1)
         # num_points = M + 1 grid points; M >= 1 intervals needed
-        self.num_points = _check_positive_int("num_points (M + 1 grid points, M >= 1)", num_points, 2)
-        if isinstance(t_max, bool) or not isinstance(t_max, numbers.Real):
-            raise TypeError(f"t_max must be a real number > 0, got {t_max!r}")
-        if not math.isfinite(t_max) or t_max <= 0:
-            raise ValueError(f"t_max must be finite and > 0 (the grid covers [0, t_max]), got {t_max}")
-        if not (isinstance(momentum, numbers.Real) and 0.0 < momentum <= 1.0):
-            raise ValueError(f"momentum must be a number in (0, 1], got {momentum!r}")
-        if not (isinstance(eps, numbers.Real) and eps > 0):
-            raise ValueError(f"eps must be a number > 0, got {eps!r}")
-        if outside not in _OUTSIDE:
-            raise ValueError(f"outside must be one of {_OUTSIDE}, got {outside!r}")
-        self.t_max = float(t_max)
-        self.momentum = float(momentum)
-        self.eps = float(eps)
-        self.affine = bool(affine)
-        self.outside = outside
+        self.num_points = _check_positive_int(
+            "num_points", num_points, 2,
+            fix="num_points counts the M + 1 grid times on [0, t_max]; give at least 2 (one interval)")
+        self.t_max = checks.positive("t_max", t_max, fix="give the end of the time span the layer sees "
+                                                         "(the grid covers [0, t_max]), such as 1.0")
+        self.momentum, self.eps, self.affine = _check_common(momentum, eps, affine)
+        self.outside = checks.choice("outside", outside, _OUTSIDE,
+                                     fix="'clamp' uses the end point, 'error' raises outside [0, t_max]")
         self.spacing = self.t_max / (self.num_points - 1)
         kw = {"device": device, "dtype": dtype}
         shape = (self.num_points, self.num_features)
@@ -419,11 +419,7 @@ class _PopBatchNorm(_StatsNorm):
                  affine: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         self.num_features = _check_positive_int("num_features", num_features, 1)
-        if not (isinstance(momentum, numbers.Real) and 0.0 < momentum <= 1.0):
-            raise ValueError(f"momentum must be a number in (0, 1], got {momentum!r}")
-        self.momentum = float(momentum)
-        self.eps = float(eps)
-        self.affine = bool(affine)
+        self.momentum, self.eps, self.affine = _check_common(momentum, eps, affine)
         kw = {"device": device, "dtype": dtype}
         self.register_buffer("running_mean", torch.zeros(num_features, **kw))
         self.register_buffer("running_var", torch.ones(num_features, **kw))
@@ -469,8 +465,7 @@ class _MiniBatchNorm(nn.Module):
                  device=None, dtype=None) -> None:
         super().__init__()
         self.num_features = _check_positive_int("num_features", num_features, 1)
-        self.eps = float(eps)
-        self.affine = bool(affine)
+        _, self.eps, self.affine = _check_common(0.1, eps, affine)
         kw = {"device": device, "dtype": dtype}
         if self.affine:
             self.weight = nn.Parameter(torch.ones(num_features, **kw))

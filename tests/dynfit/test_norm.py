@@ -290,14 +290,24 @@ def test_bad_constructor_arguments():
     with pytest.raises(TypeError, match="num_points"):
         TABatchNorm1d(3, num_points=10.0)
     for t_max in (0.0, -1.0, math.nan, math.inf):
-        with pytest.raises(ValueError, match="t_max must be finite and > 0"):
+        with pytest.raises(ValueError, match=r"t_max must be a positive finite number \(> 0\), got .*\[0, t_max\]"):
             TABatchNorm1d(3, t_max=t_max)
     with pytest.raises(ValueError, match="momentum"):
         TABatchNorm1d(3, momentum=0.0)
-    with pytest.raises(ValueError, match="outside must be one of"):
+    with pytest.raises(ValueError, match=r"unknown outside 'wrap'; expected one of \['clamp', 'error'\]"):
         TABatchNorm1d(3, outside="wrap")
     with pytest.raises(ValueError, match="num_features must be >= 1"):
         TABatchNorm2d(0)
+    for bad in ("0.1", True, None):
+        with pytest.raises(ValueError, match="momentum must be .* got"):  # ArgumentTypeError is a ValueError
+            TABatchNorm1d(3, momentum=bad)
+    with pytest.raises(ValueError, match=r"momentum must be a finite number > 0 and <= 1, got 1.5"):
+        PopBatchNorm1d(3, momentum=1.5)
+    for cls in (TABatchNorm1d, PopBatchNorm1d, MiniBatchNorm1d):
+        with pytest.raises(ValueError, match="eps must be a positive finite number"):
+            cls(3, eps=0.0)
+        with pytest.raises(TypeError, match="affine must be True or False, got 'no'"):
+            cls(3, affine="no")
 
 
 def test_bad_time_and_state():
