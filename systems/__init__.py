@@ -3,6 +3,7 @@ __version__ = "0.1.0"
 
 from .system import System, get, names, register  # noqa: E402
 from .status import Status  # noqa: E402
+from .stats import Stats  # noqa: E402
 from .integrate import (  # noqa: E402
     BlowUpError,
     IntegrationError,
@@ -27,6 +28,7 @@ __all__ = [
     "StepLimitError",
     "StepSizeUnderflowError",
     "Status",
+    "Stats",
     "lyapunov_spectrum",
     "kaplan_yorke_dimension",
     "from_dysts",

@@ -14,7 +14,8 @@ across processes; :func:`kernels` returns a system's compiled module.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from . import checks
 from .kernels import KernelCacheError, compile_kernels, define_constants, template
+from .stats import Stats
 from .status import FAC_MAX, FAC_MIN, SAFETY_PI, Status
 from .tableaus import METHODS, method_tableau
 
@@ -368,17 +370,38 @@ class StepSizeUnderflowError(IntegrationError):
 class Solution:
     """Result of :func:`integrate`.
 
-    t: (m,) sample times; x: (n, m, d) states; n_accepted, n_rejected,
-    n_f_evals: (n,) per-trajectory counts (fixed steps: all accepted).
+    t: (m,) sample times; x: (n, m, d) states; stats: per-trajectory
+    :class:`systems.stats.Stats` with numpy arrays of shape (n,) (the type
+    ``dynfit.odesolve`` returns too; fixed steps: every step accepted).
+    ``n_accepted`` and ``n_rejected`` read ``stats``.
     """
 
     t: np.ndarray
     x: np.ndarray
     method: str
     adaptive: bool
-    n_accepted: np.ndarray
-    n_rejected: np.ndarray
-    n_f_evals: np.ndarray
+    stats: Stats = field(repr=False)
+
+    @property
+    def n_accepted(self) -> np.ndarray:
+        """(n,) accepted steps per trajectory (``stats.n_accepted``)."""
+        return self.stats.n_accepted
+
+    @property
+    def n_rejected(self) -> np.ndarray:
+        """(n,) rejected steps per trajectory (``stats.n_rejected``)."""
+        return self.stats.n_rejected
+
+    @property
+    def n_f_evals(self) -> np.ndarray:
+        """Deprecated: ``stats.n_f_evals_per_example`` ((n,) evaluations per trajectory).
+
+        ``n_f_evals`` of a :class:`Stats` counts calls of the right-hand side, in both packages.
+        """
+        warnings.warn("systems.Solution.n_f_evals is deprecated: it is stats.n_f_evals_per_example "
+                      "(evaluations per trajectory); stats.n_f_evals counts right-hand-side calls",
+                      DeprecationWarning, stacklevel=2)
+        return self.stats.n_f_evals_per_example
 
 
 def default_max_steps(n_samples: int) -> int:
@@ -456,10 +479,16 @@ def integrate(
         x=out,
         method=method,
         adaptive=adaptive,
-        n_accepted=stats[:, 0].copy(),
-        n_rejected=stats[:, 1].copy(),
-        n_f_evals=stats[:, 2].copy(),
+        stats=_stats(stats, status, method, adaptive),
     )
+
+
+def _stats(counts: np.ndarray, status: np.ndarray, method: str, adaptive: bool) -> Stats:
+    """The kernels' (n, 3) counts (accepted, rejected, evaluations) as a :class:`Stats`."""
+    n_acc, n_rej, evals = (counts[:, k].copy() for k in range(3))
+    return Stats(n_steps=n_acc + n_rej, n_accepted=n_acc, n_rejected=n_rej, status=status.copy(),
+                 n_f_evals_per_example=evals, accepted=n_rej == 0, n_f_evals=int(evals.sum()),
+                 method=method, control="PI" if adaptive else "fixed")
 
 
 def _raise_on_failure(system, status, t_fail, out, method, rtol, atol, max_steps) -> None:

@@ -1,9 +1,10 @@
 """What a solve returns: :class:`Solution`, per-example :class:`Stats`, :class:`Status` codes, :class:`SolverError`."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 import torch
 
+from systems.stats import Stats  # one Stats type for both packages (re-exported here)
 from systems.status import Status  # one enum for both packages (re-exported here)
 
 __all__ = ["Status", "Stats", "Solution", "SolverError"]
@@ -19,92 +20,6 @@ _ADVICE = {
     Status.NONFINITE: "produced NaN or inf; check the vector field and its parameters (NaN weights, "
     "division by zero, blow-up) or shorten the output interval",
 }
-
-
-@dataclass
-class Stats:
-    """Per-example statistics of a solve; tensors of shape (B,) on y0's device.
-
-    n_steps = n_accepted + n_rejected: Runge-Kutta steps attempted.
-    error_rate: error measure of the first attempt on the last output interval
-        (MixedNorm: the scaled RMS error of the first attempt reaching into it, accepted
-        if <= 1; PaperRule: r = |A1 - A2|_1 / h, or |reference - A2|_1 / h). For a window
-        t = (t0, t1) this is the first attempt of the solve. NaN with fixed steps.
-    accepted: no attempt was rejected (PaperRule: the attempt was accepted on every interval).
-    substeps: steps kept on the last interval (PaperRule: 1 if accepted, else n; MixedNorm:
-        accepted steps ending inside it; fixed steps: steps per interval).
-    h: last step size taken (positive). status: :class:`Status` codes.
-    n_f_evals_per_example: evaluations of the field that included each example.
-    interval_error_rate, interval_accepted, interval_substeps: (T-1, B) histories of
-        r, acceptance and substeps per output interval (PaperRule only, else None).
-    n_f_evals: batched calls of the field in the forward pass (each call counted once).
-    n_f_evals_backward: vector-Jacobian products through the field run so far by backward
-        passes through this solve (0 before backward; exact once it has run).
-    """
-
-    n_steps: torch.Tensor
-    n_accepted: torch.Tensor
-    n_rejected: torch.Tensor
-    error_rate: torch.Tensor
-    accepted: torch.Tensor
-    substeps: torch.Tensor
-    h: torch.Tensor
-    status: torch.Tensor
-    n_f_evals_per_example: torch.Tensor
-    interval_error_rate: torch.Tensor | None = None
-    interval_accepted: torch.Tensor | None = None
-    interval_substeps: torch.Tensor | None = None
-    n_f_evals: int = 0
-    method: str = ""
-    control: str = ""
-    counter: object = field(default=None, repr=False, compare=False)
-
-    @property
-    def n_f_evals_backward(self) -> int:
-        return 0 if self.counter is None else int(self.counter.backward_calls)
-
-    @property
-    def success(self) -> bool:
-        """True when every example finished."""
-        return bool((self.status == Status.SUCCESS).all())
-
-    def failed(self) -> dict[int, Status]:
-        """{example index: Status} for the examples that did not finish."""
-        bad = (self.status != Status.SUCCESS).nonzero().flatten().tolist()
-        codes = self.status.tolist()
-        return {i: Status(codes[i]) for i in bad}
-
-    def _per_example(self) -> dict[str, torch.Tensor]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
-
-    def to_xarray(self):
-        """xarray.Dataset with dims ("example",) (and ("interval", "example") for the
-        PaperRule histories); scalars become attrs."""
-        import xarray as xr
-
-        data = {}
-        for name, v in self._per_example().items():
-            arr = v.detach().cpu().numpy()
-            dims = ("interval", "example") if name.startswith("interval_") else ("example",)
-            data[name] = (dims, arr.astype("int8") if name == "status" else arr)
-        ds = xr.Dataset(data)
-        ds["status"].attrs["codes"] = ", ".join(f"{s.value}={s.name}" for s in Status)
-        ds.attrs.update(
-            n_f_evals=int(self.n_f_evals),
-            n_f_evals_backward=self.n_f_evals_backward,
-            method=self.method,
-            control=self.control,
-        )
-        return ds
-
-    def __repr__(self) -> str:
-        B = self.n_steps.numel()
-        ns = self.n_steps.float()
-        return (
-            f"Stats({self.method}, {self.control}, B={B}, n_f_evals={self.n_f_evals}, "
-            f"n_steps mean {ns.mean().item():.1f} max {int(self.n_steps.max()) if B else 0}, "
-            f"accepted {self.accepted.float().mean().item():.0%}, failed {len(self.failed())})"
-        )
 
 
 @dataclass

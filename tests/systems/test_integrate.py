@@ -97,7 +97,38 @@ def test_adaptive_matches_scipy_dop853(lorenz, method, x0):
     np.testing.assert_array_equal(sol.t, t)
     np.testing.assert_array_equal(sol.x[0, 0], x0)
     assert np.max(np.abs(sol.x[0] - ref)) < 1e-6
-    assert sol.n_accepted[0] > 0 and sol.n_f_evals[0] >= (TABLEAUS[method].stages - 1) * sol.n_accepted[0]
+    st = sol.stats
+    assert sol.n_accepted[0] > 0 and st.n_f_evals_per_example[0] >= (TABLEAUS[method].stages - 1) * sol.n_accepted[0]
+
+
+def test_solution_stats_are_the_shared_type(lorenz):
+    """systems and dynfit report one Stats type with one meaning per name (issue 13)."""
+    from systems.stats import Stats
+
+    x0 = np.stack([lorenz.x0, lorenz.x0 + 1.0])
+    t = np.linspace(0.0, 1.0, 11)
+    sol = integrate(lorenz, x0, t, method="rkf45", rtol=1e-8, atol=1e-8)
+    st = sol.stats
+    assert type(st) is Stats and st.success and st.failed() == {}
+    np.testing.assert_array_equal(st.n_steps, st.n_accepted + st.n_rejected)
+    np.testing.assert_array_equal(sol.n_accepted, st.n_accepted)
+    np.testing.assert_array_equal(sol.n_rejected, st.n_rejected)
+    # one trajectory per right-hand-side call: calls = the sum of the per-trajectory evaluations
+    assert st.n_f_evals == int(st.n_f_evals_per_example.sum()) and st.n_f_evals_per_example.shape == (2,)
+    assert st.method == "rkf45" and st.control == "PI"
+    with pytest.warns(DeprecationWarning, match="n_f_evals_per_example"):
+        np.testing.assert_array_equal(sol.n_f_evals, st.n_f_evals_per_example)
+    ds = st.to_xarray()
+    assert ds.sizes["example"] == 2 and int(ds.attrs["n_f_evals"]) == st.n_f_evals
+    assert set(ds.data_vars) >= {"n_steps", "n_accepted", "n_rejected", "status", "n_f_evals_per_example"}
+    fixed = integrate(lorenz, lorenz.x0, t, method="rk4", substeps=2).stats
+    assert fixed.n_accepted[0] == 20 and fixed.n_rejected[0] == 0 and fixed.n_f_evals_per_example[0] == 80
+    assert fixed.control == "fixed" and fixed.n_f_evals == 80
+    try:
+        import dynfit
+    except ImportError:  # systems alone
+        return
+    assert dynfit.Stats is Stats
 
 
 def test_error_shrinks_with_tolerance(lorenz):
