@@ -15,6 +15,10 @@ The rule:
 
 Messages name the argument and the bad value, say what was expected, and end
 with the fix (``fix=`` overrides the default one).
+
+``optional=True`` lets None through (returned as None) for a setting whose
+None means "automatic"; ``real`` takes open bounds (``above``, ``below``) and
+closed ones (``minimum``, ``maximum``) in any mix.
 """
 from __future__ import annotations
 
@@ -43,8 +47,10 @@ def _tail(fix: str | None, default: str) -> str:
 
 
 def integer(name: str, value, *, minimum: int | None = None, maximum: int | None = None,
-            fix: str | None = None) -> int:
+            optional: bool = False, fix: str | None = None) -> int | None:
     """``value`` as an int within [minimum, maximum] (bounds optional). bool and 2.0 are not integers."""
+    if value is None and optional:
+        return None
     if minimum is not None and maximum is not None:
         rng = f"in [{minimum}, {maximum}]"
     else:
@@ -58,16 +64,20 @@ def integer(name: str, value, *, minimum: int | None = None, maximum: int | None
 
 
 def real(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
-         above: float | None = None, fix: str | None = None) -> float:
-    """``value`` as a finite float, > above, >= minimum and <= maximum where given.
+         above: float | None = None, below: float | None = None, optional: bool = False,
+         fix: str | None = None) -> float | None:
+    """``value`` as a finite float, > above, >= minimum, < below and <= maximum where given.
 
     Accepts ints, floats, numpy scalars and 0-d arrays; refuses bools and strings.
     """
+    if value is None and optional:
+        return None
     rng = " and ".join(x for x in (f"> {above:g}" if above is not None else "",
                                    f">= {minimum:g}" if minimum is not None else "",
+                                   f"< {below:g}" if below is not None else "",
                                    f"<= {maximum:g}" if maximum is not None else "") if x)
     expected = "a finite number" + (f" {rng}" if rng else "")
-    if above == 0 and minimum is None and maximum is None:
+    if above == 0 and minimum is None and maximum is None and below is None:
         expected = "a positive finite number (> 0)"
     v = None
     if not isinstance(value, (bool, str, bytes)) and value is not None and np.ndim(value) == 0:
@@ -79,18 +89,20 @@ def real(name: str, value, *, minimum: float | None = None, maximum: float | Non
         raise ArgumentTypeError(f"{name} must be {expected}, got {_got(value)}"
                                 + _tail(fix, "give a number (no quotes)"))
     if not math.isfinite(v) or (above is not None and not v > above) or (minimum is not None and v < minimum) \
-            or (maximum is not None and v > maximum):
+            or (below is not None and not v < below) or (maximum is not None and v > maximum):
         raise ValueError(f"{name} must be {expected}, got {value!r}" + _tail(fix, ""))
     return v
 
 
-def positive(name: str, value, *, fix: str | None = None) -> float:
+def positive(name: str, value, *, optional: bool = False, fix: str | None = None) -> float | None:
     """``value`` as a finite float > 0."""
-    return real(name, value, above=0.0, fix=fix)
+    return real(name, value, above=0.0, optional=optional, fix=fix)
 
 
-def choice(name: str, value, choices: Iterable, *, fix: str | None = None):
+def choice(name: str, value, choices: Iterable, *, optional: bool = False, fix: str | None = None):
     """``value`` if it is one of ``choices`` (compared with ==), else ValueError listing them."""
+    if value is None and optional:
+        return None
     options = list(choices)
     try:
         ok = value in options
@@ -103,8 +115,10 @@ def choice(name: str, value, choices: Iterable, *, fix: str | None = None):
     raise ValueError(f"unknown {name} {value!r}{hint}; expected one of {options}" + _tail(fix, ""))
 
 
-def boolean(name: str, value, *, fix: str | None = None) -> bool:
+def boolean(name: str, value, *, optional: bool = False, fix: str | None = None) -> bool | None:
     """``value`` if it is True or False (numpy's bool too); 0, 1 and 'yes' are refused."""
+    if value is None and optional:
+        return None
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise ArgumentTypeError(f"{name} must be True or False, got {_got(value)}" + _tail(fix, ""))

@@ -75,3 +75,28 @@ def test_boolean_finite_array_and_dtype():
     for bad in (torch.int64, "float32", np.float64):
         with pytest.raises(ArgumentTypeError, match="dtype must be a floating torch.dtype such as torch.float32"):
             checks.float_dtype("dtype", bad)
+
+
+def test_open_upper_bound_and_mixed_bounds():
+    assert checks.real("split_fraction", 0.5, above=0.0, below=1.0) == 0.5
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"split_fraction must be a finite number > 0 and < 1, got"):
+            checks.real("split_fraction", bad, above=0.0, below=1.0)
+    assert checks.real("q", 0.0, minimum=0.0, below=1.0) == 0.0
+    with pytest.raises(ValueError, match=r"q must be a finite number >= 0 and < 1, got 1; keep it under one"):
+        checks.real("q", 1, minimum=0.0, below=1.0, fix="keep it under one")
+
+
+def test_optional_lets_none_through_and_nothing_else():
+    assert checks.integer("batch_size", None, minimum=1, optional=True) is None
+    assert checks.real("lr", None, above=0.0, optional=True) is None
+    assert checks.positive("dt", None, optional=True) is None
+    assert checks.choice("norm", None, ["rms"], optional=True) is None
+    assert checks.boolean("prefit", None, optional=True) is None
+    assert checks.integer("batch_size", 4, minimum=1, optional=True) == 4
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        checks.integer("batch_size", 0, minimum=1, optional=True)
+    with pytest.raises(ArgumentTypeError, match="batch_size must be an integer"):
+        checks.integer("batch_size", None, minimum=1)  # None only where optional=True
+    with pytest.raises(ArgumentTypeError, match="lr must be a positive finite number"):
+        checks.positive("lr", "fast", optional=True)
