@@ -47,13 +47,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import math
-import numbers
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from systems import checks as _checks
 from systems.checks import ArgumentTypeError
 
 __all__ = ["DEFAULTS", "SCHEMA", "COMPARE_SCHEMA", "COMPARE_DEFAULTS", "EVALUATE_DEFAULTS", "CONFIG_EPOCHS",
@@ -76,59 +75,42 @@ def _kind(value) -> str:
     return f"{value!r} (a {type(value).__name__})"
 
 
-def _either(choices) -> str:
-    """'a', 'b' or 'c'."""
-    quoted = [repr(c) for c in choices]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+def _key(name: str) -> str:
+    """The TOML key of a check's name ('[train] epochs' -> 'epochs')."""
+    return name.split()[-1]
 
 
+# These adapters keep the schema's check(value, name) form (with .expects) and hand the judging
+# to systems.checks, adding the fix a TOML file needs.
 def is_int(minimum: int | None = None, optional: bool = False):
     """An integer (not a bool, not 2.5) >= minimum."""
     def check(value, name):
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise ArgumentTypeError(f"{name} must be an integer{f' >= {minimum}' if minimum is not None else ''}, "
-                             f"got {_kind(value)}; write it without quotes or decimals, e.g. {name.split()[-1]} = "
-                             f"{max(minimum or 0, 1)}")
-        if minimum is not None and value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        return int(value)
+        return _checks.integer(name, value, minimum=minimum, optional=optional,
+                               fix=f"write a whole number{f' >= {minimum}' if minimum is not None else ''} without "
+                                   f"quotes or decimals, e.g. {_key(name)} = {max(minimum or 0, 1)}")
     check.expects = "integer"
     return check
 
 
 def is_float(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-             high_open: bool = False, optional: bool = False, text: str | None = None):
-    """A finite number (int or float, not a bool or string) in the given range; ``text`` names the range."""
-    lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
-    hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
-    rng = " and ".join(x for x in (lo, hi) if x)
+             high_open: bool = False, optional: bool = False):
+    """A finite number (int or float, not a bool or string) in the given range (open or closed ends)."""
+    bounds = {("above" if low_open else "minimum"): low, ("below" if high_open else "maximum"): high}
+    bounds = {k: v for k, v in bounds.items() if v is not None}
+    example = next(x for x in ((low + high) / 2 if None not in (low, high) else 0.01, 1.0, 10.0, low, high)
+                   if x is not None and (low is None or (x > low if low_open else x >= low))
+                   and (high is None or (x < high if high_open else x <= high)))
 
     def check(value, name):
-        if value is None and optional:
-            return None
-        what = text or f"a finite number{' ' + rng if rng else ''}"
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ArgumentTypeError(f"{name} must be {what}, got {_kind(value)}; write a number without quotes, "
-                                    "e.g. 0.01")
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be {what}, got {value!r}")
-        v = float(value)
-        if (low is not None and (v < low or (low_open and v == low))) or \
-                (high is not None and (v > high or (high_open and v == high))):
-            raise ValueError(f"{name} must be {text or rng}, got {value!r}")
-        return v
+        return _checks.real(name, value, optional=optional, **bounds,
+                            fix=f"write a number without quotes, e.g. {_key(name)} = {example:g}")
     check.expects = "number"
     return check
 
 
 def is_bool(value, name):
     """true or false (booleans; "no", 0 and 1 are refused)."""
-    if not isinstance(value, bool):
-        raise ArgumentTypeError(f"{name} must be true or false (a boolean: true/false in TOML, True/False in Python, "
-                         f"without quotes), got {_kind(value)}")
-    return value
+    return _checks.boolean(name, value, fix="write true or false without quotes (True/False in Python)")
 
 
 def is_bool_or_none(value, name):
@@ -141,24 +123,24 @@ def is_str(choices=None, optional: bool = False):
     def check(value, name):
         if value is None and optional:
             return None
-        if not isinstance(value, str):
-            raise ArgumentTypeError(f"{name} must be a non-empty string in quotes, got {_kind(value)}")
+        if not isinstance(value, str):  # no string check in systems.checks: only the config reads free text
+            raise ArgumentTypeError(f"{name} must be a non-empty string in quotes, got {_kind(value)}; "
+                                    f"write it in quotes, e.g. {_key(name)} = \"...\"")
         if not value.strip():
             raise ValueError(f"{name} must be a non-empty string in quotes, got {_kind(value)}")
         known = choices() if callable(choices) else choices
-        if known is not None and value not in known:
-            raise _unknown(f"value of {name}", value, known)
+        if known is not None:
+            _checks.choice(name, value, known, fix=f"write one of them in quotes, e.g. {_key(name)} = "
+                                                   f"\"{next(iter(known))}\"")
         return value
     return check
 
 
 def one_of(choices):
-    """One of a few fixed strings; the error names them and the close matches."""
+    """One of a few fixed strings; the error names them and the close match."""
     def check(value, name):
-        if value not in choices:
-            close = difflib.get_close_matches(str(value), list(choices), n=2)
-            raise ValueError(f"{name} must be {_either(choices)}, got {value!r} (close matches: {close})")
-        return value
+        return _checks.choice(name, value, choices,
+                              fix=f"write one of them in quotes, e.g. {_key(name)} = \"{choices[0]}\"")
     return check
 
 
@@ -328,7 +310,7 @@ class OptimizerSettings(_Settings):
     optimizer: str = setting("lbfgs", one_of(("lbfgs", "adam")), toml="train")
     lr: float | None = setting(None, is_float(0, low_open=True, optional=True), toml="train")
     lbfgs_iterations: int = setting(20, is_int(1), toml="train")
-    lbfgs_tolerance: float = setting(1e-7, is_float(0, 1, low_open=True, high_open=True, text="a float in (0, 1)"),
+    lbfgs_tolerance: float = setting(1e-7, is_float(0, 1, low_open=True, high_open=True),
                                      toml="train")
     weight_decay: float = setting(0.0, is_float(0), toml="train")
     schedule: str = setting("cosine", one_of(("cosine", "constant")), toml="train")

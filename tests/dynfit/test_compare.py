@@ -110,7 +110,7 @@ def test_strategy_entries():
     ({"strategies": ["fehlberg"], "epochs": 0}, ValueError, "epochs"),
     ({"strategies": ["fehlberg"], "evaluate": {"n_start": 3}}, ValueError, "unknown evaluate option"),
     ({"strategies": ["fehlberg"], "checkpoint_dir": "x"}, ValueError, "set by compare"),
-    ({"strategies": ["fehlberg"], "lr": "fast"}, ValueError, "lr must be a finite number"),
+    ({"strategies": ["fehlberg"], "lr": "fast"}, ValueError, r"lr must be a positive finite number \(> 0\), got 'fast'"),
     ({"strategies": ["fehlberg"], "lbfgs_iteration": 3}, TypeError, "did you mean"),
 ])
 def test_bad_arguments(data, kwargs, error, match):

@@ -264,13 +264,13 @@ def test_cli_expected_failures_are_one_line(tmp_path, test_nc, capsys):
 
 
 @pytest.mark.parametrize("text, match", [
-    ('[data]\nstandardize = "no"\n', "standardize must be true or false"),
-    ('[train]\nlr = "fast"\n', "lr must be a finite number"),
+    ('[data]\nstandardize = "no"\n', "standardize must be True or False, got 'no'"),
+    ('[train]\nlr = "fast"\n', "lr must be a positive finite number (> 0), got 'fast'"),
     ("[train]\nepochs = 2.5\n", "epochs must be an integer"),
-    ("[data]\nsplit_fraction = 2.0\n", "split_fraction must be > 0 and < 1"),
+    ("[data]\nsplit_fraction = 2.0\n", "split_fraction must be a finite number > 0 and < 1, got 2.0"),
     ('[train]\ndevice = "tpu"\n', "device must be 'cpu', 'cuda', 'cuda:N'"),
-    ("[data]\nn_traj = 0\n", "n_traj must be an integer >= 1"),
-    ("[field]\ntime_dependent = 1\n", "time_dependent must be true or false"),
+    ("[data]\nn_traj = 0\n", "n_traj must be >= 1, got 0; write a whole number >= 1"),
+    ("[field]\ntime_dependent = 1\n", "time_dependent must be True or False, got 1"),
     ('[data]\npath = "missing.npy"\n', "missing.npy"),
 ])
 def test_config_types_are_checked(tmp_path, capsys, text, match):
