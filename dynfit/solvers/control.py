@@ -6,11 +6,11 @@ tensors, so the solve differentiates only through the steps themselves.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
+from systems import checks
 from systems.status import FAC_MAX, FAC_MIN, SAFETY
 
 __all__ = ["MixedNorm", "PaperRule", "NORMS"]
@@ -19,13 +19,12 @@ __all__ = ["MixedNorm", "PaperRule", "NORMS"]
 NORMS = ("example", "batch")
 
 
-def _positive(owner: str, name: str, value, *, allow_inf: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{owner}: {name} must be a positive float, got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not (v > 0) or (math.isinf(v) and not allow_inf):
-        raise ValueError(f"{owner}: {name} must be a positive finite number, got {value!r}; pass e.g. {name}=1e-6")
-    return v
+_EXAMPLES = {"rtol": 1e-6, "atol": 1e-6, "safety": SAFETY, "fmin": FAC_MIN, "fmax": FAC_MAX, "eps": 0.1}
+
+
+def _positive(owner: str, name: str, value) -> float:
+    """``value`` as a positive finite float (:func:`systems.checks.positive`, the owner in the name)."""
+    return checks.positive(f"{owner}: {name}", value, fix=f"pass e.g. {name}={_EXAMPLES[name]:g}")
 
 
 @dataclass(frozen=True)
@@ -60,12 +59,12 @@ class MixedNorm:
     def __post_init__(self):
         for name in ("rtol", "atol", "safety", "fmin", "fmax"):
             object.__setattr__(self, name, _positive("MixedNorm", name, getattr(self, name)))
-        if self.norm not in NORMS:
-            raise ValueError(f"MixedNorm: norm must be one of {NORMS}, got {self.norm!r}")
+        checks.choice("MixedNorm norm", self.norm, NORMS,
+                      fix="'example' holds each example to the tolerance, 'batch' one RMS over the batch")
+        checks.boolean("MixedNorm: per_example", self.per_example, optional=True,
+                       fix="pass True, False or None (None: True, or False with norm='batch')")
         if self.per_example is None:
             object.__setattr__(self, "per_example", self.norm != "batch")
-        elif not isinstance(self.per_example, bool):
-            raise TypeError(f"MixedNorm: per_example must be True, False or None, got {self.per_example!r}")
         elif self.per_example and self.norm == "batch":
             raise ValueError("MixedNorm: norm='batch' measures one error over the whole batch, so the batch "
                              "shares one step; drop per_example=True (or use norm='example')")
@@ -106,8 +105,11 @@ class PaperRule:
     def __post_init__(self):
         object.__setattr__(self, "eps", _positive("PaperRule", "eps", self.eps))
         object.__setattr__(self, "safety", _positive("PaperRule", "safety", self.safety))
-        if isinstance(self.max_substeps, bool) or not isinstance(self.max_substeps, int) or self.max_substeps < 1:
-            raise ValueError(f"PaperRule: max_substeps must be an int >= 1, got {self.max_substeps!r}")
+        object.__setattr__(self, "max_substeps", checks.integer(
+            "PaperRule: max_substeps", self.max_substeps, minimum=1,
+            fix="pass the most uniform substeps a rejected interval may take, e.g. max_substeps=10"))
+        object.__setattr__(self, "shared", checks.boolean("PaperRule: shared", self.shared,
+                                                          fix="pass shared=True or shared=False"))
 
     def error(self, err_vec: torch.Tensor, h: float) -> torch.Tensor:
         """(B, D) error vector over a step of size h -> (B,) rate r = |err|_1 / h (detached)."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import weakref
-from numbers import Real
 from typing import Callable
 
 import torch
+
+from systems import checks
 
 from .control import MixedNorm, PaperRule
 from .solution import Solution, SolverError, Stats, Status, failure_message
@@ -55,26 +56,21 @@ def _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_
         i = int(((dt <= 0) if dt[0] > 0 else (dt >= 0)).nonzero()[0]) if dt[0] != 0 else 0
         raise ValueError(f"t must be strictly increasing or strictly decreasing; t[{i}]={ts[i].item()!r}, "
                          f"t[{i + 1}]={ts[i + 1].item()!r} break it (sort the times and drop duplicates)")
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+    checks.choice("method", method, METHODS, fix="pass the name of a Runge-Kutta tableau")
     tab = torch_tableau(method)
     if step_size is not None:
         if reference is not None:
             raise ValueError("reference steers the adaptive error control; with step_size it would have no effect: "
                              "drop step_size (adaptive) or drop reference")
-        if isinstance(step_size, bool) or not isinstance(step_size, Real) or not (0 < float(step_size) < math.inf):
-            raise ValueError(f"step_size must be a positive finite float (fixed steps) or None (adaptive), "
-                             f"got {step_size!r}")
+        checks.positive("step_size", step_size, fix="pass a positive step for fixed steps, or None for adaptive ones")
     else:
         if not isinstance(control, (MixedNorm, PaperRule)):
             raise TypeError(f"control must be MixedNorm(rtol, atol) or PaperRule(eps), got {type(control).__name__}")
         if not tab.adaptive:
             raise ValueError(f"method {method!r} has no embedded error estimate: pass step_size=... for fixed steps, "
                              f"or use an adaptive method ({[m for m in METHODS if torch_tableau(m).adaptive]})")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
-    if h0 is not None and (isinstance(h0, bool) or not isinstance(h0, Real) or not (0 < float(h0) < math.inf)):
-        raise ValueError(f"h0 must be a positive finite float or None (automatic), got {h0!r}")
+    checks.integer("max_steps", max_steps, minimum=1, fix="pass the most steps an example may take, e.g. 10000")
+    checks.positive("h0", h0, optional=True, fix="pass a positive first step, or None to choose it automatically")
     ref = None
     if reference is not None:
         if not isinstance(reference, torch.Tensor):

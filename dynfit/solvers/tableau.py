@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from systems import checks
 from systems.tableaus import TABLEAUS, Tableau, check_tableau, get_tableau
 
 __all__ = ["TorchTableau", "torch_tableau", "check_tableau", "fsal_extension", "midpoint_weights",
@@ -133,6 +134,5 @@ def torch_tableau(name: str, fsal: bool = False) -> TorchTableau:
 
     ValueError lists the known names.
     """
-    if not isinstance(name, str) or name not in METHODS:
-        raise ValueError(f"unknown Runge-Kutta method {name!r}; expected one of {list(METHODS)}")
+    checks.choice("Runge-Kutta method", name, METHODS)
     return _cached(name, bool(fsal))
