@@ -176,7 +176,8 @@ class _Interp:
 
     ``ip(table)`` interpolates a (P, F) table to (F,) as one product (1, P) @ (P, F) with the
     two weights in a row of zeros: one autograd node, whose backward writes the table's
-    gradient directly (no slice, transpose and scatter nodes). ``ip.update(table, batch)``
+    gradient directly (no slice, transpose and scatter nodes). At a grid point (a fixed-step
+    solver whose stage times fall on the grid) it is the row itself. ``ip.update(table, batch)``
     moves the rows towards ``batch``: row_i <- row_i + eta w_i (batch - row_i), w_i the
     row's weight; at a grid point only that row moves.
     """
@@ -193,6 +194,8 @@ class _Interp:
         self.eta_w = both[-2:].unsqueeze(1)  # (2, 1)
 
     def __call__(self, table: torch.Tensor) -> torch.Tensor:
+        if self.row is not None:  # at a grid point: the row itself (a view; the same values, fewer ops)
+            return table[self.row]
         return torch.mm(self.coef, table).view(-1)
 
     def update(self, table: torch.Tensor, batch: torch.Tensor) -> None:

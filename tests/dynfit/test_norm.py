@@ -180,6 +180,28 @@ def test_running_statistics_match_hand_computation():
     np.testing.assert_allclose(layer.running_var.numpy(), var, rtol=1e-13, atol=1e-14)
 
 
+def test_grid_point_gradients_equal_the_interpolation_product():
+    """At a grid point the layer reads the row itself; values and table gradients are those of
+    the (1, P) @ (P, F) product with a one-hot row of weights."""
+    torch.manual_seed(5)
+    layer = TABatchNorm1d(4, num_points=5, t_max=1.0, dtype=D64).train()
+    with torch.no_grad():
+        layer.weight.normal_()
+        layer.bias.normal_()
+    x = torch.randn(7, 4, dtype=D64)
+    for tm in (0.0, 0.5, 1.0):
+        layer.zero_grad()
+        with frozen_statistics(layer):
+            layer(_t(tm), x).pow(3).sum().backward()
+        got = (layer.weight.grad.clone(), layer.bias.grad.clone())
+        coef = torch.zeros(1, 5, dtype=D64)
+        coef[0, round(tm * 4)] = 1.0
+        w, b = (layer.weight.detach().clone().requires_grad_(), layer.bias.detach().clone().requires_grad_())
+        F.batch_norm(x, None, None, (coef @ w).view(-1), (coef @ b).view(-1), True, 0.0,
+                     layer.eps).pow(3).sum().backward()
+        assert torch.equal(got[0], w.grad) and torch.equal(got[1], b.grad)
+
+
 def test_grid_point_training_matches_torch_batchnorm():
     torch.manual_seed(3)
     layer = TABatchNorm1d(4, num_points=6, t_max=1.0, momentum=0.3)
