@@ -28,11 +28,12 @@ be compared with. ``inference()`` is the solver the trained surrogate keeps.
 from __future__ import annotations
 
 import abc
-import difflib
 import math
 from dataclasses import asdict, dataclass
 
 import torch
+
+from systems import checks
 
 from .solvers import MixedNorm, PaperRule, Stats, odesolve
 
@@ -67,8 +68,8 @@ class InferenceSolver:
 
     def __post_init__(self):
         self.control()  # validates the tolerances with the controllers' own messages
-        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
-            raise ValueError(f"max_steps must be an int >= 1, got {self.max_steps!r}")
+        checks.integer("max_steps", self.max_steps, minimum=1,
+                       fix="pass the most steps an example may take per call, e.g. max_steps=10_000_000")
 
     def solve(self, field, z0: torch.Tensor, n_intervals: int):
         """Integrate z0 (B, D) over n_intervals model time units: (ys (n_intervals + 1, B, D), Stats)."""
@@ -187,8 +188,9 @@ class PaperStrategy(Strategy):
 
     def __init__(self, *, eps: float = 0.1, safety: float = 0.9, max_substeps: int = 10,
                  reference: bool = True, shared: bool = True, name: str | None = None):
-        self.rule = PaperRule(eps=eps, safety=safety, max_substeps=int(max_substeps), shared=bool(shared))
-        self.reference = bool(reference)
+        self.rule = PaperRule(eps=eps, safety=safety, max_substeps=max_substeps, shared=shared)
+        self.reference = checks.boolean("reference", reference,
+                                        fix="True: error against the targets in training (Fehlberg); False: Heun's")
         self.name = name or ("fehlberg" if reference else "black-box")
 
     def rollout(self, field, x0, horizon, targets=None):
@@ -235,12 +237,9 @@ class TorchdiffeqStrategy(Strategy):
                  step_size: float | None = None, name: str = "torchdiffeq"):
         from torchdiffeq._impl.odeint import SOLVERS
 
-        if method not in SOLVERS:
-            close = difflib.get_close_matches(method, list(SOLVERS), n=3)
-            raise ValueError(f"unknown torchdiffeq method {method!r}; close matches {close}; "
-                             f"known: {sorted(SOLVERS)}")
-        if step_size is not None and not step_size > 0:
-            raise ValueError(f"step_size must be positive, got {step_size!r}")
+        checks.choice("torchdiffeq method", method, sorted(SOLVERS), fix="pass one of torchdiffeq's method names")
+        step_size = checks.positive("step_size", step_size, optional=True,
+                                    fix="pass a positive step for a fixed-step method, or None")
         self.method, self.rtol, self.atol, self.step_size, self.name = method, rtol, atol, step_size, name
 
     def rollout(self, field, x0, horizon, targets=None):
@@ -293,11 +292,12 @@ class CurriculumStrategy(PaperStrategy):
                  eps: float = 0.1, safety: float = 0.9, max_substeps: int = 10, shared: bool = True):
         super().__init__(eps=eps, safety=safety, max_substeps=max_substeps, reference=True,
                          shared=shared, name="curriculum")
-        if int(max_horizon) < 1:
-            raise ValueError(f"max_horizon must be >= 1, got {max_horizon!r}")
-        if not 0 < accept_threshold <= 1:
-            raise ValueError(f"accept_threshold must lie in (0, 1], got {accept_threshold!r}")
-        self.max_horizon, self.accept_threshold, self.patience = int(max_horizon), accept_threshold, int(patience)
+        self.max_horizon = checks.integer("max_horizon", max_horizon, minimum=1,
+                                          fix="pass the longest rollout in samples, e.g. max_horizon=8")
+        self.accept_threshold = checks.real("accept_threshold", accept_threshold, above=0.0, maximum=1.0,
+                                            fix="pass the accepted fraction that doubles the horizon, e.g. 0.9")
+        self.patience = checks.integer("patience", patience, minimum=1,
+                                       fix="pass how many epochs in a row must pass the threshold, e.g. 3")
         self.current = None
 
     def rollout(self, field, x0, horizon, targets=None):
@@ -376,23 +376,19 @@ class ContinuousStrategy(Strategy):
                  inference_rtol: float = 1e-10, max_steps: int = 100_000, max_stride: int | None = None):
         from .solvers.tableau import METHODS, torch_tableau
 
-        if method not in METHODS or not torch_tableau(method).adaptive:
-            raise ValueError(f"method must be an adaptive tableau name "
-                             f"({[m for m in METHODS if torch_tableau(m).adaptive]}), got {method!r}")
+        checks.choice("method", method, [m for m in METHODS if torch_tableau(m).adaptive],
+                      fix="the continuous strategy needs an adaptive tableau (one with an embedded error estimate)")
         for key, val in (("start_horizon", start_horizon), ("max_horizon", max_horizon), ("patience", patience),
                          ("max_steps", max_steps)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{key} must be an int >= 1, got {val!r}")
+            checks.integer(key, val, minimum=1)
         if start_horizon > max_horizon:
             raise ValueError(f"start_horizon ({start_horizon}) must not exceed max_horizon ({max_horizon})")
-        if max_stride is not None and (isinstance(max_stride, bool) or not isinstance(max_stride, int)
-                                       or max_stride < 1):
-            raise ValueError(f"max_stride must be an int >= 1 (windows start at most that many samples apart) "
-                             f"or None (disjoint windows at every horizon), got {max_stride!r}")
+        checks.integer("max_stride", max_stride, minimum=1, optional=True,
+                       fix="windows start at most max_stride samples apart; pass None for disjoint windows "
+                           "at every horizon")
         for key, val in (("rtol_max", rtol_max), ("rtol_min", rtol_min), ("inference_rtol", inference_rtol),
                          ("improvement", improvement)):
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 < val < 1:
-                raise ValueError(f"{key} must be a float in (0, 1), got {val!r}")
+            checks.real(key, val, above=0.0, below=1.0)
         if rtol_min > rtol_max:
             raise ValueError(f"rtol_min ({rtol_min}) must not exceed rtol_max ({rtol_max}): the schedule "
                              "cannot be met; lower rtol_min or raise rtol_max")
@@ -512,9 +508,7 @@ def get(strategy, **options) -> Strategy:
         strategy = options.pop("name", None)
     if not isinstance(strategy, str):
         raise TypeError(f"strategy must be a name from {names()} or a Strategy, got {type(strategy).__name__}")
-    if strategy not in _FACTORIES:
-        close = difflib.get_close_matches(strategy, names(), n=3)
-        raise ValueError(f"unknown strategy {strategy!r}; known: {names()} (close matches: {close})")
+    checks.choice("strategy", strategy, names())
     if strategy not in ("torchdiffeq", "continuous"):
         options.pop("reference", None)  # implied by the name
     try:
