@@ -34,6 +34,7 @@ import numpy as np
 import xarray as xr
 
 from . import strategies as _strategies
+from systems import checks
 from systems.files import ensure_folder
 
 from .config import CONFIG_EPOCHS, EVALUATE_DEFAULTS, FIT_GROUPS, fit_settings
@@ -99,8 +100,10 @@ def _check_seeds(seeds) -> list[int]:
     if isinstance(seeds, (int, np.integer)):
         seeds = [seeds]
     seeds = list(seeds)
-    if not seeds or not all(isinstance(s, (int, np.integer)) and s >= 0 for s in seeds):
-        raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+    if not seeds:
+        raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}; pass e.g. seeds=[0, 1]")
+    for i, s in enumerate(seeds):
+        checks.integer(f"seeds[{i}]", s, minimum=0, fix="pass a list of integers >= 0, e.g. seeds=[0, 1]")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds!r}")
     return [int(s) for s in seeds]
@@ -190,12 +193,10 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = CONFIG_EP
                          "not both")
     if cluster is not None:
         sweep.parse_cluster(cluster)  # a bad string fails before any work
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1 (torch threads per fit), got {threads!r}")
+    checks.integer("threads", threads, minimum=1, fix="pass the number of torch threads per fit, e.g. threads=1")
     specs = _check_strategies(strategies)
     seeds = _check_seeds(seeds)
-    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    checks.integer("epochs", epochs, minimum=1, fix=f"pass the epochs of each fit, e.g. epochs={CONFIG_EPOCHS}")
     eval_options = dict(EVALUATE_DEFAULTS)
     unknown = sorted(set(evaluate or {}) - set(EVALUATE_DEFAULTS) - {"reference_solvers"})
     if unknown:

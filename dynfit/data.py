@@ -267,10 +267,9 @@ def split(data: Any, *, by: str = "trajectory", fraction: float = 0.8):
     Returns two sources of the same kind as ``data`` (xarray stays xarray,
     numpy stays numpy (N, T, D)).
     """
-    if by not in ("trajectory", "time"):
-        raise ValueError(f"by must be 'trajectory' or 'time', got {by!r}")
-    if not 0 < fraction < 1:
-        raise ValueError(f"fraction must lie strictly between 0 and 1, got {fraction!r}")
+    checks.choice("by", by, ("trajectory", "time"), fix="split along whole trajectories or along time")
+    fraction = checks.real("fraction", fraction, above=0.0, below=1.0,
+                           fix="pass the share of the first part, e.g. fraction=0.8")
     import xarray as xr
 
     if isinstance(data, (xr.Dataset, xr.DataArray)):

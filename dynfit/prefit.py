@@ -18,6 +18,8 @@ import time
 import numpy as np
 import torch
 
+from systems import checks
+
 __all__ = ["STENCILS", "derivative_estimates", "prefit"]
 
 # central first-derivative stencils (unit spacing), order -> coefficients of samples -p..p
@@ -36,8 +38,7 @@ def derivative_estimates(z: np.ndarray, order: int = 8) -> tuple[np.ndarray, np.
     samples (``order // 2`` dropped at each end of every trajectory) and dz/dt
     there, with truncation error O(h^order).
     """
-    if order not in STENCILS:
-        raise ValueError(f"derivative order must be one of {sorted(STENCILS)}, got {order!r}")
+    checks.choice("derivative order", order, sorted(STENCILS))
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 3:
         raise ValueError(f"z must have shape (N, T, D), got {z.shape}")

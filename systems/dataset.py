@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from . import checks
 from .files import atomic_path
 
 __all__ = ["save", "load", "ZARR_CHUNK_BYTES", "SystemsFileError"]
@@ -52,8 +53,8 @@ def save(ds: xr.Dataset, path, *, overwrite: bool | None = None, progress: bool 
     """
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"save expects an xarray.Dataset, got {type(ds).__name__}")
-    if overwrite is not None and not isinstance(overwrite, bool):
-        raise TypeError(f"overwrite must be True, False or None, got {overwrite!r}")
+    checks.boolean("overwrite", overwrite, optional=True,
+                   fix="pass True (replace), False (refuse an existing path) or None (the default)")
     path = Path(path)
     zarr = path.suffix == ".zarr"
     if path.exists() and not (overwrite if overwrite is not None else not zarr):

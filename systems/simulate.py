@@ -205,10 +205,8 @@ def simulate(
     if seed is not None:
         seed = checks.integer("seed", seed, minimum=0)
     if chunks is not None:
-        if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks < 1:
-            raise ValueError(f"chunks must be an integer >= 1 (trajectories per chunk of a lazy ensemble) or "
-                             f"None (an in-memory array), got {chunks!r}")
-        chunks = int(chunks)
+        chunks = checks.integer("chunks", chunks, minimum=1,
+                                fix="pass the trajectories per chunk of a lazy ensemble, or None for an in-memory array")
     _check_memory(n_traj, n_steps, system.dim, chunks, noise)
     if x0 is not None:
         x0 = np.array(x0, dtype=np.float64)

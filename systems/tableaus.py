@@ -13,6 +13,8 @@ from fractions import Fraction as F
 
 import numpy as np
 
+from . import checks
+
 __all__ = ["Tableau", "TABLEAUS", "METHODS", "get_tableau", "method_tableau", "check_tableau"]
 
 
@@ -273,8 +275,7 @@ def method_tableau(method: str, adaptive: bool | None = None) -> tuple[Tableau, 
 
     ValueError for an unknown name, or adaptive=True with a fixed-step method.
     """
-    if not isinstance(method, str) or method not in TABLEAUS:
-        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+    checks.choice("method", method, METHODS)
     tab = TABLEAUS[method]
     if adaptive is None:
         adaptive = tab.adaptive

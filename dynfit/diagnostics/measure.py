@@ -72,8 +72,7 @@ def density_divergence(truth, model, *, bins: int = 30, smoothing: float = 1.0, 
     (gmm method). Returns a float >= 0 (0 for identical clouds). See the
     module docstring.
     """
-    if method not in ("auto", "bins", "gmm"):
-        raise ValueError(f"method must be 'auto', 'bins' or 'gmm', got {method!r}")
+    checks.choice("method", method, ("auto", "bins", "gmm"))
     zt, zm = _prepare(truth, model)
     dim = zt.shape[1]
     if method == "auto":
@@ -82,9 +81,7 @@ def density_divergence(truth, model, *, bins: int = 30, smoothing: float = 1.0, 
         bins = checks.integer("bins", bins, minimum=2)
         if bins ** dim > 5e7:
             raise ValueError(f"bins={bins} in dim={dim} needs {bins ** dim:.3g} cells; use method='gmm'")
-        smoothing = float(smoothing)
-        if smoothing < 0:
-            raise ValueError(f"smoothing must be >= 0 bins, got {smoothing}")
+        smoothing = checks.real("smoothing", smoothing, minimum=0.0, fix="smoothing is a width in bins; 0 turns it off")
         lo, hi = zt.min(0), zt.max(0)
         pad = 0.1 * (hi - lo)
         # one common set of edges in standardised units per component

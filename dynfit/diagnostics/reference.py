@@ -40,8 +40,7 @@ def integrate(system, x0, *, dt: float, n_steps: int, method: str = "DOP853",
     import systems
 
     system = systems.get(system)
-    if method not in _METHODS + _systems_methods():
-        raise ValueError(f"method must be one of {_METHODS + _systems_methods()}, got {method!r}")
+    checks.choice("method", method, _METHODS + _systems_methods())
     checks.positive("dt", dt)
     checks.positive("rtol", rtol)
     checks.positive("atol", atol)

@@ -64,8 +64,8 @@ def spectrum_distance(truth, model, *, dt: float, nperseg: int = 1024, smoothing
     m = _series(model, "model", dim=t.shape[-1])
     if not np.all(np.isfinite(t)):
         raise ValueError("truth contains NaN or inf; pass a finite reference trajectory")
-    if not 0 < power_fraction <= 1:
-        raise ValueError(f"power_fraction must lie in (0, 1], got {power_fraction}")
+    power_fraction = checks.real("power_fraction", power_fraction, above=0.0, maximum=1.0,
+                                 fix="pass the share of the spectral power to compare, e.g. 0.99")
     if not np.all(np.isfinite(m)):
         ones = np.ones(t.shape[-1])
         return ones if per_component else 1.0

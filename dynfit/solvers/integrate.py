@@ -572,8 +572,7 @@ def odesolve(
     parameters by plain backprop through the steps; step-size decisions are detached.
     """
     ts, tab, ref = _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_size)
-    if not isinstance(compile, bool):
-        raise TypeError(f"compile must be True or False, got {compile!r}")
+    checks.boolean("compile", compile, fix="pass compile=True to torch.compile the field, else False")
     counter = FieldCounter(_compiled(field) if compile else field)
     tr = _Tracker(y0, ts.numel())
     if step_size is not None:

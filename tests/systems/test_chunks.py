@@ -66,7 +66,7 @@ def test_fit_data_loads_only_the_selected_chunks(monkeypatch, starts):
 
 @pytest.mark.parametrize("chunks", [0, -3, 1.5, True, "4"])
 def test_bad_chunks(chunks):
-    with pytest.raises(ValueError, match=r"chunks must be an integer >= 1 .*got"):
+    with pytest.raises(ValueError, match=r"chunks must be (an integer )?>= 1, got .*; pass the trajectories per chunk"):
         systems.simulate("lorenz63", n_traj=4, n_steps=10, dt=0.01, seed=0, chunks=chunks)
 
 
