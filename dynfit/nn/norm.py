@@ -526,11 +526,10 @@ def make_norm(
     ``t_max`` and ``outside`` matter only for ``"tabn"``.
     """
     key = "none" if kind is None else kind
-    if not isinstance(key, str) or key.lower() not in NORM_KINDS:
-        raise ValueError(f"unknown norm {kind!r}; expected one of {NORM_KINDS} or None")
-    key = key.lower()
-    if dims not in (1, 2):
-        raise ValueError(f"dims must be 1 (features) or 2 (image channels), got {dims!r}")
+    key = checks.choice("norm", key.lower() if isinstance(key, str) else key, NORM_KINDS,
+                        fix="pass one of these names (any case), or None for no normalisation")
+    checks.integer("dims", dims, minimum=1, maximum=2, fix="pass 1 for (batch, features) or 2 for image "
+                                                          "channels (B, C, H, W)")
     kw = {"device": device, "dtype": dtype}
     if key == "none":
         return NoNorm()

@@ -295,7 +295,7 @@ def test_comparison_norms():
     assert torch.equal(make_norm(None, 3)(0.0, x), x)
     with pytest.raises(ValueError, match="unknown norm 'layernorm'"):
         make_norm("layernorm", 3)
-    with pytest.raises(ValueError, match="dims must be 1"):
+    with pytest.raises(ValueError, match=r"dims must be in \[1, 2\], got 3; pass 1 for \(batch, features\)"):
         make_norm("tabn", 3, dims=3)
 
 
