@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from systems import checks
 from systems.files import ensure_folder
 
 from .tables import check_compare
@@ -227,8 +228,8 @@ def plot_time_series(ds: xr.Dataset, path=None, *, start: int = 0, threshold: fl
                      max_components: int = 6, show=None):
     """Component time series of one rollout: truth against surrogate, VPT marked."""
     _need(ds, ["truth", "prediction", "vpt"], "plot_time_series")
-    if not 0 <= start < ds.sizes["start"]:
-        raise ValueError(f"start must lie in [0, {ds.sizes['start'] - 1}], got {start}")
+    checks.integer("start", start, minimum=0, maximum=ds.sizes["start"] - 1,
+                   fix=f"pick one of the {ds.sizes['start']} rollouts of the Dataset")
     t = ds["time"].values
     comps = [str(c) for c in ds["component"].values][:max_components]
     thr, vpt, vgt = _vpt_at(ds, threshold)
