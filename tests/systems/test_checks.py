@@ -100,3 +100,50 @@ def test_optional_lets_none_through_and_nothing_else():
         checks.integer("batch_size", None, minimum=1)  # None only where optional=True
     with pytest.raises(ArgumentTypeError, match="lr must be a positive finite number"):
         checks.positive("lr", "fast", optional=True)
+
+
+# ------------------------------------------------------------------ one validation module
+_NUMERIC = {"Integral", "Real", "Number", "Complex", "int", "float", "integer", "floating", "number"}
+# where a hand-written numeric isinstance check is on purpose (each with its reason)
+_ALLOWED = {
+    ("dynfit/io.py", "*"): "judges the contents of a model file and raises ModelFileError on purpose",
+    ("dynfit/nn/norm.py", "_time_value"): "the solver's time t: a tensor or a number, judged in forward",
+    ("systems/kernels.py", "define_constants"): "developer API: constants written into generated source",
+}
+
+
+def _numeric_isinstance(test) -> bool:
+    import ast
+
+    for node in ast.walk(test):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2:
+            names = {n.attr if isinstance(n, ast.Attribute) else n.id
+                     for n in ast.walk(node.args[1]) if isinstance(n, (ast.Attribute, ast.Name))}
+            if names & _NUMERIC:
+                return True
+    return False
+
+
+def test_no_hand_written_number_checks_outside_systems_checks():
+    """Plain number/int arguments are judged by systems.checks only: no `if isinstance(x, numbers.Real ...)`
+    that raises anywhere else in the two packages (array, tensor and file checks are no such thing)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    found = set()
+    for path in sorted([*root.joinpath("dynfit").rglob("*.py"), *root.joinpath("systems").rglob("*.py")]):
+        rel = path.relative_to(root).as_posix()
+        if rel == "systems/checks.py" or (rel, "*") in _ALLOWED:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+            if (rel, fn.name) in _ALLOWED:
+                continue
+            for node in ast.walk(fn):
+                raises = isinstance(node, ast.If) and any(
+                    isinstance(s, ast.Raise) for s in [*node.body, *node.orelse])
+                if raises and _numeric_isinstance(node.test):
+                    found.add(f"{rel}:{node.lineno}")
+    assert not found, ("hand-written number checks; use systems.checks.integer/real/positive "
+                       "(or list the exception in _ALLOWED with its reason):\n" + "\n".join(sorted(found)))
