@@ -149,8 +149,9 @@ def is_device(value, name):
     if value is None:
         return None
     if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda|cuda:\d+|auto", value):
-        raise ValueError(f"{name} must be 'cpu', 'cuda', 'cuda:N' (N a device number) or 'auto', got "
-                         f"{_kind(value)}")
+        raise (ValueError if isinstance(value, str) else ArgumentTypeError)(
+            f"{name} must be 'cpu', 'cuda', 'cuda:N' (N a device number) or 'auto', got {_kind(value)}; "
+            f"write it in quotes, e.g. {_key(name)} = \"cpu\"")
     return value
 
 
@@ -175,10 +176,9 @@ def is_torch_device(value, name):
 def is_dtype(value, name):
     """float32 or float64, as a name or a torch dtype; returns the name."""
     text = str(value).removeprefix("torch.") if type(value).__name__ == "dtype" else value
-    if text not in ("float32", "float64"):
-        raise ValueError(f"{name} must be 'float32' or 'float64' (or torch.float32 / torch.float64), got "
-                         f"{_kind(value)}")
-    return text
+    return _checks.choice(name, text, ("float32", "float64"),
+                          fix=f"write {_key(name)} = \"float32\" or \"float64\" (torch.float32 / torch.float64 in "
+                              "Python)")
 
 
 def is_list(item, *, non_empty: bool = True):

@@ -257,8 +257,7 @@ def plot_return_map(ds: xr.Dataset, path=None, *, component: str = "z", show=Non
     """Lorenz return map: successive maxima z_max(n+1) against z_max(n), truth and surrogate."""
     _need(ds, ["long_run"], "plot_return_map")
     comps = [str(c) for c in ds["component"].values]
-    if component not in comps:
-        raise ValueError(f"component {component!r} not in the Dataset's components {comps}")
+    checks.choice("component", component, comps, fix="pick one of the Dataset's components")
     i = comps.index(component)
     tr, su = _long_runs(ds)
     units = _units(ds["long_run"])

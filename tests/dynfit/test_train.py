@@ -191,7 +191,7 @@ def test_settings_check_their_fields_and_fit_names_unknown_ones(lorenz):
         OptimizerSettings(lr=-1.0)
     with pytest.raises(ValueError, match=r"unknown on_nan 'ignore'; expected one of \['retry', 'stop', 'raise'\]"):
         LoopSettings(on_nan="ignore")
-    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+    with pytest.raises(ValueError, match=r"unknown dtype 'float16'.*; expected one of \['float32', 'float64'\]"):
         ModelSettings(dtype="float16")
     with pytest.raises(TypeError, match="unknown keyword argument.*'lbfgs_iteration'.*did you mean.*lbfgs_iterations"):
         fit(lorenz, lbfgs_iteration=3)
