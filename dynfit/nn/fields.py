@@ -37,9 +37,9 @@ ACTIVATIONS = {
 
 def make_activation(name: str) -> nn.Module:
     """The activation module named ``name`` (one of ACTIVATIONS)."""
-    if not isinstance(name, str) or name.lower() not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name.lower()]()
+    key = checks.choice("activation", name.lower() if isinstance(name, str) else name, sorted(ACTIVATIONS),
+                        fix="pass one of these names (any case)")
+    return ACTIVATIONS[key]()
 
 
 def _time_column(t, x: torch.Tensor, shape) -> torch.Tensor:
