@@ -513,5 +513,7 @@ def get(strategy, **options) -> Strategy:
         options.pop("reference", None)  # implied by the name
     try:
         return _FACTORIES[strategy](**options)
-    except TypeError as err:
+    except checks.ArgumentTypeError:  # an option of the wrong type: its own message says which and the fix
+        raise
+    except TypeError as err:  # an unknown option
         raise ValueError(f"bad option for strategy {strategy!r}: {err}") from None
