@@ -258,13 +258,13 @@ def _cases() -> list[Case]:
     add("fit", "dt=0.5 on data with dt 0.01", fitc(dt=0.5))
     for v in [0.0, -1.0, nan, inf, "0.01", True]:
         add("fit", f"dt={v!r}", fitc(data=lambda d: walk, dt=v))
-    for key, values in {"epochs": [-1, 2.5, "3", None], "optimizer": ["sgd", None, 3],
+    for key, values in {"epochs": [-1, 2.5, "3", None], "optimizer": ["sgd", 3],  # None is valid: the default optimizer
                         "lr": [0.0, -1.0, nan, "fast"], "batch_size": [0, -1, 2.5, "8"],
                         "horizon": [0, -1, 2.5, 10**6, True], "stride": [0, -1, 1.5],
                         "lbfgs_iterations": [0, -1, 2.5], "lbfgs_tolerance": [0.0, -1.0, 2.0, "x"],
                         "weight_decay": [-1.0, nan, "0"], "seed": [-1, 2.5, "0"],
                         "strategy": ["nope", None, 3, {"name": "nope"}], "on_nan": ["ignore", None],
-                        "device": ["tpu", "cuda:99", 3, "gpu"], "dtype": ["float64", None, 3],
+                        "device": ["tpu", "cuda:99", 3, "gpu"], "dtype": ["float16", None, 3],  # "float64" is valid
                         "field": [{"kind": "transformer"}, {"kind": "mlp", "width": -1}, {"kind": "mlp", "widht": 3},
                                   "mlp", 3], "standardize": ["no"],
                         "strategy_options": [{"eps": -1.0}, {"nope": 1}, "eps=1"]}.items():
