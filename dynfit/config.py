@@ -72,7 +72,8 @@ EVALUATE_DEFAULTS = {"n_starts": 20, "horizon": 15.0, "thresholds": (0.3, 0.4, 0
 
 # ------------------------------------------------------------------ typed checks: check(value, name) -> value
 def _kind(value) -> str:
-    return f"{value!r} (a {type(value).__name__})"
+    kind = type(value).__name__
+    return f"{value!r} ({'an' if kind[:1] in 'aeiou' else 'a'} {kind})"
 
 
 def _key(name: str) -> str:
