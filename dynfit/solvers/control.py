@@ -59,7 +59,7 @@ class MixedNorm:
     def __post_init__(self):
         for name in ("rtol", "atol", "safety", "fmin", "fmax"):
             object.__setattr__(self, name, _positive("MixedNorm", name, getattr(self, name)))
-        checks.choice("MixedNorm norm", self.norm, NORMS,
+        checks.choice("MixedNorm: norm", self.norm, NORMS,
                       fix="'example' holds each example to the tolerance, 'batch' one RMS over the batch")
         checks.boolean("MixedNorm: per_example", self.per_example, optional=True,
                        fix="pass True, False or None (None: True, or False with norm='batch')")

@@ -567,7 +567,7 @@ def test_mixednorm_norm_argument():
     assert MixedNorm(1e-6, 1e-6).norm == "example" and MixedNorm(1e-6, 1e-6).per_example is True
     assert MixedNorm(1e-6, 1e-6, norm="batch").per_example is False
     assert MixedNorm(1e-6, 1e-6, per_example=False).norm == "example"
-    with pytest.raises(ValueError, match=r"unknown MixedNorm norm 'max'; expected one of \['example', 'batch'\]"):
+    with pytest.raises(ValueError, match=r"unknown MixedNorm: norm 'max'; expected one of \['example', 'batch'\]"):
         MixedNorm(1e-6, 1e-6, norm="max")
     with pytest.raises(ValueError, match="shares one step"):
         MixedNorm(1e-6, 1e-6, norm="batch", per_example=True)
