@@ -371,8 +371,6 @@ class ContinuousStrategy(Strategy):
 
     name = "continuous"
 
-    _FRACTIONS = {"rtol_max": 1e-5, "rtol_min": 1e-9, "inference_rtol": 1e-10, "improvement": 0.05}  # defaults
-
     def __init__(self, *, method: str = "rkf45", start_horizon: int = 8, max_horizon: int = 64,
                  rtol_max: float = 1e-5, rtol_min: float = 1e-9, patience: int = 3, improvement: float = 0.05,
                  inference_rtol: float = 1e-10, max_steps: int = 100_000, max_stride: int | None = None):
@@ -388,10 +386,11 @@ class ContinuousStrategy(Strategy):
         checks.integer("max_stride", max_stride, minimum=1, optional=True,
                        fix="windows start at most max_stride samples apart; pass None for disjoint windows "
                            "at every horizon")
+        defaults = ContinuousStrategy.__init__.__kwdefaults__
         for key, val in (("rtol_max", rtol_max), ("rtol_min", rtol_min), ("inference_rtol", inference_rtol),
                          ("improvement", improvement)):
-            checks.real(key, val, above=0.0, below=1.0, fix=f"give a fraction strictly between 0 and 1, e.g. "
-                                                            f"{key}={ContinuousStrategy._FRACTIONS[key]:g}")
+            checks.real(key, val, above=0.0, below=1.0,
+                        fix=f"give a fraction strictly between 0 and 1, e.g. {key}={defaults[key]:g}")
         if rtol_min > rtol_max:
             raise ValueError(f"rtol_min ({rtol_min}) must not exceed rtol_max ({rtol_max}): the schedule "
                              "cannot be met; lower rtol_min or raise rtol_max")

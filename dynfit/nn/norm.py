@@ -99,18 +99,17 @@ def frozen_statistics(module: nn.Module | None = None) -> Iterator[None]:
             m._stats_frozen -= 1
 
 
-def _check_positive_int(name: str, value, minimum: int, fix: str | None = None) -> int:
-    """``value`` as an int >= ``minimum`` (a thin name for :func:`systems.checks.integer`)."""
-    return checks.integer(name, value, minimum=minimum, fix=fix)
+def _check_momentum(momentum) -> float:
+    """The running statistics' momentum, in (0, 1]."""
+    return checks.real("momentum", momentum, above=0.0, maximum=1.0,
+                       fix="momentum is the weight of the newest batch in the running statistics; "
+                           "give a number in (0, 1], such as 0.1")
 
 
-def _check_common(momentum, eps, affine) -> tuple[float, float, bool]:
-    """The momentum in (0, 1], eps > 0 and affine flag every statistics layer takes."""
-    momentum = checks.real("momentum", momentum, above=0.0, maximum=1.0,
-                           fix="momentum is the weight of the newest batch in the running statistics; "
-                               "give a number in (0, 1], such as 0.1")
+def _check_eps_affine(eps, affine) -> tuple[float, bool]:
+    """eps > 0 and the affine flag every BatchNorm-like layer takes."""
     eps = checks.positive("eps", eps, fix="eps keeps the variance away from zero; give a small number such as 1e-5")
-    return momentum, eps, checks.boolean("affine", affine, fix="pass affine=True or affine=False")
+    return eps, checks.boolean("affine", affine, fix="pass affine=True or affine=False")
 
 
 def _check_x(layer: nn.Module, x: torch.Tensor, ndim: int, num_features: int) -> None:
@@ -244,14 +243,15 @@ class _TABatchNorm(_StatsNorm):
         dtype=None,
     ) -> None:
         super().__init__()
-        self.num_features = _check_positive_int("num_features", num_features, 1)
+        self.num_features = checks.integer("num_features", num_features, minimum=1)
         # num_points = M + 1 grid points; M >= 1 intervals needed
-        self.num_points = _check_positive_int(
-            "num_points", num_points, 2,
+        self.num_points = checks.integer(
+            "num_points", num_points, minimum=2,
             fix="num_points counts the M + 1 grid times on [0, t_max]; give at least 2 (one interval)")
         self.t_max = checks.positive("t_max", t_max, fix="give the end of the time span the layer sees "
                                                          "(the grid covers [0, t_max]), such as 1.0")
-        self.momentum, self.eps, self.affine = _check_common(momentum, eps, affine)
+        self.momentum = _check_momentum(momentum)
+        self.eps, self.affine = _check_eps_affine(eps, affine)
         self.outside = checks.choice("outside", outside, _OUTSIDE,
                                      fix="'clamp' uses the end point, 'error' raises outside [0, t_max]")
         self.spacing = self.t_max / (self.num_points - 1)
@@ -421,8 +421,9 @@ class _PopBatchNorm(_StatsNorm):
     def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
                  affine: bool = True, device=None, dtype=None) -> None:
         super().__init__()
-        self.num_features = _check_positive_int("num_features", num_features, 1)
-        self.momentum, self.eps, self.affine = _check_common(momentum, eps, affine)
+        self.num_features = checks.integer("num_features", num_features, minimum=1)
+        self.momentum = _check_momentum(momentum)
+        self.eps, self.affine = _check_eps_affine(eps, affine)
         kw = {"device": device, "dtype": dtype}
         self.register_buffer("running_mean", torch.zeros(num_features, **kw))
         self.register_buffer("running_var", torch.ones(num_features, **kw))
@@ -467,8 +468,8 @@ class _MiniBatchNorm(nn.Module):
     def __init__(self, num_features: int, *, eps: float = 1e-5, affine: bool = True,
                  device=None, dtype=None) -> None:
         super().__init__()
-        self.num_features = _check_positive_int("num_features", num_features, 1)
-        _, self.eps, self.affine = _check_common(0.1, eps, affine)
+        self.num_features = checks.integer("num_features", num_features, minimum=1)
+        self.eps, self.affine = _check_eps_affine(eps, affine)
         kw = {"device": device, "dtype": dtype}
         if self.affine:
             self.weight = nn.Parameter(torch.ones(num_features, **kw))
