@@ -20,7 +20,7 @@ from torch import nn
 
 from systems import checks
 
-from .norm import make_norm, norm_penalty
+from .norm import EachLayer, make_norm, norm_penalty, share_tables
 
 __all__ = ["ACTIVATIONS", "MLPField", "ResidualMLPField", "ConvField", "PolynomialField", "make_activation",
            "monomial_exponents"]
@@ -72,6 +72,19 @@ class _Field(nn.Module):
             return x
         return torch.cat([x, _time_column(t, x, (x.shape[0], 1) + tuple(x.shape[2:]))], dim=1)
 
+    def _keep_norms(self, layers) -> None:
+        """Keep the norm layers in call order; TA-BN layers on one grid share their tables, so that
+        a field call interpolates all of them in one product instead of two per layer."""
+        self._norm_order = tuple(layers)
+        tables = share_tables(self._norm_order)
+        if tables is not None:
+            self.tabn_tables = tables
+
+    def _norms_at(self, t, x: torch.Tensor):
+        """The norm layers at time t: ``norm(i, h)`` is layer i; call ``norm.finish()`` after the last."""
+        tables = self._modules.get("tabn_tables")
+        return tables.at(t, x) if tables is not None else EachLayer(self._norm_order, t)
+
     def penalty(self) -> torch.Tensor:
         """L2 penalty of the TA-BN grid parameters inside this field (0 if none)."""
         return norm_penalty(self)
@@ -116,14 +129,17 @@ class MLPField(_Field):
             make_norm(norm, self.width, num_points=num_points, t_max=t_max, dtype=dtype)
             for _ in range(self.depth)
         )
+        self._keep_norms(self.norms)
         self.out = nn.Linear(self.width, self.dim, dtype=dtype)
 
     def forward(self, t, x: torch.Tensor) -> torch.Tensor:
         """dx/dt at time t; x (B, dim) -> (B, dim)."""
         self._check_input(x, 2, "(batch, dim)")
         h = self._with_time(t, x)
-        for linear, norm in zip(self.linears, self.norms):
-            h = self.act(norm(t, linear(h)))
+        norm = self._norms_at(t, x)
+        for i, linear in enumerate(self.linears):
+            h = self.act(norm(i, linear(h)))
+        norm.finish()
         return self.out(h)
 
 
@@ -158,15 +174,18 @@ class ResidualMLPField(_Field):
         self.first = nn.ModuleList(nn.Linear(self.width, self.width, dtype=dtype) for _ in range(self.depth))
         self.second = nn.ModuleList(nn.Linear(self.width, self.width, dtype=dtype) for _ in range(self.depth))
         self.norms = nn.ModuleList(mk() for _ in range(self.depth))
+        self._keep_norms([self.inp_norm, *self.norms])
         self.out = nn.Linear(self.width, self.dim, dtype=dtype)
 
     def forward(self, t, x: torch.Tensor) -> torch.Tensor:
         """dx/dt at time t; x (B, dim) -> (B, dim)."""
         self._check_input(x, 2, "(batch, dim)")
         h = self._with_time(t, x)
-        h = self.act(self.inp_norm(t, self.inp(h)))
-        for w1, norm, w2 in zip(self.first, self.norms, self.second):
-            h = h + w2(self.act(norm(t, w1(h))))
+        norm = self._norms_at(t, x)
+        h = self.act(norm(0, self.inp(h)))
+        for i, (w1, w2) in enumerate(zip(self.first, self.second), start=1):
+            h = h + w2(self.act(norm(i, w1(h))))
+        norm.finish()
         return self.out(h)
 
 
@@ -207,14 +226,17 @@ class ConvField(_Field):
             make_norm(norm, self.width, dims=2, num_points=num_points, t_max=t_max, dtype=dtype)
             for _ in range(self.depth)
         )
+        self._keep_norms(self.norms)
         self.out = nn.Conv2d(self.width, self.dim, kernel_size, padding=pad, dtype=dtype)
 
     def forward(self, t, x: torch.Tensor) -> torch.Tensor:
         """dx/dt at time t; x (B, C, H, W) -> (B, C, H, W)."""
         self._check_input(x, 4, "(batch, channels, height, width)")
         h = self._with_time(t, x)
-        for conv, norm in zip(self.convs, self.norms):
-            h = self.act(norm(t, conv(h)))
+        norm = self._norms_at(t, x)
+        for i, conv in enumerate(self.convs):
+            h = self.act(norm(i, conv(h)))
+        norm.finish()
         return self.out(h)
 
 

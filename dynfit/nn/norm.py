@@ -10,6 +10,11 @@
   uses the mini-batch statistics (no running statistics, fails at batch 1).
 - :class:`NoNorm`: the identity.
 
+:func:`share_tables` stores the tables of several TA-BN layers side by side
+(:class:`TABNTables`), so that a field interpolates all of them in one product
+per call; the fields in :mod:`dynfit.nn.fields` do this, and the layers keep
+their own interface and state_dict keys.
+
 Running statistics change only in training mode, never inside an autograd
 backward pass (so the backward solve of ``torchdiffeq.odeint_adjoint``, which
 calls the field again, leaves them alone) and never inside
@@ -112,7 +117,8 @@ def _check_eps_affine(eps, affine) -> tuple[float, bool]:
     return eps, checks.boolean("affine", affine, fix="pass affine=True or affine=False")
 
 
-def _check_x(layer: nn.Module, x: torch.Tensor, ndim: int, num_features: int) -> None:
+def _check_x(layer: nn.Module, x: torch.Tensor, ndim: int, num_features: int, dtype=None) -> None:
+    """x is a non-empty (B, F) or (B, F, H, W) tensor of the layer's dtype (``dtype``, else its running_mean's)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{type(layer).__name__} expects x as a torch.Tensor, got {type(x).__name__}")
     shape = "(batch, num_features)" if ndim == 2 else "(batch, channels, height, width)"
@@ -124,10 +130,12 @@ def _check_x(layer: nn.Module, x: torch.Tensor, ndim: int, num_features: int) ->
     if x.shape[0] == 0:
         raise ValueError(f"{type(layer).__name__} got an empty batch (shape {tuple(x.shape)}); pass at least "
                          "one example")
-    ref = getattr(layer, "running_mean", None)
-    if ref is not None and x.dtype != ref.dtype:
-        raise TypeError(f"{type(layer).__name__} holds {ref.dtype} parameters but x is {x.dtype}; convert "
-                        f"one of them: layer.to({x.dtype}) or x.to({ref.dtype})")
+    if dtype is None:
+        ref = getattr(layer, "running_mean", None)
+        dtype = None if ref is None else ref.dtype
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"{type(layer).__name__} holds {dtype} parameters but x is {x.dtype}; convert "
+                        f"one of them: layer.to({x.dtype}) or x.to({dtype})")
 
 
 def _check_batch(layer: nn.Module, x: torch.Tensor) -> None:
@@ -338,9 +346,9 @@ class _TABatchNorm(_StatsNorm):
             return torch.batch_norm(x, weight, bias, None, None, True, 1.0, self.eps, cudnn)
         # with momentum 1 the fused kernel writes the batch mean and unbiased
         # variance into the scratch buffers; then both neighbours move
-        mean, var = self._buffers["_batch_mean"], self._buffers["_batch_var"]
+        mean, var = self._batch_mean, self._batch_var
         out = torch.batch_norm(x, weight, bias, mean, var, True, 1.0, self.eps, cudnn)
-        ip.update_both(self._buffers["running_mean"], self._buffers["running_var"], mean, var)
+        ip.update_both(self.running_mean, self.running_var, mean, var)
         return out
 
     def _forward_per_example(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -385,6 +393,50 @@ class _TABatchNorm(_StatsNorm):
             out = out * interp(self.weight) + interp(self.bias)
         return out
 
+    # ------------------------------------------------------------ tables shared with other layers
+    # After share_tables(layers) the four tables live in one TABNTables module, side by side with
+    # the other layers' tables; layer.weight & co. are then (P, F) views of them, and the layer's
+    # state_dict keys and values are those of a layer that owns its tables.
+
+    def __getattr__(self, name: str):
+        if name in _VIEWS:
+            tables = self.__dict__.get("_tables")
+            if tables is not None:
+                return tables.view(self, name)
+        return super().__getattr__(name)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.__dict__.get("_tables") is None:
+            return
+        for name in _TABLES:
+            value = getattr(self, name)
+            if value is not None:  # a contiguous copy: saving a view would save the whole shared table
+                destination[prefix + name] = value if keep_vars else value.detach().clone()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        if self.__dict__.get("_tables") is None:
+            return super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                                 unexpected_keys, error_msgs)
+        mine = {prefix + name: name for name in _TABLES if getattr(self, name) is not None}
+        rest = {k: v for k, v in state_dict.items() if k not in mine}
+        super()._load_from_state_dict(rest, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        for key, name in mine.items():
+            if key not in state_dict:
+                if strict:
+                    missing_keys.append(key)
+                continue
+            value, target = state_dict[key], getattr(self, name)
+            if not isinstance(value, torch.Tensor) or value.shape != target.shape:
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                error_msgs.append(f"size mismatch for {key}: copying a param with shape {got} from checkpoint, "
+                                  f"the shape in current model is {tuple(target.shape)}.")
+                continue
+            with torch.no_grad():
+                target.copy_(value)
+
     def penalty(self) -> torch.Tensor:
         """L2 penalty ``sum ||gamma - 1||^2 + ||alpha||^2`` on the grid parameters (0 if not affine)."""
         if not self.affine:
@@ -413,6 +465,154 @@ class TABatchNorm2d(_TABatchNorm):
     """TA-BN for image channels: ``layer(t, x)`` with x of shape (B, C, H, W); statistics per channel."""
 
     _ndim = 4
+
+
+_TABLES = ("weight", "bias", "running_mean", "running_var")  # saved in the state_dict
+_VIEWS = _TABLES + ("_batch_mean", "_batch_var")  # a sharing layer's tensors: views of the shared ones
+
+
+class TABNTables(nn.Module):
+    """The tables of several TA-BN layers on one grid, side by side, so that one product
+    interpolates all of them at a time (built by :func:`share_tables`; fields do this).
+
+    ``affine`` (P, 2N) holds every layer's weight columns then every layer's bias columns,
+    ``running`` (P, 2N) the running means then the running variances (N = the layers'
+    features summed). ``tables.at(t, x)`` returns the call of the layers at time t:
+    ``norm(i, h)`` normalises the input of layer i, ``norm.finish()`` moves the running
+    statistics of all layers at once (training mode). Its own state_dict is empty: each
+    layer saves and loads its (P, F) slices under its usual keys.
+    """
+
+    def __init__(self, layers: list[_TABatchNorm]) -> None:
+        super().__init__()
+        first = layers[0]
+        self.sizes = [m.num_features for m in layers]
+        self.eps = first.eps
+        n = sum(self.sizes)
+        with torch.no_grad():
+            running = torch.cat([m.running_mean for m in layers] + [m.running_var for m in layers], dim=1)
+            affine = (torch.cat([m.weight for m in layers] + [m.bias for m in layers], dim=1)
+                      if first.affine else None)
+        self.register_buffer("running", running)
+        self.register_parameter("affine", nn.Parameter(affine) if affine is not None else None)
+        self.register_buffer("_batch", torch.zeros(2 * n, dtype=running.dtype, device=running.device),
+                             persistent=False)
+        self._layers = tuple(layers)  # a plain tuple: the layers stay registered where they were
+        start = 0
+        for m in layers:
+            for name in _VIEWS:
+                if name in m._parameters or name in m._buffers:
+                    delattr(m, name)
+            m.__dict__["_tables"] = self  # not a submodule of the layer (it is the field's)
+            m.__dict__["_columns"] = (start, start + m.num_features, n)
+            start += m.num_features
+
+    def view(self, layer: _TABatchNorm, name: str) -> torch.Tensor | None:
+        """``layer``'s (P, F) table ``name`` (weight, bias, running_mean, running_var), a view;
+        ``_batch_mean`` / ``_batch_var``: its (F,) slices of the last batch's statistics."""
+        start, stop, n = layer.__dict__["_columns"]
+        shift = n if name in ("bias", "running_var", "_batch_var") else 0
+        if name.startswith("_batch"):
+            return self._batch[start + shift:stop + shift]
+        table = self.running if name.startswith("running") else self.affine
+        return None if table is None else table[:, start + shift:stop + shift]
+
+    def at(self, t, x: torch.Tensor):
+        """The layers' call at time t (one shared time; per-example times go layer by layer)."""
+        layers = self._layers
+        if isinstance(t, torch.Tensor) and t.numel() > 1:
+            return EachLayer(layers, t)
+        training, frozen = layers[0].training, layers[0]._stats_frozen
+        for m in layers:
+            if m.training != training or bool(m._stats_frozen) != bool(frozen):
+                return EachLayer(layers, t)  # layers in different modes: each its own way
+        ip = layers[0]._interpolation(t, x)
+        sizes = self.sizes + self.sizes
+        affine = ip(self.affine).split(sizes) if self.affine is not None else None
+        if not training:
+            return _TAPass(self, ip, affine, ip(self.running).split(sizes), None)
+        if frozen or statistics_frozen():
+            return _TAPass(self, ip, affine, None, None)
+        return _TAPass(self, ip, affine, None, self._batch.split(sizes))
+
+    def extra_repr(self) -> str:
+        return f"{len(self.sizes)} layers, {sum(self.sizes)} features, affine={self.affine is not None}"
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        pass  # the layers save their slices
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        pass  # the layers load their slices
+
+
+class _TAPass:
+    """TA-BN layers sharing tables, called at one time: ``norm(i, h)``, then ``norm.finish()``."""
+
+    __slots__ = ("tables", "ip", "affine", "stats", "batch", "n")
+
+    def __init__(self, tables: TABNTables, ip: _Interp, affine, stats, batch) -> None:
+        self.tables, self.ip, self.affine, self.stats, self.batch = tables, ip, affine, stats, batch
+        self.n = len(tables.sizes)
+
+    def __call__(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        tables = self.tables
+        layer = tables._layers[i]
+        _check_x(layer, x, layer._ndim, layer.num_features, tables.running.dtype)
+        weight, bias = (self.affine[i], self.affine[self.n + i]) if self.affine is not None else (None, None)
+        if self.stats is not None:  # eval: the interpolated running statistics
+            return F.batch_norm(x, self.stats[i], self.stats[self.n + i], weight, bias, False, 0.0, tables.eps)
+        _check_batch(layer, x)
+        cudnn = torch.backends.cudnn.enabled
+        if self.batch is None:  # training, statistics frozen
+            return torch.batch_norm(x, weight, bias, None, None, True, 1.0, tables.eps, cudnn)
+        # momentum 1: the kernel writes the batch mean and unbiased variance into the scratch
+        return torch.batch_norm(x, weight, bias, self.batch[i], self.batch[self.n + i], True, 1.0, tables.eps,
+                                cudnn)
+
+    def finish(self) -> None:
+        """Move every layer's running statistics towards its batch's (training mode; after all layers ran)."""
+        if self.batch is not None:
+            self.ip.update(self.tables.running, self.tables._batch)
+
+
+class EachLayer:
+    """Norm layers called one by one at time t, with the interface of a shared-table call:
+    ``norm(i, h) = layers[i](t, h)``; ``finish()`` does nothing."""
+
+    __slots__ = ("layers", "t")
+
+    def __init__(self, layers, t) -> None:
+        self.layers, self.t = layers, t
+
+    def __call__(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        return self.layers[i](self.t, x)
+
+    def finish(self) -> None:
+        pass
+
+
+def share_tables(layers) -> TABNTables | None:
+    """Store the tables of ``layers`` (TA-BN layers on one grid) side by side; None if they cannot share.
+
+    Layers can share when they are all TA-BN layers (1d or 2d) with the same grid (num_points,
+    t_max, outside), momentum, eps, affine flag, dtype and device, and none shares yet. The
+    layers keep working on their own (``layer(t, x)``, ``layer.weight``, their state_dict
+    keys); the returned module must be registered in the model that owns them, which then
+    calls them through ``tables.at(t, x)``.
+    """
+    layers = list(layers)
+    if not layers or not all(isinstance(m, _TABatchNorm) and m.__dict__.get("_tables") is None for m in layers):
+        return None
+    first = layers[0]
+
+    def key(m):
+        return (m.num_points, m.t_max, m.outside, m.momentum, m.eps, m.affine, m.running_mean.dtype,
+                m.running_mean.device)
+
+    if any(key(m) != key(first) for m in layers):
+        return None
+    return TABNTables(layers)
 
 
 class _PopBatchNorm(_StatsNorm):

@@ -1,4 +1,5 @@
 """TA-BN and the comparison norms: interpolation, statistics, solvers, bad input."""
+import contextlib
 import math
 
 import numpy as np
@@ -373,7 +374,8 @@ def test_with_torchdiffeq_forward(method, options):
 
 
 def _snapshot(f):
-    return [b.clone() for b in f.buffers()]
+    """The running statistics of every TA-BN layer of f, as saved."""
+    return [v.clone() for k, v in f.state_dict().items() if ".running_" in k]
 
 
 def _grads(f):
@@ -390,7 +392,7 @@ def test_adjoint_backward_leaves_statistics_alone(method, options, tol):
     after_forward = _snapshot(f)
     assert not torch.equal(after_forward[0], torch.zeros_like(after_forward[0]))  # forward updated
     y[-1].pow(2).sum().backward()
-    for before, now in zip(after_forward, f.buffers()):
+    for before, now in zip(after_forward, _snapshot(f), strict=True):
         assert torch.equal(before, now)  # the backward solve left the statistics alone
     grad_adjoint = _grads(f)
     # the same gradient by back-propagation through a fixed-step rk4 solve
@@ -468,3 +470,115 @@ def test_interpolation_shared_by_layers_is_per_grid():
                 out = layer(torch.tensor(t, dtype=D64), x)
             xm = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + layer.eps)
             torch.testing.assert_close(out, xm * gamma + beta, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- tables shared by a field's layers
+
+
+def _own_tables(monkeypatch, make):
+    """``make()`` built with every TA-BN layer owning its tables (as before sharing existed)."""
+    import dynfit.nn.fields as fields
+
+    with monkeypatch.context() as m:
+        m.setattr(fields, "share_tables", lambda layers: None)
+        return make()
+
+
+def _tabn_fields():
+    from dynfit.nn import ConvField, ResidualMLPField
+
+    return [
+        (lambda: MLPField(3, width=5, depth=3, activation="tanh", norm="tabn", num_points=6, t_max=1.0,
+                          dtype=D64), (7, 3)),
+        (lambda: ResidualMLPField(3, width=4, depth=2, activation="tanh", norm="tabn", num_points=4,
+                                  t_max=2.0, dtype=D64), (6, 3)),
+        (lambda: ConvField(2, width=3, depth=2, activation="tanh", norm="tabn", num_points=5, dtype=D64),
+         (4, 2, 3, 3)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_shared_tables_match_layers_that_own_theirs(monkeypatch, case):
+    """A field's TA-BN layers share one set of tables (one interpolation per call): outputs,
+    gradients, running statistics and the state_dict equal those of layers owning their tables,
+    in training (statistics moving or frozen) and eval mode, on and off the grid."""
+    make, shape = _tabn_fields()[case]
+    torch.manual_seed(case)
+    shared = make()
+    assert shared.tabn_tables is not None
+    own = _own_tables(monkeypatch, make)
+    assert "tabn_tables" not in own._modules
+    with torch.no_grad():  # rows that all differ
+        for layer in shared._norm_order:
+            for name in ("weight", "bias", "running_mean"):
+                getattr(layer, name).uniform_(-1.0, 1.0)
+            layer.running_var.uniform_(0.5, 2.0)
+    own.load_state_dict(shared.state_dict())
+    assert list(own.state_dict()) == list(shared.state_dict())
+    x = torch.randn(*shape, dtype=D64)
+    for mode in ("train", "frozen", "eval"):
+        for t in (0.0, 0.2, 0.37, 1.0):
+            outs, grads = [], []
+            for f in (shared, own):
+                f.train(mode != "eval")
+                f.zero_grad()
+                with frozen_statistics(f) if mode == "frozen" else contextlib.nullcontext():
+                    y = f(torch.tensor(t, dtype=D64), x)
+                y.pow(2).sum().backward()
+                outs.append(y)
+                grads.append({k: v.grad for k, v in f.named_parameters()})
+            torch.testing.assert_close(outs[0], outs[1], rtol=1e-13, atol=1e-13)
+            g_shared, g_own = grads
+            names = {m: k for k, m in own.named_modules()}
+            layers = [names[m] for m in own._norm_order]  # the shared layout: all weights, then all biases
+            want = torch.cat([g_own[k + ".weight"] for k in layers] + [g_own[k + ".bias"] for k in layers], 1)
+            torch.testing.assert_close(g_shared["tabn_tables.affine"], want, rtol=1e-12, atol=1e-13)
+            for k, v in own.state_dict().items():
+                torch.testing.assert_close(shared.state_dict()[k], v, rtol=1e-13, atol=1e-14)
+
+
+def test_shared_tables_state_dict_and_copies(monkeypatch):
+    """Sharing changes no state_dict key: files of layers owning their tables load, and back;
+    missing and mis-shaped entries are refused as usual; copies and dtype moves keep sharing."""
+    import copy
+
+    make = _tabn_fields()[0][0]
+    shared = make()
+    state = shared.state_dict()
+    assert all(v.is_contiguous() and v.untyped_storage().nbytes() == v.numel() * v.element_size()
+               for v in state.values())  # slices, not the whole shared table
+    own = _own_tables(monkeypatch, make)
+    assert set(own.state_dict()) == set(state)
+    with torch.no_grad():
+        own.norms[1].bias.fill_(0.25)
+    shared.load_state_dict(own.state_dict())
+    assert torch.equal(shared.norms[1].bias, torch.full((6, 5), 0.25, dtype=D64))
+    assert torch.equal(shared.tabn_tables.affine[:, 15 + 5:15 + 10], shared.norms[1].bias)
+    broken = dict(state)
+    del broken["norms.2.running_var"]
+    with pytest.raises(RuntimeError, match="Missing key.*norms.2.running_var"):
+        shared.load_state_dict(broken)
+    broken = dict(state, **{"norms.0.weight": torch.ones(6, 4, dtype=D64)})
+    with pytest.raises(RuntimeError, match="size mismatch for norms.0.weight"):
+        shared.load_state_dict(broken)
+    twin = copy.deepcopy(shared)
+    assert twin.norms[0].__dict__["_tables"] is twin.tabn_tables
+    with torch.no_grad():
+        twin.norms[0].weight.fill_(3.0)
+    assert not torch.equal(shared.norms[0].weight, twin.norms[0].weight)
+    single = shared.float()
+    assert single.norms[2].running_mean.dtype == torch.float32
+    assert single(torch.tensor(0.3, dtype=torch.float32), torch.randn(4, 3)).dtype == torch.float32
+
+
+def test_share_tables_only_for_one_grid():
+    from dynfit.nn.norm import share_tables
+
+    assert share_tables([TABatchNorm1d(3), TABatchNorm1d(3, num_points=11)]) is None
+    assert share_tables([TABatchNorm1d(3), PopBatchNorm1d(3)]) is None
+    assert share_tables([]) is None
+    layers = [TABatchNorm1d(3), TABatchNorm2d(4)]
+    tables = share_tables(layers)
+    assert tables is not None and tables.affine.shape == (101, 14)
+    assert share_tables(layers) is None  # already sharing
+    assert MLPField(3, norm="bn")._modules.get("tabn_tables") is None
