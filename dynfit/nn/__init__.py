@@ -12,6 +12,7 @@ from .norm import (
     frozen_statistics,
     make_norm,
     norm_penalty,
+    share_tables,
     statistics_frozen,
 )
 
@@ -33,5 +34,6 @@ __all__ = [
     "frozen_statistics",
     "make_norm",
     "norm_penalty",
+    "share_tables",
     "statistics_frozen",
 ]

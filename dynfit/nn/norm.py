@@ -47,6 +47,8 @@ __all__ = [
     "frozen_statistics",
     "statistics_frozen",
     "norm_penalty",
+    "share_tables",
+    "TABNTables",
 ]
 
 NORM_KINDS = ("none", "bn", "minibatch", "tabn")
