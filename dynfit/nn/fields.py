@@ -80,10 +80,10 @@ class _Field(nn.Module):
         if tables is not None:
             self.tabn_tables = tables
 
-    def _norms_at(self, t, x: torch.Tensor):
+    def _norms_at(self, t):
         """The norm layers at time t: ``norm(i, h)`` is layer i; call ``norm.finish()`` after the last."""
         tables = self._modules.get("tabn_tables")
-        return tables.at(t, x) if tables is not None else EachLayer(self._norm_order, t)
+        return tables.at(t) if tables is not None else EachLayer(self._norm_order, t)
 
     def penalty(self) -> torch.Tensor:
         """L2 penalty of the TA-BN grid parameters inside this field (0 if none)."""
@@ -136,7 +136,7 @@ class MLPField(_Field):
         """dx/dt at time t; x (B, dim) -> (B, dim)."""
         self._check_input(x, 2, "(batch, dim)")
         h = self._with_time(t, x)
-        norm = self._norms_at(t, x)
+        norm = self._norms_at(t)
         for i, linear in enumerate(self.linears):
             h = self.act(norm(i, linear(h)))
         norm.finish()
@@ -181,7 +181,7 @@ class ResidualMLPField(_Field):
         """dx/dt at time t; x (B, dim) -> (B, dim)."""
         self._check_input(x, 2, "(batch, dim)")
         h = self._with_time(t, x)
-        norm = self._norms_at(t, x)
+        norm = self._norms_at(t)
         h = self.act(norm(0, self.inp(h)))
         for i, (w1, w2) in enumerate(zip(self.first, self.second), start=1):
             h = h + w2(self.act(norm(i, w1(h))))
@@ -233,7 +233,7 @@ class ConvField(_Field):
         """dx/dt at time t; x (B, C, H, W) -> (B, C, H, W)."""
         self._check_input(x, 4, "(batch, channels, height, width)")
         h = self._with_time(t, x)
-        norm = self._norms_at(t, x)
+        norm = self._norms_at(t)
         for i, conv in enumerate(self.convs):
             h = self.act(norm(i, conv(h)))
         norm.finish()

@@ -479,7 +479,7 @@ class TABNTables(nn.Module):
 
     ``affine`` (P, 2N) holds every layer's weight columns then every layer's bias columns,
     ``running`` (P, 2N) the running means then the running variances (N = the layers'
-    features summed). ``tables.at(t, x)`` returns the call of the layers at time t:
+    features summed). ``tables.at(t)`` returns the call of the layers at time t:
     ``norm(i, h)`` normalises the input of layer i, ``norm.finish()`` moves the running
     statistics of all layers at once (training mode). Its own state_dict is empty: each
     layer saves and loads its (P, F) slices under its usual keys.
@@ -519,7 +519,7 @@ class TABNTables(nn.Module):
         table = self.running if name.startswith("running") else self.affine
         return None if table is None else table[:, start + shift:stop + shift]
 
-    def at(self, t, x: torch.Tensor):
+    def at(self, t):
         """The layers' call at time t (one shared time; per-example times go layer by layer)."""
         layers = self._layers
         if isinstance(t, torch.Tensor) and t.numel() > 1:
@@ -528,7 +528,7 @@ class TABNTables(nn.Module):
         for m in layers:
             if m.training != training or bool(m._stats_frozen) != bool(frozen):
                 return EachLayer(layers, t)  # layers in different modes: each its own way
-        ip = layers[0]._interpolation(t, x)
+        ip = layers[0]._interpolation(t, self.running)  # weights in the tables' dtype and device
         sizes = self.sizes + self.sizes
         affine = ip(self.affine).split(sizes) if self.affine is not None else None
         if not training:
@@ -601,7 +601,7 @@ def share_tables(layers) -> TABNTables | None:
     t_max, outside), momentum, eps, affine flag, dtype and device, and none shares yet. The
     layers keep working on their own (``layer(t, x)``, ``layer.weight``, their state_dict
     keys); the returned module must be registered in the model that owns them, which then
-    calls them through ``tables.at(t, x)``.
+    calls them through ``tables.at(t)``.
     """
     layers = list(layers)
     if not layers or not all(isinstance(m, _TABatchNorm) and m.__dict__.get("_tables") is None for m in layers):
