@@ -591,7 +591,12 @@ def _resume(path: Path, fingerprint: dict, field, opt, sched, strat, scaler) -> 
                          "use another checkpoint_dir or pass resume=False")
     field.load_state_dict(blob["field"])
     keep = [{k: g[k] for k in ("max_iter", "tolerance_grad", "tolerance_change") if k in g} for g in opt.param_groups]
-    opt.load_state_dict(blob["optimizer"])
+    try:
+        opt.load_state_dict(blob["optimizer"])
+    except (ValueError, KeyError) as err:  # another parameter layout, e.g. a TA-BN field saved before its
+        # layers shared one set of tables (dynfit 2026-12): the weights load, the optimiser's moments do not
+        raise ValueError(f"checkpoint {path} holds optimiser state for another parameter layout ({err}); it was "
+                         "written by another dynfit version or model; pass resume=False to start over") from err
     for group, settings in zip(opt.param_groups, keep):  # this call's L-BFGS settings win over the saved ones
         group.update(settings)
     if sched is not None and blob.get("scheduler") is not None:

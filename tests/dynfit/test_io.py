@@ -146,6 +146,21 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path):
     assert load_torch(tmp_path / CHECKPOINT, what="checkpoint")["epoch"] == 1
 
 
+def test_checkpoint_with_another_parameter_layout_is_a_clear_error(tmp_path):
+    """Optimiser state for other parameters (a TA-BN field saved when each layer owned its tables)
+    is refused with the fix, not torch's bare message."""
+    data = systems.simulate("lorenz63", n_traj=2, n_steps=40, dt=0.01, seed=0)
+    kw = dict(field={"kind": "mlp", "width": 4}, epochs=1, checkpoint_dir=tmp_path,
+              progress=False, lbfgs_iterations=2)
+    fit(data, **kw)
+    blob = load_torch(tmp_path / CHECKPOINT, what="checkpoint")
+    groups = blob["optimizer"]["param_groups"]
+    groups[0]["params"] = groups[0]["params"] + [max(groups[0]["params"]) + 1]  # one parameter more
+    torch.save(blob, tmp_path / CHECKPOINT)
+    with pytest.raises(ValueError, match="another parameter layout.*resume=False"):
+        fit(data, **dict(kw, epochs=2))
+
+
 # ------------------------------------------------------------------ full disk, stale temps, locks
 def _full_disk_after(monkeypatch, n_bytes: int):
     """os.write writes up to n_bytes in all, then raises ENOSPC (a disk that fills mid-write)."""
