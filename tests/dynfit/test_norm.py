@@ -582,3 +582,21 @@ def test_share_tables_only_for_one_grid():
     assert tables is not None and tables.affine.shape == (101, 14)
     assert share_tables(layers) is None  # already sharing
     assert MLPField(3, norm="bn")._modules.get("tabn_tables") is None
+
+
+def test_gpu_script_tabn_check_runs_on_the_cpu():
+    """benchmarks/bench_gpu.py's TA-BN check (CPU against the device named) runs end to end with the
+    CPU standing in for the GPU, so the day a GPU is lent it does not stop on our own API."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    try:
+        assert bench.check_tabn(16, 1, "cpu")
+    finally:
+        sys.path[:] = [p for p in sys.path if p != str(path.parent)]
+        sys.modules.pop("bench_tabn", None)
