@@ -137,11 +137,13 @@ class LocalMLPField(nn.Module):
     def __init__(self, *, width: int = 32, depth: int = 4, activation: str = "silu", norm: str | None = None,
                  num_points: int = 101, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        from dynfit.nn import make_activation, make_norm
+        from dynfit.nn import make_activation, make_norm, share_tables
 
         sizes = [4] + [width] * depth
         self.linears = nn.ModuleList(nn.Linear(a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:]))
         self.norms = nn.ModuleList(make_norm(norm, width, num_points=num_points, dtype=dtype) for _ in range(depth))
+        # TA-BN layers: one set of tables for all of them, one interpolation per call (None for other norms)
+        self.tables = share_tables(self.norms)
         self.act = make_activation(activation)
         self.out = nn.Linear(width, 1, dtype=dtype)
 
@@ -155,6 +157,12 @@ class LocalMLPField(nn.Module):
             raise ValueError(f"LocalMLPField expects x of shape (batch, sites), got {tuple(x.shape)}")
         stencil = torch.stack([x.roll(2, 1), x.roll(1, 1), x, x.roll(-1, 1)], -1)   # (B, N, 4)
         h = stencil.reshape(-1, 4)
-        for linear, norm in zip(self.linears, self.norms):
-            h = self.act(norm(t, linear(h)))
+        if self.tables is None:
+            for linear, norm in zip(self.linears, self.norms):
+                h = self.act(norm(t, linear(h)))
+        else:
+            norm = self.tables.at(t)  # norm(i, h) is layer i at time t
+            for i, linear in enumerate(self.linears):
+                h = self.act(norm(i, linear(h)))
+            norm.finish()  # the running statistics of all layers, at once
         return self.out(h).reshape(x.shape)
