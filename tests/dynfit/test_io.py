@@ -147,8 +147,8 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_checkpoint_with_another_parameter_layout_is_a_clear_error(tmp_path):
-    """Optimiser state for other parameters (a TA-BN field saved when each layer owned its tables)
-    is refused with the fix, not torch's bare message."""
+    """Optimiser state for other parameters (as in the checkpoint of a TA-BN field written when each
+    layer owned its tables) is refused with the fix, not torch's bare message."""
     data = systems.simulate("lorenz63", n_traj=2, n_steps=40, dt=0.01, seed=0)
     kw = dict(field={"kind": "mlp", "width": 4}, epochs=1, checkpoint_dir=tmp_path,
               progress=False, lbfgs_iterations=2)

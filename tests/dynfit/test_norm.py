@@ -535,6 +535,14 @@ def test_shared_tables_match_layers_that_own_theirs(monkeypatch, case):
             torch.testing.assert_close(g_shared["tabn_tables.affine"], want, rtol=1e-12, atol=1e-13)
             for k, v in own.state_dict().items():
                 torch.testing.assert_close(shared.state_dict()[k], v, rtol=1e-13, atol=1e-14)
+    # a sharing layer called on its own (training) moves its slice of the shared tables like its twin
+    for f in (shared, own):
+        layer = f._norm_order[-1].train()
+        gen = torch.Generator().manual_seed(1)
+        h_in = torch.randn(18, layer.num_features, *shape[2:], dtype=D64, generator=gen)
+        layer(torch.tensor(0.45, dtype=D64), h_in)
+    for k, v in own.state_dict().items():
+        torch.testing.assert_close(shared.state_dict()[k], v, rtol=1e-13, atol=1e-14)
 
 
 def test_shared_tables_state_dict_and_copies(monkeypatch):
