@@ -50,7 +50,8 @@ def _rhs(system, x, t):
 
 
 def run(system_name: str, seed: int, *, n_train: int, n_steps: int, n_test: int, horizon_lt: float,
-        epochs: int | None, long_steps: int, lyap_steps: int, progress: bool, save=None) -> dict:
+        epochs: int | None, long_steps: int, lyap_steps: int, progress: bool, save=None,
+        max_stride: int | None = None) -> dict:
     import torch
 
     import dynfit
@@ -67,6 +68,8 @@ def run(system_name: str, seed: int, *, n_train: int, n_steps: int, n_test: int,
                             method="dop853", rtol=1e-13, atol=1e-13)
     t0 = time.perf_counter()
     kw = {} if epochs is None else {"epochs": epochs}
+    if max_stride is not None:  # overlapping windows beyond this horizon (ContinuousStrategy(max_stride=...))
+        kw["strategy_options"] = {"max_stride": max_stride}
     sur, hist = dynfit.fit(train, seed=seed, progress=progress, **kw)
     train_s = time.perf_counter() - t0
     if save is not None:
@@ -94,6 +97,8 @@ def run(system_name: str, seed: int, *, n_train: int, n_steps: int, n_test: int,
             "prefit_field_error": float(hist.attrs.get("prefit_field_error", np.nan)),
             "final_rtol": float(hist.rtol.values[-1]) if hist.sizes["epoch"] else np.nan,
             "mean_steps": float(hist.mean_steps.values.mean()) if hist.sizes["epoch"] else np.nan,
+            "max_horizon_reached": int(hist.horizon.values.max()) if hist.sizes["epoch"] else 0,
+            "training_n_f_evals": float(hist.n_f_evals.values.sum()) if hist.sizes["epoch"] else 0.0,
             "min_accepted": float(hist.accepted_fraction.values.min()) if hist.sizes["epoch"] else np.nan}
 
 
@@ -106,6 +111,8 @@ def main(argv=None) -> int:
     ap.add_argument("--horizon", type=float, default=25.0, help="free-run length in Lyapunov times (default 25)")
     ap.add_argument("--lyapunov-steps", type=int, default=20_000,
                     help="steps of the surrogate's Lyapunov estimate (4 starts; the truth's runs 10x longer)")
+    ap.add_argument("--max-stride", type=int, default=None,
+                    help="windows start at most this many samples apart (overlapping beyond; default: disjoint)")
     ap.add_argument("--quick", action="store_true", help="a tiny run for CI (seconds)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -118,29 +125,31 @@ def main(argv=None) -> int:
         if args.quick else dict(n_train=8, n_steps=1500, n_test=50, horizon_lt=args.horizon, epochs=args.epochs,
                                 long_steps=20_000, lyap_steps=args.lyapunov_steps)
     out = Path(args.out)
-    results = [run(args.system, s, progress=not args.no_progress, save=out, **size) for s in seeds]
+    results = [run(args.system, s, progress=not args.no_progress, save=out, max_stride=args.max_stride, **size)
+               for s in seeds]
     ds = xr.Dataset(
         {"vpt": (("seed", "start"), np.stack([r["vpt"] for r in results]), {"units": "Lyapunov times"}),
          "vpt_exact_field": (("seed", "start"), np.stack([r["vpt_exact"] for r in results]),
                              {"units": "Lyapunov times"}),
          **{k: (("seed",), np.array([r[k] for r in results])) for k in
             ("lambda1", "lambda1_true", "kl", "kl_floor", "train_s", "generate_s", "epochs", "prefit_field_error",
-             "final_rtol", "mean_steps", "min_accepted")},
+             "final_rtol", "mean_steps", "min_accepted", "max_horizon_reached", "training_n_f_evals")},
          "stop_reason": (("seed",), np.array([r["stop_reason"] for r in results], dtype=str))},
         coords={"seed": seeds},
-        attrs={"system": args.system, "vpt_threshold": 0.4, "command": "python " + " ".join(
+        attrs={"system": args.system, "vpt_threshold": 0.4, "max_stride": str(args.max_stride),
+               "command": "python " + " ".join(
             ["examples/continuous_surrogates.py"] + list(sys.argv[1:] if argv is None else argv))},
     )
     with atomic_path(out / "continuous.nc") as tmp:
         ds.to_netcdf(tmp)
     lines = [f"# Default `dynfit.fit` on {args.system}", "", f"Command: `{ds.attrs['command']}`", "",
              "| seed | VPT mean / median / min (LT) | exact field, same solver | lambda1 (true) | KL (floor) "
-             "| train s | epochs | stop |", "|---|---|---|---|---|---|---|---|"]
+             "| train s | epochs | longest horizon | stop |", "|---|---|---|---|---|---|---|---|---|"]
     for s, r in zip(seeds, results):
         v, ve = r["vpt"], r["vpt_exact"]
         lines.append(f"| {s} | {v.mean():.2f} / {np.median(v):.2f} / {v.min():.2f} | {ve.mean():.2f} | "
                      f"{r['lambda1']:.4f} ({r['lambda1_true']:.4f}) | {r['kl']:.3f} ({r['kl_floor']:.3f}) | "
-                     f"{r['train_s']:.0f} | {r['epochs']} | {r['stop_reason'][:60]} |")
+                     f"{r['train_s']:.0f} | {r['epochs']} | {r['max_horizon_reached']} | {r['stop_reason'][:60]} |")
     allv = np.concatenate([r["vpt"] for r in results])
     lines += ["", f"All seeds: VPT mean {allv.mean():.2f}, median {np.median(allv):.2f}."]
     with atomic_path(out / "table.md") as tmp:
