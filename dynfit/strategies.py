@@ -364,8 +364,9 @@ class ContinuousStrategy(Strategy):
     of the rows of a one-step batch and the per-call cost dominates (5x the time
     per field evaluation, benchmarks/bench_training.py). The default,
     ``max_stride=None``, keeps disjoint windows at every horizon: overlapping
-    ones make a horizon-64 epoch integrate 8x the rows, and their effect on the
-    surrogates' quality and training budget is not measured yet (opt in with
+    ones make a horizon-64 epoch integrate 8x the rows, and in the one
+    comparison measured (docs/training.md: Rossler, 24 epochs) they gave the
+    same surrogate for 1.33x the training time (opt in with
     ``strategy_options={"max_stride": 8}``).
     """
 
