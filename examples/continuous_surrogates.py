@@ -18,6 +18,8 @@ Writes --out/continuous.nc and --out/table.md.
 
     python examples/continuous_surrogates.py --out docs/results/continuous --seeds 0,1,2
     python examples/continuous_surrogates.py --system rossler --out docs/results/continuous_rossler --seeds 0
+    python examples/continuous_surrogates.py --system rossler --horizon 20 --out OUT --epochs 24 --max-stride 8
+                                       # overlapping windows past horizon 8 (docs/training.md compares)
     python examples/continuous_surrogates.py --quick --out /tmp/cont      # seconds, for CI
 """
 from __future__ import annotations
