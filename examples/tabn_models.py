@@ -15,6 +15,7 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from dynfit.nn import ConvField, MLPField
+from dynfit.nn.norm import EachLayer
 
 __all__ = ["UnmixedClassifier", "LocalMLPField"]
 
@@ -157,12 +158,9 @@ class LocalMLPField(nn.Module):
             raise ValueError(f"LocalMLPField expects x of shape (batch, sites), got {tuple(x.shape)}")
         stencil = torch.stack([x.roll(2, 1), x.roll(1, 1), x, x.roll(-1, 1)], -1)   # (B, N, 4)
         h = stencil.reshape(-1, 4)
-        if self.tables is None:
-            for linear, norm in zip(self.linears, self.norms):
-                h = self.act(norm(t, linear(h)))
-        else:
-            norm = self.tables.at(t)  # norm(i, h) is layer i at time t
-            for i, linear in enumerate(self.linears):
-                h = self.act(norm(i, linear(h)))
-            norm.finish()  # the running statistics of all layers, at once
+        # norm(i, h) is layer i at time t: one interpolation for all TA-BN layers, or each layer in turn
+        norm = self.tables.at(t) if self.tables is not None else EachLayer(self.norms, t)
+        for i, linear in enumerate(self.linears):
+            h = self.act(norm(i, linear(h)))
+        norm.finish()  # TA-BN: the running statistics of all layers, at once
         return self.out(h).reshape(x.shape)

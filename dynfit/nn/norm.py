@@ -489,7 +489,6 @@ class TABNTables(nn.Module):
         super().__init__()
         first = layers[0]
         self.sizes = [m.num_features for m in layers]
-        self.eps = first.eps
         n = sum(self.sizes)
         with torch.no_grad():
             running = torch.cat([m.running_mean for m in layers] + [m.running_var for m in layers], dim=1)
@@ -563,13 +562,13 @@ class _TAPass:
         _check_x(layer, x, layer._ndim, layer.num_features, tables.running.dtype)
         weight, bias = (self.affine[i], self.affine[self.n + i]) if self.affine is not None else (None, None)
         if self.stats is not None:  # eval: the interpolated running statistics
-            return F.batch_norm(x, self.stats[i], self.stats[self.n + i], weight, bias, False, 0.0, tables.eps)
+            return F.batch_norm(x, self.stats[i], self.stats[self.n + i], weight, bias, False, 0.0, layer.eps)
         _check_batch(layer, x)
         cudnn = torch.backends.cudnn.enabled
         if self.batch is None:  # training, statistics frozen
-            return torch.batch_norm(x, weight, bias, None, None, True, 1.0, tables.eps, cudnn)
+            return torch.batch_norm(x, weight, bias, None, None, True, 1.0, layer.eps, cudnn)
         # momentum 1: the kernel writes the batch mean and unbiased variance into the scratch
-        return torch.batch_norm(x, weight, bias, self.batch[i], self.batch[self.n + i], True, 1.0, tables.eps,
+        return torch.batch_norm(x, weight, bias, self.batch[i], self.batch[self.n + i], True, 1.0, layer.eps,
                                 cudnn)
 
     def finish(self) -> None:
