@@ -20,6 +20,7 @@ from torch import nn
 
 from systems import checks
 
+from .calls import direct
 from .norm import EachLayer, make_norm, norm_penalty, share_tables
 
 __all__ = ["ACTIVATIONS", "MLPField", "ResidualMLPField", "ConvField", "PolynomialField", "make_activation",
@@ -136,11 +137,11 @@ class MLPField(_Field):
         """dx/dt at time t; x (B, dim) -> (B, dim)."""
         self._check_input(x, 2, "(batch, dim)")
         h = self._with_time(t, x)
-        norm = self._norms_at(t)
+        norm, act = self._norms_at(t), direct(self.act)
         for i, linear in enumerate(self.linears):
-            h = self.act(norm(i, linear(h)))
+            h = act(norm(i, direct(linear)(h)))
         norm.finish()
-        return self.out(h)
+        return direct(self.out)(h)
 
 
 class ResidualMLPField(_Field):
@@ -181,12 +182,12 @@ class ResidualMLPField(_Field):
         """dx/dt at time t; x (B, dim) -> (B, dim)."""
         self._check_input(x, 2, "(batch, dim)")
         h = self._with_time(t, x)
-        norm = self._norms_at(t)
-        h = self.act(norm(0, self.inp(h)))
+        norm, act = self._norms_at(t), direct(self.act)
+        h = act(norm(0, direct(self.inp)(h)))
         for i, (w1, w2) in enumerate(zip(self.first, self.second), start=1):
-            h = h + w2(self.act(norm(i, w1(h))))
+            h = h + direct(w2)(act(norm(i, direct(w1)(h))))
         norm.finish()
-        return self.out(h)
+        return direct(self.out)(h)
 
 
 class ConvField(_Field):
@@ -233,11 +234,11 @@ class ConvField(_Field):
         """dx/dt at time t; x (B, C, H, W) -> (B, C, H, W)."""
         self._check_input(x, 4, "(batch, channels, height, width)")
         h = self._with_time(t, x)
-        norm = self._norms_at(t)
+        norm, act = self._norms_at(t), direct(self.act)
         for i, conv in enumerate(self.convs):
-            h = self.act(norm(i, conv(h)))
+            h = act(norm(i, direct(conv)(h)))
         norm.finish()
-        return self.out(h)
+        return direct(self.out)(h)
 
 
 def monomial_exponents(dim: int, degree: int) -> torch.Tensor:
@@ -304,7 +305,10 @@ class PolynomialField(_Field):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Monomials p(x): (B, dim) -> (B, n_terms), in the order of ``monomial_exponents``."""
-        sel, const = self._select.to(x.dtype), self._const.to(x.dtype)
+        sel, const = self._select, self._const
+        if sel.dtype != x.dtype:
+            sel, const = sel.to(x.dtype), const.to(x.dtype)
+        sel, const = sel.unbind(0), const.unbind(0)
         out = torch.addmm(const[0], x, sel[0])
         for k in range(1, self.degree):
             out = out * torch.addmm(const[k], x, sel[k])
@@ -315,5 +319,5 @@ class PolynomialField(_Field):
         self._check_input(x, 2, "(batch, dim)")
         out = self.features(x) @ self.coef
         if self.mlp is not None:
-            out = out + self.mlp(t, x)
+            out = out + direct(self.mlp)(t, x)
         return out

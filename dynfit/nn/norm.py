@@ -34,6 +34,8 @@ from torch import nn
 
 from systems import checks
 
+from .calls import direct
+
 __all__ = [
     "TABatchNorm1d",
     "TABatchNorm2d",
@@ -587,7 +589,7 @@ class EachLayer:
         self.layers, self.t = layers, t
 
     def __call__(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        return self.layers[i](self.t, x)
+        return direct(self.layers[i])(self.t, x)
 
     def finish(self) -> None:
         pass

@@ -8,6 +8,7 @@ from dynfit.nn import (
     MLPField,
     MiniBatchNorm1d,
     NoNorm,
+    PolynomialField,
     PopBatchNorm1d,
     ResidualMLPField,
     TABatchNorm1d,
@@ -130,3 +131,57 @@ def test_time_dependent_fields_accept_per_example_times():
     torch.testing.assert_close(c(ts, xc), want)
     with pytest.raises(ValueError, match=r"per-example times of shape \(3,\)"):
         f(torch.zeros(2), x)
+
+
+def _fields_with_layers():
+    torch.manual_seed(0)
+    poly = PolynomialField(3, width=8, dtype=torch.float64)
+    torch.nn.init.normal_(poly.mlp.out.weight)
+    return [
+        (MLPField(3, width=8, depth=2, activation="tanh", dtype=torch.float64), lambda f: f.linears[1]),
+        (ResidualMLPField(3, width=8, depth=2, norm="bn", dtype=torch.float64), lambda f: f.second[0]),
+        (ConvField(2, width=4, depth=1, norm="tabn", dtype=torch.float64), lambda f: f.convs[0]),
+        (poly, lambda f: f.mlp.out),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_fields_honour_hooks_on_their_layers(case):
+    """Fields call their layers' forward directly only when nothing could observe the call:
+    hooks on a layer, on the activation, on the inner MLP and global hooks still run."""
+    from dynfit.nn.calls import direct
+
+    field, pick = _fields_with_layers()[case]
+    x = torch.randn(5, *((3,) if case != 2 else (2, 4, 4)), dtype=torch.float64)
+    t = torch.tensor(0.3, dtype=torch.float64)
+    plain = field(t, x)
+    layer = pick(field)
+    assert direct(layer) == layer.forward  # nothing observes it: the direct call
+    seen = []
+    handle = layer.register_forward_hook(lambda m, args, out: out * 2.0)
+    try:
+        assert direct(layer) is layer
+        assert not torch.allclose(field(t, x), plain)  # the hook changed the layer's output
+    finally:
+        handle.remove()
+    act = field.mlp.act if isinstance(field, PolynomialField) else field.act
+    handle = act.register_forward_pre_hook(lambda m, args: seen.append("act"))
+    try:
+        field(t, x)
+        assert seen, "the activation's pre-hook did not run"
+    finally:
+        handle.remove()
+    seen.clear()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: seen.append(type(m)))
+    try:
+        again = field(t, x)
+        assert type(layer) in seen  # a global hook sees every inner layer
+    finally:
+        handle.remove()
+    torch.testing.assert_close(again, plain, rtol=0, atol=0)
+    torch.testing.assert_close(field(t, x), plain, rtol=0, atol=0)
+    layer._compiled_call_impl = lambda *a: a  # as Module.compile() leaves it: calls must go through the module
+    try:
+        assert direct(layer) is layer
+    finally:
+        layer._compiled_call_impl = None
