@@ -514,6 +514,34 @@ def test_reading_the_device_every_few_steps_changes_nothing(monkeypatch, kw):
     torch.testing.assert_close(b.stats.error_rate, a.stats.error_rate, rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("method", ["rkf45", "dopri5", "rkf23"])
+@pytest.mark.parametrize("per_example", [True, False])
+def test_the_gpu_schedule_runs_on_the_cpu(monkeypatch, method, per_example):
+    """The branches only a GPU takes - stage sums as one contraction over the stacked stages, a host
+    read every 8 steps - forced on the CPU: the solution and its gradients match the CPU schedule
+    to rounding (the contraction adds in another order; the step decisions stay the same here)."""
+    import dynfit.solvers.integrate as integrate
+
+    t = torch.linspace(0, 2, 21, dtype=F64)
+    ctrl = MixedNorm(rtol=1e-8, atol=1e-8, per_example=per_example)
+    runs = []
+    for gpu in (False, True):
+        monkeypatch.setitem(integrate.FUSED, "cpu", gpu)
+        monkeypatch.setitem(integrate.SYNC_EVERY, "cpu", 8 if gpu else 1)
+        w = torch.tensor(1.0, dtype=F64, requires_grad=True)
+        field = Tagged(lambda t, x: w * vdp(t, x))
+        y0 = tagged_y0(VDP_MILD).requires_grad_(True)
+        sol = odesolve(field, y0, t, method=method, control=ctrl)
+        grads = torch.autograd.grad(sol.ys.square().sum(), (y0, w))
+        assert sol.stats.success and sol.stats.n_f_evals == field.calls
+        runs.append((sol, grads))
+    (a, ga), (b, gb) = runs
+    assert torch.equal(b.stats.n_steps, a.stats.n_steps) and torch.equal(b.stats.n_rejected, a.stats.n_rejected)
+    torch.testing.assert_close(b.ys, a.ys, rtol=1e-12, atol=1e-12)
+    for x, y in zip(gb, ga):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
 def test_overflow_between_reads_redoes_the_solve(monkeypatch):
     """Reading every k steps, an overflow is found late: the solve is redone reading every step
     (so the overflowing step is retaken before autograd sees it); gradients stay exact."""
