@@ -29,3 +29,13 @@ def test_benchmark_quick_mode_runs():
     with contextlib.redirect_stdout(out):
         results = bench["main"](["--quick", "--methods", "rkf45"])
     assert ("rkf45", 1e-4, "dynfit") in results and "dynfit/torchdiffeq" in out.getvalue()
+
+
+def test_inference_benchmark_runs():
+    """benchmarks/bench_inference.py runs end to end in a small mode (numbers are not asserted)."""
+    torch.set_num_threads(1)
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "bench_inference.py"))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        ratios = bench["main"](["--samples", "3", "--repeats", "1", "--batches", "1", "2"])
+    assert set(ratios) >= {1, 2} and "dynfit/torchdiffeq" in out.getvalue()
