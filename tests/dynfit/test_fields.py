@@ -164,6 +164,12 @@ def test_fields_honour_hooks_on_their_layers(case):
         assert not torch.allclose(field(t, x), plain)  # the hook changed the layer's output
     finally:
         handle.remove()
+    if isinstance(field, PolynomialField):  # a hook on the inner MLP itself
+        handle = field.mlp.register_forward_hook(lambda m, args, out: out * 0.0)
+        try:
+            torch.testing.assert_close(field(t, x), field.features(x) @ field.coef)
+        finally:
+            handle.remove()
     act = field.mlp.act if isinstance(field, PolynomialField) else field.act
     handle = act.register_forward_pre_hook(lambda m, args: seen.append("act"))
     try:
