@@ -379,3 +379,22 @@ def test_curriculum_unrolls_in_fit(lorenz):
     y2 = odesolve(field, y1, t, method="rkf23", control=cur.rule, reference=torch.stack([y1, ref2])).ys[1]
     torch.testing.assert_close(ys, torch.stack([y1, y2]), rtol=1e-13, atol=1e-13)
     assert len(parts) == 2
+
+
+def test_continuous_training_on_the_gpu_schedule(lorenz, monkeypatch):
+    """fit's default strategy with the solver branches only a GPU takes (stage sums as one contraction,
+    a host read every 8 steps) forced on the CPU: the same losses and weights as the CPU schedule, to
+    rounding (the contraction adds in another order); more rows counted (frozen rows until a read)."""
+    import dynfit.solvers.integrate as integrate
+
+    runs = []
+    for gpu in (False, True):
+        monkeypatch.setitem(integrate.FUSED, "cpu", gpu)
+        monkeypatch.setitem(integrate.SYNC_EVERY, "cpu", 8 if gpu else 1)
+        runs.append(_fit(lorenz, field=SMALL, strategy="continuous", epochs=2, seed=0, progress=False,
+                         lbfgs_iterations=3))
+    (a, ha), (b, hb) = runs
+    np.testing.assert_allclose(hb.loss.values, ha.loss.values, rtol=1e-6)
+    # rows that finished stay in the batch, frozen, until the next read, and count as evaluated
+    assert (hb.n_f_evals.values >= ha.n_f_evals.values).all()
+    torch.testing.assert_close(_weights(b), _weights(a), rtol=1e-6, atol=1e-9)
