@@ -367,6 +367,7 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
     expo = -1.0 / (tab.order_low + 1)
     rtol, atol, safety, fmin, fmax = ctrl.rtol, ctrl.atol, ctrl.safety, ctrl.fmin, ctrl.fmax
     s_last = float(tsd[-2])  # start of the last output interval (direction-adjusted)
+    t_end, inf = tsd[-1], torch.tensor(math.inf, dtype=dtype, device=dev)  # made once, not per step
     _, dense, c_vec = _weights(tab, dtype, dev)
     c_row = c_vec.unsqueeze(0)
     powers = torch.arange(1, 5, dtype=dtype, device=dev)
@@ -399,7 +400,7 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
         it += 1
         n = st.idx.numel()
         jt = st.j.clamp(max=T - 1) if lazy else st.j  # frozen finished rows have j == T
-        target = tsd[jt] if land_each else tsd[-1]
+        target = tsd[jt] if land_each else t_end
         rem = target - st.s
         lands = st.h >= rem
         he = torch.minimum(st.h, rem)
@@ -412,16 +413,17 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
             times = torch.addcmul(t0, hs, c_vec).unbind(0)
         y_hi, ks = rk_stages(counter, times, hs, st.y, st.k1, tab, fused)
         with torch.no_grad():  # decisions: detached, on the device
-            finite = torch.isfinite(y_hi.sum(1) + ks[-1].sum(1))
+            v = y_hi.sum(1) + ks[-1].sum(1)
+            finite = (v - v) == 0  # isfinite in 2 ops instead of 4: inf - inf and NaN are NaN
             ev = _combo(tab.e, ks) * hs
             if land_each:  # the first attempt ending on the output time is judged against the reference
                 use_ref = lands & ~st.ref_tried
                 ev = torch.where(use_ref.unsqueeze(1), ref[jt, st.idx] - y_hi, ev)
             scale = torch.maximum(st.y.abs(), y_hi.abs()).mul_(rtol).add_(atol)
             if batch_norm:  # one RMS over the batch (torchdiffeq's norm); inf if a row overflowed
-                e = torch.where(finite, ev.div_(scale).square_().mean(1), math.inf).mean().sqrt_().expand(n)
+                e = torch.where(finite, ev.div_(scale).square_().mean(1), inf).mean().sqrt_().expand(n)
             else:
-                e = torch.where(finite, ev.div_(scale).square_().mean(1).sqrt_(), math.inf)
+                e = torch.where(finite, ev.div_(scale).square_().mean(1).sqrt_(), inf)
                 if not per_ex:
                     e = e.max().expand(n)
             accept = e <= 1.0
@@ -462,16 +464,18 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
         # the host read: outputs passed by each pending step, whether an example stopped, overflow
         # (and, reading every step, whether every row accepted: then the new state needs no select)
         with torch.no_grad():
-            flags = torch.stack([(p[9] - p[3]).max() + T * (~p[10]).any() for p in pending]
+            flags = torch.stack([x for p in pending for x in ((p[9] - p[3]).max(), p[10].all())]
                                 + [stop.any() if not lazy else (~st.active).any()]
                                 + ([] if lazy else [accept.all()])).tolist()
+        k = len(pending)
+        n_outs, overflow, flags = flags[0:2 * k:2], not all(flags[1:2 * k:2]), flags[2 * k:]
         if not lazy:
             if flags.pop():  # all accepted: the same values and gradients as the select, two nodes fewer
                 st.y, st.k1 = y_hi, ks[-1]
             else:
                 st.y = torch.where(acc2, y_hi, y_prev)
                 st.k1 = torch.where(acc2, ks[-1], k1_prev)
-        if max(flags[:-1]) >= T:  # some rows overflowed
+        if overflow:  # some rows overflowed
             if lazy and y_hi.requires_grad:  # redo the solve reading every step, so that overflowing steps are retaken
                 n_batch[st.idx] = it
                 raise _Resync(n_pre + (stages - 1) * n_batch + extra)
@@ -482,8 +486,7 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
                 pending[-1] = (y, k1, rest[0], rest[1], rest[2], rest[3], y_hi, ks, s_new, j_new, finite)
                 st.y = torch.where(acc2, y_hi, y)
                 st.k1 = torch.where(acc2, ks[-1], k1)
-            flags = [f % T for f in flags[:-1]] + flags[-1:]
-        for rec, n_out in zip(pending, flags[:-1]):
+        for rec, n_out in zip(pending, n_outs):
             if n_out:
                 _record_outputs(tr, rec, n_out, st.idx, T, tsd, powers, dense, per_ex, land_each, out_offsets)
         pending = []
