@@ -18,26 +18,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 
 def setup():
-    """The demo's pre-fitted polynomial field and scaled starts on the attractor (8, 3)."""
-    import systems
-    from dynfit.data import make_windows
-    from dynfit.nn.fields import PolynomialField
-    from dynfit.prefit import prefit
+    """The demo's pre-fitted polynomial field (eval mode) and scaled starts on the attractor (56, 3)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_training import demo_field
 
-    data = systems.simulate("lorenz63", n_traj=8, n_steps=1500, dt=0.01, seed=1, transient=5.0)
-    traj = data.x.values
-    base = make_windows(traj, horizon=1, stride=1, standardize=True, dt=0.01)
-    torch.manual_seed(0)
-    field = PolynomialField(3, dtype=torch.float64)
-    prefit(field, base.scaler.forward(traj), iterations=40)
+    field, traj, scaler = demo_field()
     field.eval()
-    starts = torch.as_tensor(base.scaler.forward(traj[:, 100:1500:200].reshape(-1, 3)), dtype=torch.float64)
+    starts = torch.as_tensor(scaler.forward(traj[:, 100:1500:200].reshape(-1, 3)), dtype=torch.float64)
     return field, starts
 
 

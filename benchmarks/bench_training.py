@@ -26,6 +26,23 @@ import torch
 CLOCK = time.process_time
 
 
+def demo_field():
+    """The demo's training data and field: (pre-fitted PolynomialField (float64), trajectories (8, 1500, 3),
+    the standardising scaler). Also used by bench_inference.py."""
+    import systems
+    from dynfit.data import make_windows
+    from dynfit.nn.fields import PolynomialField
+    from dynfit.prefit import prefit
+
+    data = systems.simulate("lorenz63", n_traj=8, n_steps=1500, dt=0.01, seed=1, transient=5.0)
+    traj = data.x.values
+    scaler = make_windows(traj, horizon=1, stride=1, standardize=True, dt=0.01).scaler
+    torch.manual_seed(0)
+    field = PolynomialField(3, dtype=torch.float64)
+    prefit(field, scaler.forward(traj), iterations=40)
+    return field, traj, scaler
+
+
 def one_pass(field, strat, x0, tg, h) -> tuple[float, int, int]:
     """(seconds, rows evaluated, batched calls) of one rollout + backward."""
     from dynfit import strategies
@@ -52,19 +69,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     global CLOCK
     CLOCK = time.process_time if args.clock == "process" else time.perf_counter
-    import systems
     from dynfit.data import make_windows
-    from dynfit.nn.fields import PolynomialField
-    from dynfit.prefit import prefit
     from dynfit.strategies import ContinuousStrategy
 
     torch.set_num_threads(1)
-    data = systems.simulate("lorenz63", n_traj=8, n_steps=1500, dt=0.01, seed=1, transient=5.0)
-    traj = data.x.values
-    base = make_windows(traj, horizon=1, stride=1, standardize=True, dt=0.01)
-    torch.manual_seed(0)
-    field = PolynomialField(3, dtype=torch.float64)
-    prefit(field, base.scaler.forward(traj), iterations=40)
+    field, traj, scaler = demo_field()
     strat = ContinuousStrategy(max_stride=args.max_stride)
     strat.rtol = args.rtol
     cases = [(1, 1, "both")]
@@ -74,7 +83,7 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()
     windows = {}
     for h, stride, _ in cases:
-        w = make_windows(traj, horizon=h, stride=stride, scaler=base.scaler, dt=0.01)
+        w = make_windows(traj, horizon=h, stride=stride, scaler=scaler, dt=0.01)
         windows[h, stride] = w.tensors(dtype=torch.float64)
     best, rounds = {}, []
     for _ in range(args.repeats):  # interleaved: load on the machine hits every case alike

@@ -20,7 +20,7 @@ __all__ = ["direct"]
 _NAMES = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
           "_global_backward_pre_hooks", "_global_forward_hooks_always_called")
 _GF, _GFP, _GB, _GBP, _GFA = (getattr(_module, name, None) for name in _NAMES)
-_KNOWN = all(getattr(_module, name, None) is not None for name in _NAMES)  # else: always the module call
+_KNOWN = all(g is not None for g in (_GF, _GFP, _GB, _GBP, _GFA))  # else: always the module call
 _tracing = torch._C._get_tracing_state
 
 
