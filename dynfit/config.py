@@ -58,7 +58,8 @@ from systems.checks import ArgumentTypeError
 __all__ = ["DEFAULTS", "SCHEMA", "COMPARE_SCHEMA", "COMPARE_DEFAULTS", "EVALUATE_DEFAULTS", "CONFIG_EPOCHS",
            "DEFAULT_STRATEGY", "DEFAULT_FIELD", "WindowSettings", "ModelSettings", "OptimizerSettings",
            "LoopSettings", "CheckpointSettings", "FieldSettings", "DataSettings", "OutputSettings", "FitSettings",
-           "fit_settings", "settings_from_config", "load_config", "load_data", "validate", "check_types",
+           "fit_settings", "settings_from_config", "load_config", "load_data", "read_trajectories", "validate",
+           "check_types",
            "check_fit_arguments"]
 
 SIMULATION_DT = 0.01
@@ -550,29 +551,120 @@ def settings_from_config(cfg: dict, *, out=None, progress: bool = True) -> dict:
     }
 
 
-def load_data(d: DataSettings):
-    """The trajectories a config names: a file (.nc or .npy) or a systems simulation."""
-    if d.path:
-        path = Path(d.path)
-        if not path.is_file():
-            raise FileNotFoundError(f"[data] path {path} does not exist (or is not a file)")
-        if path.suffix == ".npy":
-            import numpy as np
+TRAJECTORY_SUFFIXES = (".npy", ".csv", ".nc", ".nc4", ".netcdf", ".zarr")
 
-            if d.dt is None:
-                raise ValueError(f"[data] path {path} is a numpy file, which holds no sampling step; "
-                                 "give [data] dt = <the step between samples>")
-            try:
-                return np.load(path, allow_pickle=False)
-            except Exception as err:  # numpy raises ValueError, OSError, EOFError, ... for a damaged file
-                raise ValueError(f"[data] path {path} is not a readable .npy array ({type(err).__name__}: "
-                                 f"{str(err)[:120]}); save one with numpy.save") from None
-        if path.suffix not in (".nc", ".nc4", ".netcdf"):
-            raise ValueError(f"[data] path {path} must be a netCDF (.nc) file from systems.save or a .npy "
-                             "array shaped (T, D) or (N, T, D)")
+
+def read_trajectories(path, *, what: str = "data"):
+    """A trajectory file as numpy (T, D) / (N, T, D) or an xarray Dataset with ``x``.
+
+    .npy: a numpy array (no pickle). .csv: one trajectory, a column per
+    component, an optional header row naming them and an optional first
+    column ``time`` (a Dataset with a time coordinate then, else an array).
+    .nc / .zarr: ``systems.load`` (x(trajectory, time, component), attrs).
+    Raises FileNotFoundError for a missing path, ValueError for another kind.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in TRAJECTORY_SUFFIXES:
+        raise ValueError(f"{what} {path} must be a .npy array shaped (T, D) or (N, T, D), a .csv table (a "
+                         "column per component), or a netCDF (.nc) file / .zarr store from systems.save")
+    if suffix in (".nc", ".nc4", ".netcdf", ".zarr"):
+        return _read_xarray(path, what)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; pass a {suffix} file")
+    import numpy as np
+
+    if suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except Exception as err:  # numpy raises ValueError, OSError, EOFError, ... for a damaged file
+            raise ValueError(f"{what} {path} is not a readable .npy array ({type(err).__name__}: "
+                             f"{str(err)[:120]}); save one with numpy.save") from None
+    return _read_csv(path, what)
+
+
+def _read_xarray(path: Path, what: str):
+    """A netCDF file or zarr store as a Dataset whose ``x`` is (trajectory, time, component).
+
+    ``x`` is the variable named x, else the file's only data variable; (time,
+    component) gains a trajectory axis. Any attrs (dt, system, ...) are kept.
+    """
+    import xarray as xr
+
+    hint = "write one with systems.save or xarray's to_netcdf / to_zarr"
+    if suffix_is_zarr := path.suffix.lower() == ".zarr":
+        try:
+            ds = xr.open_zarr(path, chunks=None, zarr_format=None).load()
+        except Exception as err:  # zarr raises many kinds for a damaged store
+            raise ValueError(f"{what} {path} is not a readable zarr store ({type(err).__name__}: "
+                             f"{str(err)[:160]}); {hint}") from None
+    else:
         from .diagnostics._checks import read_netcdf
 
-        return read_netcdf(path, "data", "write one with systems.save(systems.simulate(...), path)")
+        ds = read_netcdf(path, what, hint)
+    names = ["x"] if "x" in ds.data_vars else list(ds.data_vars)
+    if len(names) != 1 or set(ds[names[0]].dims) not in ({"time", "component"},
+                                                          {"trajectory", "time", "component"}):
+        kind = "store" if suffix_is_zarr else "file"
+        raise ValueError(f"{what} {path}: the {kind} needs one variable x with dims (trajectory, time, "
+                         f"component) or (time, component), found { {k: v.dims for k, v in ds.data_vars.items()} }")
+    x = ds[names[0]]
+    if "trajectory" not in x.dims:
+        x = x.expand_dims("trajectory")
+    out = x.transpose("trajectory", "time", "component").to_dataset(name="x")
+    out.attrs = dict(ds.attrs)
+    return out
+
+
+def _read_csv(path: Path, what: str):
+    """One trajectory from a CSV table: (T, D) array, or a Dataset when it names components or time."""
+    import numpy as np
+
+    try:
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path} is not a text CSV file") from None
+    if not lines:
+        raise ValueError(f"{what} {path} holds no rows")
+    head = [c.strip() for c in lines[0].split(",")]
+    try:
+        [float(c) for c in head]
+        names, rows = None, lines
+    except ValueError:
+        names, rows = head, lines[1:]
+    try:
+        arr = np.array([[float(c) for c in ln.split(",")] for ln in rows], dtype=np.float64)
+    except ValueError as err:
+        raise ValueError(f"{what} {path}: every row after the header must be numbers separated by commas "
+                         f"({err})") from None
+    if arr.ndim != 2 or arr.shape[0] < 2 or (names is not None and len(names) != arr.shape[1]):
+        raise ValueError(f"{what} {path} must be a table of at least 2 rows with the same number of columns "
+                         f"in every row (and in the header); got {len(rows)} rows")
+    if names is None:
+        return arr
+    import xarray as xr
+
+    coords, attrs = {}, {}
+    if names[0].lower() in ("t", "time"):
+        coords["time"] = arr[:, 0]
+        arr, names = arr[:, 1:], names[1:]
+        steps = np.diff(coords["time"])
+        if steps.size and np.allclose(steps, steps[0], rtol=1e-6):
+            attrs["dt"] = float(steps[0])
+    coords["component"] = names
+    return xr.Dataset({"x": (("trajectory", "time", "component"), arr[None])}, coords=coords, attrs=attrs)
+
+
+def load_data(d: DataSettings):
+    """The trajectories a config names: a file (.npy, .csv, .nc, .zarr) or a systems simulation."""
+    if d.path:
+        data = read_trajectories(d.path, what="[data] path")
+        if not hasattr(data, "data_vars") and d.dt is None:
+            raise ValueError(f"[data] path {d.path} holds no sampling step (a bare array); give [data] dt = "
+                             "<the step between samples>")
+        return data
     import systems
 
     return systems.simulate(d.system, n_traj=d.n_traj, n_steps=d.n_steps, dt=SIMULATION_DT if d.dt is None else d.dt,

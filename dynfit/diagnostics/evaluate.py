@@ -1,16 +1,32 @@
 """``evaluate``: a surrogate against the truth, as one ``xarray.Dataset``.
 
+``data`` are any trajectories: a ``systems.simulate`` Dataset, an xarray
+Dataset (``x``) or DataArray, a numpy array (N, T, D) or (T, D), or a path
+(.npy, .csv, .nc, .zarr), sampled every ``dt`` (the data's attrs or time
+coordinate, or the argument). Two modes:
+
+- *known system* (``system`` given, or the data's ``attrs["system"]`` names a
+  ``systems`` catalogue entry): the truth is the system itself, as below.
+- *data only* (anything else): the free runs are scored against the held-out
+  data themselves, each VPT capped at the data's length (``vpt_capped``);
+  the Lyapunov time is estimated when not given (``lyapunov_from_data``,
+  Rosenstein's method on the data, by default: a unit that does not depend
+  on the model scored; the surrogate's own exponent when asked for with
+  ``lyapunov_time="surrogate"`` or when the data are too short); the
+  climate measures compare the surrogate's long run with the data (or
+  ``truth``); no valid ground-truth time (NaN: no equations to re-solve).
+
 What it does, in order (every input is checked before any work starts):
 
 1. ``n_starts`` distinct starts are drawn (seeded, without replacement: one
    per trajectory first, see ``draw_starts``) along the trajectories of
-   ``data`` (a ``systems.simulate`` Dataset, ideally held out from training),
-   each with ``horizon`` Lyapunov times of data after it: the truth. Asking
-   for more starts than the data hold, or a surrogate with NaN/inf weights,
-   raises ValueError.
+   ``data`` (ideally held out from training), each with ``horizon`` Lyapunov
+   times of data after it: the truth. Asking for more starts than the data
+   hold, or a surrogate with NaN/inf weights, raises ValueError.
 2. The surrogate runs free from each start (``generate``); the normalised
-   error, the VPT per threshold, and the valid ground-truth time (the data
-   and scipy reference solvers from the same start, see ``vpt.py``).
+   error, the VPT per threshold (``vpt_capped``: never exceeded within the
+   horizon, a lower bound), and the valid ground-truth time (the data and
+   scipy reference solvers from the same start, see ``vpt.py``).
 3. One long run of ``long_steps`` samples each from the surrogate and from the
    true system (``systems.simulate``, rkf45 at 1e-9) from the first start; the
    first 10% of both is dropped. On them: state-space density divergence,
@@ -35,6 +51,7 @@ import inspect
 import json
 import warnings
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -43,18 +60,19 @@ from systems import checks
 from ._checks import check_thresholds
 from .dimension import correlation_dimension
 from ..solvers import odesolve
-from .lyapunov import lyapunov_spectrum, system_lyapunov_spectrum
+from .lyapunov import lyapunov_from_data, lyapunov_spectrum, system_lyapunov_spectrum
 from .measure import density_divergence, wasserstein
 from .reference import DEFAULT_REFERENCE_SOLVERS, reference_solutions
 from .spectrum import spectrum_distance
 from ..config import EVALUATE_DEFAULTS
 from .vpt import first_exceedance, normalised_error, valid_groundtruth_time
 
-__all__ = ["evaluate", "load_diagnostics", "summarize", "FORMAT"]
+__all__ = ["evaluate", "load_diagnostics", "summarize", "describe_vpt", "FORMAT"]
 
 FORMAT = "dynfit-diagnostics-1"
 REQUIRED_VARIABLES = ("error", "vpt", "valid_groundtruth_time", "lyapunov_exponents")
 LONG_TRANSIENT = 0.1
+LYAPUNOV_SOURCES = ("given", "system", "estimated from data", "estimated from the surrogate")
 
 
 def _version() -> str:
@@ -74,38 +92,46 @@ def _check_surrogate(surrogate):
     return checks.positive("surrogate.dt", float(surrogate.dt)), int(surrogate.dim)
 
 
-def _check_data(data, dim: int, surrogate_system):
-    if not isinstance(data, xr.Dataset):
-        raise TypeError(f"data must be an xarray.Dataset from systems.simulate, got {type(data).__name__}")
-    if "x" not in data or data["x"].dims != ("trajectory", "time", "component"):
+def _as_dataset(data, dt):
+    """Any accepted trajectories as (x (N, T, D) float64, dt, components, attrs, time values)."""
+    from ..data import as_trajectories
+
+    if isinstance(data, (str, Path)):
+        from ..config import read_trajectories
+
+        data = read_trajectories(data, what="data")
+    if isinstance(data, xr.Dataset) and "x" in data and data["x"].dims != ("trajectory", "time", "component"):
         raise ValueError("data must hold a variable 'x' with dims ('trajectory', 'time', 'component') "
                          "as systems.simulate writes; got variables "
                          f"{ {k: v.dims for k, v in data.data_vars.items()} }")
-    name = data.attrs.get("system")
-    if not name:
-        raise ValueError("data has no 'system' attribute; evaluate needs data made by systems.simulate")
-    if surrogate_system not in (None, "", "unknown") and str(surrogate_system).lower() != str(name).lower():
-        raise ValueError(f"the data come from system {name!r} but the surrogate models {surrogate_system!r}; "
-                         "evaluate a surrogate on data of its own system")
-    n_comp = data.sizes["component"]
-    if n_comp != dim:
-        raise ValueError(f"the data have {n_comp} components but the surrogate has dim {dim}; "
-                         "evaluate a surrogate on data of its own system and dimension")
-    x = data["x"].values.astype(np.float64)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("data['x'] contains NaN or inf; evaluate needs finite reference trajectories")
-    t = data["time"].values.astype(np.float64)
-    if t.size < 2:
-        raise ValueError("data need at least 2 time samples")
-    dt = float(data.attrs.get("dt", t[1] - t[0]))
-    if not np.allclose(np.diff(t), dt, rtol=1e-6, atol=1e-12):
-        raise ValueError("data must be sampled uniformly in time (constant dt)")
-    return str(name), x, dt
+    if isinstance(data, xr.Dataset) and "x" not in data:
+        raise ValueError("data must hold a variable 'x' with dims ('trajectory', 'time', 'component') "
+                         "as systems.simulate writes; got variables "
+                         f"{ {k: v.dims for k, v in data.data_vars.items()} }")
+    if not isinstance(data, (xr.Dataset, xr.DataArray, np.ndarray, list, tuple)):
+        raise TypeError(f"data must be trajectories: a numpy array (N, T, D) or (T, D), an xarray Dataset "
+                        f"or DataArray, or a path (.npy, .csv, .nc, .zarr); got {type(data).__name__}")
+    if not isinstance(data, (xr.Dataset, xr.DataArray)) and dt is None:
+        raise ValueError("numpy data carry no sampling step: pass dt=<time between samples> (dynfit evaluate: "
+                         "--dt DT), or pass an xarray Dataset with attrs['dt'] or a time coordinate")
+    x, dt, attrs = as_trajectories(data, dt=dt)
+    if isinstance(data, (xr.Dataset, xr.DataArray)):
+        comps = data["component"].values if "component" in data.coords else np.arange(x.shape[2])
+        t = data["time"].values if "time" in data.coords else np.arange(x.shape[1]) * dt
+        t = np.asarray(t, dtype=np.float64)
+        if t.size == x.shape[1] and not np.allclose(np.diff(t), dt, rtol=1e-6, atol=1e-12):
+            raise ValueError("data must be sampled uniformly in time (constant dt)")
+    else:
+        comps, t = np.array([f"x{i}" for i in range(x.shape[2])]), np.arange(x.shape[1]) * dt
+    return x, float(dt), comps, attrs, t
 
 
 def _system_of(name: str, attrs):
+    """The catalogue's system ``name`` with the parameters stored in ``attrs``; None if not catalogued."""
     import systems
 
+    if name.lower() not in [n.lower() for n in systems.names()]:
+        return None
     params = attrs.get("parameters")
     params = json.loads(params) if isinstance(params, str) else {}
     # systems.simulate stores each parameter as attrs["param_<name>"]
@@ -114,7 +140,22 @@ def _system_of(name: str, attrs):
     try:
         return systems.get(name, **params)
     except ValueError as err:
-        raise ValueError(f"the data's system {name!r} is not known to systems: {err}") from None
+        raise ValueError(f"the data's system {name!r} cannot be rebuilt from its attrs: {err}") from None
+
+
+def _known_system(name, attrs, system, surrogate_system):
+    """The data's ``systems.System`` (given, or rebuilt from attrs when in the catalogue), or None."""
+    if surrogate_system not in (None, "", "unknown") and name and \
+            str(surrogate_system).lower() != str(name).lower():
+        raise ValueError(f"the data come from system {name!r} but the surrogate models {surrogate_system!r}; "
+                         "evaluate a surrogate on data of its own system")
+    if system is not None:
+        if not hasattr(system, "rhs") or not hasattr(system, "lyapunov_time"):
+            raise TypeError(f"system must be a systems.System, got {type(system).__name__}")
+        return system
+    if not name:
+        return None
+    return _system_of(str(name), attrs)  # None: not catalogued, evaluate against the data alone
 
 
 # ------------------------------------------------------------------ rollouts
@@ -259,7 +300,59 @@ def draw_starts(n_traj: int, n_positions: int, n_starts: int, rng, n_h: int | No
 _E = EVALUATE_DEFAULTS  # the one set of evaluate's defaults (dynfit.config), also the commands'
 
 
-def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = _E["n_starts"], horizon: float = _E["horizon"],
+def _spread_starts(x: np.ndarray, n: int) -> np.ndarray:
+    """n samples (n, D) spread over the trajectories and along them (starts for Lyapunov runs)."""
+    n_traj, n_time, _ = x.shape
+    i = np.arange(n)
+    return x[i % n_traj, (n_time - 1) * (i // n_traj + 1) // (n // n_traj + 2)]
+
+
+def _lyapunov_time(choice, system, attrs, x, dt, surrogate, std, steps, n_starts, seed):
+    """(Lyapunov time, its source, lambda_1 from the data or NaN, surrogate exponents or None)."""
+    if choice is not None and not isinstance(choice, str):
+        return checks.positive("lyapunov_time", choice, fix="the Lyapunov time is 1 / lambda_1, in the data's "
+                               "time unit; or pass 'data' / 'surrogate' to estimate it"), "given", np.nan, None
+    if choice is not None:
+        checks.choice("lyapunov_time", choice, ("data", "surrogate"),
+                      fix="pass a number (1 / lambda_1 in the data's time unit), 'data' or 'surrogate'")
+    if choice is None and system is not None:
+        lt = attrs.get("lyapunov_time") or system.lyapunov_time
+        if not lt:
+            raise ValueError(f"no Lyapunov time known for {system.name!r} (data.attrs['lyapunov_time'] or the "
+                             "system's lyapunov_max); VPT is measured in Lyapunov times: pass lyapunov_time")
+        return float(lt), "system", np.nan, None
+    if choice is None and attrs.get("lyapunov_time"):
+        return checks.positive("data.attrs['lyapunov_time']", attrs["lyapunov_time"]), "given", np.nan, None
+    reasons = []
+    lam_data = np.nan
+    if choice in (None, "data"):
+        try:
+            lam_data = lyapunov_from_data(x, dt=dt, seed=seed)
+            if lam_data > 0:
+                return 1.0 / lam_data, "estimated from data", lam_data, None
+            reasons.append(f"the data's estimate lambda_1 = {lam_data:.3g} is not positive")
+        except ValueError as err:
+            reasons.append(f"from the data: {err}")
+    if choice in (None, "surrogate"):
+        n_steps = max(steps, 1000)
+        sur = _surrogate_exponents(surrogate, _spread_starts(x, n_starts), dt, n_steps, n_steps // 10, std)
+        if sur is None:
+            reasons.append("the surrogate has no torch field to take exponents of")
+        elif np.isfinite(sur[0]) and sur[0] > 0:
+            return 1.0 / float(sur[0]), "estimated from the surrogate", lam_data, (sur, n_steps)
+        else:
+            reasons.append(f"the surrogate's lambda_1 = {sur[0]:.3g} is not positive")
+    raise ValueError("no Lyapunov time could be estimated (" + "; ".join(reasons) + "); VPT is measured in "
+                     "Lyapunov times: pass lyapunov_time=<1 / largest exponent, in the data's time unit>")
+
+
+def _longest(x: np.ndarray, n: int) -> np.ndarray:
+    """The first n samples of the first trajectory (all trajectories have one length)."""
+    return x[0, :n]
+
+
+def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, truth=None,
+             n_starts: int = _E["n_starts"], horizon: float = _E["horizon"],
              thresholds=_E["thresholds"], long_steps: int = _E["long_steps"],
              lyapunov_steps: int = _E["lyapunov_steps"], lyapunov_starts: int = _E["lyapunov_starts"],
              reference_solvers=DEFAULT_REFERENCE_SOLVERS,
@@ -267,32 +360,51 @@ def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = _E["n_starts"], hor
     """Evaluate a surrogate against the truth; returns a diagnostics Dataset.
 
     surrogate: anything with ``generate``, ``dt``, ``dim`` (module docstring).
-    data: a ``systems.simulate`` Dataset of the same system and dimension,
-        sampled at an integer multiple of ``surrogate.dt``.
+    data: trajectories (N, T, D) or (T, D): numpy, xarray Dataset (``x``) or
+        DataArray, or a path (.npy, .csv, .nc, .zarr), sampled at an integer
+        multiple of ``surrogate.dt``. dt: their step (needed for numpy data;
+        otherwise it must agree with the data's attrs or time coordinate).
+    lyapunov_time: the time unit of the VPT, in the data's time unit. None:
+        the known system's; for other data their ``attrs["lyapunov_time"]``,
+        else estimated (from the data, falling back on the surrogate); "data"
+        or "surrogate" picks the estimate. ``attrs["lyapunov_time_source"]``
+        says which: "given", "system", "estimated from data" or "estimated
+        from the surrogate".
+    truth: optional long trajectories of the true dynamics (any form ``data``
+        takes, same dt) for the climate measures, instead of a new simulation
+        of the known system or the data's first trajectory.
     n_starts: rollouts; horizon: their length in Lyapunov times (each start
-        needs that much data after it); thresholds: VPT thresholds in (0, 1].
-    long_steps: samples of the long runs (>= 1000) for the distances.
+        needs that much data after it; data-only: capped at the data's
+        length, with a warning); thresholds: VPT thresholds in (0, 1].
+    long_steps: samples of the long runs (>= 1000; data-only: at most the
+        data's length) for the distances.
     lyapunov_steps / lyapunov_starts: averaging steps and starts of the
         Lyapunov spectra (0 steps: skip, NaN). reference_solvers: scipy
         (method, tol) pairs for the valid ground-truth time (needs >= 1; the
-        noise-free data count as one more); groundtruth=False skips it (NaN).
+        noise-free data count as one more); groundtruth=False skips it (NaN;
+        always NaN without a known system).
     seed: draws the starts and the subsamples. system: the ``systems.System``
         the data come from (default: rebuilt from the data's attrs, name and
-        ``param_*`` values); pass it for a user-defined system.
+        ``param_*`` values, when the catalogue has it); pass it for a
+        user-defined system to get the known-system diagnostics.
 
     Returns a Dataset with dims start, time (Lyapunov times), threshold,
     component, source (truth, surrogate), exponent, long_time; variables
-    error, truth, prediction, vpt, valid_groundtruth_time, lyapunov_exponents,
-    density_divergence, wasserstein, spectrum_distance,
+    error, truth, prediction, vpt, vpt_capped, valid_groundtruth_time,
+    lyapunov_exponents, density_divergence, wasserstein, spectrum_distance,
     correlation_dimension, long_run, std, and solver statistics when the
     surrogate reports them; each with attrs["units"]; provenance in attrs.
     """
     thr = check_thresholds(thresholds)
+    x, dt, comps, attrs, times = _as_dataset(data, dt)
     scaler = getattr(surrogate, "scaler", None)
-    if getattr(scaler, "dim", 0) is None and hasattr(scaler, "set_dim") and "component" in getattr(data, "sizes", {}):
-        scaler.set_dim(data.sizes["component"])  # a wrapped vector field takes the data's dimension
+    if getattr(scaler, "dim", 0) is None and hasattr(scaler, "set_dim"):
+        scaler.set_dim(x.shape[2])  # a wrapped vector field takes the data's dimension
     sdt, dim = _check_surrogate(surrogate)
-    name, x, dt = _check_data(data, dim, getattr(surrogate, "system", None))
+    system = _known_system(attrs.get("system"), attrs, system, getattr(surrogate, "system", None))
+    if x.shape[2] != dim:
+        raise ValueError(f"the data have {x.shape[2]} components but the surrogate has dim {dim}; "
+                         "evaluate a surrogate on data of its own system and dimension")
     n_starts = checks.integer("n_starts", n_starts, minimum=1)
     _check_finite_model(surrogate)
     horizon = checks.positive("horizon", horizon)
@@ -305,35 +417,45 @@ def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = _E["n_starts"], hor
     if k < 1 or abs(ratio - k) > 1e-6 * ratio:
         raise ValueError(f"the data's step {dt:g} is not an integer multiple of surrogate.dt = {sdt:g}; "
                          "simulate evaluation data at the surrogate's step (or a multiple of it)")
-    if system is None:
-        system = _system_of(name, data.attrs)
-    elif not hasattr(system, "rhs") or not hasattr(system, "lyapunov_time"):
-        raise TypeError(f"system must be a systems.System, got {type(system).__name__}")
-    lt = data.attrs.get("lyapunov_time") or system.lyapunov_time
-    if not lt:
-        raise ValueError(f"no Lyapunov time known for {name!r} (data.attrs['lyapunov_time'] or the "
-                         "system's lyapunov_max); VPT is measured in Lyapunov times")
-    lt = float(lt)
+    if groundtruth and system is not None and len(reference_solvers) < 1:
+        raise ValueError("reference_solvers must name at least one (scipy method, tolerance) pair")
+    long_given = None
+    if truth is not None:
+        long_given, tdt, _, _, _ = _as_dataset(truth, dt)
+        if long_given.shape[2] != dim or long_given.shape[1] < 100:
+            raise ValueError(f"truth must be long trajectories of {dim} components (>= 100 samples), got shape "
+                             f"{long_given.shape}")
+    name = str(attrs.get("system") or (system.name if system is not None else "") or "user data")
+    std = x.reshape(-1, dim).std(0)
+    if np.any(std == 0):
+        raise ValueError(f"component(s) {np.flatnonzero(std == 0).tolist()} of the data are constant; "
+                         "evaluate needs data that move")
+
+    lt, lt_source, lam_data, sur_early = _lyapunov_time(
+        lyapunov_time, system, attrs, x, dt, surrogate, std, lyapunov_steps, lyapunov_starts, seed)
     n_h = int(round(horizon * lt / dt)) + 1
     n_traj, n_time, _ = x.shape
     if n_time < n_h:
-        raise ValueError(f"a horizon of {horizon} Lyapunov times needs {n_h} samples per trajectory, the data "
-                         f"have {n_time}; simulate longer trajectories or lower horizon")
-    if groundtruth and len(reference_solvers) < 1:
-        raise ValueError("reference_solvers must name at least one (scipy method, tolerance) pair")
+        if system is not None:
+            raise ValueError(f"a horizon of {horizon} Lyapunov times needs {n_h} samples per trajectory, the "
+                             f"data have {n_time}; simulate longer trajectories or lower horizon")
+        warnings.warn(f"a horizon of {horizon} Lyapunov times needs {n_h} samples per trajectory, the data have "
+                      f"{n_time}: the free runs stop at the data's end ({(n_time - 1) * dt / lt:.3g} Lyapunov "
+                      "times) and a VPT that reaches it is flagged in vpt_capped", RuntimeWarning, stacklevel=2)
+        n_h = n_time
 
     traj_idx, time_idx = draw_starts(n_traj, n_time - n_h + 1, n_starts, np.random.default_rng(seed), n_h)
-    truth = np.stack([x[i, j:j + n_h] for i, j in zip(traj_idx, time_idx)])
-    starts = truth[:, 0]
-    std = x.reshape(-1, dim).std(0)
+    truth_runs = np.stack([x[i, j:j + n_h] for i, j in zip(traj_idx, time_idx)])
+    starts = truth_runs[:, 0]
 
-    # --- short rollouts: error, VPT, valid ground-truth time
+    # --- short rollouts: error, VPT (capped where never exceeded), valid ground-truth time
     pred, stats = _generate(surrogate, starts, n_h, k)
-    err = normalised_error(truth, pred, std=std)
+    err = normalised_error(truth_runs, pred, std=std)
     vpt = first_exceedance(err, thr, dt=dt) / lt
-    if groundtruth:
+    capped = ~(err[:, None, :] > thr[None, :, None]).any(-1)
+    if groundtruth and system is not None:
         refs = reference_solutions(system, starts, dt=dt, n_steps=n_h, solvers=reference_solvers)
-        sols = refs + ([truth] if float(data.attrs.get("noise", 0.0)) == 0.0 else [])
+        sols = refs + ([truth_runs] if float(attrs.get("noise", 0.0)) == 0.0 else [])
         if len(sols) < 2:
             raise ValueError("the valid ground-truth time needs two solutions: with noisy data pass two "
                              "reference_solvers")
@@ -342,48 +464,73 @@ def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = _E["n_starts"], hor
         vgt = np.full_like(vpt, np.nan)
 
     # --- long runs: attractor statistics
-    import systems
+    if long_given is not None:
+        long_true, truth_source = _longest(long_given, long_steps), "the truth argument"
+    elif system is not None:
+        import systems
 
-    long_true = systems.simulate(system, n_traj=1, n_steps=long_steps, dt=dt, x0=starts[0], seed=seed,
-                                 method="rkf45", rtol=1e-9, atol=1e-9, progress=False)["x"].values[0]
-    long_pred = _generate(surrogate, starts[:1], long_steps, k)[0][0]
-    cut = int(LONG_TRANSIENT * long_steps)
+        long_true = systems.simulate(system, n_traj=1, n_steps=long_steps, dt=dt, x0=starts[0], seed=seed,
+                                     method="rkf45", rtol=1e-9, atol=1e-9, progress=False)["x"].values[0]
+        truth_source = "systems.simulate rkf45 rtol=atol=1e-9"
+    else:
+        long_true, truth_source = _longest(x, long_steps), "the data"
+    n_long = long_true.shape[0]
+    long_pred = _generate(surrogate, long_true[:1], n_long, k)[0][0]
+    cut = int(LONG_TRANSIENT * n_long)
     lt_, lp_ = long_true[cut:], long_pred[cut:]
-    dens = density_divergence(lt_, lp_, seed=seed)
-    wass = wasserstein(lt_, lp_)
+    pool = x.reshape(-1, dim) if long_given is None and system is None else lt_  # data: every sample
+    dens = density_divergence(pool, lp_, seed=seed)
+    wass = wasserstein(pool, lp_)
     spec = spectrum_distance(lt_, lp_, dt=dt)
-    cdim = [correlation_dimension(lt_, seed=seed), correlation_dimension(lp_, seed=seed)]
+    cdim = [_dimension(lt_, seed), _dimension(lp_, seed)]
 
     # --- Lyapunov spectra
-    ly_starts = starts[:lyapunov_starts]
     lam = np.full((2, dim), np.nan)
-    if lyapunov_steps > 0:
-        lam[0] = system_lyapunov_spectrum(system, ly_starts, dt=dt, n_steps=lyapunov_steps,
-                                          transient=lyapunov_steps // 10)
+    ly_n = lyapunov_steps
+    if system is not None:
+        ly_starts = starts[:lyapunov_starts]
+        if lyapunov_steps > 0:
+            lam[0] = system_lyapunov_spectrum(system, ly_starts, dt=dt, n_steps=lyapunov_steps,
+                                              transient=lyapunov_steps // 10)
+    else:
+        ly_starts = _spread_starts(x, lyapunov_starts)
+        if np.isnan(lam_data) and lyapunov_steps > 0:
+            try:
+                lam_data = lyapunov_from_data(x, dt=dt, seed=seed)
+            except ValueError:
+                pass
+        lam[0, 0] = lam_data
+    if sur_early is not None:
+        lam[1], ly_n = sur_early
+    elif lyapunov_steps > 0:
         sur = _surrogate_exponents(surrogate, ly_starts, dt, lyapunov_steps, lyapunov_steps // 10, std)
         if sur is not None:
             lam[1] = sur
 
-    comps = data["component"].values
     tl = np.arange(n_h) * dt / lt
     ds = xr.Dataset(
         {
             "error": (("start", "time"), err, {"units": "1", "long_name": "normalised error "
                       "sqrt(mean_i ((y_i - yhat_i) / std_i)^2)"}),
-            "truth": (("start", "time", "component"), truth, {"units": "state units", "long_name": "truth"}),
+            "truth": (("start", "time", "component"), truth_runs, {"units": "state units",
+                      "long_name": "truth"}),
             "prediction": (("start", "time", "component"), pred, {"units": "state units",
                            "long_name": "surrogate free run"}),
             "start_trajectory": (("start",), traj_idx.astype(np.int64), {"units": "1"}),
-            "start_time": (("start",), data["time"].values[time_idx], {"units": "time units"}),
+            "start_time": (("start",), times[time_idx], {"units": "time units"}),
             "vpt": (("start", "threshold"), vpt, {"units": "Lyapunov times",
                     "long_name": "valid prediction time"}),
+            "vpt_capped": (("start", "threshold"), capped, {"units": "1", "long_name": "the error never "
+                           "exceeded the threshold within the horizon: vpt is a lower bound"}),
             "valid_groundtruth_time": (("start", "threshold"), vgt, {
                 "units": "Lyapunov times", "long_name": "valid ground-truth time",
-                "solvers": json.dumps([list(s) for s in reference_solvers]),
-                "includes_data": int(float(data.attrs.get("noise", 0.0)) == 0.0)}),
+                "solvers": json.dumps([list(s) for s in reference_solvers]) if system is not None else "[]",
+                "includes_data": int(float(attrs.get("noise", 0.0)) == 0.0)}),
             "lyapunov_exponents": (("source", "exponent"), lam, {
                 "units": "1 / time unit", "long_name": "Lyapunov exponents (QR, RK4)",
-                "n_steps": lyapunov_steps, "n_starts": min(lyapunov_starts, n_starts)}),
+                "truth_method": ("systems.lyapunov_spectrum (QR, analytic Jacobian)" if system is not None
+                                 else "Rosenstein et al. 1993 on the data (largest exponent only)"),
+                "n_steps": ly_n, "n_starts": min(lyapunov_starts, n_starts)}),
             "density_divergence": ((), dens, {"units": "nats", "long_name": "KL(truth || surrogate) of "
                                    "state-space densities", "method": "bins 30, smoothing 1 (dim <= 3); gmm"}),
             "wasserstein": (("component",), wass, {"units": "attractor std",
@@ -402,35 +549,47 @@ def evaluate(surrogate, data: xr.Dataset, *, n_starts: int = _E["n_starts"], hor
             "component": comps,
             "source": np.array(["truth", "surrogate"]),
             "exponent": np.arange(1, dim + 1, dtype=np.int64),
-            "long_time": ("long_time", np.arange(long_steps) * dt, {"units": "time units"}),
+            "long_time": ("long_time", np.arange(n_long) * dt, {"units": "time units"}),
         },
     )
-    for var, (dims, val, attrs) in _stats_variables(stats, n_starts, (n_h - 1) * k).items():
-        ds[var] = xr.Variable(dims, val, attrs)
+    for var, (dims, val, vattrs) in _stats_variables(stats, n_starts, (n_h - 1) * k).items():
+        ds[var] = xr.Variable(dims, val, vattrs)
     ds.attrs.update({
         "format": FORMAT,
         "system": name,
+        "mode": "known system" if system is not None else "data only",
         "dim": dim,
         "dt": dt,
         "surrogate_dt": sdt,
         "lyapunov_time": lt,
+        "lyapunov_time_source": lt_source,
         "thresholds": thr,
         "n_starts": n_starts,
         "horizon": horizon,
-        "long_steps": long_steps,
+        "horizon_used": (n_h - 1) * dt / lt,
+        "long_steps": n_long,
         "long_transient": LONG_TRANSIENT,
+        "long_truth": truth_source,
         "seed": seed,
         "surrogate": repr(surrogate)[:500],
         "surrogate_strategy": _strategy_name(getattr(surrogate, "strategy", None)),
         "surrogate_solver": str(getattr(surrogate, "solver", "")),
-        "data_method": str(data.attrs.get("method", "")),
-        "data_rtol": float(data.attrs.get("rtol", np.nan)),
-        "data_noise": float(data.attrs.get("noise", 0.0)),
+        "data_method": str(attrs.get("method", "")),
+        "data_rtol": float(attrs.get("rtol", np.nan)),
+        "data_noise": float(attrs.get("noise", 0.0)),
         "dynfit_version": _version(),
         "created_by": f"dynfit.evaluate (dynfit {_version()})",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     return ds
+
+
+def _dimension(x: np.ndarray, seed: int) -> float:
+    """The correlation dimension, NaN where the run is too short or not finite."""
+    try:
+        return correlation_dimension(x, seed=seed)
+    except ValueError:
+        return float("nan")
 
 
 def load_diagnostics(path) -> xr.Dataset:
@@ -454,7 +613,9 @@ def summarize(ds: xr.Dataset) -> dict:
     """Scalar summary of an ``evaluate`` Dataset, for tables: {name: float}.
 
     Per threshold h: vpt_mean_h, vpt_median_h, vpt_min_h, vpt_max_h and
-    vgt_median_h (Lyapunov times); lyapunov_max_truth / _surrogate;
+    vgt_median_h (Lyapunov times), vpt_capped_h (the fraction of starts
+    whose VPT reached the horizon: a lower bound, not a measurement; the
+    median is capped when it is >= 0.5); lyapunov_max_truth / _surrogate;
     density_divergence, wasserstein_mean, spectrum_distance,
     correlation_dimension_truth / _surrogate; solver statistics when present.
     """
@@ -469,6 +630,8 @@ def summarize(ds: xr.Dataset) -> dict:
         out.update({f"vpt_mean_{key}": float(np.mean(v)), f"vpt_median_{key}": float(np.median(v)),
                     f"vpt_min_{key}": float(np.min(v)), f"vpt_max_{key}": float(np.max(v)),
                     f"vgt_median_{key}": float(np.median(g)) if np.isfinite(g).any() else float("nan")})
+        if "vpt_capped" in ds:
+            out[f"vpt_capped_{key}"] = float(np.mean(ds["vpt_capped"].sel(threshold=h).values))
     lam = ds["lyapunov_exponents"]
     out["lyapunov_max_truth"] = float(lam.sel(source="truth")[0])
     out["lyapunov_max_surrogate"] = float(lam.sel(source="surrogate")[0])
@@ -484,3 +647,13 @@ def summarize(ds: xr.Dataset) -> dict:
         if name in ds:
             out[name] = float(ds[name].mean())
     return out
+
+
+def describe_vpt(ds: xr.Dataset, threshold: float) -> str:
+    """The median VPT at ``threshold`` as text: "3.20", or ">= 15.00 (capped)" when at least half the
+    starts never exceeded the threshold within the horizon (the median is then a lower bound)."""
+    i = int(np.argmin(np.abs(ds["threshold"].values - threshold)))
+    v = ds["vpt"].isel(threshold=i).values
+    capped = ds["vpt_capped"].isel(threshold=i).values if "vpt_capped" in ds else np.zeros(v.shape, bool)
+    median = float(np.median(v))
+    return f">= {median:.2f} (capped)" if np.mean(capped) >= 0.5 else f"{median:.2f}"

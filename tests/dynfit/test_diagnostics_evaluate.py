@@ -84,6 +84,8 @@ def test_contents_dims_and_units(result):
     for key in ("system", "thresholds", "n_starts", "seed", "dynfit_version", "format", "lyapunov_time"):
         assert key in ds.attrs, key
     assert ds.attrs["system"] == "lorenz63" and ds.attrs["n_starts"] == 3
+    assert ds.attrs["lyapunov_time_source"] == "system" and ds.attrs["mode"] == "known system"
+    assert ds["vpt_capped"].dtype == bool and ds["vpt_capped"].dims == ("start", "threshold")
     # solver statistics passed through
     np.testing.assert_allclose(ds["accepted_fraction"], 1.0)
     np.testing.assert_allclose(ds["mean_substeps"], 2.0)
@@ -185,8 +187,16 @@ def test_bad_input(data, surrogate, kwargs, error, match):
 
 
 def test_bad_data(data):
-    with pytest.raises(TypeError, match="xarray.Dataset"):
+    with pytest.raises(ValueError, match="pass dt="):
         evaluate(Fake(), data["x"].values)
+    with pytest.raises(TypeError, match="numpy array"):
+        evaluate(Fake(), {"x": 1})
+    with pytest.raises(ValueError, match="contradicts|the data say"):
+        evaluate(Fake(), data, dt=0.02)
+    with pytest.raises(ValueError, match="lyapunov_time"):
+        evaluate(Fake(), data, lyapunov_time=-1.0)
+    with pytest.raises(ValueError, match="'data'"):
+        evaluate(Fake(), data["x"].values, dt=DT, lyapunov_time="rosenstein")
     renamed = data.rename({"x": "state"})
     with pytest.raises(ValueError, match="variable 'x'"):
         evaluate(Fake(), renamed)
@@ -213,3 +223,98 @@ def test_exact_system_vpt_matches_valid_groundtruth_time():
     assert np.all(vgt <= vpt + 1e-12)
     assert np.all(vpt - vgt < 1.5), (vpt, vgt)
     assert np.all(vgt > 12) and np.all(vgt < 35), vgt  # the references do part ways within the horizon
+
+
+# ------------------------------------------------------------------ data without a known system
+class Anonymous(ExactSurrogate):
+    """The exact Lorenz'63 flow, posing as a surrogate of unnamed data (no system attribute)."""
+
+    def __init__(self):
+        super().__init__("lorenz63", dt=DT, rtol=1e-10)
+        self.system = "unknown"
+
+
+@pytest.fixture(scope="module")
+def long_data():
+    return systems.simulate("lorenz63", n_traj=1, n_steps=20000, dt=DT, seed=4, transient=5.0)["x"].values
+
+
+def test_numpy_data_scored_against_themselves(data):
+    x = data["x"].values  # (2, 1200, 3), no system, no dt: given here
+    lt = 1 / 0.9056
+    ds = evaluate(Anonymous(), x, dt=DT, lyapunov_time=lt, n_starts=2, horizon=4.0, long_steps=1000,
+                  lyapunov_steps=0, seed=0)
+    assert ds.attrs["mode"] == "data only" and ds.attrs["lyapunov_time_source"] == "given"
+    assert ds.attrs["lyapunov_time"] == lt and list(ds["component"].values) == ["x0", "x1", "x2"]
+    # the exact flow never leaves the data: every VPT reaches the horizon, and says so
+    np.testing.assert_allclose(ds["vpt"], float(ds["time"][-1]))
+    assert bool(ds["vpt_capped"].all())
+    assert np.all(np.isnan(ds["valid_groundtruth_time"]))
+    assert ds.attrs["long_truth"] == "the data" and ds.sizes["long_time"] == 1000
+    s = summarize(ds)
+    assert s["vpt_capped_0.4"] == 1.0
+    from dynfit.diagnostics import describe_vpt
+
+    assert describe_vpt(ds, 0.4).endswith("(capped)") and describe_vpt(ds, 0.4).startswith(">= ")
+
+
+def test_lyapunov_time_estimated_from_data(long_data):
+    ds = evaluate(Anonymous(), long_data, dt=DT, n_starts=2, horizon=2.0, long_steps=1000,
+                  lyapunov_steps=0, seed=0)
+    assert ds.attrs["lyapunov_time_source"] == "estimated from data"
+    # Rosenstein on 20000 samples: within 10% of 1 / 0.9056 (deterministic for the seed)
+    assert abs(ds.attrs["lyapunov_time"] * 0.9056 - 1) < 0.1
+    assert ds["lyapunov_exponents"].sel(source="truth")[0] == pytest.approx(1 / ds.attrs["lyapunov_time"])
+
+
+def test_lyapunov_time_estimated_from_the_surrogate(data):
+    torch.set_num_threads(1)
+    sur = TorchExact(data)
+    sur.system = "unknown"
+    ds = evaluate(sur, data["x"].values, dt=DT, lyapunov_time="surrogate", n_starts=2, horizon=2.0,
+                  long_steps=1000, lyapunov_steps=0, lyapunov_starts=1, seed=0)
+    assert ds.attrs["lyapunov_time_source"] == "estimated from the surrogate"
+    # the exact field's lambda_1 over 900 RK4 steps of 0.01: within 25% of 0.9056
+    assert abs(ds.attrs["lyapunov_time"] * 0.9056 - 1) < 0.25
+
+
+def test_short_data_cap_the_horizon(data):
+    x = data["x"].values[:, :300]
+    with pytest.warns(RuntimeWarning, match="stop at the data's end"):
+        ds = evaluate(Diverging(), x, dt=DT, lyapunov_time=1.0, n_starts=2, horizon=10.0, long_steps=1000,
+                      lyapunov_steps=0, seed=0)
+    assert ds.sizes["time"] == 300 and ds.attrs["horizon_used"] == pytest.approx(2.99)
+    assert not ds["vpt_capped"].any()  # the diverging run fails at step 100, well before the end
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".nc", ".zarr", ".csv"])
+def test_paths(data, tmp_path, suffix):
+    path = tmp_path / f"data{suffix}"
+    x = data["x"].values
+    if suffix == ".npy":
+        np.save(path, x)
+    elif suffix == ".csv":
+        rows = ["time,a,b,c"] + [f"{i * DT},{p[0]},{p[1]},{p[2]}" for i, p in enumerate(x[0])]
+        path.write_text("\n".join(rows))
+    else:
+        unnamed = data.copy()
+        unnamed.attrs = {"dt": DT}
+        systems.save(unnamed, path)
+    ds = evaluate(Anonymous(), path, dt=DT if suffix == ".npy" else None, lyapunov_time=1.1, n_starts=1,
+                  horizon=1.0, long_steps=1000, lyapunov_steps=0, seed=0)
+    assert ds.attrs["mode"] == "data only" and ds.attrs["dt"] == DT
+    if suffix == ".csv":
+        assert list(ds["component"].values) == ["a", "b", "c"]
+
+
+def test_lyapunov_from_data(long_data):
+    from dynfit.diagnostics import lyapunov_from_data
+
+    lam = lyapunov_from_data(long_data, dt=DT)
+    assert abs(lam / 0.9056 - 1) < 0.1
+    # the exponent is per time unit: the same samples with time counted in half-units give twice the rate
+    assert lyapunov_from_data(long_data, dt=DT / 2) == pytest.approx(2 * lam, rel=1e-9)
+    with pytest.raises(ValueError, match="too short"):
+        lyapunov_from_data(long_data[:, :100], dt=DT)
+    with pytest.raises(ValueError, match="fit_range"):
+        lyapunov_from_data(long_data, dt=DT, fit_range=(0.6, 0.2))
