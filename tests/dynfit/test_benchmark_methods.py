@@ -1,0 +1,179 @@
+"""The benchmark's method adapters: interface, errors, pysindy's sanity check, batched free runs."""
+import sys
+
+import numpy as np
+import pytest
+
+import systems
+from dynfit.benchmark import methods as M
+
+DT = 0.01
+NAMES = ["dynfit", "dynfit-mlp", "pysindy", "pysindy-tuned", "esn", "nvar", "torchdiffeq"]
+
+
+@pytest.fixture(scope="module")
+def lorenz():
+    return systems.simulate("lorenz63", n_traj=2, n_steps=600, dt=DT, seed=0).x.values
+
+
+def test_names_and_registry():
+    assert M.method_names() == NAMES
+    assert list(M.METHODS) == NAMES
+    assert M.missing() == {}                       # the venv has the bench extra
+    assert M.missing(["dynfit", "esn"]) == {}
+
+
+def test_missing_names_a_method_whose_package_is_absent(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pysindy", None)      # import pysindy now raises ImportError
+    why = M.missing(["pysindy", "pysindy-tuned", "esn"])
+    assert set(why) == {"pysindy", "pysindy-tuned"}
+    assert "dynfit[bench]" in why["pysindy"] and "pysindy" in why["pysindy"]
+    with pytest.raises(ModuleNotFoundError, match="dynfit\\[bench\\]"):
+        M.make("pysindy")
+
+
+def test_bad_arguments_raise_clear_errors(lorenz):
+    with pytest.raises(ValueError, match="'sindy'.*did you mean"):
+        M.make("sindy")
+    with pytest.raises(ValueError, match="unknown method"):
+        M.missing(["nope"])
+    with pytest.raises(ValueError, match="variant"):
+        M.make("torchdiffeq", variant="fancy")
+    with pytest.raises(TypeError, match="no option"):
+        M.make("esn", units=10)
+    with pytest.raises(ValueError, match="budget"):
+        M.make("pysindy", budget=-1.0)
+    with pytest.raises(ValueError, match="seed"):
+        M.make("pysindy", seed=-3)
+    m = M.make("pysindy")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        m.forecast(lorenz[:, 0], 10)
+    with pytest.raises(ValueError, match="shape"):
+        m.fit(lorenz[:, :10], DT)                   # too short
+    with pytest.raises(ValueError, match="shape"):
+        m.fit(lorenz[None], DT)                     # 4-D
+    with pytest.raises(ValueError, match="finite"):
+        m.fit(np.where(lorenz > 40, np.nan, lorenz), DT)
+    with pytest.raises(ValueError, match="dt"):
+        m.fit(lorenz, 0.0)
+    m.fit(lorenz, DT)
+    with pytest.raises(ValueError, match="starts must have shape"):
+        m.forecast(lorenz[:, 0, :2], 10)
+    with pytest.raises(ValueError, match="n_steps"):
+        m.forecast(lorenz[:, 0], 0)
+    with pytest.raises(ValueError, match="history\\[:, -1\\] must equal starts"):
+        m.forecast(lorenz[:, 5], 10, history=lorenz[:, :5])
+    esn = M.make("esn", quick=True)
+    esn.fit(lorenz, DT)
+    with pytest.raises(ValueError, match="W >= 20"):
+        esn.forecast(lorenz[:, 100], 10)            # a reservoir needs its warm-up
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("dynfit") else n
+                                  for n in NAMES])   # dynfit's one quick epoch: ~5-12 s here
+def test_each_method_fits_and_forecasts_lorenz(name, lorenz, one_thread):
+    m = M.make(name, quick=True, seed=1)
+    m.fit(lorenz, DT)
+    i = 300
+    history = lorenz[:, i - m.history_length + 1:i + 1]
+    pred = m.forecast(lorenz[:, i], 50, history=history)
+    assert pred.shape == (2, 50, 3) and pred.dtype == np.float64
+    np.testing.assert_array_equal(pred[:, 0], lorenz[:, i])
+    assert np.isfinite(pred[:, :5]).all()
+    f = m.vector_field()
+    if name in ("esn", "nvar"):
+        assert f is None
+    else:
+        assert f(lorenz[0, :4]).shape == (4, 3)
+    assert m.settings["method"] == name and "fit_seconds" in m.settings
+    import json
+    json.dumps(m.settings)                          # goes into the results' attrs
+
+
+@pytest.mark.parametrize("name", ["esn", "nvar", "torchdiffeq", "pysindy-tuned"])
+def test_fits_are_reproducible_for_a_seed(name, lorenz, one_thread):
+    a, b = M.make(name, quick=True, seed=3), M.make(name, quick=True, seed=3)
+    a.fit(lorenz, DT)
+    b.fit(lorenz, DT)
+    h = lorenz[:, 181:201]
+    np.testing.assert_array_equal(a.forecast(lorenz[:, 200], 30, h), b.forecast(lorenz[:, 200], 30, h))
+
+
+def test_pysindy_defaults_recover_lorenz63(lorenz):
+    """The issue's sanity check: sigma, rho, beta to 1e-2 relative, the other terms to 5e-2, the
+    rest of the degree-2 library exactly zero."""
+    m = M.make("pysindy")
+    m.fit(lorenz, DT)
+    names = m.model.feature_library.get_feature_names()
+    coef = {(i, n): c for i in range(3) for n, c in zip(names, m.model.coefficients()[i])}
+    sigma, rho, beta = 10.0, 28.0, 8.0 / 3.0
+    for key, want, tol in [((0, "x0"), -sigma, 1e-2), ((0, "x1"), sigma, 1e-2), ((1, "x0"), rho, 1e-2),
+                           ((2, "x2"), -beta, 1e-2), ((1, "x1"), -1.0, 5e-2), ((1, "x0 x2"), -1.0, 5e-2),
+                           ((2, "x0 x1"), 1.0, 5e-2)]:
+        assert abs(coef.pop(key) - want) <= tol * abs(want), key
+    assert all(c == 0.0 for c in coef.values())
+
+
+def test_fast_sindy_field_matches_predict():
+    import pysindy as ps
+
+    x = systems.simulate("lorenz63", n_traj=1, n_steps=400, dt=DT, seed=2).x.values[0]
+    model = ps.SINDy(feature_library=M._sindy_library("poly3+fourier2"), optimizer=ps.STLSQ(threshold=1e-3))
+    model.fit(x, t=DT)
+    f = M._sindy_field(model)
+    assert f.__name__ == "fast"
+    np.testing.assert_allclose(f(x[:7]), model.predict(x[:7]), rtol=1e-11, atol=1e-9)
+
+
+def test_batched_reservoir_runs_match_reservoirpy(lorenz):
+    """The batched closed loops do reservoirpy's own updates: same numbers as its nodes stepped."""
+    esn = M.make("esn", quick=True)
+    esn.fit(lorenz, DT)
+    z = esn.scaler(lorenz[0, 200:260])
+    res, ridge = esn.model["reservoir"], esn.model["readout"]
+    res.reset()
+    s = res.run(z)[-1]
+    own = [z[-1]]
+    for _ in range(4):
+        own.append(s @ ridge.Wout + ridge.bias)
+        s = res.step(own[-1])
+    np.testing.assert_allclose(M.ESNMethod._run(esn.model, z[None], 5)[0], own, rtol=1e-12, atol=1e-12)
+
+    nvar = M.make("nvar", quick=True)
+    nvar.fit(lorenz, DT)
+    z = nvar.scaler(lorenz[1, 300:320])
+    node, ridge = nvar.model["nvar"], nvar.model["readout"]
+    node.reset()
+    node.store = np.zeros_like(node.store)
+    feats = node.run(z)[-1]
+    own, u = [z[-1]], z[-1]
+    for _ in range(4):
+        u = u + feats @ ridge.Wout + ridge.bias
+        own.append(u)
+        feats = node.step(u)
+    np.testing.assert_allclose(M.NVARMethod._run(nvar.model, z[None], 5)[0], own, rtol=1e-12, atol=1e-12)
+
+
+def test_free_run_isolates_a_blow_up():
+    """One start escaping to infinity is NaN from there on; the other integrates exactly (dx/dt = -x)."""
+    def f(z):
+        return np.where(z > 1.5, z ** 3, -z)
+
+    z0 = np.array([[1.0], [2.0]])
+    solve = M._solve_ivp_run(f, 0.1, center=np.zeros(1), bound=1e3)
+    out = M._free_run(solve, z0, 30, chunk=7, center=np.zeros(1), bound=1e3)
+    np.testing.assert_allclose(out[0, :, 0], np.exp(-0.1 * np.arange(30)), rtol=1e-8)
+    assert np.isnan(out[1, -1]).all() and out[1, 0, 0] == 2.0
+
+
+def test_validation_split_shapes():
+    x = np.random.default_rng(0).normal(size=(5, 300, 2))
+    v = M.Validation.split(x, history=10, horizon=50, n_starts=6)
+    assert v.train.shape == (4, 300, 2)            # one held-out trajectory of five
+    assert v.history.shape[1:] == (10, 2) and v.truth.shape[1:] == (51, 2)
+    np.testing.assert_array_equal(v.history[:, -1], v.truth[:, 0])
+    assert v.score(v.truth) == (1.0, 0.0)
+    assert v.score(np.full_like(v.truth, np.nan))[0] == 0.0
+    v = M.Validation.split(x[:2], history=1, horizon=50)
+    assert v.train.shape == (2, 240, 2) and v.history[:, -1].shape[0] > 0
+    assert v.truth.shape[1] - 1 == (300 - 1 - 240) // 2   # half the held-out part
