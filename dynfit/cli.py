@@ -6,8 +6,12 @@
   ``--strategy fehlberg`` for the paper's), free-run it from 50 held-out
   starts over 25 Lyapunov times and write the model, ``diagnostics.nc``
   (valid prediction time per start) and PNG figures.
-- ``dynfit train CONFIG.toml``: train as a TOML file says (see dynfit.config).
-- ``dynfit evaluate MODEL.pt DATA.nc --out DIR``: diagnostics.nc and figures.
+- ``dynfit train CONFIG.toml [--epochs N]``: train as a TOML file says (see
+  dynfit.config); then evaluate the model on the held-out part of the data
+  (kept as ``held_out.nc``) and draw the training and diagnostics figures.
+- ``dynfit evaluate MODEL.pt DATA --out DIR [--dt DT]``: diagnostics.nc and
+  figures, for DATA a .npy, .csv, .nc or .zarr file of any trajectories
+  (``--dt``: their step when the file holds none).
 - ``dynfit compare [CONFIG.toml] --out DIR [flags]``: dynfit.compare; flags
   override the config (sections below).
 - ``dynfit plot FILE.nc --out DIR``: the figures of a diagnostics, history or
@@ -110,9 +114,11 @@ def _demo(out: Path, *, quick: bool, epochs: int | None, strategy: str, max_hori
     result = {"model": out / "model.pt", "diagnostics": out / "diagnostics.nc", "figures": figures,
               "vpt_mean": float(vpt.mean()), "vpt_median": float(np.median(vpt)),
               "wall_time_s": time.perf_counter() - t0}
+    n_capped = int(diag["vpt_capped"].sel(threshold=VPT_THRESHOLD).sum())
+    capped = f"; {n_capped} reached the horizon (capped: lower bounds)" if n_capped else ""
     print(f"valid prediction time (threshold {VPT_THRESHOLD}) over {n_test} held-out starts: mean "
-          f"{result['vpt_mean']:.2f}, median {result['vpt_median']:.2f}, range {vpt.min():.2f}-{vpt.max():.2f} "
-          f"Lyapunov times; {result['wall_time_s']:.0f} s; results in {out}")
+          f"{result['vpt_mean']:.2f}, median {_vpt_text(diag)}, range {vpt.min():.2f}-{vpt.max():.2f} "
+          f"Lyapunov times{capped}; {result['wall_time_s']:.0f} s; results in {out}")
     return result
 
 
@@ -123,21 +129,84 @@ def _demo_cmd(args: argparse.Namespace) -> int:
 
 
 def _train_cmd(args: argparse.Namespace) -> int:  # train_from_config locks the output folder
+    from systems import checks
+
     from dynfit.config import load_config
     from dynfit.train import train_from_config
 
     cfg = load_config(args.config)
+    if args.epochs is not None:
+        cfg["train"]["epochs"] = checks.integer("--epochs", args.epochs, minimum=1)
     from dynfit.distributed import context
 
-    sur, hist, _ = train_from_config(cfg, out=args.out, progress=not args.no_progress)
+    sur, hist, held = train_from_config(cfg, out=args.out, progress=not args.no_progress)
     out = Path(args.out or cfg["output"]["dir"])
     ddp = context()
     if ddp is not None and not ddp.is_main:  # torchrun: rank 0 wrote the files and reports
         return 0
     print(f"trained {sur!r} for {hist.sizes['epoch']} epochs; final loss {float(hist.loss[-1]):.4g}, "
           f"accepted fraction {float(hist.accepted_fraction[-1]):.3f}; wrote {out / 'model.pt'} and "
-          f"{out / 'history.nc'}")
+          f"{out / 'history.nc'}", flush=True)
+    if args.no_evaluate:
+        return 0
+    with _locked(out):
+        ds, n_fig = _evaluate_held_out(sur, hist, held, out)
+    print(f"held-out part ({ds.attrs['n_starts']} starts): median VPT {_vpt_text(ds)} Lyapunov times "
+          f"({_lyapunov_text(ds)}); wrote {out / 'held_out.nc'}, {out / 'diagnostics.nc'} and {n_fig} figures")
     return 0
+
+
+def _evaluate_held_out(sur, hist, held, out: Path):
+    """Evaluate ``sur`` on the held-out data of ``dynfit train``; writes held_out.nc, diagnostics.nc and
+    the figures (training.png and those of dynfit evaluate). Returns (diagnostics, number of figures).
+
+    Settings sized for a quick check after training: a horizon of at most half the held-out length
+    (15 Lyapunov times at most), up to 20 starts, a 5000-sample long run, 500 Lyapunov steps.
+    """
+    import xarray as xr
+
+    from .data import as_trajectories
+    from .diagnostics import evaluate
+    from .io import write_netcdf
+    from .plot import plot_diagnostics, plot_training
+
+    x, dt, attrs = as_trajectories(held, dt=None if isinstance(held, (xr.Dataset, xr.DataArray)) else sur.dt)
+    n_traj, n_time, _ = x.shape
+    if isinstance(held, xr.Dataset):
+        held_ds = held
+    else:
+        held_ds = xr.Dataset({"x": (("trajectory", "time", "component"), x)},
+                             coords={"time": ("time", np.arange(n_time) * dt, {"units": "1"})},
+                             attrs={"dt": dt, "created_by": "dynfit train (the held-out part of [data] path)"})
+    write_netcdf(held_ds, out / "held_out.nc")
+    opts = dict(EVALUATE_DEFAULTS, long_steps=5000, lyapunov_steps=500)
+    lt = attrs.get("lyapunov_time")
+    if lt:  # known: a horizon that leaves room for many starts
+        opts["horizon"] = min(opts["horizon"], 0.5 * (n_time - 1) * dt / float(lt))
+        n_h = int(round(opts["horizon"] * float(lt) / dt)) + 1
+        opts["n_starts"] = min(opts["n_starts"], n_traj * (n_time - n_h + 1))
+    else:  # estimated: the free runs may reach the data's end, one start per trajectory then
+        opts["n_starts"] = min(opts["n_starts"], n_traj)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a capped horizon is flagged in vpt_capped
+        ds = evaluate(sur, held_ds, **opts)
+    write_netcdf(ds, out / "diagnostics.nc")
+    plot_training(hist, out / "training.png", show=False)
+    return ds, 1 + len(plot_diagnostics(ds, out))
+
+
+def _vpt_text(ds) -> str:
+    """The median VPT at 0.4 as text, capped ones marked (see diagnostics.describe_vpt)."""
+    from .diagnostics import describe_vpt
+
+    return describe_vpt(ds, VPT_THRESHOLD)
+
+
+def _lyapunov_text(ds) -> str:
+    return (f"1 Lyapunov time = {float(ds.attrs['lyapunov_time']):.4g} time units, "
+            f"{ds.attrs.get('lyapunov_time_source', 'system')}")
 
 
 
@@ -152,20 +221,28 @@ def _evaluate_cmd(args) -> int:
     from .plot import plot_diagnostics
     from .surrogate import Surrogate
 
+    from .config import read_trajectories
+    from .diagnostics import describe_vpt
+
     thresholds = _floats(args.thresholds, "--thresholds")
+    lyapunov_time = args.lyapunov_time
+    if lyapunov_time not in (None, "data", "surrogate"):
+        lyapunov_time = _floats(lyapunov_time, "--lyapunov-time")[0] if lyapunov_time.strip() else None
     sur = _load_model(args.model, Surrogate)
-    data = _load_systems_file(args.data)
+    data = read_trajectories(args.data, what="DATA")
     out = Path(args.out)
     with _locked(out):
-        ds = evaluate(sur, data, n_starts=args.starts, horizon=args.horizon, thresholds=thresholds,
-                      long_steps=args.long_steps, lyapunov_steps=args.lyapunov_steps, seed=args.seed)
+        ds = evaluate(sur, data, dt=args.dt, lyapunov_time=lyapunov_time, n_starts=args.starts,
+                      horizon=args.horizon, thresholds=thresholds, long_steps=args.long_steps,
+                      lyapunov_steps=args.lyapunov_steps, seed=args.seed)
         write_netcdf(ds, out / "diagnostics.nc")
         figures = {} if args.no_figures else plot_diagnostics(ds, out)
     s = summarize(ds)
-    vpt = ", ".join(f"{h:g}: {s[f'vpt_median_{h:g}']:.2f}" for h in ds["threshold"].values)
-    print(f"{sur!r} on {args.data}: median VPT [Lyapunov times] by threshold {vpt}; largest exponent "
-          f"{s['lyapunov_max_surrogate']:.3f} (truth {s['lyapunov_max_truth']:.3f}); density divergence "
-          f"{s['density_divergence']:.3g} nats; wrote {out / 'diagnostics.nc'} and {len(figures)} figures")
+    vpt = ", ".join(f"{h:g}: {describe_vpt(ds, h)}" for h in ds["threshold"].values)
+    print(f"{sur!r} on {args.data}: median VPT [Lyapunov times] by threshold {vpt} ({_lyapunov_text(ds)}); "
+          f"largest exponent {s['lyapunov_max_surrogate']:.3f} (truth {s['lyapunov_max_truth']:.3f}); "
+          f"density divergence {s['density_divergence']:.3g} nats; wrote {out / 'diagnostics.nc'} and "
+          f"{len(figures)} figures")
     return 0
 
 
@@ -356,10 +433,15 @@ def _plot_cmd(args) -> int:
 # ------------------------------------------------------------------ parser
 def _add_file_commands(subparsers) -> None:
     """The subcommands on saved files: ``evaluate``, ``compare`` (its parser: ``cp`` below) and ``plot``."""
-    ev = subparsers.add_parser("evaluate", help="diagnostics of a saved surrogate on a systems netCDF file")
+    ev = subparsers.add_parser("evaluate", help="diagnostics of a saved surrogate on held-out trajectories")
     ev.add_argument("model", help="MODEL.pt written by Surrogate.save (dynfit train / demo)")
-    ev.add_argument("data", help="held-out trajectories: a netCDF file from systems.save(systems.simulate(...))")
+    ev.add_argument("data", help="held-out trajectories: .npy (N, T, D) or (T, D), .csv (a column per "
+                                 "component, optional time column), .nc or .zarr (variable x)")
     ev.add_argument("--out", default="out/evaluate", help="output folder (default out/evaluate)")
+    ev.add_argument("--dt", type=float, default=None,
+                    help="time between samples (needed for .npy and a .csv without a time column)")
+    ev.add_argument("--lyapunov-time", default=None, metavar="T | data | surrogate",
+                    help="the VPT's time unit (default: the system's, else estimated from the data)")
     e = EVALUATE_DEFAULTS
     thresholds = ",".join(f"{h:g}" for h in e["thresholds"])
     ev.add_argument("--starts", type=int, default=e["n_starts"], help=f"held-out starts (default {e['n_starts']})")
@@ -409,8 +491,18 @@ def _add_file_commands(subparsers) -> None:
     pl.set_defaults(func=_plot_cmd)
 
 
+def _train_flags(train_p) -> None:
+    """``dynfit train``'s flags beyond the config: --epochs, --no-evaluate."""
+    train_p.add_argument("--epochs", type=int, default=None, help="training epochs (overrides [train] epochs)")
+    train_p.add_argument("--no-evaluate", action="store_true",
+                         help="skip the evaluation on the held-out part (and its figures)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="dynfit", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"dynfit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo_p = sub.add_parser("demo", help="simulate Lorenz'63, train, generate; write model, netCDF and figures")
     demo_p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
@@ -426,8 +518,12 @@ def build_parser() -> argparse.ArgumentParser:
     train_p.add_argument("config", help="CONFIG.toml (sections data, field, strategy, train, output)")
     train_p.add_argument("--out", default=None, help="output folder (default: [output] dir)")
     train_p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _train_flags(train_p)
     train_p.set_defaults(func=_train_cmd)
     _add_file_commands(sub)
+    from .benchmark.cli import add_benchmark_command
+
+    add_benchmark_command(sub)
     return parser
 
 
