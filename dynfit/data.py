@@ -17,7 +17,7 @@ import numpy as np
 
 from systems import checks
 
-__all__ = ["Standardizer", "Windows", "as_trajectories", "make_windows", "split"]
+__all__ = ["Standardizer", "Windows", "as_trajectories", "component_names", "data_attrs", "make_windows", "split"]
 
 DIMS = ("trajectory", "time", "component")
 
@@ -142,7 +142,8 @@ def as_trajectories(data: Any, *, dt: float | None = None,
                     require_dt: bool = True) -> tuple[np.ndarray, float, dict]:
     """Array (N, T, D) float64, sampling step and attrs from any accepted source.
 
-    Raises ValueError for no trajectories, fewer than 2 samples, non-numeric
+    Raises ValueError for no trajectories, fewer than 2 samples, fewer samples
+    than components (an (N, D, T) array passed for (N, T, D)), non-numeric
     values, NaN/inf, magnitudes beyond 1e150 (they overflow float64 when
     squared), wrong dims, a missing dt (numpy data carry none: pass ``dt``), an
     invalid dt, or a ``dt`` that contradicts the data's own (attrs or time
@@ -165,7 +166,8 @@ def as_trajectories(data: Any, *, dt: float | None = None,
             )
         attrs = dict(data.attrs)
         data = data["x"]
-    if xr is not None and isinstance(data, xr.DataArray):
+    from_xarray = xr is not None and isinstance(data, xr.DataArray)
+    if from_xarray:
         attrs = {**dict(data.attrs), **attrs}
         dims = tuple(data.dims)
         if set(dims) == set(DIMS):
@@ -205,6 +207,13 @@ def as_trajectories(data: Any, *, dt: float | None = None,
     if arr.shape[-1] < 1 or arr.shape[1] < 2:
         raise ValueError(f"trajectories of shape {arr.shape} (N, T, D) need T >= 2 samples and D >= 1 "
                          "components")
+    if arr.shape[1] < arr.shape[2]:
+        n, t, d = arr.shape
+        how = ("x.transpose(0, 2, 1)" if not from_xarray
+               else "name the dims ('trajectory', 'time', 'component') to match the axes")
+        raise ValueError(f"data of shape {arr.shape} read as (N, T, D) has fewer time samples (T = {t}) than "
+                         f"components (D = {d}): did you pass (N, D, T)? transpose to (N, T, D) "
+                         f"({how}); a surrogate needs more samples than components")
     bad = ~np.isfinite(arr)
     if bad.any():
         n, t, d = np.argwhere(bad)[0]
@@ -230,6 +239,42 @@ def as_trajectories(data: Any, *, dt: float | None = None,
                              "fit(x, dt=0.01)), or pass an xarray Dataset with attrs['dt'] or a time coordinate")
         dt = 1.0
     return arr, float(dt), attrs
+
+
+def component_names(data: Any, dim: int) -> list[str]:
+    """The names of the ``dim`` components of a source: its ``component`` coordinate (xarray), or
+    ``x0, x1, ...`` (numpy, or a coordinate that does not hold ``dim`` distinct names)."""
+    try:
+        import xarray as xr
+    except ImportError:  # pragma: no cover - xarray is a dependency
+        xr = None
+    if xr is not None and isinstance(data, xr.Dataset) and "x" in data:
+        data = data["x"]
+    if xr is not None and isinstance(data, xr.DataArray) and "component" in data.coords:
+        names = [str(v) for v in np.asarray(data["component"].values).reshape(-1)]
+        if len(names) == dim and len(set(names)) == dim and all(names):
+            return names
+    return [f"x{i}" for i in range(dim)]
+
+
+def data_attrs(data: Any, dim: int) -> dict:
+    """What a surrogate keeps of its data's description: component names and units.
+
+    ``components`` (:func:`component_names`), ``state_units`` (the ``units``
+    attribute of x, else "1": dimensionless, the catalogue's convention) and
+    ``time_units`` (the ``units`` attribute of the time coordinate, else "1").
+    """
+    state_units, time_units = "1", "1"
+    try:
+        import xarray as xr
+    except ImportError:  # pragma: no cover - xarray is a dependency
+        xr = None
+    x = data["x"] if xr is not None and isinstance(data, xr.Dataset) and "x" in data else data
+    if xr is not None and isinstance(x, xr.DataArray):
+        state_units = str(x.attrs.get("units", "1")) or "1"
+        if "time" in x.coords:
+            time_units = str(x["time"].attrs.get("units", "1")) or "1"
+    return {"components": component_names(data, dim), "state_units": state_units, "time_units": time_units}
 
 
 def make_windows(data: Any, *, horizon: int = 1, stride: int = 1, standardize: bool = True,

@@ -207,10 +207,16 @@ def check_checkpoint_blob(blob: Any, path, fmt: str) -> dict:
 
 # ------------------------------------------------------------------ other files the package writes
 def write_netcdf(ds, path) -> Path:
-    """``ds.to_netcdf`` atomically: a full disk or a crash leaves the old file or none, never half of one."""
+    """``ds.to_netcdf`` atomically: a full disk or a crash leaves the old file or none, never half of one.
+
+    The file follows CF-1.10 (``Conventions``, UDUNITS ``units`` on every
+    numeric variable, prose in ``long_name``: :func:`systems.dataset.cf_conventions`).
+    """
+    from systems.dataset import cf_conventions
     from systems.files import atomic_save
 
-    return atomic_save(path, lambda tmp: ds.to_netcdf(tmp))
+    out = cf_conventions(ds)
+    return atomic_save(path, lambda tmp: out.to_netcdf(tmp))
 
 
 def write_text(path, text: str) -> Path:

@@ -118,6 +118,25 @@ class _Identity:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
 
+def _check_field_at(field, z0: torch.Tensor, x0: np.ndarray) -> None:
+    """One evaluation of the field at the start states: a clear ValueError if it is not finite there."""
+    try:
+        dz = field(torch.zeros((), dtype=z0.dtype, device=z0.device), z0)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"the vector field cannot be evaluated at the start states "
+                         f"({type(err).__name__}: {str(err)[:200]}); it must map (B, D) to (B, D)") from None
+    if not isinstance(dz, torch.Tensor) or dz.shape != z0.shape:
+        got = tuple(dz.shape) if isinstance(dz, torch.Tensor) else type(dz).__name__
+        raise ValueError(f"the vector field returned {got} for states {tuple(z0.shape)}; it must return "
+                         "dx/dt of the same shape (B, D) as a torch tensor")
+    bad = ~torch.isfinite(dz).all(dim=1)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        raise ValueError(f"the vector field returns NaN or inf at the start state of trajectory {i} "
+                         f"(x0 = {np.array2string(x0[i], precision=4)}); check the field (NaN weights, "
+                         "division by zero, a function undefined there) before a free run")
+
+
 class Surrogate:
     """A Neural ODE surrogate of a dynamical system.
 
@@ -206,27 +225,106 @@ class Surrogate:
             raise ValueError("x0 holds NaN or inf")
         return x0
 
+    @property
+    def components(self) -> list[str]:
+        """The names of the state's components: the training data's (``x0, x1, ...`` when unnamed)."""
+        names = self.provenance.get("components")
+        if isinstance(names, (list, tuple)) and self.dim is not None and len(names) == self.dim:
+            return [str(n) for n in names]
+        return [f"x{i}" for i in range(self.dim or 0)]
+
+    @property
+    def embedding(self):
+        """The :class:`dynfit.DelayEmbedding` the model was trained with, or None."""
+        from .embedding import DelayEmbedding
+
+        record = self.provenance.get("embedding")
+        return DelayEmbedding.from_dict(record) if isinstance(record, dict) else None
+
+    def _start_states(self, x0) -> np.ndarray:
+        """Start states (B, D); with a delay embedding, also observed histories (B, T, d) or (T, d)."""
+        emb = self.embedding
+        if emb is not None and self.dim is not None:
+            arr = np.asarray(x0, dtype=np.float64) if not isinstance(x0, (str, bytes)) else None
+            d = self.dim // emb.lags
+            if arr is not None and arr.ndim in (2, 3) and arr.shape[-1] == d != self.dim:
+                if not np.isfinite(arr).all():
+                    raise ValueError("the observed history x0 holds NaN or inf")
+                return emb.state(arr)
+        return self._check_x0(x0)
+
     def physical_field(self) -> torch.nn.Module:
         """The physical vector field as a torch module ``f(t, x)`` -> dx/dt, x (B, D); differentiable."""
         if isinstance(self.field, _ModelTimeField):
             return self.field.f if isinstance(self.field.f, torch.nn.Module) else _Callable(self.field.f)
         return _PhysicalField(self.field, self.scaler, self.dt)
 
-    def generate(self, x0, n_steps: int, *, return_stats: bool = False, solver=None):
+    def generate(self, x0, n_steps: int, *, return_stats: bool = False, solver=None, on_failure: str = "warn"):
         """Free run from x0 (B, D) physical: array (B, n_steps, D), row 0 = x0, spacing dt.
 
         solver: an InferenceSolver (or dict) for this call instead of ``self.solver``.
         With return_stats, also the solver's :class:`dynfit.Stats` (per example).
-        Examples where the solver fails (NaN, step limit) are NaN from there on.
+        Examples where the solver fails (NaN, step limit) are NaN from there on;
+        on_failure "warn" (a RuntimeWarning naming them, the step and the
+        solver status), "raise" (:class:`dynfit.SolverError`) or "ignore".
+        With a delay embedding, x0 may also be observed histories (B, T, d).
         """
+        from .forecast import check_free_run
+
+        out, stats, solver = self._free_run(x0, n_steps, solver, on_failure)
+        check_free_run(out, stats, self.dt, on_failure, max_steps=solver.max_steps)
+        return (out, stats) if return_stats else out
+
+    def forecast(self, x0, n_steps: int, *, t0: float = 0.0, solver=None, on_failure: str = "warn"):
+        """Free run from x0 as an xarray Dataset: ``x (trajectory, time, component)``, ``status``.
+
+        x0: physical start states (B, D) or (D,) (with a delay embedding, also
+        observed histories (B, T, d): the run starts from their last delay
+        vector). time: t0 + dt * (0 .. n_steps - 1), in the data's time units;
+        component: the data's names; ``status`` (trajectory): the solver's
+        :class:`dynfit.Status` code, ``valid_steps``: samples before the first
+        non-finite one; attrs: units (CF-1.10) and the model's provenance.
+        on_failure as in :meth:`generate`.
+        """
+        from .forecast import check_free_run, forecast_dataset
+
+        t0 = checks.real("t0", t0, fix="t0 is the time of the start states, e.g. t0=0.0")
+        out, stats, solver = self._free_run(x0, n_steps, solver, on_failure)
+        check_free_run(out, stats, self.dt, on_failure, max_steps=solver.max_steps)
+        attrs = {k: v for k, v in self.provenance.items() if k not in ("components", "versions")}
+        attrs.update(source=f"dynfit {_versions()['dynfit']} Surrogate.forecast", solver=self.solver.to_dict()
+                     if solver is self.solver else solver.to_dict())
+        return forecast_dataset(out, stats, dt=self.dt, t0=t0, components=self.components,
+                                state_units=str(self.provenance.get("state_units", "1")),
+                                time_units=str(self.provenance.get("time_units", "1")), attrs=attrs)
+
+    def equations(self, threshold: float = 1e-3, *, precision: int = 4, states=None) -> str:
+        """The field's polynomial library part in physical variables, one line per component.
+
+        Terms whose physical coefficient is below ``threshold`` in magnitude are
+        dropped; the last line gives the size of the MLP correction relative to
+        the library part: RMS over ``states`` (physical (..., D), e.g. the
+        training data), else over standard-normal standardised states (it says
+        which). See :mod:`dynfit.equations`.
+        """
+        from .equations import equations
+
+        return equations(self, threshold=threshold, precision=precision, states=states)
+
+    def _free_run(self, x0, n_steps, solver, on_failure):
+        from .forecast import ON_FAILURE
+
         n_steps = checks.integer("n_steps", n_steps, minimum=1)
+        checks.choice("on_failure", on_failure, ON_FAILURE,
+                      fix="'warn' (a RuntimeWarning), 'raise' (dynfit.SolverError) or 'ignore'")
         solver = self.solver if solver is None else InferenceSolver.from_dict(solver)
-        x0 = self._check_x0(x0)
+        x0 = self._start_states(x0)
         z0 = torch.as_tensor(self.scaler.forward(x0), dtype=self.dtype, device=self.device)
         was_training = self.field.training
         self.field.eval()
         try:
             with torch.no_grad():
+                _check_field_at(self.field, z0, x0)  # a NaN field fails here, before the solve
                 if n_steps > 1:
                     zs, stats = solver.solve(self.field, z0, int(n_steps) - 1)
                 else:
@@ -234,8 +332,7 @@ class Surrogate:
         finally:
             self.field.train(was_training)
         out = self.scaler.inverse(zs.detach().cpu().to(torch.float64).numpy()).transpose(1, 0, 2)
-        out = np.ascontiguousarray(out)
-        return (out, stats) if return_stats else out
+        return np.ascontiguousarray(out), stats, solver
 
     def vector_field(self, x) -> np.ndarray:
         """Physical dx/dt at physical states x (B, D) (or (D,)), as numpy."""

@@ -20,7 +20,14 @@ import xarray as xr
 from . import checks
 from .files import atomic_path
 
-__all__ = ["save", "load", "ZARR_CHUNK_BYTES", "SystemsFileError"]
+__all__ = ["save", "load", "cf_conventions", "ZARR_CHUNK_BYTES", "SystemsFileError", "CONVENTIONS"]
+
+CONVENTIONS = "CF-1.10"
+# words a UDUNITS unit string may hold; any other word of 3+ letters marks prose ("state units")
+_UNIT_WORDS = {"second", "seconds", "sec", "minute", "minutes", "min", "hour", "hours", "day", "days",
+               "meter", "meters", "metre", "metres", "kelvin", "radian", "radians", "degree", "degrees",
+               "gram", "grams", "kg", "since", "percent", "hertz", "Hz", "newton", "pascal", "joule", "watt",
+               "volt", "ampere", "mol", "mole", "rad", "sr", "deg", "year", "years", "week", "weeks"}
 
 _ENGINE = "netcdf4"
 ZARR_CHUNK_BYTES = 16 * 2**20  # largest zarr chunk of x on disk (bytes, before compression)
@@ -64,7 +71,7 @@ def save(ds: xr.Dataset, path, *, overwrite: bool | None = None, progress: bool 
         raise FileExistsError(f"{path} exists and is a {'folder' if path.is_dir() else 'file'}; a "
                               f"{'zarr store' if zarr else 'netCDF file'} cannot replace it: remove it or "
                               "choose another path")
-    out = _plain(ds)
+    out = cf_conventions(_plain(ds))
     with atomic_path(path, directory=zarr) as tmp:
         if zarr:
             # metadata and in-memory variables now; the dask ones (x when lazy) below
@@ -80,6 +87,47 @@ def save(ds: xr.Dataset, path, *, overwrite: bool | None = None, progress: bool 
             write = out.to_netcdf(tmp, engine=_ENGINE, compute=False)
             _compute(write, progress)  # the dask parts, then the file is closed
     return path
+
+
+def _is_udunits(units: str) -> bool:
+    """Whether ``units`` reads as a UDUNITS unit ("1", "s", "m s-1", "days since 2000-01-01"), not prose."""
+    import re
+
+    if not units or not re.fullmatch(r"[A-Za-z0-9_ .*/^()+:\-]+", units):
+        return False
+    words = re.findall(r"[A-Za-z]{3,}", units)
+    return all(w in _UNIT_WORDS for w in words)
+
+
+def cf_conventions(ds: xr.Dataset) -> xr.Dataset:
+    """A shallow copy of ``ds`` following CF-1.10: ``Conventions``, and every numeric variable with
+    UDUNITS ``units``.
+
+    Missing units become "1" (dimensionless, or undeclared: the catalogue's
+    states and times are dimensionless); prose in ``units`` ("state units",
+    "Lyapunov times") moves into ``long_name`` and the units become the
+    Dataset's ``state_units``/``time_units`` attrs for "state units"/"time
+    units", else "1". String variables get no units.
+    """
+    out = ds.copy(deep=False)
+    for name, var in out.variables.items():
+        if var.dtype.kind in "USO":  # names and labels carry no units
+            continue
+        attrs = dict(var.attrs)
+        units = attrs.get("units")
+        if units is None:
+            attrs["units"] = "1"
+        elif not _is_udunits(str(units)):
+            prose = str(units)
+            long_name = str(attrs.get("long_name", name))
+            attrs["long_name"] = f"{long_name} (in {prose})"
+            if prose in ("state units", "time units"):
+                attrs["units"] = str(ds.attrs.get(prose.replace(" ", "_"), "1"))
+            else:
+                attrs["units"] = "1"
+        var.attrs = attrs
+    out.attrs["Conventions"] = CONVENTIONS
+    return out
 
 
 def _stream_zarr(ds: xr.Dataset, store: Path, progress: bool) -> None:

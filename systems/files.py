@@ -6,7 +6,11 @@
   ``OSError`` saying "no space left on <path>".
 - :func:`remove_stale_temps` deletes temporaries left by a killed writer.
 - :class:`FolderLock` makes a second run into the same output folder refuse
-  with a clear message instead of overwriting the first one's files.
+  with a clear message instead of overwriting the first one's files; its
+  ``.dynfit.lock`` file is removed when the run ends (also on failure).
+
+Files get the permissions the umask gives a new file (0644 under umask
+022), also when they replace one, so that colleagues can read them.
 """
 from __future__ import annotations
 
@@ -82,6 +86,30 @@ def _explain(err: OSError, path: Path) -> OSError:
     return err
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (Linux /proc); else by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # pragma: no cover - platforms without /proc
+    os.umask(mask)
+    return mask
+
+
+def _give_mode(tmp: Path) -> None:
+    """The mode a new file gets from the umask: 0666 & ~umask (mkstemp gives 0600)."""
+    if tmp.is_dir() or tmp.is_symlink():
+        return
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+    except OSError:  # pragma: no cover - a file system without modes
+        pass
+
+
 def _nearly_full(folder: Path, margin: int = 64 * 1024) -> bool:
     """Whether the file system of ``folder`` has less than ``margin`` bytes left."""
     try:
@@ -130,6 +158,7 @@ def atomic_path(path, *, suffix: str | None = None, directory: bool = False) -> 
         tmp.unlink()
     try:
         yield tmp
+        _give_mode(tmp)  # mkstemp made it 0600: readable by its owner only
         _fsync_tree(tmp)
         if directory and path.exists():
             old = path.with_name(f"{TEMP_PREFIX}{path.name}-old-{os.getpid()}")
@@ -201,7 +230,9 @@ class FolderLock:
 
     Use as a context manager; a second process asking for the same folder gets
     :class:`FolderLockedError` naming the holder's pid. The lock dies with its
-    process (kill -9 included), so a killed run never blocks a resume.
+    process (kill -9 included), so a killed run never blocks a resume. Release
+    (the end of the ``with`` block, also by an exception) removes the file;
+    only a killed process leaves it, and the next run takes it over.
     """
 
     NAME = ".dynfit.lock"
@@ -215,19 +246,27 @@ class FolderLock:
         import fcntl
 
         ensure_folder(self.folder)
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise _explain(err, self.path) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        while True:
             try:
-                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            finally:
-                os.close(fd)
-            raise FolderLockedError(f"{self.folder} is in use by another dynfit run (pid {holder}); "
-                                    "wait for it to finish or choose another output folder") from None
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise _explain(err, self.path) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+                finally:
+                    os.close(fd)
+                raise FolderLockedError(f"{self.folder} is in use by another dynfit run (pid {holder}); "
+                                        "wait for it to finish or choose another output folder") from None
+            try:  # the holder before us may have removed the file between our open and our flock
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except OSError:
+                same = False
+            if same:
+                break
+            os.close(fd)
         with contextlib.suppress(OSError):  # the pid is for messages only (a full disk must not stop here)
             os.ftruncate(fd, 0)
             os.write(fd, str(os.getpid()).encode())
@@ -238,6 +277,8 @@ class FolderLock:
         if self._fd is not None:
             import fcntl
 
+            with contextlib.suppress(OSError):  # removed while still held: a waiter sees a new file
+                os.unlink(self.path)
             with contextlib.suppress(OSError):
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

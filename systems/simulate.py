@@ -403,4 +403,6 @@ def _to_dataset(system, x, t, method, rtol, atol, dt, seed, transient, noise, su
     )
     ds["x"].attrs["long_name"] = f"state of {system.name}"
     ds["time"].attrs["long_name"] = "time"
-    return ds
+    from .dataset import cf_conventions  # units "1": the catalogue's states and times are dimensionless
+
+    return cf_conventions(ds)
