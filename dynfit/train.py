@@ -42,14 +42,17 @@ HISTORY_UNITS = {"loss": "squared standardised units", "misfit": "standardised u
 
 def fit(data: Any, *, windows=None, model=None, optimizer=None, loop=None, checkpoint=None,
         strategy: Any = DEFAULT_STRATEGY, strategy_options: dict | None = None, provenance: dict | None = None,
-        **options):
+        embed=None, **options):
     """Train a surrogate; returns (Surrogate, history xarray.Dataset over ``epoch``).
 
     data: a systems Dataset, an xarray Dataset/DataArray (trajectory, time,
     component) or numpy (T, D) / (N, T, D). strategy: a name from
     ``dynfit.strategies.names()`` (with ``strategy_options``) or a Strategy;
     the default, "continuous", is the best setting we have (docs/training.md).
-    provenance: extra attrs for the model and the history.
+    provenance: extra attrs for the model and the history. embed: a
+    :class:`dynfit.DelayEmbedding` for data that observe fewer variables than
+    the system has (the observations and their delayed copies form the state;
+    docs/your_data.md); 1-D data without it are refused.
 
     Settings: the objects ``windows`` (:class:`~dynfit.config.WindowSettings`),
     ``model`` (``ModelSettings``), ``optimizer`` (``OptimizerSettings``, or
@@ -82,7 +85,7 @@ def fit(data: Any, *, windows=None, model=None, optimizer=None, loop=None, check
     settings = fit_settings(windows=windows, model=model, optimizer=optimizer, loop=loop, checkpoint=checkpoint,
                             **options)
     strat = _strategies.get(strategy, **(strategy_options or {}))
-    run = _Run(settings, strat, *_prepare_data(data, settings))
+    run = _Run(settings, strat, *_prepare_data(data, settings, embed))
     _build_model(run)
     _build_optimizer(run)
     _open_checkpoint(run)
@@ -135,10 +138,17 @@ class _Run:
 
 
 # ------------------------------------------------------------------ the steps
-def _prepare_data(data, settings: FitSettings):
-    """(trajectories (N, T, D), dt, attrs, scaler): checked, with the standardisation of all of them."""
+def _prepare_data(data, settings: FitSettings, embed=None):
+    """(trajectories (N, T, D), dt, attrs, scaler): checked (delay-embedded with ``embed``), with the
+    standardisation of all of them; attrs carry the component names and units."""
+    from .data import data_attrs
+    from .embedding import check_embed, prepare_state
+
     w = settings.windows
+    embed = check_embed(embed)
     trajectories, dt, attrs = as_trajectories(data, dt=w.dt)
+    attrs = {**attrs, **data_attrs(data, trajectories.shape[2])}
+    trajectories, attrs = prepare_state(trajectories, dt, attrs, embed, settings.model.field)
     n_time, dim = trajectories.shape[1], trajectories.shape[2]
     if n_time < w.horizon + 1:
         raise ValueError(f"trajectories have {n_time} samples but a window of horizon {w.horizon} needs "
@@ -221,7 +231,8 @@ def _provenance(run: _Run) -> None:
     s = run.settings
     run.meta = {"system": run.attrs.get("system", "unknown"), "dt": run.dt, "strategy": run.strat.name,
                 "optimizer": s.optimizer.optimizer, "seed": int(s.model.seed), "device": str(run.device)}
-    for key in ("params", "lyapunov_time"):
+    for key in ("params", "lyapunov_time", "components", "state_units", "time_units", "embedding",
+                "observed_components", "time_offset"):
         if key in run.attrs:
             run.meta[key] = run.attrs[key]
 
@@ -500,6 +511,14 @@ def _finite(field, loss) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in field.parameters())
 
 
+def _history_attrs(var: str) -> dict:
+    """CF attrs of a history variable: UDUNITS units ("s" or "1"), the prose of HISTORY_UNITS in long_name."""
+    name = var.replace("_", " ")
+    if var == "wall_time":
+        return {"units": "s", "long_name": "wall-clock time of the epoch"}
+    return {"units": "1", "long_name": f"{name} ({HISTORY_UNITS[var]})" if var in HISTORY_UNITS else name}
+
+
 def _history_dataset(rows: list[dict], attrs: dict):
     import xarray as xr
 
@@ -510,7 +529,7 @@ def _history_dataset(rows: list[dict], attrs: dict):
         dtype = np.int64 if var in ("max_substeps", "n_f_evals", "horizon", "retries", "restarts") else np.float64
         vals = [0 if (v is None and dtype is np.int64) else (np.nan if v is None else v) for v in vals]
         data[var] = ("epoch", np.asarray(vals, dtype=dtype) if n else np.zeros(0, dtype),
-                     {"units": HISTORY_UNITS[var]} if var in HISTORY_UNITS else {})
+                     _history_attrs(var))
     clean = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))}
     return xr.Dataset(data, coords={"epoch": np.arange(n)}, attrs=clean)
 
