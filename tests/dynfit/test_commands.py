@@ -67,8 +67,11 @@ def test_evaluate_bad_files(files):
         run(["evaluate", files["root"] / "missing.pt", files["test"], "--out", files["root"] / "bad"])
     with pytest.raises(ValueError, match="not a dynfit model"):
         run(["evaluate", files["history"], files["test"], "--out", files["root"] / "bad"])
-    with pytest.raises(ValueError, match="not a systems trajectory file"):
+    with pytest.raises(ValueError, match="needs one variable x"):
         run(["evaluate", files["model"], files["history"], "--out", files["root"] / "bad"])
+    with pytest.raises(ValueError, match="pass dt="):
+        np.save(files["root"] / "nodt.npy", np.zeros((2, 50, 3)))
+        run(["evaluate", files["model"], files["root"] / "nodt.npy", "--out", files["root"] / "bad"])
 
 
 def test_compare_from_config_with_flag_override(files, tmp_path):
@@ -158,3 +161,68 @@ def test_evaluation_defaults_exist_once():
     assert COMPARE_DEFAULTS["evaluate"]["horizon"] == EVALUATE_DEFAULTS["horizon"]
     # the default held-out data outlast the default horizon on Lorenz'63 (lyapunov time 1 / 0.9056)
     assert cfg["test"]["n_steps"] * cfg["data"]["dt"] >= EVALUATE_DEFAULTS["horizon"] / 0.9056
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".nc", ".zarr"])
+def test_evaluate_user_data_from_anywhere(files, tmp_path, capsys, suffix):
+    """Trajectories without a system name: scored against themselves, Lyapunov time estimated or given."""
+    x = systems.simulate("lorenz63", n_traj=2, n_steps=300, dt=0.01, seed=2, transient=2.0)["x"].values
+    path = tmp_path / "elsewhere" / f"mine{suffix}"
+    path.parent.mkdir()
+    if suffix == ".npy":
+        np.save(path, x)
+    else:
+        ds = xr.Dataset({"x": (("trajectory", "time", "component"), x)},
+                        coords={"time": np.arange(300) * 0.01, "component": ["u", "v", "w"]})
+        ds.to_netcdf(path) if suffix == ".nc" else ds.to_zarr(path)
+    out = tmp_path / "ev"
+    flags = ["--dt", "0.01"] if suffix == ".npy" else []
+    assert run(["evaluate", files["model"], path, "--out", out, "--lyapunov-time", "1.1", *flags,
+                *EVAL_FLAGS]) == 0
+    ds = load_diagnostics(out / "diagnostics.nc")
+    assert ds.attrs["mode"] == "data only" and ds.attrs["lyapunov_time_source"] == "given"
+    assert "vpt_capped" in ds and (out / "attractor.png").stat().st_size > 1000
+    assert "given" in capsys.readouterr().out
+
+
+def test_capped_vpt_printed_as_lower_bound(files, tmp_path, capsys):
+    """A free run that never leaves the threshold within the horizon is printed as '>= ... (capped)'."""
+    from dynfit import Surrogate
+
+    x0 = systems.simulate("lorenz63", n_traj=2, n_steps=2, dt=0.01, seed=2, transient=2.0)["x"].values[:, 0]
+    np.save(tmp_path / "x.npy", Surrogate.load(files["model"]).generate(x0, 300))  # the model's own runs
+    # a Lyapunov time of 100 time units: a 2-LT horizon is longer than the data, every run reaches the end
+    with pytest.warns(RuntimeWarning, match="data's end"):
+        run(["evaluate", files["model"], tmp_path / "x.npy", "--dt", "0.01", "--out", tmp_path / "o",
+             "--lyapunov-time", "100", *EVAL_FLAGS])
+    assert "(capped)" in capsys.readouterr().out
+
+
+def test_train_from_npy_keeps_and_evaluates_the_held_out_part(tmp_path, capsys):
+    from dynfit.cli import main
+
+    x = systems.simulate("lorenz63", n_traj=3, n_steps=400, dt=0.01, seed=1, transient=2.0)["x"].values
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "c.toml").write_text(
+        f'[data]\npath = "{tmp_path / "x.npy"}"\ndt = 0.01\nsplit_fraction = 0.67\n'
+        '[field]\nkind = "mlp"\nwidth = 8\n[train]\nepochs = 5\nlbfgs_iterations = 2\n'
+        '[strategy]\nname = "fehlberg"\n')
+    out = tmp_path / "out"
+    assert main(["train", str(tmp_path / "c.toml"), "--out", str(out), "--epochs", "1", "--no-progress"]) == 0
+    assert xr.load_dataset(out / "history.nc").sizes["epoch"] == 1
+    held = xr.load_dataset(out / "held_out.nc")
+    assert held["x"].shape[2] == 3 and 0 < held["x"].size < x.size  # the part not trained on, kept
+    diag = load_diagnostics(out / "diagnostics.nc")
+    assert diag.attrs["mode"] == "data only" and "vpt_capped" in diag
+    for name in ("training", "attractor", "error_growth", "time_series"):
+        assert (out / f"{name}.png").stat().st_size > 1000
+    assert "held-out part" in capsys.readouterr().out
+
+
+def test_version_flag(capsys):
+    from dynfit import __version__
+    from dynfit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and __version__ in capsys.readouterr().out
