@@ -7,7 +7,10 @@ is None and matplotlib runs interactively with a GUI backend. Figures are made
 without pyplot otherwise, so they are safe under Agg and in loops.
 
 Truth is drawn black and solid, the surrogate orange and dashed (or with
-crosses), in every figure.
+crosses), in every figure; where both are clouds of points the truth is drawn
+on top, both subsampled and translucent, so each stays visible. Every axis
+is labelled with the data's component names and has its own scale (angles
+and velocities never share a colour or axis scale).
 """
 from __future__ import annotations
 
@@ -23,12 +26,15 @@ from systems.files import ensure_folder
 
 from .tables import check_compare
 
-__all__ = ["plot_attractor", "plot_error_growth", "plot_time_series", "plot_training",
+__all__ = ["plot_attractor", "plot_density", "plot_space_time", "plot_error_growth", "plot_time_series",
+           "plot_training",
            "plot_error_vs_evaluations", "plot_return_map", "plot_diagnostics", "plot_vpt", "plot_compare"]
 
 TRUTH = dict(color="black", linestyle="-", label="truth")
 SURROGATE = dict(color="tab:orange", linestyle="--", label="surrogate")
 _NON_GUI = ("agg", "pdf", "ps", "svg", "pgf", "cairo", "template")
+MAX_PAIRS_COMPONENTS = 4  # pairwise projections of at most this many components (the leading ones)
+MAX_POINTS = 4000  # points per source in a projection (a seeded subsample of the long run)
 
 
 # ------------------------------------------------------------------ helpers
@@ -98,82 +104,147 @@ def _vpt_at(ds, threshold):
 def plot_attractor(ds: xr.Dataset, path=None, *, show=None):
     """Attractor of truth and surrogate from the long runs of ``evaluate``.
 
-    3 components: 3-D views side by side (same axes limits) and the three 2-D
-    projections with both overlaid. 2 components: the 2-D plane. More than 3:
-    space-time plots (time in Lyapunov times against component) of the first
-    rollout, truth, surrogate and their difference.
+    Pairwise 2-D projections of the components (of the first
+    MAX_PAIRS_COMPONENTS = 4 for more), each axis in its component's name
+    and scale (the truth's range), truth drawn over the surrogate as
+    subsampled points; with 3 components also the two 3-D views side by side.
+    Surrogate samples outside the truth's frame are counted in the title.
     """
-    _need(ds, ["long_run", "truth", "prediction"], "plot_attractor")
+    _need(ds, ["long_run"], "plot_attractor")
     comps = [str(c) for c in ds["component"].values]
     dim = len(comps)
     units = _units(ds["long_run"])
-    if dim > 3:
-        return _space_time(ds, path, show)
     tr, su = _long_runs(ds)
     lo, hi = _limits(tr)
     inside = np.all(np.isfinite(su), 1) & np.all((su >= lo) & (su <= hi), 1)
     su_in = np.where(inside[:, None], su, np.nan)
     note = "" if inside.all() else f" ({100 * (1 - inside.mean()):.0f}% of the run outside the frame)"
-    if dim < 3:
-        fig, shown = _figure((6, 5), show)
-        ax = fig.add_subplot(1, 1, 1)
-        _projection(ax, tr, su_in, 0, min(1, dim - 1), comps, units, lo, hi)
-        for line in ax.legend(loc="upper right").get_lines():
-            line.set_linewidth(2.0)
-        fig.suptitle(f"{ds.attrs.get('system', '')} attractor{note}")
-        return _finish(fig, path, shown)
-    fig, shown = _figure((13, 9), show)
-    gs = fig.add_gridspec(2, 6, height_ratios=[1.25, 1], hspace=0.3, wspace=0.9)
-    for j, (x, style, title) in enumerate(((tr, TRUTH, "truth"), (su_in, SURROGATE, "surrogate" + note))):
-        ax = fig.add_subplot(gs[0, 3 * j:3 * j + 3], projection="3d")
-        ax.plot(x[:, 0], x[:, 1], x[:, 2], color=style["color"], lw=0.4, alpha=0.8)
-        ax.set_xlim(lo[0], hi[0])
-        ax.set_ylim(lo[1], hi[1])
-        ax.set_zlim(lo[2], hi[2])
-        for setter, c in zip((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel), comps):
-            setter(f"{c} [{units}]")
-        ax.set_title(title, color=style["color"])
-    for j, (a, b) in enumerate(((0, 1), (0, 2), (1, 2))):
-        ax = fig.add_subplot(gs[1, 2 * j:2 * j + 2])
-        _projection(ax, tr, su_in, a, b, comps, units, lo, hi)
+    tr_s, su_s = _subsample(tr), _subsample(su_in)
+    lead = list(range(min(dim, MAX_PAIRS_COMPONENTS)))
+    pairs = [(a, b) for i, a in enumerate(lead) for b in lead[i + 1:]] or [(0, 0)]
+    cols = min(len(pairs), 3)
+    rows = -(-len(pairs) // cols)
+    top = 1 if dim == 3 else 0
+    fig, shown = _figure((4.6 * cols, 4.2 * (rows + 1.2 * top)), show)
+    gs = fig.add_gridspec(rows + top, 2 * cols, height_ratios=[1.25] * top + [1] * rows, hspace=0.35,
+                          wspace=0.9)
+    if top:
+        for j, (x, style, title) in enumerate(((tr, TRUTH, "truth"), (su_in, SURROGATE, "surrogate" + note))):
+            ax = fig.add_subplot(gs[0, j * cols:(j + 1) * cols], projection="3d")
+            ax.plot(x[:, 0], x[:, 1], x[:, 2], color=style["color"], lw=0.4, alpha=0.8)
+            ax.set_xlim(lo[0], hi[0])
+            ax.set_ylim(lo[1], hi[1])
+            ax.set_zlim(lo[2], hi[2])
+            for setter, c in zip((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel), comps):
+                setter(f"{c} [{units}]")
+            ax.set_title(title, color=style["color"])
+    for j, (a, b) in enumerate(pairs):
+        ax = fig.add_subplot(gs[top + j // cols, 2 * (j % cols):2 * (j % cols) + 2])
+        _projection(ax, tr_s, su_s, a, b, comps, units, lo, hi)
         if j == 0:
-            leg = ax.legend(loc="upper left", fontsize="small")
-            for line in leg.get_lines():
-                line.set_linewidth(2.0)
+            leg = ax.legend(loc="upper left", fontsize="small", markerscale=8)
+            for h in leg.legend_handles:
+                h.set_alpha(1.0)
+    shown_comps = "" if dim <= MAX_PAIRS_COMPONENTS else f"; pairs of the first {MAX_PAIRS_COMPONENTS} of {dim}"
     fig.suptitle(f"{ds.attrs.get('system', '')}: long free run of the surrogate against the truth "
-                 f"({ds.sizes['long_time']} samples, dt = {ds.attrs.get('dt', '?')})")
+                 f"({ds.sizes['long_time']} samples, dt = {ds.attrs.get('dt', '?')}{shown_comps}){note}")
     return _finish(fig, path, shown)
 
 
+def _subsample(x: np.ndarray, n: int = MAX_POINTS) -> np.ndarray:
+    """At most n rows of x, a seeded draw (the same rows for the same length)."""
+    if x.shape[0] <= n:
+        return x
+    return x[np.sort(np.random.default_rng(0).choice(x.shape[0], n, replace=False))]
+
+
 def _projection(ax, tr, su, a, b, comps, units, lo, hi):
-    ax.plot(tr[:, a], tr[:, b], color=TRUTH["color"], lw=0.4, alpha=0.7, label="truth")
-    ax.plot(su[:, a], su[:, b], color=SURROGATE["color"], lw=0.4, alpha=0.7, linestyle="--",
-            label="surrogate")
+    """Surrogate points under truth points (both translucent), in the truth's frame."""
+    ax.plot(su[:, a], su[:, b], ".", color=SURROGATE["color"], ms=1.5, alpha=0.35, zorder=1,
+            label="surrogate", rasterized=True)
+    ax.plot(tr[:, a], tr[:, b], ".", color=TRUTH["color"], ms=1.0, alpha=0.35, zorder=2, label="truth",
+            rasterized=True)
     ax.set_xlim(lo[a], hi[a])
     ax.set_ylim(lo[b], hi[b])
     ax.set_xlabel(f"{comps[a]} [{units}]")
-    ax.set_ylabel(f"{comps[b]} [{units}]")
+    ax.set_ylabel(f"{comps[b]} [{units}]" if a != b else "")
 
 
-def _space_time(ds, path, show):
+def plot_density(ds: xr.Dataset, path=None, *, bins: int = 40, max_components: int = 10, show=None):
+    """Per-component histograms of the long runs: truth (black) against surrogate (orange).
+
+    One panel per component (the first ``max_components``), each on its own
+    axis (the truth's range); the per-component Wasserstein distance and the
+    density divergence of ``evaluate`` in the titles when present.
+    """
+    _need(ds, ["long_run"], "plot_density")
+    bins = checks.integer("bins", bins, minimum=2)
+    comps = [str(c) for c in ds["component"].values][:max_components]
+    tr, su = _long_runs(ds)
+    units = _units(ds["long_run"])
+    cols = min(len(comps), 5)
+    rows = -(-len(comps) // cols)
+    fig, shown = _figure((3.4 * cols, 2.9 * rows + 0.6), show)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes[len(comps):]:
+        ax.set_visible(False)
+    for i, (ax, c) in enumerate(zip(axes, comps)):
+        lo, hi = _limits(tr[:, i:i + 1])
+        edges = np.linspace(lo[0], hi[0], bins + 1)
+        s = su[:, i][np.isfinite(su[:, i])]
+        ax.hist(s, bins=edges, density=True, color=SURROGATE["color"], alpha=0.45, label="surrogate")
+        ax.hist(tr[:, i], bins=edges, density=True, histtype="step", color=TRUTH["color"], lw=1.4,
+                label="truth")
+        title = c
+        if "wasserstein" in ds:
+            title += f"  (W1 {float(ds['wasserstein'].values[i]):.2g} std)"
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel(f"{c} [{units}]")
+        ax.set_yticks([])
+    axes[0].set_ylabel("density")
+    axes[0].legend(fontsize="small")
+    extra = f"; density divergence {float(ds['density_divergence']):.3g} nats" if "density_divergence" in ds else ""
+    fig.suptitle(f"{ds.attrs.get('system', '')}: distribution of each component, long runs{extra}")
+    fig.tight_layout()
+    return _finish(fig, path, shown)
+
+
+def plot_space_time(ds: xr.Dataset, path=None, *, start: int = 0, show=None):
+    """Space-time plot of one rollout: truth, surrogate and their difference, component against time.
+
+    Each component is divided by its attractor standard deviation (``std``),
+    so angles and velocities share one colour scale in units of their own
+    spread; rows are labelled with the component names.
+    """
+    _need(ds, ["truth", "prediction"], "plot_space_time")
+    checks.integer("start", start, minimum=0, maximum=ds.sizes["start"] - 1,
+                   fix=f"pick one of the {ds.sizes['start']} rollouts of the Dataset")
+    comps = [str(c) for c in ds["component"].values]
     t = ds["time"].values
-    tr = ds["truth"].isel(start=0).values
-    su = ds["prediction"].isel(start=0).values
-    fig, shown = _figure((13, 7), show)
+    tr = ds["truth"].isel(start=start).values
+    su = ds["prediction"].isel(start=start).values
+    std = ds["std"].values if "std" in ds else np.nanstd(tr, 0)
+    std = np.where(std > 0, std, 1.0)
+    mean = np.nanmean(ds["long_run"].values[0], 0) if "long_run" in ds else np.nanmean(tr, 0)
+    fig, shown = _figure((13, 2.4 + 0.25 * len(comps) * 3), show)
     axes = fig.subplots(3, 1, sharex=True)
-    vmax = np.nanmax(np.abs(tr))
-    ext = (t[0], t[-1], -0.5, tr.shape[1] - 0.5)
-    for ax, x, title in ((axes[0], tr, "truth"), (axes[1], su, "surrogate"), (axes[2], su - tr, "surrogate - truth")):
-        im = ax.imshow(x.T, aspect="auto", origin="lower", extent=ext, cmap="RdBu_r", vmin=-vmax, vmax=vmax,
+    ext = (t[0], t[-1], -0.5, len(comps) - 0.5)
+    for ax, x, title in ((axes[0], (tr - mean) / std, "truth"), (axes[1], (su - mean) / std, "surrogate"),
+                         (axes[2], (su - tr) / std, "surrogate - truth")):
+        im = ax.imshow(x.T, aspect="auto", origin="lower", extent=ext, cmap="RdBu_r", vmin=-3, vmax=3,
                        interpolation="nearest")
-        ax.set_ylabel("component index")
+        ax.set_yticks(range(len(comps)))
+        ax.set_yticklabels(comps, fontsize="small" if len(comps) > 8 else "medium")
         ax.set_title(title)
-        fig.colorbar(im, ax=ax, label=f"state [{_units(ds['truth'])}]")
-    _, vpt, _ = _vpt_at(ds, 0.4)
-    for ax in axes:
-        ax.axvline(vpt[0], color="black", linestyle="--", lw=1.5)
+        fig.colorbar(im, ax=ax, label="(state - mean) / std [1]" if title != "surrogate - truth" else
+                     "difference / std [1]")
+    if "vpt" in ds:
+        _, vpt, _ = _vpt_at(ds, 0.4)
+        for ax in axes:
+            ax.axvline(vpt[start], color="black", linestyle="--", lw=1.5)
     axes[-1].set_xlabel("time [Lyapunov times] (dashed line: VPT at threshold 0.4)")
-    fig.suptitle(f"{ds.attrs.get('system', '')}: space-time plot of rollout 0")
+    fig.suptitle(f"{ds.attrs.get('system', '')}: space-time plot of rollout {start}, each component in units "
+                 "of its own standard deviation")
     return _finish(fig, path, shown)
 
 
@@ -336,6 +407,9 @@ def plot_training(history: xr.Dataset, path=None, *, show=None):
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes[len(panels):]:
         ax.set_visible(False)
+    marker = {"marker": "o", "markersize": 4} if len(ep) <= 30 else {}  # short histories: every epoch a point
+    for ax in axes[:len(panels)]:
+        _epoch_axis(ax, ep)
     for k, (label, sel) in enumerate(_groups(history)):
         sub = history.sel(sel)
         for ax, (var, ylabel, scale, log) in zip(axes, panels):
@@ -344,9 +418,9 @@ def plot_training(history: xr.Dataset, path=None, *, show=None):
                 y = y.transpose("seed", "epoch").values
                 ax.fill_between(ep, np.nanmin(y, 0), np.nanmax(y, 0), color=_color(k), alpha=0.2)
                 ax.plot(ep, np.nanmedian(y, 0), lw=1.6, label=f"{label} (median of {y.shape[0]} seeds)",
-                        **_style(k))
+                        **marker, **_style(k))
             else:
-                ax.plot(ep, y.values, lw=1.6, label=label, **_style(k))
+                ax.plot(ep, y.values, lw=1.6, label=label, **marker, **_style(k))
             ax.set_ylabel(ylabel)
             ax.set_xlabel("epoch")
             if log:
@@ -357,6 +431,15 @@ def plot_training(history: xr.Dataset, path=None, *, show=None):
     fig.suptitle("training: loss and what the solver did, per epoch")
     fig.tight_layout()
     return _finish(fig, path, shown)
+
+
+def _epoch_axis(ax, ep) -> None:
+    """Integer epoch ticks; one epoch gets a frame around its point instead of an empty axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+    if len(ep) == 1:
+        ax.set_xlim(float(ep[0]) - 1, float(ep[0]) + 1)
 
 
 def plot_error_vs_evaluations(history: xr.Dataset, path=None, *, error: str = "loss",
@@ -399,11 +482,16 @@ def plot_error_vs_evaluations(history: xr.Dataset, path=None, *, error: str = "l
 def plot_diagnostics(ds: xr.Dataset, outdir, *, show=False) -> dict:
     """Write every figure of an ``evaluate`` Dataset to ``outdir``; returns {name: path}.
 
-    The return map is drawn for systems with a component named "z".
+    attractor (pairwise projections), density (per-component histograms),
+    error_growth, time_series; space_time for more than 3 components; the
+    return map for systems with a component named "z".
     """
     outdir = Path(outdir)
     paths = {}
-    jobs = {"attractor": plot_attractor, "error_growth": plot_error_growth, "time_series": plot_time_series}
+    jobs = {"attractor": plot_attractor, "density": plot_density, "error_growth": plot_error_growth,
+            "time_series": plot_time_series}
+    if ds.sizes.get("component", 0) > 3 and "truth" in ds:
+        jobs["space_time"] = plot_space_time
     if "z" in [str(c) for c in ds["component"].values]:
         jobs["return_map"] = plot_return_map
     for name, fn in jobs.items():

@@ -85,7 +85,7 @@ def test_error_vs_evaluations_without_epochs(tmp_path):
 
 def test_plot_diagnostics_writes_all(tmp_path):
     paths = plot.plot_diagnostics(_diagnostics(), tmp_path)
-    assert set(paths) == {"attractor", "error_growth", "time_series", "return_map"}
+    assert set(paths) == {"attractor", "density", "error_growth", "time_series", "return_map"}
     assert all(p.exists() for p in paths.values())
 
 
@@ -103,3 +103,76 @@ def test_bad_input():
         plot.plot_return_map(_diagnostics(), component="w")
     with pytest.raises(ValueError, match="start"):
         plot.plot_time_series(_diagnostics(), start=99)
+
+
+# ------------------------------------------------------------------ any dimension
+
+def _named(dim):
+    ds = _diagnostics(dim=dim)
+    names = [f"angle{i}" if i % 2 == 0 else f"speed{i}" for i in range(dim)]
+    ds = ds.assign_coords(component=names)
+    scale = np.where(np.arange(dim) % 2 == 0, 0.1, 50.0)  # angles and velocities, very different scales
+    for v in ("truth", "prediction", "long_run"):
+        ds[v] = ds[v] * scale
+    ds["std"] = ("component", ds["long_run"].isel(source=0).std("long_time").values)
+    ds["wasserstein"] = ("component", np.full(dim, 0.1))
+    return ds, names
+
+
+@pytest.mark.parametrize("dim, n_pairs", [(2, 1), (3, 3), (4, 6), (10, 6)])
+def test_attractor_pairs_with_names(dim, n_pairs, tmp_path):
+    ds, names = _named(dim)
+    fig = plot.plot_attractor(ds, tmp_path / "a.png")
+    flat = [ax for ax in fig.axes if ax.name != "3d"]
+    assert len(flat) == n_pairs
+    for ax in flat:  # every axis has its component's own frame: the truth's range, not a shared one
+        a = names.index(ax.get_xlabel().split(" [")[0])
+        lo, hi = ax.get_xlim()
+        span = float(ds["long_run"].isel(source=0, component=a).max() - ds["long_run"].isel(
+            source=0, component=a).min())
+        assert span <= hi - lo <= 1.3 * span
+    lines = flat[0].get_lines()  # the truth is drawn over the surrogate
+    truth = next(ln for ln in lines if ln.get_label() == "truth")
+    sur = next(ln for ln in lines if ln.get_label() == "surrogate")
+    assert truth.get_zorder() > sur.get_zorder() and truth.get_alpha() < 1
+    assert len(truth.get_xdata()) <= plot.MAX_POINTS
+
+
+@pytest.mark.parametrize("dim", [3, 4, 10])
+def test_density_panel_per_component(dim, tmp_path):
+    ds, names = _named(dim)
+    fig = plot.plot_density(ds, tmp_path / "d.png")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_xlabel().split(" [")[0] for ax in visible] == names
+    assert (tmp_path / "d.png").stat().st_size > 1000
+
+
+def test_space_time_scales_each_component_by_its_spread(tmp_path):
+    ds, names = _named(4)
+    fig = plot.plot_space_time(ds, tmp_path / "st.png")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+    img = ax.get_images()[0].get_array()
+    # angles (std ~0.7) and speeds (std ~350) both span a few units after scaling
+    spread = np.nanstd(np.asarray(img), axis=1)
+    assert np.all((spread > 0.2) & (spread < 5))
+    assert set(plot.plot_diagnostics(ds, tmp_path)) >= {"attractor", "density", "space_time"}
+
+
+def test_one_epoch_training_shows_a_point_and_integer_ticks(tmp_path):
+    hist = _history(epochs=1).isel(strategy=0, seed=0, drop=True)
+    fig = plot.plot_training(hist, tmp_path / "t.png")
+    ax = fig.axes[0]
+    line = ax.get_lines()[0]
+    assert len(line.get_xdata()) == 1 and line.get_marker() == "o"
+    lo, hi = ax.get_xlim()
+    assert lo < 0 < hi
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_long_history_integer_ticks_without_markers():
+    hist = _history(epochs=60).isel(strategy=0, seed=0, drop=True)
+    ax = plot.plot_training(hist).axes[0]
+    assert ax.get_lines()[0].get_marker() in ("None", None, "")
+    assert all(float(t).is_integer() for t in ax.get_xticks())
