@@ -52,9 +52,9 @@ class ProtocolSettings:
 
 SETTINGS = {
     "gilpin": ProtocolSettings(n_train=1, train_len=10 * POINTS_PER_PERIOD, n_starts=5, warmup=100,
-                               forecast_lt=25.0, max_forecast=5000, climate_len=5000),
-    "ensemble": ProtocolSettings(n_train=8, train_len=2000, n_starts=20, warmup=100, forecast_lt=25.0,
-                                 max_forecast=5000, climate_len=5000),
+                               forecast_lt=20.0, max_forecast=3000, climate_len=3000),
+    "ensemble": ProtocolSettings(n_train=8, train_len=2000, n_starts=20, warmup=100, forecast_lt=20.0,
+                                 max_forecast=3000, climate_len=3000),
 }
 QUICK = ProtocolSettings(n_train=2, train_len=300, n_starts=3, warmup=30, forecast_lt=3.0, max_forecast=300,
                          climate_len=400)

@@ -29,7 +29,7 @@ import xarray as xr
 
 from .scores import THRESHOLDS
 
-__all__ = ["Task", "run_task", "run_all", "result_path", "load_result", "FORMAT"]
+__all__ = ["Task", "run_task", "run_all", "result_path", "load_result", "code_fingerprint", "FORMAT"]
 
 FORMAT = "dynfit-benchmark-task-1"
 HARD_LIMIT_FACTOR = 3.0  # a task is killed after this many budgets plus HARD_LIMIT_MARGIN seconds
@@ -50,14 +50,45 @@ class Task:
     quick: bool = False
 
     def key(self) -> str:
-        from .. import __version__
-
-        doc = dict(asdict(self), format=FORMAT, version=__version__)
+        """A digest of everything that decides the task's numbers: the cell, and the code that computes
+        it (a stored result is reused only while both are unchanged)."""
+        doc = dict(asdict(self), format=FORMAT, code=code_fingerprint(self.method))
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
 
     @property
     def label(self) -> str:
         return f"{self.system} {self.method} noise {self.noise:g} seed {self.seed}"
+
+
+_CODE: dict[str, str] = {}
+
+
+def code_fingerprint(method: str) -> str:
+    """A digest of the sources that decide a method's numbers: the benchmark's protocols, scores and
+    adapters; for dynfit's own methods also every source of dynfit, systems and their common base;
+    for peers their installed versions."""
+    if method not in _CODE:
+        import importlib.metadata as md
+
+        here = Path(__file__).resolve().parent
+        files = [here / "protocols.py", here / "scores.py", here / "methods.py"]
+        extra = ""
+        if method.startswith("dynfit"):
+            root = here.parent.parent
+            for package in ("dynfit", "systems", "_dyncore"):
+                files += sorted(p for p in (root / package).rglob("*.py") if "benchmark" not in p.parts)
+        else:
+            for package in ("pysindy", "reservoirpy", "torch", "torchdiffeq"):
+                try:
+                    extra += f"{package}={md.version(package)};"
+                except md.PackageNotFoundError:
+                    pass
+        h = hashlib.sha256(extra.encode())
+        for f in files:
+            if f.is_file():
+                h.update(f.read_bytes())
+        _CODE[method] = h.hexdigest()[:16]
+    return _CODE[method]
 
 
 def _slug(text: str) -> str:
