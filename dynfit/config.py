@@ -33,11 +33,12 @@ ValueError naming its close matches; a value of the wrong type (``standardize =
 outside (0, 1), ``device`` other than cpu, cuda, cuda:N or auto) raises
 ValueError naming the key, the value and what is expected.
 
-``[data] dt``: the simulation step (default 0.01); for a ``.nc`` file its own
-``dt`` attribute is used unless ``dt`` is given (a conflict is an error); a
-``.npy`` file needs ``dt``. The held-out part (``split_fraction`` of the
-trajectories for training, the rest held out) is cut along time when the data
-hold a single trajectory.
+``[data] dt``: the simulation step (default 0.01); for a ``.nc`` file or
+``.zarr`` store its own ``dt`` attribute (or time coordinate) and for a
+``.csv`` file its ``time`` column are used unless ``dt`` is given (a conflict
+is an error); a ``.npy`` file needs ``dt`` (see :func:`read_trajectories`).
+The held-out part (``split_fraction`` of the trajectories for training, the
+rest held out) is cut along time when the data hold a single trajectory.
 
 Also here: the compare config's schema and defaults (``dynfit compare``) and
 ``EVALUATE_DEFAULTS``, the one set of defaults of ``dynfit.evaluate``.

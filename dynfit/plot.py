@@ -440,6 +440,7 @@ def _epoch_axis(ax, ep) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
     if len(ep) == 1:
         ax.set_xlim(float(ep[0]) - 1, float(ep[0]) + 1)
+        ax.set_xticks([float(ep[0])])
 
 
 def plot_error_vs_evaluations(history: xr.Dataset, path=None, *, error: str = "loss",
