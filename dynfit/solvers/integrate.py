@@ -1,26 +1,38 @@
 """odesolve: batched explicit Runge-Kutta with per-example step control and statistics.
 
-Three drivers share one stepper (:func:`dynfit.solvers.stepper.rk_step`):
-fixed steps (``step_size``), :class:`MixedNorm` (per-example adaptive steps,
-finished examples masked out) and :class:`PaperRule` (one attempt per output
-interval, uniform substeps where it is rejected).
+Three drivers share one stepper (:mod:`dynfit.solvers.stepper`): fixed steps
+(``step_size``), the step loop (per-example adaptive steps, finished examples
+masked out; controllers with ``driver = "step"``: :class:`MixedNorm`,
+:class:`PIController`) and the interval loop (one attempt per output interval,
+uniform substeps where it is rejected; ``driver = "interval"``: :class:`PaperRule`).
+The loops ask the controller for the error measure and the decision
+(:mod:`dynfit.solvers.control` describes the contract); they never compute either.
 """
 from __future__ import annotations
 
 import math
 import weakref
+from types import MappingProxyType
 from typing import Callable
 
 import torch
 
-from systems import checks
+from _dyncore import checks
 
-from .control import MixedNorm, PaperRule
+from .control import Controller, MixedNorm, check_controller
 from .solution import Solution, SolverError, Stats, Status, failure_message
 from .stepper import FieldCounter, _combo, _weights, rk_stages, rk_step
 from .tableau import METHODS, torch_tableau
 
-__all__ = ["odesolve"]
+__all__ = ["odesolve", "DEVICE_DEFAULTS"]
+
+#: odesolve's per-device defaults of ``sync_every`` and ``fused`` (a device not listed takes
+#: "cuda"'s): on a CPU a host read is free and fewer dispatched ops win; on a GPU fewer host
+#: reads and fewer kernel launches win (benchmarks/bench_solvers.py measures both)
+DEVICE_DEFAULTS = MappingProxyType({
+    "cpu": MappingProxyType({"sync_every": 1, "fused": False}),
+    "cuda": MappingProxyType({"sync_every": 8, "fused": True}),
+})
 
 _DEFAULT_CONTROL = MixedNorm(rtol=1e-6, atol=1e-6)
 
@@ -64,13 +76,15 @@ def _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_
                              "drop step_size (adaptive) or drop reference")
         checks.positive("step_size", step_size, fix="pass a positive step for fixed steps, or None for adaptive ones")
     else:
-        if not isinstance(control, (MixedNorm, PaperRule)):
-            raise TypeError(f"control must be MixedNorm(rtol, atol) or PaperRule(eps), got {type(control).__name__}")
+        check_controller(control)
         if not tab.adaptive:
-            raise ValueError(f"method {method!r} has no embedded error estimate: pass step_size=... for fixed steps, "
-                             f"or use an adaptive method ({[m for m in METHODS if torch_tableau(m).adaptive]})")
-    checks.integer("max_steps", max_steps, minimum=1, fix="pass the most steps an example may take, e.g. 10000")
-    checks.positive("h0", h0, optional=True, fix="pass a positive first step, or None to choose it automatically")
+            adaptive = [m for m in METHODS if torch_tableau(m).adaptive]
+            raise ValueError(f"method {method!r} has no embedded error estimate: pass step_size=... "
+                             f"for fixed steps, or use an adaptive method ({adaptive})")
+    checks.integer("max_steps", max_steps, minimum=1,
+                   fix="pass the most steps an example may take, e.g. 10000")
+    checks.positive("h0", h0, optional=True,
+                    fix="pass a positive first step, or None to choose it automatically")
     ref = None
     if reference is not None:
         if not isinstance(reference, torch.Tensor):
@@ -91,7 +105,13 @@ def _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_
 
 # ----------------------------------------------------------------------------- helpers
 class _Tracker:
-    """Per-example statistics, and the outputs: rows of recorded (n, D) tensors, indexed by rec (T, B)."""
+    """Per-example statistics (B,) of a solve, and its outputs: the recorded rows (n, D)
+    (``records``, ``n_rows`` in all) and where each output sits among them (``rec`` (T + 1, B),
+    -1 where not reached; row T is a spare for unreached slots). The interval loop also fills
+    the per-interval histories ``hist_err``, ``hist_acc``, ``hist_sub`` (T - 1, B)."""
+
+    __slots__ = ("n_acc", "n_rej", "evals", "status", "substeps", "err", "acc_all", "h",
+                 "t_reached", "records", "n_rows", "rec", "hist_err", "hist_acc", "hist_sub")
 
     def __init__(self, y0: torch.Tensor, T: int):
         B, dev, dt = y0.shape[0], y0.device, y0.dtype
@@ -103,8 +123,17 @@ class _Tracker:
         self.h = torch.zeros(B, dtype=dt, device=dev)
         self.t_reached = torch.zeros(B, dtype=dt, device=dev)
         self.records, self.n_rows = [y0], B
-        self.rec = torch.full((T + 1, B), -1, dtype=torch.int64, device=dev)  # row T: a spare for unreached slots
+        self.rec = torch.full((T + 1, B), -1, dtype=torch.int64, device=dev)
         self.rec[0] = torch.arange(B, device=dev)
+        self.hist_err = self.hist_acc = self.hist_sub = None
+
+    def start_histories(self) -> None:
+        """Allocate the per-interval histories (T - 1, B) (interval loop)."""
+        (T1, B), dev = self.rec.shape, self.rec.device
+        shape = (T1 - 2, B)
+        self.hist_err = torch.full(shape, float("nan"), dtype=self.err.dtype, device=dev)
+        self.hist_acc = torch.zeros(shape, dtype=torch.bool, device=dev)
+        self.hist_sub = torch.zeros(shape, dtype=torch.int64, device=dev)
 
     def record(self, rows: torch.Tensor, pos: torch.Tensor, j: torch.Tensor, ex: torch.Tensor):
         """Output j[i] of example ex[i] is rows[pos[i]]; rows (n, D)."""
@@ -122,11 +151,12 @@ class _Tracker:
 
     def stats(self, counter: FieldCounter, method: str, control: str) -> Stats:
         return Stats(
-            n_steps=self.n_acc + self.n_rej, n_accepted=self.n_acc.clone(), n_rejected=self.n_rej.clone(),
-            error_rate=self.err, accepted=self.acc_all, substeps=self.substeps, h=self.h, status=self.status,
+            n_steps=self.n_acc + self.n_rej, n_accepted=self.n_acc.clone(),
+            n_rejected=self.n_rej.clone(), error_rate=self.err, accepted=self.acc_all,
+            substeps=self.substeps, h=self.h, status=self.status,
             n_f_evals_per_example=self.evals, n_f_evals=counter.calls, counter=counter,
-            method=method, control=control, interval_error_rate=getattr(self, "hist_err", None),
-            interval_accepted=getattr(self, "hist_acc", None), interval_substeps=getattr(self, "hist_sub", None),
+            method=method, control=control, interval_error_rate=self.hist_err,
+            interval_accepted=self.hist_acc, interval_substeps=self.hist_sub,
         )
 
 
@@ -137,8 +167,10 @@ def _rms(x: torch.Tensor, batch: bool = False) -> torch.Tensor:
     return x.square().mean(dim=1).sqrt()
 
 
-def _initial_step(counter, t0, y0, f0, direction, order, ctrl: MixedNorm) -> torch.Tensor:
-    """Hairer-Norsett-Wanner starting step per example (one extra evaluation); (B,) positive."""
+def _initial_step(counter, t0, y0, f0, direction, order, ctrl: Controller) -> torch.Tensor:
+    """Hairer-Norsett-Wanner starting step per example (one extra evaluation); (B,) positive.
+
+    Reads the controller's rtol, atol, norm and per_example (step-loop controllers)."""
     with torch.no_grad():
         y0, f0 = y0.detach(), f0.detach()
         scale = ctrl.atol + ctrl.rtol * y0.abs()
@@ -152,15 +184,12 @@ def _initial_step(counter, t0, y0, f0, direction, order, ctrl: MixedNorm) -> tor
         f1 = counter(tt, y0 + hs * f0)
         d2 = _rms((f1 - f0) / scale, batch) / h0
         dm = torch.maximum(d1, d2)
-        h1 = torch.where(dm <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / dm).pow(1.0 / (order + 1)))
+        h1 = torch.where(dm <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6),
+                         (0.01 / dm).pow(1.0 / (order + 1)))
         h = torch.minimum(100 * h0, h1)
-        h = torch.where(torch.isfinite(h), h, torch.full_like(h, 1e-6))  # NaN field: shrink from 1e-6 to NONFINITE
+        # a NaN field: start from 1e-6 and shrink to NONFINITE
+        h = torch.where(torch.isfinite(h), h, torch.full_like(h, 1e-6))
         return h if ctrl.per_example else h.min().expand_as(h).clone()
-
-
-def _finite_rows(y_hi: torch.Tensor, ks) -> torch.Tensor:
-    """(B,) True where the step and its last stage are finite."""
-    return torch.isfinite(y_hi.detach()).all(dim=1) & torch.isfinite(ks[-1].detach()).all(dim=1)
 
 
 def _retake_finite(counter, t, h, y, ks, tab, finite, per_ex: bool):
@@ -181,10 +210,11 @@ def _retake_finite(counter, t, h, y, ks, tab, finite, per_ex: bool):
 # ----------------------------------------------------------------------------- drivers
 def _solve_fixed(counter, y0, ts, tab, step_size, max_steps, tr: _Tracker):
     times = ts.tolist()
-    ns = [max(1, math.ceil(abs(b - a) / step_size * (1 - 1e-12))) for a, b in zip(times[:-1], times[1:])]
+    ns = [max(1, math.ceil(abs(b - a) / step_size * (1 - 1e-12)))
+          for a, b in zip(times[:-1], times[1:])]
     if sum(ns) > max_steps:
-        raise ValueError(f"step_size={step_size} needs {sum(ns)} steps over t, more than max_steps={max_steps}; "
-                         f"raise max_steps or the step size")
+        raise ValueError(f"step_size={step_size} needs {sum(ns)} steps over t, more than "
+                         f"max_steps={max_steps}; raise max_steps or the step size")
     B = y0.shape[0]
     y, k1 = y0, None
     alive = torch.ones(B, dtype=torch.bool, device=y0.device)
@@ -195,25 +225,27 @@ def _solve_fixed(counter, y0, ts, tab, step_size, max_steps, tr: _Tracker):
             tk = ts[jj - 1] + k * h
             y, _, ks = rk_step(counter, tk, h, y, k1, tab, with_error=False)
             k1 = ks[-1] if tab.fsal else None
-        tr.evals += n * tab.stages - (n if tab.fsal else 0) + (1 if (tab.fsal and jj == 1) else 0)
+        tr.evals += n * tab.stages - (n if tab.fsal else 0) + int(tab.fsal and jj == 1)
         fin = torch.isfinite(y.detach()).all(dim=1)
         newly = alive & ~fin
         tr.status = torch.where(newly, int(Status.NONFINITE), tr.status)
         alive &= fin
-        tr.record(y, arange[alive], torch.full((int(alive.sum()),), jj, device=y.device), arange[alive])
+        slots = torch.full((int(alive.sum()),), jj, device=y.device)
+        tr.record(y, arange[alive], slots, arange[alive])
         tr.substeps.fill_(n)
         tr.h.fill_(abs(h))
         tr.n_acc += torch.where(alive | newly, n, 0)
     return tr
 
 
-def _solve_paper(counter, y0, ts, tab, ctrl: PaperRule, ref, max_steps, tr: _Tracker):
+def _solve_interval(counter, y0, ts, tab, ctrl: Controller, ref, max_steps, tr: _Tracker):
+    """One attempt per output interval H; where the controller rejects it, |H| / h_next
+    uniform substeps (one shared count, scalar time, when ctrl.per_example is False)."""
     B = y0.shape[0]
     dev = y0.device
     T = ts.numel()
-    tr.hist_err = torch.full((T - 1, B), float("nan"), dtype=y0.dtype, device=dev)
-    tr.hist_acc = torch.zeros((T - 1, B), dtype=torch.bool, device=dev)
-    tr.hist_sub = torch.zeros((T - 1, B), dtype=torch.int64, device=dev)
+    tr.start_histories()
+    state = ctrl.init(B, y0.dtype, dev)
     times = ts.tolist()
     y = y0
     alive = torch.ones(B, dtype=torch.bool, device=dev)
@@ -234,9 +266,10 @@ def _solve_paper(counter, y0, ts, tab, ctrl: PaperRule, ref, max_steps, tr: _Tra
             tr.evals.index_add_(0, idx[rows], torch.full_like(rows, tab.stages - 1))
         if ref is not None:
             err = ref[jj, idx] - y_hi.detach()
-        r = ctrl.error(err, H)
-        r = torch.where(finite, r, torch.full_like(r, math.inf))
-        accept, n = ctrl.substeps(r, H)
+        r = ctrl.error(err, ya, y_hi, H, finite)
+        accept, h_next, new = ctrl.adapt(r, abs(H), tuple(x[idx] for x in state), tab.order_low)
+        state = tuple(x.index_copy(0, idx, v) for x, v in zip(state, new))
+        n = torch.round(abs(H) / h_next).to(torch.int64)  # substeps (1 where accepted)
         rej = (~accept).nonzero().flatten()
         y_new = y_hi
         if rej.numel():
@@ -248,13 +281,15 @@ def _solve_paper(counter, y0, ts, tab, ctrl: PaperRule, ref, max_steps, tr: _Tra
                 m = (k < nr).nonzero().flatten()
                 sub_all = m.numel() == nr.numel()
                 ym = yr if sub_all else yr[m]
-                if ctrl.shared:  # one substep count: shared scalar time and step
+                if not ctrl.per_example:  # one substep count: shared scalar time and step
                     hk = H / n_max
-                    ys = rk_step(counter, t0 + k * hk, hk, ym, k1r if k == 0 else None, tab, with_error=False)[0]
+                    k1m = k1r if k == 0 else None
+                    ys = rk_step(counter, t0 + k * hk, hk, ym, k1m, tab, with_error=False)[0]
                 else:
                     hm = hr if sub_all else hr[m]
                     k1m = None if k > 0 else (k1r if sub_all else k1r[m])
-                    ys = rk_step(counter, t0 + k * hm, hm.unsqueeze(1), ym, k1m, tab, with_error=False)[0]
+                    ys = rk_step(counter, t0 + k * hm, hm.unsqueeze(1), ym, k1m, tab,
+                                 with_error=False)[0]
                 yr = ys if sub_all else yr.index_copy(0, m, ys)
             y_new = y_hi.index_copy(0, rej, yr)
         # statistics
@@ -262,19 +297,23 @@ def _solve_paper(counter, y0, ts, tab, ctrl: PaperRule, ref, max_steps, tr: _Tra
         ev = torch.where(accept, s, s + n * s - 1)
         tr.evals.index_add_(0, idx, ev)
         tr.err[idx] = r
-        tr.hist_err[jj - 1, idx], tr.hist_acc[jj - 1, idx], tr.hist_sub[jj - 1, idx] = r, accept, n
+        tr.hist_err[jj - 1, idx], tr.hist_acc[jj - 1, idx] = r, accept
+        tr.hist_sub[jj - 1, idx] = n
         tr.acc_all[idx] &= accept
         tr.substeps[idx] = n
-        tr.h[idx] = torch.where(accept, abs(H), abs(H) / n.to(r.dtype))
+        tr.h[idx] = h_next
         tr.n_acc[idx] += torch.where(accept, 1, n)
         tr.n_rej[idx] += (~accept).long()
         fin = torch.isfinite(y_new.detach()).all(dim=1)
-        over = ((tr.n_acc[idx] + tr.n_rej[idx]) >= max_steps) & (jj < T - 1)  # limit reached before the end
-        tr.status[idx] = torch.where(~fin, int(Status.NONFINITE), torch.where(over, int(Status.MAX_STEPS), 0))
+        # the step limit reached before the end
+        over = ((tr.n_acc[idx] + tr.n_rej[idx]) >= max_steps) & (jj < T - 1)
+        tr.status[idx] = torch.where(~fin, int(Status.NONFINITE),
+                                     torch.where(over, int(Status.MAX_STEPS), 0))
         ok = fin & ~over
         alive[idx] = ok
         y = y_new if full else y.index_copy(0, idx, y_new)
-        tr.record(y_new, ok.nonzero().flatten(), torch.full((int(ok.sum()),), jj, device=dev), idx[ok])
+        slots = torch.full((int(ok.sum()),), jj, device=dev)
+        tr.record(y_new, ok.nonzero().flatten(), slots, idx[ok])
     return tr
 
 
@@ -284,24 +323,38 @@ class _Rows:
     idx (n,) example of each row; y, k1 (n, D) state and f(t, y); s (n,) time times the
     direction (so that it increases); h (n,) next step size (> 0); j (n,) next output to fill;
     n_acc (n,) accepted steps; err, err_set (n,) error of the first attempt reaching into the
-    last output interval; sub (n,) accepted steps ending inside it; acc_prev (n,) the last
-    attempt was accepted; ref_tried (n,) the reference already judged an attempt on this interval.
+    last output interval; sub (n,) accepted steps ending inside it; ctrl: the controller's
+    state, a tuple of (n,) tensors; ref_tried (n,) the reference already judged an attempt on
+    this interval. Reading every few steps (lazy): active (n,) not stopped yet; stop_it,
+    stop_finite (n,) the iteration an example stopped at and whether its last step was finite;
+    h_last (n,) its last step size (None when not lazy).
     """
 
-    names = ("idx", "y", "k1", "s", "h", "j", "n_acc", "err", "err_set", "sub", "acc_prev", "ref_tried")
+    __slots__ = ("idx", "y", "k1", "s", "h", "j", "n_acc", "err", "err_set", "sub", "ctrl",
+                 "ref_tried", "active", "stop_it", "stop_finite", "h_last")
 
     def __init__(self, **state):
-        self.__dict__.update(state)
+        for name in self.__slots__:
+            setattr(self, name, state.pop(name, None))
+        if state:
+            raise TypeError(f"_Rows: unknown fields {sorted(state)}")
 
     def take(self, keep: torch.Tensor) -> None:
-        for name in self.names:
-            setattr(self, name, getattr(self, name)[keep])
+        """Keep the rows ``keep`` (n',) of every field."""
+        for name in self.__slots__:
+            v = getattr(self, name)
+            if name == "ctrl":
+                setattr(self, name, tuple(x[keep] for x in v))
+            elif v is not None:
+                setattr(self, name, v[keep])
 
 
 class _Resync(Exception):
-    """A step overflowed while the host was read only every few steps: redo the solve reading every step.
+    """A step overflowed while the host was read only every few steps: redo the solve reading
+    every step.
 
-    evals (B,): the evaluations each example took part in before (counted in the redone solve's stats).
+    evals (B,): the evaluations each example took part in before (counted in the redone
+    solve's stats).
     """
 
     def __init__(self, evals: torch.Tensor):
@@ -309,7 +362,8 @@ class _Resync(Exception):
         self.evals = evals
 
 
-def _record_outputs(tr: _Tracker, rec, n_out: int, idx, T, tsd, powers, dense, per_ex, land_each, offsets):
+def _record_outputs(tr: _Tracker, rec, n_out: int, idx, T, tsd, powers, dense, per_ex, land_each,
+                    offsets):
     """Record the outputs that one step passed (rec: the step's tensors), all at once."""
     y, _, s, j, he, hs, y_hi, ks, s_new, j_new, _ = rec
     n, D = y.shape
@@ -320,10 +374,12 @@ def _record_outputs(tr: _Tracker, rec, n_out: int, idx, T, tsd, powers, dense, p
     else:
         with torch.no_grad():
             t_out = tsd[jk.clamp(max=T - 1)]
-            theta = torch.where(reach, (t_out - s.unsqueeze(1)) / he.unsqueeze(1), 0.0)  # frozen rows: he = 0
+            # frozen rows: he = 0
+            theta = torch.where(reach, (t_out - s.unsqueeze(1)) / he.unsqueeze(1), 0.0)
             weights = theta.unsqueeze(2).pow(powers) @ dense  # (n, n_out, S)
             exact = (t_out == s_new.unsqueeze(1)).unsqueeze(2)
-        y_out = torch.addcmul(y.unsqueeze(1), hs.unsqueeze(1) if per_ex else hs, torch.bmm(weights, torch.stack(ks, 1)))
+        y_out = torch.addcmul(y.unsqueeze(1), hs.unsqueeze(1) if per_ex else hs,
+                              torch.bmm(weights, torch.stack(ks, 1)))
         y_out = torch.where(exact, y_hi.unsqueeze(1), y_out)
     slots = torch.where(reach, jk, T)  # unreached: the spare row T of rec
     tr.rec[slots, idx.unsqueeze(1).expand(n, n_out)] = torch.arange(
@@ -332,15 +388,8 @@ def _record_outputs(tr: _Tracker, rec, n_out: int, idx, T, tsd, powers, dense, p
     tr.n_rows += n * n_out
 
 
-#: host reads of the adaptive loop: every step on a CPU (free there), every 8 steps on a GPU
-SYNC_EVERY = {"cpu": 1, "cuda": 8}
-#: stage sums: a chain of additions on a CPU (fewer dispatches), one contraction over the stacked
-#: stages elsewhere (fewer kernel launches); tests force the GPU choices on the CPU through both dicts
-FUSED = {"cpu": False}
-
-
-def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, tr: _Tracker, fused: bool,
-                    sync_every: int = 1):
+def _solve_adaptive(counter, y0, ts, tab, ctrl: Controller, ref, max_steps, h0, tr: _Tracker,
+                    fused: bool, sync_every: int = 1):
     """Per-example adaptive steps on the compacted batch of unfinished examples.
 
     Without a reference, steps run freely to t[-1] (never past it) and intermediate
@@ -359,15 +408,14 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
     forward = bool(ts[-1] > ts[0])
     tsd = ts if forward else -ts  # increasing
     t_ends = ts[[0, -1]].abs().tolist()
-    # smallest step: 8 eps times the largest |t| or the span (within 2x of the per-step bound max(|t|, span))
+    # smallest step: 8 eps times the largest |t| or the span (within 2x of the per-step bound
+    # max(|t|, span))
     h_min = 8 * torch.finfo(dtype).eps * max(t_ends + [abs(float(ts[-1] - ts[0]))])
     per_ex = ctrl.per_example
-    batch_norm = ctrl.norm == "batch"
     land_each = ref is not None
-    expo = -1.0 / (tab.order_low + 1)
-    rtol, atol, safety, fmin, fmax = ctrl.rtol, ctrl.atol, ctrl.safety, ctrl.fmin, ctrl.fmax
+    order = tab.order_low
     s_last = float(tsd[-2])  # start of the last output interval (direction-adjusted)
-    t_end, inf = tsd[-1], torch.tensor(math.inf, dtype=dtype, device=dev)  # made once, not per step
+    t_end = tsd[-1]
     _, dense, c_vec = _weights(tab, dtype, dev)
     c_row = c_vec.unsqueeze(0)
     powers = torch.arange(1, 5, dtype=dtype, device=dev)
@@ -386,14 +434,13 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
     st = _Rows(idx=torch.arange(B, device=dev), y=y0, k1=k1, s=tsd[0].expand(B).clone(), h=h,
                j=torch.ones(B, dtype=torch.int64, device=dev), n_acc=zeros_i,
                err=torch.full((B,), math.nan, dtype=dtype, device=dev), err_set=falses, sub=zeros_i,
-               acc_prev=~falses, ref_tried=falses)
+               ctrl=ctrl.init(B, dtype, dev), ref_tried=falses)
     extra = torch.zeros(B, dtype=torch.int64, device=dev)  # evaluations of retaken steps (full size)
     n_steps = torch.zeros(B, dtype=torch.int64, device=dev)
     n_batch = torch.zeros(B, dtype=torch.int64, device=dev)  # steps each example stayed in the batch
     lazy = sync_every > 1  # stopped rows are frozen in the batch until the next read
     if lazy:
         st.active, st.stop_it, st.stop_finite, st.h_last = ~falses, zeros_i, ~falses, h
-        st.names = _Rows.names + ("active", "stop_it", "stop_finite", "h_last")
     pending = []  # steps since the last host read: their outputs are recorded at the read
     it = 0
     while st.idx.numel():
@@ -419,17 +466,8 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
             if land_each:  # the first attempt ending on the output time is judged against the reference
                 use_ref = lands & ~st.ref_tried
                 ev = torch.where(use_ref.unsqueeze(1), ref[jt, st.idx] - y_hi, ev)
-            scale = torch.maximum(st.y.abs(), y_hi.abs()).mul_(rtol).add_(atol)
-            if batch_norm:  # one RMS over the batch (torchdiffeq's norm); inf if a row overflowed
-                e = torch.where(finite, ev.div_(scale).square_().mean(1), inf).mean().sqrt_().expand(n)
-            else:
-                e = torch.where(finite, ev.div_(scale).square_().mean(1).sqrt_(), inf)
-                if not per_ex:
-                    e = e.max().expand(n)
-            accept = e <= 1.0
-            fac = e.pow(expo).mul_(safety).clamp_(fmin, fmax)  # e in [0, inf]: 0 -> fmax, inf -> fmin
-            fac = torch.where(accept & st.acc_prev, fac, fac.clamp_max(1.0))  # no growth on/after a rejection
-            h_new = he * fac
+            e = ctrl.error(ev, st.y, y_hi, hd, finite)
+            accept, h_new, ctrl_state = ctrl.adapt(e, he, st.ctrl, order)
             if land_each:
                 h_new = torch.where(accept & lands, torch.maximum(h_new, st.h), h_new)
                 st.ref_tried = (st.ref_tried | lands) & ~(accept & lands)
@@ -457,7 +495,7 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
         if lazy:
             st.y = torch.where(acc2, y_hi, y_prev)
             st.k1 = torch.where(acc2, ks[-1], k1_prev)
-        st.s, st.h, st.j, st.acc_prev = s_new, h_new, j_new, accept
+        st.s, st.h, st.j, st.ctrl = s_new, h_new, j_new, ctrl_state
         maxed = it >= max_steps
         if lazy and not maxed and len(pending) < sync_every:
             continue
@@ -476,19 +514,22 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
                 st.y = torch.where(acc2, y_hi, y_prev)
                 st.k1 = torch.where(acc2, ks[-1], k1_prev)
         if overflow:  # some rows overflowed
-            if lazy and y_hi.requires_grad:  # redo the solve reading every step, so that overflowing steps are retaken
+            # reading every few steps: redo the solve reading every step, so that overflowing
+            # steps are retaken
+            if lazy and y_hi.requires_grad:
                 n_batch[st.idx] = it
                 raise _Resync(n_pre + (stages - 1) * n_batch + extra)
             if y_hi.requires_grad:  # retake the step on its finite rows, so no NaN enters autograd
                 y, k1, *rest, ks, s_new, j_new, finite = pending[-1]
                 y_hi, _, ks, rows = _retake_finite(counter, t0, hs, y, ks, tab, finite, per_ex)
                 extra.index_add_(0, st.idx[rows], torch.full_like(rows, stages - 1))
-                pending[-1] = (y, k1, rest[0], rest[1], rest[2], rest[3], y_hi, ks, s_new, j_new, finite)
+                pending[-1] = (y, k1, *rest[:4], y_hi, ks, s_new, j_new, finite)
                 st.y = torch.where(acc2, y_hi, y)
                 st.k1 = torch.where(acc2, ks[-1], k1)
         for rec, n_out in zip(pending, n_outs):
             if n_out:
-                _record_outputs(tr, rec, n_out, st.idx, T, tsd, powers, dense, per_ex, land_each, out_offsets)
+                _record_outputs(tr, rec, n_out, st.idx, T, tsd, powers, dense, per_ex, land_each,
+                                out_offsets)
         pending = []
         if flags[-1] or maxed:
             if not lazy:
@@ -501,9 +542,9 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: MixedNorm, ref, max_steps, h0, t
                     stop_it = torch.where(st.active, it, stop_it)
             done = st.j >= T
             under = ~done & (st.h < h_min)
-            status = torch.where(done, int(Status.SUCCESS), torch.where(
-                under, torch.where(stop_finite, int(Status.STEP_UNDERFLOW), int(Status.NONFINITE)),
-                int(Status.MAX_STEPS)))
+            failure = torch.where(stop_finite, int(Status.STEP_UNDERFLOW), int(Status.NONFINITE))
+            status = torch.where(done, int(Status.SUCCESS),
+                                 torch.where(under, failure, int(Status.MAX_STEPS)))
             sel = stopped.nonzero().flatten()
             ex = st.idx[sel]
             n_steps[ex] = stop_it if not lazy else stop_it[sel]
@@ -524,7 +565,8 @@ _COMPILED: "weakref.WeakKeyDictionary | dict" = weakref.WeakKeyDictionary()
 
 
 def _compiled(field):
-    """torch.compile(field, dynamic=True), once per field object (the batch shrinks as examples finish)."""
+    """torch.compile(field, dynamic=True), once per field object (the batch shrinks as examples
+    finish)."""
     try:
         return _COMPILED[field]
     except (KeyError, TypeError):  # TypeError: a field that cannot be weakly referenced
@@ -543,26 +585,29 @@ def odesolve(
     t: torch.Tensor,
     *,
     method: str = "rkf45",
-    control: MixedNorm | PaperRule = _DEFAULT_CONTROL,
+    control: Controller = _DEFAULT_CONTROL,
     reference: torch.Tensor | None = None,
     max_steps: int = 10_000,
     h0: float | None = None,
     step_size: float | None = None,
     raise_on_failure: bool = True,
     compile: bool = False,
+    sync_every: int | None = None,
+    fused: bool | None = None,
 ) -> Solution:
     """Solve dy/dt = field(t, y) from y0 (B, D) and return y at the output times t (T,).
 
     field(t, y) -> (B', D) for y (B', D): B' is the number of examples still
     integrating (finished ones are masked out). t is a 0-dim tensor when the
-    examples share their time (fixed steps, PaperRule(shared=True), MixedNorm
-    with per_example=False or norm="batch") and a (B', 1) tensor of per-example times otherwise;
-    a time-invariant field ignores it.
+    examples share their time (fixed steps, PaperRule(shared=True), MixedNorm or
+    PIController with per_example=False or norm="batch") and a (B', 1) tensor of
+    per-example times otherwise; a time-invariant field ignores it.
 
     method: a tableau name ("rkf45", "rkf23", "dopri5", "rk4" - fixed steps only).
-    control: MixedNorm(rtol, atol) or PaperRule(eps, ...); unused with step_size.
+    control: a step-size controller (:mod:`dynfit.solvers.control`): MixedNorm(rtol, atol),
+        PIController(rtol, atol) or PaperRule(eps, ...); unused with step_size.
     reference: targets (T, B, D) (or (B, D) if T == 2), detached. PaperRule: the attempt
-        on each interval is judged by r = |reference - A2|_1 / h. MixedNorm: the first
+        on each interval is judged by r = |reference - A2|_1 / h. Step controllers: the first
         attempt that ends on an output time is judged against the reference; if it is
         rejected, the rest of that interval uses the embedded estimate (the reference
         error need not shrink with h, so it only decides whether to refine).
@@ -573,26 +618,43 @@ def odesolve(
         field's kernels dominate - see docs/solvers.md for the measured ratios).
     raise_on_failure: raise SolverError (carrying .stats and .solution) when an
         example fails; False returns the Solution with Stats.status set and NaN outputs.
+    sync_every, fused: how the step loop runs (step controllers only; None: the device's
+        default in :data:`DEVICE_DEFAULTS`). sync_every: read the host once every that many
+        steps (stopped examples stay frozen in the batch in between); fused: form each stage
+        sum as one contraction over the stacked stages (False: a chain of additions). Neither
+        changes the steps taken; fused changes the rounding of the stage sums.
 
     Returns Solution(ts (T,), ys (T, B, D), stats). Differentiable in y0 and the field's
     parameters by plain backprop through the steps; step-size decisions are detached.
     """
-    ts, tab, ref = _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_size)
-    checks.boolean("compile", compile, fix="pass compile=True to torch.compile the field, else False")
+    ts, tab, ref = _check_inputs(field, y0, t, method, control, reference, max_steps, h0,
+                                 step_size)
+    checks.boolean("compile", compile,
+                   fix="pass compile=True to torch.compile the field, else False")
+    defaults = DEVICE_DEFAULTS.get(y0.device.type, DEVICE_DEFAULTS["cuda"])
+    if sync_every is None:
+        sync_every = defaults["sync_every"]
+    if fused is None:
+        fused = defaults["fused"]
+    sync_every = checks.integer("sync_every", sync_every, minimum=1,
+                                fix="pass how many steps between host reads (1: every step), "
+                                    "or None for the device's default")
+    fused = checks.boolean("fused", fused,
+                           fix="pass True, False or None (None: the device's default)")
     counter = FieldCounter(_compiled(field) if compile else field)
     tr = _Tracker(y0, ts.numel())
+    step_loop = step_size is None and control.driver == "step"
     if step_size is not None:
         ctrl_name = f"fixed(step_size={step_size})"
         _solve_fixed(counter, y0, ts, tab, float(step_size), max_steps, tr)
-    elif isinstance(control, PaperRule):
+    elif not step_loop:
         ctrl_name = str(control)
-        _solve_paper(counter, y0, ts, tab, control, ref, max_steps, tr)
+        _solve_interval(counter, y0, ts, tab, control, ref, max_steps, tr)
     else:
-        ctrl_name = repr(control)
+        ctrl_name = str(control)
         args = (y0, ts, torch_tableau(method, fsal=True), control, ref, max_steps, h0)
-        fused = FUSED.get(y0.device.type, True)
         try:
-            _solve_adaptive(counter, *args, tr, fused, SYNC_EVERY.get(y0.device.type, 8))
+            _solve_adaptive(counter, *args, tr, fused, sync_every)
         except _Resync as redo:  # the field calls already made stay counted
             tr = _Tracker(y0, ts.numel())
             tr.evals += redo.evals
@@ -600,7 +662,7 @@ def odesolve(
     stats = tr.stats(counter, method, ctrl_name)
     sol = Solution(ts=ts, ys=tr.outputs(), stats=stats)
     if raise_on_failure and not stats.success:
-        adaptive = isinstance(control, MixedNorm) and step_size is None
+        adaptive = step_loop
         t_reached = tr.t_reached if adaptive else ts[(tr.rec[:-1] >= 0).sum(0) - 1]
         raise SolverError(failure_message(stats, t_reached, max_steps), stats, sol)
     return sol

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import torch
 
-from systems.stats import Stats  # one Stats type for both packages (re-exported here)
-from systems.status import Status  # one enum for both packages (re-exported here)
+from _dyncore.stats import Stats  # one Stats type for both packages (re-exported here)
+from _dyncore.status import Status  # one enum for both packages (re-exported here)
 
 __all__ = ["Status", "Stats", "Solution", "SolverError"]
 

@@ -13,7 +13,7 @@ import torch
 
 from .tableau import TorchTableau
 
-__all__ = ["FieldCounter", "rk_step", "rk_stages", "dense_output"]
+__all__ = ["FieldCounter", "rk_step", "rk_stages"]
 
 
 class FieldCounter:
@@ -116,16 +116,3 @@ def rk_stages(field: FieldCounter, times, hs: torch.Tensor, y: torch.Tensor, k1:
             yi = torch.addcmul(y, hs, _combo(terms, ks))
         ks.append(field(times[i], yi))
     return yi, ks
-
-
-def dense_output(y0, y1, ks, h, tab: TorchTableau, theta: torch.Tensor) -> torch.Tensor:
-    """y at t + theta h (theta (B, 1) in [0, 1]) from the quartic through y0, y1, y_mid
-    with slopes f0 = ks[0] and f1 = ks[-1] (FSAL tableau with midpoint weights)."""
-    F0, F1 = ks[0] * h, ks[-1] * h
-    d = y1 - y0
-    r1, r2 = d - F0, F1 - F0
-    r3 = 16.0 * (_combo(tab.mid, ks) * h) - 8.0 * F0
-    b = -5.0 * r1 + r2 + r3
-    c = 14.0 * r1 - 3.0 * r2 - 2.0 * r3
-    e = -8.0 * r1 + 2.0 * r2 + r3
-    return y0 + theta * (F0 + theta * (b + theta * (c + theta * e)))

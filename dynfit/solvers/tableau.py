@@ -19,8 +19,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from systems import checks
-from systems.tableaus import TABLEAUS, Tableau, check_tableau, get_tableau
+from _dyncore import checks
+from _dyncore.tableaus import TABLEAUS, Tableau, check_tableau, get_tableau
 
 __all__ = ["TorchTableau", "torch_tableau", "check_tableau", "fsal_extension", "midpoint_weights",
            "dense_coefficients", "METHODS"]
@@ -95,7 +95,7 @@ def dense_coefficients(b: np.ndarray, mid: np.ndarray) -> np.ndarray:
     y(t + theta h) = y0 + h sum_i P_i(theta) k_i with P(theta) = (theta, theta^2, theta^3, theta^4) @ C.
 
     It is the quartic through y0, y1 = y0 + h b.k and y(t + h/2) = y0 + h mid.k with slopes
-    k_0 and k_{S-1} (Hermite-Birkhoff; the same polynomial as stepper.dense_output).
+    k_0 and k_{S-1} (Hermite-Birkhoff).
     """
     S = len(b)
     e0, e1 = np.eye(S)[0], np.eye(S)[S - 1]

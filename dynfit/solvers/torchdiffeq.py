@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver, _ButcherTableau
 
-from systems.tableaus import RKF23, RKF45, Tableau
+from _dyncore.tableaus import RKF23, RKF45, Tableau
 
 from .tableau import check_tableau, fsal_extension, midpoint_weights
 

@@ -430,9 +430,21 @@ def test_one_status_enum_and_one_set_of_controller_defaults():
     assert (si.SAFETY, si.FAC_MIN, si.FAC_MAX) == (SAFETY_PI, FAC_MIN, FAC_MAX)
 
 
+def _hermite_quartic(y0, y1, ks, h, tab, theta):
+    """y at t + theta h from the quartic through y0, y1 and y_mid = y0 + h mid.k with slopes
+    ks[0] and ks[-1] (FSAL tableau with midpoint weights), written out term by term."""
+    F0, F1 = ks[0] * h, ks[-1] * h
+    d = y1 - y0
+    r1, r2 = d - F0, F1 - F0
+    r3 = 16.0 * (sum(w * ks[j] for j, w in tab.mid) * h) - 8.0 * F0
+    b = -5.0 * r1 + r2 + r3
+    c = 14.0 * r1 - 3.0 * r2 - 2.0 * r3
+    e = -8.0 * r1 + 2.0 * r2 + r3
+    return y0 + theta * (F0 + theta * (b + theta * (c + theta * e)))
+
+
 def test_dense_coefficients_give_the_quartic_of_dense_output():
-    """y0 + h P(theta) . K (the one contraction odesolve uses) equals the quartic of stepper.dense_output."""
-    from dynfit.solvers.stepper import dense_output
+    """y0 + h P(theta) . K (the one contraction odesolve uses) equals the Hermite-Birkhoff quartic."""
     from dynfit.solvers.tableau import torch_tableau
 
     g = torch.Generator().manual_seed(0)
@@ -446,18 +458,15 @@ def test_dense_coefficients_give_the_quartic_of_dense_output():
         C = torch.tensor(tab.dense, dtype=F64)
         P = torch.cat([theta, theta**2, theta**3, theta**4], 1) @ C  # (4, S)
         ours = y0 + h * torch.einsum("bs,sbd->bd", P, torch.stack(ks))
-        torch.testing.assert_close(ours, dense_output(y0, y1, ks, h, tab, theta), rtol=0, atol=1e-13)
+        torch.testing.assert_close(ours, _hermite_quartic(y0, y1, ks, h, tab, theta), rtol=0,
+                                   atol=1e-13)
 
 
 @pytest.mark.parametrize("every", [1, 8])
-def test_adaptive_solve_reads_the_device_once_per_step(monkeypatch, every):
+def test_adaptive_solve_reads_the_device_once_per_step(every):
     """Decisions stay on the device: one host read per step on a CPU, one per 8 steps on a GPU
     (plus a few before the loop and when examples stop)."""
     from torch.utils._python_dispatch import TorchDispatchMode
-
-    import dynfit.solvers.integrate as integrate
-
-    monkeypatch.setitem(integrate.SYNC_EVERY, "cpu", every)
 
     class Reads(TorchDispatchMode):
         n = 0
@@ -470,7 +479,7 @@ def test_adaptive_solve_reads_the_device_once_per_step(monkeypatch, every):
     y0 = VDP_MILD.clone().requires_grad_(True)
     t = torch.linspace(0, 2, 41, dtype=F64)
     with Reads():
-        sol = odesolve(vdp, y0, t, control=MixedNorm(rtol=1e-8, atol=1e-8))
+        sol = odesolve(vdp, y0, t, control=MixedNorm(rtol=1e-8, atol=1e-8), sync_every=every)
     n_iter = int(sol.stats.n_steps.max())
     assert n_iter > 20 and Reads.n <= n_iter // every + 16, (Reads.n, n_iter)
 
@@ -487,21 +496,18 @@ def test_compile_flag_is_checked():
                                      raise_on_failure=False),
                                 dict(control=MixedNorm(rtol=1e-6, atol=1e-6, norm="batch"))],
                          ids=["mixednorm", "shared", "reference", "max-steps", "batch-norm"])
-def test_reading_the_device_every_few_steps_changes_nothing(monkeypatch, kw):
+def test_reading_the_device_every_few_steps_changes_nothing(kw):
     """The GPU schedule (host read every k steps, stopped rows frozen in between) gives the same
     outputs, gradients and step statistics as reading every step; frozen rows count as evaluated."""
-    import dynfit.solvers.integrate as integrate
-
     t = torch.linspace(0, 2, 21, dtype=F64)
     if kw.get("reference") == "targets":
         exact = odesolve(Tagged(vdp), tagged_y0(VDP_MILD), t, control=MixedNorm(rtol=1e-9, atol=1e-9)).ys
         kw = {**kw, "reference": exact + 1e-4}
     runs = {}
     for k in (1, 4):
-        monkeypatch.setitem(integrate.SYNC_EVERY, "cpu", k)
         field = Tagged(vdp)
         y0 = tagged_y0(VDP_MILD).requires_grad_(True)
-        sol = odesolve(field, y0, t, **kw)
+        sol = odesolve(field, y0, t, sync_every=k, **kw)
         (g,) = torch.autograd.grad(torch.nan_to_num(sol.ys).square().sum(), y0)
         runs[k] = (sol, g, field)
         assert sol.stats.n_f_evals == field.calls
@@ -516,22 +522,19 @@ def test_reading_the_device_every_few_steps_changes_nothing(monkeypatch, kw):
 
 @pytest.mark.parametrize("method", ["rkf45", "dopri5", "rkf23"])
 @pytest.mark.parametrize("per_example", [True, False])
-def test_the_gpu_schedule_runs_on_the_cpu(monkeypatch, method, per_example):
+def test_the_gpu_schedule_runs_on_the_cpu(method, per_example):
     """The branches only a GPU takes - stage sums as one contraction over the stacked stages, a host
     read every 8 steps - forced on the CPU: the solution and its gradients match the CPU schedule
     to rounding (the contraction adds in another order; the step decisions stay the same here)."""
-    import dynfit.solvers.integrate as integrate
-
     t = torch.linspace(0, 2, 21, dtype=F64)
     ctrl = MixedNorm(rtol=1e-8, atol=1e-8, per_example=per_example)
     runs = []
     for gpu in (False, True):
-        monkeypatch.setitem(integrate.FUSED, "cpu", gpu)
-        monkeypatch.setitem(integrate.SYNC_EVERY, "cpu", 8 if gpu else 1)
         w = torch.tensor(1.0, dtype=F64, requires_grad=True)
         field = Tagged(lambda t, x: w * vdp(t, x))
         y0 = tagged_y0(VDP_MILD).requires_grad_(True)
-        sol = odesolve(field, y0, t, method=method, control=ctrl)
+        sol = odesolve(field, y0, t, method=method, control=ctrl, fused=gpu,
+                       sync_every=8 if gpu else 1)
         grads = torch.autograd.grad(sol.ys.square().sum(), (y0, w))
         assert sol.stats.success and sol.stats.n_f_evals == field.calls
         runs.append((sol, grads))
@@ -542,15 +545,13 @@ def test_the_gpu_schedule_runs_on_the_cpu(monkeypatch, method, per_example):
         torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
 
 
-def test_overflow_between_reads_redoes_the_solve(monkeypatch):
+def test_overflow_between_reads_redoes_the_solve():
     """Reading every k steps, an overflow is found late: the solve is redone reading every step
     (so the overflowing step is retaken before autograd sees it); gradients stay exact."""
-    import dynfit.solvers.integrate as integrate
-
-    monkeypatch.setitem(integrate.SYNC_EVERY, "cpu", 4)
     field = Tagged(lambda t, x: -x**3)
     y0 = tagged_y0(torch.tensor([[10.0], [1.0]], dtype=F64)).requires_grad_(True)
-    sol = odesolve(field, y0, torch.tensor([0.0, 1.0], dtype=F64), control=MixedNorm(rtol=1e-8, atol=1e-8), h0=10.0)
+    sol = odesolve(field, y0, torch.tensor([0.0, 1.0], dtype=F64),
+                   control=MixedNorm(rtol=1e-8, atol=1e-8), h0=10.0, sync_every=4)
     assert sol.stats.success and sol.stats.n_f_evals == field.calls
     assert sol.stats.n_f_evals_per_example.tolist() == [field.rows[0], field.rows[1]]
     (g,) = torch.autograd.grad(sol.ys[-1, :, 0].sum(), y0)
