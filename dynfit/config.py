@@ -8,7 +8,8 @@ default and its check (run when the object is made)::
     WindowSettings     horizon, stride, standardize, dt, batch_size
     ModelSettings      field, dtype, device, seed, prefit, prefit_order
     OptimizerSettings  optimizer, lr, lbfgs_iterations, lbfgs_tolerance, weight_decay, schedule
-    LoopSettings       epochs, on_nan, nan_retries, stall, progress, callback
+    LoopSettings       epochs, on_nan, nan_retries, stall, progress, callback, jump_factor, time_limit,
+                       select_by_forecast
     CheckpointSettings checkpoint_dir, resume
 
 A TOML key is the field of the same name; each field says which section holds
@@ -21,7 +22,7 @@ below are made from the fields, so a default or a check is written once::
                 dtype                                                                        (ModelSettings)
     [strategy]  name, and the strategy's options (eps, safety, max_substeps, method, ...)
     [train]     optimizer, lr, lbfgs_iterations, lbfgs_tolerance, weight_decay, schedule     (OptimizerSettings)
-                epochs, on_nan                                                               (LoopSettings)
+                epochs, on_nan, time_limit, select_by_forecast                               (LoopSettings)
                 seed, device, prefit, prefit_order                                           (ModelSettings)
                 batch_size                                                                   (WindowSettings)
                 resume                                                                       (CheckpointSettings)
@@ -321,16 +322,22 @@ class OptimizerSettings(_Settings):
 
 @dataclass(frozen=True)
 class LoopSettings(_Settings):
-    """The epoch loop: at most ``epochs``; a non-finite loss rolls back and ``on_nan`` ("retry" up to
+    """The epoch loop: at most ``epochs``; a non-finite loss, a loss more than ``jump_factor`` x the
+    best at that horizon, or free runs that blow up roll back and ``on_nan`` ("retry" up to
     ``nan_retries`` times, "stop", "raise"); two epochs in a row that move the loss by less than
     ``stall`` (relative), the second after an optimizer restart, stop it; ``callback(epoch, row)``
-    returning True stops it; ``progress``: a progress bar."""
+    returning True stops it; ``progress``: a progress bar. ``time_limit``: seconds of wall time for
+    the whole fit (None: none), checked inside epochs. ``select_by_forecast``: keep the weights whose
+    short free runs from a few validation starts forecast best (docs/training.md)."""
     epochs: int = setting(100, is_int(0), toml="train", toml_check=is_int(1), toml_default=CONFIG_EPOCHS)
     on_nan: str = setting("retry", one_of(("retry", "stop", "raise")), toml="train")
     nan_retries: int = setting(3, is_int(0))
     stall: float = setting(1e-9, is_float(0))
     progress: bool = setting(True, is_bool)
     callback: Any = setting(None, _is_callable_or_none)
+    jump_factor: float = setting(10.0, is_float(1, low_open=True))
+    time_limit: float | None = setting(None, is_float(0, low_open=True, optional=True), toml="train")
+    select_by_forecast: bool = setting(True, is_bool, toml="train")
 
 
 @dataclass(frozen=True)

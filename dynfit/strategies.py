@@ -12,10 +12,13 @@ be compared with. ``inference()`` is the solver the trained surrogate keeps.
 - ``"continuous"`` (the default of :func:`dynfit.fit`): the field is a vector
   field in model time, integrated by an embedded pair (rkf45) with
   per-example adaptive steps, several per sample where the flow is fast. Its
-  schedule anneals the tolerance with the fit (the solver's error kept a
-  decade below the model's own) and doubles the rollout horizon whenever the
-  loss stops improving at the current one; it ends training when the
-  longest horizon stalls. Inference: rkf45 at rtol = atol = 1e-10.
+  schedule sets the tolerance from the misfit (the solver's error kept a
+  decade below the model's own, tighter as the fit improves, looser when it
+  is far off) and doubles the rollout horizon when the fit at the current
+  one has converged; it ends training when the loss is at its floor
+  (roundoff, the solver's resolution, or the data's noise at the longest
+  horizon) or the longest horizon has converged. Inference: rkf45 at a
+  tolerance that follows the field's measured accuracy (1e-10 .. 1e-6).
 - ``"black-box"`` (alias ``"batch"``): the paper's batch procedure (Allauzen
   et al. 2022): one Fehlberg 3(2) step per sample judged by the Heun
   estimate r = |A1 - A2|_1 / h, :class:`dynfit.PaperRule` with a shared count.
@@ -38,7 +41,39 @@ from systems import checks
 from .solvers import MixedNorm, PaperRule, Stats, odesolve
 
 __all__ = ["Strategy", "PaperStrategy", "TorchdiffeqStrategy", "CurriculumStrategy", "ContinuousStrategy",
-           "InferenceSolver", "summary", "get", "names"]
+           "InferenceSolver", "LossFloor", "summary", "get", "names"]
+
+NOISE_MARGIN = 1.5  # a loss within 1.5x the noise floor is at it (the start's noise grows along a window)
+
+
+# ----------------------------------------------------------------------------- the loss floor
+@dataclass(frozen=True)
+class LossFloor:
+    """The loss a fit of given data cannot go below, in loss units (squared model units summed over
+    components, averaged over examples and steps); ``fit`` measures it from the data.
+
+    roundoff: 1e3 * eps^2 * (the data's mean square, summed over components) for the training dtype.
+    noise: 2 x the summed variance of white observation noise in the data (a window's start and its
+    targets both carry it); 0 for clean data.
+    """
+
+    roundoff: float
+    noise: float = 0.0
+
+    def roundoff_reason(self, loss: float) -> str | None:
+        if loss <= self.roundoff:
+            return f"at its floor: the loss {loss:.3g} is at roundoff ({self.roundoff:.3g})"
+        return None
+
+    def noise_reason(self, loss: float) -> str | None:
+        if self.noise > 0 and loss <= NOISE_MARGIN * self.noise:
+            return (f"at its floor: the loss {loss:.3g} is at the data's noise level ({self.noise:.3g} = 2 x "
+                    f"the noise variance, summed over components; within {NOISE_MARGIN:g}x of it)")
+        return None
+
+    def reason(self, loss: float) -> str | None:
+        """Why ``loss`` is at the floor, or None."""
+        return self.roundoff_reason(loss) or self.noise_reason(loss)
 
 
 # ----------------------------------------------------------------------------- the inference solver
@@ -157,8 +192,19 @@ class Strategy(abc.ABC):
         """The training solver's relative tolerance now (NaN for fixed rules)."""
         return math.nan
 
+    floor: LossFloor | None = None  # set by fit from the data (set_floor)
+
+    def set_floor(self, floor: LossFloor | None) -> None:
+        """The data's loss floor (roundoff, noise): a loss at it is converged, whatever its change."""
+        self.floor = floor
+
+    def rolled_back(self) -> None:
+        """fit rolled an epoch back (non-finite, a jump, blown-up free runs); the retry starts after this."""
+
     def finished(self, history: list[dict]) -> str | None:
-        """A reason to stop training now, or None."""
+        """A reason to stop training now, or None: here, a last loss at the data's floor."""
+        if history and self.floor is not None:
+            return self.floor.reason(float(history[-1]["loss"]))
         return None
 
     def config(self) -> dict:
@@ -344,17 +390,33 @@ class ContinuousStrategy(Strategy):
 
     Rollouts: :func:`dynfit.odesolve` with ``method`` (rkf45) and
     MixedNorm(rtol, atol = rtol), per-example steps, several per sample where
-    the flow is fast. Schedule, after every epoch (``horizon`` reads the history):
+    the flow is fast. Schedule, after every epoch (``horizon`` reads the
+    history; a row holds ``loss`` and ``misfit`` at the weights kept, and
+    ``loss_start``, the loss at the epoch's first weights at the same
+    tolerance and horizon):
 
-    - tolerance: rtol = clip(misfit / (10 * horizon), rtol_min, rtol_max) and
-      never loosened, where misfit is the RMS error per component of the
-      window predictions (standardised units): the solver's error per sample
-      stays a decade below what the model gets wrong, so the loss measures
-      the field and not the solver; it tightens as the field improves.
-    - horizon: starts at ``start_horizon``; when the loss improved by less
-      than ``improvement`` (relative) over the last ``patience`` epochs at the
-      current horizon, the horizon doubles, up to ``max_horizon``.
-    - stop: the same stall at ``max_horizon`` ends training (``finished``).
+    - tolerance: rtol = clip(misfit / (10 * horizon), rtol_min, rtol_max),
+      where misfit is the RMS error per component of the window predictions
+      (standardised units): the solver's error per sample stays a decade
+      below what the model gets wrong, so the loss measures the field and not
+      the solver. It follows the misfit both ways: tighter as the field
+      improves, looser when it is far off; a rolled-back epoch tightens it
+      tenfold (``rolled_back``).
+    - horizon: starts at ``start_horizon`` and doubles, up to
+      ``max_horizon``, when the fit at the current horizon has converged: its
+      last ``patience`` epochs each lowered the loss by less than
+      ``improvement`` (relative, from the epoch's start to the weights kept,
+      as the solver measured them), or its loss is at the data's noise
+      floor (:class:`LossFloor`).
+    - stop (``finished``): at once when the loss is at roundoff or the
+      misfit is below what the training solver resolves at its tightest
+      tolerance (10 * rtol_min * horizon: the schedule would want a tighter
+      rtol than ``rtol_min``); at the longest horizon when it has converged
+      (at the noise floor or by ``improvement``).
+
+    ``inference_rtol`` None (the default): ``fit`` sets the surrogate's
+    inference tolerance from the field's measured accuracy
+    (:meth:`inference_tolerance`); a number fixes it.
 
     Windows start every ``min(horizon, max_stride)`` samples (never closer than
     the user's stride): disjoint windows (each sample once per epoch) up to
@@ -373,8 +435,8 @@ class ContinuousStrategy(Strategy):
     name = "continuous"
 
     def __init__(self, *, method: str = "rkf45", start_horizon: int = 8, max_horizon: int = 64,
-                 rtol_max: float = 1e-5, rtol_min: float = 1e-9, patience: int = 3, improvement: float = 0.05,
-                 inference_rtol: float = 1e-10, max_steps: int = 100_000, max_stride: int | None = None):
+                 rtol_max: float = 1e-3, rtol_min: float = 1e-9, patience: int = 2, improvement: float = 0.05,
+                 inference_rtol: float | None = None, max_steps: int = 100_000, max_stride: int | None = None):
         from .solvers.tableau import METHODS, torch_tableau
 
         checks.choice("method", method, [m for m in METHODS if torch_tableau(m).adaptive],
@@ -387,11 +449,11 @@ class ContinuousStrategy(Strategy):
         checks.integer("max_stride", max_stride, minimum=1, optional=True,
                        fix="windows start at most max_stride samples apart; pass None for disjoint windows "
                            "at every horizon")
-        defaults = ContinuousStrategy.__init__.__kwdefaults__
+        examples = {"rtol_max": 1e-3, "rtol_min": 1e-9, "inference_rtol": 1e-10, "improvement": 0.05}
         for key, val in (("rtol_max", rtol_max), ("rtol_min", rtol_min), ("inference_rtol", inference_rtol),
                          ("improvement", improvement)):
-            checks.real(key, val, above=0.0, below=1.0,
-                        fix=f"give a fraction strictly between 0 and 1, e.g. {key}={defaults[key]:g}")
+            checks.real(key, val, above=0.0, below=1.0, optional=key == "inference_rtol",
+                        fix=f"give a fraction strictly between 0 and 1, e.g. {key}={examples[key]:g}")
         if rtol_min > rtol_max:
             raise ValueError(f"rtol_min ({rtol_min}) must not exceed rtol_max ({rtol_max}): the schedule "
                              "cannot be met; lower rtol_min or raise rtol_max")
@@ -409,8 +471,22 @@ class ContinuousStrategy(Strategy):
                        raise_on_failure=False)
         return sol.ys[1:], sol.stats
 
-    def inference(self) -> InferenceSolver:
-        return InferenceSolver(method=self.method, rtol=self.inference_rtol, atol=self.inference_rtol)
+    @staticmethod
+    def inference_tolerance(field_error: float) -> float:
+        """Inference rtol for a field of relative error ``field_error``: 1e-3 x the error, rounded down
+        to a power of ten and clipped to [1e-10, 1e-6] (NaN or inf: 1e-10). The solver's error then
+        stays three decades below the field's own, where it cannot shorten a forecast."""
+        if not (math.isfinite(field_error) and field_error > 0):
+            return 1e-10
+        return min(max(10.0 ** math.floor(math.log10(1e-3 * field_error) + 1e-9), 1e-10), 1e-6)
+
+    def inference(self, field_error: float | None = None) -> InferenceSolver:
+        """rkf45 at ``inference_rtol``; when that is None, at :meth:`inference_tolerance` of
+        ``field_error`` (1e-10 when no error is given)."""
+        rtol = self.inference_rtol
+        if rtol is None:
+            rtol = self.inference_tolerance(math.nan if field_error is None else float(field_error))
+        return InferenceSolver(method=self.method, rtol=rtol, atol=rtol)
 
     def tolerance(self) -> float:
         return self.rtol
@@ -419,18 +495,54 @@ class ContinuousStrategy(Strategy):
         """Disjoint windows up to max_stride samples, then a start every max_stride samples (>= base)."""
         return max(base, horizon if self.max_stride is None else min(horizon, self.max_stride))
 
-    def _stalled(self, history) -> bool:
-        rows = [r for r in history if r.get("horizon") == self.current][-(self.patience + 1):]
-        if self.since < self.patience or len(rows) < self.patience + 1:
-            return False
-        first, last = rows[0]["loss"], rows[-1]["loss"]
-        return not (first - last > self.improvement * first)
+    # ------------------------------------------------------------ the schedule
+    @staticmethod
+    def _gain(history: list[dict], i: int) -> float | None:
+        """Relative loss decrease of epoch i: from its start (``loss_start``) or else from the previous
+        epoch at the same horizon; None when neither is known."""
+        row = history[i]
+        start = float(row.get("loss_start", math.nan))
+        if not (math.isfinite(start) and start > 0):
+            prev = [r for r in history[:i] if r.get("horizon") == row.get("horizon")]
+            if not prev:
+                return None
+            start = float(prev[-1]["loss"])
+        return (start - float(row["loss"])) / start if start > 0 else 0.0
+
+    def _converged(self, history: list[dict]) -> str | None:
+        """Why the fit at the current horizon has converged (noise floor, or patience epochs each below
+        ``improvement``), or None."""
+        idx = [i for i, r in enumerate(history) if r.get("horizon") == self.current]
+        if not idx:
+            return None
+        if self.floor is not None:
+            reason = self.floor.noise_reason(float(history[idx[-1]]["loss"]))
+            if reason:
+                return reason
+        gains = [self._gain(history, i) for i in idx[-self.patience:]]
+        if len(gains) == self.patience and all(g is not None and g < self.improvement for g in gains):
+            return (f"converged: the loss improved by less than {self.improvement:g} (relative) in each of the "
+                    f"last {self.patience} epoch(s) at the longest horizon ({self.max_horizon} samples)")
+        return None
+
+    def _resolved(self, row: dict) -> str | None:
+        """The misfit is below what the training solver resolves at rtol_min (10 * rtol_min * horizon)."""
+        res = 10.0 * self.rtol_min * int(row.get("horizon", self.current or 1))
+        misfit = float(row.get("misfit", math.nan))
+        if misfit <= res:
+            return (f"at its floor: the misfit {misfit:.3g} is below what the training solver resolves at its "
+                    f"tightest tolerance (10 x rtol_min x horizon = {res:.3g}); the loss cannot measure the "
+                    "field any better")
+        return None
 
     def set_tolerance(self, misfit: float, horizon: int) -> None:
-        """Tighten rtol towards misfit / (10 * horizon) (never loosen)."""
+        """rtol = clip(misfit / (10 * horizon), rtol_min, rtol_max): follows the misfit both ways."""
         if math.isfinite(misfit) and misfit > 0:
-            target = min(max(misfit / (10.0 * horizon), self.rtol_min), self.rtol_max)
-            self.rtol = min(self.rtol, target)
+            self.rtol = min(max(misfit / (10.0 * horizon), self.rtol_min), self.rtol_max)
+
+    def rolled_back(self) -> None:
+        """A rolled-back epoch retries with a tenfold tighter tolerance (not below rtol_min)."""
+        self.rtol = max(self.rtol / 10.0, self.rtol_min)
 
     def calibrate(self, field, x0: torch.Tensor, targets: torch.Tensor, horizon: int, reduce=None) -> float:
         """Set the first tolerance from the field's misfit at the tightest tolerance (no gradient); returns it.
@@ -459,17 +571,22 @@ class ContinuousStrategy(Strategy):
         if history:
             last = history[-1]
             self.set_tolerance(float(last.get("misfit", math.nan)), int(last.get("horizon", self.current)))
-            if self._stalled(history) and self.current < self.max_horizon:
+            if self.current < self.max_horizon and self._converged(history):
                 self.current = min(2 * self.current, self.max_horizon)
                 self.since = 0
         self.since += 1
         return self.current
 
     def finished(self, history):
-        if self.current == self.max_horizon and self._stalled(history):
-            return (f"converged: the loss improved by less than {self.improvement:g} (relative) over "
-                    f"{self.patience} epochs at the longest horizon ({self.max_horizon} samples)")
-        return None
+        if not history:
+            return None
+        last = history[-1]
+        reason = self._resolved(last)
+        if reason is None and self.floor is not None:
+            reason = self.floor.roundoff_reason(float(last["loss"]))
+        if reason is None and self.current == self.max_horizon:
+            reason = self._converged(history)
+        return reason
 
     def config(self) -> dict:
         return {"name": self.name, "method": self.method, "start_horizon": self.start_horizon,

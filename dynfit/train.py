@@ -33,8 +33,11 @@ __all__ = ["fit", "train_from_config", "CHECKPOINT", "DEFAULT_FIELD"]
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "dynfit-checkpoint-1"
 HISTORY_VARS = ("loss", "misfit", "rtol", "accepted_fraction", "mean_substeps", "max_substeps", "mean_steps",
-                "n_f_evals", "horizon", "lr", "wall_time", "retries", "restarts")
-HISTORY_UNITS = {"loss": "squared standardised units", "misfit": "standardised units (RMS per component)",
+                "n_f_evals", "horizon", "lr", "wall_time", "retries", "restarts", "loss_start", "forecast")
+HISTORY_UNITS = {"loss": "squared standardised units (at the weights kept)",
+                 "loss_start": "squared standardised units (at the epoch's first weights, same rtol and horizon)",
+                 "forecast": "samples a validation free run stays below normalised error 0.4 (mean)",
+                 "misfit": "standardised units (RMS per component)",
                  "rtol": "relative tolerance of the training solver", "wall_time": "s",
                  "mean_steps": "solver steps attempted per sample", "horizon": "samples per window",
                  "n_f_evals": "field evaluations summed over examples"}
@@ -82,10 +85,12 @@ def fit(data: Any, *, windows=None, model=None, optimizer=None, loop=None, check
     "raise" raises FloatingPointError. callback(epoch, row) runs after each
     epoch's checkpoint; returning True stops.
     """
+    started = time.perf_counter()
     settings = fit_settings(windows=windows, model=model, optimizer=optimizer, loop=loop, checkpoint=checkpoint,
                             **options)
     strat = _strategies.get(strategy, **(strategy_options or {}))
     run = _Run(settings, strat, *_prepare_data(data, settings, embed))
+    run.deadline = started + (math.inf if settings.loop.time_limit is None else settings.loop.time_limit)
     _build_model(run)
     _build_optimizer(run)
     _open_checkpoint(run)
@@ -123,6 +128,11 @@ class _Run:
     ckpt_path: Path | None = None
     lock: Any = None
     window_cache: tuple = (None, None, None, 0)  # (horizon, x0, targets, windows over all ranks)
+    deadline: float = math.inf  # time.perf_counter() at which the time limit passes
+    timed_out: bool = False  # the time limit passed inside the last epoch
+    forecasts: Any = None  # dynfit._watch.Forecasts when select_by_forecast
+    blown: int = 0  # free runs that blew up at the weights the next epoch starts from
+    best: dict | None = None  # {"score", "epoch" (-1: before training), "field"}: the weights kept
 
     @property
     def dim(self) -> int:
@@ -219,8 +229,8 @@ def _open_checkpoint(run: _Run) -> None:
         if run.writer:
             remove_stale_temps(run.ckpt_path.parent)  # left by a killed run
         if c.resume and run.ckpt_path.exists():
-            run.start, run.rows = _resume(run.ckpt_path, run.fingerprint, run.field, run.opt, run.sched, run.strat,
-                                          run.scaler)
+            run.start, run.rows, run.best = _resume(run.ckpt_path, run.fingerprint, run.field, run.opt, run.sched,
+                                                    run.strat, run.scaler)
     except BaseException:
         if run.lock is not None:
             run.lock.release()
@@ -276,32 +286,69 @@ def _train(run: _Run) -> str:
     epochs = run.settings.loop.epochs
     if run.start >= epochs:
         return "nothing to do: the checkpoint already holds every epoch"
+    _watch_data(run)
     bar = _progress_bar(run)
     restarts = 0
     try:
         for epoch in range(run.start, epochs):
+            if time.perf_counter() >= run.deadline:
+                return _time_reason(run, epoch)
             h = run.strat.horizon(epoch, run.rows, run.settings.windows.horizon)
             x0, tg, n_windows = _windows(run, h)
             if epoch == 0 and hasattr(run.strat, "calibrate"):
                 run.meta["initial_misfit"] = run.strat.calibrate(run.field, x0, tg, h,
                                                                  reduce=_reducer(run.ddp, n_windows))
             t0 = time.perf_counter()
-            loss, summary, retries = _safe_epoch(run, epoch, x0, tg, h, n_windows)
+            loss, summary, retries, score = _safe_epoch(run, epoch, x0, tg, h, n_windows)
             if loss is None:
-                return f"non-finite loss or weights at epoch {epoch} after {retries} retries (rolled back)"
-            row = _record(run, loss, summary, h, time.perf_counter() - t0, retries)
+                if run.timed_out:
+                    return _time_reason(run, epoch) + f" ({summary}; rolled back)"
+                return f"{summary} at epoch {epoch} after {retries} retries (rolled back)"
+            row = _record(run, loss, summary, h, time.perf_counter() - t0, retries, score)
+            _keep_best(run, epoch, score)
             restarts = 0 if not row["restarts"] else restarts + 1
             if run.ckpt_path is not None and run.writer:
                 _save_checkpoint(run, epoch)
             if bar is not None:
                 _show(bar, row)
-            reason = _stop_reason(run, epoch, row, restarts)
+            reason = _time_reason(run, epoch + 1) if run.timed_out else _stop_reason(run, epoch, row, restarts)
             if reason is not None:
                 return reason
     finally:
         if bar is not None:
             bar.close()
     return f"the epoch budget ran out ({epochs} epochs)"
+
+
+def _watch_data(run: _Run) -> None:
+    """Before the first epoch: the data's loss floor for the strategy, the validation free runs and the
+    score of the weights training starts from (the pre-fit's)."""
+    from ._watch import Forecasts, loss_floor
+
+    z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
+    floor = loss_floor(z, run.dtype)
+    run.strat.set_floor(floor)
+    run.meta.update({"loss_floor_roundoff": floor.roundoff, "loss_floor_noise": floor.noise})
+    if not run.settings.loop.select_by_forecast:
+        return
+    run.forecasts = Forecasts(z, device=run.device, dtype=run.dtype)
+    if run.best is None:  # a fresh start (a resumed run has its best from the checkpoint)
+        _keep_best(run, run.start - 1, run.forecasts.score(run.field, run.strat))
+    run.blown = run.best["score"].blown if run.best is not None else 0
+
+
+def _keep_best(run: _Run, epoch: int, score) -> None:
+    """Keep the weights that forecast best so far (score None: selection is off)."""
+    if score is None:
+        return
+    run.blown = score.blown
+    if score.better_than(None if run.best is None else run.best["score"]):
+        run.best = {"score": score, "epoch": epoch, "field": copy.deepcopy(run.field.state_dict())}
+
+
+def _time_reason(run: _Run, epochs_done: int) -> str:
+    return (f"time limit: {run.settings.loop.time_limit:g} s of wall time passed after {epochs_done} "
+            f"epoch(s){' (the last one cut short)' if run.timed_out else ''}")
 
 
 def _progress_bar(run: _Run):
@@ -320,20 +367,32 @@ def _show(bar, row: dict) -> None:
 
 
 def _safe_epoch(run: _Run, epoch: int, x0, tg, h: int, n_windows: int):
-    """One epoch with the NaN rollback: (loss, summary, retries), or (None, None, retries) to stop."""
+    """One epoch with the rollback: (loss at the weights kept, summary, retries, forecast Score or None),
+    or (None, what went wrong, retries, None) to stop.
+
+    Rolled back like a non-finite loss: a loss above ``jump_factor`` x the lowest recorded at this
+    horizon, and free runs that blow up from more validation starts than before the epoch.
+    """
     loop, o = run.settings.loop, run.settings.optimizer
     good = (copy.deepcopy(run.field.state_dict()), copy.deepcopy(run.opt.state_dict()))
     retries = 0
     while True:
-        loss, summary = _epoch(run.field, run.strat, run.opt, x0, tg, h, o.optimizer, run.settings.windows.batch_size,
-                               run.settings.model.seed, epoch, ddp=run.ddp, n_total=n_windows)
-        if _finite(run.field, loss):
-            return loss, summary, retries
+        loss, summary, run.timed_out = _epoch(run.field, run.strat, run.opt, x0, tg, h, o.optimizer,
+                                              run.settings.windows.batch_size, run.settings.model.seed, epoch,
+                                              ddp=run.ddp, n_total=n_windows, deadline=run.deadline)
+        what, score = _judge(run, loss, h), None
+        if what is None and run.forecasts is not None:
+            score = run.forecasts.score(run.field, run.strat)
+            if score.blown > run.blown:
+                what = (f"free runs blew up from {score.blown} of {len(run.forecasts.truth[0])} validation "
+                        f"starts (against {run.blown} before the epoch)")
+        if what is None:
+            return loss, summary, retries, score
         run.field.load_state_dict(good[0])
         run.opt.load_state_dict(good[1])
-        what = f"loss became {loss}" if not math.isfinite(loss) else "weights became non-finite"
+        run.strat.rolled_back()
         where = f"training {what} at epoch {epoch} ({run.strat.name}, {o.optimizer}, horizon {h})"
-        if loop.on_nan == "retry" and retries < loop.nan_retries:
+        if loop.on_nan == "retry" and retries < loop.nan_retries and not run.timed_out:
             retries += 1
             run.opt.state.clear()  # L-BFGS history / Adam moments: the next attempt starts afresh
             warnings.warn(f"{where}; rolled back to the weights at the start of the epoch and retrying "
@@ -346,16 +405,28 @@ def _safe_epoch(run: _Run, epoch: int, x0, tg, h: int, n_windows: int):
         if loop.on_nan == "raise":
             raise FloatingPointError(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
-        return None, None, retries
+        return None, what, retries, None
 
 
-def _record(run: _Run, loss: float, summary: dict, h: int, wall: float, retries: int) -> dict:
+def _judge(run: _Run, loss: float, h: int) -> str | None:
+    """What is wrong with an epoch that ended at ``loss`` (non-finite, a jump), or None."""
+    if not _finite(run.field, loss):
+        return f"loss became {loss} (non-finite)" if not math.isfinite(loss) else "weights became non-finite"
+    same = [r["loss"] for r in run.rows if r.get("horizon") == h and math.isfinite(r["loss"])]
+    factor = run.settings.loop.jump_factor
+    if same and loss > factor * min(same):
+        return (f"loss jumped to {loss:.3g}, more than {factor:g}x the lowest at horizon {h} ({min(same):.3g}; "
+                "jump_factor)")
+    return None
+
+
+def _record(run: _Run, loss: float, summary: dict, h: int, wall: float, retries: int, score=None) -> dict:
     """The epoch's history row; an epoch that moved nothing restarts the optimizer's memory."""
     prev = run.rows[-1]["loss"] if run.rows else math.inf
     moved = not (abs(prev - loss) <= run.settings.loop.stall * abs(prev))
     row = {"loss": loss, "misfit": math.sqrt(max(loss, 0.0) / run.dim), "rtol": run.strat.tolerance(),
            "horizon": h, "wall_time": wall, "lr": run.opt.param_groups[0]["lr"], "retries": retries,
-           "restarts": int(not moved), **summary}
+           "restarts": int(not moved), "forecast": math.nan if score is None else score.valid, **summary}
     run.rows.append(row)
     if not moved:
         run.opt.state.clear()  # restart L-BFGS (or Adam's moments): its memory may be what stalls it
@@ -365,17 +436,20 @@ def _record(run: _Run, loss: float, summary: dict, h: int, wall: float, retries:
 
 
 def _save_checkpoint(run: _Run, epoch: int) -> None:
+    best = None if run.best is None else {"score": run.best["score"].to_dict(), "epoch": run.best["epoch"],
+                                          "field": run.best["field"]}
     _save_atomic({
         "format": CHECKPOINT_FORMAT, "fingerprint": run.fingerprint, "epoch": epoch + 1,
         "field": run.field.state_dict(), "optimizer": run.opt.state_dict(),
         "scheduler": run.sched.state_dict() if run.sched is not None else None,
         "strategy_state": run.strat.state(), "history": run.rows, "scaler": run.scaler.to_dict(),
-        "rng": torch.get_rng_state(),
+        "rng": torch.get_rng_state(), "best": best,
     }, run.ckpt_path)
 
 
 def _stop_reason(run: _Run, epoch: int, row: dict, restarts: int) -> str | None:
-    """Why to stop after this epoch (the callback, the strategy, a stall), or None."""
+    """Why to stop after this epoch (the callback, the strategy: a loss at its floor or converged, a
+    stall), or None."""
     loop = run.settings.loop
     if loop.callback is not None and loop.callback(epoch, row):
         return f"the callback asked to stop after epoch {epoch}"
@@ -387,13 +461,27 @@ def _stop_reason(run: _Run, epoch: int, row: dict, restarts: int) -> str | None:
 
 
 def _finish(run: _Run, stop_reason: str):
-    """(Surrogate, history Dataset) with the provenance."""
-    run.field.eval()
+    """(Surrogate, history Dataset) with the provenance: the weights that forecast best, the inference
+    solver set from the field's accuracy (continuous strategy)."""
     meta = run.meta
+    if run.best is not None:
+        run.field.load_state_dict(run.best["field"])
+        meta.update({"selected_epoch": int(run.best["epoch"]), "selected_forecast": run.best["score"].valid,
+                     "selected_blown": run.best["score"].blown})
+    run.field.eval()
     meta["epochs"] = len(run.rows)
     meta["stop_reason"] = stop_reason
-    surrogate = Surrogate(run.field, run.scaler, run.dt, strategy=run.strat, field_config=run.field_config,
-                          provenance=meta)
+    solver = None
+    if run.continuous:
+        from ._watch import field_error
+
+        z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
+        order = getattr(run.settings.model, "prefit_order", 8)
+        err = field_error(run.field, z, order=order, device=run.device, dtype=run.dtype)
+        solver = run.strat.inference(err)
+        meta.update({"field_error": err, "inference_rtol": solver.rtol})
+    surrogate = Surrogate(run.field, run.scaler, run.dt, solver=solver, strategy=run.strat,
+                          field_config=run.field_config, provenance=meta)
     meta["world_size"] = 1 if run.ddp is None else run.ddp.world
     history = _history_dataset(run.rows, {k: v for k, v in meta.items() if k != "params"})
     return surrogate, history
@@ -535,15 +623,59 @@ def _history_dataset(rows: list[dict], attrs: dict):
 
 
 
-def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch, *, ddp=None, n_total=None):
-    """One epoch; returns (loss float, summary dict). With ``ddp``, x0/tg hold this rank's windows
-    (global indices rank, rank + world, ...) of ``n_total``; losses and gradients are summed over ranks."""
+class _OutOfTime(Exception):
+    """The time limit passed inside an epoch (raised in the L-BFGS closure)."""
+
+
+def _late(deadline: float, ddp) -> bool:
+    """The time limit has passed (on any rank, under torchrun)."""
+    if deadline == math.inf:
+        return False
+    late = time.perf_counter() >= deadline
+    if ddp is not None:
+        flag = torch.tensor([float(late)], dtype=torch.float64)
+        ddp.sum_(flag)
+        late = bool(flag[0] > 0)
+    return late
+
+
+def _evaluate(field, strat, x0, tg, h, bs, *, ddp=None, n_total=None) -> tuple[float, dict]:
+    """(loss, summary) at the current weights, no gradient, in batches of ``bs`` windows."""
+    n = x0.shape[0]
+    total, parts = 0.0, []
+    with torch.no_grad():
+        for i in range(0, n, bs):
+            ys, st = strat.rollout(field, x0[i:i + bs], h, tg[:, i:i + bs])
+            total += float((ys - tg[:ys.shape[0], i:i + bs]).pow(2).sum(dim=-1).sum()) / ys.shape[0]
+            parts.append((_strategies.summary(st, h), float(ys.shape[1])))
+    if ddp is not None:
+        t = torch.tensor([total], dtype=torch.float64)
+        ddp.sum_(t)
+        total = float(t[0])
+        parts = [p for rank_parts in ddp.gather(parts) for p in rank_parts]
+    return total / max(n if ddp is None else n_total, 1), _merge(parts)
+
+
+def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch, *, ddp=None, n_total=None,
+           deadline=math.inf):
+    """One epoch; returns (loss at the weights kept, summary dict, timed out). With ``ddp``, x0/tg hold
+    this rank's windows (global indices rank, rank + world, ...) of ``n_total``; losses and gradients
+    are summed over ranks.
+
+    L-BFGS keeps the weights of its lowest closure value (the line search's trials included), so the
+    loss recorded is the loss at the weights kept, at no extra cost; ``loss_start`` is its first
+    closure value (the epoch's starting weights). Adam's loss is evaluated once more at the end without
+    gradient (one forward pass over the windows). Past ``deadline`` (time.perf_counter()) the epoch
+    stops: inside the L-BFGS closure or between Adam minibatches.
+    """
     field.train()
     params = [p for p in field.parameters() if p.requires_grad]
     if optimizer == "lbfgs":
-        record = {"evals": 0, "summary": None, "loss": float("nan")}
+        record = {"evals": 0, "summary": None, "loss": math.inf, "start": math.nan, "weights": None}
 
         def closure():
+            if _late(deadline, ddp):
+                raise _OutOfTime
             opt.zero_grad()
             ys, st = strat.rollout(field, x0, h, tg)
             loss = _loss(ys, tg, None if ddp is None else n_total)
@@ -556,20 +688,43 @@ def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch, *, 
                 s_ = _merge([(r, w) for r, w in ddp.gather((s_, x0.shape[0]))])
                 loss = total
             record["evals"] += s_["n_f_evals"]
-            record["summary"] = s_
-            record["loss"] = float(loss.detach())
+            value = float(loss.detach())
+            if math.isnan(record["start"]):
+                record["start"] = value
+            if value < record["loss"]:  # the lowest so far: its weights are the ones to keep
+                record.update(loss=value, summary=s_, weights=[p.detach().clone() for p in params])
+            elif record["summary"] is None:
+                record["summary"] = s_
             return loss
 
-        opt.step(closure)
+        timed_out = False
+        try:
+            opt.step(closure)
+        except _OutOfTime:
+            timed_out = True
+            opt.state.clear()  # a step cut short leaves L-BFGS's memory half updated
+        if record["weights"] is not None and not all(torch.equal(p, w) for p, w in zip(params, record["weights"])):
+            with torch.no_grad():
+                for p, w in zip(params, record["weights"]):
+                    p.copy_(w)
+            opt.state.clear()  # its memory describes the last trial's weights, not these
+        if record["summary"] is None:  # cut short before the first closure: evaluate where we stand
+            loss, summary = _evaluate(field, strat, x0, tg, h, max(x0.shape[0], 1), ddp=ddp, n_total=n_total)
+            return loss, {**summary, "loss_start": loss}, timed_out
         summary = dict(record["summary"])
         summary["n_f_evals"] = record["evals"]
-        return record["loss"], summary
+        summary["loss_start"] = record["start"]
+        loss = record["loss"] if record["weights"] is not None else math.nan
+        return loss, summary, timed_out
     n = x0.shape[0] if ddp is None else n_total
     bs = n if batch_size is None else min(batch_size, n)
     gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
     perm = torch.randperm(n, generator=gen).to(x0.device)  # the same global order on every rank
-    total, parts = 0.0, []
+    evals, timed_out = 0, False
     for i in range(0, n, bs):
+        if _late(deadline, ddp):
+            timed_out = True
+            break
         idx = perm[i:i + bs]
         if ddp is not None:  # this rank's windows of the global minibatch, as local positions
             idx = idx[idx % ddp.world == ddp.rank] // ddp.world
@@ -578,23 +733,26 @@ def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch, *, 
             ys, st = strat.rollout(field, x0[idx], h, tg[:, idx])
             loss = _loss(ys, tg[:, idx], None if ddp is None else min(bs, n - i))
             _backward(loss, params)
-            parts.append((_strategies.summary(st, h), float(idx.numel())))
+            evals += _strategies.summary(st, h)["n_f_evals"]
         else:
-            loss = torch.zeros((), dtype=x0.dtype, device=x0.device)
             for p in params:
                 p.grad = torch.zeros_like(p)
         if ddp is not None:
             ddp.sum_grads(params)
-            loss = loss.detach().clone()
-            ddp.sum_(loss)
         opt.step()
-        total += float(loss.detach()) * min(bs, n - i)
+    loss, summary = _evaluate(field, strat, x0, tg, h, max(bs if ddp is None else x0.shape[0], 1), ddp=ddp,
+                              n_total=n_total)
     if ddp is not None:
-        parts = [p for rank_parts in ddp.gather(parts) for p in rank_parts]
-    return total / n, _merge(parts)
+        t = torch.tensor([float(evals)], dtype=torch.float64)
+        ddp.sum_(t)
+        evals = int(t[0])
+    summary["n_f_evals"] += evals
+    summary["loss_start"] = math.nan
+    return loss, summary, timed_out
 
 
-def _resume(path: Path, fingerprint: dict, field, opt, sched, strat, scaler) -> tuple[int, list]:
+def _resume(path: Path, fingerprint: dict, field, opt, sched, strat, scaler) -> tuple[int, list, dict | None]:
+    """Load a checkpoint into the run's objects: (epochs done, history rows, the best weights or None)."""
     from .io import check_checkpoint_blob, load_torch  # weights_only=True: no code runs from the file
 
     blob = check_checkpoint_blob(load_torch(path, what="checkpoint"), path, CHECKPOINT_FORMAT)
@@ -622,4 +780,9 @@ def _resume(path: Path, fingerprint: dict, field, opt, sched, strat, scaler) -> 
         sched.load_state_dict(blob["scheduler"])
     strat.load_state(blob.get("strategy_state") or {})
     torch.set_rng_state(blob["rng"])
-    return int(blob["epoch"]), list(blob["history"])
+    from ._watch import Score
+
+    best = blob.get("best")
+    if best:
+        best = {"score": Score.from_dict(best["score"]), "epoch": int(best["epoch"]), "field": best["field"]}
+    return int(blob["epoch"]), list(blob["history"]), best or None
