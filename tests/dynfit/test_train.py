@@ -396,8 +396,8 @@ def test_continuous_training_on_the_gpu_schedule(lorenz, monkeypatch):
 
     runs = []
     for gpu in (False, True):
-        monkeypatch.setitem(integrate.FUSED, "cpu", gpu)
-        monkeypatch.setitem(integrate.SYNC_EVERY, "cpu", 8 if gpu else 1)
+        cpu = {"fused": gpu, "sync_every": 8 if gpu else 1}  # odesolve's defaults on this device
+        monkeypatch.setattr(integrate, "DEVICE_DEFAULTS", {**integrate.DEVICE_DEFAULTS, "cpu": cpu})
         runs.append(_fit(lorenz, field=SMALL, strategy="continuous", epochs=2, seed=0, progress=False,
                          lbfgs_iterations=3))
     (a, ha), (b, hb) = runs
