@@ -6,7 +6,9 @@ One public entry point per job:
   (importing dynfit also registers ``rkf45`` and ``rkf23`` with torchdiffeq);
 - :func:`fit` - train a surrogate, returning it and a per-epoch history Dataset
   (``fit(data)`` alone: the polynomial + MLP field, derivative pre-fit, adaptive rollouts);
-- :class:`Surrogate` - a trained model (or a wrapped vector field): generate, physical_field, save, load;
+- :class:`Surrogate` - a trained model (or a wrapped vector field): generate, forecast (a Dataset),
+  equations, physical_field, save, load; :class:`DelayEmbedding` - a state from partial observations;
+  :class:`Estimator` - scikit-learn style fit / predict / simulate / score;
   :class:`InferenceSolver` - how it integrates;
 - :func:`evaluate`, :func:`lyapunov_spectrum`, :func:`valid_prediction_time` - diagnostics;
 - :func:`compare` - several training strategies on the same data and seeds, one Dataset;
@@ -38,6 +40,8 @@ from .train import fit
 from .strategies import InferenceSolver
 from .surrogate import Surrogate
 from .compare import compare, load_compare
+from .embedding import DelayEmbedding, mutual_information_delay
+from .estimator import Estimator
 
 __all__ = [
     "__version__",
@@ -47,4 +51,5 @@ __all__ = [
     "evaluate", "load_diagnostics", "summarize",
     "lyapunov_spectrum", "valid_prediction_time", "valid_groundtruth_time",
     "fit", "Surrogate", "InferenceSolver", "compare", "load_compare",
+    "DelayEmbedding", "mutual_information_delay", "Estimator",
 ]
