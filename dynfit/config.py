@@ -218,7 +218,7 @@ def _is_path_or_none(value, name):
 def _field_kinds():
     from .surrogate import FIELD_KINDS
 
-    return tuple(FIELD_KINDS)
+    return ("auto", *FIELD_KINDS)  # "auto": resolved on the data by fit (dynfit.selection)
 
 
 # ------------------------------------------------------------------ settings objects
@@ -277,16 +277,20 @@ class WindowSettings(_Settings):
 
 @dataclass(frozen=True)
 class FieldSettings(_Settings):
-    """The vector field's config ([field]; the dict ``dynfit.surrogate.build_field`` takes).
+    """The vector field's config ([field]; the dict ``dynfit.surrogate.build_field`` takes, or kind
+    "auto": the library chosen by the data, :func:`dynfit.selection.auto_field_config`).
 
-    degree: the polynomial library's (kind "poly" only; None: its default, 2).
+    degree: the polynomial library's (kind "poly"; None: its default, 2), or the highest polynomial
+    degree tried (kind "auto"; None: 5). correction: the neural part of kinds "auto"/"library",
+    "mlp" or "residual" (None: "mlp").
     """
-    kind: str = setting("poly", is_str(_field_kinds), toml="field")
+    kind: str = setting("auto", is_str(_field_kinds), toml="field")
     degree: int | None = setting(None, is_int(1, optional=True), toml="field")
     width: int = setting(32, is_int(0), toml="field")
     depth: int = setting(2, is_int(1), toml="field")
     activation: str = setting("silu", is_str(), toml="field")
     time_dependent: bool = setting(False, is_bool, toml="field")
+    correction: str | None = setting(None, is_str(("mlp", "residual"), optional=True), toml="field")
 
     def config(self) -> dict:
         """The config dict (None values left out)."""
@@ -297,13 +301,18 @@ class FieldSettings(_Settings):
 class ModelSettings(_Settings):
     """The model: its field (None: DEFAULT_FIELD; a FieldSettings, a config dict or a torch module),
     dtype, device (None: cuda when available), seed, and the derivative pre-fit (``prefit``: None =
-    with the continuous strategy on a fresh start; ``prefit_order``: the finite-difference order)."""
+    with the continuous strategy on a fresh start; ``prefit_order``: the finite-difference order;
+    ``prefit_targets``: "auto" (smoothed where the noise estimate finds noise, else differences),
+    "differences" or "smoothed" (:func:`dynfit.prefit.derivative_targets`); ``prefit_iterations``:
+    the L-BFGS iteration cap of the neural part)."""
     field: Any = setting(None, _is_field)
     dtype: str = setting("float64", is_dtype, toml="field")
     device: Any = setting(None, is_torch_device, toml="train")
     seed: int = setting(0, is_int(0), toml="train")
     prefit: bool | None = setting(None, is_bool_or_none, toml="train")
     prefit_order: int = setting(8, is_int(2), toml="train")
+    prefit_targets: str = setting("auto", one_of(("auto", "differences", "smoothed")), toml="train")
+    prefit_iterations: int = setting(200, is_int(0), toml="train")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,12 @@ high-order central difference are accurate to ~1e-7 on data sampled at
 dt = 0.01, and for a :class:`~dynfit.nn.fields.PolynomialField` the
 polynomial part then has a closed-form least-squares solution.
 
+Noisy data: :func:`derivative_targets` estimates the noise level first
+(:func:`dynfit.smoothing.noise_level`); where the samples hold white noise
+that the differences would amplify, the targets are Savitzky-Golay smoothed
+states and derivatives (:func:`dynfit.smoothing.savgol_derivatives`, window
+from the noise level) instead of differences of the raw samples.
+
 All quantities are in the model's units: standardised states, one time unit
 per sampling interval.
 """
@@ -20,7 +26,7 @@ import torch
 
 from systems import checks
 
-__all__ = ["STENCILS", "derivative_estimates", "prefit"]
+__all__ = ["STENCILS", "TARGETS", "derivative_estimates", "derivative_targets", "prefit"]
 
 # central first-derivative stencils (unit spacing), order -> coefficients of samples -p..p
 STENCILS = {
@@ -55,6 +61,59 @@ def derivative_estimates(z: np.ndarray, order: int = 8) -> tuple[np.ndarray, np.
     return z[:, p:p + m].reshape(-1, d), dz.reshape(-1, d)
 
 
+TARGETS = ("auto", "differences", "smoothed")
+
+
+def derivative_targets(z: np.ndarray, *, order: int = 8, targets: str = "auto",
+                       windows=None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(states, derivatives, info) for the pre-fit from trajectories z (N, T, D) at unit spacing.
+
+    targets: "differences" (central differences of ``order``, today's
+    clean-data path), "smoothed" (Savitzky-Golay states and derivatives with
+    per-component ``windows`` (D,), chosen from the noise level when None) or
+    "auto" (smoothed where :func:`dynfit.smoothing.noise_is_white` finds noise
+    in some component, else differences). info: "targets" (the one used),
+    "noise_level" (D,) list (in z's units; on clean data an upper bound),
+    "windows" (D,) list (smoothed only).
+    """
+    from .smoothing import noise_is_white, noise_level, savgol_derivatives, savgol_window
+
+    checks.choice("prefit targets", targets, TARGETS)
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 3:
+        raise ValueError(f"z must have shape (N, T, D), got {z.shape}")
+    noise = noise_level(z)
+    info = {"noise_level": [float(v) for v in noise]}
+    if targets == "auto":
+        targets = "smoothed" if noise_is_white(z).any() else "differences"
+    info["targets"] = targets
+    if targets == "differences":
+        states, derivs = derivative_estimates(z, order)
+        return states, derivs, info
+    if windows is None:
+        windows = savgol_window(z, noise)
+    info["windows"] = [int(w) for w in np.asarray(windows).reshape(-1)]
+    states, derivs = savgol_derivatives(z, windows)
+    return states, derivs, info
+
+
+def _lstsq(feats: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Least-squares coefficients (n_terms, D) of target (B, D) on feats (B, n_terms) in float64 on
+    the CPU, columns scaled for conditioning; with a 0/1 ``mask`` (n_terms, D) each component on its
+    active columns only (the others 0)."""
+    scale = feats.abs().amax(dim=0).clamp_min(1e-300)
+    a = (feats / scale).cpu()
+    target = target.cpu()
+    if mask is None or bool((mask != 0).all()):
+        return torch.linalg.lstsq(a, target, driver="gelsd").solution / scale.cpu()[:, None]
+    sol = torch.zeros(feats.shape[1], target.shape[1], dtype=torch.float64)
+    for j in range(target.shape[1]):
+        cols = torch.nonzero(mask[:, j].cpu() != 0).flatten()
+        if cols.numel():
+            sol[cols, j] = torch.linalg.lstsq(a[:, cols], target[:, j:j + 1], driver="gelsd").solution[:, 0]
+    return sol / scale.cpu()[:, None]
+
+
 def _relative_error(field, zs: torch.Tensor, dz: torch.Tensor) -> float:
     with torch.no_grad():
         res = field(torch.zeros((), dtype=zs.dtype, device=zs.device), zs) - dz
@@ -62,22 +121,31 @@ def _relative_error(field, zs: torch.Tensor, dz: torch.Tensor) -> float:
 
 
 def prefit(field: torch.nn.Module, z: np.ndarray, *, order: int = 8, iterations: int = 200,
-           tolerance: float = 1e-3, device=None, dtype=torch.float64) -> dict:
-    """Fit ``field`` (in place) to the finite-difference derivatives of z (N, T, D).
+           tolerance: float = 1e-3, device=None, dtype=torch.float64, targets: str = "differences",
+           windows=None) -> dict:
+    """Fit ``field`` (in place) to the derivatives of z (N, T, D) (:func:`derivative_targets` with
+    ``order``, ``targets`` and ``windows``; the default "differences" is the clean-data path).
 
-    A field with a polynomial library (``features`` and ``coef``) gets its
-    coefficients from linear least squares first. Then, if the field has other
-    parameters, L-BFGS on the mean squared derivative error runs until the
-    relative change of the loss over 5 steps of 20 iterations falls below
-    ``tolerance`` or ``iterations`` are spent. Returns {"field_error": relative
-    RMS derivative error, "field_error_lstsq", "iterations", "wall_time"}.
+    A field with a library (``features`` and ``coef``; a 0/1 ``mask`` buffer
+    restricts each component to its active terms) gets its coefficients from
+    linear least squares first. Then, if the field has other parameters,
+    L-BFGS on the mean squared derivative error runs until the relative change
+    of the loss over 5 steps of 20 iterations falls below ``tolerance`` or
+    ``iterations`` are spent. Returns {"field_error": relative RMS derivative
+    error, "field_error_lstsq", "iterations", "wall_time", "targets",
+    "noise_level" (D,), "windows" (smoothed targets only)}.
     """
+    iterations = checks.integer("prefit iterations", iterations, minimum=0)
     t0 = time.perf_counter()
-    states, derivs = derivative_estimates(z, order)
+    if targets == "differences" and windows is None:  # no noise estimate needed: today's path
+        states, derivs = derivative_estimates(z, order)
+        tinfo = {"targets": "differences"}
+    else:
+        states, derivs, tinfo = derivative_targets(z, order=order, targets=targets, windows=windows)
     dev = torch.device("cpu") if device is None else torch.device(device)
     zs = torch.as_tensor(states, dtype=dtype, device=dev)
     dz = torch.as_tensor(derivs, dtype=dtype, device=dev)
-    info = {"field_error_lstsq": math.nan, "iterations": 0}
+    info = {"field_error_lstsq": math.nan, "iterations": 0, **tinfo}
     coef = getattr(field, "coef", None)
     if isinstance(coef, torch.nn.Parameter) and hasattr(field, "features"):
         with torch.no_grad():
@@ -86,10 +154,8 @@ def prefit(field: torch.nn.Module, z: np.ndarray, *, order: int = 8, iterations:
             mlp = getattr(field, "mlp", None)
             if mlp is not None:
                 target = target - mlp(torch.zeros((), dtype=zs.dtype, device=dev), zs).to(torch.float64)
-            # scale columns for conditioning, solve on the CPU in float64
-            scale = feats.abs().amax(dim=0).clamp_min(1e-300)
-            sol = torch.linalg.lstsq((feats / scale).cpu(), target.cpu(), driver="gelsd").solution
-            coef.copy_((sol / scale.cpu()[:, None]).to(coef))
+            mask = getattr(field, "mask", None)
+            coef.copy_(_lstsq(feats, target, mask if isinstance(mask, torch.Tensor) else None).to(coef))
         info["field_error_lstsq"] = _relative_error(field, zs, dz)
     others = [p for name, p in field.named_parameters() if p.requires_grad and p is not coef]
     if others and iterations > 0:

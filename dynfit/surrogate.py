@@ -19,7 +19,8 @@ __all__ = ["Surrogate", "build_field", "FORMAT"]
 
 FORMAT = "dynfit-surrogate-1"
 
-FIELD_KINDS = {"mlp": "MLPField", "residual": "ResidualMLPField", "poly": "PolynomialField"}
+FIELD_KINDS = {"mlp": "MLPField", "residual": "ResidualMLPField", "poly": "PolynomialField",
+               "library": "LibraryField"}
 
 
 def build_field(config: dict, dim: int, dtype=torch.float64) -> torch.nn.Module:

@@ -187,9 +187,18 @@ def _build_model(run: _Run) -> None:
         spec = dict(DEFAULT_FIELD)
     elif isinstance(spec, FieldSettings):
         spec = spec.config()
+    mask, run.selection = None, None
+    if isinstance(spec, dict) and spec.get("kind") == "auto":  # the library chosen by the data
+        from .selection import auto_field_config
+
+        z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
+        spec, mask, run.selection = auto_field_config(spec, z, scale=run.scaler.std, targets=m.prefit_targets,
+                                                      order=m.prefit_order)
     if isinstance(spec, dict):
         run.field_config = dict(spec)
         spec = build_field(run.field_config, run.dim, run.dtype)
+        if mask is not None:
+            spec.mask.copy_(torch.as_tensor(mask, dtype=spec.mask.dtype))
     run.field = spec.to(device=run.device, dtype=run.dtype)
 
 
@@ -251,15 +260,29 @@ def _prefit(run: _Run) -> None:
     """The derivative pre-fit on a fresh start (when asked, or with the continuous strategy); then every
     rank starts from rank 0's weights."""
     m = run.settings.model
+    selection = getattr(run, "selection", None)
+    if selection is not None:  # field kind "auto": what was tried and chosen (plain attrs)
+        from .selection import report_json
+
+        run.meta.update({"library_selection": report_json(selection), "library": selection["chosen"],
+                         "library_terms": int(run.field.mask.shape[0]),
+                         "library_active_terms": int((run.field.mask != 0).sum())})
     if (run.continuous if m.prefit is None else m.prefit) and run.start == 0:
         from .prefit import prefit
 
         z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
-        info = prefit(run.field, z, order=m.prefit_order, device=run.device, dtype=run.dtype)
+        windows = selection.get("windows") if selection is not None else None
+        info = prefit(run.field, z, order=m.prefit_order, iterations=m.prefit_iterations, device=run.device,
+                      dtype=run.dtype, targets=m.prefit_targets, windows=windows)
         run.meta.update({"prefit_field_error": info["field_error"],
                          "prefit_field_error_lstsq": info["field_error_lstsq"],
                          "prefit_iterations": info["iterations"], "prefit_wall_time": info["wall_time"],
-                         "prefit_order": int(m.prefit_order)})
+                         "prefit_order": int(m.prefit_order), "prefit_targets": info["targets"]})
+        if "noise_level" in info:  # standardised units: a fraction of each component's std
+            run.meta.update({"noise_estimate": float(max(info["noise_level"])),
+                             "noise_estimate_components": ", ".join(f"{v:.3g}" for v in info["noise_level"])})
+        if "windows" in info:
+            run.meta["prefit_savgol_windows"] = ", ".join(str(w) for w in info["windows"])
         if not _finite(run.field, 0.0):
             raise FloatingPointError("the derivative pre-fit produced non-finite weights; check the data "
                                      "(NaN, blow-up) or pass prefit=False")

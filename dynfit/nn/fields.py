@@ -6,6 +6,11 @@
   ``h + linear(act(norm(t, linear(h))))``, a linear output layer.
 - :class:`ConvField`: x (B, C, H, W) -> same shape, 3x3 convolutions with
   2d norms (TA-BN over channels).
+- :class:`PolynomialField`: monomials up to a degree plus an MLP correction.
+- :class:`LibraryField`: any feature library (:mod:`dynfit.nn.library`:
+  polynomials, trigonometric terms, their products, rational terms) with a
+  sparsity mask, plus an MLP or residual-MLP correction; what ``fit``'s
+  default field kind "auto" builds after choosing the library on the data.
 
 ``norm`` is one of ``None``/``"none"``, ``"tabn"``, ``"bn"`` (plain BatchNorm,
 "Pop-TI"), ``"minibatch"``; see :func:`dynfit.nn.norm.make_norm`. TA-BN
@@ -21,10 +26,11 @@ from torch import nn
 from systems import checks
 
 from .calls import direct
+from .library import Library, monomial_exponents, monomial_name
 from .norm import EachLayer, make_norm, norm_penalty, share_tables
 
-__all__ = ["ACTIVATIONS", "MLPField", "ResidualMLPField", "ConvField", "PolynomialField", "make_activation",
-           "monomial_exponents"]
+__all__ = ["ACTIVATIONS", "MLPField", "ResidualMLPField", "ConvField", "PolynomialField", "LibraryField",
+           "make_activation", "monomial_exponents"]
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -241,23 +247,6 @@ class ConvField(_Field):
         return direct(self.out)(h)
 
 
-def monomial_exponents(dim: int, degree: int) -> torch.Tensor:
-    """Exponents of the monomials of :class:`PolynomialField`, in its order: int64 (n_terms, dim).
-
-    Term k is the product of ``x_aug[i]`` over the ``degree`` indices of
-    ``itertools.combinations_with_replacement(range(dim + 1), degree)``,
-    with ``x_aug = (1, x_1, ..., x_dim)``: constant first, then linear, ...
-    """
-    rows = []
-    for combo in itertools.combinations_with_replacement(range(dim + 1), degree):
-        e = [0] * dim
-        for i in combo:
-            if i:
-                e[i - 1] += 1
-        rows.append(e)
-    return torch.tensor(rows, dtype=torch.int64)
-
-
 class PolynomialField(_Field):
     """Polynomial library plus an MLP correction: x (B, dim) -> (B, dim).
 
@@ -321,3 +310,72 @@ class PolynomialField(_Field):
         if self.mlp is not None:
             out = out + direct(self.mlp)(t, x)
         return out
+
+    def term_names(self, names) -> list[str]:
+        """One name per feature column ('1', 'x', 'x*y', 'y^2', ...) in the field's own
+        (standardised) variables named ``names`` (dim,)."""
+        names = [str(n) for n in names]
+        if len(names) != self.dim:
+            raise ValueError(f"term_names needs {self.dim} variable names, got {len(names)}: {names}")
+        return [monomial_name(e, names) for e in monomial_exponents(self.dim, self.degree).tolist()]
+
+
+CORRECTIONS = ("mlp", "residual")
+
+
+class LibraryField(_Field):
+    """Library features with masked coefficients plus a neural correction: x (B, dim) -> (B, dim).
+
+    ``f(z) = L(z) (coef * mask) + net(z)``: L the features of ``library`` (a
+    spec, :mod:`dynfit.nn.library`; default ``{"poly": 2}``), ``mask`` (n_terms,
+    dim) a saved 0/1 buffer (the sparse regression's active terms; all ones
+    when built), ``net`` an :class:`MLPField` (``correction="mlp"``) or
+    :class:`ResidualMLPField` ("residual") whose output layer starts at zero
+    (``width=0`` drops it). Time-invariant. ``features``/``coef`` as
+    :class:`PolynomialField`, for the closed-form pre-fit.
+    """
+
+    def __init__(self, dim: int, *, library: dict | None = None, width: int = 32, depth: int = 2,
+                 activation: str = "silu", correction: str = "mlp", time_dependent: bool = False,
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        if time_dependent:
+            raise ValueError("LibraryField is time-invariant (time_dependent=False); for a time-dependent "
+                             "field use kind 'mlp' or 'residual' with time_dependent=True")
+        self.dim = checks.integer("dim", dim, minimum=1)
+        width = checks.integer("width", width, minimum=0)
+        dtype = checks.float_dtype("dtype", dtype)
+        self.correction = checks.choice("correction", correction, CORRECTIONS)
+        self.time_dependent = False
+        self.library = Library(self.dim, {"poly": 2} if library is None else library, dtype=dtype)
+        n_terms = self.library.n_terms
+        self.coef = nn.Parameter(torch.zeros(n_terms, self.dim, dtype=dtype))
+        self.register_buffer("mask", torch.ones(n_terms, self.dim, dtype=dtype))
+        self.mlp = None
+        if width > 0:
+            cls = MLPField if self.correction == "mlp" else ResidualMLPField
+            self.mlp = cls(self.dim, width=width, depth=depth, activation=activation, dtype=dtype)
+            nn.init.zeros_(self.mlp.out.weight)
+            nn.init.zeros_(self.mlp.out.bias)
+
+    @property
+    def spec(self) -> dict:
+        """The library's checked spec (plain data)."""
+        return self.library.spec
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Library features: (B, dim) -> (B, n_terms)."""
+        return self.library(x)
+
+    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
+        """dx/dt; x (B, dim) -> (B, dim)."""
+        self._check_input(x, 2, "(batch, dim)")
+        out = self.features(x) @ (self.coef * self.mask)
+        if self.mlp is not None:
+            out = out + direct(self.mlp)(t, x)
+        return out
+
+    def term_names(self, names) -> list[str]:
+        """One name per feature column in the field's own (standardised) variables named ``names``
+        (dim,): '1', 'x*y', 'sin(y)', 'z*cos(2*x)', 'y/(1+x^2)', ... (``Library.term_names``)."""
+        return self.library.term_names(names)
