@@ -317,9 +317,14 @@ def _lyapunov_time(choice, system, attrs, x, dt, surrogate, std, steps, n_starts
                       fix="pass a number (1 / lambda_1 in the data's time unit), 'data' or 'surrogate'")
     if choice is None and system is not None:
         lt = attrs.get("lyapunov_time") or system.lyapunov_time
-        if not lt:
-            raise ValueError(f"no Lyapunov time known for {system.name!r} (data.attrs['lyapunov_time'] or the "
-                             "system's lyapunov_max); VPT is measured in Lyapunov times: pass lyapunov_time")
+        if not lt:  # none recorded: the system's own largest exponent (QR, analytic Jacobian)
+            lam = system_lyapunov_spectrum(system, x[0, 0], dt=dt, n_steps=max(steps, 5000), transient=500,
+                                           k=1)[0]
+            if not lam > 0:
+                raise ValueError(f"no Lyapunov time known for {system.name!r} and its largest exponent "
+                                 f"{lam:.3g} is not positive; VPT is measured in Lyapunov times: pass "
+                                 "lyapunov_time")
+            lt = 1.0 / lam
         return float(lt), "system", np.nan, None
     if choice is None and attrs.get("lyapunov_time"):
         return checks.positive("data.attrs['lyapunov_time']", attrs["lyapunov_time"]), "given", np.nan, None

@@ -318,3 +318,15 @@ def test_lyapunov_from_data(long_data):
         lyapunov_from_data(long_data[:, :100], dt=DT)
     with pytest.raises(ValueError, match="fit_range"):
         lyapunov_from_data(long_data, dt=DT, fit_range=(0.6, 0.2))
+
+
+def test_known_system_without_a_recorded_lyapunov_time():
+    """Lorenz-96 with N = 5 has no tabulated exponent: it is computed from the system's equations."""
+    sysm = systems.get("lorenz96", N=5)
+    assert not sysm.lyapunov_time
+    data = systems.simulate(sysm, n_traj=1, n_steps=400, dt=DT, seed=0, transient=5.0)
+    ds = evaluate(ExactSurrogate(sysm, dt=DT, rtol=1e-10), data, n_starts=1, horizon=1.0, long_steps=1000,
+                  lyapunov_steps=0, groundtruth=False, seed=0)
+    lam = systems.lyapunov_spectrum(sysm, n_steps=5000, dt=DT, transient=5.0, x0=data["x"].values[0, 0], k=1)[0]
+    assert ds.attrs["lyapunov_time_source"] == "system"
+    assert ds.attrs["lyapunov_time"] == pytest.approx(1 / lam, rel=1e-6)
