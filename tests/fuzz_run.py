@@ -347,6 +347,37 @@ def _cases() -> list[Case]:
     for v in [0, -1, 2.5, "5", None, True]:
         add("Surrogate.generate", f"n_steps={v!r}", gen([1.0, 1.0, 20.0], v))
 
+    # ---------------- Surrogate.forecast, delay embedding, Estimator (issue 26)
+    def fc(x0=(1.0, 1.0, 20.0), n_steps=5, **kw):
+        def run(d):
+            return fixtures(d)["surrogate"].forecast(list(x0) if isinstance(x0, tuple) else x0, n_steps, **kw)
+        return run
+
+    for name, kw in {"on_failure='loud'": {"on_failure": "loud"}, "t0='0'": {"t0": "0"},
+                     "t0=nan": {"t0": nan}, "n_steps='5'": {"n_steps": "5"}}.items():
+        add("Surrogate.forecast", name, fc(**kw))
+    add("Surrogate.forecast", "x0 wrong dim", fc(x0=(1.0, 2.0)))
+    add("Surrogate.generate", "vector_field returns NaN", lambda d: __import__("dynfit").Surrogate.from_vector_field(
+        lambda t, x: x * nan, 0.01, dim=3).generate([1.0, 1.0, 1.0], 5))
+    add("Surrogate.forecast", "vector_field returns inf", lambda d: __import__("dynfit").Surrogate.from_vector_field(
+        lambda t, x: x / 0.0, 0.01, dim=3).forecast([1.0, 1.0, 1.0], 5))
+    add("Surrogate.equations", "an MLP field", lambda d: fixtures(d)["surrogate"].equations())
+    add("Surrogate.equations", "threshold='0.1'", lambda d: fixtures(d)["surrogate"].equations(threshold="0.1"))
+    add("fit", "data (N, D, T)", fitc(data=lambda d: walk.transpose(0, 2, 1), dt=0.01))
+    add("fit", "data 1-D autonomous", fitc(data=lambda d: walk[:, :, :1], dt=0.01))
+    add("fit", "embed=3", fitc(embed=3))
+    add("fit", "embed too long for the data", fitc(
+        embed=__import__("dynfit.embedding", fromlist=["x"]).DelayEmbedding(lags=3, tau=100)))
+    for kw in [{"lags": "3"}, {"lags": 1}, {"tau": 0}, {"tau": 2.5}]:
+        add("DelayEmbedding", f"{kw}", lambda d, kw=kw: __import__("dynfit").DelayEmbedding(**kw))
+    for name, call in {"fit X text": lambda e: e.fit(np.array([["a", "b"]] * 5), 0.1),
+                       "fit t text": lambda e: e.fit(walk[0], "0.1"),
+                       "fit t decreasing": lambda e: e.fit(walk[0], np.arange(50)[::-1] * 0.1),
+                       "fit without t": lambda e: e.fit(walk[0]),
+                       "predict unfitted": lambda e: e.predict(walk[0]),
+                       "set_params unknown": lambda e: e.set_params(epoch=3)}.items():
+        add("Estimator", name, lambda d, call=call: call(__import__("dynfit").Estimator(epochs=1)))
+
     # ---------------- evaluate
     def ev(surrogate=None, data=None, **kw):
         def run(d):
