@@ -14,6 +14,7 @@ sampling interval.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -26,6 +27,19 @@ FORECAST_STARTS = 8  # free runs per score
 FORECAST_SAMPLES = 500  # the most samples a free run covers
 FORECAST_THRESHOLD = 0.4  # normalised error at which a forecast stops being valid
 BLOWN = 10.0  # a run leaving BLOWN x the data's largest |z - mean| has blown up
+
+
+@contextlib.contextmanager
+def _evaluating(field):
+    """``field`` in eval mode (a module; a plain function as it is), its mode restored after."""
+    was = getattr(field, "training", None)
+    if was is not None:
+        field.eval()
+    try:
+        yield
+    finally:
+        if was is not None:
+            field.train(was)
 
 
 def loss_floor(z: np.ndarray, dtype: torch.dtype) -> LossFloor:
@@ -107,13 +121,8 @@ class Forecasts:
 
     def score(self, field, strategy) -> Score:
         """Free runs of ``field`` from the starts: their Score."""
-        was = field.training
-        field.eval()
-        try:
-            with torch.no_grad():
-                ys, _ = self.solver(strategy).solve(field, self.truth[0], self.length)
-        finally:
-            field.train(was)
+        with _evaluating(field), torch.no_grad():
+            ys, _ = self.solver(strategy).solve(field, self.truth[0], self.length)
         ys = ys.to(self.truth)
         finite = torch.isfinite(ys).all(dim=-1)  # (L + 1, B)
         far = ((ys - self.mean).abs() > self.bound).any(dim=-1)
@@ -143,12 +152,7 @@ def field_error(field, z: np.ndarray, *, order: int, device, dtype, max_samples:
     step = max(1, len(states) // max_samples)
     zs = torch.as_tensor(states[::step], dtype=dtype, device=device)
     dz = torch.as_tensor(derivs[::step], dtype=dtype, device=device)
-    was = field.training
-    field.eval()
-    try:
-        with torch.no_grad():
-            res = field(torch.zeros((), dtype=dtype, device=device), zs) - dz
-    finally:
-        field.train(was)
+    with _evaluating(field), torch.no_grad():
+        res = field(torch.zeros((), dtype=dtype, device=device), zs) - dz
     num, den = float(res.square().sum()), float(dz.square().sum())
     return math.sqrt(num / den) if den > 0 and math.isfinite(num) else math.nan
