@@ -191,11 +191,15 @@ def plot_density(ds: xr.Dataset, path=None, *, bins: int = 40, max_components: i
     for i, (ax, c) in enumerate(zip(axes, comps)):
         lo, hi = _limits(tr[:, i:i + 1])
         edges = np.linspace(lo[0], hi[0], bins + 1)
-        s = su[:, i][np.isfinite(su[:, i])]
-        ax.hist(s, bins=edges, density=True, color=SURROGATE["color"], alpha=0.45, label="surrogate")
+        s = su[:, i][np.isfinite(su[:, i]) & (su[:, i] >= edges[0]) & (su[:, i] <= edges[-1])]
+        share = f" ({100 * s.size / max(su.shape[0], 1):.0f}% inside)" if s.size < su.shape[0] else ""
+        if s.size:  # a diverged run may leave nothing inside the truth's range
+            ax.hist(s, bins=edges, density=True, color=SURROGATE["color"], alpha=0.45, label="surrogate")
+        else:
+            ax.plot([], [], color=SURROGATE["color"], label="surrogate (none inside)")
         ax.hist(tr[:, i], bins=edges, density=True, histtype="step", color=TRUTH["color"], lw=1.4,
                 label="truth")
-        title = c
+        title = c + share.replace(" inside", " of the surrogate inside")
         if "wasserstein" in ds:
             title += f"  (W1 {float(ds['wasserstein'].values[i]):.2g} std)"
         ax.set_title(title, fontsize="medium")
