@@ -69,8 +69,9 @@ def test_bad_arguments_raise_clear_errors(lorenz):
         esn.forecast(lorenz[:, 100], 10)            # a reservoir needs its warm-up
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("dynfit") else n
-                                  for n in NAMES])   # dynfit's one quick epoch: ~5-12 s here
+# dynfit's one quick epoch: ~5-12 s here
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
+                                  if n.startswith("dynfit") else n for n in NAMES])
 def test_each_method_fits_and_forecasts_lorenz(name, lorenz, one_thread):
     m = M.make(name, quick=True, seed=1)
     m.fit(lorenz, DT)
@@ -96,7 +97,8 @@ def test_fits_are_reproducible_for_a_seed(name, lorenz, one_thread):
     a.fit(lorenz, DT)
     b.fit(lorenz, DT)
     h = lorenz[:, 181:201]
-    np.testing.assert_array_equal(a.forecast(lorenz[:, 200], 30, h), b.forecast(lorenz[:, 200], 30, h))
+    np.testing.assert_array_equal(a.forecast(lorenz[:, 200], 30, h),
+                                  b.forecast(lorenz[:, 200], 30, h))
 
 
 def test_pysindy_defaults_recover_lorenz63(lorenz):
@@ -107,8 +109,9 @@ def test_pysindy_defaults_recover_lorenz63(lorenz):
     names = m.model.feature_library.get_feature_names()
     coef = {(i, n): c for i in range(3) for n, c in zip(names, m.model.coefficients()[i])}
     sigma, rho, beta = 10.0, 28.0, 8.0 / 3.0
-    for key, want, tol in [((0, "x0"), -sigma, 1e-2), ((0, "x1"), sigma, 1e-2), ((1, "x0"), rho, 1e-2),
-                           ((2, "x2"), -beta, 1e-2), ((1, "x1"), -1.0, 5e-2), ((1, "x0 x2"), -1.0, 5e-2),
+    for key, want, tol in [((0, "x0"), -sigma, 1e-2), ((0, "x1"), sigma, 1e-2),
+                           ((1, "x0"), rho, 1e-2), ((2, "x2"), -beta, 1e-2),
+                           ((1, "x1"), -1.0, 5e-2), ((1, "x0 x2"), -1.0, 5e-2),
                            ((2, "x0 x1"), 1.0, 5e-2)]:
         assert abs(coef.pop(key) - want) <= tol * abs(want), key
     assert all(c == 0.0 for c in coef.values())
@@ -118,7 +121,8 @@ def test_fast_sindy_field_matches_predict():
     import pysindy as ps
 
     x = systems.simulate("lorenz63", n_traj=1, n_steps=400, dt=DT, seed=2).x.values[0]
-    model = ps.SINDy(feature_library=M._sindy_library("poly3+fourier2"), optimizer=ps.STLSQ(threshold=1e-3))
+    model = ps.SINDy(feature_library=M._sindy_library("poly3+fourier2"),
+                     optimizer=ps.STLSQ(threshold=1e-3))
     model.fit(x, t=DT)
     f = M._sindy_field(model)
     assert f.__name__ == "fast"
@@ -132,12 +136,17 @@ def test_batched_reservoir_runs_match_reservoirpy(lorenz):
     z = esn.scaler(lorenz[0, 200:260])
     res, ridge = esn.model["reservoir"], esn.model["readout"]
     res.reset()
-    s = res.run(z)[-1]
-    own = [z[-1]]
-    for _ in range(4):
-        own.append(s @ ridge.Wout + ridge.bias)
+    states = res.run(z)
+    _, own_states = esn._states({"units": res.units, "sr": res.sr, "lr": res.lr,
+                                 "input_scaling": res.input_scaling, "bias": res.bias},
+                                 z[None])
+    np.testing.assert_allclose(own_states[0], states[:-1], rtol=1e-12, atol=1e-12)
+    s, own = states[-1], [z[-1]]
+    for _ in range(4):                      # u += readout([state, u]); state <- reservoir(u)
+        own.append(own[-1] + ridge.run(np.concatenate([s, own[-1]])[None])[0])
         s = res.step(own[-1])
-    np.testing.assert_allclose(M.ESNMethod._run(esn.model, z[None], 5)[0], own, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(M.ESNMethod._run(esn.model, z[None], 5)[0], own,
+                               rtol=1e-12, atol=1e-12)
 
     nvar = M.make("nvar", quick=True)
     nvar.fit(lorenz, DT)
@@ -151,11 +160,13 @@ def test_batched_reservoir_runs_match_reservoirpy(lorenz):
         u = u + feats @ ridge.Wout + ridge.bias
         own.append(u)
         feats = node.step(u)
-    np.testing.assert_allclose(M.NVARMethod._run(nvar.model, z[None], 5)[0], own, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(M.NVARMethod._run(nvar.model, z[None], 5)[0], own,
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_free_run_isolates_a_blow_up():
-    """One start escaping to infinity is NaN from there on; the other integrates exactly (dx/dt = -x)."""
+    """One start escaping to infinity is NaN from there on; the other integrates exactly
+    (dx/dt = -x)."""
     def f(z):
         return np.where(z > 1.5, z ** 3, -z)
 
