@@ -3,9 +3,10 @@
 ``fit`` runs named steps over one ``_Run`` (the state of a training run):
 ``_prepare_data`` (trajectories, sampling step, standardisation),
 ``_build_model``, ``_build_optimizer``, ``_open_checkpoint`` (lock, resume),
-``_prefit``, ``_train`` (the epoch loop: ``_windows``, ``_safe_epoch`` with its
-NaN rollback, ``_record``, ``_save_checkpoint``, ``_stop_reason``) and
-``_finish`` (the Surrogate and the history Dataset). Its settings are the
+``_prefit``, ``_train`` (the epoch loop: ``_watch_data`` (loss floor, validation
+free runs), ``_windows``, ``_safe_epoch`` with its rollback, ``_record``,
+``_keep_best``, ``_save_checkpoint``, ``_stop_reason``) and ``_finish`` (the
+weights kept, the inference solver, the Surrogate and the history Dataset). Its settings are the
 objects of :mod:`dynfit.config`.
 """
 from __future__ import annotations
@@ -64,26 +65,38 @@ def fit(data: Any, *, windows=None, model=None, optimizer=None, loop=None, check
     which win over the objects': horizon, stride, standardize, dt, batch_size;
     field, dtype, device, seed, prefit, prefit_order; optimizer, lr,
     lbfgs_iterations, lbfgs_tolerance, weight_decay, schedule; epochs, on_nan,
-    nan_retries, stall, progress, callback; checkpoint_dir, resume. Each
-    field's meaning, default and check: dynfit.config.
+    nan_retries, stall, progress, callback, jump_factor, time_limit,
+    select_by_forecast; checkpoint_dir, resume. Each field's meaning, default
+    and check: dynfit.config.
 
     field None is DEFAULT_FIELD (a degree-2 polynomial library plus a small
     MLP). prefit None: the derivative pre-fit (:func:`dynfit.prefit.prefit`)
     runs with the continuous strategy on a fresh start. Training stops early
-    when the strategy says it has converged or when two epochs in a row change
-    nothing (the second after an optimizer restart); the history's attrs say
-    why (``stop_reason``). An L-BFGS epoch ends early once the largest
-    gradient component is below ``lbfgs_tolerance`` or the loss or step
-    changes by less than a hundredth of it (the paper's strategies; the
-    continuous one judges progress relatively). Checkpoints go to
+    when the loss is at its floor (roundoff, the training solver's resolution,
+    the data's noise), when the strategy says it has converged, when two
+    epochs in a row change nothing (the second after an optimizer restart) or
+    when ``time_limit`` seconds have passed (checked inside epochs too); the
+    history's attrs say why (``stop_reason``). The history's ``loss`` is the
+    loss at the weights kept: L-BFGS keeps the weights of its lowest closure
+    value in the epoch. An L-BFGS epoch ends early once the largest gradient
+    component is below ``lbfgs_tolerance`` or the loss or step changes by
+    less than a hundredth of it (the paper's strategies; the continuous one
+    judges progress relatively). Checkpoints go to
     ``checkpoint_dir/checkpoint.pt`` after every epoch (atomic, the folder
     locked); with resume=True an existing one is continued (this call's L-BFGS
-    settings win). A non-finite loss or weight rolls back to the weights at the
-    start of the epoch; on_nan="retry" then clears the optimizer's memory and
-    runs the epoch again, up to ``nan_retries`` times in a row (the history's
-    ``retries``), before it warns and stops; "stop" warns and stops at once;
-    "raise" raises FloatingPointError. callback(epoch, row) runs after each
-    epoch's checkpoint; returning True stops.
+    settings win). A non-finite loss or weight, a loss above ``jump_factor`` x
+    the lowest at its horizon, or validation free runs that blow up roll back
+    to the weights at the start of the epoch; on_nan="retry" then clears the
+    optimizer's memory and runs the epoch again, up to ``nan_retries`` times
+    in a row (the history's ``retries``), before it warns and stops; "stop"
+    warns and stops at once; "raise" raises FloatingPointError. With
+    ``select_by_forecast`` the weights returned are those whose short free runs
+    from a few starts of the data forecast best (the history's attrs
+    ``selected_epoch``, -1 for the weights training started from).
+    callback(epoch, row) runs after each epoch's checkpoint; returning True
+    stops. The continuous strategy's surrogate integrates at a tolerance set
+    from the field's measured accuracy (attrs ``field_error``,
+    ``inference_rtol``).
     """
     started = time.perf_counter()
     settings = fit_settings(windows=windows, model=model, optimizer=optimizer, loop=loop, checkpoint=checkpoint,
