@@ -178,3 +178,35 @@ def test_prefit_on_clean_data_is_unchanged_by_auto_targets(lorenz):
 def test_prefit_iterations_checked():
     with pytest.raises(ValueError, match="prefit iterations"):
         prefit(PolynomialField(1, width=0), np.zeros((1, 20, 1)), iterations=-1)
+
+
+def test_fit_default_field_is_chosen_and_recorded(lorenz, tmp_path):
+    import dynfit
+
+    x, _ = lorenz
+    sur, hist = dynfit.fit(x[:, :600], dt=0.01, epochs=0, progress=False, prefit_iterations=20)
+    assert sur.field_config["kind"] == "library" and hist.attrs["library"] == "poly2"
+    report = json.loads(hist.attrs["library_selection"])
+    assert report["chosen"] == "poly2" and len(report["candidates"]) >= 5
+    assert all(isinstance(hist.attrs[k], (str, int, float)) for k in
+               ("library", "library_terms", "library_active_terms", "noise_estimate", "prefit_targets"))
+    assert sur.provenance["library"] == "poly2"
+    assert hist.attrs["prefit_field_error"] < 1e-5
+    back = dynfit.Surrogate.load(sur.save(tmp_path / "m.pt"))
+    states = x[0, :5]
+    assert np.array_equal(back.vector_field(states), sur.vector_field(states))
+    # an explicit config still builds the fixed polynomial field
+    sur2, _ = dynfit.fit(x[:, :600], dt=0.01, epochs=0, progress=False, field={"kind": "poly", "degree": 2},
+                         prefit_iterations=0)
+    assert type(sur2.field).__name__ == "PolynomialField"
+
+
+def test_fit_on_noisy_data_smooths_and_reports_the_noise(lorenz):
+    import dynfit
+
+    x, scaler = lorenz
+    noisy = x + 0.02 * scaler.std * np.random.default_rng(4).standard_normal(x.shape)
+    _, hist = dynfit.fit(noisy[:, :800], dt=0.01, epochs=0, progress=False, prefit_iterations=0)
+    assert hist.attrs["prefit_targets"] == "smoothed"
+    assert 0.02 / 1.5 < hist.attrs["noise_estimate"] < 0.02 * 1.5
+    assert hist.attrs["library"] == "poly2"
