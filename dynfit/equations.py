@@ -34,6 +34,9 @@ def _exponents(field) -> np.ndarray | None:
 
     if isinstance(field, PolynomialField):
         return monomial_exponents(field.dim, field.degree).numpy()
+    spec = getattr(getattr(field, "library", None), "spec", None)  # LibraryField: a polynomial-only library
+    if isinstance(spec, dict) and spec.get("poly") and not spec.get("trig") and not spec.get("rational"):
+        return monomial_exponents(field.dim, int(spec["poly"])).numpy()
     return None
 
 
