@@ -46,7 +46,8 @@ def problems(quick: bool, t_vdp: float, t_lorenz: float):
                    control=MixedNorm(1e-8, 1e-8)).ys[-1]  # on the attractor
     if quick:
         y_l = y_l[:4]
-    return [(f"Van der Pol mu=10..100 (B={n})", vdp, y_vdp, torch.linspace(0, t_vdp, 11, dtype=F64)),
+    t_v = torch.linspace(0, t_vdp, 11, dtype=F64)
+    return [(f"Van der Pol mu=10..100 (B={n})", vdp, y_vdp, t_v),
             (f"Lorenz'63 (B={y_l.shape[0]})", lorenz, y_l,
              torch.linspace(0, t_lorenz, 11, dtype=F64))]
 
@@ -64,8 +65,10 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small batches and short spans (CI)")
     ap.add_argument("--tol", type=float, default=1e-6, help="rtol = atol (default 1e-6)")
-    ap.add_argument("--t-vdp", type=float, default=None, help="Van der Pol span (default 40; quick 10)")
-    ap.add_argument("--t-lorenz", type=float, default=None, help="Lorenz span (default 20; quick 5)")
+    ap.add_argument("--t-vdp", type=float, default=None,
+                    help="Van der Pol span (default 40; quick 10)")
+    ap.add_argument("--t-lorenz", type=float, default=None,
+                    help="Lorenz span (default 20; quick 5)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     t_vdp = args.t_vdp or (10.0 if args.quick else 40.0)

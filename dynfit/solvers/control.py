@@ -64,7 +64,7 @@ def check_controller(control) -> None:
 
 
 def _positive(owner: str, name: str, value) -> float:
-    """``value`` as a positive finite float (:func:`_dyncore.checks.positive`, owner in the name)."""
+    """``value`` as a positive finite float (``checks.positive``, the owner in the name)."""
     return checks.positive(f"{owner}: {name}", value, fix=f"pass e.g. {name}={_EXAMPLES[name]:g}")
 
 
@@ -74,7 +74,8 @@ def check_mixed(owner: str, ctrl) -> None:
     for name in ("rtol", "atol", "safety", "fmin", "fmax"):
         object.__setattr__(ctrl, name, _positive(owner, name, getattr(ctrl, name)))
     checks.choice(f"{owner}: norm", ctrl.norm, NORMS,
-                  fix="'example' holds each example to the tolerance, 'batch' one RMS over the batch")
+                  fix="'example' holds each example to the tolerance, "
+                      "'batch' one RMS over the batch")
     checks.boolean(f"{owner}: per_example", ctrl.per_example, optional=True,
                    fix="pass True, False or None (None: True, or False with norm='batch')")
     if ctrl.per_example is None:
@@ -182,7 +183,8 @@ class PaperRule:
         object.__setattr__(self, "safety", _positive("PaperRule", "safety", self.safety))
         object.__setattr__(self, "max_substeps", checks.integer(
             "PaperRule: max_substeps", self.max_substeps, minimum=1,
-            fix="pass the most uniform substeps a rejected interval may take, e.g. max_substeps=10"))
+            fix="pass the most uniform substeps a rejected interval may take, "
+                "e.g. max_substeps=10"))
         object.__setattr__(self, "shared", checks.boolean("PaperRule: shared", self.shared,
                                                           fix="pass shared=True or shared=False"))
 

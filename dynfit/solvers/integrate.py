@@ -40,16 +40,19 @@ _DEFAULT_CONTROL = MixedNorm(rtol=1e-6, atol=1e-6)
 # ----------------------------------------------------------------------------- input checks
 def _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_size):
     if not callable(field):
-        raise TypeError(f"field must be callable as field(t, y) -> dy/dt, got {type(field).__name__}")
+        raise TypeError(f"field must be callable as field(t, y) -> dy/dt, "
+                        f"got {type(field).__name__}")
     if not isinstance(y0, torch.Tensor) or not y0.is_floating_point():
-        raise TypeError(f"y0 must be a floating-point torch.Tensor of shape (B, D), got {type(y0).__name__}"
-                        + (f" of dtype {y0.dtype}" if isinstance(y0, torch.Tensor) else ""))
+        dtype = f" of dtype {y0.dtype}" if isinstance(y0, torch.Tensor) else ""
+        raise TypeError(f"y0 must be a floating-point torch.Tensor of shape (B, D), "
+                        f"got {type(y0).__name__}{dtype}")
     if y0.ndim != 2 or y0.shape[0] == 0 or y0.shape[1] == 0:
         hint = " (for a single state use y0.unsqueeze(0))" if y0.ndim == 1 else ""
         raise ValueError(f"y0 must have shape (B, D) with B, D >= 1, got {tuple(y0.shape)}{hint}")
     bad = (~torch.isfinite(y0.detach()).all(dim=1)).nonzero().flatten().tolist()
     if bad:
-        raise ValueError(f"y0 holds NaN or inf in examples {bad[:20]}{' ...' if len(bad) > 20 else ''} "
+        more = " ..." if len(bad) > 20 else ""
+        raise ValueError(f"y0 holds NaN or inf in examples {bad[:20]}{more} "
                          f"({len(bad)} of {y0.shape[0]}); clean or drop those initial states")
     if isinstance(t, torch.Tensor):
         ts = t.detach().to(device=y0.device, dtype=y0.dtype)
@@ -57,7 +60,8 @@ def _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_
         try:
             ts = torch.as_tensor(t, dtype=y0.dtype, device=y0.device)
         except (TypeError, ValueError):
-            raise TypeError(f"t must be a 1-D tensor of output times, got {type(t).__name__}") from None
+            raise TypeError(f"t must be a 1-D tensor of output times, "
+                            f"got {type(t).__name__}") from None
     if ts.ndim != 1 or ts.numel() < 2:
         raise ValueError(f"t must be a 1-D tensor of at least 2 output times (start and end), "
                          f"got shape {tuple(ts.shape)}")
@@ -66,21 +70,24 @@ def _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_
     dt = ts[1:] - ts[:-1]
     if not (bool((dt > 0).all()) or bool((dt < 0).all())):
         i = int(((dt <= 0) if dt[0] > 0 else (dt >= 0)).nonzero()[0]) if dt[0] != 0 else 0
-        raise ValueError(f"t must be strictly increasing or strictly decreasing; t[{i}]={ts[i].item()!r}, "
-                         f"t[{i + 1}]={ts[i + 1].item()!r} break it (sort the times and drop duplicates)")
+        raise ValueError(f"t must be strictly increasing or strictly decreasing; "
+                         f"t[{i}]={ts[i].item()!r}, t[{i + 1}]={ts[i + 1].item()!r} break it "
+                         f"(sort the times and drop duplicates)")
     checks.choice("method", method, METHODS, fix="pass the name of a Runge-Kutta tableau")
     tab = torch_tableau(method)
     if step_size is not None:
         if reference is not None:
-            raise ValueError("reference steers the adaptive error control; with step_size it would have no effect: "
-                             "drop step_size (adaptive) or drop reference")
-        checks.positive("step_size", step_size, fix="pass a positive step for fixed steps, or None for adaptive ones")
+            raise ValueError("reference steers the adaptive error control; with step_size it would "
+                             "have no effect: drop step_size (adaptive) or drop reference")
+        checks.positive("step_size", step_size,
+                        fix="pass a positive step for fixed steps, or None for adaptive ones")
     else:
         check_controller(control)
         if not tab.adaptive:
             adaptive = [m for m in METHODS if torch_tableau(m).adaptive]
-            raise ValueError(f"method {method!r} has no embedded error estimate: pass step_size=... "
-                             f"for fixed steps, or use an adaptive method ({adaptive})")
+            raise ValueError(f"method {method!r} has no embedded error estimate: pass "
+                             f"step_size=... for fixed steps, or use an adaptive method "
+                             f"({adaptive})")
     checks.integer("max_steps", max_steps, minimum=1,
                    fix="pass the most steps an example may take, e.g. 10000")
     checks.positive("h0", h0, optional=True,
@@ -95,11 +102,13 @@ def _check_inputs(field, y0, t, method, control, reference, max_steps, h0, step_
         if ref.ndim == 2 and T == 2:
             ref = ref.unsqueeze(0).expand(2, B, D)
         if tuple(ref.shape) != (T, B, D):
-            raise ValueError(f"reference must have shape (T, B, D) = {(T, B, D)}" + (" or (B, D)" if T == 2 else "")
-                             + f", got {tuple(reference.shape)}")
+            alt = " or (B, D)" if T == 2 else ""
+            raise ValueError(f"reference must have shape (T, B, D) = {(T, B, D)}{alt}, "
+                             f"got {tuple(reference.shape)}")
         badr = (~torch.isfinite(ref[1:]).all(dim=2).all(dim=0)).nonzero().flatten().tolist()
         if badr:
-            raise ValueError(f"reference holds NaN or inf for examples {badr[:20]}; clean the targets")
+            raise ValueError(f"reference holds NaN or inf for examples {badr[:20]}; "
+                             "clean the targets")
     return ts, tab, ref
 
 
@@ -195,7 +204,8 @@ def _initial_step(counter, t0, y0, f0, direction, order, ctrl: Controller) -> to
 def _retake_finite(counter, t, h, y, ks, tab, finite, per_ex: bool):
     """Redo a step on its finite rows only, so that no NaN/inf enters the autograd graph
     (a masked-out NaN still turns gradients into NaN: 0 * inf). Rows that overflowed get
-    y_high = y (detached; they are rejected) and an infinite error. Returns (y_hi, err, ks, rows)."""
+    y_high = y (detached; they are rejected) and an infinite error.
+    Returns (y_hi, err, ks, rows)."""
     rows = finite.nonzero().flatten()
     base = y.detach()
     inf = torch.full_like(base, math.inf)
@@ -435,9 +445,9 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: Controller, ref, max_steps, h0, 
                j=torch.ones(B, dtype=torch.int64, device=dev), n_acc=zeros_i,
                err=torch.full((B,), math.nan, dtype=dtype, device=dev), err_set=falses, sub=zeros_i,
                ctrl=ctrl.init(B, dtype, dev), ref_tried=falses)
-    extra = torch.zeros(B, dtype=torch.int64, device=dev)  # evaluations of retaken steps (full size)
+    extra = torch.zeros(B, dtype=torch.int64, device=dev)  # evaluations of retaken steps
     n_steps = torch.zeros(B, dtype=torch.int64, device=dev)
-    n_batch = torch.zeros(B, dtype=torch.int64, device=dev)  # steps each example stayed in the batch
+    n_batch = torch.zeros(B, dtype=torch.int64, device=dev)  # steps each stayed in the batch
     lazy = sync_every > 1  # stopped rows are frozen in the batch until the next read
     if lazy:
         st.active, st.stop_it, st.stop_finite, st.h_last = ~falses, zeros_i, ~falses, h
@@ -463,7 +473,8 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: Controller, ref, max_steps, h0, 
             v = y_hi.sum(1) + ks[-1].sum(1)
             finite = (v - v) == 0  # isfinite in 2 ops instead of 4: inf - inf and NaN are NaN
             ev = _combo(tab.e, ks) * hs
-            if land_each:  # the first attempt ending on the output time is judged against the reference
+            # the first attempt ending on the output time is judged against the reference
+            if land_each:
                 use_ref = lands & ~st.ref_tried
                 ev = torch.where(use_ref.unsqueeze(1), ref[jt, st.idx] - y_hi, ev)
             e = ctrl.error(ev, st.y, y_hi, hd, finite)
@@ -508,7 +519,8 @@ def _solve_adaptive(counter, y0, ts, tab, ctrl: Controller, ref, max_steps, h0, 
         k = len(pending)
         n_outs, overflow, flags = flags[0:2 * k:2], not all(flags[1:2 * k:2]), flags[2 * k:]
         if not lazy:
-            if flags.pop():  # all accepted: the same values and gradients as the select, two nodes fewer
+            # all accepted: the same values and gradients as the select, two nodes fewer
+            if flags.pop():
                 st.y, st.k1 = y_hi, ks[-1]
             else:
                 st.y = torch.where(acc2, y_hi, y_prev)

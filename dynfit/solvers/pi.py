@@ -50,7 +50,8 @@ class PIController:
     def __post_init__(self):
         check_mixed("PIController", self)
         object.__setattr__(self, "alpha", checks.positive(
-            "PIController: alpha", self.alpha, fix="pass e.g. alpha=0.7 (1 with beta=0: I control)"))
+            "PIController: alpha", self.alpha,
+            fix="pass e.g. alpha=0.7 (1 with beta=0: I control)"))
         object.__setattr__(self, "beta", checks.real(
             "PIController: beta", self.beta, minimum=0.0, below=self.alpha,
             fix="pass 0 <= beta < alpha, e.g. beta=0.4"))

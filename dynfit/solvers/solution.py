@@ -1,4 +1,5 @@
-"""What a solve returns: :class:`Solution`, per-example :class:`Stats`, :class:`Status` codes, :class:`SolverError`."""
+"""What a solve returns: :class:`Solution`, per-example :class:`Stats`, :class:`Status` codes,
+:class:`SolverError`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,12 +14,13 @@ __all__ = ["Status", "Stats", "Solution", "SolverError"]
 
 
 _ADVICE = {
-    Status.MAX_STEPS: "hit the step limit max_steps={max_steps}; raise max_steps, loosen rtol/atol (or eps), "
-    "or check the vector field (a field that blows up needs ever smaller steps)",
+    Status.MAX_STEPS: "hit the step limit max_steps={max_steps}; raise max_steps, loosen "
+    "rtol/atol (or eps), or check the vector field (a field that blows up needs ever smaller "
+    "steps)",
     Status.STEP_UNDERFLOW: "needed a step size below floating-point resolution; loosen rtol/atol, "
     "use float64, or check the vector field for a singularity or blow-up",
-    Status.NONFINITE: "produced NaN or inf; check the vector field and its parameters (NaN weights, "
-    "division by zero, blow-up) or shorten the output interval",
+    Status.NONFINITE: "produced NaN or inf; check the vector field and its parameters "
+    "(NaN weights, division by zero, blow-up) or shorten the output interval",
 }
 
 
@@ -61,6 +63,8 @@ def failure_message(stats: Stats, t_reached: torch.Tensor, max_steps: int) -> st
             continue
         shown = ", ".join(f"{i} (t={t_reached[i].item():.6g})" for i in ex[:10])
         more = f" and {len(ex) - 10} more" if len(ex) > 10 else ""
-        lines.append(f"  {code.name}: examples {shown}{more} " + _ADVICE[code].format(max_steps=max_steps) + ".")
-    lines.append("The exception's .stats and .solution hold the statistics and the outputs reached so far.")
+        advice = _ADVICE[code].format(max_steps=max_steps)
+        lines.append(f"  {code.name}: examples {shown}{more} {advice}.")
+    lines.append("The exception's .stats and .solution hold the statistics and the outputs "
+                 "reached so far.")
     return "\n".join(lines)

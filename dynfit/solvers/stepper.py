@@ -33,7 +33,8 @@ class FieldCounter:
         self.calls += 1
         if not isinstance(f, torch.Tensor) or f.shape != y.shape:
             got = f"shape {tuple(f.shape)}" if isinstance(f, torch.Tensor) else type(f).__name__
-            raise ValueError(f"field(t, y) must return a tensor shaped like y {tuple(y.shape)}, got {got}")
+            raise ValueError(f"field(t, y) must return a tensor shaped like y {tuple(y.shape)}, "
+                             f"got {got}")
         if f.requires_grad:
             f.register_hook(self._on_backward)
         return f
@@ -56,7 +57,8 @@ def rk_step(field: FieldCounter, t, h, y: torch.Tensor, k1: torch.Tensor | None,
             with_error: bool = True):
     """One step of ``tab`` from (t, y) with step h (k1 = f(t, y) if already known).
 
-    h: a Python float or 0-dim tensor (shared time t, 0-dim) or a (B, 1) tensor (per-example t (B,)).
+    h: a Python float or 0-dim tensor (shared time t, 0-dim) or a (B, 1) tensor
+    (per-example t (B,)).
     Returns (y_high (B, D), err (B, D) = y_high - y_low, detached, or None, ks): ks is
     the list of stage derivatives; for an FSAL tableau ks[-1] = f(t + h, y_high).
     """
@@ -81,7 +83,8 @@ def rk_step(field: FieldCounter, t, h, y: torch.Tensor, k1: torch.Tensor | None,
 
 @lru_cache(maxsize=64)
 def _weights(tab: TorchTableau, dtype: torch.dtype, device: torch.device):
-    """Dense tensors of a tableau on one dtype/device: per-stage rows (i,) and the (4, S) dense matrix."""
+    """Dense tensors of a tableau on one dtype/device: per-stage rows (i,), the (4, S) dense
+    matrix and the nodes (S,)."""
     rows = []
     for i, terms in enumerate(tab.rows):
         w = torch.zeros(i, dtype=dtype, device=device)

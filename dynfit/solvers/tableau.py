@@ -1,10 +1,10 @@
-"""Torch-ready view of the Butcher tableaus in :mod:`systems.tableaus`.
+"""Torch-ready view of the Butcher tableaus of the base (``_dyncore.tableaus``).
 
-The arrays live in ``systems.tableaus`` (checked there on construction by
-``check_tableau``, re-exported here); this module turns them into the Python-float rows the stepper
-uses (zero coefficients dropped, so the hot loop does no useless work). Python
-floats keep every tensor's dtype and device, so one cached view serves float32,
-float64, CPU and CUDA alike.
+The arrays live in ``_dyncore.tableaus`` (public as ``systems.tableaus``; checked there
+on construction by ``check_tableau``, re-exported here); this module turns them into
+the Python-float rows the stepper uses (zero coefficients dropped, so the hot loop does
+no useless work). Python floats keep every tensor's dtype and device, so one cached
+view serves float32, float64, CPU and CUDA alike.
 
 Adaptive methods also get a first-same-as-last (FSAL) form: a non-FSAL tableau
 gains a last stage at c = 1 whose row is b, so that the last stage is
@@ -40,12 +40,14 @@ def fsal_extension(tab: Tableau) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def midpoint_weights(a: np.ndarray, c: np.ndarray, order: int, theta: float = 0.5) -> np.ndarray:
-    """w with sum_i w_i Phi_i(tree) = theta^|tree| / gamma(tree) for all trees up to ``order`` (<= 4).
+    """w with sum_i w_i Phi_i(tree) = theta^|tree| / gamma(tree) for all trees up to ``order``
+    (<= 4).
 
     Raises ValueError if the tableau admits no such weights.
     """
     rows = [np.ones_like(c), c, c**2, a @ c, c**3, c * (a @ c), a @ c**2, a @ (a @ c)]
-    rhs = [theta, theta**2 / 2, theta**3 / 3, theta**3 / 6, theta**4 / 4, theta**4 / 8, theta**4 / 12, theta**4 / 24]
+    rhs = [theta, theta**2 / 2, theta**3 / 3, theta**3 / 6,
+           theta**4 / 4, theta**4 / 8, theta**4 / 12, theta**4 / 24]
     n = {1: 1, 2: 2, 3: 4, 4: 8}[order]
     A, r = np.array(rows[:n]), np.array(rhs[:n])
     w = np.linalg.lstsq(A, r, rcond=None)[0]
@@ -92,7 +94,8 @@ class TorchTableau:
 
 def dense_coefficients(b: np.ndarray, mid: np.ndarray) -> np.ndarray:
     """(4, S) matrix C such that the quartic dense output of an FSAL step is
-    y(t + theta h) = y0 + h sum_i P_i(theta) k_i with P(theta) = (theta, theta^2, theta^3, theta^4) @ C.
+    y(t + theta h) = y0 + h sum_i P_i(theta) k_i with
+    P(theta) = (theta, theta^2, theta^3, theta^4) @ C.
 
     It is the quartic through y0, y1 = y0 + h b.k and y(t + h/2) = y0 + h mid.k with slopes
     k_0 and k_{S-1} (Hermite-Birkhoff).
@@ -100,7 +103,8 @@ def dense_coefficients(b: np.ndarray, mid: np.ndarray) -> np.ndarray:
     S = len(b)
     e0, e1 = np.eye(S)[0], np.eye(S)[S - 1]
     r1, r2, r3 = b - e0, e1 - e0, 16.0 * mid - 8.0 * e0
-    return np.stack([e0, -5.0 * r1 + r2 + r3, 14.0 * r1 - 3.0 * r2 - 2.0 * r3, -8.0 * r1 + 2.0 * r2 + r3])
+    return np.stack([e0, -5.0 * r1 + r2 + r3, 14.0 * r1 - 3.0 * r2 - 2.0 * r3,
+                     -8.0 * r1 + 2.0 * r2 + r3])
 
 
 def _build(tab: Tableau, a, b, c, fsal: bool, mid=()) -> TorchTableau:
@@ -113,7 +117,8 @@ def _build(tab: Tableau, a, b, c, fsal: bool, mid=()) -> TorchTableau:
         dense = tuple(tuple(float(x) for x in row) for row in dense_coefficients(a[-1], w))
     return TorchTableau(
         name=tab.name, rows=tuple(_terms(a[i, :i]) for i in range(len(c))), b=_terms(b), e=e,
-        c=tuple(float(x) for x in c), mid=mid, order=tab.order, order_low=tab.order_low, fsal=fsal, dense=dense,
+        c=tuple(float(x) for x in c), mid=mid, order=tab.order, order_low=tab.order_low,
+        fsal=fsal, dense=dense,
     )
 
 
@@ -123,7 +128,8 @@ def _cached(name: str, fsal: bool) -> TorchTableau:
     if not fsal:
         return _build(tab, tab.a, tab.b, tab.c, tab.fsal)
     if not tab.adaptive:
-        raise ValueError(f"method {name!r} has no embedded error estimate, so no adaptive (FSAL) form")
+        raise ValueError(f"method {name!r} has no embedded error estimate, "
+                         "so no adaptive (FSAL) form")
     a, b, c = fsal_extension(tab)
     mid = _terms(midpoint_weights(a, c, min(tab.order, 4)), tiny=1e-13)
     return _build(tab, a, b, c, True, mid)

@@ -48,7 +48,8 @@ class RKF45Solver(RKAdaptiveStepsizeODESolver):
 
 
 class RKF23Solver(RKAdaptiveStepsizeODESolver):
-    """The paper's Fehlberg 3(2): RK3 propagated, Heun for the error, FSAL-extended (3 evaluations per step)."""
+    """The paper's Fehlberg 3(2): RK3 propagated, Heun for the error, FSAL-extended
+    (3 evaluations per step)."""
 
     order = 3
     tableau = _torchdiffeq_tableau(RKF23)
@@ -57,7 +58,8 @@ class RKF23Solver(RKAdaptiveStepsizeODESolver):
 
 def register() -> None:
     """Add "rkf45" and "rkf23" to torchdiffeq's SOLVERS (shared by odeint and odeint_adjoint)."""
-    solvers = importlib.import_module("torchdiffeq._impl.odeint").SOLVERS  # the module, not the function
+    # the module, not the function
+    solvers = importlib.import_module("torchdiffeq._impl.odeint").SOLVERS
     solvers["rkf45"] = RKF45Solver
     solvers["rkf23"] = RKF23Solver
 

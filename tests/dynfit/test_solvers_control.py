@@ -43,7 +43,7 @@ def test_pi_with_alpha_1_and_beta_0_is_the_i_controller_step_for_step(kw):
 @pytest.mark.parametrize("rtol", [1e-5, 1e-8])
 def test_pi_meets_the_tolerance_against_scipy(rtol):
     """Van der Pol mu=5: the PI solve's global error at t=4 stays within 50 rtol of DOP853's
-    (rtol 1e-13), as the I controller's does; the PI controller changes the steps, not the accuracy."""
+    (rtol 1e-13), as the I controller's does: PI changes the steps, not the accuracy promised."""
     ref = np.stack([solve_ivp(lambda t, y: [y[1], 5.0 * (1 - y[0]**2) * y[1] - y[0]], (0, 4), y0,
                               method="DOP853", rtol=1e-13, atol=1e-13).y[:, -1]
                     for y0 in Y0.numpy()])
@@ -80,8 +80,8 @@ def test_pi_gradients_match_finite_differences():
         for d in range(2):
             dy = torch.zeros_like(Y0[:2])
             dy[b, d] = eps
-            f = [odesolve(vdp, Y0[:2] + s * dy, t, control=PIController(1e-10, 1e-10)).ys[-1, b].sum()
-                 for s in (1, -1)]
+            ctrl = PIController(1e-10, 1e-10)
+            f = [odesolve(vdp, Y0[:2] + s * dy, t, control=ctrl).ys[-1, b].sum() for s in (1, -1)]
             assert abs(float(g[b, d]) - float(f[0] - f[1]) / (2 * eps)) < 1e-4
 
 
@@ -131,7 +131,8 @@ def test_bad_controllers_and_options_are_refused():
 
 
 def test_paper_rule_adapt_gives_uniform_substeps():
-    """h_next = |H| / n, n = min(ceil(|H| / (safety |H| sqrt(eps / r))), max_substeps), 1 if r <= eps."""
+    """h_next = |H| / n, n = min(ceil(|H| / (safety |H| sqrt(eps / r))), max_substeps);
+    n = 1 if r <= eps."""
     rule = PaperRule(eps=0.1, safety=0.9, max_substeps=10)
     r = torch.tensor([0.05, 0.2, 1.0, 1e6, float("inf")], dtype=F64)
     accept, h_next, _ = rule.adapt(r, 2.0, (), 2)

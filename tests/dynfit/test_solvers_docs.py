@@ -31,6 +31,17 @@ def test_benchmark_quick_mode_runs():
     assert ("rkf45", 1e-4, "dynfit") in results and "dynfit/torchdiffeq" in out.getvalue()
 
 
+def test_controller_benchmark_quick_mode_runs():
+    """benchmarks/bench_controllers.py (PI against I) runs in its quick mode."""
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "bench_controllers.py"))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        results = bench["main"](["--quick", "--t-vdp", "4", "--t-lorenz", "2"])
+    assert len(results) == 2 and "PI / I" in out.getvalue()
+    for row in results.values():
+        assert set(row) == {"I (MixedNorm)", "PI (0.7, 0.4)"}
+
+
 def test_inference_benchmark_runs():
     """benchmarks/bench_inference.py runs end to end in a small mode (numbers are not asserted)."""
     torch.set_num_threads(1)
