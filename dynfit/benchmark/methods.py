@@ -596,8 +596,6 @@ class PySINDyTunedMethod(PySINDyMethod):
 
     @staticmethod
     def _sindy(cand, x, dt, xdot):
-        import warnings
-
         import pysindy as ps
 
         model = ps.SINDy(feature_library=_sindy_library(cand["library"]),

@@ -188,3 +188,28 @@ def test_validation_split_shapes():
     v = M.Validation.split(x[:2], history=1, horizon=50)
     assert v.train.shape == (2, 240, 2) and v.history[:, -1].shape[0] > 0
     assert v.truth.shape[1] - 1 == (300 - 1 - 240) // 2   # half the held-out part
+
+
+def test_budget_clock_is_cpu_time(monkeypatch):
+    """The budget counts the process's CPU seconds, not wall time (a busy machine must not
+    shrink a fit's compute)."""
+    now = [10.0]
+    monkeypatch.setattr(M.time, "process_time", lambda: now[0])
+    clock = M._Clock(5.0)
+    now[0] = 13.0
+    assert clock.elapsed() == 3.0 and clock.left() == 2.0 and not clock.up()
+    now[0] = 15.0
+    assert clock.up() and clock.up(0.8)
+    assert not M._Clock(None).up() and M._Clock(None).left() == float("inf")
+
+
+def test_pysindy_tuned_always_tries_the_default_first(lorenz):
+    """Tuned >= default on validation by construction: ps.SINDy()'s configuration is the
+    search's first free-run candidate, and the chosen one scores at least as well."""
+    m = M.make("pysindy-tuned", quick=True)
+    m.fit(lorenz, DT)
+    log = m.settings["search"]
+    assert {k: log[0][k] for k in M.SINDY_DEFAULT} == M.SINDY_DEFAULT
+    chosen = next(r for r in log if all(r[k] == v for k, v in m.settings["chosen"].items()))
+    assert chosen["score"] >= log[0]["score"]
+    assert {r["differentiation"] for r in log} >= {"finite", "finite4"}
