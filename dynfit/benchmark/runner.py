@@ -32,8 +32,8 @@ from .scores import THRESHOLDS
 __all__ = ["Task", "run_task", "run_all", "result_path", "load_result", "code_fingerprint", "FORMAT"]
 
 FORMAT = "dynfit-benchmark-task-1"
-HARD_LIMIT_FACTOR = 3.0  # a task is killed after this many budgets plus HARD_LIMIT_MARGIN seconds
-HARD_LIMIT_MARGIN = 180.0
+HARD_LIMIT_FACTOR = 6.0  # a task is killed after this many budgets (CPU s) plus HARD_LIMIT_MARGIN wall s
+HARD_LIMIT_MARGIN = 300.0
 LLE_STEPS = 2000
 
 
