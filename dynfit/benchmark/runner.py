@@ -101,7 +101,8 @@ def result_path(out: Path, task: Task) -> Path:
 
 
 def load_result(out: Path, task: Task) -> xr.Dataset | None:
-    """The stored result of ``task`` when its key matches, else None (missing, unreadable, stale)."""
+    """The stored result of ``task`` when its key matches, else None (missing, unreadable, stale, or
+    status "failed": a failure outside the method's fit and forecast is tried again)."""
     path = result_path(out, task)
     if not path.is_file():
         return None
@@ -110,7 +111,9 @@ def load_result(out: Path, task: Task) -> xr.Dataset | None:
             ds = ds.load()
     except Exception:  # a damaged file: run the task again
         return None
-    return ds if ds.attrs.get("task_key") == task.key() else None
+    if ds.attrs.get("task_key") != task.key() or ds.attrs.get("status") == "failed":
+        return None  # stale, or a failure outside the method (the problem, the child process): run again
+    return ds
 
 
 def _cpu_seconds() -> float:
