@@ -14,13 +14,14 @@ time unit per sampling interval):
    trajectories (of the time axis for one trajectory).
 2. Candidates (:func:`candidates`): polynomials of degree 1..``max_degree``
    (degrees stop growing when two in a row do not improve the best error by
-   10%, or past ``max_terms`` terms), trigonometric terms sin/cos(k w z_i) at
+   10%, or past ``max_terms`` terms or an eighth of the training rows), trigonometric terms sin/cos(k w z_i) at
    k = 1, 2, 3 in two frequency bases (standardised w = 1, and physical w =
    the component's standard deviation, i.e. sin(k x) of the physical state)
    plus degree 1 or 2 polynomials, their products with degree-1 monomials,
    and rational terms z_j / (1 + z_i^2) with degree 2 polynomials.
 3. Each is fitted by sequentially thresholded least squares (STLSQ, as SINDy)
-   on the training part at thresholds ``THRESHOLDS`` (of each component's
+   on the training part at thresholds ``THRESHOLDS`` (0, 1e-3, 5e-2 with 3
+   rounds for libraries over 200 terms) (of each component's
    RMS derivative, on column-scaled coefficients); the threshold with the
    smallest validation error wins (the sparsest within 10% of it).
 4. The contenders: candidates within 25% of the best validation derivative
@@ -54,9 +55,10 @@ THRESHOLDS = (0.0, 1e-4, 1e-3, 1e-2, 5e-2)
 _NEAR_BEST = 1.25  # derivative error within this factor of the best: eligible
 _FREE_FACTOR = 10.0  # free-run error within this factor of the best: eligible
 _MAX_ROWS = 8000  # training rows used by the regression (evenly thinned)
+_BIG = 200  # libraries with more terms: thresholds 0, 1e-3, 5e-2 and 3 STLSQ rounds
 
 
-def candidates(dim: int, scale=None, *, max_degree: int = 5, max_terms: int = 400) -> list[tuple[str, dict]]:
+def candidates(dim: int, scale=None, *, max_degree: int = 5, max_terms: int = 1000) -> list[tuple[str, dict]]:
     """(name, spec) of the non-polynomial candidates (polynomials are grown in :func:`select_library`).
 
     scale (dim,): the standardisation's std (physical frequency basis); None or ones: one basis.
@@ -79,13 +81,15 @@ def candidates(dim: int, scale=None, *, max_degree: int = 5, max_terms: int = 40
     return out
 
 
-def stlsq(feats: np.ndarray, target: np.ndarray, threshold: float, *, iterations: int = 8) -> np.ndarray:
+def stlsq(feats: np.ndarray, target: np.ndarray, threshold: float, *, iterations: int = 8,
+          full: np.ndarray | None = None) -> np.ndarray:
     """Sequentially thresholded least squares: coefficients (n_terms, D) of target (B, D) on feats
     (B, n_terms), a term dropped for component j while its column-scaled coefficient is below
-    ``threshold`` x RMS(target[:, j])."""
+    ``threshold`` x RMS(target[:, j]). full: the dense solution on the column-scaled features,
+    when already known (one solve serves every threshold)."""
     scale = np.sqrt(np.mean(feats ** 2, axis=0)).clip(1e-300)
     a = feats / scale
-    coef = np.linalg.lstsq(a, target, rcond=None)[0]
+    coef = np.linalg.lstsq(a, target, rcond=None)[0] if full is None else full.copy()
     if threshold <= 0:
         return coef / scale[:, None]
     cut = threshold * np.sqrt(np.mean(target ** 2, axis=0))
@@ -156,9 +160,15 @@ def _evaluate(name: str, spec: dict, data: dict) -> dict:
     yv = data["yv"]
     norm = float(np.sqrt(np.sum(yv ** 2)))
     fits = []
-    for tau in THRESHOLDS:
+    try:
+        scale = np.sqrt(np.mean(ft ** 2, axis=0)).clip(1e-300)
+        full = np.linalg.lstsq(ft / scale, data["yt"], rcond=None)[0]
+    except np.linalg.LinAlgError:
+        full = None
+    big = lib.n_terms > _BIG  # fewer thresholds and STLSQ rounds for large libraries (high dimension)
+    for tau in (THRESHOLDS[::2] if big else THRESHOLDS) if full is not None else ():
         try:
-            coef = stlsq(ft, data["yt"], tau)
+            coef = stlsq(ft, data["yt"], tau, full=full, iterations=3 if big else 8)
         except np.linalg.LinAlgError:
             continue
         err = float(np.sqrt(np.sum((fv @ coef - yv) ** 2)) / norm)
@@ -204,7 +214,7 @@ def _one_thread():
         torch.set_num_threads(n)
 
 
-def select_library(z, *, scale=None, max_degree: int = 5, max_terms: int = 400, free_steps: int = 100,
+def select_library(z, *, scale=None, max_degree: int = 5, max_terms: int = 1000, free_steps: int = 100,
                    targets: str = "auto", order: int = 8) -> tuple[dict, np.ndarray, dict]:
     """Choose a library for trajectories z (N, T, D) (standardised, unit spacing).
 
@@ -234,7 +244,7 @@ def _select(z, scale, max_degree, max_terms, free_steps, targets, order):
         keep = np.linspace(0, xt.shape[0] - 1, _MAX_ROWS).astype(int)
         xt, yt = xt[keep], yt[keep]
     data = {"dim": dim, "xt": xt, "yt": yt, "xv": xv, "yv": yv, "zv": zv}
-    max_terms = min(max_terms, max(xt.shape[0] // 10, 1))
+    max_terms = min(max_terms, max(xt.shape[0] // 8, 1))
     rows, best_poly, stale, best_err = [], 1, 0, math.inf
     for degree in range(1, max_degree + 1):
         spec = {"poly": degree}
