@@ -1,8 +1,8 @@
-"""What ``fit`` watches while it trains: the data's loss floor, short validation free runs, the field's
-accuracy.
+"""What ``fit`` watches while it trains: the data's loss floor, short validation free runs, the
+field's accuracy.
 
-- :func:`loss_floor`: the loss a fit of the data cannot go below (roundoff, white observation noise),
-  a :class:`dynfit.strategies.LossFloor`.
+- :func:`loss_floor`: the loss a fit of the data cannot go below (roundoff, white observation
+  noise), a :class:`dynfit.strategies.LossFloor`.
 - :class:`Forecasts`: free runs from a few starts of the data, scored by how many samples the
   normalised error stays below 0.4 (:class:`Score`); ``fit`` keeps the weights that forecast best
   and rolls back an epoch whose free runs blow up.
@@ -45,9 +45,9 @@ def _evaluating(field):
 def loss_floor(z: np.ndarray, dtype: torch.dtype) -> LossFloor:
     """The loss floor of trajectories z (N, T, D) in model units, trained in ``dtype``.
 
-    roundoff: 1e3 * eps(dtype)^2 * sum_i mean(z_i^2). noise: 2 * sum_i s_i^2 over the components whose
-    difference spectrum is flat (white noise, :func:`dynfit.smoothing.noise_is_white`), s_i their
-    :func:`dynfit.smoothing.noise_level`; 0 for clean data or trajectories too short to tell.
+    roundoff: 1e3 * eps(dtype)^2 * sum_i mean(z_i^2). noise: 2 * sum_i s_i^2 over the components
+    whose difference spectrum is flat (white noise, :func:`dynfit.smoothing.noise_is_white`), s_i
+    their :func:`dynfit.smoothing.noise_level`; 0 for clean data or trajectories too short to tell.
     """
     z = np.asarray(z, dtype=np.float64)
     eps = torch.finfo(dtype).eps
@@ -88,11 +88,11 @@ class Score:
 
 
 class Forecasts:
-    """Free runs of ``FORECAST_SAMPLES`` samples (fewer for short data) from ``FORECAST_STARTS`` starts
-    spread over the trajectories z (N, T, D), scored against the data (no gradient).
+    """Free runs of ``FORECAST_SAMPLES`` samples (fewer for short data) from ``FORECAST_STARTS``
+    starts spread over the trajectories z (N, T, D), scored against the data (no gradient).
 
-    The starts are the data's own samples: the runs test what windows of a few samples do not, whether
-    the field forecasts and stays on the attractor over hundreds of samples.
+    The starts are the data's own samples: the runs test what windows of a few samples do not,
+    whether the field forecasts and stays on the attractor over hundreds of samples.
     """
 
     def __init__(self, z: np.ndarray, *, device, dtype):
@@ -115,9 +115,11 @@ class Forecasts:
         at most 50 steps per sample, so that a stiff blown-up field fails fast."""
         if isinstance(strategy, ContinuousStrategy):
             r = max(strategy.tolerance(), 1e-10)
-            return InferenceSolver(method=strategy.method, rtol=r, atol=r, max_steps=50 * self.length)
+            return InferenceSolver(method=strategy.method, rtol=r, atol=r,
+                                   max_steps=50 * self.length)
         base = strategy.inference().to_dict()
-        return InferenceSolver.from_dict({**base, "max_steps": min(base["max_steps"], 50 * self.length)})
+        steps = min(base["max_steps"], 50 * self.length)
+        return InferenceSolver.from_dict({**base, "max_steps": steps})
 
     def score(self, field, strategy) -> Score:
         """Free runs of ``field`` from the starts: their Score."""
@@ -136,8 +138,10 @@ class Forecasts:
                      blown=int(blown.sum()))
 
 
-def field_error(field, z: np.ndarray, *, order: int, device, dtype, max_samples: int = 50_000) -> float:
-    """Relative RMS error of ``field`` against ``order``-th order central-difference derivatives of z
+def field_error(field, z: np.ndarray, *, order: int, device, dtype,
+                max_samples: int = 50_000) -> float:
+    """Relative RMS error of ``field`` against ``order``-th order central-difference derivatives of
+    z
     (N, T, D) (at most ``max_samples`` states, evenly spaced); NaN when the data are too short.
 
     An upper bound where the derivative estimates' own error dominates (~1e-7 at order 8 on clean

@@ -1,5 +1,6 @@
-"""The training schedule: loss floors, the continuous strategy's tolerance and horizon rule, rollbacks of
-jumping epochs, the loss at the weights kept, the time limit, forecast scores, the inference tolerance."""
+"""The training schedule: loss floors, the continuous strategy's tolerance and horizon rule,
+rollbacks of jumping epochs, the loss at the weights kept, the time limit, forecast scores, the
+inference tolerance."""
 import math
 
 import numpy as np
@@ -32,7 +33,8 @@ def test_loss_floor_of_clean_and_noisy_data():
     clean = np.stack([np.sin(t), np.cos(1.3 * t)], axis=-1)[None]  # (1, T, 2)
     floor = loss_floor(clean, torch.float64)
     assert floor.noise == 0.0  # a smooth signal: no white noise
-    assert floor.roundoff == pytest.approx(1e3 * np.finfo(np.float64).eps ** 2 * (clean ** 2).mean(1).sum())
+    eps = np.finfo(np.float64).eps
+    assert floor.roundoff == pytest.approx(1e3 * eps ** 2 * (clean ** 2).mean(1).sum())
     sigma = np.array([0.01, 0.03])
     noisy = clean + sigma * rng.standard_normal(clean.shape)
     got = loss_floor(noisy, torch.float64).noise
@@ -71,7 +73,7 @@ def test_tolerance_follows_the_misfit_both_ways():
     assert s.rtol == 1e-9  # never below rtol_min
     s.rtol = 1e-5
     s.rolled_back()
-    assert s.rtol == pytest.approx(1e-6)  # a rolled-back epoch retries at a tenfold tighter tolerance
+    assert s.rtol == pytest.approx(1e-6)  # a rolled-back epoch retries tenfold tighter
 
 
 def test_horizon_grows_only_when_the_fit_at_it_has_converged():
@@ -84,7 +86,7 @@ def test_horizon_grows_only_when_the_fit_at_it_has_converged():
         loss /= 2
         assert s.finished(rows) is None
     assert set(hs) == {4}
-    gains = [0.01, 0.02]  # two epochs in a row below 5%: converged at 4, so the next epoch runs at 8
+    gains = [0.01, 0.02]  # two epochs in a row below 5%: converged at 4, the next runs at 8
     for g in gains:
         hs.append(s.horizon(len(rows), rows, 1))
         rows.append(_row(loss * (1 - g), hs[-1], start=loss))
@@ -114,8 +116,8 @@ def test_resolution_floor_stops_at_once():
     assert s.finished(rows) is None  # above the solver's resolution, still improving
 
 
-@pytest.mark.parametrize("err, rtol", [(1e-7, 1e-10), (2.4e-7, 1e-10), (3e-6, 1e-9), (1e-4, 1e-7), (0.2, 1e-6),
-                                       (math.nan, 1e-10), (0.0, 1e-10)])
+@pytest.mark.parametrize("err, rtol", [(1e-7, 1e-10), (2.4e-7, 1e-10), (3e-6, 1e-9), (1e-4, 1e-7),
+                                       (0.2, 1e-6), (math.nan, 1e-10), (0.0, 1e-10)])
 def test_inference_tolerance_follows_the_field_error(err, rtol):
     assert ContinuousStrategy.inference_tolerance(err) == pytest.approx(rtol)
     assert ContinuousStrategy().inference(err).rtol == pytest.approx(rtol)
@@ -134,21 +136,22 @@ def test_forecast_score_of_the_exact_field_and_of_one_that_blows_up(data):
     wild = fc.score(lambda t, x: 3.0 * x, strat)  # leaves the attractor exponentially
     assert wild.blown == len(fc.truth[0]) and wild.valid < fc.length
     assert exact.better_than(wild) and not wild.better_than(exact) and exact.better_than(None)
-    assert Score(10.0, 0.2, 0).better_than(Score(10.3, 0.3, 0))  # within half a sample: the lower error
+    assert Score(10.0, 0.2, 0).better_than(Score(10.3, 0.3, 0))  # within half a sample: lower error
     assert Score.from_dict(exact.to_dict()) == exact
 
 
 def test_field_error_of_the_exact_field_is_the_derivative_estimates_error(data):
     scaler = Standardizer.fit(data.x.values)
     z = scaler.forward(data.x.values)
-    err = field_error(_ModelTimeField(lorenz, scaler, 0.01), z, order=8, device="cpu", dtype=torch.float64)
+    err = field_error(_ModelTimeField(lorenz, scaler, 0.01), z, order=8, device="cpu",
+                      dtype=torch.float64)
     assert err < 1e-5  # 8th-order differences at dt = 0.01
     scaled = field_error(_ModelTimeField(lambda t, x: 1.1 * lorenz(t, x), scaler, 0.01), z, order=8,
                          device="cpu", dtype=torch.float64)
     assert scaled == pytest.approx(0.1, rel=1e-3)
 
 
-# ------------------------------------------------------------ fit: rollbacks, the loss kept, the time limit
+# ------------------------------------------------------------ fit: rollbacks, loss kept, time limit
 class _Linear(torch.nn.Module):
     """A linear field whose output is multiplied by ``scale`` (not a weight)."""
 
@@ -181,9 +184,11 @@ def test_an_epoch_whose_loss_jumps_is_rolled_back(data):
             kept["w"] = field.lin.weight.detach().clone()
             field.scale = 40.0  # the next epoch's loss is orders of magnitude above this one's
 
-    with pytest.warns(RuntimeWarning, match=r"loss jumped to .* more than 10x the lowest at horizon 1"):
+    jumped = r"loss jumped to .* more than 10x the lowest at horizon 1"
+    with pytest.warns(RuntimeWarning, match=jumped):
         sur, hist = train.fit(data, field=field, strategy="fehlberg", epochs=3, progress=False,
-                              lbfgs_iterations=2, on_nan="stop", callback=spoil, select_by_forecast=False)
+                              lbfgs_iterations=2, on_nan="stop", callback=spoil,
+                              select_by_forecast=False)
     assert hist.sizes["epoch"] == 1 and "loss jumped" in hist.attrs["stop_reason"]
     assert torch.equal(sur.field.lin.weight.detach(), kept["w"])  # the weights of the epoch kept
 
@@ -191,10 +196,11 @@ def test_an_epoch_whose_loss_jumps_is_rolled_back(data):
 def test_the_loss_recorded_is_the_loss_at_the_weights_kept(data):
     field = _Linear()
     strat = get("fehlberg")
-    sur, hist = train.fit(data, field=field, strategy=strat, epochs=2, progress=False, lbfgs_iterations=3,
+    sur, hist = train.fit(data, field=field, strategy=strat, epochs=2, progress=False,
+                          lbfgs_iterations=3,
                           select_by_forecast=False)
     assert float(hist.loss[-1]) == pytest.approx(_loss_at(sur.field, data, strat), rel=1e-12)
-    assert float(hist.loss[-1]) <= float(hist.loss_start[-1])  # L-BFGS keeps its lowest closure value
+    assert float(hist.loss[-1]) <= float(hist.loss_start[-1])  # L-BFGS keeps its lowest value
 
 
 def test_time_limit_stops_inside_an_epoch_and_keeps_the_best_weights(data, monkeypatch):
@@ -215,7 +221,8 @@ def test_time_limit_stops_inside_an_epoch_and_keeps_the_best_weights(data, monke
         return inner(t, x)
 
     field.forward = forward
-    sur, hist = train.fit(data, field=field, strategy=strat, epochs=5, progress=False, lbfgs_iterations=50,
+    sur, hist = train.fit(data, field=field, strategy=strat, epochs=5, progress=False,
+                          lbfgs_iterations=50,
                           time_limit=10.0, select_by_forecast=False)
     reason = hist.attrs["stop_reason"]
     assert reason.startswith("time limit") and "cut short" in reason and hist.sizes["epoch"] == 1
@@ -230,5 +237,6 @@ def test_fit_records_the_selection_and_the_inference_tolerance(data):
     a = hist.attrs
     assert a["selected_epoch"] in (-1, 0) and 0 <= a["selected_forecast"] <= 119
     assert np.isfinite(hist.forecast).all()
-    assert sur.solver.rtol == a["inference_rtol"] == ContinuousStrategy.inference_tolerance(a["field_error"])
+    rule = ContinuousStrategy.inference_tolerance(a["field_error"])
+    assert sur.solver.rtol == a["inference_rtol"] == rule
     assert sur.provenance["inference_rtol"] == sur.solver.rtol
