@@ -6,7 +6,8 @@ Training from a config: :func:`dynfit.train.train_from_config`.
 default and its check (run when the object is made)::
 
     WindowSettings     horizon, stride, standardize, dt, batch_size
-    ModelSettings      field, dtype, device, seed, prefit, prefit_order
+    ModelSettings      field, dtype, device, seed, prefit, prefit_order, prefit_targets,
+                       prefit_iterations
     OptimizerSettings  optimizer, lr, lbfgs_iterations, lbfgs_tolerance, weight_decay, schedule
     LoopSettings       epochs, on_nan, nan_retries, stall, progress, callback, jump_factor, time_limit,
                        select_by_forecast
@@ -18,12 +19,12 @@ below are made from the fields, so a default or a check is written once::
 
     [data]      system, path, n_traj, n_steps, dt, seed, transient, noise, split_fraction   (DataSettings)
                 horizon, stride, standardize                                                (WindowSettings)
-    [field]     kind, degree, width, depth, activation, time_dependent                       (FieldSettings)
+    [field]     kind, degree, width, depth, activation, time_dependent, correction           (FieldSettings)
                 dtype                                                                        (ModelSettings)
     [strategy]  name, and the strategy's options (eps, safety, max_substeps, method, ...)
     [train]     optimizer, lr, lbfgs_iterations, lbfgs_tolerance, weight_decay, schedule     (OptimizerSettings)
                 epochs, on_nan, time_limit, select_by_forecast                               (LoopSettings)
-                seed, device, prefit, prefit_order                                           (ModelSettings)
+                seed, device, prefit, prefit_order, prefit_targets, prefit_iterations        (ModelSettings)
                 batch_size                                                                   (WindowSettings)
                 resume                                                                       (CheckpointSettings)
     [output]    dir                                                                          (OutputSettings)
