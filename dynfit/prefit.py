@@ -110,7 +110,8 @@ def _lstsq(feats: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None)
     for j in range(target.shape[1]):
         cols = torch.nonzero(mask[:, j].cpu() != 0).flatten()
         if cols.numel():
-            sol[cols, j] = torch.linalg.lstsq(a[:, cols], target[:, j:j + 1], driver="gelsd").solution[:, 0]
+            part = torch.linalg.lstsq(a[:, cols], target[:, j:j + 1], driver="gelsd").solution
+            sol[cols, j] = part[:, 0]
     return sol / scale.cpu()[:, None]
 
 
@@ -155,7 +156,8 @@ def prefit(field: torch.nn.Module, z: np.ndarray, *, order: int = 8, iterations:
             if mlp is not None:
                 target = target - mlp(torch.zeros((), dtype=zs.dtype, device=dev), zs).to(torch.float64)
             mask = getattr(field, "mask", None)
-            coef.copy_(_lstsq(feats, target, mask if isinstance(mask, torch.Tensor) else None).to(coef))
+            mask = mask if isinstance(mask, torch.Tensor) else None
+            coef.copy_(_lstsq(feats, target, mask).to(coef))
         info["field_error_lstsq"] = _relative_error(field, zs, dz)
     others = [p for name, p in field.named_parameters() if p.requires_grad and p is not coef]
     if others and iterations > 0:

@@ -1,4 +1,4 @@
-"""The library chosen by the data: candidates fitted by sparse regression, judged on a validation split.
+"""The library chosen by the data: candidates fitted by sparse regression, judged on validation.
 
 ``fit``'s default field kind "auto" calls :func:`auto_field_config`: it turns
 {"kind": "auto", ...} into a concrete {"kind": "library", "library": spec,
@@ -14,7 +14,8 @@ time unit per sampling interval):
    trajectories (of the time axis for one trajectory).
 2. Candidates (:func:`candidates`): polynomials of degree 1..``max_degree``
    (degrees stop growing when two in a row do not improve the best error by
-   10%, or past ``max_terms`` terms or an eighth of the training rows), trigonometric terms sin/cos(k w z_i) at
+   10%, or past ``max_terms`` terms or an eighth of the training rows),
+   trigonometric terms sin/cos(k w z_i) at
    k = 1, 2, 3 in two frequency bases (standardised w = 1, and physical w =
    the component's standard deviation, i.e. sin(k x) of the physical state)
    plus degree 1 or 2 polynomials, their products with degree-1 monomials,
@@ -58,8 +59,10 @@ _MAX_ROWS = 8000  # training rows used by the regression (evenly thinned)
 _BIG = 200  # libraries with more terms: thresholds 0, 1e-3, 5e-2 and 3 STLSQ rounds
 
 
-def candidates(dim: int, scale=None, *, max_degree: int = 5, max_terms: int = 1000) -> list[tuple[str, dict]]:
-    """(name, spec) of the non-polynomial candidates (polynomials are grown in :func:`select_library`).
+def candidates(dim: int, scale=None, *, max_degree: int = 5,
+               max_terms: int = 1000) -> list[tuple[str, dict]]:
+    """(name, spec) of the non-polynomial candidates (:func:`select_library` grows the
+    polynomials).
 
     scale (dim,): the standardisation's std (physical frequency basis); None or ones: one basis.
     """
@@ -119,7 +122,8 @@ def _split(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return z[:, :cut], z[:, cut:]
 
 
-def _free_run(library: Library, coef: np.ndarray, z_val: np.ndarray, steps: int) -> tuple[float, bool]:
+def _free_run(library: Library, coef: np.ndarray, z_val: np.ndarray,
+              steps: int) -> tuple[float, bool]:
     """(RMS error of a free run of the library model against z_val over ``steps`` samples from 8
     starts, left 10x the data's range or turned non-finite); RK4 with 2 steps per sample."""
     n, t, d = z_val.shape
@@ -165,7 +169,7 @@ def _evaluate(name: str, spec: dict, data: dict) -> dict:
         full = np.linalg.lstsq(ft / scale, data["yt"], rcond=None)[0]
     except np.linalg.LinAlgError:
         full = None
-    big = lib.n_terms > _BIG  # fewer thresholds and STLSQ rounds for large libraries (high dimension)
+    big = lib.n_terms > _BIG  # fewer thresholds and STLSQ rounds for large libraries
     for tau in (THRESHOLDS[::2] if big else THRESHOLDS) if full is not None else ():
         try:
             coef = stlsq(ft, data["yt"], tau, full=full, iterations=3 if big else 8)
@@ -176,10 +180,13 @@ def _evaluate(name: str, spec: dict, data: dict) -> dict:
     row = {"name": name, "library": lib.spec, "n_terms": lib.n_terms, "free_run_error": None,
            "blew_up": None}
     if not fits or not math.isfinite(min(f[0] for f in fits)):
-        return {**row, "val_error": math.inf, "active": 0, "threshold": 0.0, "coef": None, "lib": lib}
+        return {**row, "val_error": math.inf, "active": 0, "threshold": 0.0, "coef": None,
+                "lib": lib}
     best = min(f[0] for f in fits)
-    err, tau, coef = max((f for f in fits if f[0] <= 1.1 * best), key=lambda f: f[1])  # the sparsest
-    return {**row, "val_error": err, "active": int(np.count_nonzero(coef)), "threshold": tau, "coef": coef,
+    # the sparsest fit near the best
+    err, tau, coef = max((f for f in fits if f[0] <= 1.1 * best), key=lambda f: f[1])
+    return {**row, "val_error": err, "active": int(np.count_nonzero(coef)), "threshold": tau,
+            "coef": coef,
             "lib": lib}
 
 
@@ -214,7 +221,8 @@ def _one_thread():
         torch.set_num_threads(n)
 
 
-def select_library(z, *, scale=None, max_degree: int = 5, max_terms: int = 1000, free_steps: int = 100,
+def select_library(z, *, scale=None, max_degree: int = 5, max_terms: int = 1000,
+                   free_steps: int = 100,
                    targets: str = "auto", order: int = 8) -> tuple[dict, np.ndarray, dict]:
     """Choose a library for trajectories z (N, T, D) (standardised, unit spacing).
 
@@ -261,7 +269,8 @@ def _select(z, scale, max_degree, max_terms, free_steps, targets, order):
     extra = candidates(dim, scale, max_degree=max_degree, max_terms=max_terms)
     if best_poly >= 3:
         extra += [(f"poly{best_poly}+{name.split('+', 1)[1]}", {**spec, "poly": best_poly})
-                  for name, spec in extra if name.startswith("poly1+trig") and "trig_times" not in spec]
+                  for name, spec in extra
+                  if name.startswith("poly1+trig") and "trig_times" not in spec]
         extra = [(n, s) for n, s in extra if spec_n_terms(check_spec(s, dim), dim) <= max_terms]
     rows += [_evaluate(name, spec, data) for name, spec in extra]
     floor = _target_floor(zv, tinfo["targets"], tinfo["noise_level"], tinfo.get("windows"), order) \
@@ -270,21 +279,25 @@ def _select(z, scale, max_degree, max_terms, free_steps, targets, order):
     if chosen is None:
         spec = check_spec({"poly": 2}, dim)
         mask = np.ones((spec_n_terms(spec, dim), dim))
-        reason = "every candidate's free run blew up; fell back to the full degree-2 polynomial library"
+        reason = ("every candidate's free run blew up; fell back to the full degree-2 polynomial "
+                  "library")
         name = "poly2 (fallback)"
     else:
-        spec, mask, name = chosen["library"], (chosen["coef"] != 0).astype(np.float64), chosen["name"]
+        spec, name = chosen["library"], chosen["name"]
+        mask = (chosen["coef"] != 0).astype(np.float64)
     report = {"chosen": name, "reason": reason, "targets": tinfo["targets"],
               "noise_level": tinfo["noise_level"], "validation": "last fifth of the trajectories"
               if z.shape[0] >= 2 else "last fifth of the trajectory",
               "target_error": floor,
-              "candidates": [{k: v for k, v in r.items() if k not in ("coef", "lib")} for r in rows]}
+              "candidates": [{k: v for k, v in r.items() if k not in ("coef", "lib")}
+                             for r in rows]}
     if "windows" in tinfo:
         report["windows"] = tinfo["windows"]
     return spec, mask, report
 
 
-def _choose(rows: list[dict], floor: float, zv: np.ndarray, free_steps: int) -> tuple[dict | None, str]:
+def _choose(rows: list[dict], floor: float, zv: np.ndarray,
+            free_steps: int) -> tuple[dict | None, str]:
     """The candidate with the fewest library terms (then active terms) among those whose validation
     error is within _NEAR_BEST of the best or below the targets' own error ``floor``, and whose
     free run stays in range (free runs only for those; if all of them blow up, for the rest)."""
@@ -302,17 +315,18 @@ def _choose(rows: list[dict], floor: float, zv: np.ndarray, free_steps: int) -> 
             free = min(r["free_run_error"] for r in good)
             good = [r for r in good if r["free_run_error"] <= _FREE_FACTOR * free + 1e-12]
             pick = min(good, key=lambda r: (r["n_terms"], r["active"], r["val_error"]))
-            return pick, (f"fewest terms ({pick['n_terms']}, {pick['active']} active) among the {len(good)} "
-                          f"candidate(s) within {_NEAR_BEST:g}x the best validation derivative error "
-                          f"({best:.3g}) or the targets' own error ({floor:.3g}) whose free runs over "
-                          f"{free_steps} samples stayed in range and within {_FREE_FACTOR:g}x the best "
-                          f"({free:.3g})" + ("" if group is near else "; every closer candidate blew up"))
+            return pick, (
+                f"fewest terms ({pick['n_terms']}, {pick['active']} active) among the {len(good)} "
+                f"candidate(s) within {_NEAR_BEST:g}x the best validation derivative error "
+                f"({best:.3g}) or the targets' own error ({floor:.3g}) whose free runs over "
+                f"{free_steps} samples stayed in range and within {_FREE_FACTOR:g}x the best "
+                f"({free:.3g})" + ("" if group is near else "; every closer candidate blew up"))
     return None, ""
 
 
 def auto_field_config(config: dict, z, *, scale=None, targets: str = "auto", order: int = 8
                       ) -> tuple[dict, np.ndarray, dict]:
-    """A {"kind": "auto", ...} field config made concrete from standardised trajectories z (N, T, D).
+    """A {"kind": "auto", ...} field config made concrete on standardised trajectories z (N, T, D).
 
     config: "degree" (None: up to 5) bounds the polynomial degrees tried;
     width, depth, activation, correction go to the neural correction. Returns
@@ -321,8 +335,9 @@ def auto_field_config(config: dict, z, *, scale=None, targets: str = "auto", ord
     """
     options = {k: v for k, v in config.items() if k not in ("kind", "degree")}
     if options.pop("time_dependent", False):
-        raise ValueError("field kind 'auto' is time-invariant (time_dependent=False); for a time-dependent "
-                         "field use kind 'mlp' or 'residual' with time_dependent=True")
+        raise ValueError("field kind 'auto' is time-invariant (time_dependent=False); for a "
+                         "time-dependent field use kind 'mlp' or 'residual' with "
+                         "time_dependent=True")
     degree = config.get("degree")
     spec, mask, report = select_library(z, scale=scale, max_degree=5 if degree is None else degree,
                                         targets=targets, order=order)

@@ -22,7 +22,8 @@ import math
 
 import numpy as np
 
-__all__ = ["DIFFERENCE_ORDERS", "DERIVATIVE_WINDOW", "noise_level", "noise_is_white", "savgol_window", "derivative_windows",
+__all__ = ["DIFFERENCE_ORDERS", "DERIVATIVE_WINDOW", "noise_level", "noise_is_white",
+           "savgol_window", "derivative_windows",
            "savgol_derivatives"]
 
 DIFFERENCE_ORDERS = (4, 5, 6, 7, 8)
@@ -35,7 +36,8 @@ def _check(z) -> np.ndarray:
     if z.ndim != 3:
         raise ValueError(f"trajectories must have shape (N, T, D), got {z.shape}")
     if z.shape[1] <= max(DIFFERENCE_ORDERS):
-        raise ValueError(f"noise estimates need trajectories longer than {max(DIFFERENCE_ORDERS)} samples, "
+        raise ValueError(f"noise estimates need trajectories longer than {max(DIFFERENCE_ORDERS)} "
+                         "samples, "
                          f"got {z.shape[1]}; pass longer trajectories")
     return z
 
@@ -89,7 +91,8 @@ def savgol_window(z, noise, *, polyorder: int = 4, max_window: int | None = None
     top = min(n_time // 4, 401 if max_window is None else max_window)
     smallest = polyorder + 3 - (polyorder % 2)
     if top < smallest:
-        raise ValueError(f"Savitzky-Golay smoothing of order {polyorder} needs trajectories of at least "
+        raise ValueError(f"Savitzky-Golay smoothing of order {polyorder} needs trajectories of at "
+                         "least "
                          f"{4 * smallest} samples, got {n_time}")
     candidates = list(range(smallest, top + 1, 2))
     out = np.empty(z.shape[2], dtype=np.int64)
@@ -137,7 +140,8 @@ def savgol_derivatives(z, windows, *, polyorder: int = 4) -> tuple[np.ndarray, n
     p = int(max(windows.max(), dwin.max())) // 2
     m = t - 2 * p
     if m < 1:
-        raise ValueError(f"a Savitzky-Golay window of {2 * p + 1} samples needs longer trajectories than {t}")
+        raise ValueError(f"a Savitzky-Golay window of {2 * p + 1} samples needs trajectories "
+                         f"longer than {t}")
     states, derivs = np.empty((n, m, dim)), np.empty((n, m, dim))
     for d in range(dim):
         for w, k, out in ((int(windows[d]), 0, states), (int(dwin[d]), 1, derivs)):

@@ -59,20 +59,26 @@ def check_spec(spec, dim: int) -> dict:
         raise TypeError(f"library must be a dict like {{'poly': 2}}, got {type(spec).__name__}")
     unknown = sorted(set(spec) - {"poly", "trig", "trig_times", "rational"})
     if unknown:
-        raise ValueError(f"unknown library key(s) {unknown}; known: poly, trig, trig_times, rational")
+        raise ValueError(f"unknown library key(s) {unknown}; known: poly, trig, trig_times, "
+                         "rational")
     out = {"poly": checks.integer("library poly degree", spec.get("poly", 0), minimum=0),
-           "trig_times": checks.integer("library trig_times", spec.get("trig_times", 0), minimum=0, maximum=1),
+           "trig_times": checks.integer("library trig_times", spec.get("trig_times", 0), minimum=0,
+                                        maximum=1),
            "rational": checks.boolean("library rational", spec.get("rational", False))}
     trig = spec.get("trig", [])
     if not isinstance(trig, (list, tuple)) or (trig and len(trig) != dim):
-        raise ValueError(f"library trig must be a list of {dim} frequency lists (one per component) or [], "
+        raise ValueError(f"library trig must be a list of {dim} frequency lists (one per "
+                         "component) or [], "
                          f"got {trig!r}")
-    freqs = [[float(checks.real(f"library trig[{i}]", w, above=0.0)) for w in row] for i, row in enumerate(trig)]
+    freqs = [[float(checks.real(f"library trig[{i}]", w, above=0.0)) for w in row]
+             for i, row in enumerate(trig)]
     if freqs and len({len(row) for row in freqs}) != 1:
-        raise ValueError(f"library trig needs the same number of frequencies for every component, got {trig!r}")
+        raise ValueError("library trig needs the same number of frequencies for every component, "
+                         f"got {trig!r}")
     out["trig"] = freqs if freqs and freqs[0] else []
     if out["trig_times"] and not out["trig"]:
-        raise ValueError("library trig_times = 1 needs trig frequencies; pass trig or trig_times = 0")
+        raise ValueError("library trig_times = 1 needs trig frequencies; pass trig or "
+                         "trig_times = 0")
     if spec_n_terms(out, dim) == 0:
         raise ValueError(f"library {spec!r} has no terms; pass poly >= 1, trig or rational")
     return out
@@ -82,7 +88,8 @@ def spec_n_terms(spec: dict, dim: int) -> int:
     """The number of feature columns of a checked spec."""
     n_poly = math.comb(dim + spec["poly"], spec["poly"]) if spec["poly"] else 0
     n_trig = 2 * sum(len(row) for row in spec["trig"])
-    return n_poly + n_trig * (1 + dim * spec["trig_times"]) + (dim + dim * dim) * bool(spec["rational"])
+    n_rational = (dim + dim * dim) * bool(spec["rational"])
+    return n_poly + n_trig * (1 + dim * spec["trig_times"]) + n_rational
 
 
 class Library(nn.Module):
@@ -109,7 +116,8 @@ class Library(nn.Module):
             self.register_buffer("_select", select, persistent=False)
             self.register_buffer("_const", const, persistent=False)
         if self.spec["trig"]:
-            self.register_buffer("_freqs", torch.tensor(self.spec["trig"], dtype=dtype), persistent=False)
+            freqs = torch.tensor(self.spec["trig"], dtype=dtype)
+            self.register_buffer("_freqs", freqs, persistent=False)
 
     def _monomials(self, z: torch.Tensor) -> torch.Tensor:
         sel, const = self._select, self._const
@@ -140,12 +148,14 @@ class Library(nn.Module):
         named ``names`` (dim,): e.g. 'x*y', 'sin(y)', 'z*cos(2*x)', 'y/(1+x^2)'."""
         names = [str(n) for n in names]
         if len(names) != self.dim:
-            raise ValueError(f"term_names needs {self.dim} variable names, got {len(names)}: {names}")
-        out = [monomial_name(e, names) for e in monomial_exponents(self.dim, self.degree).tolist()] \
-            if self.degree else []
+            raise ValueError(f"term_names needs {self.dim} variable names, got {len(names)}: "
+                             f"{names}")
+        exps = monomial_exponents(self.dim, self.degree).tolist() if self.degree else []
+        out = [monomial_name(e, names) for e in exps]
         trig = []
         for fn in ("sin", "cos"):
-            trig += [f"{fn}({_freq(w)}{n})" for n, row in zip(names, self.spec["trig"]) for w in row]
+            trig += [f"{fn}({_freq(w)}{n})" for n, row in zip(names, self.spec["trig"])
+                     for w in row]
         out += trig
         if self.spec["trig_times"]:
             out += [f"{n}*{t}" for n in names for t in trig]

@@ -1,4 +1,4 @@
-"""Feature libraries, LibraryField, the library chosen by the data and the noise-robust pre-fit targets."""
+"""Feature libraries, LibraryField, the library chosen by the data, noise-robust pre-fit targets."""
 import json
 
 import numpy as np
@@ -37,14 +37,15 @@ def _trajectories(rhs, x0s, n, dt, transient):
 @pytest.fixture(scope="module")
 def lorenz():
     """4 Lorenz'63 trajectories of 1500 samples at dt = 0.01 (physical units) and their scaler."""
-    x = _trajectories(_lorenz, [[1.0, 1.0, 20.0], [-3.0, 2.0, 25.0], [5.0, -4.0, 15.0], [0.5, 3.0, 30.0]],
-                      1500, 0.01, 5.0)
+    starts = [[1.0, 1.0, 20.0], [-3.0, 2.0, 25.0], [5.0, -4.0, 15.0], [0.5, 3.0, 30.0]]
+    x = _trajectories(_lorenz, starts, 1500, 0.01, 5.0)
     return x, Standardizer.fit(x)
 
 
 @pytest.fixture(scope="module")
 def thomas():
-    x = _trajectories(_thomas, [[0.1, 0.5, -0.3], [1.0, -1.0, 0.5], [-2.0, 0.3, 1.0]], 1200, 0.1, 50.0)
+    starts = [[0.1, 0.5, -0.3], [1.0, -1.0, 0.5], [-2.0, 0.3, 1.0]]
+    x = _trajectories(_thomas, starts, 1200, 0.1, 50.0)
     return x, Standardizer.fit(x)
 
 
@@ -56,8 +57,9 @@ def test_library_features_and_names():
     names = lib.term_names(["x", "y"])
     assert len(names) == lib.n_terms == f.numel() == spec_n_terms(check_spec(spec, 2), 2)
     x, y = 0.3, -0.7
-    want = {"1": 1.0, "x": x, "x*y": x * y, "y^2": y * y, "sin(x)": np.sin(x), "cos(2*y)": np.cos(2 * y),
-            "y*sin(2*x)": y * np.sin(2 * x), "1/(1+x^2)": 1 / (1 + x * x), "x/(1+y^2)": x / (1 + y * y)}
+    want = {"1": 1.0, "x": x, "x*y": x * y, "y^2": y * y, "sin(x)": np.sin(x),
+            "cos(2*y)": np.cos(2 * y), "y*sin(2*x)": y * np.sin(2 * x),
+            "1/(1+x^2)": 1 / (1 + x * x), "x/(1+y^2)": x / (1 + y * y)}
     for name, value in want.items():
         assert float(f[names.index(name)]) == pytest.approx(value, rel=1e-14)
     with pytest.raises(ValueError, match="unknown library key"):
@@ -72,7 +74,8 @@ def test_polynomial_field_term_names():
 
 
 def test_library_field_save_load_roundtrip(tmp_path):
-    cfg = {"kind": "library", "library": {"poly": 1, "trig": [[1.0, 2.0]] * 3}, "width": 8, "depth": 1,
+    cfg = {"kind": "library", "library": {"poly": 1, "trig": [[1.0, 2.0]] * 3}, "width": 8,
+           "depth": 1,
            "correction": "residual"}
     field = build_field(cfg, 3, torch.float64)
     torch.manual_seed(0)
@@ -101,7 +104,8 @@ def test_selection_picks_degree_2_on_lorenz_and_recovers_it(lorenz):
     x, scaler = lorenz
     z = scaler.forward(x)
     spec, mask, report = select_library(z, scale=scaler.std)
-    assert report["chosen"] == "poly2" and spec["poly"] == 2 and not spec["trig"] and not spec["rational"]
+    assert report["chosen"] == "poly2" and spec["poly"] == 2
+    assert not spec["trig"] and not spec["rational"]
     assert report["targets"] == "differences"
     json.dumps(report)  # plain data
     field = LibraryField(3, library=spec, width=0, dtype=torch.float64)
@@ -189,14 +193,16 @@ def test_fit_default_field_is_chosen_and_recorded(lorenz, tmp_path):
     report = json.loads(hist.attrs["library_selection"])
     assert report["chosen"] == "poly2" and len(report["candidates"]) >= 5
     assert all(isinstance(hist.attrs[k], (str, int, float)) for k in
-               ("library", "library_terms", "library_active_terms", "noise_estimate", "prefit_targets"))
+               ("library", "library_terms", "library_active_terms", "noise_estimate",
+                "prefit_targets"))
     assert sur.provenance["library"] == "poly2"
     assert hist.attrs["prefit_field_error"] < 1e-5
     back = dynfit.Surrogate.load(sur.save(tmp_path / "m.pt"))
     states = x[0, :5]
     assert np.array_equal(back.vector_field(states), sur.vector_field(states))
     # an explicit config still builds the fixed polynomial field
-    sur2, _ = dynfit.fit(x[:, :600], dt=0.01, epochs=0, progress=False, field={"kind": "poly", "degree": 2},
+    sur2, _ = dynfit.fit(x[:, :600], dt=0.01, epochs=0, progress=False,
+                         field={"kind": "poly", "degree": 2},
                          prefit_iterations=0)
     assert type(sur2.field).__name__ == "PolynomialField"
 
