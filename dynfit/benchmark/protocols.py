@@ -35,6 +35,7 @@ PROTOCOLS = ("gilpin", "ensemble")
 POINTS_PER_PERIOD = 100
 REFERENCE = {"method": "dop853", "rtol": 1e-12, "atol": 1e-12}
 CHECK = {"method": "dop853", "rtol": 1e-10, "atol": 1e-10}
+MAX_STEPS = 10_000_000  # per trajectory: the reference integrations of stiff flows take many tiny steps
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def _simulate(system, x0, n_steps: int, dt: float, solver: dict) -> np.ndarray:
     import systems
 
     ds = systems.simulate(system, n_traj=x0.shape[0], x0=x0, n_steps=n_steps, dt=dt, progress=False,
-                          max_steps=10_000_000, **solver)
+                          max_steps=MAX_STEPS, **solver)
     return np.asarray(ds.x.values, dtype=np.float64)
 
 
@@ -191,7 +192,7 @@ def make_problem(system_name: str, protocol: str, *, noise: float = 0.0, seed: i
     n_traj = s.n_train + (1 if protocol == "gilpin" else s.n_starts) + 2
     spin = systems.simulate(system, n_traj=n_traj, n_steps=2, dt=dt, seed=int(rng.integers(2 ** 31)),
                             transient=max(20.0 * lt, 50.0 * period) if not quick else 5.0 * period,
-                            progress=False, **REFERENCE)
+                            progress=False, max_steps=MAX_STEPS, **REFERENCE)
     x0 = np.asarray(spin.x.values[:, -1], dtype=np.float64)
     if protocol == "gilpin":
         # one trajectory: training, then the forecast starts on its continuation, spaced one period apart

@@ -100,10 +100,8 @@ def result_path(out: Path, task: Task) -> Path:
             / f"{_slug(task.method)}-noise{task.noise:g}-seed{task.seed}.nc")
 
 
-def load_result(out: Path, task: Task) -> xr.Dataset | None:
-    """The stored result of ``task`` when its key matches, else None (missing, unreadable, stale, or
-    status "failed": a failure outside the method's fit and forecast is tried again)."""
-    path = result_path(out, task)
+def _read(path: Path, task: Task) -> xr.Dataset | None:
+    """The task's result file at ``path`` if readable and of this task's key, whatever its status."""
     if not path.is_file():
         return None
     try:
@@ -111,8 +109,15 @@ def load_result(out: Path, task: Task) -> xr.Dataset | None:
             ds = ds.load()
     except Exception:  # a damaged file: run the task again
         return None
-    if ds.attrs.get("task_key") != task.key() or ds.attrs.get("status") == "failed":
-        return None  # stale, or a failure outside the method (the problem, the child process): run again
+    return ds if ds.attrs.get("task_key") == task.key() else None
+
+
+def load_result(out: Path, task: Task) -> xr.Dataset | None:
+    """The stored result of ``task`` when its key matches, else None (missing, unreadable, stale, or
+    status "failed": a failure outside the method's fit and forecast is tried again)."""
+    ds = _read(result_path(out, task), task)
+    if ds is None or ds.attrs.get("status") == "failed":
+        return None  # missing, stale, or a failure outside the method (the problem, the child): run again
     return ds
 
 
@@ -223,7 +228,7 @@ def _in_child(task: Task, out: Path) -> xr.Dataset:
     path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "dynfit.benchmark.runner", json.dumps(asdict(task)), str(path)]
+    cmd = [sys.executable, "-m", "dynfit.benchmark._child", json.dumps(asdict(task)), str(path)]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit)
@@ -231,7 +236,7 @@ def _in_child(task: Task, out: Path) -> xr.Dataset:
         return _result_dataset(task, None, None, "timed out", f"killed after {limit:.0f} s (the hard limit: "
                                f"{HARD_LIMIT_FACTOR:g} x budget + {HARD_LIMIT_MARGIN:g} s)",
                                time.perf_counter() - t0, math.nan, {}, _n_starts(task))
-    ds = load_result(out, task) if proc.returncode == 0 else None
+    ds = _read(path, task) if proc.returncode == 0 else None
     if ds is None:
         tail = (proc.stderr or proc.stdout or "")[-1500:]
         return _result_dataset(task, None, None, "failed", f"child exited with {proc.returncode}: {tail}",
@@ -289,8 +294,8 @@ def _n_workers(client) -> int:
         return 1
 
 
-def _child_main(argv: list[str]) -> int:
-    """``python -m dynfit.benchmark.runner TASK_JSON PATH``: run one task and store its result at PATH."""
+def child_main(argv: list[str]) -> int:
+    """``python -m dynfit.benchmark._child TASK_JSON PATH``: run one task and store its result at PATH."""
     from ..io import write_netcdf
 
     task = Task(**json.loads(argv[0]))
@@ -300,7 +305,3 @@ def _child_main(argv: list[str]) -> int:
         ds = _result_dataset(task, None, None, "failed", _describe(err), math.nan, math.nan, {}, _n_starts(task))
     write_netcdf(ds, Path(argv[1]))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_child_main(sys.argv[1:]))
