@@ -7,7 +7,7 @@ OUT ?= out/demo
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0 -e ".[dev,dysts]"
+	$(PY) -m pip install --quiet torch==2.13.0 -e ".[dev,dysts,bench]"
 	touch $(STAMP)
 
 .PHONY: install demo test bench
