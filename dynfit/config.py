@@ -58,6 +58,10 @@ from typing import Any
 from systems import checks as _checks
 from systems.checks import ArgumentTypeError
 
+from ._settings import (_Settings, _key, _kind, is_bool, is_bool_or_none, is_device, is_dtype, is_float,  # noqa: F401
+                        is_int, is_list, is_str, is_torch_device, one_of, setting)
+from .nn.registry import COMPARE_FIELD, DEFAULT_FIELD, FieldSettings  # owned by the field registry
+
 __all__ = ["DEFAULTS", "SCHEMA", "COMPARE_SCHEMA", "COMPARE_DEFAULTS", "EVALUATE_DEFAULTS", "CONFIG_EPOCHS",
            "DEFAULT_STRATEGY", "DEFAULT_FIELD", "WindowSettings", "ModelSettings", "OptimizerSettings",
            "LoopSettings", "CheckpointSettings", "FieldSettings", "DataSettings", "OutputSettings", "FitSettings",
@@ -73,126 +77,6 @@ CONFIG_EPOCHS = 30  # the epoch budget of a config file and of compare (fit alon
 EVALUATE_DEFAULTS = {"n_starts": 20, "horizon": 15.0, "thresholds": (0.3, 0.4, 0.5), "long_steps": 20000,
                      "lyapunov_steps": 2000, "lyapunov_starts": 4, "seed": 0}
 
-
-# ------------------------------------------------------------------ typed checks: check(value, name) -> value
-def _kind(value) -> str:
-    kind = type(value).__name__
-    return f"{value!r} ({'an' if kind[:1] in 'aeiou' else 'a'} {kind})"
-
-
-def _key(name: str) -> str:
-    """The TOML key of a check's name ('[train] epochs' -> 'epochs')."""
-    return name.split()[-1]
-
-
-# These adapters keep the schema's check(value, name) form (with .expects) and hand the judging
-# to systems.checks, adding the fix a TOML file needs.
-def is_int(minimum: int | None = None, optional: bool = False):
-    """An integer (not a bool, not 2.5) >= minimum."""
-    def check(value, name):
-        return _checks.integer(name, value, minimum=minimum, optional=optional,
-                               fix=f"write a whole number{f' >= {minimum}' if minimum is not None else ''} without "
-                                   f"quotes or decimals, e.g. {_key(name)} = {max(minimum or 0, 1)}")
-    check.expects = "integer"
-    return check
-
-
-def is_float(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-             high_open: bool = False, optional: bool = False):
-    """A finite number (int or float, not a bool or string) in the given range (open or closed ends)."""
-    bounds = {("above" if low_open else "minimum"): low, ("below" if high_open else "maximum"): high}
-    bounds = {k: v for k, v in bounds.items() if v is not None}
-    example = next(x for x in ((low + high) / 2 if None not in (low, high) else 0.01, 1.0, 10.0, low, high)
-                   if x is not None and (low is None or (x > low if low_open else x >= low))
-                   and (high is None or (x < high if high_open else x <= high)))
-
-    def check(value, name):
-        return _checks.real(name, value, optional=optional, **bounds,
-                            fix=f"write a number without quotes, e.g. {_key(name)} = {example:g}")
-    check.expects = "number"
-    return check
-
-
-def is_bool(value, name):
-    """true or false (booleans; "no", 0 and 1 are refused)."""
-    return _checks.boolean(name, value, fix="write true or false without quotes (True/False in Python)")
-
-
-def is_bool_or_none(value, name):
-    """True, False or None (automatic)."""
-    return None if value is None else is_bool(value, name)
-
-
-def is_str(choices=None, optional: bool = False):
-    """A non-empty string, one of ``choices`` when given (a tuple, or a function returning one)."""
-    def check(value, name):
-        if value is None and optional:
-            return None
-        if not isinstance(value, str):  # no string check in systems.checks: only the config reads free text
-            raise ArgumentTypeError(f"{name} must be a non-empty string in quotes, got {_kind(value)}; "
-                                    f"write it in quotes, e.g. {_key(name)} = \"...\"")
-        if not value.strip():
-            raise ValueError(f"{name} must be a non-empty string in quotes, got {_kind(value)}")
-        known = choices() if callable(choices) else choices
-        if known is not None:
-            _checks.choice(name, value, known, fix=f"write one of them in quotes, e.g. {_key(name)} = "
-                                                   f"\"{next(iter(known))}\"")
-        return value
-    return check
-
-
-def one_of(choices):
-    """One of a few fixed strings; the error names them and the close match."""
-    def check(value, name):
-        return _checks.choice(name, value, choices,
-                              fix=f"write one of them in quotes, e.g. {_key(name)} = \"{choices[0]}\"")
-    return check
-
-
-def is_device(value, name):
-    """cpu, cuda, cuda:N or auto (auto: cuda when available); None for auto."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda|cuda:\d+|auto", value):
-        raise (ValueError if isinstance(value, str) else ArgumentTypeError)(
-            f"{name} must be 'cpu', 'cuda', 'cuda:N' (N a device number) or 'auto', got {_kind(value)}; "
-            f"write it in quotes, e.g. {_key(name)} = \"cpu\"")
-    return value
-
-
-def is_torch_device(value, name):
-    """A torch.device, or a device name (is_device) that this machine has; None or 'auto' -> None."""
-    if type(value).__name__ == "device":
-        return value
-    value = is_device(value, name)
-    if value in (None, "auto"):
-        return None
-    if value.startswith("cuda"):
-        import torch
-
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(value.split(":")[1]) if ":" in value else 0
-        if index >= n:
-            raise ValueError(f"device {value!r} was asked for but this machine has {n} CUDA device(s); use 'cpu' "
-                             "or 'auto'")
-    return value
-
-
-def is_dtype(value, name):
-    """float32 or float64, as a name or a torch dtype; returns the name."""
-    text = str(value).removeprefix("torch.") if type(value).__name__ == "dtype" else value
-    return _checks.choice(name, text, ("float32", "float64"),
-                          fix=f"write {_key(name)} = \"float32\" or \"float64\" (torch.float32 / torch.float64 in "
-                              "Python)")
-
-
-def is_list(item, *, non_empty: bool = True):
-    def check(value, name):
-        if not isinstance(value, (list, tuple)) or (non_empty and not value):
-            raise (ValueError if isinstance(value, (list, tuple)) else ArgumentTypeError)(f"{name} must be a{' non-empty' if non_empty else ''} list such as [1, 2], got "
-                             f"{_kind(value)}")
-        return [item(v, f"{name}[{i}]") for i, v in enumerate(value)]
-    return check
 
 
 def _is_field(value, name):
@@ -216,37 +100,7 @@ def _is_path_or_none(value, name):
     return value
 
 
-def _field_kinds():
-    from .surrogate import FIELD_KINDS
-
-    return ("auto", *FIELD_KINDS)  # "auto": resolved on the data by fit (dynfit.selection)
-
-
 # ------------------------------------------------------------------ settings objects
-def setting(default, check=None, *, toml: str | None = None, toml_check=None, toml_default=dataclasses.MISSING):
-    """A settings field: its default, its check, and the TOML section whose key of the same name it is.
-
-    toml_check / toml_default: where a config file asks more than Python (``[train] epochs`` >= 1,
-    default 30, against ``fit``'s >= 0 and 100).
-    """
-    meta = {"check": check, "toml": toml, "toml_check": toml_check or check,
-            "toml_default": default if toml_default is dataclasses.MISSING else toml_default}
-    return dataclasses.field(default=default, metadata=meta)
-
-
-class _Settings:
-    """Runs every field's check when an object is made (also by ``dataclasses.replace``)."""
-
-    def __post_init__(self):
-        for f in fields(self):
-            check = f.metadata.get("check")
-            if check is not None:
-                object.__setattr__(self, f.name, check(getattr(self, f.name), f.name))
-
-    def replace(self, **changes):
-        """A copy with ``changes`` (checked)."""
-        return dataclasses.replace(self, **changes)
-
 
 @dataclass(frozen=True)
 class DataSettings(_Settings):
@@ -274,28 +128,6 @@ class WindowSettings(_Settings):
     standardize: bool = setting(True, is_bool, toml="data")
     dt: float | None = setting(None)  # checked with the data (dynfit.data.as_trajectories)
     batch_size: int | None = setting(None, is_int(1, optional=True), toml="train")
-
-
-@dataclass(frozen=True)
-class FieldSettings(_Settings):
-    """The vector field's config ([field]; the dict ``dynfit.surrogate.build_field`` takes, or kind
-    "auto": the library chosen by the data, :func:`dynfit.selection.auto_field_config`).
-
-    degree: the polynomial library's (kind "poly"; None: its default, 2), or the highest polynomial
-    degree tried (kind "auto"; None: 5). correction: the neural part of kinds "auto"/"library",
-    "mlp" or "residual" (None: "mlp").
-    """
-    kind: str = setting("auto", is_str(_field_kinds), toml="field")
-    degree: int | None = setting(None, is_int(1, optional=True), toml="field")
-    width: int = setting(32, is_int(0), toml="field")
-    depth: int = setting(2, is_int(1), toml="field")
-    activation: str = setting("silu", is_str(), toml="field")
-    time_dependent: bool = setting(False, is_bool, toml="field")
-    correction: str | None = setting(None, is_str(("mlp", "residual"), optional=True), toml="field")
-
-    def config(self) -> dict:
-        """The config dict (None values left out)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 @dataclass(frozen=True)
@@ -378,7 +210,6 @@ FIT_GROUPS = {"windows": WindowSettings, "model": ModelSettings, "optimizer": Op
               "checkpoint": CheckpointSettings}  # the fields of FitSettings
 # fit's keyword arguments: every field of the five objects, by name -> its group
 FIT_OPTIONS = {f.name: group for group, cls in FIT_GROUPS.items() for f in fields(cls)}
-DEFAULT_FIELD = FieldSettings().config()
 
 
 def fit_settings(*, windows=None, model=None, optimizer=None, loop=None, checkpoint=None, **options) -> FitSettings:
@@ -445,7 +276,7 @@ COMPARE_DEFAULTS = {
              "path": None},
     # 2000 samples of dt 0.01: the default horizon of 15 Lyapunov times on Lorenz'63 (1657) fits
     "test": {"n_traj": 4, "n_steps": 2000, "seed": 2, "transient": 5.0, "path": None},
-    "field": {"kind": "mlp", "width": 64, "depth": 2, "activation": "silu"},
+    "field": dict(COMPARE_FIELD),
     "train": {"epochs": CONFIG_EPOCHS, "seeds": [0]} | {k: getattr(OptimizerSettings(), k) for k in (
         "optimizer", "lbfgs_iterations", "lr")} | {"batch_size": WindowSettings().batch_size},
     "evaluate": {k: list(v) if isinstance(v, tuple) else v for k, v in EVALUATE_DEFAULTS.items()},

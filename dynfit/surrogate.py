@@ -1,7 +1,6 @@
 """The trained model: a vector field, its standardisation, its solver rule and provenance."""
 from __future__ import annotations
 
-import importlib
 import platform
 from pathlib import Path
 from typing import Any
@@ -14,29 +13,11 @@ from systems import checks
 from . import strategies as _strategies
 from .strategies import InferenceSolver
 from .data import Standardizer
+from .nn.registry import FIELD_KINDS, build_field  # noqa: F401  (owned by dynfit.nn.registry)
 
 __all__ = ["Surrogate", "build_field", "FORMAT"]
 
 FORMAT = "dynfit-surrogate-1"
-
-FIELD_KINDS = {"mlp": "MLPField", "residual": "ResidualMLPField", "poly": "PolynomialField",
-               "library": "LibraryField"}
-
-
-def build_field(config: dict, dim: int, dtype=torch.float64) -> torch.nn.Module:
-    """A vector field from a config {"kind": "mlp"|"residual", **keyword arguments}."""
-    if not isinstance(config, dict):
-        raise TypeError(f"field config must be a dict like {{'kind': 'mlp', 'width': 64}}, got {type(config).__name__}")
-    options = dict(config)
-    kind = options.pop("kind", "mlp")
-    checks.choice("field kind", kind, sorted(FIELD_KINDS))
-    fields = importlib.import_module("dynfit.nn.fields")
-    cls = getattr(fields, FIELD_KINDS[kind])
-    try:
-        return cls(dim, dtype=dtype, **options)
-    except TypeError as err:
-        raise ValueError(f"bad option in field config {config!r}: {err}") from None
-
 
 def _versions() -> dict:
     import dynfit

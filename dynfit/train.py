@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from . import strategies as _strategies
-from .config import (DEFAULT_FIELD, DEFAULT_STRATEGY, FIT_GROUPS, FieldSettings, FitSettings, fit_settings, load_data,
-                     settings_from_config)
+from .config import DEFAULT_STRATEGY, FIT_GROUPS, FitSettings, fit_settings, load_data, settings_from_config
 from .data import Standardizer, as_trajectories, make_windows
-from .surrogate import Surrogate, build_field
+from .nn.registry import DEFAULT_FIELD, FieldSettings, build_field
+from .surrogate import Surrogate
 
 __all__ = ["fit", "train_from_config", "CHECKPOINT", "DEFAULT_FIELD"]
 

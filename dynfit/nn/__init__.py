@@ -1,5 +1,7 @@
-"""Neural network pieces for vector fields: TA-BN and the comparison norms, deep fields."""
+"""Neural network pieces for vector fields: TA-BN and the comparison norms, deep fields, and the
+field registry (kind -> class, ``build_field``; :mod:`dynfit.nn.registry`)."""
 from .fields import ACTIVATIONS, ConvField, MLPField, PolynomialField, ResidualMLPField, make_activation
+from .registry import FIELD_KINDS, FieldSettings, build_field, register_field
 from .norm import (
     NORM_KINDS,
     MiniBatchNorm1d,
@@ -23,6 +25,10 @@ __all__ = [
     "PolynomialField",
     "ResidualMLPField",
     "make_activation",
+    "FIELD_KINDS",
+    "FieldSettings",
+    "build_field",
+    "register_field",
     "NORM_KINDS",
     "MiniBatchNorm1d",
     "MiniBatchNorm2d",

@@ -28,6 +28,7 @@ from systems import checks
 from .calls import direct
 from .library import Library, monomial_exponents, monomial_name
 from .norm import EachLayer, make_norm, norm_penalty, share_tables
+from .registry import register_field
 
 __all__ = ["ACTIVATIONS", "MLPField", "ResidualMLPField", "ConvField", "PolynomialField", "LibraryField",
            "make_activation", "monomial_exponents"]
@@ -106,6 +107,7 @@ class _Field(nn.Module):
             )
 
 
+@register_field("mlp")
 class MLPField(_Field):
     """MLP vector field; the paper's 3-50-50-3 ReLU net is
     ``MLPField(3, width=50, depth=2, activation="relu", dtype=torch.float64)``.
@@ -150,6 +152,7 @@ class MLPField(_Field):
         return direct(self.out)(h)
 
 
+@register_field("residual")
 class ResidualMLPField(_Field):
     """Deep residual MLP vector field: x (B, dim) -> (B, dim).
 
@@ -196,6 +199,7 @@ class ResidualMLPField(_Field):
         return direct(self.out)(h)
 
 
+@register_field("conv", vector=False)
 class ConvField(_Field):
     """Convolutional vector field on image channels: x (B, C, H, W) -> same shape.
 
@@ -247,6 +251,7 @@ class ConvField(_Field):
         return direct(self.out)(h)
 
 
+@register_field("poly")
 class PolynomialField(_Field):
     """Polynomial library plus an MLP correction: x (B, dim) -> (B, dim).
 
@@ -323,6 +328,7 @@ class PolynomialField(_Field):
 CORRECTIONS = ("mlp", "residual")
 
 
+@register_field("library")
 class LibraryField(_Field):
     """Library features with masked coefficients plus a neural correction: x (B, dim) -> (B, dim).
 
