@@ -1,6 +1,7 @@
 """Neural network pieces for vector fields: TA-BN and the comparison norms, deep fields, and the
 field registry (kind -> class, ``build_field``; :mod:`dynfit.nn.registry`)."""
 from .fields import ACTIVATIONS, ConvField, MLPField, PolynomialField, ResidualMLPField, make_activation
+from .fourier import FourierField
 from .registry import FIELD_KINDS, FieldSettings, build_field, register_field
 from .norm import (
     NORM_KINDS,
@@ -21,6 +22,7 @@ from .norm import (
 __all__ = [
     "ACTIVATIONS",
     "ConvField",
+    "FourierField",
     "MLPField",
     "PolynomialField",
     "ResidualMLPField",
