@@ -291,11 +291,7 @@ class PolynomialField(_Field):
         self.register_buffer("_select", select, persistent=False)
         self.register_buffer("_const", const, persistent=False)
         self.coef = nn.Parameter(torch.zeros(n_terms, self.dim, dtype=dtype))
-        self.mlp = None
-        if width > 0:
-            self.mlp = MLPField(self.dim, width=width, depth=depth, activation=activation, dtype=dtype)
-            nn.init.zeros_(self.mlp.out.weight)
-            nn.init.zeros_(self.mlp.out.bias)
+        self.mlp = zero_correction(MLPField, self.dim, width, depth, activation, dtype)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Monomials p(x): (B, dim) -> (B, n_terms), in the order of ``monomial_exponents``."""
@@ -328,6 +324,17 @@ class PolynomialField(_Field):
 CORRECTIONS = ("mlp", "residual")
 
 
+def zero_correction(cls, dim: int, width: int, depth: int, activation: str, dtype) -> nn.Module | None:
+    """A library field's neural correction: a ``cls`` field whose output layer starts at zero
+    (so the field starts as its library part); None when ``width`` is 0."""
+    if width <= 0:
+        return None
+    net = cls(dim, width=width, depth=depth, activation=activation, dtype=dtype)
+    nn.init.zeros_(net.out.weight)
+    nn.init.zeros_(net.out.bias)
+    return net
+
+
 @register_field("library")
 class LibraryField(_Field):
     """Library features with masked coefficients plus a neural correction: x (B, dim) -> (B, dim).
@@ -357,12 +364,8 @@ class LibraryField(_Field):
         n_terms = self.library.n_terms
         self.coef = nn.Parameter(torch.zeros(n_terms, self.dim, dtype=dtype))
         self.register_buffer("mask", torch.ones(n_terms, self.dim, dtype=dtype))
-        self.mlp = None
-        if width > 0:
-            cls = MLPField if self.correction == "mlp" else ResidualMLPField
-            self.mlp = cls(self.dim, width=width, depth=depth, activation=activation, dtype=dtype)
-            nn.init.zeros_(self.mlp.out.weight)
-            nn.init.zeros_(self.mlp.out.bias)
+        cls = MLPField if self.correction == "mlp" else ResidualMLPField
+        self.mlp = zero_correction(cls, self.dim, width, depth, activation, dtype)
 
     @property
     def spec(self) -> dict:

@@ -15,7 +15,7 @@ from torch import nn
 from systems import checks
 
 from .calls import direct
-from .fields import MLPField, _Field
+from .fields import MLPField, _Field, zero_correction
 from .registry import register_field
 
 __all__ = ["FourierField"]
@@ -46,11 +46,7 @@ class FourierField(_Field):
         self.register_buffer("omega", torch.randn(n, self.dim, dtype=dtype) / bandwidth)
         self.register_buffer("phase", torch.rand(n, dtype=dtype) * (2 * math.pi))
         self.coef = nn.Parameter(torch.zeros(n, self.dim, dtype=dtype))
-        self.mlp = None
-        if width > 0:
-            self.mlp = MLPField(self.dim, width=width, depth=depth, activation=activation, dtype=dtype)
-            nn.init.zeros_(self.mlp.out.weight)
-            nn.init.zeros_(self.mlp.out.bias)
+        self.mlp = zero_correction(MLPField, self.dim, width, depth, activation, dtype)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """cos(x Omega^T + b): (B, dim) -> (B, features)."""
