@@ -35,7 +35,7 @@ _LAZY = {
         "valid_prediction_time",
     ], ".diagnostics"),
     "fit": ".train",
-    "InferenceSolver": ".strategies",
+    "InferenceSolver": ".inference",
     "Surrogate": ".surrogate",
     **dict.fromkeys(["compare", "load_compare"], ".compare"),
     **dict.fromkeys(["DelayEmbedding", "mutual_information_delay"], ".embedding"),

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .strategies import ContinuousStrategy, InferenceSolver, LossFloor
+from .inference import InferenceSolver
+from .strategies import ContinuousStrategy, LossFloor
 
 FORECAST_STARTS = 8  # free runs per score
 FORECAST_SAMPLES = 500  # the most samples a free run covers

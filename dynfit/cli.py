@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import shlex
 import sys
 import time
@@ -46,6 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import COMPARE_DEFAULTS, EVALUATE_DEFAULTS, merge_tables, read_toml
+# [LABEL=]NAME[:KEY=VALUE,...] -> the dict parse_spec checks (the parser lives in dynfit.strategies)
+from .strategies import parse_spec_text as parse_strategy_flag
 
 __all__ = ["main", "build_parser", "demo", "COMPARE_DEFAULTS", "load_compare_config", "validate_compare_config",
            "parse_strategy_flag", "plot_file", "kind_of"]
@@ -90,7 +91,7 @@ def _demo(out: Path, *, quick: bool, epochs: int | None, strategy: str, max_hori
     print(f"simulated {n_train} training and {n_test} held-out trajectories of Lorenz'63", flush=True)
     if strategy == "continuous":  # fit's defaults: the polynomial + MLP field, pre-fit, adaptive rollouts
         field, options = None, ({"max_horizon": max_horizon} if max_horizon else None)
-    else:  # round 1's demo setting for the paper's strategies
+    else:  # the paper's strategies train an MLP field
         field = {"kind": "mlp", "width": 32 if quick else 64, "depth": 2, "activation": "silu"}
         options = {"max_horizon": max_horizon or 128} if strategy == "curriculum" else None
     sur, hist = fit(train, field=field, strategy=strategy, strategy_options=options, optimizer="lbfgs",
@@ -221,7 +222,7 @@ def _evaluate_cmd(args) -> int:
     from .plot import plot_diagnostics
     from .surrogate import Surrogate
 
-    from .config import read_trajectories
+    from .io import read_trajectories
     from .diagnostics import describe_vpt
 
     thresholds = _floats(args.thresholds, "--thresholds")
@@ -279,41 +280,16 @@ def validate_compare_config(raw: dict) -> dict:
         if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
             raise ValueError("[[strategy]] must be an array of tables, each with a name (and a label)")
         cfg["strategy"] = [dict(v) for v in values]
-    from .compare import parse_strategy
+    from .strategies import parse_spec
 
     for entry in cfg["strategy"]:
-        parse_strategy(entry)  # fail early on an unknown strategy or option
+        parse_spec(entry)  # fail early on an unknown strategy or option
     return cfg
 
 
 def load_compare_config(path) -> dict:
     """Read and validate a compare TOML file."""
     return validate_compare_config(read_toml(path))
-
-
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_strategy_flag(text: str) -> dict:
-    """``[LABEL=]NAME[:KEY=VALUE,KEY=VALUE]`` -> {"label", "name", **options}.
-
-    Example: ``"black-box rk4=torchdiffeq:method=rk4,step_size=0.5"``.
-    """
-    head, _, opts = str(text).partition(":")
-    label, _, name = head.rpartition("=")
-    name = name.strip()
-    entry = {"label": label.strip() or name, "name": name}
-    for item in filter(None, (o.strip() for o in opts.split(","))):
-        key, eq, val = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"strategy option {item!r} in {text!r} must read KEY=VALUE, e.g. "
-                             "'black-box rk4=torchdiffeq:method=rk4,step_size=0.5'")
-        entry[key.strip()] = _value(val.strip())
-    return entry
 
 
 def _compare_cmd(args) -> int:
@@ -371,7 +347,7 @@ def _compare_cmd(args) -> int:
 
 # ------------------------------------------------------------------ plot
 def _open_netcdf(path):
-    from .diagnostics._checks import read_netcdf
+    from .io import read_netcdf
 
     return read_netcdf(path, hint="pass a file written by dynfit evaluate, dynfit compare or dynfit train")
 

@@ -23,7 +23,6 @@ tables and figures live with the others of their kind.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import time
 from dataclasses import fields
@@ -38,48 +37,21 @@ from systems import checks
 from systems.files import ensure_folder
 
 from .config import CONFIG_EPOCHS, EVALUATE_DEFAULTS, FIT_GROUPS, fit_settings
-from .io import write_netcdf
+from .io import version as _version, write_netcdf
 from .plot import plot_compare, plot_vpt
 from .tables import FORMAT, check_compare, compare_table, write_tables
 
-__all__ = ["compare", "load_compare", "parse_strategy", "write_outputs", "FORMAT",
-           # moved, importable from here as before: tables (dynfit.tables), figures (dynfit.plot)
-           "compare_table", "write_tables", "plot_vpt", "plot_compare"]
+# importable from here as before, owned elsewhere (not API of this module): parse_strategy
+# (dynfit.strategies.parse_spec), compare_table and write_tables (dynfit.tables), plot_vpt and
+# plot_compare (dynfit.plot)
+__all__ = ["compare", "load_compare", "write_outputs", "FORMAT"]
 
 HISTORY = ("loss", "accepted_fraction", "mean_substeps", "n_f_evals", "horizon", "wall_time")
 SET_BY_COMPARE = ("checkpoint_dir", "strategy", "strategy_options", "seed", "progress")  # per task, by compare
 
 
 # ------------------------------------------------------------------ validation
-def parse_strategy(entry) -> tuple[str, str, dict]:
-    """One strategy entry -> (label, strategy name, options); checked, nothing trained.
-
-    Raises ValueError for an unknown name (with close matches) or a bad option,
-    TypeError for an entry of another type.
-    """
-    if isinstance(entry, str):
-        label, name, options = entry, entry, {}
-    elif isinstance(entry, (tuple, list)) and len(entry) in (2, 3):
-        label, name = entry[0], entry[1]
-        options = dict(entry[2]) if len(entry) == 3 and entry[2] is not None else {}
-    elif isinstance(entry, dict):
-        options = dict(entry)
-        name = options.pop("name", options.pop("strategy", None))
-        label = options.pop("label", name)
-        if isinstance(options.get("options"), dict):
-            options.update(options.pop("options"))
-    else:
-        raise TypeError(f"a strategy entry must be a name, a (label, name[, options]) tuple or a dict with "
-                        f"'name', got {entry!r} ({type(entry).__name__})")
-    if not isinstance(name, str) or not isinstance(label, str) or not label.strip():
-        raise TypeError(f"strategy name and label must be non-empty strings, got name {name!r}, label {label!r}")
-    if name not in _strategies.names():
-        close = difflib.get_close_matches(name, _strategies.names(), n=3)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"unknown strategy {name!r}{hint} (known: {_strategies.names()}); a label such as "
-                         "'black-box rk4' goes with a name: ('black-box rk4', 'torchdiffeq', {'method': 'rk4'})")
-    _strategies.get(name, **options)  # raises ValueError for a bad option
-    return label.strip(), name, options
+parse_strategy = _strategies.parse_spec  # the one strategy-spec parser (dynfit.strategies)
 
 
 def _check_strategies(strategies) -> list[tuple[str, str, dict]]:
@@ -376,12 +348,6 @@ def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, settings, fie
     return ds
 
 
-def _version() -> str:
-    import dynfit
-
-    return dynfit.__version__
-
-
 # ------------------------------------------------------------------ files
 def write_outputs(ds: xr.Dataset, out, *, best_diagnostics: xr.Dataset | None = None) -> dict:
     """compare.nc, best_diagnostics.nc, table.md, table.csv and the figures into ``out``."""
@@ -398,7 +364,7 @@ def write_outputs(ds: xr.Dataset, out, *, best_diagnostics: xr.Dataset | None = 
 
 def load_compare(path) -> xr.Dataset:
     """Read compare.nc written by :func:`compare`; checks it is one."""
-    from .diagnostics._checks import read_netcdf
+    from .io import read_netcdf
 
     ds = read_netcdf(path, "compare", "pass a compare.nc written by dynfit.compare")
     check_compare(ds)

@@ -42,8 +42,8 @@ is an error); a ``.npy`` file needs ``dt`` (see :func:`read_trajectories`).
 The held-out part (``split_fraction`` of the trajectories for training, the
 rest held out) is cut along time when the data hold a single trajectory.
 
-Also here: the compare config's schema and defaults (``dynfit compare``) and
-``EVALUATE_DEFAULTS``, the one set of defaults of ``dynfit.evaluate``.
+Also here: the compare config's schema and defaults (``dynfit compare``);
+``EVALUATE_DEFAULTS`` (``dynfit.evaluate``'s defaults) is re-exported from :mod:`dynfit.diagnostics.evaluate`.
 """
 from __future__ import annotations
 
@@ -60,22 +60,19 @@ from systems.checks import ArgumentTypeError
 
 from ._settings import (_Settings, _key, _kind, is_bool, is_bool_or_none, is_device, is_dtype, is_float,  # noqa: F401
                         is_int, is_list, is_str, is_torch_device, one_of, setting)
+from .diagnostics.evaluate import EVALUATE_DEFAULTS  # owned by dynfit.evaluate
+from .io import TRAJECTORY_SUFFIXES, read_trajectories  # noqa: F401  (owned by dynfit.io)
 from .nn.registry import COMPARE_FIELD, DEFAULT_FIELD, FieldSettings  # owned by the field registry
 
 __all__ = ["DEFAULTS", "SCHEMA", "COMPARE_SCHEMA", "COMPARE_DEFAULTS", "EVALUATE_DEFAULTS", "CONFIG_EPOCHS",
            "DEFAULT_STRATEGY", "DEFAULT_FIELD", "WindowSettings", "ModelSettings", "OptimizerSettings",
            "LoopSettings", "CheckpointSettings", "FieldSettings", "DataSettings", "OutputSettings", "FitSettings",
            "fit_settings", "settings_from_config", "load_config", "load_data", "read_trajectories", "validate",
-           "check_types",
-           "check_fit_arguments"]
+           "check_types"]
 
 SIMULATION_DT = 0.01
 DEFAULT_STRATEGY = "continuous"
 CONFIG_EPOCHS = 30  # the epoch budget of a config file and of compare (fit alone: LoopSettings' 100)
-# dynfit.evaluate's defaults (its signature reads them from here), also those of `dynfit evaluate`,
-# `dynfit compare` and dynfit.compare
-EVALUATE_DEFAULTS = {"n_starts": 20, "horizon": 15.0, "thresholds": (0.3, 0.4, 0.5), "long_steps": 20000,
-                     "lyapunov_steps": 2000, "lyapunov_starts": 4, "seed": 0}
 
 
 
@@ -236,17 +233,6 @@ def fit_settings(*, windows=None, model=None, optimizer=None, loop=None, checkpo
     return FitSettings(**out)
 
 
-def check_fit_arguments(**kwargs) -> dict:
-    """Check ``fit``'s keyword arguments by their settings fields' checks; returns them normalised."""
-    out = {}
-    for name, value in kwargs.items():
-        if name not in FIT_OPTIONS:
-            raise TypeError(f"check_fit_arguments got an unknown argument {name!r}")
-        check = {f.name: f for f in fields(FIT_GROUPS[FIT_OPTIONS[name]])}[name].metadata["check"]
-        out[name] = check(value, name) if check is not None else value
-    return out
-
-
 # ------------------------------------------------------------------ the TOML schema, made from the settings
 TOML_SETTINGS = (DataSettings, WindowSettings, FieldSettings, ModelSettings, OptimizerSettings, LoopSettings,
                  CheckpointSettings, OutputSettings)
@@ -350,7 +336,8 @@ def validate(raw: dict) -> dict:
         raise ValueError(f"[strategy] name must be a strategy name in quotes such as \"fehlberg\", got "
                          f"{_kind(cfg['strategy'].get('name'))}")
     options = {k: v for k, v in cfg["strategy"].items() if k != "name"}
-    strategies.get(cfg["strategy"]["name"], **options)  # fail early on a bad strategy option
+    name = cfg["strategy"]["name"]
+    strategies.parse_spec((name, name, options))  # fail early on a bad strategy name or option
     return cfg
 
 
@@ -398,112 +385,6 @@ def settings_from_config(cfg: dict, *, out=None, progress: bool = True) -> dict:
         "loop": _section(LoopSettings, cfg, progress=progress),
         "checkpoint": _section(CheckpointSettings, cfg, checkpoint_dir=Path(output.dir) / "checkpoints"),
     }
-
-
-TRAJECTORY_SUFFIXES = (".npy", ".csv", ".nc", ".nc4", ".netcdf", ".zarr")
-
-
-def read_trajectories(path, *, what: str = "data"):
-    """A trajectory file as numpy (T, D) / (N, T, D) or an xarray Dataset with ``x``.
-
-    .npy: a numpy array (no pickle). .csv: one trajectory, a column per
-    component, an optional header row naming them and an optional first
-    column ``time`` (a Dataset with a time coordinate then, else an array).
-    .nc / .zarr: ``systems.load`` (x(trajectory, time, component), attrs).
-    Raises FileNotFoundError for a missing path, ValueError for another kind.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix not in TRAJECTORY_SUFFIXES:
-        raise ValueError(f"{what} {path} must be a .npy array shaped (T, D) or (N, T, D), a .csv table (a "
-                         "column per component), or a netCDF (.nc) file / .zarr store from systems.save")
-    if suffix in (".nc", ".nc4", ".netcdf", ".zarr"):
-        return _read_xarray(path, what)
-    if path.is_dir():
-        raise ValueError(f"{what} {path} is a folder; pass a {suffix} file")
-    import numpy as np
-
-    if suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except Exception as err:  # numpy raises ValueError, OSError, EOFError, ... for a damaged file
-            raise ValueError(f"{what} {path} is not a readable .npy array ({type(err).__name__}: "
-                             f"{str(err)[:120]}); save one with numpy.save") from None
-    return _read_csv(path, what)
-
-
-def _read_xarray(path: Path, what: str):
-    """A netCDF file or zarr store as a Dataset whose ``x`` is (trajectory, time, component).
-
-    ``x`` is the variable named x, else the file's only data variable; (time,
-    component) gains a trajectory axis. Any attrs (dt, system, ...) are kept.
-    """
-    import xarray as xr
-
-    hint = "write one with systems.save or xarray's to_netcdf / to_zarr"
-    if suffix_is_zarr := path.suffix.lower() == ".zarr":
-        try:
-            ds = xr.open_zarr(path, chunks=None, zarr_format=None).load()
-        except Exception as err:  # zarr raises many kinds for a damaged store
-            raise ValueError(f"{what} {path} is not a readable zarr store ({type(err).__name__}: "
-                             f"{str(err)[:160]}); {hint}") from None
-    else:
-        from .diagnostics._checks import read_netcdf
-
-        ds = read_netcdf(path, what, hint)
-    names = ["x"] if "x" in ds.data_vars else list(ds.data_vars)
-    if len(names) != 1 or set(ds[names[0]].dims) not in ({"time", "component"},
-                                                          {"trajectory", "time", "component"}):
-        kind = "store" if suffix_is_zarr else "file"
-        raise ValueError(f"{what} {path}: the {kind} needs one variable x with dims (trajectory, time, "
-                         f"component) or (time, component), found { {k: v.dims for k, v in ds.data_vars.items()} }")
-    x = ds[names[0]]
-    if "trajectory" not in x.dims:
-        x = x.expand_dims("trajectory")
-    out = x.transpose("trajectory", "time", "component").to_dataset(name="x")
-    out.attrs = dict(ds.attrs)
-    return out
-
-
-def _read_csv(path: Path, what: str):
-    """One trajectory from a CSV table: (T, D) array, or a Dataset when it names components or time."""
-    import numpy as np
-
-    try:
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    except UnicodeDecodeError:
-        raise ValueError(f"{what} {path} is not a text CSV file") from None
-    if not lines:
-        raise ValueError(f"{what} {path} holds no rows")
-    head = [c.strip() for c in lines[0].split(",")]
-    try:
-        [float(c) for c in head]
-        names, rows = None, lines
-    except ValueError:
-        names, rows = head, lines[1:]
-    try:
-        arr = np.array([[float(c) for c in ln.split(",")] for ln in rows], dtype=np.float64)
-    except ValueError as err:
-        raise ValueError(f"{what} {path}: every row after the header must be numbers separated by commas "
-                         f"({err})") from None
-    if arr.ndim != 2 or arr.shape[0] < 2 or (names is not None and len(names) != arr.shape[1]):
-        raise ValueError(f"{what} {path} must be a table of at least 2 rows with the same number of columns "
-                         f"in every row (and in the header); got {len(rows)} rows")
-    if names is None:
-        return arr
-    import xarray as xr
-
-    coords, attrs = {}, {}
-    if names[0].lower() in ("t", "time"):
-        coords["time"] = arr[:, 0]
-        arr, names = arr[:, 1:], names[1:]
-        steps = np.diff(coords["time"])
-        if steps.size and np.allclose(steps, steps[0], rtol=1e-6):
-            attrs["dt"] = float(steps[0])
-    coords["component"] = names
-    return xr.Dataset({"x": (("trajectory", "time", "component"), arr[None])}, coords=coords, attrs=attrs)
 
 
 def load_data(d: DataSettings):

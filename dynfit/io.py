@@ -8,6 +8,8 @@
   pickle code ever runs) and turns every failure into :class:`ModelFileError`.
 - :func:`check_model_blob` / :func:`check_checkpoint_blob` validate what was
   read (format, keys, shapes, finite weights, positive finite ``dt`` and scale).
+- :func:`read_netcdf` reads a netCDF file fully, with errors that say what to pass;
+  :func:`version` is dynfit's version, the provenance every written file records.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import torch
 from systems.files import atomic_write_bytes
 
 __all__ = ["ModelFileError", "ModelFileNotFoundError", "save_torch", "load_torch", "to_plain", "check_model_blob", "write_netcdf",
-           "write_text", "save_figure",
+           "write_text", "save_figure", "read_netcdf", "read_trajectories", "version",
            "check_checkpoint_blob", "check_scaler_dict", "check_finite_weights"]
 
 
@@ -229,3 +231,130 @@ def save_figure(fig, path, **kwargs) -> Path:
     from systems.files import atomic_save
 
     return atomic_save(path, lambda tmp: fig.savefig(tmp, **kwargs))
+
+
+def read_netcdf(path, what: str = "", hint: str = ""):
+    """An xarray Dataset read fully from ``path``: FileNotFoundError if it is absent,
+    ValueError naming the reader's complaint (and ``hint``) if it is not netCDF."""
+    import xarray as xr
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what + ' ' if what else ''}file at {path}")
+    try:
+        return xr.load_dataset(path)
+    except Exception as err:
+        first = (str(err).splitlines() or [""])[0][:120]
+        raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {first})"
+                         + (f"; {hint}" if hint else "")) from None
+
+
+TRAJECTORY_SUFFIXES = (".npy", ".csv", ".nc", ".nc4", ".netcdf", ".zarr")
+
+
+def read_trajectories(path, *, what: str = "data"):
+    """A trajectory file as numpy (T, D) / (N, T, D) or an xarray Dataset with ``x``.
+
+    .npy: a numpy array (no pickle). .csv: one trajectory, a column per
+    component, an optional header row naming them and an optional first
+    column ``time`` (a Dataset with a time coordinate then, else an array).
+    .nc / .zarr: ``systems.load`` (x(trajectory, time, component), attrs).
+    Raises FileNotFoundError for a missing path, ValueError for another kind.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in TRAJECTORY_SUFFIXES:
+        raise ValueError(f"{what} {path} must be a .npy array shaped (T, D) or (N, T, D), a .csv table (a "
+                         "column per component), or a netCDF (.nc) file / .zarr store from systems.save")
+    if suffix in (".nc", ".nc4", ".netcdf", ".zarr"):
+        return _read_xarray(path, what)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; pass a {suffix} file")
+    import numpy as np
+
+    if suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except Exception as err:  # numpy raises ValueError, OSError, EOFError, ... for a damaged file
+            raise ValueError(f"{what} {path} is not a readable .npy array ({type(err).__name__}: "
+                             f"{str(err)[:120]}); save one with numpy.save") from None
+    return _read_csv(path, what)
+
+
+def _read_xarray(path: Path, what: str):
+    """A netCDF file or zarr store as a Dataset whose ``x`` is (trajectory, time, component).
+
+    ``x`` is the variable named x, else the file's only data variable; (time,
+    component) gains a trajectory axis. Any attrs (dt, system, ...) are kept.
+    """
+    import xarray as xr
+
+    hint = "write one with systems.save or xarray's to_netcdf / to_zarr"
+    if suffix_is_zarr := path.suffix.lower() == ".zarr":
+        try:
+            ds = xr.open_zarr(path, chunks=None, zarr_format=None).load()
+        except Exception as err:  # zarr raises many kinds for a damaged store
+            raise ValueError(f"{what} {path} is not a readable zarr store ({type(err).__name__}: "
+                             f"{str(err)[:160]}); {hint}") from None
+    else:
+        ds = read_netcdf(path, what, hint)
+    names = ["x"] if "x" in ds.data_vars else list(ds.data_vars)
+    if len(names) != 1 or set(ds[names[0]].dims) not in ({"time", "component"},
+                                                          {"trajectory", "time", "component"}):
+        kind = "store" if suffix_is_zarr else "file"
+        raise ValueError(f"{what} {path}: the {kind} needs one variable x with dims (trajectory, time, "
+                         f"component) or (time, component), found { {k: v.dims for k, v in ds.data_vars.items()} }")
+    x = ds[names[0]]
+    if "trajectory" not in x.dims:
+        x = x.expand_dims("trajectory")
+    out = x.transpose("trajectory", "time", "component").to_dataset(name="x")
+    out.attrs = dict(ds.attrs)
+    return out
+
+
+def _read_csv(path: Path, what: str):
+    """One trajectory from a CSV table: (T, D) array, or a Dataset when it names components or time."""
+    import numpy as np
+
+    try:
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path} is not a text CSV file") from None
+    if not lines:
+        raise ValueError(f"{what} {path} holds no rows")
+    head = [c.strip() for c in lines[0].split(",")]
+    try:
+        [float(c) for c in head]
+        names, rows = None, lines
+    except ValueError:
+        names, rows = head, lines[1:]
+    try:
+        arr = np.array([[float(c) for c in ln.split(",")] for ln in rows], dtype=np.float64)
+    except ValueError as err:
+        raise ValueError(f"{what} {path}: every row after the header must be numbers separated by commas "
+                         f"({err})") from None
+    if arr.ndim != 2 or arr.shape[0] < 2 or (names is not None and len(names) != arr.shape[1]):
+        raise ValueError(f"{what} {path} must be a table of at least 2 rows with the same number of columns "
+                         f"in every row (and in the header); got {len(rows)} rows")
+    if names is None:
+        return arr
+    import xarray as xr
+
+    coords, attrs = {}, {}
+    if names[0].lower() in ("t", "time"):
+        coords["time"] = arr[:, 0]
+        arr, names = arr[:, 1:], names[1:]
+        steps = np.diff(coords["time"])
+        if steps.size and np.allclose(steps, steps[0], rtol=1e-6):
+            attrs["dt"] = float(steps[0])
+    coords["component"] = names
+    return xr.Dataset({"x": (("trajectory", "time", "component"), arr[None])}, coords=coords, attrs=attrs)
+
+
+def version() -> str:
+    """dynfit's version (the files' provenance)."""
+    import dynfit
+
+    return str(dynfit.__version__)

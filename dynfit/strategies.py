@@ -25,23 +25,26 @@ be compared with. ``inference()`` is the solver the trained surrogate keeps.
 - ``"fehlberg"``: Fehlberg training: the error rate is measured against the
   target, r = |x_target - A2|_1 / h (a reference to the solver).
 - ``"curriculum"``: Fehlberg training whose rollout horizon doubles each time
-  the solver accepts a large enough fraction of the examples (round 1's).
+  the solver accepts a large enough fraction of the examples.
 - ``"torchdiffeq"``: torchdiffeq ``odeint`` with any of its methods.
 """
 from __future__ import annotations
 
 import abc
+import difflib
+import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 from systems import checks
 
+from .inference import InferenceSolver  # the Surrogate's record (alias kept here)
 from .solvers import MixedNorm, PaperRule, Stats, odesolve
 
 __all__ = ["Strategy", "PaperStrategy", "TorchdiffeqStrategy", "CurriculumStrategy", "ContinuousStrategy",
-           "InferenceSolver", "LossFloor", "summary", "get", "names"]
+           "InferenceSolver", "LossFloor", "summary", "get", "names", "parse_spec", "parse_spec_text"]
 
 NOISE_MARGIN = 1.5  # a loss within 1.5x the noise floor is at it (the start's noise grows along a window)
 
@@ -74,64 +77,6 @@ class LossFloor:
     def reason(self, loss: float) -> str | None:
         """Why ``loss`` is at the floor, or None."""
         return self.roundoff_reason(loss) or self.noise_reason(loss)
-
-
-# ----------------------------------------------------------------------------- the inference solver
-@dataclass(frozen=True)
-class InferenceSolver:
-    """How a surrogate integrates its field at inference: a plain record stored with the model.
-
-    method "rkf45"/"dopri5"/... with ``rtol``/``atol`` (MixedNorm, per-example
-    steps); fixed steps of ``step_size`` model time units when it is set; or, when ``eps`` is set, the paper's rule on one interval per
-    sample (method "rkf23", PaperRule(eps, safety, max_substeps)).
-    ``max_steps``: per-example limit on attempted steps per call.
-    """
-
-    method: str = "rkf45"
-    rtol: float = 1e-10
-    atol: float = 1e-10
-    eps: float | None = None
-    safety: float = 0.9
-    max_substeps: int = 10
-    max_steps: int = 10_000_000
-    step_size: float | None = None
-
-    def control(self):
-        if self.eps is not None:
-            return PaperRule(eps=self.eps, safety=self.safety, max_substeps=self.max_substeps, shared=False)
-        return MixedNorm(rtol=self.rtol, atol=self.atol)
-
-    def __post_init__(self):
-        self.control()  # validates the tolerances with the controllers' own messages
-        checks.integer("max_steps", self.max_steps, minimum=1,
-                       fix="pass the most steps an example may take per call, e.g. max_steps=10_000_000")
-
-    def solve(self, field, z0: torch.Tensor, n_intervals: int):
-        """Integrate z0 (B, D) over n_intervals model time units: (ys (n_intervals + 1, B, D), Stats)."""
-        t = torch.arange(n_intervals + 1, dtype=z0.dtype, device=z0.device)
-        if self.step_size is not None:
-            sol = odesolve(field, z0, t, method=self.method, step_size=self.step_size,
-                           max_steps=max(self.max_steps, math.ceil(n_intervals / self.step_size) + 1),
-                           raise_on_failure=False)
-        else:
-            sol = odesolve(field, z0, t, method=self.method, control=self.control(), max_steps=self.max_steps,
-                           raise_on_failure=False)
-        return sol.ys, sol.stats
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d) -> "InferenceSolver":
-        if isinstance(d, InferenceSolver):
-            return d
-        if not isinstance(d, dict):
-            raise TypeError(f"solver must be an InferenceSolver or a dict of its fields, got {type(d).__name__}")
-        known = set(cls.__dataclass_fields__)
-        bad = sorted(set(d) - known)
-        if bad:
-            raise ValueError(f"unknown solver settings {bad}; known: {sorted(known)}")
-        return cls(**d)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -426,9 +371,8 @@ class ContinuousStrategy(Strategy):
     of the rows of a one-step batch and the per-call cost dominates (5x the time
     per field evaluation, benchmarks/bench_training.py). The default,
     ``max_stride=None``, keeps disjoint windows at every horizon: overlapping
-    ones make a horizon-64 epoch integrate 8x the rows, and in the one
-    comparison measured (docs/training.md: Rossler, 24 epochs) they gave the
-    same surrogate for 1.33x the training time (opt in with
+    ones make a horizon-64 epoch integrate 8x the rows for the same surrogate
+    in the comparison of docs/training.md (opt in with
     ``strategy_options={"max_stride": 8}``).
     """
 
@@ -637,3 +581,65 @@ def get(strategy, **options) -> Strategy:
         raise
     except TypeError as err:  # an unknown option
         raise ValueError(f"bad option for strategy {strategy!r}: {err}") from None
+
+
+def parse_spec(spec) -> tuple[str, str, dict]:
+    """One strategy spec -> (label, strategy name, options); checked (built once), nothing trained.
+
+    spec: a name; a (label, name[, options]) tuple; or a dict {"name" (or "strategy"), "label",
+    "options", **options} (a compare entry, a ``[[strategy]]`` table, ``parse_spec_text``'s output).
+    Raises ValueError for an unknown name (with close matches) or a bad option, TypeError for a spec
+    of another type. The one parser of strategy specs: ``get``, the config, compare and the CLI.
+    """
+    if isinstance(spec, str):
+        label, name, options = spec, spec, {}
+    elif isinstance(spec, (tuple, list)) and len(spec) in (2, 3):
+        label, name = spec[0], spec[1]
+        options = dict(spec[2]) if len(spec) == 3 and spec[2] is not None else {}
+    elif isinstance(spec, dict):
+        options = dict(spec)
+        name = options.pop("name", options.pop("strategy", None))
+        label = options.pop("label", name)
+        if isinstance(options.get("options"), dict):
+            options.update(options.pop("options"))
+    else:
+        raise TypeError(f"a strategy entry must be a name, a (label, name[, options]) tuple or a dict with "
+                        f"'name', got {spec!r} ({type(spec).__name__})")
+    if not isinstance(name, str) or not isinstance(label, str) or not label.strip():
+        raise TypeError(f"strategy name and label must be non-empty strings, got name {name!r}, "
+                        f"label {label!r}")
+    if name not in names():
+        close = difflib.get_close_matches(name, names(), n=3)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"unknown strategy {name!r}{hint} (known: {names()}); a label such as "
+                         "'black-box rk4' goes with a name: ('black-box rk4', 'torchdiffeq', "
+                         "{'method': 'rk4'})")
+    get(name, **options)  # raises ValueError for a bad option
+    return label.strip(), name, options
+
+
+def _text_value(text: str):
+    """A flag's option value: JSON (numbers, true/false, lists) where it parses, else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_spec_text(text: str) -> dict:
+    """``[LABEL=]NAME[:KEY=VALUE,KEY=VALUE]`` (the CLI's ``--strategy``) -> {"label", "name", **options},
+    the dict form :func:`parse_spec` checks.
+
+    Example: ``"black-box rk4=torchdiffeq:method=rk4,step_size=0.5"``.
+    """
+    head, _, opts = str(text).partition(":")
+    label, _, name = head.rpartition("=")
+    name = name.strip()
+    entry = {"label": label.strip() or name, "name": name}
+    for item in filter(None, (o.strip() for o in opts.split(","))):
+        key, eq, val = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"strategy option {item!r} in {text!r} must read KEY=VALUE, e.g. "
+                             "'black-box rk4=torchdiffeq:method=rk4,step_size=0.5'")
+        entry[key.strip()] = _text_value(val.strip())
+    return entry

@@ -11,8 +11,9 @@ import torch
 from systems import checks
 
 from . import strategies as _strategies
-from .strategies import InferenceSolver
+from .inference import InferenceSolver
 from .data import Standardizer
+from .io import version
 from .nn.registry import FIELD_KINDS, build_field  # noqa: F401  (owned by dynfit.nn.registry)
 
 __all__ = ["Surrogate", "build_field", "FORMAT"]
@@ -20,9 +21,7 @@ __all__ = ["Surrogate", "build_field", "FORMAT"]
 FORMAT = "dynfit-surrogate-1"
 
 def _versions() -> dict:
-    import dynfit
-
-    out = {"dynfit": str(dynfit.__version__), "torch": str(torch.__version__), "numpy": str(np.__version__),
+    out = {"dynfit": version(), "torch": str(torch.__version__), "numpy": str(np.__version__),
            "python": platform.python_version()}
     try:
         import torchdiffeq
@@ -124,7 +123,7 @@ class Surrogate:
 
     ``field`` (torch module, called field(t, z)) acts on standardised states z
     in model time, where one unit is one sampling interval ``dt`` (physical).
-    ``solver`` (:class:`dynfit.strategies.InferenceSolver`) is how
+    ``solver`` (:class:`dynfit.inference.InferenceSolver`) is how
     ``generate`` integrates it: by default rkf45 with per-example adaptive
     steps at rtol = atol = 1e-10; models trained with the paper's strategies
     keep the paper's rule. Change it with ``surrogate.solver = InferenceSolver(...)``
@@ -174,7 +173,11 @@ class Surrogate:
 
     @property
     def strategy(self):
-        """The training strategy's config (a dict), or None for a wrapped vector field."""
+        """The training strategy's config (a dict), or None for a wrapped vector field.
+
+        The documented name of the record the Surrogate keeps as ``self.training`` (the
+        provenance saved in model.pt as "strategy"); both names read the same dict.
+        """
         return self.training
 
     @property
@@ -375,7 +378,7 @@ class Surrogate:
         try:
             if "solver" in blob:
                 solver = InferenceSolver.from_dict(blob["solver"])
-            else:  # round-1 files: the training strategy's inference rule
+            else:  # a file that stores no solver: the training strategy's inference rule
                 solver = _strategies.get(blob["strategy"]).inference()
         except (TypeError, ValueError, KeyError) as err:
             raise ModelFileError(f"model file {path} holds solver settings that cannot be used: {err}; {fix}") from None

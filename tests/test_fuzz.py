@@ -4,7 +4,7 @@ import random
 
 import fuzz_run
 
-# cases whose fix lies in code another change owns (see /work/notes/issue-14.md); each must still
+# cases whose fix lies in code another change owns (tests/fuzz_run.py names every case); each must still
 # not hang nor leave a file, and is listed here only until that fix lands
 PENDING: set = set()  # every case of the sample is clear
 

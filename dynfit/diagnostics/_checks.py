@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import read_netcdf  # noqa: F401  (owned by dynfit.io; kept here for old imports)
+
 
 def check_thresholds(thresholds) -> np.ndarray:
     """Thresholds as a float array (n,), each in (0, 1]; raises ValueError otherwise."""
@@ -34,18 +36,3 @@ def check_trajectory(x, name: str, *, dim: int | None = None, min_len: int = 2) 
         raise ValueError(f"{name} needs at least {min_len} time points, got {x.shape[-2]}")
     return x
 
-
-def read_netcdf(path, what: str = "", hint: str = ""):
-    """An xarray Dataset read fully from ``path``: FileNotFoundError if it is absent,
-    ValueError naming the reader's complaint (and ``hint``) if it is not netCDF."""
-    import xarray as xr
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no {what + ' ' if what else ''}file at {path}")
-    try:
-        return xr.load_dataset(path)
-    except Exception as err:
-        first = (str(err).splitlines() or [""])[0][:120]
-        raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {first})"
-                         + (f"; {hint}" if hint else "")) from None

@@ -59,12 +59,12 @@ import xarray as xr
 from systems import checks
 from ._checks import check_thresholds
 from .dimension import correlation_dimension
+from ..io import version as _version
 from ..solvers import odesolve
 from .lyapunov import lyapunov_from_data, lyapunov_spectrum, system_lyapunov_spectrum
 from .measure import density_divergence, wasserstein
 from .reference import DEFAULT_REFERENCE_SOLVERS, reference_solutions
 from .spectrum import spectrum_distance
-from ..config import EVALUATE_DEFAULTS
 from .vpt import first_exceedance, normalised_error, valid_groundtruth_time
 
 __all__ = ["evaluate", "load_diagnostics", "summarize", "describe_vpt", "FORMAT"]
@@ -73,12 +73,6 @@ FORMAT = "dynfit-diagnostics-1"
 REQUIRED_VARIABLES = ("error", "vpt", "valid_groundtruth_time", "lyapunov_exponents")
 LONG_TRANSIENT = 0.1
 LYAPUNOV_SOURCES = ("given", "system", "estimated from data", "estimated from the surrogate")
-
-
-def _version() -> str:
-    import dynfit
-
-    return dynfit.__version__
 
 
 # ------------------------------------------------------------------ checks
@@ -97,7 +91,7 @@ def _as_dataset(data, dt):
     from ..data import as_trajectories
 
     if isinstance(data, (str, Path)):
-        from ..config import read_trajectories
+        from ..io import read_trajectories
 
         data = read_trajectories(data, what="data")
     if isinstance(data, xr.Dataset) and "x" in data and data["x"].dims != ("trajectory", "time", "component"):
@@ -297,7 +291,11 @@ def draw_starts(n_traj: int, n_positions: int, n_starts: int, rng, n_h: int | No
 
 
 # ------------------------------------------------------------------ evaluate
-_E = EVALUATE_DEFAULTS  # the one set of evaluate's defaults (dynfit.config), also the commands'
+# dynfit.evaluate's defaults (its signature reads them from here), also those of `dynfit evaluate`,
+# `dynfit compare` and dynfit.compare. horizon: Lyapunov times.
+EVALUATE_DEFAULTS = {"n_starts": 20, "horizon": 15.0, "thresholds": (0.3, 0.4, 0.5), "long_steps": 20000,
+                     "lyapunov_steps": 2000, "lyapunov_starts": 4, "seed": 0}
+_E = EVALUATE_DEFAULTS  # the one set of evaluate's defaults, also the commands'
 
 
 def _spread_starts(x: np.ndarray, n: int) -> np.ndarray:
@@ -603,7 +601,7 @@ def load_diagnostics(path) -> xr.Dataset:
     Raises FileNotFoundError for a missing file and ValueError for a file that
     is not netCDF or not a dynfit diagnostics Dataset.
     """
-    from ._checks import read_netcdf
+    from ..io import read_netcdf
 
     ds = read_netcdf(path, "diagnostics", "pass a file written by dynfit.evaluate(...).to_netcdf(path)")
     fmt = ds.attrs.get("format")
