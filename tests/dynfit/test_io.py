@@ -266,7 +266,7 @@ def test_cli_expected_failures_are_one_line(tmp_path, test_nc, capsys):
         (["evaluate", str(model), str(test_nc), "--out", str(blocker / "sub"), *EVAL_FLAGS], "not a folder"),
         (["evaluate", str(tmp_path / "nan.pt"), str(test_nc), "--out", str(tmp_path / "o"), *EVAL_FLAGS], "NaN"),
         (["evaluate", str(model), str(bad_nc), "--out", str(tmp_path / "o"), *EVAL_FLAGS], "bad.nc"),
-        (["evaluate", str(model), str(other), "--out", str(tmp_path / "o"), *EVAL_FLAGS], "not a systems"),
+        (["evaluate", str(model), str(other), "--out", str(tmp_path / "o"), *EVAL_FLAGS], "one variable x"),
         (["evaluate", str(model), str(test_nc), "--out", str(tmp_path / "o"), *EVAL_FLAGS[:-1], "--starts",
           "100000"], "distinct starts"),
         (["plot", str(tmp_path / "missing.nc")], "missing.nc"),
