@@ -1,8 +1,8 @@
 """The typed checks and the settings-field machinery every settings object is made of.
 
 A check is ``check(value, name) -> value`` (normalised), raising ValueError/TypeError naming the
-value and the fix a TOML file needs; :func:`setting` declares a settings field (its default, its check,
-its TOML section) and :class:`_Settings` runs the checks when an object is made. Used by
+value and the fix a TOML file needs; :func:`setting` declares a settings field (its default, its
+check, its TOML section) and :class:`_Settings` runs the checks when an object is made. Used by
 :mod:`dynfit.config` and by the field registry (:mod:`dynfit.nn.registry`).
 """
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Random Fourier features of the state with a linear readout, plus an optional MLP correction.
 
-``f(z) = cos(z Omega^T + b) coef + mlp(z)``: ``Omega`` (features, dim) drawn from N(0, 1 / bandwidth^2)
-and ``b`` (features,) from U(0, 2 pi) when the field is built (torch's generator: seed it first),
-kept as saved buffers; ``coef`` (features, dim) is trained, and has the closed-form least-squares start
-of every field with ``features``/``coef`` (:func:`dynfit.prefit.prefit`). Registered as kind "fourier".
+``f(z) = cos(z Omega^T + b) coef + mlp(z)``: ``Omega`` (features, dim) drawn from
+N(0, 1 / bandwidth^2) and ``b`` (features,) from U(0, 2 pi) when the field is built (torch's
+generator: seed it first), kept as saved buffers; ``coef`` (features, dim) is trained, and has the
+closed-form least-squares start of every field with ``features``/``coef``
+(:func:`dynfit.prefit.prefit`). Registered as kind "fourier".
 """
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ class FourierField(_Field):
                  dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if time_dependent:
-            raise ValueError("FourierField is time-invariant (time_dependent=False); for a time-dependent "
-                             "field use kind 'mlp' or 'residual' with time_dependent=True")
+            raise ValueError("FourierField is time-invariant (time_dependent=False); for a "
+                             "time-dependent field use kind 'mlp' or 'residual' with "
+                             "time_dependent=True")
         self.dim = checks.integer("dim", dim, minimum=1)
         n = checks.integer("features", features, minimum=1)
         bandwidth = checks.real("bandwidth", bandwidth, above=0.0)

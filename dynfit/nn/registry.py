@@ -1,4 +1,5 @@
-"""The field registry: every field kind, the settings that choose one, the default, and ``build_field``.
+"""The field registry: every field kind, the settings that choose one, the default,
+and ``build_field``.
 
 A field class registers itself under its kind with :func:`register_field` (a decorator in the
 field's own module); ``build_field({"kind": ..., **options}, dim)`` builds it. Kinds that take
@@ -16,8 +17,8 @@ from systems import checks
 
 from .._settings import _Settings, is_bool, is_int, is_str, setting
 
-__all__ = ["FIELD_KINDS", "AUTO_KIND", "DEFAULT_FIELD", "COMPARE_FIELD", "FieldSettings", "build_field",
-           "register_field"]
+__all__ = ["FIELD_KINDS", "AUTO_KIND", "DEFAULT_FIELD", "COMPARE_FIELD", "FieldSettings",
+           "build_field", "register_field"]
 
 # kind -> field class, filled by register_field as the field modules are imported (dynfit.nn)
 FIELD_KINDS: dict[str, type] = {}
@@ -27,10 +28,12 @@ KIND_WITHOUT_NAME = "mlp"  # the kind of a config dict that names none
 
 
 def register_field(kind: str, *, vector: bool = True):
-    """Class decorator: register a field class under ``kind``; ``vector``: it takes states (B, dim)."""
+    """Class decorator: register a field class under ``kind``; ``vector``: it takes states
+    (B, dim)."""
     def register(cls: type) -> type:
         if kind in FIELD_KINDS or kind == AUTO_KIND:
-            raise ValueError(f"field kind {kind!r} is already registered (by {FIELD_KINDS.get(kind)})")
+            raise ValueError(f"field kind {kind!r} is already registered "
+                             f"(by {FIELD_KINDS.get(kind)}); pick another name")
         FIELD_KINDS[kind] = cls
         if vector:
             _VECTOR_KINDS.append(kind)
@@ -79,7 +82,8 @@ class FieldSettings(_Settings):
 
     def config(self) -> dict:
         """The config dict (None values left out)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None}
 
 
 DEFAULT_FIELD = FieldSettings().config()  # fit's field when none is given

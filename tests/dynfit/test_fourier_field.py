@@ -1,4 +1,4 @@
-"""FourierField (kind "fourier"): the features it promises, the registry, and a save/load round trip."""
+"""FourierField (kind "fourier"): the features it promises, the registry, a save/load round trip."""
 import math
 
 import numpy as np
