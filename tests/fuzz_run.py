@@ -811,12 +811,12 @@ EXPECTED_NAMES = ("ValueError", "TypeError", "OSError", "MemoryError", "FolderLo
 
 
 def _ours(tb) -> bool:
-    """Was the exception raised by dynfit or systems code (the innermost frame of ours is the raiser)?"""
+    """Was the exception raised by dynfit, systems or _dyncore code (the innermost frame of ours is the raiser)?"""
     frames = traceback.extract_tb(tb)
     if not frames:
         return False
     last = Path(frames[-1].filename).resolve()
-    return any(str(last).startswith(str(ROOT / pkg)) for pkg in ("dynfit", "systems"))
+    return any(str(last).startswith(str(ROOT / pkg)) for pkg in ("dynfit", "systems", "_dyncore"))
 
 
 def _leftovers(d: Path) -> list[str]:
