@@ -66,8 +66,9 @@ def test_two_processes_equal_one_and_resume_with_another_count(tmp_path):
 
 def test_more_processes_than_windows_is_refused(tmp_path):
     cfg = tmp_path / "run.toml"
-    cfg.write_text(CONFIG.format(n_steps=2, epochs=1).replace("n_traj = 3", "n_traj = 2")
-                   .replace("split_fraction = 0.67", "split_fraction = 0.5"))
+    # one training trajectory of 3 samples, windows of 2 steps: one window for two processes
+    cfg.write_text(CONFIG.format(n_steps=3, epochs=1).replace("n_traj = 3", "n_traj = 2")
+                   .replace("split_fraction = 0.67", "split_fraction = 0.5\nhorizon = 2\nstride = 2"))
     res = _run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "dynfit", "train", str(cfg),
                 "--out", str(tmp_path / "out"), "--no-progress"], tmp_path)
     assert res.returncode != 0
