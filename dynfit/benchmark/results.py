@@ -154,7 +154,7 @@ def leaderboard(ds: xr.Dataset, *, threshold: float = LEADER_THRESHOLD) -> str:
         best = per_sys.max("method")
         wins = (per_sys >= best - 1e-12) & (best > 0)
         lines += [f"## Noise {z:g}", "",
-                  "| method | median | 25% | 75% | mean | wins | blow-up | failed | capped | fit s (median) |",
+                  "| method | median | 25% | 75% | mean | wins | blow-up | failed | capped | fit CPU s (median) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         order = sorted(ds.method.values, key=lambda m: -float(np.median(vz.sel({"method": m}).values)))
         for m in order:
@@ -164,7 +164,7 @@ def leaderboard(ds: xr.Dataset, *, threshold: float = LEADER_THRESHOLD) -> str:
                 blow = float(np.nanmean(ds.blowup_fraction.sel({"noise": z, "method": m}).values))
                 cap = float(np.nanmean(
                     ds.vpt_capped.sel({"noise": z, "method": m, "threshold": threshold}).values))
-                fit_s = float(np.nanmedian(ds.fit_seconds.sel({"noise": z, "method": m}).values))
+                fit_s = float(np.nanmedian(ds.fit_cpu_seconds.sel({"noise": z, "method": m}).values))
             n_wins = int(wins.sel({"method": m}).sum())
             lines.append(f"| {m} | {_fmt(float(np.median(x)))} | {_fmt(float(np.percentile(x, 25)))} | "
                          f"{_fmt(float(np.percentile(x, 75)))} | {_fmt(float(np.mean(x)))} | "
