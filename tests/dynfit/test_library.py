@@ -216,3 +216,45 @@ def test_fit_on_noisy_data_smooths_and_reports_the_noise(lorenz):
     assert hist.attrs["prefit_targets"] == "smoothed"
     assert 0.02 / 1.5 < hist.attrs["noise_estimate"] < 0.02 * 1.5
     assert hist.attrs["library"] == "poly2"
+
+
+def test_smoothed_window_starts_are_closer_to_the_clean_states(lorenz, monkeypatch):
+    import dynfit
+    import dynfit.train as train
+    from dynfit.smoothing import smoothed_states
+
+    x, scaler = lorenz
+    x = x[:, :800]
+    noisy = x + 0.05 * scaler.std * np.random.default_rng(5).standard_normal(x.shape)
+    w = savgol_window(scaler.forward(noisy), noise_level(scaler.forward(noisy)))
+    smooth = smoothed_states(noisy, w)  # every sample, the ends included
+    for part in (slice(None), slice(0, 5), slice(-5, None)):
+        assert (np.abs(smooth - x)[:, part].mean() < 0.8 * np.abs(noisy - x)[:, part].mean())
+    seen = []
+
+    def spy(data, **kw):
+        out = make_windows(data, **kw)
+        seen.append((np.asarray(data), out))
+        return out
+
+    make_windows = train.make_windows
+    monkeypatch.setattr(train, "make_windows", spy)
+    kw = {"dt": 0.01, "epochs": 1, "progress": False, "prefit_iterations": 0,
+          "lbfgs_iterations": 1, "horizon": 4}
+    _, hist = dynfit.fit(noisy, epochs=0, **{k: v for k, v in kw.items() if k != "epochs"})
+    assert hist.attrs["noisy_data"] == 1 and hist.attrs["window_starts"] == "observed"
+    monkeypatch.setattr(train, "_SMOOTH_WINDOW_STARTS", True)  # off by default: docs/training.md
+    _, hist = dynfit.fit(noisy, **kw)
+    assert hist.attrs["window_starts"] == "smoothed"
+    (raw, w_raw), (starts, w_s) = seen[:2]
+    assert raw is noisy or np.array_equal(raw, noisy)
+    clean = train.make_windows(x, horizon=w_s.horizon, stride=w_s.horizon, scaler=w_s.scaler,
+                               dt=0.01)
+    assert w_s.x0.shape == clean.x0.shape
+    err_s, err_raw = np.abs(w_s.x0 - clean.x0).mean(), np.abs(w_raw.x0 - clean.x0).mean()
+    assert err_s < 0.6 * err_raw, (err_s, err_raw)
+    # clean data: the observed samples, untouched
+    seen.clear()
+    _, hist = dynfit.fit(x, **kw)
+    assert hist.attrs["noisy_data"] == 0 and hist.attrs["window_starts"] == "observed"
+    assert all(np.array_equal(data, x) for data, _ in seen)
