@@ -39,7 +39,6 @@ time unit per sampling interval):
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 
@@ -48,6 +47,7 @@ import torch
 
 from systems import checks
 
+from ._threads import one_thread
 from .nn.library import Library, check_spec, spec_n_terms
 
 __all__ = ["THRESHOLDS", "auto_field_config", "candidates", "select_library", "stlsq"]
@@ -209,18 +209,6 @@ def _target_floor(z_val: np.ndarray, kind: str, noise, windows, order: int) -> f
     return float(np.sqrt(np.sum(np.asarray(noise) ** 2 * kept) / np.sum(np.mean(y ** 2, axis=0))))
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Torch on one thread inside: the selection's tensors are tiny (8 states in the free runs), and
-    intra-op threads only spin on them (10x the CPU time on a loaded 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def select_library(z, *, scale=None, max_degree: int = 5, max_terms: int = 1000,
                    free_steps: int = 100,
                    targets: str = "auto", order: int = 8) -> tuple[dict, np.ndarray, dict]:
@@ -235,7 +223,7 @@ def select_library(z, *, scale=None, max_degree: int = 5, max_terms: int = 1000,
     if z.ndim != 3:
         raise ValueError(f"z must have shape (N, T, D), got {z.shape}")
     max_degree = checks.integer("max_degree", max_degree, minimum=1)
-    with _one_thread():
+    with one_thread():
         return _select(z, scale, max_degree, max_terms, free_steps, targets, order)
 
 

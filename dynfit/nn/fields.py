@@ -18,15 +18,13 @@ layers cover ``[0, t_max]`` with ``num_points`` grid points.
 """
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import nn
 
 from systems import checks
 
 from .calls import direct
-from .library import Library, monomial_exponents, monomial_name
+from .library import Library, monomial_exponents, monomial_maps, monomial_name
 from .norm import EachLayer, make_norm, norm_penalty, share_tables
 from .registry import register_field
 
@@ -275,19 +273,8 @@ class PolynomialField(_Field):
         width = checks.integer("width", width, minimum=0)
         dtype = checks.float_dtype("dtype", dtype)
         self.time_dependent = False
-        combos = list(itertools.combinations_with_replacement(range(self.dim + 1), self.degree))
-        n_terms = len(combos)
-        # factor k of monomial j is x[:, i - 1] (or 1 for i = 0) with i = combos[j][k]: as one
-        # affine map per factor, const[k] + x @ select[k] (one BLAS call each, forward and
-        # backward; a gather and its scatter-add cost 2x as much, ~10% of a training step at 1500 rows)
-        select = torch.zeros(self.degree, self.dim, n_terms, dtype=dtype)
-        const = torch.zeros(self.degree, n_terms, dtype=dtype)
-        for j, combo in enumerate(combos):
-            for k, i in enumerate(combo):
-                if i == 0:
-                    const[k, j] = 1.0
-                else:
-                    select[k, i - 1, j] = 1.0
+        select, const = monomial_maps(self.dim, self.degree, dtype)
+        n_terms = select.shape[-1]
         self.register_buffer("_select", select, persistent=False)
         self.register_buffer("_const", const, persistent=False)
         self.coef = nn.Parameter(torch.zeros(n_terms, self.dim, dtype=dtype))

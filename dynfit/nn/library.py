@@ -92,6 +92,23 @@ def spec_n_terms(spec: dict, dim: int) -> int:
     return n_poly + n_trig * (1 + dim * spec["trig_times"]) + n_rational
 
 
+def monomial_maps(dim: int, degree: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(select (degree, dim, n_terms), const (degree, n_terms)): factor k of monomial j of degree <=
+    ``degree`` in ``dim`` variables is the affine map const[k, j] + z @ select[k, :, j] (z_i or 1), so
+    the monomials are a product of ``degree`` matrix products (one BLAS call each, forward and
+    backward; a gather and its scatter-add cost about twice as much)."""
+    combos = list(itertools.combinations_with_replacement(range(dim + 1), degree))
+    select = torch.zeros(degree, dim, len(combos), dtype=dtype)
+    const = torch.zeros(degree, len(combos), dtype=dtype)
+    for j, combo in enumerate(combos):
+        for k, i in enumerate(combo):
+            if i == 0:
+                const[k, j] = 1.0
+            else:
+                select[k, i - 1, j] = 1.0
+    return select, const
+
+
 class Library(nn.Module):
     """The features of a library spec: z (B, dim) -> (B, n_terms); no parameters."""
 
@@ -103,16 +120,7 @@ class Library(nn.Module):
         degree = self.spec["poly"]
         self.degree = degree
         if degree:
-            # factor k of monomial j as one affine map const[k] + z @ select[k] (as PolynomialField)
-            combos = list(itertools.combinations_with_replacement(range(self.dim + 1), degree))
-            select = torch.zeros(degree, self.dim, len(combos), dtype=dtype)
-            const = torch.zeros(degree, len(combos), dtype=dtype)
-            for j, combo in enumerate(combos):
-                for k, i in enumerate(combo):
-                    if i == 0:
-                        const[k, j] = 1.0
-                    else:
-                        select[k, i - 1, j] = 1.0
+            select, const = monomial_maps(self.dim, degree, dtype)
             self.register_buffer("_select", select, persistent=False)
             self.register_buffer("_const", const, persistent=False)
         if self.spec["trig"]:
