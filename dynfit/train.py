@@ -325,10 +325,12 @@ def _window_starts(run: _Run) -> None:
     elif m.prefit_targets == "differences":
         noisy = False
     else:
-        from .smoothing import noise_is_white
+        from .smoothing import DIFFERENCE_ORDERS, noise_is_white
 
         z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
-        noisy = m.prefit_targets == "smoothed" or bool(noise_is_white(z).any())
+        # trajectories too short for a noise estimate are taken as observed (nothing to smooth with)
+        too_short = z.shape[1] <= max(DIFFERENCE_ORDERS)
+        noisy = m.prefit_targets == "smoothed" or (not too_short and bool(noise_is_white(z).any()))
     run.meta["noisy_data"] = int(noisy)
     if noisy and _SMOOTH_WINDOW_STARTS:
         from .smoothing import noise_level, savgol_window, smoothed_states

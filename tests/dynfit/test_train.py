@@ -405,3 +405,12 @@ def test_continuous_training_on_the_gpu_schedule(lorenz, monkeypatch):
     # rows that finished stay in the batch, frozen, until the next read, and count as evaluated
     assert (hb.n_f_evals.values >= ha.n_f_evals.values).all()
     torch.testing.assert_close(_weights(b), _weights(a), rtol=1e-6, atol=1e-9)
+
+
+def test_trajectories_too_short_for_a_noise_estimate_train_from_the_observed_samples():
+    import systems
+
+    data = systems.simulate("lorenz63", n_traj=2, n_steps=6, dt=0.01, seed=0)  # <= 8 samples
+    _, hist = fit(data, field={"kind": "mlp", "width": 4}, strategy="fehlberg", epochs=1,
+                  lbfgs_iterations=1, progress=False)
+    assert hist.attrs["noisy_data"] == 0 and hist.attrs["window_starts"] == "observed"
