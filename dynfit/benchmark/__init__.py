@@ -28,7 +28,7 @@ from .runner import Task, load_result, run_all
 __all__ = ["run", "PANEL", "catalogue", "PROTOCOLS", "DEFAULT_BUDGET", "make_problem", "resolve_system", "Task",
            "collect", "leaderboard", "figures", "load"]
 
-DEFAULT_BUDGET = 60.0  # seconds of fitting per task (quick mode: QUICK_BUDGET)
+DEFAULT_BUDGET = 60.0  # CPU seconds of fitting per task (quick mode: QUICK_BUDGET)
 QUICK_BUDGET = 10.0
 # issue 24's panel: most flows outside any degree-2 polynomial library
 PANEL = ("lorenz63", "rossler", "ArnoldBeltramiChildress", "SwingingAtwood", "JerkCircuit", "Chua",
@@ -62,7 +62,7 @@ def run(systems, methods, *, protocol: str = "ensemble", noise=(0.0,), seeds=(0,
 
     systems: names (catalogue or dysts; ``"catalogue"`` = the 112 dysts flows, ``"panel"`` = PANEL);
     methods: adapter names (``dynfit.benchmark.methods.method_names()``); noise: fractions of each
-    component's std; budget: seconds per fit (default 60, quick 10); cluster: "local:N" or a scheduler
+    component's std; budget: CPU seconds per fit (default 60, quick 10); cluster: "local:N" or a scheduler
     address (None: here, one task after another); isolate: each task in a child process with a hard limit.
     Methods whose packages are missing raise ValueError naming the install command, before any work.
     """

@@ -27,7 +27,7 @@ def add_benchmark_command(subparsers) -> None:
     p.add_argument("--noise", default=None, help="comma-separated noise levels, fractions of each std (default 0)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0)")
     p.add_argument("--out", default=None, help="output folder (default out/benchmark)")
-    p.add_argument("--budget", type=float, default=None, help="seconds of fitting per task (default 60, quick 10)")
+    p.add_argument("--budget", type=float, default=None, help="CPU seconds of fitting per task (default 60, quick 10)")
     p.add_argument("--cluster", default=None, metavar="local:N | tcp://HOST:PORT",
                    help="run the tasks on dask.distributed (default: here, one after another)")
     p.add_argument("--quick", action="store_true", default=None, help="tiny data and fits (CI)")

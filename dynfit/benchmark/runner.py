@@ -39,7 +39,7 @@ LLE_STEPS = 2000
 
 @dataclass(frozen=True)
 class Task:
-    """One benchmark cell; ``budget``: the fit's wall-clock budget in seconds."""
+    """One benchmark cell; ``budget``: the fit's budget in CPU seconds (single-threaded)."""
 
     system: str
     protocol: str
