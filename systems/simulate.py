@@ -50,7 +50,8 @@ def n_chains(n: int) -> int:
 
 
 def chain_states(
-    system: System, n: int, rng: np.random.Generator, *, method: str, rtol: float, atol: float
+    system: System, n: int, rng: np.random.Generator, *, method: str, rtol: float, atol: float,
+    max_steps: int | None = None,
 ) -> np.ndarray:
     """States (c, m, d) of ``c = n_chains(n)`` spin-up chains, ``m = ceil(n / c)`` per chain, in time order."""
     x0 = np.asarray(system.x0, dtype=np.float64)
@@ -62,12 +63,14 @@ def chain_states(
     spin = np.linspace(-spin_up_time(system), 0.0, _SPIN_GRID)
     t = np.concatenate([spin, np.cumsum(gaps)])
     substeps = max(1, int(math.ceil(float(np.max(np.diff(t))) / system.dt)))  # fixed-step methods only
-    sol = integrate(system, starts, t, method=method, rtol=rtol, atol=atol, substeps=substeps)
+    sol = integrate(system, starts, t, method=method, rtol=rtol, atol=atol, substeps=substeps,
+                    max_steps=max_steps)
     return sol.x[:, _SPIN_GRID:]
 
 
 def sample_initial_conditions(
-    system: System, n: int, rng: np.random.Generator, *, method: str = "rkf45", rtol: float = 1e-9, atol: float = 1e-9
+    system: System, n: int, rng: np.random.Generator, *, method: str = "rkf45", rtol: float = 1e-9, atol: float = 1e-9,
+    max_steps: int | None = None,
 ) -> np.ndarray:
     """n states (n, d) on the attractor, drawn with ``rng`` (the same rng, the same states).
 
@@ -82,7 +85,7 @@ def sample_initial_conditions(
     so that every start has the forcing phase of t = 0.
     """
     if system.autonomous:
-        states = chain_states(system, n, rng, method=method, rtol=rtol, atol=atol)
+        states = chain_states(system, n, rng, method=method, rtol=rtol, atol=atol, max_steps=max_steps)
         states = states.reshape(-1, system.dim)
         return states[rng.permutation(states.shape[0])[:n]].copy()
     x0 = np.asarray(system.x0, dtype=np.float64)
@@ -92,7 +95,8 @@ def sample_initial_conditions(
     n_grid = 201
     t = np.linspace(-T, 0.0, n_grid)
     substeps = max(1, int(math.ceil(T / (n_grid - 1) / system.dt)))
-    sol = integrate(system, starts, t, method=method, rtol=rtol, atol=atol, substeps=substeps)
+    sol = integrate(system, starts, t, method=method, rtol=rtol, atol=atol, substeps=substeps,
+                    max_steps=max_steps)
     return sol.x[:, -1].copy()
 
 
@@ -227,7 +231,7 @@ def simulate(
     kw = dict(method=method, rtol=rtol, atol=atol, substeps=substeps, max_steps=max_steps)
 
     if x0 is None:
-        x0 = sample_initial_conditions(system, n_traj, rng)
+        x0 = sample_initial_conditions(system, n_traj, rng, max_steps=max_steps)
     t = transient + dt * np.arange(n_steps)
     plan = _Plan(system, t, transient, dt, kw, noise, seed)
     if chunks is None:
