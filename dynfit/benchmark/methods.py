@@ -20,7 +20,6 @@ The searches choose by free-run error on a validation split (:class:`Validation`
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
 import itertools
@@ -32,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from systems import checks
+
+from .._threads import one_thread
 
 __all__ = ["METHODS", "Method", "Validation", "method_names", "missing", "make"]
 
@@ -62,19 +63,6 @@ class _Clock:
 
     def up(self, fraction: float = 1.0) -> bool:
         return self.budget is not None and self.elapsed() >= fraction * self.budget
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """torch on one thread inside a fit (the benchmark runs fits in parallel processes)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _device():
@@ -396,7 +384,7 @@ class DynfitMethod(Method):
             shown["budget_via"] = "callback on the CPU clock"
             if _fit_accepts("time_limit"):                 # a wall-time safety net only
                 opts["time_limit"] = shown["time_limit"] = WALL_SAFETY * float(self.budget)
-        with _one_thread():
+        with one_thread():
             self.surrogate, history = dynfit.fit(x, dt=dt, **opts)
         self.settings.update({"fit_options": shown,
                               "epochs_run": int(history.sizes.get("epoch", 0)),
@@ -404,7 +392,7 @@ class DynfitMethod(Method):
                               "field_config": _jsonable(self.surrogate.field_config)})
 
     def _forecast(self, starts, n_steps, history):
-        with _one_thread():
+        with one_thread():
             return self.surrogate.generate(starts, n_steps)
 
     def vector_field(self):
@@ -913,7 +901,7 @@ class TorchdiffeqMethod(Method):
         self._dev = _device()
         self.scaler = _Standard(x) if self.cfg["standardize"] else None
         z = self.scaler(x) if self.scaler else x
-        with _one_thread():
+        with one_thread():
             torch.manual_seed(self.seed)
             if self.variant == "gilpin":
                 self.net, info = self._fit_gilpin(z, clock)
@@ -995,7 +983,7 @@ class TorchdiffeqMethod(Method):
                 out = odeint(_Autonomous(net), z, ts, **self._solver(k))
             return out.transpose(0, 1).cpu().numpy()
 
-        with _one_thread():
+        with one_thread():
             return _free_run(solve, z0, n_steps, chunk=100, center=center, bound=bound)
 
     def _forecast(self, starts, n_steps, history):

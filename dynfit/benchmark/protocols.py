@@ -133,7 +133,8 @@ def sampling_period(system) -> tuple[float, str]:
     import systems
 
     dt = float(system.dt)
-    ds = systems.simulate(system, n_traj=1, n_steps=2 ** 14, dt=dt, seed=12345, progress=False)
+    ds = systems.simulate(system, n_traj=1, n_steps=2 ** 14, dt=dt, seed=12345, progress=False,
+                          max_steps=MAX_STEPS)
     x = ds.x.values[0]
     x = x - x.mean(axis=0)
     power = (np.abs(np.fft.rfft(x, axis=0)) ** 2).sum(axis=1)
