@@ -7,12 +7,21 @@
   range widened by 10% on each side (model points outside are clipped into the
   edge bins, so mass that escapes the attractor is penalised), smoothed by a
   Gaussian filter of ``smoothing`` bins, then mixed with a floor of 1e-7 /
-  n_bins so that the logarithm is finite. For dim > 3 (or ``method="gmm"``)
-  each density is a Gaussian mixture with one isotropic component of standard
+  n_bins so that the logarithm is finite. For dim > 3 (or ``method="knn"``)
+  the divergence is the k-nearest-neighbour estimate of Wang, Kulkarni & Verdu
+  (2009, IEEE Trans. Inf. Theory 55, 2392): for ``n_points`` evaluation points
+  from the second half of the truth run, ``dim * mean(log(nu_k / rho_k)) +
+  log(m / n)``, with rho_k the distance to the k-th nearest of n points of the
+  truth's first half and nu_k the distance to the k-th nearest of m model
+  points (no kernel width to choose; a model collapsed onto a point or a cycle
+  scores large). ``method="gmm"``: each density is a Gaussian mixture with one isotropic component of standard
   deviation ``scale`` (standardised units) on each of ``n_points`` points
   sampled from the model run and from the first half of the truth run, and
   the KL divergence is a Monte Carlo average over ``n_points`` points of the
-  second half of the truth run (pass the truth in time order).
+  second half of the truth run (pass the truth in time order). Its kernel
+  smooths the truth's cloud but not a collapsed model's, so it can come out
+  negative (reported as 0) for a model that collapsed inside the attractor:
+  it is kept for comparison with older results only.
 - ``wasserstein``: per-component 1-D Wasserstein-1 distance of the marginals
   (``scipy.stats.wasserstein_distance``), divided by the truth's standard
   deviation of that component (dimensionless).
@@ -60,23 +69,24 @@ def _prepare(truth, model, min_points=10):
     return (t - mu) / sd, (m - mu) / sd
 
 
-def density_divergence(truth, model, *, bins: int = 30, smoothing: float = 1.0, method: str = "auto",
-                       n_points: int = 2000, scale: float = 1.0, seed: int = 0) -> float:
+def density_divergence(truth, model, *, bins: int = 30, smoothing: float = 1.0,
+                       method: str = "auto", n_points: int = 2000, scale: float = 1.0,
+                       seed: int = 0, k: int = 5) -> float:
     """KL divergence (nats) of the model's state-space density from the truth's.
 
     truth, model: (..., dim) samples of long runs (time and trajectory axes are
-    pooled; non-finite model rows count as escaped). method: "bins",
-    "gmm" or "auto" (bins for dim <= 3). bins, smoothing: per-component bin
-    count and Gaussian smoothing in bins (binned method). n_points, scale,
-    seed: mixture size, kernel width in standardised units and sampling seed
-    (gmm method). Returns a float >= 0 (0 for identical clouds). See the
-    module docstring.
+    pooled; non-finite model rows count as escaped). method: "bins", "knn",
+    "gmm" or "auto" (bins for dim <= 3, else knn). bins, smoothing: per-component
+    bin count and Gaussian smoothing in bins (binned method). n_points, seed:
+    sample sizes and sampling seed (knn, gmm); k: the neighbour (knn); scale:
+    kernel width in standardised units (gmm). Returns a float >= 0 (0 for
+    identical clouds). See the module docstring.
     """
-    checks.choice("method", method, ("auto", "bins", "gmm"))
+    checks.choice("method", method, ("auto", "bins", "knn", "gmm"))
     zt, zm = _prepare(truth, model)
     dim = zt.shape[1]
     if method == "auto":
-        method = "bins" if dim <= 3 else "gmm"
+        method = "bins" if dim <= 3 else "knn"
     if method == "bins":
         bins = checks.integer("bins", bins, minimum=2)
         if bins ** dim > 5e7:
@@ -90,6 +100,9 @@ def density_divergence(truth, model, *, bins: int = 30, smoothing: float = 1.0, 
         q = _histogram_multi(zm, edges, smoothing)
         return float(max(np.sum(p * np.log(p / q)), 0.0))
     n_points = checks.integer("n_points", n_points, minimum=10)
+    if method == "knn":
+        k = checks.integer("k", k, minimum=1)
+        return _knn_divergence(zt, zm, n_points=n_points, k=k, seed=seed)
     scale = checks.positive("scale", scale)
     rng = np.random.default_rng(seed)
     # truth centres from the first half, evaluation points from the second, so
@@ -105,6 +118,24 @@ def density_divergence(truth, model, *, bins: int = 30, smoothing: float = 1.0, 
         return logsumexp(-0.5 * d2 / scale ** 2, axis=1) - np.log(len(c))
 
     return float(max(np.mean(log_mix(evals, centres_t) - log_mix(evals, centres_m)), 0.0))
+
+
+def _knn_divergence(zt, zm, *, n_points: int, k: int, seed: int) -> float:
+    """Wang-Kulkarni-Verdu k-NN estimate of KL(truth || model) from standardised clouds."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(seed)
+    half = len(zt) // 2
+    first, second = zt[:half], zt[half:]
+    ref_t = first[rng.choice(len(first), min(n_points, len(first)), replace=False)]
+    ref_m = zm[rng.choice(len(zm), min(n_points, len(zm)), replace=False)]
+    evals = second[rng.choice(len(second), min(n_points, len(second)), replace=False)]
+    k = min(k, len(ref_t), len(ref_m))
+    rho = cKDTree(ref_t).query(evals, k=[k])[0][:, 0]
+    nu = cKDTree(ref_m).query(evals, k=[k])[0][:, 0]
+    tiny = 1e-12
+    est = zt.shape[1] * np.mean(np.log(np.maximum(nu, tiny) / np.maximum(rho, tiny)))
+    return float(max(est + np.log(len(ref_m) / len(ref_t)), 0.0))
 
 
 def _histogram_multi(z, edges, smoothing):
