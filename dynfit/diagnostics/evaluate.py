@@ -535,7 +535,7 @@ def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, tr
                                  else "Rosenstein et al. 1993 on the data (largest exponent only)"),
                 "n_steps": ly_n, "n_starts": min(lyapunov_starts, n_starts)}),
             "density_divergence": ((), dens, {"units": "nats", "long_name": "KL(truth || surrogate) of "
-                                   "state-space densities", "method": "bins 30, smoothing 1 (dim <= 3); gmm"}),
+                                   "state-space densities", "method": "bins 30, smoothing 1 (dim <= 3); knn k=5"}),
             "wasserstein": (("component",), wass, {"units": "attractor std",
                             "long_name": "1-D Wasserstein distance / truth std"}),
             "spectrum_distance": ((), spec, {"units": "1", "long_name": "Hellinger distance of power spectra"}),
