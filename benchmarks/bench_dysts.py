@@ -30,7 +30,8 @@ def bench(name: str, n_traj: int, n_samples: int, dt: float, tol: float, n_radau
     s = systems.from_dysts(name)
     starts = sample_initial_conditions(s, n_traj, np.random.default_rng(0))
     kw = dict(n_steps=n_samples, dt=dt, method="dop853", rtol=tol, atol=tol)
-    systems.simulate(s, n_traj=2, x0=starts[:2], **{**kw, "n_steps": 3})  # load/compile outside the timing
+    # load/compile outside the timing
+    systems.simulate(s, n_traj=2, x0=starts[:2], **{**kw, "n_steps": 3})
 
     t0, c0 = time.perf_counter(), time.process_time()
     ds = systems.simulate(s, n_traj=n_traj, x0=starts, **kw)
@@ -82,15 +83,28 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     n_traj, n_samples, n_radau = (16, 200, 2) if args.quick else (64, 1000, 4)
     r = bench(args.system, n_traj, n_samples, 0.05, args.tol, n_radau)
-    print(f"{r['system']} ({r['source']}): {r['n_traj']} trajectories x {r['n_samples']} samples, T = {r['T']:g}, "
-          f"DOP853 at rtol = atol = {r['tol']:g}")
+    print(
+        f"{r['system']} ({r['source']}): {r['n_traj']} trajectories x {r['n_samples']} samples, T "
+        f"= {r['T']:g}, "
+        f"DOP853 at rtol = atol = {r['tol']:g}"
+    )
     print(f"  systems.simulate          {r['ours_s']:8.3f} s wall  {r['ours_cpu_s']:8.3f} s CPU")
-    print(f"  dysts make_trajectory     {r['dysts_dop853_s']:8.3f} s wall  {r['dysts_cpu_s']:8.3f} s CPU")
+    print(
+        f"  dysts make_trajectory     {r['dysts_dop853_s']:8.3f} s wall  {r['dysts_cpu_s']:8.3f} s "
+        "CPU"
+    )
     print(f"  speed ratio               {r['ratio']:8.1f} x wall   {r['ratio_cpu']:8.1f} x CPU")
-    print(f"  dysts default (Radau)     {r['dysts_radau_scaled_s']:8.3f} s wall for {r['n_traj']} (scaled): "
-          f"{r['ratio_vs_radau']:.0f} x")
-    print(f"  max |ours - dysts| / attractor std over the first Lyapunov time ({r['lyapunov_time']:.3g}): "
-          f"{r['max_diff_first_lyapunov_time']:.2e}; over the whole run: {r['max_diff_whole_run']:.2e}")
+    print(
+        f"  dysts default (Radau)     {r['dysts_radau_scaled_s']:8.3f} s wall for {r['n_traj']} "
+        "(scaled): "
+        f"{r['ratio_vs_radau']:.0f} x"
+    )
+    print(
+        "  max |ours - dysts| / attractor std over the first Lyapunov time "
+        f"({r['lyapunov_time']:.3g}): "
+        f"{r['max_diff_first_lyapunov_time']:.2e}; over the whole run: "
+        f"{r['max_diff_whole_run']:.2e}"
+    )
     return r
 
 

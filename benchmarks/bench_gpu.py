@@ -33,8 +33,13 @@ class _Field(torch.nn.Module):
 
     def __init__(self, width: int = 64):
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(3, width), torch.nn.Tanh(), torch.nn.Linear(width, width),
-                                       torch.nn.Tanh(), torch.nn.Linear(width, 3))
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(3, width),
+            torch.nn.Tanh(),
+            torch.nn.Linear(width, width),
+            torch.nn.Tanh(),
+            torch.nn.Linear(width, 3),
+        )
 
     def forward(self, t, y):
         return 5.0 * self.net(y / 10.0)
@@ -65,12 +70,16 @@ def check_solver(batch: int, n_out: int, repeats: int, other: str = "cuda") -> b
     ok = True
     y0 = torch.randn(batch, 3, dtype=torch.float64) * 8.0
     t = torch.linspace(0.0, 0.5, n_out, dtype=torch.float64)
-    cases = [("rkf45 MixedNorm(1e-6, 1e-8)", dict(control=MixedNorm(rtol=1e-6, atol=1e-8))),
-             ("rkf23 PaperRule(eps=1e-3)", dict(method="rkf23", control=PaperRule(eps=1e-3))),
-             ("rk4 step_size=0.01", dict(method="rk4", step_size=0.01))]
+    cases = [
+        ("rkf45 MixedNorm(1e-6, 1e-8)", dict(control=MixedNorm(rtol=1e-6, atol=1e-8))),
+        ("rkf23 PaperRule(eps=1e-3)", dict(method="rkf23", control=PaperRule(eps=1e-3))),
+        ("rk4 step_size=0.01", dict(method="rk4", step_size=0.01)),
+    ]
     print(f"## odesolve forward + backward, MLP 3-64-64-3, batch {batch}, {n_out} outputs, float64")
-    print(f"{'case':30s} {'cpu ms':>9s} {other + ' ms':>9s} {'cpu/' + other:>8s} {'max |dy|':>9s} "
-          f"{'max |dgrad|':>11s}")
+    print(
+        f"{'case':30s} {'cpu ms':>9s} {other + ' ms':>9s} {'cpu/' + other:>8s} {'max |dy|':>9s} "
+        f"{'max |dgrad|':>11s}"
+    )
     for name, kw in cases:
         res = {}
         for dev in ("cpu", other):
@@ -93,8 +102,10 @@ def check_solver(batch: int, n_out: int, repeats: int, other: str = "cuda") -> b
         # adaptive decisions may flip at round-off, so compare at the solver's tolerance
         good = dy <= 1e-5 * max(1.0, yc.abs().max().item()) and dg <= 1e-4
         ok &= good
-        print(f"{name:30s} {tc * 1e3:9.1f} {tg * 1e3:9.1f} {tc / tg:8.2f} {dy:9.1e} {dg:11.1e}  "
-              f"{'OK' if good else 'MISMATCH'} (steps cpu {int(nc.sum())}, cuda {int(ng.sum())})")
+        print(
+            f"{name:30s} {tc * 1e3:9.1f} {tg * 1e3:9.1f} {tc / tg:8.2f} {dy:9.1e} {dg:11.1e}  "
+            f"{'OK' if good else 'MISMATCH'} (steps cpu {int(nc.sum())}, cuda {int(ng.sum())})"
+        )
     return ok
 
 
@@ -113,7 +124,11 @@ def check_tabn(batch: int, repeats: int, other: str = "cuda") -> bool:
         y = field(torch.tensor(0.437, dtype=torch.float64, device=dev), x.to(dev))
         y.square().mean().backward()
         # the field's TA-BN layers share one set of tables (dynfit.nn.share_tables): their gradient
-        outs[dev] = (y.detach().cpu(), field.tabn_tables.affine.grad.cpu(), field.norms[0].running_mean.cpu())
+        outs[dev] = (
+            y.detach().cpu(),
+            field.tabn_tables.affine.grad.cpu(),
+            field.norms[0].running_mean.cpu(),
+        )
     for a, b, what in zip(outs["cpu"], outs[other], ("output", "table gradient", "running mean")):
         d = (a - b).abs().max().item()
         good = d <= 1e-9 * max(1.0, a.abs().max().item())
@@ -124,11 +139,18 @@ def check_tabn(batch: int, repeats: int, other: str = "cuda") -> bool:
 
     device = torch.device(other)
     for width in (64, 256):
-        res = time_pair(lambda n, w=width: MLPField(40, width=w, depth=8, norm=n).double(),
-                        torch.randn(batch, 40, dtype=torch.float64), repeats=repeats, inner=20, device=device,
-                        clock=time.perf_counter)
-        print(f"  width {width:3d}: TA-BN {res['tabn'] * 1e3:.3f} ms, BN {res['bn'] * 1e3:.3f} ms, "
-              f"ratio {res['ratio']:.2f}")
+        res = time_pair(
+            lambda n, w=width: MLPField(40, width=w, depth=8, norm=n).double(),
+            torch.randn(batch, 40, dtype=torch.float64),
+            repeats=repeats,
+            inner=20,
+            device=device,
+            clock=time.perf_counter,
+        )
+        print(
+            f"  width {width:3d}: TA-BN {res['tabn'] * 1e3:.3f} ms, BN {res['bn'] * 1e3:.3f} ms, "
+            f"ratio {res['ratio']:.2f}"
+        )
     return ok
 
 
@@ -146,7 +168,10 @@ def check_fit(epochs: int, n_steps: int, other: str = "cuda") -> bool:
         try:
             result = dynfit.fit(data, epochs=epochs, device=dev, progress=False)
         except TypeError as exc:  # another signature: fall back to the smallest call
-            print(f"  fit(data, epochs=..., device=..., progress=False) failed ({exc}); trying fit(data, device=...)")
+            print(
+                f"  fit(data, epochs=..., device=..., progress=False) failed ({exc}); trying "
+                "fit(data, device=...)"
+            )
             result = dynfit.fit(data, device=dev)
         wall[dev] = time.perf_counter() - start
         history = result[1] if isinstance(result, tuple) else getattr(result, "history", None)
@@ -154,8 +179,10 @@ def check_fit(epochs: int, n_steps: int, other: str = "cuda") -> bool:
         good = losses is None or bool(torch.isfinite(losses).all())
         ok &= good
         shown = "n/a" if losses is None else f"{losses[-1].item():.4g}"
-        print(f"  {dev:5s} {wall[dev]:7.1f} s ({wall[dev] / epochs:.2f} s/epoch), last loss {shown}  "
-              f"{'OK' if good else 'NON-FINITE LOSS'}")
+        print(
+            f"  {dev:5s} {wall[dev]:7.1f} s ({wall[dev] / epochs:.2f} s/epoch), last loss {shown}  "
+            f"{'OK' if good else 'NON-FINITE LOSS'}"
+        )
     print(f"  cpu/{other} wall time: {wall['cpu'] / wall[other]:.2f}")
     return ok
 
@@ -163,13 +190,20 @@ def check_fit(epochs: int, n_steps: int, other: str = "cuda") -> bool:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes")
-    p.add_argument("--device", default="cuda",
-                   help="the device checked against the CPU (default cuda; 'cpu' dry-runs this script)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for the CPU side (default 1)")
+    p.add_argument(
+        "--device",
+        default="cuda",
+        help="the device checked against the CPU (default cuda; 'cpu' dry-runs this script)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads for the CPU side (default 1)"
+    )
     a = p.parse_args(argv)
     if a.device.startswith("cuda") and not torch.cuda.is_available():
-        print("bench_gpu: no CUDA device visible to torch (torch.cuda.is_available() is False); "
-              "nothing to check. Run this on a machine with a GPU and a CUDA build of torch.")
+        print(
+            "bench_gpu: no CUDA device visible to torch (torch.cuda.is_available() is False); "
+            "nothing to check. Run this on a machine with a GPU and a CUDA build of torch."
+        )
         return 0
     torch.set_num_threads(a.threads)
     name = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else a.device
@@ -179,7 +213,10 @@ def main(argv=None) -> int:
     ok = check_solver(batch, n_out, repeats, a.device)
     ok &= check_tabn(256 if a.quick else 1024, repeats, a.device)
     ok &= check_fit(3, 300 if a.quick else 500, a.device)
-    print(f"# {'all checks OK' if ok else 'SOME CHECKS FAILED'} in {time.perf_counter() - start:.0f} s")
+    print(
+        f"# {'all checks OK' if ok else 'SOME CHECKS FAILED'} in {time.perf_counter() - start:.0f} "
+        "s"
+    )
     return 0 if ok else 1
 
 

@@ -1,4 +1,5 @@
-"""Free runs of a surrogate at inference batches: dynfit's InferenceSolver against torchdiffeq, side by side.
+"""Free runs of a surrogate at inference batches: dynfit's InferenceSolver against torchdiffeq, side
+by side.
 
 The demo's field (``PolynomialField``, pre-fitted to 8 x 1500 Lorenz'63 samples,
 float64, eval mode) integrated without gradients from B = 1, 8 and 50 starts over
@@ -26,13 +27,16 @@ import torch
 
 
 def setup():
-    """The demo's pre-fitted polynomial field (eval mode) and scaled starts on the attractor (56, 3)."""
+    """The demo's pre-fitted polynomial field (eval mode) and scaled starts on the attractor
+    (56, 3)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_training import demo_field
 
     field, traj, scaler = demo_field()
     field.eval()
-    starts = torch.as_tensor(scaler.forward(traj[:, 100:1500:200].reshape(-1, 3)), dtype=torch.float64)
+    starts = torch.as_tensor(
+        scaler.forward(traj[:, 100:1500:200].reshape(-1, 3)), dtype=torch.float64
+    )
     return field, starts
 
 
@@ -75,9 +79,14 @@ def main(argv=None) -> dict:
     field, starts = setup()
     field = Counted(field)
     z = starts.repeat((max(a.batches) + len(starts) - 1) // len(starts), 1)
-    print(f"# load average {os.getloadavg()[0]:.2f}; PolynomialField (demo), float64, rkf45 rtol = atol = 1e-10, "
-          f"{a.samples} intervals, no gradients, 1 thread, CPU time, median of {a.repeats}")
-    print(f"{'B':>3} {'solver':12s} {'ms':>8s} {'calls':>6s} {'us/call':>8s} {'us/sample/start':>15s}")
+    print(
+        f"# load average {os.getloadavg()[0]:.2f}; PolynomialField (demo), float64, rkf45 rtol = "
+        "atol = 1e-10, "
+        f"{a.samples} intervals, no gradients, 1 thread, CPU time, median of {a.repeats}"
+    )
+    print(
+        f"{'B':>3} {'solver':12s} {'ms':>8s} {'calls':>6s} {'us/call':>8s} {'us/sample/start':>15s}"
+    )
     out = {}
     for B in a.batches:
         times = {"dynfit": [], "torchdiffeq": []}
@@ -89,12 +98,17 @@ def main(argv=None) -> dict:
         med = {s: statistics.median(v) for s, v in times.items()}
         for s in times:
             calls = out[B, s][0]
-            print(f"{B:3d} {s:12s} {med[s] * 1e3:8.1f} {calls:6d} {med[s] / calls * 1e6:8.1f} "
-                  f"{med[s] / (a.samples * B) * 1e6:15.2f}")
+            print(
+                f"{B:3d} {s:12s} {med[s] * 1e3:8.1f} {calls:6d} {med[s] / calls * 1e6:8.1f} "
+                f"{med[s] / (a.samples * B) * 1e6:15.2f}"
+            )
         gap = float((out[B, "dynfit"][1] - out[B, "torchdiffeq"][1]).abs().max())
-        print(f"{'':3s} dynfit/torchdiffeq: time {med['dynfit'] / med['torchdiffeq']:.2f}, calls "
-              f"{out[B, 'dynfit'][0] / out[B, 'torchdiffeq'][0]:.2f}; largest difference of the final states "
-              f"{gap:.1e} (standardised units)")
+        print(
+            f"{'':3s} dynfit/torchdiffeq: time {med['dynfit'] / med['torchdiffeq']:.2f}, calls "
+            f"{out[B, 'dynfit'][0] / out[B, 'torchdiffeq'][0]:.2f}; largest difference of the "
+            "final states "
+            f"{gap:.1e} (standardised units)"
+        )
         out[B] = med["dynfit"] / med["torchdiffeq"]
     return out
 

@@ -27,7 +27,9 @@ def _step(field, t, x):
     field(t, x).pow(2).mean().backward()
 
 
-def time_pair(make, x, *, repeats: int, inner: int, device, clock=time.process_time, grid: bool = False) -> dict:
+def time_pair(
+    make, x, *, repeats: int, inner: int, device, clock=time.process_time, grid: bool = False
+) -> dict:
     """Median seconds per forward+backward for TA-BN and BN fields built by ``make(norm)``.
 
     Times are uniform on [0, 1]; ``grid=True`` draws them from TA-BN's grid (the default
@@ -61,45 +63,82 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="few repetitions (CI)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--clock", choices=("process", "wall"), default="process",
-                        help="CPU time of this process (default; robust to other load) or wall time")
+    parser.add_argument(
+        "--clock",
+        choices=("process", "wall"),
+        default="process",
+        help="CPU time of this process (default; robust to other load) or wall time",
+    )
     parser.add_argument("--out", default=None, help="also write the table as markdown to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    clock = time.perf_counter if (args.clock == "wall" or device.type == "cuda") else time.process_time
+    clock = (
+        time.perf_counter if (args.clock == "wall" or device.type == "cuda") else time.process_time
+    )
     repeats, inner = (3, 5) if args.quick else (15, 20)
     cases = [
-        ("MLP 40-64x8-40, batch 128", lambda n: MLPField(40, width=64, depth=8, norm=n),
-         torch.randn(128, 40)),
-        ("MLP 40-64x8-40, batch 128, grid times", lambda n: MLPField(40, width=64, depth=8, norm=n),
-         torch.randn(128, 40)),
-        ("MLP 40-256x8-40, batch 256", lambda n: MLPField(40, width=256, depth=8, norm=n),
-         torch.randn(256, 40)),
-        ("MLP 40-64x18-40, batch 128", lambda n: MLPField(40, width=64, depth=18, norm=n),
-         torch.randn(128, 40)),
-        ("Conv 16ch w32x4, 8x8, batch 64", lambda n: ConvField(16, width=32, depth=4, norm=n),
-         torch.randn(64, 16, 8, 8)),
+        (
+            "MLP 40-64x8-40, batch 128",
+            lambda n: MLPField(40, width=64, depth=8, norm=n),
+            torch.randn(128, 40),
+        ),
+        (
+            "MLP 40-64x8-40, batch 128, grid times",
+            lambda n: MLPField(40, width=64, depth=8, norm=n),
+            torch.randn(128, 40),
+        ),
+        (
+            "MLP 40-256x8-40, batch 256",
+            lambda n: MLPField(40, width=256, depth=8, norm=n),
+            torch.randn(256, 40),
+        ),
+        (
+            "MLP 40-64x18-40, batch 128",
+            lambda n: MLPField(40, width=64, depth=18, norm=n),
+            torch.randn(128, 40),
+        ),
+        (
+            "Conv 16ch w32x4, 8x8, batch 64",
+            lambda n: ConvField(16, width=32, depth=4, norm=n),
+            torch.randn(64, 16, 8, 8),
+        ),
     ]
     rows = []
-    header = (f"device {device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
-              f"{'wall' if clock is time.perf_counter else 'process CPU'} time; "
-              f"median of {repeats} rounds of {inner} interleaved forward+backward calls (train mode)")
+    header = (
+        f"device {device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
+        f"{'wall' if clock is time.perf_counter else 'process CPU'} time; "
+        f"median of {repeats} rounds of {inner} interleaved forward+backward calls (train mode)"
+    )
     print(header)
     print(f"{'field':40s} {'TA-BN ms':>9s} {'BN ms':>9s} {'ratio':>6s}")
     for name, make, x in cases:
-        res = time_pair(make, x, repeats=repeats, inner=inner, device=device, clock=clock,
-                        grid=name.endswith("grid times"))
+        res = time_pair(
+            make,
+            x,
+            repeats=repeats,
+            inner=inner,
+            device=device,
+            clock=clock,
+            grid=name.endswith("grid times"),
+        )
         res["field"] = name
         rows.append(res)
         print(f"{name:40s} {1e3 * res['tabn']:9.3f} {1e3 * res['bn']:9.3f} {res['ratio']:6.2f}")
     if args.out:
-        lines = ["# TA-BN overhead against plain BatchNorm", "",
-                 "Made by `python benchmarks/bench_tabn.py --out " + args.out + "`; " + header + ".", "",
-                 "| field | TA-BN ms | BatchNorm ms | ratio |", "|---|---:|---:|---:|"]
-        lines += [f"| {r['field']} | {1e3 * r['tabn']:.3f} | {1e3 * r['bn']:.3f} | {r['ratio']:.2f} |"
-                  for r in rows]
+        lines = [
+            "# TA-BN overhead against plain BatchNorm",
+            "",
+            "Made by `python benchmarks/bench_tabn.py --out " + args.out + "`; " + header + ".",
+            "",
+            "| field | TA-BN ms | BatchNorm ms | ratio |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['field']} | {1e3 * r['tabn']:.3f} | {1e3 * r['bn']:.3f} | {r['ratio']:.2f} |"
+            for r in rows
+        ]
         with open(args.out, "w") as fh:
             fh.write("\n".join(lines) + "\n")
     return rows

@@ -1,4 +1,5 @@
-"""Training cost per field evaluation: long rollouts against one-step windows, side by side in one run.
+"""Training cost per field evaluation: long rollouts against one-step windows, side by side in one
+run.
 
 One forward + backward pass of the default (continuous) strategy's rollout
 over the demo's data (8 x 1500 Lorenz'63 samples), for horizons 1, 8, 32 and
@@ -27,8 +28,8 @@ CLOCK = time.process_time
 
 
 def demo_field():
-    """The demo's training data and field: (pre-fitted PolynomialField (float64), trajectories (8, 1500, 3),
-    the standardising scaler). Also used by bench_inference.py."""
+    """The demo's training data and field: (pre-fitted PolynomialField (float64), trajectories
+    (8, 1500, 3), the standardising scaler). Also used by bench_inference.py."""
     import systems
     from dynfit.data import make_windows
     from dynfit.nn.fields import PolynomialField
@@ -63,9 +64,13 @@ def main(argv=None) -> int:
     ap.add_argument("--rtol", type=float, default=1e-9)
     ap.add_argument("--clock", choices=("process", "wall"), default="process",
                     help="CPU time of this process (default; robust to other load) or wall time")
-    ap.add_argument("--max-stride", type=int, default=8,
-                    help="ContinuousStrategy(max_stride=...) for the overlapping-window rows (default 8; "
-                         "the strategy's own default is disjoint windows)")
+    ap.add_argument(
+        "--max-stride",
+        type=int,
+        default=8,
+        help="ContinuousStrategy(max_stride=...) for the overlapping-window rows (default 8; "
+        "the strategy's own default is disjoint windows)",
+    )
     args = ap.parse_args(argv)
     global CLOCK
     CLOCK = time.process_time if args.clock == "process" else time.perf_counter
@@ -79,7 +84,9 @@ def main(argv=None) -> int:
     cases = [(1, 1, "both")]
     for h in (8, 32, 128):
         chosen = strat.stride(h, 1)
-        cases += [(h, chosen, "overlapping" if chosen != h else "both")] + ([(h, h, "disjoint")] if chosen != h else [])
+        cases += [(h, chosen, "overlapping" if chosen != h else "both")] + (
+            [(h, h, "disjoint")] if chosen != h else []
+        )
     load0 = os.getloadavg()
     windows = {}
     for h, stride, _ in cases:
@@ -96,18 +103,31 @@ def main(argv=None) -> int:
                 best[h, stride] = r
         rounds.append({key: v / per_row[1, 1] for key, v in per_row.items()})
     ref = best[1, 1][0] / best[1, 1][1]
-    print(f"continuous strategy, rkf45 at rtol {args.rtol:g}, forward + backward, best of {args.repeats}, "
-          f"{args.clock} time; load average {load0[0]:.2f} before, {os.getloadavg()[0]:.2f} after; "
-          f"max_stride {strat.max_stride}")
-    print(f"{'horizon':>7} {'stride':>6} {'windows':>7} {'windows are':>11} {'time s':>8} {'rows':>9} {'calls':>6} "
-          f"{'us/row':>8} {'ratio to H=1':>12} {'median':>6}")
+    print(
+        f"continuous strategy, rkf45 at rtol {args.rtol:g}, forward + backward, best of "
+        f"{args.repeats}, "
+        f"{args.clock} time; load average {load0[0]:.2f} before, {os.getloadavg()[0]:.2f} after; "
+        f"max_stride {strat.max_stride}"
+    )
+    print(
+        f"{'horizon':>7} {'stride':>6} {'windows':>7} {'windows are':>11} {'time s':>8} "
+        f"{'rows':>9} {'calls':>6} "
+        f"{'us/row':>8} {'ratio to H=1':>12} {'median':>6}"
+    )
     for h, stride, kind in cases:
         wall, evals, calls = best[h, stride]
         per = wall / max(evals, 1)
-        print(f"{h:7d} {stride:6d} {windows[h, stride][0].shape[0]:7d} {kind:>11} {wall:8.3f} {evals:9d} "
-              f"{calls:6d} {per * 1e6:8.2f} {per / ref:12.2f} {statistics.median(r[h, stride] for r in rounds):6.2f}")
-    print("ratio to H=1: best time per row over best time per row; median: the median over rounds of the "
-          "ratio within one round (less sensitive to the machine drifting between rounds)")
+        print(
+            f"{h:7d} {stride:6d} {windows[h, stride][0].shape[0]:7d} {kind:>11} {wall:8.3f} "
+            f"{evals:9d} "
+            f"{calls:6d} {per * 1e6:8.2f} {per / ref:12.2f} "
+            f"{statistics.median(r[h, stride] for r in rounds):6.2f}"
+        )
+    print(
+        "ratio to H=1: best time per row over best time per row; median: the median over rounds of "
+        "the "
+        "ratio within one round (less sensitive to the machine drifting between rounds)"
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
-"""dynfit: Neural ODE surrogates of dynamical systems, trained with solvers whose inside the loop can see.
+"""dynfit: Neural ODE surrogates of dynamical systems, trained with solvers whose inside the loop
+can see.
 
 One public entry point per job:
 
@@ -7,8 +8,8 @@ One public entry point per job:
 - :func:`fit` - train a surrogate, returning it and a per-epoch history Dataset
   (``fit(data)`` alone: the polynomial + MLP field, derivative pre-fit, adaptive rollouts);
 - :class:`Surrogate` - a trained model (or a wrapped vector field): generate, forecast (a Dataset),
-  equations, physical_field, save, load; :class:`DelayEmbedding` - a state from partial observations;
-  :class:`Estimator` - scikit-learn style fit / predict / simulate / score;
+  equations, physical_field, save, load; :class:`DelayEmbedding` - a state from partial
+  observations; :class:`Estimator` - scikit-learn style fit / predict / simulate / score;
   :class:`InferenceSolver` - how it integrates;
 - :func:`evaluate`, :func:`lyapunov_spectrum`, :func:`valid_prediction_time` - diagnostics;
 - :func:`compare` - several training strategies on the same data and seeds, one Dataset;
@@ -80,8 +81,8 @@ __all__ = [
     "__version__",
     "odesolve", "MixedNorm", "PIController", "PaperRule", "Solution", "SolverError", "Stats",
     "Status",
-    "PolynomialField", "MLPField", "ResidualMLPField", "ConvField", "TABatchNorm1d", "TABatchNorm2d", "make_norm",
-    "frozen_statistics", "norm_penalty",
+    "PolynomialField", "MLPField", "ResidualMLPField", "ConvField", "TABatchNorm1d",
+    "TABatchNorm2d", "make_norm", "frozen_statistics", "norm_penalty",
     "evaluate", "load_diagnostics", "summarize",
     "lyapunov_spectrum", "valid_prediction_time", "valid_groundtruth_time",
     "fit", "Surrogate", "InferenceSolver", "compare", "load_compare",

@@ -17,7 +17,15 @@ import numpy as np
 
 from systems import checks
 
-__all__ = ["Standardizer", "Windows", "as_trajectories", "component_names", "data_attrs", "make_windows", "split"]
+__all__ = [
+    "Standardizer",
+    "Windows",
+    "as_trajectories",
+    "component_names",
+    "data_attrs",
+    "make_windows",
+    "split",
+]
 
 DIMS = ("trajectory", "time", "component")
 
@@ -41,19 +49,24 @@ class Standardizer:
             raise ValueError(f"cannot standardise data of shape {x.shape}: it holds no samples")
         flat = x.reshape(-1, x.shape[-1])
         if not np.isfinite(flat).all():
-            raise ValueError("cannot standardise data holding NaN or inf; clean those samples first")
+            raise ValueError(
+                "cannot standardise data holding NaN or inf; clean those samples first"
+            )
         with np.errstate(over="ignore", invalid="ignore"):
             mean = flat.mean(axis=0)
             std = flat.std(axis=0)
         if not (np.isfinite(mean).all() and np.isfinite(std).all()):
             bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std))).tolist()
             raise ValueError(
-                f"the scale of component(s) {bad} overflows float64 (standard deviation {std[bad].tolist()}, "
-                f"largest magnitude {np.abs(flat[:, bad]).max():.3g}); divide the data by a constant first"
+                f"the scale of component(s) {bad} overflows float64 (standard deviation "
+                f"{std[bad].tolist()}, "
+                f"largest magnitude {np.abs(flat[:, bad]).max():.3g}); divide the data by a "
+                "constant first"
             )
         if np.any(std == 0):
             raise ValueError(
-                f"component(s) {np.flatnonzero(std == 0).tolist()} are constant in the training data "
+                f"component(s) {np.flatnonzero(std == 0).tolist()} are constant in the training "
+                "data "
                 "(standard deviation 0); drop them or pass standardize=False"
             )
         return cls(mean, std)
@@ -66,7 +79,9 @@ class Standardizer:
         object.__setattr__(self, "mean", np.asarray(self.mean, dtype=np.float64).reshape(-1))
         object.__setattr__(self, "std", np.asarray(self.std, dtype=np.float64).reshape(-1))
         if self.mean.shape != self.std.shape:
-            raise ValueError(f"mean {self.mean.shape} and std {self.std.shape} must have the same shape (D,)")
+            raise ValueError(
+                f"mean {self.mean.shape} and std {self.std.shape} must have the same shape (D,)"
+            )
 
     @property
     def dim(self) -> int:
@@ -87,8 +102,10 @@ class Standardizer:
             return self.mean, self.std
         import torch
 
-        return (torch.as_tensor(self.mean, dtype=x.dtype, device=x.device),
-                torch.as_tensor(self.std, dtype=x.dtype, device=x.device))
+        return (
+            torch.as_tensor(self.mean, dtype=x.dtype, device=x.device),
+            torch.as_tensor(self.std, dtype=x.dtype, device=x.device),
+        )
 
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
@@ -130,7 +147,9 @@ class Windows:
 
         dtype = dtype or torch.float64
         x0 = torch.as_tensor(self.x0, dtype=dtype, device=device)
-        tg = torch.as_tensor(np.ascontiguousarray(self.targets.transpose(1, 0, 2)), dtype=dtype, device=device)
+        tg = torch.as_tensor(
+            np.ascontiguousarray(self.targets.transpose(1, 0, 2)), dtype=dtype, device=device
+        )
         return x0, tg
 
 
@@ -138,8 +157,9 @@ class Windows:
 MAX_MAGNITUDE = 1e150
 
 
-def as_trajectories(data: Any, *, dt: float | None = None,
-                    require_dt: bool = True) -> tuple[np.ndarray, float, dict]:
+def as_trajectories(
+    data: Any, *, dt: float | None = None, require_dt: bool = True
+) -> tuple[np.ndarray, float, dict]:
     """Array (N, T, D) float64, sampling step and attrs from any accepted source.
 
     Raises ValueError for no trajectories, fewer than 2 samples, fewer samples
@@ -175,7 +195,9 @@ def as_trajectories(data: Any, *, dt: float | None = None,
         elif set(dims) == {"time", "component"}:
             arr = data.transpose("time", "component").values[None]
         else:
-            raise ValueError(f"DataArray dims {dims} do not match {DIMS} (or ('time', 'component'))")
+            raise ValueError(
+                f"DataArray dims {dims} do not match {DIMS} (or ('time', 'component'))"
+            )
         if "dt" in attrs:
             own_dt, own_from = attrs["dt"], "attrs['dt']"
         elif "time" in data.coords and data.sizes["time"] > 1:
@@ -186,57 +208,81 @@ def as_trajectories(data: Any, *, dt: float | None = None,
             own_from = "its time coordinate"
     elif arr is None:
         if isinstance(data, (str, bytes)) or data is None or isinstance(data, (dict, set)):
-            raise TypeError(f"data must be an array (T, D) or (N, T, D), an xarray Dataset or DataArray, got "
-                            f"{type(data).__name__}")
+            raise TypeError(
+                f"data must be an array (T, D) or (N, T, D), an xarray Dataset or DataArray, got "
+                f"{type(data).__name__}"
+            )
         arr = np.asarray(data)
         if arr.ndim == 2:
             arr = arr[None]
         if arr.ndim != 3:
             raise ValueError(
-                f"array of shape {arr.shape} has {arr.ndim} dims; expected (T, D) for one trajectory "
+                f"array of shape {arr.shape} has {arr.ndim} dims; expected (T, D) for one "
+                "trajectory "
                 "or (N, T, D) for N trajectories"
             )
     if np.iscomplexobj(arr):
-        raise ValueError("data are complex numbers; pass real and imaginary parts as separate components")
+        raise ValueError(
+            "data are complex numbers; pass real and imaginary parts as separate components"
+        )
     try:
         arr = np.asarray(arr, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"data must hold numbers, got an array of {np.asarray(arr).dtype}") from None
+        raise ValueError(
+            f"data must hold numbers, got an array of {np.asarray(arr).dtype}"
+        ) from None
     if arr.shape[0] < 1:
-        raise ValueError(f"data hold no trajectories (shape {arr.shape}, expected (N, T, D) with N >= 1)")
+        raise ValueError(
+            f"data hold no trajectories (shape {arr.shape}, expected (N, T, D) with N >= 1)"
+        )
     if arr.shape[-1] < 1 or arr.shape[1] < 2:
-        raise ValueError(f"trajectories of shape {arr.shape} (N, T, D) need T >= 2 samples and D >= 1 "
-                         "components")
+        raise ValueError(
+            f"trajectories of shape {arr.shape} (N, T, D) need T >= 2 samples and D >= 1 components"
+        )
     if arr.shape[1] < arr.shape[2]:
         n, t, d = arr.shape
-        how = ("x.transpose(0, 2, 1)" if not from_xarray
-               else "name the dims ('trajectory', 'time', 'component') to match the axes")
-        raise ValueError(f"data of shape {arr.shape} read as (N, T, D) has fewer time samples (T = {t}) than "
-                         f"components (D = {d}): did you pass (N, D, T)? transpose to (N, T, D) "
-                         f"({how}); a surrogate needs more samples than components")
+        how = (
+            "x.transpose(0, 2, 1)"
+            if not from_xarray
+            else "name the dims ('trajectory', 'time', 'component') to match the axes"
+        )
+        raise ValueError(
+            f"data of shape {arr.shape} read as (N, T, D) has fewer time samples (T = {t}) than "
+            f"components (D = {d}): did you pass (N, D, T)? transpose to (N, T, D) "
+            f"({how}); a surrogate needs more samples than components"
+        )
     bad = ~np.isfinite(arr)
     if bad.any():
         n, t, d = np.argwhere(bad)[0]
         raise ValueError(
-            f"data holds {int(bad.sum())} NaN/inf value(s), first at trajectory {n}, time index {t}, "
+            f"data holds {int(bad.sum())} NaN/inf value(s), first at trajectory {n}, time index "
+            f"{t}, "
             f"component {d}; clean or drop those samples before training"
         )
     big = float(np.abs(arr).max())
     if big > MAX_MAGNITUDE:
-        raise ValueError(f"data hold values as large as {big:.3g}, beyond {MAX_MAGNITUDE:g}: their squares "
-                         "overflow float64 (standard deviation and loss become inf); divide the data by a "
-                         "constant first")
+        raise ValueError(
+            f"data hold values as large as {big:.3g}, beyond {MAX_MAGNITUDE:g}: their squares "
+            "overflow float64 (standard deviation and loss become inf); divide the data by a "
+            "constant first"
+        )
     if own_dt is not None:
-        own = checks.positive(f"the data's step ({own_from})", own_dt, fix="dt is the time between samples")
+        own = checks.positive(
+            f"the data's step ({own_from})", own_dt, fix="dt is the time between samples"
+        )
         if dt is None:
             dt = own
         elif abs(dt - own) > 1e-9 * max(dt, own):
-            raise ValueError(f"dt = {dt:g} was given but the data say dt = {own:g} ({own_from}); drop the "
-                             "dt argument, or resample the data at the step you want")
+            raise ValueError(
+                f"dt = {dt:g} was given but the data say dt = {own:g} ({own_from}); drop the "
+                "dt argument, or resample the data at the step you want"
+            )
     if dt is None:
         if require_dt:
-            raise ValueError("numpy data carry no sampling step: pass dt=<time between samples> (e.g. "
-                             "fit(x, dt=0.01)), or pass an xarray Dataset with attrs['dt'] or a time coordinate")
+            raise ValueError(
+                "numpy data carry no sampling step: pass dt=<time between samples> (e.g. "
+                "fit(x, dt=0.01)), or pass an xarray Dataset with attrs['dt'] or a time coordinate"
+            )
         dt = 1.0
     return arr, float(dt), attrs
 
@@ -274,11 +320,22 @@ def data_attrs(data: Any, dim: int) -> dict:
         state_units = str(x.attrs.get("units", "1")) or "1"
         if "time" in x.coords:
             time_units = str(x["time"].attrs.get("units", "1")) or "1"
-    return {"components": component_names(data, dim), "state_units": state_units, "time_units": time_units}
+    return {
+        "components": component_names(data, dim),
+        "state_units": state_units,
+        "time_units": time_units,
+    }
 
 
-def make_windows(data: Any, *, horizon: int = 1, stride: int = 1, standardize: bool = True,
-                 scaler: Standardizer | None = None, dt: float | None = None) -> Windows:
+def make_windows(
+    data: Any,
+    *,
+    horizon: int = 1,
+    stride: int = 1,
+    standardize: bool = True,
+    scaler: Standardizer | None = None,
+    dt: float | None = None,
+) -> Windows:
     """Cut every window of horizon+1 consecutive samples (start every ``stride``).
 
     horizon=1 gives the paper's one-step pairs (x_{i-1}, x_i). With ``scaler``
@@ -300,10 +357,12 @@ def make_windows(data: Any, *, horizon: int = 1, stride: int = 1, standardize: b
         raise ValueError(f"scaler is for {scaler.dim} components but the data has {d}")
     z = scaler.forward(arr)
     starts = np.arange(0, t - horizon, stride)
-    idx = starts[:, None] + np.arange(horizon + 1)[None, :]          # (S, H+1)
-    win = z[:, idx, :].reshape(n * len(starts), horizon + 1, d)       # (N*S, H+1, D)
+    idx = starts[:, None] + np.arange(horizon + 1)[None, :]  # (S, H+1)
+    win = z[:, idx, :].reshape(n * len(starts), horizon + 1, d)  # (N*S, H+1, D)
     keep = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float, np.number))}
-    return Windows(np.ascontiguousarray(win[:, 0]), np.ascontiguousarray(win[:, 1:]), dt, scaler, keep)
+    return Windows(
+        np.ascontiguousarray(win[:, 0]), np.ascontiguousarray(win[:, 1:]), dt, scaler, keep
+    )
 
 
 def split(data: Any, *, by: str = "trajectory", fraction: float = 0.8):
@@ -312,21 +371,32 @@ def split(data: Any, *, by: str = "trajectory", fraction: float = 0.8):
     Returns two sources of the same kind as ``data`` (xarray stays xarray,
     numpy stays numpy (N, T, D)).
     """
-    checks.choice("by", by, ("trajectory", "time"), fix="split along whole trajectories or along time")
-    fraction = checks.real("fraction", fraction, above=0.0, below=1.0,
-                           fix="pass the share of the first part, e.g. fraction=0.8")
+    checks.choice(
+        "by", by, ("trajectory", "time"), fix="split along whole trajectories or along time"
+    )
+    fraction = checks.real(
+        "fraction",
+        fraction,
+        above=0.0,
+        below=1.0,
+        fix="pass the share of the first part, e.g. fraction=0.8",
+    )
     import xarray as xr
 
     if isinstance(data, (xr.Dataset, xr.DataArray)):
         size = data.sizes[by]
         cut = int(round(fraction * size))
         if not 0 < cut < size:
-            raise ValueError(f"cannot split {size} {by} samples at fraction {fraction}: one side would be empty")
+            raise ValueError(
+                f"cannot split {size} {by} samples at fraction {fraction}: one side would be empty"
+            )
         return data.isel({by: slice(0, cut)}), data.isel({by: slice(cut, None)})
     arr, _, _ = as_trajectories(data, require_dt=False)
     axis = 0 if by == "trajectory" else 1
     size = arr.shape[axis]
     cut = int(round(fraction * size))
     if not 0 < cut < size:
-        raise ValueError(f"cannot split {size} {by} samples at fraction {fraction}: one side would be empty")
+        raise ValueError(
+            f"cannot split {size} {by} samples at fraction {fraction}: one side would be empty"
+        )
     return np.split(arr, [cut], axis=axis)

@@ -1,4 +1,5 @@
-"""Data-parallel training under ``torchrun`` (torch.distributed): the same ``fit``, its windows shared out.
+"""Data-parallel training under ``torchrun`` (torch.distributed): the same ``fit``, its windows
+shared out.
 
 ``torchrun --nproc-per-node N -m dynfit train CONFIG.toml --out DIR`` starts N
 processes; :func:`context` sees torchrun's environment (``WORLD_SIZE``,
@@ -34,8 +35,10 @@ class Context:
     def share(self, n: int) -> torch.Tensor:
         """Indices (into n windows) this rank computes: rank, rank + world, ..."""
         if self.world > n:
-            raise ValueError(f"{self.world} processes but only {n} training windows: every process needs at "
-                             f"least one; use at most {n} processes (--nproc-per-node) or more data")
+            raise ValueError(
+                f"{self.world} processes but only {n} training windows: every process needs at "
+                f"least one; use at most {n} processes (--nproc-per-node) or more data"
+            )
         return torch.arange(self.rank, n, self.world)
 
     def sum_(self, *tensors: torch.Tensor) -> None:
@@ -52,7 +55,7 @@ class Context:
             self.sum_(flat)
             i = 0
             for g in grads:
-                g.copy_(flat[i:i + g.numel()].view_as(g))
+                g.copy_(flat[i : i + g.numel()].view_as(g))
                 i += g.numel()
 
     def broadcast_(self, module: torch.nn.Module) -> None:
@@ -71,16 +74,21 @@ class Context:
 
 
 def context(device: torch.device | None = None) -> Context | None:
-    """The process group of a torchrun launch (joined on first call), or None in a single process."""
+    """The process group of a torchrun launch (joined on first call), or None in a single
+    process."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        return Context(dist.get_rank(), dist.get_world_size()) if dist.get_world_size() > 1 else None
+        return (
+            Context(dist.get_rank(), dist.get_world_size()) if dist.get_world_size() > 1 else None
+        )
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world <= 1 or "RANK" not in os.environ:
         return None
     if not dist.is_available():
-        raise RuntimeError("this torch build has no torch.distributed; run in one process (without torchrun)")
+        raise RuntimeError(
+            "this torch build has no torch.distributed; run in one process (without torchrun)"
+        )
     backend = "nccl" if (device is not None and device.type == "cuda") else "gloo"
     dist.init_process_group(backend=backend)
     return Context(dist.get_rank(), dist.get_world_size())

@@ -41,10 +41,18 @@ class DelayEmbedding:
     tau: int = 1
 
     def __post_init__(self) -> None:
-        checks.integer("lags", self.lags, minimum=2,
-                       fix="lags counts the copies of each observed component in the state, e.g. lags=3")
-        checks.integer("tau", self.tau, minimum=1,
-                       fix="tau is the delay between copies in samples, e.g. tau=10")
+        checks.integer(
+            "lags",
+            self.lags,
+            minimum=2,
+            fix="lags counts the copies of each observed component in the state, e.g. lags=3",
+        )
+        checks.integer(
+            "tau",
+            self.tau,
+            minimum=1,
+            fix="tau is the delay between copies in samples, e.g. tau=10",
+        )
 
     @property
     def window(self) -> int:
@@ -54,7 +62,9 @@ class DelayEmbedding:
     def observed_dim(self, dim: int) -> int:
         """The number of observed components of an embedded state of dimension ``dim``."""
         if dim % self.lags:
-            raise ValueError(f"a state of {dim} components is not a delay vector of {self.lags} lags")
+            raise ValueError(
+                f"a state of {dim} components is not a delay vector of {self.lags} lags"
+            )
         return dim // self.lags
 
     def transform(self, x) -> np.ndarray:
@@ -70,10 +80,15 @@ class DelayEmbedding:
             raise ValueError(f"observations must have shape (N, T, d) or (T, d), got {arr.shape}")
         n, t, d = arr.shape
         if t <= self.window:
-            raise ValueError(f"observations of {t} samples are too short for {self.lags} lags {self.tau} "
-                             f"samples apart: a delay vector needs {self.window + 1}; lower lags or tau")
+            raise ValueError(
+                f"observations of {t} samples are too short for {self.lags} lags {self.tau} "
+                f"samples apart: a delay vector needs {self.window + 1}; lower lags or tau"
+            )
         end = t - self.window
-        parts = [arr[:, self.window - k * self.tau: self.window - k * self.tau + end] for k in range(self.lags)]
+        parts = [
+            arr[:, self.window - k * self.tau : self.window - k * self.tau + end]
+            for k in range(self.lags)
+        ]
         out = np.concatenate(parts, axis=2)
         return out[0] if single else out
 
@@ -86,7 +101,11 @@ class DelayEmbedding:
 
     def names(self, observed: list[str]) -> list[str]:
         """Names of the embedded components: the observed names, then ``name_lag{k tau}`` blocks."""
-        return [str(c) if k == 0 else f"{c}_lag{k * self.tau}" for k in range(self.lags) for c in observed]
+        return [
+            str(c) if k == 0 else f"{c}_lag{k * self.tau}"
+            for k in range(self.lags)
+            for c in observed
+        ]
 
     def to_dict(self) -> dict:
         return {"kind": "delay", "lags": int(self.lags), "tau": int(self.tau)}
@@ -94,8 +113,10 @@ class DelayEmbedding:
     @classmethod
     def from_dict(cls, d: Mapping) -> "DelayEmbedding":
         if not isinstance(d, Mapping) or d.get("kind", "delay") != "delay":
-            raise ValueError(f"not a delay embedding record: {d!r}; expected {{'kind': 'delay', 'lags': L, "
-                             "'tau': T}")
+            raise ValueError(
+                f"not a delay embedding record: {d!r}; expected {{'kind': 'delay', 'lags': L, "
+                "'tau': T}"
+            )
         return cls(lags=d["lags"], tau=d["tau"])
 
 
@@ -103,12 +124,15 @@ def check_embed(embed: Any) -> "DelayEmbedding | None":
     """``embed`` as a DelayEmbedding (or None); a clear TypeError otherwise."""
     if embed is None or isinstance(embed, DelayEmbedding):
         return embed
-    raise TypeError(f"embed must be a dynfit.DelayEmbedding(lags=..., tau=...) or None, got "
-                    f"{type(embed).__name__} {embed!r}")
+    raise TypeError(
+        f"embed must be a dynfit.DelayEmbedding(lags=..., tau=...) or None, got "
+        f"{type(embed).__name__} {embed!r}"
+    )
 
 
-def embed_trajectories(embed: DelayEmbedding, trajectories: np.ndarray, dt: float,
-                       attrs: dict) -> tuple[np.ndarray, dict]:
+def embed_trajectories(
+    embed: DelayEmbedding, trajectories: np.ndarray, dt: float, attrs: dict
+) -> tuple[np.ndarray, dict]:
     """(embedded trajectories (N, T - window, d lags), attrs with the embedded component names)."""
     out = embed.transform(trajectories)
     attrs = dict(attrs)
@@ -132,8 +156,9 @@ def _time_dependent(field: Any) -> bool:
     return bool(getattr(field, "time_dependent", False))
 
 
-def prepare_state(trajectories: np.ndarray, dt: float, attrs: dict, embed: Any,
-                  field: Any = None) -> tuple[np.ndarray, dict]:
+def prepare_state(
+    trajectories: np.ndarray, dt: float, attrs: dict, embed: Any, field: Any = None
+) -> tuple[np.ndarray, dict]:
     """The training states: the trajectories (N, T, D), delay-embedded when ``embed`` is given.
 
     Refuses a 1-D autonomous fit (field ``field`` not time-dependent): a 1-D
@@ -144,16 +169,20 @@ def prepare_state(trajectories: np.ndarray, dt: float, attrs: dict, embed: Any,
         return embed_trajectories(embed, trajectories, dt, attrs)
     if trajectories.shape[2] == 1 and not _time_dependent(field):
         raise ValueError(
-            "the data observe 1 component: an autonomous 1-D ODE dx/dt = f(x) is monotone, it can neither "
+            "the data observe 1 component: an autonomous 1-D ODE dx/dt = f(x) is monotone, it can "
+            "neither "
             "oscillate nor be chaotic, so it cannot model a system seen through one variable. Pass "
-            "embed=dynfit.DelayEmbedding(lags=3, tau=...) (the observation and its delayed copies form the "
+            "embed=dynfit.DelayEmbedding(lags=3, tau=...) (the observation and its delayed copies "
+            "form the "
             "state; tau e.g. dynfit.mutual_information_delay(x)), or a time-dependent field "
-            "(field={'kind': 'mlp', 'time_dependent': True}) for a forced 1-D system")
+            "(field={'kind': 'mlp', 'time_dependent': True}) for a forced 1-D system"
+        )
     return trajectories, attrs
 
 
 def mutual_information_delay(x, *, max_lag: int = 200, bins: int = 32) -> int:
-    """The first local minimum of the mutual information between x(t) and x(t + k dt), k = 1..max_lag.
+    """The first local minimum of the mutual information between x(t) and x(t + k dt), k =
+    1..max_lag.
 
     x: one observed component, (T,) or (N, T) (histogram estimate over every
     trajectory). The usual choice of ``tau`` for :class:`DelayEmbedding`
@@ -163,7 +192,9 @@ def mutual_information_delay(x, *, max_lag: int = 200, bins: int = 32) -> int:
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or not np.isfinite(arr).all():
-        raise ValueError(f"x must be one finite component shaped (T,) or (N, T), got shape {arr.shape}")
+        raise ValueError(
+            f"x must be one finite component shaped (T,) or (N, T), got shape {arr.shape}"
+        )
     max_lag = checks.integer("max_lag", max_lag, minimum=1)
     max_lag = min(max_lag, arr.shape[1] - 2)
     if max_lag < 2:

@@ -38,8 +38,23 @@ class Estimator:
     (the training history), ``dt_``, ``n_features_in_``.
     """
 
-    def __init__(self, *, field=None, epochs=None, strategy=None, embed=None, horizon=None, optimizer=None,
-                 lr=None, seed=0, device=None, dtype="float64", prefit=None, progress=False, options=None):
+    def __init__(
+        self,
+        *,
+        field=None,
+        epochs=None,
+        strategy=None,
+        embed=None,
+        horizon=None,
+        optimizer=None,
+        lr=None,
+        seed=0,
+        device=None,
+        dtype="float64",
+        prefit=None,
+        progress=False,
+        options=None,
+    ):
         self.field = field
         self.epochs = epochs
         self.strategy = strategy
@@ -80,20 +95,32 @@ class Estimator:
     def __sklearn_tags__(self):
         from sklearn.utils import Tags, RegressorTags, TargetTags
 
-        return Tags(estimator_type="regressor", target_tags=TargetTags(required=False),
-                    regressor_tags=RegressorTags(), transformer_tags=None, classifier_tags=None)
+        return Tags(
+            estimator_type="regressor",
+            target_tags=TargetTags(required=False),
+            regressor_tags=RegressorTags(),
+            transformer_tags=None,
+            classifier_tags=None,
+        )
 
     # ------------------------------------------------------------------ fitting
     def _fit_options(self) -> dict:
-        options = {k: v for k, v in self.get_params().items() if v is not None and k not in ("embed", "options")}
+        options = {
+            k: v
+            for k, v in self.get_params().items()
+            if v is not None and k not in ("embed", "options")
+        }
         extra = self.options or {}
         if not isinstance(extra, dict):
-            raise TypeError(f"options must be a dict of further dynfit.fit keyword arguments, got "
-                            f"{type(extra).__name__}")
+            raise TypeError(
+                f"options must be a dict of further dynfit.fit keyword arguments, got "
+                f"{type(extra).__name__}"
+            )
         return {**options, **extra}
 
     def fit(self, X, t=None) -> "Estimator":
-        """Train on X (n_samples, n_features) (one trajectory) or (N, T, D); t: the step or the times (T,).
+        """Train on X (n_samples, n_features) (one trajectory) or (N, T, D); t: the step or
+        the times (T,).
 
         t None: X must carry its step (an xarray Dataset/DataArray with a time coordinate or
         attrs['dt']). Returns self.
@@ -103,7 +130,9 @@ class Estimator:
         data, dt = _trajectories(X, t)
         self.surrogate_, self.history_ = fit(data, dt=dt, embed=self.embed, **self._fit_options())
         self.dt_ = float(self.surrogate_.dt)
-        self.n_features_in_ = int(data.shape[-1]) if isinstance(data, np.ndarray) else self.surrogate_.dim
+        self.n_features_in_ = (
+            int(data.shape[-1]) if isinstance(data, np.ndarray) else self.surrogate_.dim
+        )
         return self
 
     def _check_fitted(self) -> None:
@@ -117,21 +146,27 @@ class Estimator:
     def _states(self, X, name: str = "X") -> np.ndarray:
         arr = _numeric(X, name)
         if arr.ndim != 2 or arr.shape[0] < 1:
-            raise ValueError(f"{name} must be states shaped (n_samples, n_features), got shape {arr.shape}")
+            raise ValueError(
+                f"{name} must be states shaped (n_samples, n_features), got shape {arr.shape}"
+            )
         if arr.shape[1] != self.n_features_in_:
-            raise ValueError(f"{name} has {arr.shape[1]} features but the Estimator was fitted with "
-                             f"{self.n_features_in_}")
+            raise ValueError(
+                f"{name} has {arr.shape[1]} features but the Estimator was fitted with "
+                f"{self.n_features_in_}"
+            )
         return arr
 
     # ------------------------------------------------------------------ using it
     def predict(self, X) -> np.ndarray:
-        """The state one step dt after each row of X (n_samples, n_features): (n_samples, n_features)."""
+        """The state one step dt after each row of X (n_samples, n_features): (n_samples,
+        n_features)."""
         self._check_fitted()
         x = self._states(X)
         return self.surrogate_.generate(x, 2, on_failure="warn")[:, 1]
 
     def simulate(self, x0, t) -> np.ndarray:
-        """A free run from x0 (n_features,) or (B, n_features): (n_steps, n_features) or (B, n_steps, ...).
+        """A free run from x0 (n_features,) or (B, n_features): (n_steps, n_features) or (B,
+        n_steps, ...).
 
         t: the number of samples (row 0 = x0) or the sample times (uniform, spaced dt_).
         """
@@ -156,8 +191,10 @@ class Estimator:
         if t is not None:
             dt = _step(t, x.shape[0])
             if not math.isclose(dt, self.dt_, rel_tol=1e-9):
-                raise ValueError(f"X is sampled at dt = {dt:g} but the Estimator was fitted at dt = "
-                                 f"{self.dt_:g}; resample X or fit again")
+                raise ValueError(
+                    f"X is sampled at dt = {dt:g} but the Estimator was fitted at dt = "
+                    f"{self.dt_:g}; resample X or fit again"
+                )
         pred = self.predict(x[:-1])
         truth = x[1:]
         ss_res = float(((truth - pred) ** 2).sum())
@@ -172,13 +209,19 @@ def _numeric(X, name: str) -> np.ndarray:
     if isinstance(X, (str, bytes)) or X is None:
         raise TypeError(f"{name} must be an array of numbers, got {type(X).__name__}")
     if hasattr(X, "toarray") and hasattr(X, "nnz"):
-        raise TypeError(f"sparse input is not supported: {name} must be dense states; pass {name}.toarray()")
+        raise TypeError(
+            f"sparse input is not supported: {name} must be dense states; pass {name}.toarray()"
+        )
     if np.iscomplexobj(X):
-        raise ValueError(f"Complex data not supported in {name}: pass real and imaginary parts as features")
+        raise ValueError(
+            f"Complex data not supported in {name}: pass real and imaginary parts as features"
+        )
     try:
         arr = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must hold numbers, got an array of {np.asarray(X).dtype}") from None
+        raise ValueError(
+            f"{name} must hold numbers, got an array of {np.asarray(X).dtype}"
+        ) from None
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} holds NaN or inf; clean or drop those samples")
     return arr
@@ -187,28 +230,38 @@ def _numeric(X, name: str) -> np.ndarray:
 def _step(t, n_samples: int) -> float:
     """The sampling step from a number or from times (n_samples,) that must be uniform."""
     if np.ndim(t) == 0:
-        return checks.positive("t", t, fix="t is the time between samples (a number) or the sample times")
+        return checks.positive(
+            "t", t, fix="t is the time between samples (a number) or the sample times"
+        )
     times = _numeric(t, "t").reshape(-1)
     if times.size != n_samples or n_samples < 2:
-        raise ValueError(f"t holds {times.size} times but X has {n_samples} samples; pass one time per "
-                         "sample or the step as a number")
+        raise ValueError(
+            f"t holds {times.size} times but X has {n_samples} samples; pass one time per "
+            "sample or the step as a number"
+        )
     steps = np.diff(times)
     dt = float(steps.mean())
     if dt <= 0 or np.abs(steps - dt).max() > 1e-6 * abs(dt):
-        raise ValueError("the sample times t must increase uniformly (a constant step); resample the data "
-                         "or pass the step as a number")
+        raise ValueError(
+            "the sample times t must increase uniformly (a constant step); resample the data "
+            "or pass the step as a number"
+        )
     return dt
 
 
 def _n_steps(t, dt: float) -> int:
     if np.ndim(t) == 0:
-        return checks.integer("t", t, minimum=1, fix="pass the number of samples or the sample times")
+        return checks.integer(
+            "t", t, minimum=1, fix="pass the number of samples or the sample times"
+        )
     times = _numeric(t, "t").reshape(-1)
     n = times.size
     if n < 1:
         raise ValueError("t holds no times")
     if n > 1 and not math.isclose(_step(times, n), dt, rel_tol=1e-6):
-        raise ValueError(f"the times t are spaced {_step(times, n):g} but the surrogate steps {dt:g}")
+        raise ValueError(
+            f"the times t are spaced {_step(times, n):g} but the surrogate steps {dt:g}"
+        )
     return n
 
 
@@ -223,9 +276,13 @@ def _trajectories(X, t) -> tuple[Any, float | None]:
         pass
     arr = _numeric(X, "X")
     if arr.ndim not in (2, 3):
-        raise ValueError(f"X must be one trajectory (n_samples, n_features) or several (N, T, D), got shape "
-                         f"{arr.shape}")
+        raise ValueError(
+            f"X must be one trajectory (n_samples, n_features) or several (N, T, D), got shape "
+            f"{arr.shape}"
+        )
     if t is None:
-        raise ValueError("numpy X carries no sampling step: pass t, the time between samples (fit(X, 0.01)) "
-                         "or the sample times")
+        raise ValueError(
+            "numpy X carries no sampling step: pass t, the time between samples (fit(X, 0.01)) "
+            "or the sample times"
+        )
     return arr, _step(t, arr.shape[-2])

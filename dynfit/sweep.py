@@ -1,4 +1,5 @@
-"""Sweeps: many independent fits (strategy x seed) run one after another or as tasks on dask.distributed.
+"""Sweeps: many independent fits (strategy x seed) run one after another or as tasks on
+dask.distributed.
 
 Each task trains one surrogate with :func:`dynfit.fit`, saves it, evaluates
 it and stores its result under ``DIR/runs/<slug>/`` (history.nc,
@@ -25,8 +26,17 @@ from typing import Callable, Iterator
 import numpy as np
 import xarray as xr
 
-__all__ = ["Task", "Job", "run", "run_task", "connect", "parse_cluster", "SchedulerUnreachableError",
-           "SweepError", "CONNECT_TIMEOUT"]
+__all__ = [
+    "Task",
+    "Job",
+    "run",
+    "run_task",
+    "connect",
+    "parse_cluster",
+    "SchedulerUnreachableError",
+    "SweepError",
+    "CONNECT_TIMEOUT",
+]
 
 CONNECT_TIMEOUT = 10.0  # seconds to wait for a scheduler to answer
 _POLL = 0.5  # seconds between progress checks on a cluster
@@ -42,7 +52,8 @@ class SweepError(RuntimeError):
 
 @dataclass(frozen=True)
 class Task:
-    """One fit: indices (i, j) into (strategies, seeds), its label, strategy name, options and seed."""
+    """One fit: indices (i, j) into (strategies, seeds), its label, strategy name, options and
+    seed."""
 
     i: int
     j: int
@@ -54,12 +65,15 @@ class Task:
 
     @property
     def slug(self) -> str:
-        return "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{self.label}-seed{self.seed}")
+        return "".join(
+            c if c.isalnum() or c in "-_." else "_" for c in f"{self.label}-seed{self.seed}"
+        )
 
 
 @dataclass
 class Job:
-    """What every task of a sweep shares: data, field, epochs, fit and evaluate options, output folder."""
+    """What every task of a sweep shares: data, field, epochs, fit and evaluate options, output
+    folder."""
 
     train: xr.Dataset
     test: xr.Dataset
@@ -78,14 +92,32 @@ class Job:
             self.fingerprint = _fingerprint(self.train, self.test)
 
     def key(self, task: Task) -> str:
-        """A digest of everything that decides the task's numbers (a stored result is reused only if equal)."""
-        simple = {k: v for k, v in self.fit_kwargs.items() if isinstance(v, (str, int, float, bool, type(None)))}
-        doc = {"label": task.label, "name": task.name, "options": task.options, "seed": task.seed,
-               "groundtruth": task.groundtruth, "epochs": self.epochs, "fit": simple,
-               "field": self.field if isinstance(self.field, (dict, type(None))) else type(self.field).__name__,
-               "evaluate": self.eval_options, "data": self.fingerprint, "threads": self.threads,
-               "save_models": self.save_models}
-        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:24]
+        """A digest of everything that decides the task's numbers (a stored result is reused
+        only if equal)."""
+        simple = {
+            k: v
+            for k, v in self.fit_kwargs.items()
+            if isinstance(v, (str, int, float, bool, type(None)))
+        }
+        doc = {
+            "label": task.label,
+            "name": task.name,
+            "options": task.options,
+            "seed": task.seed,
+            "groundtruth": task.groundtruth,
+            "epochs": self.epochs,
+            "fit": simple,
+            "field": self.field
+            if isinstance(self.field, (dict, type(None)))
+            else type(self.field).__name__,
+            "evaluate": self.eval_options,
+            "data": self.fingerprint,
+            "threads": self.threads,
+            "save_models": self.save_models,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[
+            :24
+        ]
 
 
 def _fingerprint(*datasets: xr.Dataset) -> str:
@@ -113,16 +145,30 @@ def run_task(task: Task, job: Job) -> dict:
     try:
         ckpt = job.out / "checkpoints" / task.slug if job.out is not None else None
         t0 = time.perf_counter()
-        sur, hist = fit(job.train, field=job.field, strategy=task.name, strategy_options=task.options,
-                        epochs=int(job.epochs), seed=task.seed, checkpoint_dir=ckpt, progress=job.progress,
-                        **job.fit_kwargs)
+        sur, hist = fit(
+            job.train,
+            field=job.field,
+            strategy=task.name,
+            strategy_options=task.options,
+            epochs=int(job.epochs),
+            seed=task.seed,
+            checkpoint_dir=ckpt,
+            progress=job.progress,
+            **job.fit_kwargs,
+        )
         wall = float(hist.wall_time.sum()) if hist.sizes["epoch"] else time.perf_counter() - t0
         if job.out is not None and job.save_models:
             sur.save(job.out / "models" / f"{task.slug}.pt")
         t1 = time.perf_counter()
         diag = evaluate(sur, job.test, groundtruth=task.groundtruth, **job.eval_options)
-        result = {"hist": hist, "diag": diag, "summary": summarize(diag), "wall": wall,
-                  "eval_wall": time.perf_counter() - t1, "reused": False}
+        result = {
+            "hist": hist,
+            "diag": diag,
+            "summary": summarize(diag),
+            "wall": wall,
+            "eval_wall": time.perf_counter() - t1,
+            "reused": False,
+        }
     finally:
         torch.set_num_threads(previous)
     if job.out is not None:
@@ -134,7 +180,11 @@ def _store(folder: Path, result: dict, key: str) -> None:
     from systems.files import atomic_path
 
     folder.mkdir(parents=True, exist_ok=True)
-    attrs = {"sweep_key": key, "training_wall_time": result["wall"], "evaluation_wall_time": result["eval_wall"]}
+    attrs = {
+        "sweep_key": key,
+        "training_wall_time": result["wall"],
+        "evaluation_wall_time": result["eval_wall"],
+    }
     # history first, diagnostics last: diagnostics.nc present means the task finished
     for name, ds in (("history.nc", result["hist"]), ("diagnostics.nc", result["diag"])):
         ds = ds.copy()
@@ -163,18 +213,32 @@ def finished(task: Task, job: Job) -> dict | None:
         return None
     from .diagnostics import summarize
 
-    wall, eval_wall = float(diag.attrs["training_wall_time"]), float(diag.attrs["evaluation_wall_time"])
+    wall, eval_wall = (
+        float(diag.attrs["training_wall_time"]),
+        float(diag.attrs["evaluation_wall_time"]),
+    )
     for ds in (hist, diag):
         for k in ("sweep_key", "training_wall_time", "evaluation_wall_time"):
             ds.attrs.pop(k, None)
-    return {"hist": hist, "diag": diag, "summary": summarize(diag), "wall": wall, "eval_wall": eval_wall,
-            "reused": True}
+    return {
+        "hist": hist,
+        "diag": diag,
+        "summary": summarize(diag),
+        "wall": wall,
+        "eval_wall": eval_wall,
+        "reused": True,
+    }
 
 
 # ------------------------------------------------------------------ many tasks
-def run(tasks: list[Task], job: Job, *, client=None,
-        on_result: Callable[[Task, dict, int, int], None] | None = None,
-        log: Callable[[str], None] = print) -> dict[tuple[int, int], dict]:
+def run(
+    tasks: list[Task],
+    job: Job,
+    *,
+    client=None,
+    on_result: Callable[[Task, dict, int, int], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[tuple[int, int], dict]:
     """Run every task (serially, or on ``client``); returns {(i, j): result}.
 
     Finished tasks (found in ``job.out``) are skipped. on_result(task,
@@ -192,8 +256,11 @@ def run(tasks: list[Task], job: Job, *, client=None,
             if on_result is not None:
                 on_result(task, old, len(results), len(tasks))
     if results:
-        log(f"compare: {len(results)} of {len(tasks)} fits finished before (found in {job.out / 'runs'}); "
-            f"{len(todo)} to run")
+        log(
+            f"compare: {len(results)} of {len(tasks)} fits finished before (found in "
+            f"{job.out / 'runs'}); "
+            f"{len(todo)} to run"
+        )
     failures: list[tuple[Task, BaseException]] = []
     if client is None:
         for task in todo:
@@ -203,22 +270,32 @@ def run(tasks: list[Task], job: Job, *, client=None,
     else:
         failures = _run_on(client, todo, job, results, len(tasks), on_result, log)
     if failures:
-        lines = "; ".join(f"{t.label} seed {t.seed}: {type(e).__name__}: {str(e)[:200]}" for t, e in failures)
-        kept = f"; the {len(results)} finished fits are kept in {job.out} and a rerun skips them" if job.out else ""
+        lines = "; ".join(
+            f"{t.label} seed {t.seed}: {type(e).__name__}: {str(e)[:200]}" for t, e in failures
+        )
+        kept = (
+            f"; the {len(results)} finished fits are kept in {job.out} and a rerun skips them"
+            if job.out
+            else ""
+        )
         raise SweepError(f"{len(failures)} of {len(tasks)} fits failed: {lines}{kept}")
     return results
 
 
-def _run_on(client, todo: list[Task], job: Job, results: dict, n_total: int, on_result, log) -> list:
+def _run_on(
+    client, todo: list[Task], job: Job, results: dict, n_total: int, on_result, log
+) -> list:
     from distributed import wait
 
     if not todo:
         return []
     token = hashlib.sha256(f"{time.time_ns()}".encode()).hexdigest()[:8]
-    # the shared data as a task, not scattered data: if the worker holding it dies, the scheduler makes it again
+    # the shared data as a task, not scattered data: the scheduler remakes it if its worker dies
     job_f = client.submit(_identity, job, key=f"sweep-job-{token}", pure=False)
-    futures = {client.submit(run_task, task, job_f, key=f"fit-{task.slug}-{token}", pure=False): task
-               for task in todo}
+    futures = {
+        client.submit(run_task, task, job_f, key=f"fit-{task.slug}-{token}", pure=False): task
+        for task in todo
+    }
     pending, failures = set(futures), []
     last = None
     while pending:
@@ -237,8 +314,11 @@ def _run_on(client, todo: list[Task], job: Job, results: dict, n_total: int, on_
         running = _running(client, {f.key for f in pending})
         state = (len(results), running, len(failures))
         if state != last:
-            log(f"compare: {state[0]}/{n_total} fits done, {running} running, {len(pending) - running} waiting, "
-                f"{len(failures)} failed")
+            log(
+                f"compare: {state[0]}/{n_total} fits done, {running} running, "
+                f"{len(pending) - running} waiting, "
+                f"{len(failures)} failed"
+            )
             last = state
     return failures
 
@@ -265,26 +345,35 @@ _ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc|ws|wss)://[^\s/]+$")
 
 
 def parse_cluster(text: str) -> tuple[str, int | str]:
-    """'local:N' -> ('local', N); 'tcp://HOST:PORT' -> ('address', text). ValueError for anything else."""
+    """'local:N' -> ('local', N); 'tcp://HOST:PORT' -> ('address', text). ValueError for
+    anything else."""
     if not isinstance(text, str):
-        raise TypeError(f"cluster must be a string such as 'local:2' or 'tcp://HOST:PORT', got {type(text).__name__}")
+        raise TypeError(
+            "cluster must be a string such as 'local:2' or 'tcp://HOST:PORT', got "
+            f"{type(text).__name__}"
+        )
     m = _LOCAL.match(text.strip())
     if m:
         n = int(m.group(1))
         if n < 1:
-            raise ValueError(f"cluster {text!r}: a local cluster needs at least 1 worker (local:N, N >= 1)")
+            raise ValueError(
+                f"cluster {text!r}: a local cluster needs at least 1 worker (local:N, N >= 1)"
+            )
         return "local", n
     if _ADDRESS.match(text.strip()):
         return "address", text.strip()
-    raise ValueError(f"cluster {text!r} is neither local:N (N worker processes on this machine) nor a scheduler "
-                     "address such as tcp://HOST:8786")
+    raise ValueError(
+        f"cluster {text!r} is neither local:N (N worker processes on this machine) nor a scheduler "
+        "address such as tcp://HOST:8786"
+    )
 
 
 @contextlib.contextmanager
 def connect(cluster: str, *, timeout: float | None = None) -> Iterator[object]:
-    """A ``distributed.Client``: a new LocalCluster of N worker processes ('local:N'), or the scheduler at
-    an address ('tcp://HOST:PORT'; SchedulerUnreachableError if none answers within ``timeout`` seconds,
-    default CONNECT_TIMEOUT)."""
+    """A ``distributed.Client``: a new LocalCluster of N worker processes ('local:N'), or the
+    scheduler at an address ('tcp://HOST:PORT'; SchedulerUnreachableError if none answers within
+    ``timeout``
+    seconds, default CONNECT_TIMEOUT)."""
     kind, value = parse_cluster(cluster)
     timeout = CONNECT_TIMEOUT if timeout is None else float(timeout)
     from distributed import Client, LocalCluster
@@ -295,8 +384,9 @@ def connect(cluster: str, *, timeout: float | None = None) -> Iterator[object]:
         # the workers' statistical profiler samples every task thread's stack 100 times a second; it
         # slowed fits in workers on a busy CPU (measured), so local clusters run without it
         with dask.config.set({"distributed.worker.profile.enabled": False}):
-            with LocalCluster(n_workers=int(value), threads_per_worker=1, processes=True,
-                              dashboard_address=":0") as lc:
+            with LocalCluster(
+                n_workers=int(value), threads_per_worker=1, processes=True, dashboard_address=":0"
+            ) as lc:
                 with Client(lc) as client:
                     yield client
         return
@@ -304,8 +394,11 @@ def connect(cluster: str, *, timeout: float | None = None) -> Iterator[object]:
         client = Client(value, timeout=timeout)
     except (OSError, TimeoutError) as err:
         raise SchedulerUnreachableError(
-            f"no dask scheduler answered at {value} within {timeout:g} s ({type(err).__name__}); start one with "
-            "`dask scheduler` and workers with `dask worker ADDRESS`, check the host and port, or use "
-            "--cluster local:N") from None
+            f"no dask scheduler answered at {value} within {timeout:g} s ({type(err).__name__}); "
+            "start one with "
+            "`dask scheduler` and workers with `dask worker ADDRESS`, check the host and port, or "
+            "use "
+            "--cluster local:N"
+        ) from None
     with client:
         yield client

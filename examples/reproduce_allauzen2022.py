@@ -38,7 +38,8 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "allauzen2022"
 STRATEGIES = ("black-box", "fehlberg", "curriculum")
 LYAPUNOV_TIME = 1.0 / 0.9056      # Lorenz'63, docs/references.md section 4
 DT = 0.01
-ATTRACTOR_FROM = 500              # steps of a free run dropped before its states count for the measure
+# steps of a free run dropped before its states count for the measure
+ATTRACTOR_FROM = 500
 
 
 def load_data(path: Path, quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
@@ -49,8 +50,16 @@ def load_data(path: Path, quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
     else:
         import systems
 
-        ds = systems.simulate("lorenz63", n_traj=1, n_steps=10_000, dt=DT, method="rkf45", rtol=1e-10,
-                              atol=1e-12, x0=np.array([0.01, 0.0, 0.0]))
+        ds = systems.simulate(
+            "lorenz63",
+            n_traj=1,
+            n_steps=10_000,
+            dt=DT,
+            method="rkf45",
+            rtol=1e-10,
+            atol=1e-12,
+            x0=np.array([0.01, 0.0, 0.0]),
+        )
         x = ds.x.values[0]
         d1, d2, src = x[:5000], x[5000:], "simulated with systems (paper files absent)"
     if quick:
@@ -66,8 +75,18 @@ def paper_field():
     return MLPField(3, width=50, depth=2, activation="relu", dtype=torch.float64)
 
 
-def train_all(train: np.ndarray, out: Path, strategies, seeds, epochs: int, quick: bool, *, eval_only=False,
-              max_horizon: int = 8, accept_threshold: float = 0.9):
+def train_all(
+    train: np.ndarray,
+    out: Path,
+    strategies,
+    seeds,
+    epochs: int,
+    quick: bool,
+    *,
+    eval_only=False,
+    max_horizon: int = 8,
+    accept_threshold: float = 0.9,
+):
     """Train (or load) every (strategy, seed); returns {(strategy, seed): (Surrogate, history)}.
 
     With eval_only, only the models already in out/models are loaded.
@@ -94,15 +113,30 @@ def train_all(train: np.ndarray, out: Path, strategies, seeds, epochs: int, quic
             torch.manual_seed(seed)
             options = None
             if strategy == "curriculum":
-                options = {"max_horizon": min(4, max_horizon) if quick else max_horizon,
-                           "accept_threshold": accept_threshold}
+                options = {
+                    "max_horizon": min(4, max_horizon) if quick else max_horizon,
+                    "accept_threshold": accept_threshold,
+                }
             t0 = time.perf_counter()
-            sur, hist = fit(train, field=paper_field(), strategy=strategy, strategy_options=options,
-                            optimizer="lbfgs", epochs=epochs, seed=seed, dt=DT, standardize=False,
-                            checkpoint_dir=out / "checkpoints" / tag, progress=not quick,
-                            provenance={"system": "lorenz63", "data": "allauzen2022"})
-            print(f"{tag}: {time.perf_counter() - t0:.0f} s, final loss {float(hist.loss[-1]):.4g}, "
-                  f"accepted {float(hist.accepted_fraction[-1]):.3f}", flush=True)
+            sur, hist = fit(
+                train,
+                field=paper_field(),
+                strategy=strategy,
+                strategy_options=options,
+                optimizer="lbfgs",
+                epochs=epochs,
+                seed=seed,
+                dt=DT,
+                standardize=False,
+                checkpoint_dir=out / "checkpoints" / tag,
+                progress=not quick,
+                provenance={"system": "lorenz63", "data": "allauzen2022"},
+            )
+            print(
+                f"{tag}: {time.perf_counter() - t0:.0f} s, final loss {float(hist.loss[-1]):.4g}, "
+                f"accepted {float(hist.accepted_fraction[-1]):.3f}",
+                flush=True,
+            )
             sur.field_config = {"kind": "mlp", "width": 50, "depth": 2, "activation": "relu"}
             sur.save(mpath)
             hist.to_netcdf(hpath)
@@ -113,8 +147,16 @@ def train_all(train: np.ndarray, out: Path, strategies, seeds, epochs: int, quic
 def history_dataset(runs, strategies, seeds):
     import xarray as xr
 
-    variables = ("loss", "accepted_fraction", "mean_substeps", "max_substeps", "n_f_evals", "horizon", "wall_time",
-                 "retries")
+    variables = (
+        "loss",
+        "accepted_fraction",
+        "mean_substeps",
+        "max_substeps",
+        "n_f_evals",
+        "horizon",
+        "wall_time",
+        "retries",
+    )
     n_epoch = max(int(h.sizes["epoch"]) for _, h in runs.values())
     data = {v: np.full((len(strategies), len(seeds), n_epoch), np.nan) for v in variables}
     for i, s in enumerate(strategies):
@@ -124,8 +166,10 @@ def history_dataset(runs, strategies, seeds):
             h = runs[s, seed][1]
             for v in variables:
                 data[v][i, j, : h.sizes["epoch"]] = h[v].values if v in h else 0
-    return xr.Dataset({v: (("strategy", "seed", "epoch"), a) for v, a in data.items()},
-                      coords={"strategy": list(strategies), "seed": list(seeds), "epoch": np.arange(n_epoch)})
+    return xr.Dataset(
+        {v: (("strategy", "seed", "epoch"), a) for v, a in data.items()},
+        coords={"strategy": list(strategies), "seed": list(seeds), "epoch": np.arange(n_epoch)},
+    )
 
 
 def generation_error(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -137,27 +181,40 @@ def vpt(pred: np.ndarray, truth: np.ndarray, std: np.ndarray, threshold: float =
     """Valid prediction time (Lyapunov times) of free runs pred against truth, both (B, T, D)."""
     from dynfit.diagnostics import valid_prediction_time
 
-    return valid_prediction_time(truth, pred, dt=DT, lyapunov_time=LYAPUNOV_TIME, std=std,
-                                 thresholds=threshold)[..., 0]
+    return valid_prediction_time(
+        truth, pred, dt=DT, lyapunov_time=LYAPUNOV_TIME, std=std, thresholds=threshold
+    )[..., 0]
 
 
 def reference_attractor(x0: np.ndarray, n_steps: int) -> np.ndarray:
-    """(n_steps, 3) true Lorenz'63 run from x0 (the paper's parameters), a long sample of the attractor."""
+    """(n_steps, 3) true Lorenz'63 run from x0 (the paper's parameters), a long sample of the
+    attractor."""
     import systems
 
-    ds = systems.simulate("lorenz63", n_traj=1, n_steps=n_steps, dt=DT, method="rkf45", rtol=1e-10, atol=1e-12,
-                          x0=np.asarray(x0, dtype=np.float64))
+    ds = systems.simulate(
+        "lorenz63",
+        n_traj=1,
+        n_steps=n_steps,
+        dt=DT,
+        method="rkf45",
+        rtol=1e-10,
+        atol=1e-12,
+        x0=np.asarray(x0, dtype=np.float64),
+    )
     return ds.x.values[0]
 
 
 def measure_distances(truth: np.ndarray, run: np.ndarray) -> tuple[float, float]:
-    """(KL divergence of state-space densities [nats], mean per-component W1 [truth std]) of a long run."""
+    """(KL divergence of state-space densities [nats], mean per-component W1 [truth std]) of a
+    long run."""
     from dynfit.diagnostics import density_divergence, wasserstein
 
     return density_divergence(truth, run), float(np.mean(wasserstein(truth, run)))
 
 
-def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_every: int, vpt_len: int):
+def evaluate(
+    runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_every: int, vpt_len: int
+):
     import xarray as xr
 
     train = datasets["dataset1"]
@@ -183,7 +240,9 @@ def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_eve
             sur = runs[s, seed][0]
             for k, name in enumerate(names):
                 truth = datasets[name]
-                x0 = truth[0] + np.concatenate([np.zeros((1, 3)), 1e-10 * rng.standard_normal((n_perturb, 3))])
+                x0 = truth[0] + np.concatenate(
+                    [np.zeros((1, 3)), 1e-10 * rng.standard_normal((n_perturb, 3))]
+                )
                 pred = sur.generate(x0, len(truth))
                 errs = np.array([generation_error(p, truth) for p in pred])
                 ge[i, j, k] = errs[0]
@@ -193,11 +252,15 @@ def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_eve
                 examples.setdefault((s, name), pred[0])
             x0 = test[starts]
             pred = sur.generate(x0, vpt_len)
-            truth = np.stack([test[a:a + vpt_len] for a in starts])
+            truth = np.stack([test[a : a + vpt_len] for a in starts])
             vp[i, j] = vpt(pred, truth, std)
-            vp_div[i, j] = ~np.isfinite(pred).all(axis=(1, 2)) | (np.abs(pred).max(axis=(1, 2)) > bound)
+            vp_div[i, j] = ~np.isfinite(pred).all(axis=(1, 2)) | (
+                np.abs(pred).max(axis=(1, 2)) > bound
+            )
             kl[i, j], w1[i, j] = measure_distances(attractor, pred[:, drop:])
-    const = {name: generation_error(np.broadcast_to(mean, d.shape), d) for name, d in datasets.items()}
+    const = {
+        name: generation_error(np.broadcast_to(mean, d.shape), d) for name, d in datasets.items()
+    }
     half = len(attractor) // 2
     floor = measure_distances(attractor[:half], attractor[half:])  # two halves of the true run
     ds = xr.Dataset(
@@ -211,15 +274,27 @@ def evaluate(runs, datasets: dict, strategies, seeds, *, n_perturb: int, vpt_eve
             "density_kl": (("strategy", "seed"), kl),
             "wasserstein": (("strategy", "seed"), w1),
         },
-        coords={"strategy": list(strategies), "seed": list(seeds), "dataset": names, "start": starts},
-        attrs={"vpt_threshold": 0.4, "lyapunov_time": LYAPUNOV_TIME, "vpt_std": std.tolist(),
-               "perturbation": 1e-10, "n_perturbations": n_perturb, "vpt_horizon_steps": vpt_len,
-               "diverged_bound": bound,
-               "measure_reference": f"true run of {len(attractor)} samples from dataset2's last point "
-                                    "(systems, rkf45, rtol 1e-10); model: the VPT free runs pooled, first "
-                                    f"{drop} steps of each dropped; floor: the true run's two halves",
-               "measure_drop": drop,
-               "density_kl_truth_floor": floor[0], "wasserstein_truth_floor": floor[1]},
+        coords={
+            "strategy": list(strategies),
+            "seed": list(seeds),
+            "dataset": names,
+            "start": starts,
+        },
+        attrs={
+            "vpt_threshold": 0.4,
+            "lyapunov_time": LYAPUNOV_TIME,
+            "vpt_std": std.tolist(),
+            "perturbation": 1e-10,
+            "n_perturbations": n_perturb,
+            "vpt_horizon_steps": vpt_len,
+            "diverged_bound": bound,
+            "measure_reference": f"true run of {len(attractor)} samples from dataset2's last point "
+            "(systems, rkf45, rtol 1e-10); model: the VPT free runs pooled, first "
+            f"{drop} steps of each dropped; floor: the true run's two halves",
+            "measure_drop": drop,
+            "density_kl_truth_floor": floor[0],
+            "wasserstein_truth_floor": floor[1],
+        },
     )
     return ds, examples
 
@@ -235,14 +310,21 @@ def figures(hist, gen, examples, datasets, out: Path) -> list[Path]:
     for s in hist.strategy.values:
         h = hist.sel(strategy=s)
         for ax, var, label, ylabel in zip(
-                axes, ("loss", "accepted_fraction", "mean_substeps"),
-                ("training loss", "accepted fraction", "substeps (rejected examples)"),
-                ("SSE / (T-1) [state units^2]", "accepted [fraction of examples]", "substeps [count]")):
+            axes,
+            ("loss", "accepted_fraction", "mean_substeps"),
+            ("training loss", "accepted fraction", "substeps (rejected examples)"),
+            ("SSE / (T-1) [state units^2]", "accepted [fraction of examples]", "substeps [count]"),
+        ):
             y = h[var].values
             med = np.nanmedian(y, axis=0)
             (line,) = ax.plot(hist.epoch, med, label=s)
-            ax.fill_between(hist.epoch, np.nanmin(y, axis=0), np.nanmax(y, axis=0), color=line.get_color(),
-                            alpha=0.2)
+            ax.fill_between(
+                hist.epoch,
+                np.nanmin(y, axis=0),
+                np.nanmax(y, axis=0),
+                color=line.get_color(),
+                alpha=0.2,
+            )
             ax.set_title(label)
             ax.set_ylabel(ylabel)
             ax.set_xlabel("epoch")
@@ -263,7 +345,9 @@ def figures(hist, gen, examples, datasets, out: Path) -> list[Path]:
     for ax, s in zip(axes, strategies):
         ax.plot(t, truth[:n, 0], "k", lw=1, label="truth (dataset2)")
         if (s, "dataset2") in examples:
-            ax.plot(t, np.clip(examples[s, "dataset2"][:n, 0], -30, 30), lw=1, label=f"{s} (first seed)")
+            ax.plot(
+                t, np.clip(examples[s, "dataset2"][:n, 0], -30, 30), lw=1, label=f"{s} (first seed)"
+            )
         ax.set_ylabel("x [state units]")
         ax.legend(loc="upper right", fontsize=8)
     axes[-1].set_xlabel("time [time units]")
@@ -277,7 +361,9 @@ def figures(hist, gen, examples, datasets, out: Path) -> list[Path]:
     vals = [gen.vpt.sel(strategy=s).values.ravel() for s in strategies]
     ax.boxplot([v[np.isfinite(v)] for v in vals], tick_labels=strategies)
     ax.set_ylabel("valid prediction time (Lyapunov times)")
-    ax.set_title(f"VPT (threshold 0.4), {gen.sizes['start']} test starts x {gen.sizes['seed']} seeds")
+    ax.set_title(
+        f"VPT (threshold 0.4), {gen.sizes['start']} test starts x {gen.sizes['seed']} seeds"
+    )
     fig.tight_layout()
     paths.append(out / "vpt.png")
     fig.savefig(paths[-1], dpi=110)
@@ -286,10 +372,14 @@ def figures(hist, gen, examples, datasets, out: Path) -> list[Path]:
 
 
 def summary(hist, gen) -> str:
-    lines = ["strategy | seeds | acc. epoch 0 | acc. last | min acc. | first epoch >= 95% | substeps epoch 0 | last | "
-             "max substeps | gen. err. dataset1 (median) | dataset2 (median) | spread 1e-10 (median) | diverged | "
-             "VPT median | VPT mean | VPT runs diverged | density KL (median) | W1 (median)",
-             "---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---"]
+    lines = [
+        "strategy | seeds | acc. epoch 0 | acc. last | min acc. | first epoch >= 95% | substeps "
+        "epoch 0 | last | "
+        "max substeps | gen. err. dataset1 (median) | dataset2 (median) | spread 1e-10 (median) | "
+        "diverged | "
+        "VPT median | VPT mean | VPT runs diverged | density KL (median) | W1 (median)",
+        "---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---",
+    ]
     for s in hist.strategy.values:
         h, g = hist.sel(strategy=s), gen.sel(strategy=s)
         if not np.isfinite(h.loss.values).any():
@@ -301,37 +391,62 @@ def summary(hist, gen) -> str:
         ok = [a for a in acc if np.isfinite(a).any()]
         first95 = [int(np.argmax(a >= 0.95)) if (a >= 0.95).any() else -1 for a in ok]
         lines.append(
-            f"{s} | {len(ok)} | {np.nanmedian(acc[:, 0]):.3f} | {np.median(last):.3f} | {np.nanmin(acc):.3f} | {first95} | "
-            f"{np.nanmedian(sub[:, 0]):.1f} | {np.median(sub_last):.1f} | {int(np.nanmax(h.max_substeps))} | "
+            f"{s} | {len(ok)} | {np.nanmedian(acc[:, 0]):.3f} | {np.median(last):.3f} | "
+            f"{np.nanmin(acc):.3f} | {first95} | "
+            f"{np.nanmedian(sub[:, 0]):.1f} | {np.median(sub_last):.1f} | "
+            f"{int(np.nanmax(h.max_substeps))} | "
             f"{np.nanmedian(g.generation_error.sel(dataset='dataset1')):.1f} | "
             f"{np.nanmedian(g.generation_error.sel(dataset='dataset2')):.1f} | "
             f"{np.nanmedian(g.generation_error_spread):.1f} | {int(g.diverged.sum())}/"
             f"{len(ok) * g.sizes['dataset']} | "
             f"{np.nanmedian(g.vpt):.2f} | {np.nanmean(g.vpt):.2f} | "
             f"{int(g.vpt_diverged.sum())}/{int(np.isfinite(g.vpt).sum())} | "
-            f"{np.nanmedian(g.density_kl):.3f} | {np.nanmedian(g.wasserstein):.3f}")
-    const = ", ".join(f"{d}: {float(v):.1f}" for d, v in zip(gen.dataset.values, gen.constant_mean_error.values))
+            f"{np.nanmedian(g.density_kl):.3f} | {np.nanmedian(g.wasserstein):.3f}"
+        )
+    const = ", ".join(
+        f"{d}: {float(v):.1f}" for d, v in zip(gen.dataset.values, gen.constant_mean_error.values)
+    )
     lines.append(f"\nconstant prediction at the training mean: {const}")
-    lines.append("two halves of a long true run (the measure's noise floor): "
-                 f"density KL {gen.attrs['density_kl_truth_floor']:.3f}, "
-                 f"W1 {gen.attrs['wasserstein_truth_floor']:.3f}")
+    lines.append(
+        "two halves of a long true run (the measure's noise floor): "
+        f"density KL {gen.attrs['density_kl_truth_floor']:.3f}, "
+        f"W1 {gen.attrs['wasserstein_truth_floor']:.3f}"
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="out/allauzen2022", help="output folder")
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with dataset1.npy and dataset2.npy")
-    p.add_argument("--quick", action="store_true", help="small CI mode: short data, 3 epochs, 2 seeds")
+    p.add_argument(
+        "--data", default=str(DEFAULT_DATA), help="folder with dataset1.npy and dataset2.npy"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="small CI mode: short data, 3 epochs, 2 seeds"
+    )
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..n-1)")
     p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated strategy names")
-    p.add_argument("--max-horizon", type=int, default=32, help="longest rollout of the curriculum strategy")
-    p.add_argument("--accept-threshold", type=float, default=0.9,
-                   help="accepted fraction at which the curriculum lengthens its rollouts")
-    p.add_argument("--seed-list", default=None, help="comma-separated seeds (overrides --seeds), to split runs")
-    p.add_argument("--eval-only", action="store_true", help="evaluate the models already trained in --out")
-    p.add_argument("--train-only", action="store_true", help="train and save the models, skip the evaluation")
+    p.add_argument(
+        "--strategies", default=",".join(STRATEGIES), help="comma-separated strategy names"
+    )
+    p.add_argument(
+        "--max-horizon", type=int, default=32, help="longest rollout of the curriculum strategy"
+    )
+    p.add_argument(
+        "--accept-threshold",
+        type=float,
+        default=0.9,
+        help="accepted fraction at which the curriculum lengthens its rollouts",
+    )
+    p.add_argument(
+        "--seed-list", default=None, help="comma-separated seeds (overrides --seeds), to split runs"
+    )
+    p.add_argument(
+        "--eval-only", action="store_true", help="evaluate the models already trained in --out"
+    )
+    p.add_argument(
+        "--train-only", action="store_true", help="train and save the models, skip the evaluation"
+    )
     args = p.parse_args(argv)
 
     import torch
@@ -347,19 +462,43 @@ def main(argv: list[str] | None = None) -> int:
     train, test, source = load_data(Path(args.data), args.quick)
     print(f"data: {source}; train {train.shape}, test {test.shape}", flush=True)
 
-    runs = train_all(train, out, strategies, seeds, epochs, args.quick, eval_only=args.eval_only,
-                     max_horizon=args.max_horizon, accept_threshold=args.accept_threshold)
+    runs = train_all(
+        train,
+        out,
+        strategies,
+        seeds,
+        epochs,
+        args.quick,
+        eval_only=args.eval_only,
+        max_horizon=args.max_horizon,
+        accept_threshold=args.accept_threshold,
+    )
     if not runs:
         raise SystemExit(f"no trained model for {strategies} in {out / 'models'}")
     if args.train_only:
         return 0
     hist = history_dataset(runs, strategies, seeds)
-    hist.attrs.update({"data": source, "epochs": epochs, "optimizer": "lbfgs (lr 1, 20 it., strong Wolfe)",
-                       "eps": 0.1, "safety": 0.9, "field": "MLP 3-50-50-3 ReLU float64"})
+    hist.attrs.update(
+        {
+            "data": source,
+            "epochs": epochs,
+            "optimizer": "lbfgs (lr 1, 20 it., strong Wolfe)",
+            "eps": 0.1,
+            "safety": 0.9,
+            "field": "MLP 3-50-50-3 ReLU float64",
+        }
+    )
     hist.to_netcdf(out / "history.nc")
     datasets = {"dataset1": train, "dataset2": test}
-    gen, examples = evaluate(runs, datasets, strategies, seeds, n_perturb=2 if args.quick else 5,
-                             vpt_every=100 if args.quick else 50, vpt_len=150 if args.quick else 2000)
+    gen, examples = evaluate(
+        runs,
+        datasets,
+        strategies,
+        seeds,
+        n_perturb=2 if args.quick else 5,
+        vpt_every=100 if args.quick else 50,
+        vpt_len=150 if args.quick else 2000,
+    )
     gen.attrs["data"] = source
     gen.to_netcdf(out / "generation.nc")
     figures(hist, gen, examples, datasets, out)

@@ -1,4 +1,5 @@
-"""TA-BN depth study: does temporal adaptive batch normalisation let Neural ODE vector fields go deeper?
+"""TA-BN depth study: does temporal adaptive batch normalisation let Neural ODE vector fields go
+deeper?
 
 Every model is a Neural ODE whose vector field is a plain deep MLP (L hidden
 layers, a norm after each), for depths 2, 4, 8, 12, 18, four norms (none;
@@ -89,11 +90,17 @@ TOL = {"dynamics": 1e-3, "digits": 1e-3, "cifar": 1e-3}
 
 
 def solver_options(solver: str, task: str) -> dict:
-    """torchdiffeq keyword arguments of the fixed (one rk4 step on [0, 1]) or the adaptive (dopri5) solver."""
+    """torchdiffeq keyword arguments of the fixed (one rk4 step on [0, 1]) or the adaptive
+    (dopri5) solver."""
     if solver == "fixed":
         return {"method": "rk4", "options": {"step_size": 1.0}}
     if solver == "adaptive":
-        return {"method": "dopri5", "rtol": TOL[task], "atol": TOL[task], "options": {"max_num_steps": MAX_STEPS}}
+        return {
+            "method": "dopri5",
+            "rtol": TOL[task],
+            "atol": TOL[task],
+            "options": {"max_num_steps": MAX_STEPS},
+        }
     raise ValueError(f"solver must be 'fixed' or 'adaptive', got {solver!r}")
 
 
@@ -112,12 +119,15 @@ class Spec:
     batch: int
     max_epochs: int
     quick: bool = False
-    role: str = "grid"           # "grid", "tune-lr" or "tune-grid"
+    role: str = "grid"  # "grid", "tune-lr" or "tune-grid"
 
     @property
     def key(self) -> str:
-        return (f"{self.role}-{self.task}-{self.norm}-d{self.depth}-s{self.seed}-{self.solver}"
-                f"-lr{self.lr:g}-m{self.num_points}-w{self.width}-e{self.max_epochs}" + ("-quick" if self.quick else ""))
+        return (
+            f"{self.role}-{self.task}-{self.norm}-d{self.depth}-s{self.seed}-{self.solver}"
+            f"-lr{self.lr:g}-m{self.num_points}-w{self.width}-e{self.max_epochs}"
+            + ("-quick" if self.quick else "")
+        )
 
 
 # ---------------------------------------------------------------- data
@@ -129,27 +139,46 @@ def lorenz96_data(quick: bool) -> dict:
     import systems
 
     n_traj, n_steps = (4, 160) if quick else (11, 600)
-    ds = systems.simulate("lorenz96", n_traj=n_traj, n_steps=n_steps, dt=DT, transient=20.0, seed=2024,
-                          method="dop853", rtol=1e-10, atol=1e-10, progress=False)
-    x = ds["x"].values                                     # (traj, time, 40)
+    ds = systems.simulate(
+        "lorenz96",
+        n_traj=n_traj,
+        n_steps=n_steps,
+        dt=DT,
+        transient=20.0,
+        seed=2024,
+        method="dop853",
+        rtol=1e-10,
+        atol=1e-10,
+        progress=False,
+    )
+    x = ds["x"].values  # (traj, time, 40)
     n_test = 1 if quick else 4
-    train, val, test = x[:-n_test - 1], x[-n_test - 1:-n_test], x[-n_test:]
+    train, val, test = x[: -n_test - 1], x[-n_test - 1 : -n_test], x[-n_test:]
     mu, sd = float(train.mean()), float(train.std())
 
     def pairs(block, every=1):
         z = (block - mu) / sd
-        return (torch.tensor(z[:, :-LAG:every].reshape(-1, N_L96), dtype=torch.float32),
-                torch.tensor(z[:, LAG::every].reshape(-1, N_L96), dtype=torch.float32))
+        return (
+            torch.tensor(z[:, :-LAG:every].reshape(-1, N_L96), dtype=torch.float32),
+            torch.tensor(z[:, LAG::every].reshape(-1, N_L96), dtype=torch.float32),
+        )
 
-    # training pairs start every eighth sample (0.4 time units apart: neighbours are nearly the same pair)
-    return {"train": pairs(train, 8), "val": pairs(val), "test": pairs(test),
-            "test_traj": torch.tensor((test - mu) / sd, dtype=torch.float32), "mu": mu, "sd": sd,
-            "lyapunov_time": systems.get("lorenz96").lyapunov_time}
+    # training pairs start every eighth sample, 0.4 time units apart (neighbours: nearly one pair)
+    return {
+        "train": pairs(train, 8),
+        "val": pairs(val),
+        "test": pairs(test),
+        "test_traj": torch.tensor((test - mu) / sd, dtype=torch.float32),
+        "mu": mu,
+        "sd": sd,
+        "lyapunov_time": systems.get("lorenz96").lyapunov_time,
+    }
 
 
 @functools.lru_cache(maxsize=1)
 def digits_data(quick: bool) -> dict:
-    """scikit-learn's digits, pixels in [0, 1]: train / validation / test (a fixed stratified split)."""
+    """scikit-learn's digits, pixels in [0, 1]: train / validation / test (a fixed stratified
+    split)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -165,13 +194,17 @@ def digits_data(quick: bool) -> dict:
 
 
 def cifar_data(folder: str):
-    """CIFAR-10 from the python batches in ``folder`` (data_batch_1..5, test_batch), channel-standardised.
+    """CIFAR-10 from the python batches in ``folder`` (data_batch_1..5, test_batch),
+    channel-standardised.
 
     The batches are the dataset's own pickle files: they are read with pickle, so
     only point this at a copy of CIFAR-10 you trust.
     """
     root = Path(folder).expanduser()
-    if not (root / "test_batch").exists() and (root / "cifar-10-batches-py" / "test_batch").exists():
+    if (
+        not (root / "test_batch").exists()
+        and (root / "cifar-10-batches-py" / "test_batch").exists()
+    ):
         root = root / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)]
     missing = [n for n in names + ["test_batch"] if not (root / n).exists()]
@@ -205,7 +238,11 @@ def task_data(task: str, quick: bool, cifar: str | None = None) -> dict:
         return digits_data(quick)
     (xtr, ytr), (xte, yte) = cifar_data(cifar)
     n_val = 5000 if len(xtr) > 10000 else max(1, len(xtr) // 5)
-    return {"train": (xtr[n_val:], ytr[n_val:]), "val": (xtr[:n_val], ytr[:n_val]), "test": (xte, yte)}
+    return {
+        "train": (xtr[n_val:], ytr[n_val:]),
+        "val": (xtr[:n_val], ytr[:n_val]),
+        "test": (xte, yte),
+    }
 
 
 # ---------------------------------------------------------------- models
@@ -227,11 +264,21 @@ class Lorenz96Exact(torch.nn.Module):
 def build(spec: Spec, data: dict) -> torch.nn.Module:
     torch.manual_seed(spec.seed)
     if spec.task == "dynamics":
-        return LocalMLPField(width=spec.width, depth=spec.depth, activation="silu", norm=spec.norm,
-                             num_points=spec.num_points)
+        return LocalMLPField(
+            width=spec.width,
+            depth=spec.depth,
+            activation="silu",
+            norm=spec.norm,
+            num_points=spec.num_points,
+        )
     image = spec.task == "cifar"
-    kw = dict(width=spec.width, depth=spec.depth, norm=spec.norm, num_points=spec.num_points,
-              **solver_options(spec.solver, spec.task))
+    kw = dict(
+        width=spec.width,
+        depth=spec.depth,
+        norm=spec.norm,
+        num_points=spec.num_points,
+        **solver_options(spec.solver, spec.task),
+    )
     if image:
         return UnmixedClassifier(3, 10, image=True, state_channels=16, pool=4, **kw)
     return UnmixedClassifier(data["train"][0].shape[1], 10, image=False, **kw)
@@ -257,7 +304,7 @@ def _batches(n: int, batch: int, gen: torch.Generator):
     perm = torch.randperm(n, generator=gen)
     batch = min(batch, n)
     for i in range(0, n - batch + 1, batch):
-        yield perm[i:i + batch]
+        yield perm[i : i + batch]
 
 
 def _loss(spec: Spec, model, x, y, solver: str):
@@ -271,7 +318,7 @@ def _loss(spec: Spec, model, x, y, solver: str):
 def _mean_loss(spec: Spec, model, xs, ys, solver: str, batch: int = 512) -> float:
     total, n = 0.0, 0
     for i in range(0, len(xs), batch):
-        x, y = xs[i:i + batch], ys[i:i + batch]
+        x, y = xs[i : i + batch], ys[i : i + batch]
         total += float(_loss(spec, model, x, y, solver)) * len(x)
         n += len(x)
     return total / n
@@ -284,7 +331,8 @@ def train(spec: Spec, model, data: dict) -> dict:
     t0 = time.perf_counter()
     try:
         epoch, steps, train_loss, best_state, best, lr, reason, converged, step_time = _loop(
-            spec, model, data, opt, gen)
+            spec, model, data, opt, gen
+        )
     except AssertionError as err:  # torchdiffeq gave up
         if not _solver_failure(err):
             raise
@@ -293,9 +341,17 @@ def train(spec: Spec, model, data: dict) -> dict:
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return {"epochs": epoch, "steps": steps, "train_loss": train_loss, "val_loss": best,
-            "converged": converged, "stop_reason": reason, "wall_time": time.perf_counter() - t0,
-            "time_per_step": step_time / max(steps, 1), "final_lr": lr}
+    return {
+        "epochs": epoch,
+        "steps": steps,
+        "train_loss": train_loss,
+        "val_loss": best,
+        "converged": converged,
+        "stop_reason": reason,
+        "wall_time": time.perf_counter() - t0,
+        "time_per_step": step_time / max(steps, 1),
+        "final_lr": lr,
+    }
 
 
 def _loop(spec: Spec, model, data: dict, opt, gen):
@@ -373,7 +429,8 @@ def free_run(field, starts, n_lags: int, solver: str):
         if alive.any():
             try:
                 x[alive] = flow(field, x[alive], solver)
-            except AssertionError as err:  # the adaptive solver gave up on some row: freeze them all
+            # the adaptive solver gave up on some row: freeze them all
+            except AssertionError as err:
                 if not _solver_failure(err):
                     raise
                 x[alive] = 100.0
@@ -391,25 +448,33 @@ def _solver_failure(err: AssertionError) -> bool:
 
 def vpt_starts(data: dict, quick: bool):
     """Held-out starts and their true continuations, every 100 samples of each test trajectory."""
-    traj = data["test_traj"]                                  # (n, T, 40), spaced DT
-    n_lags = 20 if quick else 100                             # 100 lags = 10 time units = 16.5 Lyapunov times
+    traj = data["test_traj"]  # (n, T, 40), spaced DT
+    # 100 lags = 10 time units = 16.5 Lyapunov times
+    n_lags = 20 if quick else 100
     span = n_lags * LAG
     starts, truths = [], []
     for k in range(traj.shape[0]):
         for s in range(0, traj.shape[1] - span, 100 if not quick else 40):
             starts.append(traj[k, s])
-            truths.append(traj[k, s:s + span + 1:LAG])
+            truths.append(traj[k, s : s + span + 1 : LAG])
     return torch.stack(starts), torch.stack(truths), n_lags
 
 
 def vpt(field, data: dict, solver: str, quick: bool) -> float:
-    """Mean valid prediction time (Lyapunov times, threshold 0.3) of free runs from the held-out starts."""
+    """Mean valid prediction time (Lyapunov times, threshold 0.3) of free runs from the held-out
+    starts."""
     from dynfit import valid_prediction_time
 
     starts, truths, n_lags = vpt_starts(data, quick)
     pred = free_run(field, starts, n_lags, solver)
-    v = valid_prediction_time(truths.double().numpy(), pred.double().numpy(), dt=LAG * DT,
-                              lyapunov_time=data["lyapunov_time"], std=1.0, thresholds=(VPT_THRESHOLD,))
+    v = valid_prediction_time(
+        truths.double().numpy(),
+        pred.double().numpy(),
+        dt=LAG * DT,
+        lyapunov_time=data["lyapunov_time"],
+        std=1.0,
+        thresholds=(VPT_THRESHOLD,),
+    )
     return float(np.mean(v))
 
 
@@ -430,14 +495,17 @@ def evaluate(spec: Spec, model, data: dict) -> dict:
 def _evaluate_with(spec: Spec, model, data: dict, solver: str, out: dict) -> None:
     xte, yte = data["test"]
     if spec.task == "dynamics":
-        pred = torch.cat([flow(model, xte[i:i + 512], solver) for i in range(0, len(xte), 512)])
+        pred = torch.cat([flow(model, xte[i : i + 512], solver) for i in range(0, len(xte), 512)])
         persistence = float((xte - yte).pow(2).mean())
         mse = float((pred - yte).pow(2).mean())
         out["error"][solver] = mse / persistence if math.isfinite(mse) else math.nan
         out["vpt"][solver] = vpt(model, data, solver, spec.quick)
         return
     use_solver(model, solver, spec.task)
-    correct = sum(int((model(xte[i:i + 512]).argmax(1) == yte[i:i + 512]).sum()) for i in range(0, len(xte), 512))
+    correct = sum(
+        int((model(xte[i : i + 512]).argmax(1) == yte[i : i + 512]).sum())
+        for i in range(0, len(xte), 512)
+    )
     out["error"][solver] = 1.0 - correct / len(yte)
     out["vpt"][solver] = math.nan
 
@@ -479,7 +547,9 @@ def _load(out: Path, spec: Spec) -> dict | None:
     return rec if rec.get("spec") == asdict(spec) else None
 
 
-def run_all(specs: list[Spec], out: Path, client, cifar: str | None, label: str, *, run: bool = True) -> dict:
+def run_all(
+    specs: list[Spec], out: Path, client, cifar: str | None, label: str, *, run: bool = True
+) -> dict:
     """Run the specs not already in OUT/runs (on the dask client, or here); {key: record}."""
     results = {s.key: r for s in specs if (r := _load(out, s)) is not None}
     todo = [s for s in specs if s.key not in results] if run else []
@@ -494,7 +564,9 @@ def run_all(specs: list[Spec], out: Path, client, cifar: str | None, label: str,
         return results
     from distributed import as_completed
 
-    futures = {client.submit(run_one, s, str(out), cifar, key=f"tabn-{s.key}", pure=False): s for s in todo}
+    futures = {
+        client.submit(run_one, s, str(out), cifar, key=f"tabn-{s.key}", pure=False): s for s in todo
+    }
     for i, fut in enumerate(as_completed(futures), 1):
         s = futures[fut]
         results[s.key] = r = fut.result()
@@ -504,28 +576,59 @@ def run_all(specs: list[Spec], out: Path, client, cifar: str | None, label: str,
 
 def _progress(label, i, n, spec, rec, t0) -> None:
     err = rec["error"]
-    print(f"[{label} {i}/{n}, {time.perf_counter() - t0:.0f} s] {spec.task} {spec.norm:9s} depth {spec.depth:2d} "
-          f"seed {spec.seed} {spec.solver:8s} lr {spec.lr:g} M {spec.num_points}: error fixed {err['fixed']:.4g} "
-          f"adaptive {err['adaptive']:.4g}, {rec['epochs']} epochs, {rec['stop_reason']}", flush=True)
+    print(
+        f"[{label} {i}/{n}, {time.perf_counter() - t0:.0f} s] {spec.task} {spec.norm:9s} depth "
+        f"{spec.depth:2d} "
+        f"seed {spec.seed} {spec.solver:8s} lr {spec.lr:g} M {spec.num_points}: error fixed "
+        f"{err['fixed']:.4g} "
+        f"adaptive {err['adaptive']:.4g}, {rec['epochs']} epochs, {rec['stop_reason']}",
+        flush=True,
+    )
 
 
 def tune(args, out: Path, client) -> dict:
-    """Pick the learning rate per (task, norm) and TA-BN's grid size per task at depth 8, seed 0, fixed solver."""
-    base = dict(depth=TUNE_DEPTH, seed=0, solver="fixed", max_epochs=args.tune_epochs, quick=args.quick)
-    lr_specs = [Spec(task=t, norm=n, lr=lr, num_points=5, role="tune-lr", **base, **_size(args, t))
-                for t in args.tasks for n in args.norms for lr in args.lrs]
-    res = run_all(lr_specs, out, client, args.cifar, "tune learning rates", run=not args.assemble_only)
+    """Pick the learning rate per (task, norm) and TA-BN's grid size per task at depth 8, seed
+    0, fixed solver."""
+    base = dict(
+        depth=TUNE_DEPTH, seed=0, solver="fixed", max_epochs=args.tune_epochs, quick=args.quick
+    )
+    lr_specs = [
+        Spec(task=t, norm=n, lr=lr, num_points=5, role="tune-lr", **base, **_size(args, t))
+        for t in args.tasks
+        for n in args.norms
+        for lr in args.lrs
+    ]
+    res = run_all(
+        lr_specs, out, client, args.cifar, "tune learning rates", run=not args.assemble_only
+    )
     chosen = {}
     for t in args.tasks:
         for n in args.norms:
-            cands = [(res[s.key]["val_loss"], s.lr) for s in lr_specs if s.task == t and s.norm == n]
+            cands = [
+                (res[s.key]["val_loss"], s.lr) for s in lr_specs if s.task == t and s.norm == n
+            ]
             finite = [c for c in cands if math.isfinite(c[0])]
             chosen[(t, n)] = {"lr": min(finite)[1] if finite else min(args.lrs), "num_points": 5}
     grid_specs = []
     if "tabn" in args.norms:
-        grid_specs = [Spec(task=t, norm="tabn", lr=chosen[(t, "tabn")]["lr"], num_points=m, role="tune-grid",
-                           **base, **_size(args, t)) for t in args.tasks for m in args.grids]
-        res.update(run_all(grid_specs, out, client, args.cifar, "tune TA-BN grid", run=not args.assemble_only))
+        grid_specs = [
+            Spec(
+                task=t,
+                norm="tabn",
+                lr=chosen[(t, "tabn")]["lr"],
+                num_points=m,
+                role="tune-grid",
+                **base,
+                **_size(args, t),
+            )
+            for t in args.tasks
+            for m in args.grids
+        ]
+        res.update(
+            run_all(
+                grid_specs, out, client, args.cifar, "tune TA-BN grid", run=not args.assemble_only
+            )
+        )
         for t in args.tasks:
             cands = [(res[s.key]["val_loss"], s.num_points) for s in grid_specs if s.task == t]
             finite = [c for c in cands if math.isfinite(c[0])]
@@ -539,11 +642,27 @@ def _size(args, task: str) -> dict:
 
 
 def grid_specs(args, chosen: dict) -> list[Spec]:
-    """The study's models, cheapest and most complete first: solver, then seed, then task, depth, norm."""
-    return [Spec(task=t, norm=n, depth=d, seed=s, solver=v, lr=chosen[(t, n)]["lr"],
-                 num_points=chosen[(t, n)]["num_points"], max_epochs=args.max_epochs, quick=args.quick,
-                 **_size(args, t))
-            for v in args.solvers for s in args.seeds for t in args.tasks for d in args.depths for n in args.norms]
+    """The study's models, cheapest and most complete first: solver, then seed, then task,
+    depth, norm."""
+    return [
+        Spec(
+            task=t,
+            norm=n,
+            depth=d,
+            seed=s,
+            solver=v,
+            lr=chosen[(t, n)]["lr"],
+            num_points=chosen[(t, n)]["num_points"],
+            max_epochs=args.max_epochs,
+            quick=args.quick,
+            **_size(args, t),
+        )
+        for v in args.solvers
+        for s in args.seeds
+        for t in args.tasks
+        for d in args.depths
+        for n in args.norms
+    ]
 
 
 # ---------------------------------------------------------------- results
@@ -555,8 +674,14 @@ def assemble(args, specs: list[Spec], results: dict, tuning: dict, exact: dict |
 
     import dynfit
 
-    coords = {"task": list(args.tasks), "norm": list(args.norms), "depth": list(args.depths),
-              "seed": list(args.seeds), "solver": list(args.solvers), "eval_solver": list(SOLVERS)}
+    coords = {
+        "task": list(args.tasks),
+        "norm": list(args.norms),
+        "depth": list(args.depths),
+        "seed": list(args.seeds),
+        "solver": list(args.solvers),
+        "eval_solver": list(SOLVERS),
+    }
     shape5 = tuple(len(coords[k]) for k in ("task", "norm", "depth", "seed", "solver"))
     nan5 = lambda: np.full(shape5, np.nan)  # noqa: E731
     error, vpt_ = np.full(shape5 + (2,), np.nan), np.full(shape5 + (2,), np.nan)
@@ -567,50 +692,98 @@ def assemble(args, specs: list[Spec], results: dict, tuning: dict, exact: dict |
         r = results.get(s.key)
         if r is None:  # --assemble-only before the study finished
             continue
-        i = (coords["task"].index(s.task), coords["norm"].index(s.norm), coords["depth"].index(s.depth),
-             coords["seed"].index(s.seed), coords["solver"].index(s.solver))
+        i = (
+            coords["task"].index(s.task),
+            coords["norm"].index(s.norm),
+            coords["depth"].index(s.depth),
+            coords["seed"].index(s.seed),
+            coords["solver"].index(s.solver),
+        )
         for j, e in enumerate(SOLVERS):
             error[i + (j,)] = r["error"][e]
             vpt_[i + (j,)] = r["vpt"][e]
-        loss[i], val[i], epochs[i], steps[i] = r["train_loss"], r["val_loss"], r["epochs"], r["steps"]
+        loss[i], val[i], epochs[i], steps[i] = (
+            r["train_loss"],
+            r["val_loss"],
+            r["epochs"],
+            r["steps"],
+        )
         wall_t[i], params[i] = r["wall_time"], r["n_parameters"]
         per_step[i] = r["time_per_step"] if r["steps"] > 0 else np.nan
         converged[i], reason[i] = r["converged"], r["stop_reason"]
     d5 = ("task", "norm", "depth", "seed", "solver")
     ds = xr.Dataset(
         {
-            "error": (d5 + ("eval_solver",), error, {
-                "long_name": "test error: dynamics, one-lag MSE relative to persistence; images, 1 - accuracy"}),
-            "vpt": (d5 + ("eval_solver",), vpt_, {"units": "Lyapunov times", "threshold": VPT_THRESHOLD,
-                                                  "long_name": "mean valid prediction time of free runs"}),
+            "error": (
+                d5 + ("eval_solver",),
+                error,
+                {
+                    "long_name": "test error: dynamics, one-lag MSE relative to persistence; "
+                    "images, 1 - accuracy"
+                },
+            ),
+            "vpt": (
+                d5 + ("eval_solver",),
+                vpt_,
+                {
+                    "units": "Lyapunov times",
+                    "threshold": VPT_THRESHOLD,
+                    "long_name": "mean valid prediction time of free runs",
+                },
+            ),
             "loss": (d5, loss, {"long_name": "final training loss (mean over the last epoch)"}),
             "val_loss": (d5, val, {"long_name": "best validation loss (the tested weights)"}),
-            "epochs": (d5, epochs), "steps": (d5, steps, {"long_name": "optimiser steps used"}),
-            "converged": (d5, converged), "stop_reason": (d5, reason.astype(str)),
+            "epochs": (d5, epochs),
+            "steps": (d5, steps, {"long_name": "optimiser steps used"}),
+            "converged": (d5, converged),
+            "stop_reason": (d5, reason.astype(str)),
             "wall_time": (d5, wall_t, {"units": "s"}),
-            "time_per_step": (d5, per_step, {"units": "s", "long_name": "wall time per optimiser step"}),
+            "time_per_step": (
+                d5,
+                per_step,
+                {"units": "s", "long_name": "wall time per optimiser step"},
+            ),
             "n_parameters": (d5, params),
         },
         coords=coords,
     )
-    lr_rows = [[s.task, s.norm, s.lr, tuning["results"][s.key]["val_loss"]] for s in tuning["lr_specs"]]
-    grid_rows = [[s.task, s.num_points, tuning["results"][s.key]["val_loss"]] for s in tuning["grid_specs"]]
-    ds.attrs.update({
-        "title": "TA-BN depth study",
-        "command": " ".join(["python examples/tabn_depth.py"] + [a for a in args.argv if a != "--assemble-only"]),
-        "assembled_only": int(args.assemble_only),
-        "model_wall_time_s": float(np.nansum(wall_t)) + sum(
-            tuning["results"][s.key]["wall_time"] for s in tuning["lr_specs"] + tuning["grid_specs"]),
-        "dynfit_version": dynfit.__version__, "torch_version": torch.__version__, "machine": platform.machine(),
-        "width": json.dumps({t: _size(args, t)["width"] for t in args.tasks}),
-        "batch": json.dumps({t: _size(args, t)["batch"] for t in args.tasks}), "max_epochs": args.max_epochs, "tabn_penalty": PENALTY,
-        "fixed_solver": "rk4, one step on [0, 1]",
-        "adaptive_solver": json.dumps({t: f"dopri5 rtol=atol={TOL[t]:g}" for t in args.tasks}),
-        "chosen": json.dumps({f"{t}/{n}": v for (t, n), v in tuning["chosen"].items()}),
-        "tune_lr": json.dumps(lr_rows), "tune_grid": json.dumps(grid_rows), "wall_time_total_s": wall,
-        "exact_field_vpt": json.dumps(exact or {}), "lyapunov_time": lorenz96_data(args.quick)["lyapunov_time"]
-        if "dynamics" in args.tasks else math.nan,
-    })
+    lr_rows = [
+        [s.task, s.norm, s.lr, tuning["results"][s.key]["val_loss"]] for s in tuning["lr_specs"]
+    ]
+    grid_rows = [
+        [s.task, s.num_points, tuning["results"][s.key]["val_loss"]] for s in tuning["grid_specs"]
+    ]
+    ds.attrs.update(
+        {
+            "title": "TA-BN depth study",
+            "command": " ".join(
+                ["python examples/tabn_depth.py"] + [a for a in args.argv if a != "--assemble-only"]
+            ),
+            "assembled_only": int(args.assemble_only),
+            "model_wall_time_s": float(np.nansum(wall_t))
+            + sum(
+                tuning["results"][s.key]["wall_time"]
+                for s in tuning["lr_specs"] + tuning["grid_specs"]
+            ),
+            "dynfit_version": dynfit.__version__,
+            "torch_version": torch.__version__,
+            "machine": platform.machine(),
+            "width": json.dumps({t: _size(args, t)["width"] for t in args.tasks}),
+            "batch": json.dumps({t: _size(args, t)["batch"] for t in args.tasks}),
+            "max_epochs": args.max_epochs,
+            "tabn_penalty": PENALTY,
+            "fixed_solver": "rk4, one step on [0, 1]",
+            "adaptive_solver": json.dumps({t: f"dopri5 rtol=atol={TOL[t]:g}" for t in args.tasks}),
+            "chosen": json.dumps({f"{t}/{n}": v for (t, n), v in tuning["chosen"].items()}),
+            "tune_lr": json.dumps(lr_rows),
+            "tune_grid": json.dumps(grid_rows),
+            "wall_time_total_s": wall,
+            "exact_field_vpt": json.dumps(exact or {}),
+            "lyapunov_time": lorenz96_data(args.quick)["lyapunov_time"]
+            if "dynamics" in args.tasks
+            else math.nan,
+        }
+    )
     return ds
 
 
@@ -623,41 +796,64 @@ def _cell(a) -> str:
 
 
 def tables(ds) -> str:
-    """Markdown: one table per (task, training solver, eval solver, metric), mean ± std over seeds."""
+    """Markdown: one table per (task, training solver, eval solver, metric), mean ± std over
+    seeds."""
     lines = []
     for task in ds.task.values:
         sub = ds.sel(task=task)
-        metrics = [("error", "one-lag test MSE / persistence (lower is better)" if task == "dynamics"
-                    else "test error = 1 - accuracy (lower is better)")]
+        metrics = [
+            (
+                "error",
+                "one-lag test MSE / persistence (lower is better)"
+                if task == "dynamics"
+                else "test error = 1 - accuracy (lower is better)",
+            )
+        ]
         if task == "dynamics":
-            metrics.append(("vpt", f"VPT, Lyapunov times (threshold {VPT_THRESHOLD}; higher is better)"))
+            metrics.append(
+                ("vpt", f"VPT, Lyapunov times (threshold {VPT_THRESHOLD}; higher is better)")
+            )
         for solver in sub.solver.values:
             for name, what in metrics:
                 for ev in sub.eval_solver.values:
-                    lines += [f"### {task}: {what}; trained {solver}, tested {ev}", "",
-                              "| depth | " + " | ".join(str(n) for n in sub.norm.values) + " |",
-                              "|---:|" + "---:|" * sub.norm.size]
+                    lines += [
+                        f"### {task}: {what}; trained {solver}, tested {ev}",
+                        "",
+                        "| depth | " + " | ".join(str(n) for n in sub.norm.values) + " |",
+                        "|---:|" + "---:|" * sub.norm.size,
+                    ]
                     for d in sub.depth.values:
-                        cells = [_cell(sub[name].sel(norm=n, depth=d, solver=solver, eval_solver=ev).values)
-                                 for n in sub.norm.values]
+                        cells = [
+                            _cell(
+                                sub[name].sel(norm=n, depth=d, solver=solver, eval_solver=ev).values
+                            )
+                            for n in sub.norm.values
+                        ]
                         lines.append(f"| {d} | " + " | ".join(cells) + " |")
                     lines.append("")
-            lines += [f"### {task}, trained {solver}: epochs used / converged seeds / final training loss", "",
-                      "| depth | " + " | ".join(str(n) for n in sub.norm.values) + " |",
-                      "|---:|" + "---:|" * sub.norm.size]
+            lines += [
+                f"### {task}, trained {solver}: epochs used / converged seeds / final training "
+                "loss",
+                "",
+                "| depth | " + " | ".join(str(n) for n in sub.norm.values) + " |",
+                "|---:|" + "---:|" * sub.norm.size,
+            ]
             for d in sub.depth.values:
                 cells = []
                 for n in sub.norm.values:
                     c = sub.sel(norm=n, depth=d, solver=solver)
-                    cells.append(f"{c.epochs.mean().item():.0f} / {int(c.converged.sum())}of{c.seed.size} / "
-                                 f"{_cell(c.loss.values)}")
+                    cells.append(
+                        f"{c.epochs.mean().item():.0f} / {int(c.converged.sum())}of{c.seed.size} / "
+                        f"{_cell(c.loss.values)}"
+                    )
                 lines.append(f"| {d} | " + " | ".join(cells) + " |")
             lines.append("")
     return "\n".join(lines)
 
 
 def overhead(ds) -> str:
-    """TA-BN wall time per optimiser step against BN, per task and training solver (median ratio)."""
+    """TA-BN wall time per optimiser step against BN, per task and training solver (median
+    ratio)."""
     out = []
     for task in ds.task.values:
         for solver in ds.solver.values:
@@ -670,8 +866,11 @@ def overhead(ds) -> str:
             if ratio.size == 0:
                 continue
             r = np.median(ratio)
-            out.append(f"- {task}, trained {solver}: TA-BN / BN wall time per step, median over depths and "
-                       f"seeds: {r:.2f}")
+            out.append(
+                f"- {task}, trained {solver}: TA-BN / BN wall time per step, median over depths "
+                "and "
+                f"seeds: {r:.2f}"
+            )
     return "\n".join(out)
 
 
@@ -692,8 +891,11 @@ def answers(ds) -> str:
                 continue
             si = np.unravel_index(np.nanargmin(shallow.values), shallow.shape)
             best_shallow = float(shallow.values[si])
-            out.append(f"- **{task}, trained and tested {solver}**: best shallow model "
-                       f"{err.norm.values[si[0]]} at depth {int(err.depth.values[si[1]])}: {best_shallow:.3g}.")
+            out.append(
+                f"- **{task}, trained and tested {solver}**: best shallow model "
+                f"{err.norm.values[si[0]]} at depth {int(err.depth.values[si[1]])}: "
+                f"{best_shallow:.3g}."
+            )
             for norm in err.norm.values:
                 e = err.sel(norm=norm).values
                 if not np.isfinite(e).any():
@@ -702,24 +904,31 @@ def answers(ds) -> str:
                 k = int(np.nanargmin(e))
                 d4 = float(err.sel(norm=norm, depth=4)) if 4 in err.depth.values else math.nan
                 deeper = err.sel(norm=norm).where(err.depth > 4).values
-                gain = (f"deeper than 4 helps ({np.nanmin(deeper):.3g} vs {d4:.3g} at depth 4)"
-                        if np.isfinite(deeper).any() and np.nanmin(deeper) < d4
-                        else "no depth beyond 4 beats depth 4")
-                out.append(f"  - {norm}: best at depth {int(err.depth.values[k])} ({e[k]:.3g}, "
-                           f"{e[k] / best_shallow:.2f}x the best shallow); {gain}; depth "
-                           f"{int(err.depth.values[-1])}: {e[-1]:.3g}.")
+                gain = (
+                    f"deeper than 4 helps ({np.nanmin(deeper):.3g} vs {d4:.3g} at depth 4)"
+                    if np.isfinite(deeper).any() and np.nanmin(deeper) < d4
+                    else "no depth beyond 4 beats depth 4"
+                )
+                out.append(
+                    f"  - {norm}: best at depth {int(err.depth.values[k])} ({e[k]:.3g}, "
+                    f"{e[k] / best_shallow:.2f}x the best shallow); {gain}; depth "
+                    f"{int(err.depth.values[-1])}: {e[-1]:.3g}."
+                )
             if task == "dynamics":
                 v = ds.vpt.sel(task=task, solver=solver, eval_solver=solver).mean("seed")
                 i = np.unravel_index(np.nanargmin(err.values), err.shape)
-                out.append(f"  - best model: {err.norm.values[i[0]]} at depth {int(err.depth.values[i[1]])}, "
-                           f"one-lag error {float(err.values[i]):.3g} of persistence, VPT "
-                           f"{float(v.values[i]):.2f} Lyapunov times (Lyapunov time {lt:.3f}).")
+                out.append(
+                    f"  - best model: {err.norm.values[i[0]]} at depth "
+                    f"{int(err.depth.values[i[1]])}, "
+                    f"one-lag error {float(err.values[i]):.3g} of persistence, VPT "
+                    f"{float(v.values[i]):.2f} Lyapunov times (Lyapunov time {lt:.3f})."
+                )
     return "\n".join(out)
 
 
 def figure(ds, path: Path) -> None:
-    """Metric vs depth per norm (mean over seeds, std as error bars); rows: training solver (tested with the
-    same one), columns: the task's metrics."""
+    """Metric vs depth per norm (mean over seeds, std as error bars); rows: training solver
+    (tested with the same one), columns: the task's metrics."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -727,22 +936,37 @@ def figure(ds, path: Path) -> None:
 
     from systems.files import atomic_save
 
-    columns = [(t, m) for t in ds.task.values for m in (("error", "vpt") if t == "dynamics" else ("error",))]
+    columns = [
+        (t, m)
+        for t in ds.task.values
+        for m in (("error", "vpt") if t == "dynamics" else ("error",))
+    ]
     rows = list(ds.solver.values)
-    fig, axes = plt.subplots(len(rows), len(columns), figsize=(4.2 * len(columns), 3.4 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), len(columns), figsize=(4.2 * len(columns), 3.4 * len(rows)), squeeze=False
+    )
     for r, solver in enumerate(rows):
         for c, (task, metric) in enumerate(columns):
             ax = axes[r][c]
             for norm in ds.norm.values:
                 v = ds[metric].sel(task=task, solver=solver, eval_solver=solver, norm=norm)
-                ax.errorbar(ds.depth.values, v.mean("seed"), yerr=v.std("seed"), marker="o", capsize=3,
-                            label=norm)
+                ax.errorbar(
+                    ds.depth.values,
+                    v.mean("seed"),
+                    yerr=v.std("seed"),
+                    marker="o",
+                    capsize=3,
+                    label=norm,
+                )
             ax.set_title(f"{task}: trained and tested {solver}", fontsize=10)
             ax.set_xlabel("depth (hidden layers)")
             if metric == "error":
                 ax.set_yscale("log")
-                ax.set_ylabel("one-lag MSE / persistence" if task == "dynamics" else "test error (1 - accuracy)")
+                ax.set_ylabel(
+                    "one-lag MSE / persistence"
+                    if task == "dynamics"
+                    else "test error (1 - accuracy)"
+                )
             else:
                 ax.set_ylabel("VPT (Lyapunov times)")
             ax.grid(alpha=0.3)
@@ -753,47 +977,99 @@ def figure(ds, path: Path) -> None:
 
 
 def report(ds, exact: dict | None) -> str:
-    head = ["# TA-BN depth study", "", f"Made by `{ds.attrs['command']}`; dynfit {ds.attrs['dynfit_version']}, "
-            f"torch {ds.attrs['torch_version']}; the trainings' wall times add up to "
-            f"{ds.attrs['model_wall_time_s'] / 3600:.1f} h (run two at a time on a loaded 2-core CPU)"
-            + (" (tables assembled from the stored runs)." if ds.attrs["assembled_only"] else "."), ""]
+    head = [
+        "# TA-BN depth study",
+        "",
+        f"Made by `{ds.attrs['command']}`; dynfit {ds.attrs['dynfit_version']}, "
+        f"torch {ds.attrs['torch_version']}; the trainings' wall times add up to "
+        f"{ds.attrs['model_wall_time_s'] / 3600:.1f} h (run two at a time on a loaded 2-core CPU)"
+        + (" (tables assembled from the stored runs)." if ds.attrs["assembled_only"] else "."),
+        "",
+    ]
     chosen = json.loads(ds.attrs["chosen"])
-    head += ["Chosen at depth 8 (seed 0, fixed solver): " + "; ".join(
-        f"{k} lr {v['lr']:g}" + (f", grid {v['num_points']} points" if k.endswith("tabn") else "")
-        for k, v in chosen.items()), ""]
-    head += ["Learning-rate sweep (validation loss): " + "; ".join(
-        f"{t}/{n} lr {lr:g}: {v:.3g}" for t, n, lr, v in json.loads(ds.attrs["tune_lr"])), ""]
+    head += [
+        "Chosen at depth 8 (seed 0, fixed solver): "
+        + "; ".join(
+            f"{k} lr {v['lr']:g}"
+            + (f", grid {v['num_points']} points" if k.endswith("tabn") else "")
+            for k, v in chosen.items()
+        ),
+        "",
+    ]
+    head += [
+        "Learning-rate sweep (validation loss): "
+        + "; ".join(
+            f"{t}/{n} lr {lr:g}: {v:.3g}" for t, n, lr, v in json.loads(ds.attrs["tune_lr"])
+        ),
+        "",
+    ]
     if ds.attrs["tune_grid"] != "[]":
-        head += ["TA-BN grid sweep (validation loss): " + "; ".join(
-            f"{t} {m} points: {v:.3g}" for t, m, v in json.loads(ds.attrs["tune_grid"])), ""]
+        head += [
+            "TA-BN grid sweep (validation loss): "
+            + "; ".join(
+                f"{t} {m} points: {v:.3g}" for t, m, v in json.loads(ds.attrs["tune_grid"])
+            ),
+            "",
+        ]
     if exact:
-        head += [f"Exact Lorenz96 field, same starts: VPT {exact['fixed']:.2f} LT (fixed solver), "
-                 f"{exact['adaptive']:.2f} LT (adaptive).", ""]
-    return ("\n".join(head) + "\n## Summary\n\n" + answers(ds) + "\n\n## TA-BN overhead\n\n" + overhead(ds)
-            + "\n\n## Tables (mean ± std over seeds)\n\n" + tables(ds) + "\n")
+        head += [
+            f"Exact Lorenz96 field, same starts: VPT {exact['fixed']:.2f} LT (fixed solver), "
+            f"{exact['adaptive']:.2f} LT (adaptive).",
+            "",
+        ]
+    return (
+        "\n".join(head)
+        + "\n## Summary\n\n"
+        + answers(ds)
+        + "\n\n## TA-BN overhead\n\n"
+        + overhead(ds)
+        + "\n\n## Tables (mean ± std over seeds)\n\n"
+        + tables(ds)
+        + "\n"
+    )
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for runs/, tabn_depth.nc, .md, .png")
-    p.add_argument("--quick", action="store_true", help="CI mode: tiny data, depths 2 and 4, few epochs")
+    p.add_argument(
+        "--quick", action="store_true", help="CI mode: tiny data, depths 2 and 4, few epochs"
+    )
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS) + ["cifar"])
     p.add_argument("--depths", type=int, nargs="+", default=list(DEPTHS))
     p.add_argument("--norms", nargs="+", default=list(NORM_KINDS), choices=list(NORM_KINDS))
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     p.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=list(SOLVERS))
     p.add_argument("--lrs", type=float, nargs="+", default=list(LR_GRID))
-    p.add_argument("--grids", type=int, nargs="+", default=list(TABN_GRID), help="TA-BN grid sizes to try")
-    p.add_argument("--width", type=int, default=None, help="hidden width (default 32 dynamics, 64 images)")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 16 windows dynamics, 128 images)")
+    p.add_argument(
+        "--grids", type=int, nargs="+", default=list(TABN_GRID), help="TA-BN grid sizes to try"
+    )
+    p.add_argument(
+        "--width", type=int, default=None, help="hidden width (default 32 dynamics, 64 images)"
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="batch size (default 16 windows dynamics, 128 images)",
+    )
     p.add_argument("--max-epochs", type=int, default=24)
     p.add_argument("--tune-epochs", type=int, default=8)
-    p.add_argument("--cluster", default=None, help="dask: local:N worker processes or tcp://HOST:PORT "
-                   "(default: run here, one model after another)")
-    p.add_argument("--cifar", metavar="DIR", help="CIFAR-10 python batches (task 'cifar'; use a GPU machine)")
+    p.add_argument(
+        "--cluster",
+        default=None,
+        help="dask: local:N worker processes or tcp://HOST:PORT "
+        "(default: run here, one model after another)",
+    )
+    p.add_argument(
+        "--cifar", metavar="DIR", help="CIFAR-10 python batches (task 'cifar'; use a GPU machine)"
+    )
     p.add_argument("--tune-only", action="store_true", help="stop after the tuning sweeps")
-    p.add_argument("--assemble-only", action="store_true",
-                   help="train nothing: assemble the results already in OUT/runs (missing models: 'not run')")
+    p.add_argument(
+        "--assemble-only",
+        action="store_true",
+        help="train nothing: assemble the results already in OUT/runs (missing models: 'not run')",
+    )
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if "cifar" in args.tasks and not args.cifar:
@@ -809,7 +1085,11 @@ def main(argv=None) -> dict:
         if "--seeds" not in args.argv:
             args.seeds = [0]
         args.lrs, args.grids = args.lrs[:1] if "--lrs" not in args.argv else args.lrs, [3, 5]
-        args.width, args.max_epochs, args.tune_epochs = min(args.width or 16, 16), min(args.max_epochs, 2), 1
+        args.width, args.max_epochs, args.tune_epochs = (
+            min(args.width or 16, 16),
+            min(args.max_epochs, 2),
+            1,
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -817,7 +1097,11 @@ def main(argv=None) -> dict:
 
     from dynfit.sweep import connect
 
-    ctx = connect(args.cluster) if args.cluster and not args.assemble_only else contextlib.nullcontext(None)
+    ctx = (
+        connect(args.cluster)
+        if args.cluster and not args.assemble_only
+        else contextlib.nullcontext(None)
+    )
     with ctx as client:
         tuning = tune(args, out, client)
         if args.tune_only:

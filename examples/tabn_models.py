@@ -1,4 +1,5 @@
-"""Models of the TA-BN depth study (examples/tabn_depth.py): the paper's "unmixed" Neural ODE classifier.
+"""Models of the TA-BN depth study (examples/tabn_depth.py): the paper's "unmixed" Neural ODE
+classifier.
 
 One Neural ODE integrated on [0, 1] with torchdiffeq, then one linear layer.
 The only stem is parameter-free zero augmentation of the state (extra
@@ -64,22 +65,42 @@ class UnmixedClassifier(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("num_classes", num_classes), ("pool", pool)):
+        for name, value in (
+            ("in_channels", in_channels),
+            ("num_classes", num_classes),
+            ("pool", pool),
+        ):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         state = in_channels if state_channels is None else state_channels
-        if isinstance(state, bool) or not isinstance(state, numbers.Integral) or state < in_channels:
+        if (
+            isinstance(state, bool)
+            or not isinstance(state, numbers.Integral)
+            or state < in_channels
+        ):
             raise ValueError(
-                f"state_channels must be an int >= in_channels ({in_channels}), got {state_channels!r}"
+                f"state_channels must be an int >= in_channels ({in_channels}), got "
+                f"{state_channels!r}"
             )
         self.in_channels, self.state_channels = int(in_channels), int(state)
         self.image = bool(image)
         self.pool = int(pool)
-        kw = dict(width=width, depth=depth, activation=activation, norm=norm, num_points=num_points,
-                  t_max=1.0, dtype=dtype)
-        field = ConvField(self.state_channels, **kw) if self.image else MLPField(self.state_channels, **kw)
+        kw = dict(
+            width=width,
+            depth=depth,
+            activation=activation,
+            norm=norm,
+            num_points=num_points,
+            t_max=1.0,
+            dtype=dtype,
+        )
+        field = (
+            ConvField(self.state_channels, **kw)
+            if self.image
+            else MLPField(self.state_channels, **kw)
+        )
         self.field = _Counted(field)
-        features = self.state_channels * (self.pool ** 2 if self.image else 1)
+        features = self.state_channels * (self.pool**2 if self.image else 1)
         self.linear = nn.Linear(features, num_classes, dtype=dtype)
         self.method, self.rtol, self.atol = method, rtol, atol
         self.options = options
@@ -99,7 +120,8 @@ class UnmixedClassifier(nn.Module):
         if x.dim() != ndim or x.shape[1] != self.in_channels:
             shape = "(B, C, H, W)" if self.image else "(B, D)"
             raise ValueError(
-                f"UnmixedClassifier expects x of shape {shape} with {self.in_channels} in dimension 1, "
+                f"UnmixedClassifier expects x of shape {shape} with {self.in_channels} in "
+                "dimension 1, "
                 f"got {tuple(x.shape)}"
             )
         extra = self.state_channels - self.in_channels
@@ -113,8 +135,15 @@ class UnmixedClassifier(nn.Module):
         h0 = self._augment(x)
         self.field.nfe = 0
         solve = odeint_adjoint if self.adjoint else odeint
-        h1 = solve(self.field, h0, self.span, method=self.method, rtol=self.rtol, atol=self.atol,
-                   options=self.options)[-1]
+        h1 = solve(
+            self.field,
+            h0,
+            self.span,
+            method=self.method,
+            rtol=self.rtol,
+            atol=self.atol,
+            options=self.options,
+        )[-1]
         if self.image:
             h1 = F.adaptive_avg_pool2d(h1, self.pool)
         return h1.flatten(1)
@@ -135,15 +164,27 @@ class LocalMLPField(nn.Module):
     see every (example, site) pair as one batch row. x: (B, N) -> (B, N).
     """
 
-    def __init__(self, *, width: int = 32, depth: int = 4, activation: str = "silu", norm: str | None = None,
-                 num_points: int = 101, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        *,
+        width: int = 32,
+        depth: int = 4,
+        activation: str = "silu",
+        norm: str | None = None,
+        num_points: int = 101,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
         from dynfit.nn import make_activation, make_norm, share_tables
 
         sizes = [4] + [width] * depth
-        self.linears = nn.ModuleList(nn.Linear(a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.norms = nn.ModuleList(make_norm(norm, width, num_points=num_points, dtype=dtype) for _ in range(depth))
-        # TA-BN layers: one set of tables for all of them, one interpolation per call (None for other norms)
+        self.linears = nn.ModuleList(
+            nn.Linear(a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:])
+        )
+        self.norms = nn.ModuleList(
+            make_norm(norm, width, num_points=num_points, dtype=dtype) for _ in range(depth)
+        )
+        # TA-BN layers: one set of tables for all, one interpolation per call (None: other norms)
         self.tables = share_tables(self.norms)
         self.act = make_activation(activation)
         self.out = nn.Linear(width, 1, dtype=dtype)
@@ -155,10 +196,12 @@ class LocalMLPField(nn.Module):
 
     def forward(self, t, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2:
-            raise ValueError(f"LocalMLPField expects x of shape (batch, sites), got {tuple(x.shape)}")
-        stencil = torch.stack([x.roll(2, 1), x.roll(1, 1), x, x.roll(-1, 1)], -1)   # (B, N, 4)
+            raise ValueError(
+                f"LocalMLPField expects x of shape (batch, sites), got {tuple(x.shape)}"
+            )
+        stencil = torch.stack([x.roll(2, 1), x.roll(1, 1), x, x.roll(-1, 1)], -1)  # (B, N, 4)
         h = stencil.reshape(-1, 4)
-        # norm(i, h) is layer i at time t: one interpolation for all TA-BN layers, or each layer in turn
+        # norm(i, h) is layer i at time t: one interpolation for all TA-BN layers, or layer by layer
         norm = self.tables.at(t) if self.tables is not None else EachLayer(self.norms, t)
         for i, linear in enumerate(self.linears):
             h = self.act(norm(i, linear(h)))

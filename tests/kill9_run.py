@@ -41,8 +41,13 @@ def worker(folder: str) -> None:
 
 
 def _start(folder: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, "--worker", str(folder)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, __file__, "--worker", str(folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
 
 
 def _wait_start(proc: subprocess.Popen) -> float:
@@ -62,7 +67,9 @@ def _weights(folder: Path):
 def _leftovers(folder: Path) -> list[str]:
     if not folder.is_dir():
         return []
-    return [p.name for p in folder.iterdir() if p.name.startswith(".dynfit-tmp-") or ".tmp" in p.name]
+    return [
+        p.name for p in folder.iterdir() if p.name.startswith(".dynfit-tmp-") or ".tmp" in p.name
+    ]
 
 
 def main(argv=None) -> int:
@@ -89,8 +96,17 @@ def main(argv=None) -> int:
         train_s = time.perf_counter() - t0
         reference = _weights(ref)
         print(f"uninterrupted run: {train_s:.1f} s of training, {EPOCHS} epochs")
-        counts = {"trials": 0, "kills": 0, "kills_before_end": 0, "resumes_ok": 0, "resume_failures": 0,
-                  "identical": 0, "different": 0, "temp_files_left": 0, "temps_seen_after_kill": 0}
+        counts = {
+            "trials": 0,
+            "kills": 0,
+            "kills_before_end": 0,
+            "resumes_ok": 0,
+            "resume_failures": 0,
+            "identical": 0,
+            "different": 0,
+            "temp_files_left": 0,
+            "temps_seen_after_kill": 0,
+        }
         for trial in range(args.trials):
             folder = tmp / f"trial{trial:02d}"
             n_kills = rng.choice([1, 1, 2])
@@ -115,7 +131,10 @@ def main(argv=None) -> int:
                 out, err = "", str(exc)
             if proc.returncode != 0 or "done" not in out:
                 counts["resume_failures"] += 1
-                print(f"trial {trial}: resume failed: {err.strip().splitlines()[-1:] if err else proc.returncode}")
+                print(
+                    f"trial {trial}: resume failed: "
+                    f"{err.strip().splitlines()[-1:] if err else proc.returncode}"
+                )
                 ok = False
             else:
                 counts["resumes_ok"] += 1
@@ -125,9 +144,12 @@ def main(argv=None) -> int:
             left = _leftovers(folder)
             counts["temp_files_left"] += bool(left)
             counts["trials"] += 1
-            print(f"trial {trial}: {n_kills} kill(s); resume {'ok' if ok else 'FAILED'}; "
-                  f"weights {'identical' if ok and same else 'DIFFERENT' if ok else '-'}; temps left {left}",
-                  flush=True)
+            print(
+                f"trial {trial}: {n_kills} kill(s); resume {'ok' if ok else 'FAILED'}; "
+                f"weights {'identical' if ok and same else 'DIFFERENT' if ok else '-'}; temps left "
+                f"{left}",
+                flush=True,
+            )
         print(counts)
         bad = counts["resume_failures"] + counts["different"] + counts["temp_files_left"]
         return 1 if bad else 0

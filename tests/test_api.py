@@ -1,4 +1,6 @@
-"""The packages' shape: no import cycle, docs/api.md names what ``__all__`` exports (and nothing missing)."""
+"""The packages' shape: no import cycle, docs/api.md names what ``__all__`` exports (and nothing
+missing)."""
+
 from __future__ import annotations
 
 import ast
@@ -48,9 +50,13 @@ def _import_graph(pkg: str, *, module_level: bool) -> dict[str, set[str]]:
         tree = ast.parse(path.read_text())
         is_pkg = path.name == "__init__.py"
         top = {id(n) for n in _import_time_nodes(tree)}
-        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                       and "TYPE_CHECKING" in ast.unparse(block.test) for n in ast.walk(block)}
-        for node in (_import_time_nodes(tree) if module_level else ast.walk(tree)):
+        typing_only = {
+            id(n)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for n in ast.walk(block)
+        }
+        for node in _import_time_nodes(tree) if module_level else ast.walk(tree):
             if id(node) in typing_only:  # never runs: annotations only
                 continue
             if isinstance(node, ast.Import):
@@ -83,7 +89,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         stack.append(u)
         for v in sorted(graph[u]):
             if state.get(v) == 1:
-                found.append(stack[stack.index(v):] + [v])
+                found.append(stack[stack.index(v) :] + [v])
             elif v not in state:
                 visit(v)
         stack.pop()
@@ -115,10 +121,14 @@ def test_cycle_finder_finds_a_cycle():
 
 
 def test_kernel_registry_imports_neither_integrator_nor_lyapunov():
-    """systems.kernels sits below both: they register their templates into it, it imports neither."""
+    """systems.kernels sits below both: they register their templates into it, it imports
+    neither."""
     graph = _import_graph("systems", module_level=False)
     assert not graph["systems.kernels"] & {"systems.integrate", "systems.lyapunov"}
-    assert "systems.kernels" in graph["systems.integrate"] and "systems.kernels" in graph["systems.lyapunov"]
+    assert (
+        "systems.kernels" in graph["systems.integrate"]
+        and "systems.kernels" in graph["systems.lyapunov"]
+    )
 
 
 # ------------------------------------------------------------------ docs/api.md against __all__
@@ -141,7 +151,7 @@ def _dotted_references(text: str) -> set[str]:
 def _section(text: str, package: str) -> str:
     start = text.index(f"## `{package}`")
     nxt = text.find("\n## ", start + 1)
-    return text[start: nxt if nxt > 0 else len(text)]
+    return text[start : nxt if nxt > 0 else len(text)]
 
 
 def _resolve(ref: str):
@@ -159,14 +169,19 @@ def _resolve(ref: str):
 
 @pytest.mark.parametrize("package", ["systems", "dynfit"])
 def test_every_exported_name_is_documented(package):
-    """Each name of ``package.__all__`` appears in api.md as ``package.name``, or in code in its section."""
+    """Each name of ``package.__all__`` appears in api.md as ``package.name``, or in code in its
+    section."""
     text = API_MD.read_text()
     refs = _dotted_references(text)
     spans = _code_spans(_section(text, package))
     module = importlib.import_module(package)
-    missing = [name for name in module.__all__ if name != "__version__"
-               and f"{package}.{name}" not in refs
-               and not any(re.search(rf"(?<![\w.]){re.escape(name)}\b", s) for s in spans)]
+    missing = [
+        name
+        for name in module.__all__
+        if name != "__version__"
+        and f"{package}.{name}" not in refs
+        and not any(re.search(rf"(?<![\w.]){re.escape(name)}\b", s) for s in spans)
+    ]
     assert not missing, f"in {package}.__all__ but not in docs/api.md: {missing}"
 
 
@@ -182,12 +197,16 @@ def test_every_documented_name_exists():
 
 
 def test_top_level_names_in_api_md_are_exported():
-    """``systems.X`` / ``dynfit.X`` in api.md is in ``__all__`` (or a submodule): the docs show only the API."""
+    """``systems.X`` / ``dynfit.X`` in api.md is in ``__all__`` (or a submodule): the docs show
+    only the API."""
     bad = []
     for ref in sorted(_dotted_references(API_MD.read_text())):
         package, name = ref.split(".")[:2]
         module = importlib.import_module(package)
-        if name not in module.__all__ and not (ROOT / package / name).is_dir() \
-                and not (ROOT / package / f"{name}.py").is_file():
+        if (
+            name not in module.__all__
+            and not (ROOT / package / name).is_dir()
+            and not (ROOT / package / f"{name}.py").is_file()
+        ):
             bad.append(ref)
     assert not bad, "in docs/api.md as top-level names but not in __all__: " + ", ".join(bad)

@@ -4,8 +4,8 @@ import random
 
 import fuzz_run
 
-# cases whose fix lies in code another change owns (tests/fuzz_run.py names every case); each must still
-# not hang nor leave a file, and is listed here only until that fix lands
+# cases whose fix lies in code another change owns (tests/fuzz_run.py names every case); each must
+# still not hang nor leave a file, and is listed here only until that fix lands
 PENDING: set = set()  # every case of the sample is clear
 
 
@@ -22,7 +22,10 @@ def _sample():
 def test_fuzz_sample(tmp_path):
     results = fuzz_run.run_cases(_sample(), tmp_path, timeout=120, verbose=False)
     print(fuzz_run.report(results))
-    bad = [(c.entry, c.name, o, d) for c, o, d in results
-           if o != "clear" and not ((c.entry, c.name) in PENDING and o in ("unclear", "silent-wrong"))]
+    bad = [
+        (c.entry, c.name, o, d)
+        for c, o, d in results
+        if o != "clear" and not ((c.entry, c.name) in PENDING and o in ("unclear", "silent-wrong"))
+    ]
     assert not bad, "\n".join(map(str, bad))
     assert len(fuzz_run._cases()) >= 400

@@ -1,4 +1,6 @@
-"""docs/getting_started.md, "From your own data": its Python, TOML and dynfit commands run as written."""
+"""docs/getting_started.md, "From your own data": its Python, TOML and dynfit commands run as
+written."""
+
 import re
 import shlex
 from pathlib import Path
@@ -44,7 +46,14 @@ def test_from_your_own_data_runs(tmp_path, monkeypatch, capsys):
     assert ds.attrs["lyapunov_time_source"] == "estimated from data"
     assert "vpt_capped" in ds and namespace["fc"].sizes["time"] == 300
     assert list(namespace["from_csv"]["component"].values) == ["x", "y", "z"]
-    for name in ("model.pt", "history.nc", "training.png", "held_out.nc", "diagnostics.nc", "density.png"):
+    for name in (
+        "model.pt",
+        "history.nc",
+        "training.png",
+        "held_out.nc",
+        "diagnostics.nc",
+        "density.png",
+    ):
         assert (tmp_path / "trained" / name).is_file(), name
     assert (tmp_path / "evaluation" / "diagnostics.nc").is_file()
     assert "dynfit" in capsys.readouterr().out

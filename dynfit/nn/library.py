@@ -94,8 +94,8 @@ def spec_n_terms(spec: dict, dim: int) -> int:
 
 def monomial_maps(dim: int, degree: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(select (degree, dim, n_terms), const (degree, n_terms)): factor k of monomial j of degree <=
-    ``degree`` in ``dim`` variables is the affine map const[k, j] + z @ select[k, :, j] (z_i or 1), so
-    the monomials are a product of ``degree`` matrix products (one BLAS call each, forward and
+    ``degree`` in ``dim`` variables is the affine map const[k, j] + z @ select[k, :, j] (z_i or 1),
+    so the monomials are a product of ``degree`` matrix products (one BLAS call each, forward and
     backward; a gather and its scatter-add cost about twice as much)."""
     combos = list(itertools.combinations_with_replacement(range(dim + 1), degree))
     select = torch.zeros(degree, dim, len(combos), dtype=dtype)

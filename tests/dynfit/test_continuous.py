@@ -1,4 +1,6 @@
-"""The default path: polynomial field, derivative pre-fit, continuous strategy, inference solver, vector-field wrap."""
+"""The default path: polynomial field, derivative pre-fit, continuous strategy, inference solver,
+vector-field wrap."""
+
 import math
 
 import numpy as np
@@ -14,16 +16,23 @@ from dynfit.strategies import ContinuousStrategy, InferenceSolver
 
 
 def lorenz(t, x):
-    return torch.stack([10 * (x[:, 1] - x[:, 0]), x[:, 0] * (28 - x[:, 2]) - x[:, 1],
-                        x[:, 0] * x[:, 1] - 8 / 3 * x[:, 2]], dim=-1)
+    return torch.stack(
+        [
+            10 * (x[:, 1] - x[:, 0]),
+            x[:, 0] * (28 - x[:, 2]) - x[:, 1],
+            x[:, 0] * x[:, 1] - 8 / 3 * x[:, 2],
+        ],
+        dim=-1,
+    )
 
 
 @pytest.fixture(scope="module")
 def data():
     import systems
 
-    return systems.simulate("lorenz63", n_traj=2, n_steps=400, dt=0.01, seed=4, transient=5.0,
-                            rtol=1e-12, atol=1e-12)
+    return systems.simulate(
+        "lorenz63", n_traj=2, n_steps=400, dt=0.01, seed=4, transient=5.0, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_monomials_and_features():
@@ -33,7 +42,7 @@ def test_monomials_and_features():
     f = PolynomialField(3, degree=2, width=0, dtype=torch.float64)
     x = torch.randn(5, 3, dtype=torch.float64)
     feats = f.features(x)
-    expect = torch.stack([torch.prod(x ** r, dim=1) for r in e.to(torch.float64)], dim=1)
+    expect = torch.stack([torch.prod(x**r, dim=1) for r in e.to(torch.float64)], dim=1)
     torch.testing.assert_close(feats, expect, rtol=1e-14, atol=1e-14)
     with pytest.raises(ValueError, match="degree must be >= 1"):
         PolynomialField(3, degree=0)
@@ -42,7 +51,8 @@ def test_monomials_and_features():
 def test_mlp_correction_starts_at_zero():
     f = PolynomialField(3, width=8, dtype=torch.float64)
     x = torch.randn(4, 3, dtype=torch.float64)
-    assert torch.equal(f(0, x), torch.zeros_like(x))  # coefficients and the MLP's output layer start at 0
+    # coefficients and the MLP's output layer start at 0
+    assert torch.equal(f(0, x), torch.zeros_like(x))
 
 
 @pytest.mark.parametrize("order", [2, 4, 6, 8])
@@ -53,7 +63,7 @@ def test_derivative_estimates_converge_at_their_order(order):
         z = np.sin(t)[None, :, None]  # unit spacing in samples: dz/dsample = h cos(t)
         _, d = derivative_estimates(z, order)
         p = order // 2
-        errs.append(np.abs(d[:, 0] / h - np.cos(t[p:len(t) - p])).max())
+        errs.append(np.abs(d[:, 0] / h - np.cos(t[p : len(t) - p])).max())
     slope = np.polyfit(np.log(hs), np.log(errs), 1)[0]
     assert order - 0.3 < slope < order + 0.5
 
@@ -65,7 +75,9 @@ def test_prefit_recovers_lorenz_from_samples(data):
     z = scaler.forward(data.x.values)
     field = PolynomialField(3, width=8, dtype=torch.float64)
     info = prefit(field, z, iterations=20)
-    assert info["field_error_lstsq"] < 1e-5 and info["field_error"] <= info["field_error_lstsq"] * 1.01
+    assert (
+        info["field_error_lstsq"] < 1e-5 and info["field_error"] <= info["field_error_lstsq"] * 1.01
+    )
     x = torch.as_tensor(data.x.values[0, 100:110])
     exact = lorenz(0, x)
     sur = dynfit.Surrogate(field, scaler, 0.01)
@@ -80,8 +92,12 @@ def test_from_vector_field_and_physical_field_round_trip():
     x0 = x.numpy()
     out = sur.generate(x0, 11)
     assert out.shape == (2, 11, 3)
-    ref = dynfit.odesolve(lorenz, x, torch.linspace(0, 0.1, 11, dtype=torch.float64),
-                          control=dynfit.MixedNorm(rtol=1e-12, atol=1e-12))
+    ref = dynfit.odesolve(
+        lorenz,
+        x,
+        torch.linspace(0, 0.1, 11, dtype=torch.float64),
+        control=dynfit.MixedNorm(rtol=1e-12, atol=1e-12),
+    )
     np.testing.assert_allclose(out, ref.ys.numpy().transpose(1, 0, 2), rtol=1e-8, atol=1e-8)
     # a scaler changes the coordinates the solver works in, not the answer
     scaler = Standardizer(np.array([0.0, 0.0, 25.0]), np.array([8.0, 9.0, 8.0]))
@@ -100,7 +116,9 @@ def test_physical_field_of_a_model_is_differentiable_and_matches_vector_field():
     sur = dynfit.Surrogate(field, scaler, 0.01)
     x = torch.tensor([[1.0, 2.0, 20.0]], dtype=torch.float64, requires_grad=True)
     f = sur.physical_field()
-    np.testing.assert_allclose(sur.vector_field(x.detach().numpy()), f(torch.zeros(()), x).detach().numpy())
+    np.testing.assert_allclose(
+        sur.vector_field(x.detach().numpy()), f(torch.zeros(()), x).detach().numpy()
+    )
     assert torch.autograd.gradcheck(lambda y: f(torch.zeros(()), y), (x,))
 
 
@@ -116,8 +134,9 @@ def test_inference_solver_record_and_errors():
 
 
 def test_continuous_schedule_tightens_doubles_and_stops():
-    s = ContinuousStrategy(start_horizon=4, max_horizon=8, rtol_max=1e-4, rtol_min=1e-9, patience=2,
-                           improvement=0.01)
+    s = ContinuousStrategy(
+        start_horizon=4, max_horizon=8, rtol_max=1e-4, rtol_min=1e-9, patience=2, improvement=0.01
+    )
     rows, hs, tols = [], [], []
     losses = [1.0, 0.5, 0.499, 0.4985, 0.498, 0.4979, 0.4978, 0.4977]
     stop = None
@@ -129,8 +148,10 @@ def test_continuous_schedule_tightens_doubles_and_stops():
         stop = s.finished(rows)
         if stop:
             break
-    assert hs[0] == 4 and 8 in hs and hs == sorted(hs)  # doubles once the loss stalls, never shrinks
-    assert all(b <= a for a, b in zip(tols, tols[1:])) and tols[-1] < 1e-4  # tightened, never loosened
+    # doubles once the loss stalls, never shrinks
+    assert hs[0] == 4 and 8 in hs and hs == sorted(hs)
+    # tightened, never loosened
+    assert all(b <= a for a, b in zip(tols, tols[1:])) and tols[-1] < 1e-4
     assert stop is not None and "converged" in stop
     assert s.stride(8, 1) == 8
 
@@ -149,7 +170,8 @@ def test_continuous_bad_settings():
 
 
 def test_continuous_windows_overlap_beyond_max_stride():
-    """Disjoint windows up to max_stride samples, then a start every max_stride (never below the user's)."""
+    """Disjoint windows up to max_stride samples, then a start every max_stride (never below the
+    user's)."""
     s = ContinuousStrategy(max_stride=8)
     assert [s.stride(h, 1) for h in (1, 4, 8, 16, 128)] == [1, 4, 8, 8, 8]
     assert s.stride(128, 32) == 32 and s.config()["max_stride"] == 8
@@ -158,7 +180,9 @@ def test_continuous_windows_overlap_beyond_max_stride():
 
 
 def test_default_fit_is_the_continuous_path(data, tmp_path):
-    sur, hist = dynfit.fit(data, epochs=2, progress=False, lbfgs_iterations=3, checkpoint_dir=tmp_path)
+    sur, hist = dynfit.fit(
+        data, epochs=2, progress=False, lbfgs_iterations=3, checkpoint_dir=tmp_path
+    )
     assert hist.attrs["strategy"] == "continuous" and "stop_reason" in hist.attrs
     assert hist.attrs["prefit_field_error"] < 1e-4
     for var in ("rtol", "misfit", "horizon", "accepted_fraction", "mean_steps", "n_f_evals"):
@@ -185,8 +209,16 @@ def test_continuous_nan_field_is_rolled_back_reported_and_never_saved(data, tmp_
     field = _NaNField()
     before = field.lin.weight.detach().clone()
     with pytest.warns(RuntimeWarning, match="rolled back"):
-        sur, hist = dynfit.fit(data, field=field, epochs=2, progress=False, lbfgs_iterations=2, prefit=False,
-                               on_nan="stop", checkpoint_dir=tmp_path)
+        sur, hist = dynfit.fit(
+            data,
+            field=field,
+            epochs=2,
+            progress=False,
+            lbfgs_iterations=2,
+            prefit=False,
+            on_nan="stop",
+            checkpoint_dir=tmp_path,
+        )
     assert hist.sizes["epoch"] == 0 and "non-finite" in hist.attrs["stop_reason"]
     assert torch.equal(sur.field.lin.weight.detach(), before)
     assert not (tmp_path / "checkpoint.pt").exists()

@@ -52,7 +52,10 @@ def test_split_by_trajectory_and_time():
     assert a.sizes["trajectory"] == 3 and b.sizes["trajectory"] == 2
     a, b = split(ds.x.values, by="time", fraction=0.5)
     assert a.shape == (5, 10, 3) and b.shape == (5, 10, 3)
-    with pytest.raises(ValueError, match=r"unknown by 'space'; expected one of \['trajectory', 'time'\]; split along"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown by 'space'; expected one of \['trajectory', 'time'\]; split along",
+    ):
         split(ds, by="space")
 
 

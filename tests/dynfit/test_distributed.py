@@ -43,11 +43,36 @@ def test_two_processes_equal_one_and_resume_with_another_count(tmp_path):
 
     cfg = tmp_path / "run.toml"
     cfg.write_text(CONFIG.format(n_steps=120, epochs=3))
-    two = _run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "dynfit", "train", str(cfg),
-                "--out", str(tmp_path / "two"), "--no-progress"], tmp_path)
+    two = _run(
+        [
+            str(TORCHRUN),
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "dynfit",
+            "train",
+            str(cfg),
+            "--out",
+            str(tmp_path / "two"),
+            "--no-progress",
+        ],
+        tmp_path,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
-    one = _run([sys.executable, "-m", "dynfit", "train", str(cfg), "--out", str(tmp_path / "one"), "--no-progress"],
-               tmp_path)
+    one = _run(
+        [
+            sys.executable,
+            "-m",
+            "dynfit",
+            "train",
+            str(cfg),
+            "--out",
+            str(tmp_path / "one"),
+            "--no-progress",
+        ],
+        tmp_path,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     a, b = _weights(tmp_path / "one" / "model.pt"), _weights(tmp_path / "two" / "model.pt")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-8
@@ -56,20 +81,51 @@ def test_two_processes_equal_one_and_resume_with_another_count(tmp_path):
     # a 2-process checkpoint continued by 1 process
     shutil.copytree(tmp_path / "two", tmp_path / "resume")
     cfg.write_text(CONFIG.format(n_steps=120, epochs=4))
-    more = _run([sys.executable, "-m", "dynfit", "train", str(cfg), "--out", str(tmp_path / "resume"),
-                 "--no-progress"], tmp_path)
+    more = _run(
+        [
+            sys.executable,
+            "-m",
+            "dynfit",
+            "train",
+            str(cfg),
+            "--out",
+            str(tmp_path / "resume"),
+            "--no-progress",
+        ],
+        tmp_path,
+    )
     assert more.returncode == 0, more.stderr[-2000:]
     hist = xr.load_dataset(tmp_path / "resume" / "history.nc")
     assert hist.sizes["epoch"] == 4 and hist.attrs["world_size"] == 1
-    assert hist.loss.values[:3].tolist() == xr.load_dataset(tmp_path / "two" / "history.nc").loss.values.tolist()
+    assert (
+        hist.loss.values[:3].tolist()
+        == xr.load_dataset(tmp_path / "two" / "history.nc").loss.values.tolist()
+    )
 
 
 def test_more_processes_than_windows_is_refused(tmp_path):
     cfg = tmp_path / "run.toml"
     # one training trajectory of 3 samples, windows of 2 steps: one window for two processes
-    cfg.write_text(CONFIG.format(n_steps=3, epochs=1).replace("n_traj = 3", "n_traj = 2")
-                   .replace("split_fraction = 0.67", "split_fraction = 0.5\nhorizon = 2\nstride = 2"))
-    res = _run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "dynfit", "train", str(cfg),
-                "--out", str(tmp_path / "out"), "--no-progress"], tmp_path)
+    cfg.write_text(
+        CONFIG.format(n_steps=3, epochs=1)
+        .replace("n_traj = 3", "n_traj = 2")
+        .replace("split_fraction = 0.67", "split_fraction = 0.5\nhorizon = 2\nstride = 2")
+    )
+    res = _run(
+        [
+            str(TORCHRUN),
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "dynfit",
+            "train",
+            str(cfg),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ],
+        tmp_path,
+    )
     assert res.returncode != 0
     assert "processes but only" in res.stderr and "training windows" in res.stderr
