@@ -1,0 +1,138 @@
+"""House style, checked: no line over 100 characters in the files listed in ``CLEAN``.
+
+A file joins ``CLEAN`` (one path a line, relative to the repository root) once it is within
+the limit; ``python tests/test_style.py`` prints the files that are clean but not yet listed,
+and the files still over the limit with their counts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_LINE = 100
+PACKAGES = ("_dyncore", "systems", "dynfit", "tests", "examples", "benchmarks")
+
+# Files within the limit; keep this list sorted, one path a line.
+CLEAN = """
+_dyncore/__init__.py
+_dyncore/checks.py
+_dyncore/stats.py
+_dyncore/status.py
+_dyncore/tableaus.py
+benchmarks/bench_controllers.py
+benchmarks/bench_dysts.py
+benchmarks/bench_gpu.py
+benchmarks/bench_inference.py
+benchmarks/bench_library.py
+benchmarks/bench_peers_lorenz.py
+benchmarks/bench_solvers.py
+benchmarks/bench_systems.py
+benchmarks/bench_tabn.py
+benchmarks/bench_training.py
+dynfit/__init__.py
+dynfit/__main__.py
+dynfit/_threads.py
+dynfit/_watch.py
+dynfit/benchmark/methods.py
+dynfit/data.py
+dynfit/diagnostics/__init__.py
+dynfit/diagnostics/dimension.py
+dynfit/distributed.py
+dynfit/embedding.py
+dynfit/estimator.py
+dynfit/nn/fourier.py
+dynfit/nn/library.py
+dynfit/nn/registry.py
+dynfit/prefit.py
+dynfit/selection.py
+dynfit/smoothing.py
+dynfit/solvers/__init__.py
+dynfit/solvers/control.py
+dynfit/solvers/integrate.py
+dynfit/solvers/pi.py
+dynfit/solvers/solution.py
+dynfit/solvers/stepper.py
+dynfit/solvers/tableau.py
+dynfit/solvers/torchdiffeq.py
+dynfit/sweep.py
+dynfit/tables.py
+examples/compare_strategies.py
+examples/continuous_surrogates.py
+examples/dysts_lyapunov.py
+examples/lorenz_strategies.py
+examples/reproduce_allauzen2022.py
+examples/tabn_depth.py
+examples/tabn_models.py
+systems/catalogue.py
+systems/checks.py
+systems/stats.py
+systems/status.py
+systems/tableaus.py
+tests/dynfit/conftest.py
+tests/dynfit/test_benchmark_methods.py
+tests/dynfit/test_continuous.py
+tests/dynfit/test_data.py
+tests/dynfit/test_distributed.py
+tests/dynfit/test_embedding.py
+tests/dynfit/test_estimator.py
+tests/dynfit/test_examples.py
+tests/dynfit/test_files_share.py
+tests/dynfit/test_fourier_field.py
+tests/dynfit/test_library.py
+tests/dynfit/test_schedule.py
+tests/dynfit/test_solvers_control.py
+tests/dynfit/test_solvers_docs.py
+tests/dynfit/test_surrogate.py
+tests/dynfit/test_sweep.py
+tests/kill9_run.py
+tests/systems/conftest.py
+tests/systems/test_dataset.py
+tests/test_api.py
+tests/test_fuzz.py
+tests/test_getting_started.py
+tests/test_import_without_numba.py
+tests/test_properties.py
+tests/test_readme.py
+tests/test_style.py
+""".split()
+
+
+def long_lines(path: Path) -> list[tuple[int, int]]:
+    """(line number, length) of every line of ``path`` longer than MAX_LINE characters."""
+    text = path.read_text(encoding="utf-8")
+    return [(i, len(line)) for i, line in enumerate(text.splitlines(), 1) if len(line) > MAX_LINE]
+
+
+def python_files() -> list[str]:
+    """Every .py file of the packages, tests, examples and benchmarks, relative to ROOT."""
+    files = (p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
+    return sorted(str(p.relative_to(ROOT)) for p in files if "__pycache__" not in p.parts)
+
+
+def test_clean_list_is_sorted_without_repeats():
+    assert CLEAN == sorted(set(CLEAN)), "keep CLEAN sorted, one path a line, no repeats"
+
+
+@pytest.mark.parametrize("name", CLEAN)
+def test_no_line_over_the_limit(name):
+    path = ROOT / name
+    assert path.is_file(), f"{name} is listed in CLEAN but does not exist: remove it from the list"
+    bad = long_lines(path)
+    assert not bad, f"{name}: lines over {MAX_LINE} characters (line, length): {bad}"
+
+
+def test_long_lines_finds_them(tmp_path):
+    path = tmp_path / "x.py"
+    path.write_text("a = 1\n" + "#" * MAX_LINE + "\n" + "b" * (MAX_LINE + 1) + "\n")
+    assert long_lines(path) == [(3, MAX_LINE + 1)]
+
+
+if __name__ == "__main__":
+    listed = set(CLEAN)
+    over = {f: len(long_lines(ROOT / f)) for f in python_files()}
+    print("clean, not yet in CLEAN:")
+    print("\n".join(f for f, n in over.items() if n == 0 and f not in listed) or "  (none)")
+    print("over the limit:")
+    print("\n".join(f"{n:5d} {f}" for f, n in sorted(over.items(), key=lambda x: -x[1]) if n))
