@@ -17,17 +17,8 @@ import numpy as np
 
 from systems import checks
 
-__all__ = [
-    "Standardizer",
-    "Windows",
-    "as_trajectories",
-    "component_names",
-    "data_attrs",
-    "make_windows",
-    "split",
-]
 
-DIMS = ("trajectory", "time", "component")
+_DIMS = ("trajectory", "time", "component")
 
 
 @dataclass(frozen=True)
@@ -154,7 +145,7 @@ class Windows:
 
 
 # magnitudes beyond this overflow float64 when squared (variances, squared-error losses)
-MAX_MAGNITUDE = 1e150
+_MAX_MAGNITUDE = 1e150
 
 
 def as_trajectories(
@@ -190,13 +181,13 @@ def as_trajectories(
     if from_xarray:
         attrs = {**dict(data.attrs), **attrs}
         dims = tuple(data.dims)
-        if set(dims) == set(DIMS):
-            arr = data.transpose(*DIMS).values
+        if set(dims) == set(_DIMS):
+            arr = data.transpose(*_DIMS).values
         elif set(dims) == {"time", "component"}:
             arr = data.transpose("time", "component").values[None]
         else:
             raise ValueError(
-                f"DataArray dims {dims} do not match {DIMS} (or ('time', 'component'))"
+                f"DataArray dims {dims} do not match {_DIMS} (or ('time', 'component'))"
             )
         if "dt" in attrs:
             own_dt, own_from = attrs["dt"], "attrs['dt']"
@@ -260,9 +251,9 @@ def as_trajectories(
             f"component {d}; clean or drop those samples before training"
         )
     big = float(np.abs(arr).max())
-    if big > MAX_MAGNITUDE:
+    if big > _MAX_MAGNITUDE:
         raise ValueError(
-            f"data hold values as large as {big:.3g}, beyond {MAX_MAGNITUDE:g}: their squares "
+            f"data hold values as large as {big:.3g}, beyond {_MAX_MAGNITUDE:g}: their squares "
             "overflow float64 (standard deviation and loss become inf); divide the data by a "
             "constant first"
         )

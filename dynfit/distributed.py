@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Context", "context"]
 
 
 @dataclass

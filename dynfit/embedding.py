@@ -22,7 +22,7 @@ import numpy as np
 
 from systems import checks
 
-__all__ = ["DelayEmbedding", "mutual_information_delay", "prepare_state"]
+__all__ = ["DelayEmbedding", "mutual_information_delay"]
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def check_embed(embed: Any) -> "DelayEmbedding | None":
     )
 
 
-def embed_trajectories(
+def _embed_trajectories(
     embed: DelayEmbedding, trajectories: np.ndarray, dt: float, attrs: dict
 ) -> tuple[np.ndarray, dict]:
     """(embedded trajectories (N, T - window, d lags), attrs with the embedded component names)."""
@@ -166,7 +166,7 @@ def prepare_state(
     """
     embed = check_embed(embed)
     if embed is not None:
-        return embed_trajectories(embed, trajectories, dt, attrs)
+        return _embed_trajectories(embed, trajectories, dt, attrs)
     if trajectories.shape[2] == 1 and not _time_dependent(field):
         raise ValueError(
             "the data observe 1 component: an autonomous 1-D ODE dx/dt = f(x) is monotone, it can "

@@ -26,17 +26,6 @@ from typing import Callable, Iterator
 import numpy as np
 import xarray as xr
 
-__all__ = [
-    "Task",
-    "Job",
-    "run",
-    "run_task",
-    "connect",
-    "parse_cluster",
-    "SchedulerUnreachableError",
-    "SweepError",
-    "CONNECT_TIMEOUT",
-]
 
 CONNECT_TIMEOUT = 10.0  # seconds to wait for a scheduler to answer
 _POLL = 0.5  # seconds between progress checks on a cluster
@@ -193,7 +182,7 @@ def _store(folder: Path, result: dict, key: str) -> None:
             ds.to_netcdf(tmp)
 
 
-def finished(task: Task, job: Job) -> dict | None:
+def _finished(task: Task, job: Job) -> dict | None:
     """The stored result of ``task`` in ``job.out`` if one with the same key is there, else None."""
     if job.out is None:
         return None
@@ -248,7 +237,7 @@ def run(
     results: dict[tuple[int, int], dict] = {}
     todo = []
     for task in tasks:
-        old = finished(task, job)
+        old = _finished(task, job)
         if old is None:
             todo.append(task)
         else:

@@ -19,7 +19,7 @@ from systems.files import ensure_folder
 
 from .io import write_text
 
-__all__ = ["compare_table", "write_tables", "check_compare", "FORMAT"]
+__all__ = ["compare_table", "write_tables"]
 
 FORMAT = "dynfit-compare-1"
 

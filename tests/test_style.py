@@ -93,6 +93,7 @@ tests/test_api.py
 tests/test_fuzz.py
 tests/test_getting_started.py
 tests/test_import_without_numba.py
+tests/test_imports.py
 tests/test_properties.py
 tests/test_readme.py
 tests/test_style.py

@@ -23,7 +23,7 @@ from torch import nn
 
 from systems import checks
 
-__all__ = ["Library", "check_spec", "monomial_exponents", "monomial_name", "spec_n_terms"]
+__all__ = ["Library"]
 
 
 def monomial_exponents(dim: int, degree: int) -> torch.Tensor:

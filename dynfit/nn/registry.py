@@ -17,21 +17,21 @@ from systems import checks
 
 from .._settings import _Settings, is_bool, is_int, is_str, setting
 
-__all__ = ["FIELD_KINDS", "AUTO_KIND", "DEFAULT_FIELD", "COMPARE_FIELD", "FieldSettings",
-           "build_field", "register_field"]
+__all__ = ["FIELD_KINDS", "DEFAULT_FIELD", "COMPARE_FIELD", "FieldSettings", "build_field",
+           "register_field"]
 
 # kind -> field class, filled by register_field as the field modules are imported (dynfit.nn)
 FIELD_KINDS: dict[str, type] = {}
 _VECTOR_KINDS: list[str] = []  # the kinds whose fields take state vectors (B, dim)
-AUTO_KIND = "auto"  # the library chosen on the data, then a neural correction
-KIND_WITHOUT_NAME = "mlp"  # the kind of a config dict that names none
+_AUTO_KIND = "auto"  # the library chosen on the data, then a neural correction
+_KIND_WITHOUT_NAME = "mlp"  # the kind of a config dict that names none
 
 
 def register_field(kind: str, *, vector: bool = True):
     """Class decorator: register a field class under ``kind``; ``vector``: it takes states
     (B, dim)."""
     def register(cls: type) -> type:
-        if kind in FIELD_KINDS or kind == AUTO_KIND:
+        if kind in FIELD_KINDS or kind == _AUTO_KIND:
             raise ValueError(f"field kind {kind!r} is already registered "
                              f"(by {FIELD_KINDS.get(kind)}); pick another name")
         FIELD_KINDS[kind] = cls
@@ -41,9 +41,9 @@ def register_field(kind: str, *, vector: bool = True):
     return register
 
 
-def vector_kinds() -> tuple[str, ...]:
+def _vector_kinds() -> tuple[str, ...]:
     """The kinds ``fit`` may name: "auto", then the registered kinds on state vectors."""
-    return (AUTO_KIND, *_VECTOR_KINDS)
+    return (_AUTO_KIND, *_VECTOR_KINDS)
 
 
 def build_field(config: dict, dim: int, dtype=torch.float64) -> torch.nn.Module:
@@ -55,7 +55,7 @@ def build_field(config: dict, dim: int, dtype=torch.float64) -> torch.nn.Module:
         raise TypeError(f"field config must be a dict like {{'kind': 'mlp', 'width': 64}}, "
                         f"got {type(config).__name__}")
     options = dict(config)
-    kind = options.pop("kind", KIND_WITHOUT_NAME)
+    kind = options.pop("kind", _KIND_WITHOUT_NAME)
     checks.choice("field kind", kind, sorted(FIELD_KINDS))
     try:
         return FIELD_KINDS[kind](dim, dtype=dtype, **options)
@@ -72,7 +72,7 @@ class FieldSettings(_Settings):
     degree tried (kind "auto"; None: 5). correction: the neural part of kinds "auto"/"library",
     "mlp" or "residual" (None: "mlp").
     """
-    kind: str = setting(AUTO_KIND, is_str(vector_kinds), toml="field")
+    kind: str = setting(_AUTO_KIND, is_str(_vector_kinds), toml="field")
     degree: int | None = setting(None, is_int(1, optional=True), toml="field")
     width: int = setting(32, is_int(0), toml="field")
     depth: int = setting(2, is_int(1), toml="field")
