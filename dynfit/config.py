@@ -133,7 +133,7 @@ class ModelSettings(_Settings):
     dtype, device (None: cuda when available), seed, and the derivative pre-fit (``prefit``: None =
     with the continuous strategy on a fresh start; ``prefit_order``: the finite-difference order;
     ``prefit_targets``: "auto" (smoothed where the noise estimate finds noise, else differences),
-    "differences" or "smoothed" (:func:`dynfit.prefit.derivative_targets`); ``prefit_iterations``:
+    "differences", "smoothed" or "weak" (:func:`dynfit.prefit.prefit`); ``prefit_iterations``:
     the L-BFGS iteration cap of the neural part)."""
     field: Any = setting(None, _is_field)
     dtype: str = setting("float64", is_dtype, toml="field")
@@ -141,7 +141,7 @@ class ModelSettings(_Settings):
     seed: int = setting(0, is_int(0), toml="train")
     prefit: bool | None = setting(None, is_bool_or_none, toml="train")
     prefit_order: int = setting(8, is_int(2), toml="train")
-    prefit_targets: str = setting("auto", one_of(("auto", "differences", "smoothed")), toml="train")
+    prefit_targets: str = setting("auto", one_of(("auto", "differences", "smoothed", "weak")), toml="train")
     prefit_iterations: int = setting(200, is_int(0), toml="train")
 
 

@@ -11,7 +11,10 @@ Noisy data: :func:`derivative_targets` estimates the noise level first
 (:func:`dynfit.smoothing.noise_level`); where the samples hold white noise
 that the differences would amplify, the targets are Savitzky-Golay smoothed
 states and derivatives (:func:`dynfit.smoothing.savgol_derivatives`, window
-from the noise level) instead of differences of the raw samples.
+from the noise level) instead of differences of the raw samples; or, for a
+field with a library, weak-form (integral) targets (:mod:`dynfit.weakform`:
+the field integrated against smooth test functions, fitted to the samples
+integrated against their derivatives: no derivative of the noisy data at all).
 
 All quantities are in the model's units: standardised states, one time unit
 per sampling interval.
@@ -26,7 +29,8 @@ import torch
 
 from systems import checks
 
-__all__ = ["STENCILS", "TARGETS", "derivative_estimates", "derivative_targets", "prefit"]
+__all__ = ["STENCILS", "TARGETS", "NOISY_TARGETS", "choose_targets", "derivative_estimates",
+           "derivative_targets", "prefit"]
 
 # central first-derivative stencils (unit spacing), order -> coefficients of samples -p..p
 STENCILS = {
@@ -50,8 +54,9 @@ def derivative_estimates(z: np.ndarray, order: int = 8) -> tuple[np.ndarray, np.
         raise ValueError(f"z must have shape (N, T, D), got {z.shape}")
     n, t, d = z.shape
     if t <= order:
-        raise ValueError(f"derivative estimates of order {order} need trajectories longer than {order} samples, "
-                         f"got {t}; pass shorter-order derivatives (prefit_order) or longer trajectories")
+        raise ValueError(f"derivative estimates of order {order} need trajectories longer than "
+                         f"{order} samples, got {t}; pass shorter-order derivatives (prefit_order) "
+                         "or longer trajectories")
     m = t - order
     dz = np.zeros((n, m, d))
     for k, c in enumerate(STENCILS[order]):
@@ -61,35 +66,53 @@ def derivative_estimates(z: np.ndarray, order: int = 8) -> tuple[np.ndarray, np.
     return z[:, p:p + m].reshape(-1, d), dz.reshape(-1, d)
 
 
-TARGETS = ("auto", "differences", "smoothed")
+TARGETS = ("auto", "differences", "smoothed", "weak")
+NOISY_TARGETS = "weak"  # what "auto" picks on noisy data (docs/training.md, "Noisy data")
+
+
+def choose_targets(z: np.ndarray, targets: str = "auto") -> dict:
+    """The regression targets for trajectories z (N, T, D) at unit spacing: {"targets": the one
+    used ("auto": ``NOISY_TARGETS`` where :func:`dynfit.smoothing.noise_is_white` finds noise in
+    some component, else "differences"), "noise_level": (D,) list}."""
+    from .smoothing import noise_is_white, noise_level
+
+    checks.choice("prefit targets", targets, TARGETS)
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 3:
+        raise ValueError(f"z must have shape (N, T, D), got {z.shape}")
+    info = {"noise_level": [float(v) for v in noise_level(z)]}
+    if targets == "auto":
+        targets = NOISY_TARGETS if noise_is_white(z).any() else "differences"
+    info["targets"] = targets
+    return info
 
 
 def derivative_targets(z: np.ndarray, *, order: int = 8, targets: str = "auto",
                        windows=None) -> tuple[np.ndarray, np.ndarray, dict]:
     """(states, derivatives, info) for the pre-fit from trajectories z (N, T, D) at unit spacing.
 
-    targets: "differences" (central differences of ``order``, today's
-    clean-data path), "smoothed" (Savitzky-Golay states and derivatives with
-    per-component ``windows`` (D,), chosen from the noise level when None) or
-    "auto" (smoothed where :func:`dynfit.smoothing.noise_is_white` finds noise
-    in some component, else differences). info: "targets" (the one used),
-    "noise_level" (D,) list (in z's units; on clean data an upper bound),
-    "windows" (D,) list (smoothed only).
+    Pointwise targets only: "differences" (central differences of ``order``,
+    the clean-data path), "smoothed" (Savitzky-Golay states and derivatives
+    with per-component ``windows`` (D,), chosen from the noise level when
+    None) or "auto" (smoothed where :func:`dynfit.smoothing.noise_is_white`
+    finds noise in some component, else differences); weak-form targets have
+    no pointwise derivatives (:func:`dynfit.weakform.weak_system`). info:
+    "targets" (the one used), "noise_level" (D,) list (in z's units; on clean
+    data an upper bound), "windows" (D,) list (smoothed only).
     """
-    from .smoothing import noise_is_white, noise_level, savgol_derivatives, savgol_window
+    from .smoothing import savgol_derivatives, savgol_window
 
-    checks.choice("prefit targets", targets, TARGETS)
+    if targets == "weak":
+        raise ValueError("derivative_targets gives pointwise targets ('auto', 'differences', "
+                         "'smoothed'); weak-form targets come from dynfit.weakform.weak_system")
+    info = choose_targets(z, targets)
     z = np.asarray(z, dtype=np.float64)
-    if z.ndim != 3:
-        raise ValueError(f"z must have shape (N, T, D), got {z.shape}")
-    noise = noise_level(z)
-    info = {"noise_level": [float(v) for v in noise]}
-    if targets == "auto":
-        targets = "smoothed" if noise_is_white(z).any() else "differences"
-    info["targets"] = targets
-    if targets == "differences":
+    if info["targets"] == "weak":
+        info["targets"] = "smoothed"
+    if info["targets"] == "differences":
         states, derivs = derivative_estimates(z, order)
         return states, derivs, info
+    noise = np.asarray(info["noise_level"])
     if windows is None:
         windows = savgol_window(z, noise)
     info["windows"] = [int(w) for w in np.asarray(windows).reshape(-1)]
@@ -115,60 +138,111 @@ def _lstsq(feats: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None)
     return sol / scale.cpu()[:, None]
 
 
-def _relative_error(field, zs: torch.Tensor, dz: torch.Tensor) -> float:
+def _relative_error(field, zs: torch.Tensor, dz: torch.Tensor, lift=None) -> float:
     with torch.no_grad():
-        res = field(torch.zeros((), dtype=zs.dtype, device=zs.device), zs) - dz
+        out = field(torch.zeros((), dtype=zs.dtype, device=zs.device), zs)
+        res = (out if lift is None else lift(out)) - dz
         return float(res.square().sum().sqrt() / dz.square().sum().sqrt())
+
+
+def _has_library(field: torch.nn.Module) -> bool:
+    return isinstance(getattr(field, "coef", None), torch.nn.Parameter) and hasattr(field,
+                                                                                    "features")
+
+
+def _targets(field, z, order, targets, windows, width):
+    """(states (B, D), targets (R, D), lift or None, info): the regression's rows. Pointwise
+    targets: R = B and no lift; weak-form targets: states are every sample (N * T), the targets
+    the weak form's y and lift maps values at the states to their test-function integrals."""
+    if targets == "differences" and windows is None:  # no noise estimate needed: the clean path
+        states, derivs = derivative_estimates(z, order)
+        return states, derivs, None, {"targets": "differences"}
+    info = choose_targets(z, targets)
+    if info["targets"] == "weak" and targets == "auto" and not _has_library(field):
+        info["targets"] = "smoothed"  # weak targets were measured on library fields only
+    if info["targets"] != "weak":
+        states, derivs, info = derivative_targets(z, order=order, targets=info["targets"],
+                                                  windows=windows)
+        return states, derivs, None, info
+    from .smoothing import savgol_window
+    from .weakform import weak_form_for, width_from_windows
+
+    z = np.asarray(z, dtype=np.float64)
+    if width is None:
+        if windows is None:
+            windows = savgol_window(z, np.asarray(info["noise_level"]))
+        width = width_from_windows(windows, z.shape[1])
+    if windows is not None:
+        info["windows"] = [int(w) for w in np.asarray(windows).reshape(-1)]
+    form = weak_form_for(z, width=width)
+    n, t, d = z.shape
+    info.update({"weak_width": form.width, "weak_degree": form.degree,
+                 "weak_stride": form.stride})
+
+    def lift(v: torch.Tensor) -> torch.Tensor:
+        return form.integrate(v.reshape(n, t, -1))
+
+    return z.reshape(-1, d), form.targets(z), lift, info
 
 
 def prefit(field: torch.nn.Module, z: np.ndarray, *, order: int = 8, iterations: int = 200,
            tolerance: float = 1e-3, device=None, dtype=torch.float64, targets: str = "differences",
-           windows=None) -> dict:
-    """Fit ``field`` (in place) to the derivatives of z (N, T, D) (:func:`derivative_targets` with
-    ``order``, ``targets`` and ``windows``; the default "differences" is the clean-data path).
+           windows=None, width: int | None = None) -> dict:
+    """Fit ``field`` (in place) to the derivatives of z (N, T, D) at unit spacing.
+
+    targets: "differences" (the default; central differences of ``order``,
+    the clean-data path), "smoothed" (Savitzky-Golay, per-component
+    ``windows``), "weak" (weak-form targets, :mod:`dynfit.weakform`: test
+    functions of ``width`` samples; when None,
+    :func:`dynfit.weakform.width_from_windows` of the Savitzky-Golay
+    ``windows``, themselves from the noise level when None) or "auto"
+    (:func:`choose_targets`: on noisy data weak for a field with a library,
+    smoothed for others; differences on clean data).
 
     A field with a library (``features`` and ``coef``; a 0/1 ``mask`` buffer
     restricts each component to its active terms) gets its coefficients from
     linear least squares first. Then, if the field has other parameters,
-    L-BFGS on the mean squared derivative error runs until the relative change
-    of the loss over 5 steps of 20 iterations falls below ``tolerance`` or
-    ``iterations`` are spent. Returns {"field_error": relative RMS derivative
-    error, "field_error_lstsq", "iterations", "wall_time", "targets",
-    "noise_level" (D,), "windows" (smoothed targets only)}.
+    L-BFGS on the mean squared derivative (or weak-form) error runs until the
+    relative change of the loss over 5 steps of 20 iterations falls below
+    ``tolerance`` or ``iterations`` are spent. Returns {"field_error":
+    relative RMS error of the field on the targets, "field_error_lstsq",
+    "iterations", "wall_time", "targets", "noise_level" (D,), "windows"
+    (smoothed or weak targets), "weak_width", "weak_degree", "weak_stride"
+    (weak targets)}.
     """
     iterations = checks.integer("prefit iterations", iterations, minimum=0)
+    checks.choice("prefit targets", targets, TARGETS)
     t0 = time.perf_counter()
-    if targets == "differences" and windows is None:  # no noise estimate needed: today's path
-        states, derivs = derivative_estimates(z, order)
-        tinfo = {"targets": "differences"}
-    else:
-        states, derivs, tinfo = derivative_targets(z, order=order, targets=targets, windows=windows)
+    states, derivs, lift, tinfo = _targets(field, z, order, targets, windows, width)
     dev = torch.device("cpu") if device is None else torch.device(device)
     zs = torch.as_tensor(states, dtype=dtype, device=dev)
     dz = torch.as_tensor(derivs, dtype=dtype, device=dev)
+    up = (lambda v: v) if lift is None else lift
     info = {"field_error_lstsq": math.nan, "iterations": 0, **tinfo}
     coef = getattr(field, "coef", None)
-    if isinstance(coef, torch.nn.Parameter) and hasattr(field, "features"):
+    t_zero = torch.zeros((), dtype=zs.dtype, device=dev)
+    if _has_library(field):
         with torch.no_grad():
-            feats = field.features(zs).to(torch.float64)
+            feats = up(field.features(zs)).to(torch.float64)
             target = dz.to(torch.float64)
             mlp = getattr(field, "mlp", None)
             if mlp is not None:
-                target = target - mlp(torch.zeros((), dtype=zs.dtype, device=dev), zs).to(torch.float64)
+                target = target - up(mlp(t_zero, zs)).to(torch.float64)
             mask = getattr(field, "mask", None)
             mask = mask if isinstance(mask, torch.Tensor) else None
             coef.copy_(_lstsq(feats, target, mask).to(coef))
-        info["field_error_lstsq"] = _relative_error(field, zs, dz)
+        info["field_error_lstsq"] = _relative_error(field, zs, dz, lift)
     others = [p for name, p in field.named_parameters() if p.requires_grad and p is not coef]
     if others and iterations > 0:
         params = [p for p in field.parameters() if p.requires_grad]
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, tolerance_grad=0.0, tolerance_change=0.0,
-                                history_size=50, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, tolerance_grad=0.0,
+                                tolerance_change=0.0, history_size=50,
+                                line_search_fn="strong_wolfe")
         norm = float(dz.square().mean())
 
         def closure():
             opt.zero_grad()
-            loss = (field(torch.zeros((), dtype=zs.dtype, device=dev), zs) - dz).square().mean() / norm
+            loss = (up(field(t_zero, zs)) - dz).square().mean() / norm
             loss.backward()
             return loss
 
@@ -190,6 +264,6 @@ def prefit(field: torch.nn.Module, z: np.ndarray, *, order: int = 8, iterations:
                 break
         field.load_state_dict(best)
         info["iterations"] = done
-    info["field_error"] = _relative_error(field, zs, dz)
+    info["field_error"] = _relative_error(field, zs, dz, lift)
     info["wall_time"] = time.perf_counter() - t0
     return info

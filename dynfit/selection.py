@@ -153,14 +153,25 @@ def _free_run(library: Library, coef: np.ndarray, z_val: np.ndarray,
     return float(np.sqrt(np.mean((np.array(out) - truth) ** 2))), False
 
 
+def _features(lib: Library, data: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) regression matrices of ``lib``: its features at the target states,
+    or with weak-form targets the weak-form matrices G."""
+    if "form_t" in data:
+        from .weakform import weak_system
+
+        return (weak_system(data["zt"], lib, form=data["form_t"])[0],
+                weak_system(data["zv"], lib, form=data["form_v"])[0])
+    with torch.no_grad():
+        return (lib(torch.as_tensor(data["xt"])).numpy(),
+                lib(torch.as_tensor(data["xv"])).numpy())
+
+
 def _evaluate(name: str, spec: dict, data: dict) -> dict:
     """One candidate: STLSQ at each threshold on the training part, scored on the validation part;
     the sparsest fit within 10% of the best validation error is kept."""
     dim = data["dim"]
     lib = Library(dim, spec, dtype=torch.float64)
-    with torch.no_grad():
-        ft = lib(torch.as_tensor(data["xt"])).numpy()
-        fv = lib(torch.as_tensor(data["xv"])).numpy()
+    ft, fv = _features(lib, data)
     yv = data["yv"]
     norm = float(np.sqrt(np.sum(yv ** 2)))
     fits = []
@@ -190,14 +201,20 @@ def _evaluate(name: str, spec: dict, data: dict) -> dict:
             "lib": lib}
 
 
-def _target_floor(z_val: np.ndarray, kind: str, noise, windows, order: int) -> float:
+def _target_floor(z_val: np.ndarray, kind: str, noise, windows, order: int,
+                  data: dict | None = None) -> float:
     """The relative error of the validation derivative targets themselves (candidates closer than
     it to the targets are not told apart): on differences, the gap between orders ``order`` and
     ``order - 2`` (an upper bound of the error of ``order``); on smoothed targets, the noise the
-    Savitzky-Golay derivative keeps, sqrt(sum_j s_j^2 |k_j|^2 / sum_j mean(y_j^2))."""
+    Savitzky-Golay derivative keeps, sqrt(sum_j s_j^2 |k_j|^2 / sum_j mean(y_j^2)); on weak-form
+    targets the same with the test function's derivative |phi'|^2 for |k_j|^2."""
     from .prefit import derivative_estimates
     from .smoothing import _kernels, derivative_windows
 
+    if kind == "weak":
+        y, gain = data["yv"], data["form_v"].noise_gain()
+        return float(np.sqrt(np.sum(np.asarray(noise) ** 2) * gain ** 2
+                             / np.sum(np.mean(y ** 2, axis=0))))
     if kind == "differences":
         _, hi = derivative_estimates(z_val, order)
         _, lo = derivative_estimates(z_val[:, 1:-1], order - 2)
@@ -227,20 +244,41 @@ def select_library(z, *, scale=None, max_degree: int = 5, max_terms: int = 1000,
         return _select(z, scale, max_degree, max_terms, free_steps, targets, order)
 
 
+def _weak_data(zt: np.ndarray, zv: np.ndarray, windows) -> tuple[dict, int]:
+    """The weak-form systems' data for the training and validation parts (test functions of the
+    pre-fit's width, at most half the validation part) and the width."""
+    from .weakform import WeakForm, width_from_windows
+
+    t_all = zt.shape[1] + (zv.shape[1] if zt.shape[0] == 1 else 0)  # one trajectory: split in time
+    width = width_from_windows(windows, t_all)
+    width = min(width, zv.shape[1] // 2, zt.shape[1] // 2)
+    form_t, form_v = WeakForm(zt.shape[1], width), WeakForm(zv.shape[1], width)
+    return {"zt": zt, "zv": zv, "form_t": form_t, "form_v": form_v, "yt": form_t.targets(zt),
+            "yv": form_v.targets(zv)}, width
+
+
 def _select(z, scale, max_degree, max_terms, free_steps, targets, order):
-    from .prefit import derivative_targets
+    from .prefit import choose_targets, derivative_targets
+    from .smoothing import savgol_window
 
     dim = z.shape[2]
-    _, _, tinfo = derivative_targets(z, order=order, targets=targets)
+    tinfo = choose_targets(z, targets)
+    if tinfo["targets"] in ("smoothed", "weak"):
+        tinfo["windows"] = [int(w) for w in savgol_window(z, np.asarray(tinfo["noise_level"]))]
     zt, zv = _split(z)
-    kw = {"order": order, "targets": tinfo["targets"], "windows": tinfo.get("windows")}
-    xt, yt, _ = derivative_targets(zt, **kw)
-    xv, yv, _ = derivative_targets(zv, **kw)
-    if xt.shape[0] > _MAX_ROWS:
-        keep = np.linspace(0, xt.shape[0] - 1, _MAX_ROWS).astype(int)
-        xt, yt = xt[keep], yt[keep]
-    data = {"dim": dim, "xt": xt, "yt": yt, "xv": xv, "yv": yv, "zv": zv}
-    max_terms = min(max_terms, max(xt.shape[0] // 8, 1))
+    if tinfo["targets"] == "weak":
+        data, tinfo["weak_width"] = _weak_data(zt, zv, tinfo["windows"])
+        rows_t = min(zt.shape[0] * zt.shape[1], 4 * data["yt"].shape[0])
+    else:
+        kw = {"order": order, "targets": tinfo["targets"], "windows": tinfo.get("windows")}
+        xt, yt, _ = derivative_targets(zt, **kw)
+        xv, yv, _ = derivative_targets(zv, **kw)
+        if xt.shape[0] > _MAX_ROWS:
+            keep = np.linspace(0, xt.shape[0] - 1, _MAX_ROWS).astype(int)
+            xt, yt = xt[keep], yt[keep]
+        data, rows_t = {"xt": xt, "yt": yt, "xv": xv, "yv": yv}, xt.shape[0]
+    data.update({"dim": dim, "zv": zv})
+    max_terms = min(max_terms, max(rows_t // 8, 1))
     rows, best_poly, stale, best_err = [], 1, 0, math.inf
     for degree in range(1, max_degree + 1):
         spec = {"poly": degree}
@@ -261,8 +299,8 @@ def _select(z, scale, max_degree, max_terms, free_steps, targets, order):
                   if name.startswith("poly1+trig") and "trig_times" not in spec]
         extra = [(n, s) for n, s in extra if spec_n_terms(check_spec(s, dim), dim) <= max_terms]
     rows += [_evaluate(name, spec, data) for name, spec in extra]
-    floor = _target_floor(zv, tinfo["targets"], tinfo["noise_level"], tinfo.get("windows"), order) \
-        if tinfo["targets"] == "smoothed" or order > 2 else 0.0
+    floor = _target_floor(zv, tinfo["targets"], tinfo["noise_level"], tinfo.get("windows"), order,
+                          data) if tinfo["targets"] != "differences" or order > 2 else 0.0
     chosen, reason = _choose(rows, floor, zv, free_steps)
     if chosen is None:
         spec = check_spec({"poly": 2}, dim)
@@ -279,8 +317,9 @@ def _select(z, scale, max_degree, max_terms, free_steps, targets, order):
               "target_error": floor,
               "candidates": [{k: v for k, v in r.items() if k not in ("coef", "lib")}
                              for r in rows]}
-    if "windows" in tinfo:
-        report["windows"] = tinfo["windows"]
+    for key in ("windows", "weak_width"):
+        if key in tinfo:
+            report[key] = tinfo[key]
     return spec, mask, report
 
 

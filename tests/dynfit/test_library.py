@@ -207,13 +207,14 @@ def test_fit_default_field_is_chosen_and_recorded(lorenz, tmp_path):
     assert type(sur2.field).__name__ == "PolynomialField"
 
 
-def test_fit_on_noisy_data_smooths_and_reports_the_noise(lorenz):
+def test_fit_on_noisy_data_uses_weak_targets_and_reports_the_noise(lorenz):
     import dynfit
 
     x, scaler = lorenz
     noisy = x + 0.02 * scaler.std * np.random.default_rng(4).standard_normal(x.shape)
     _, hist = dynfit.fit(noisy[:, :800], dt=0.01, epochs=0, progress=False, prefit_iterations=0)
-    assert hist.attrs["prefit_targets"] == "smoothed"
+    assert hist.attrs["prefit_targets"] == "weak" and hist.attrs["noisy_data"] == 1
+    assert hist.attrs["prefit_weak_width"] >= 8
     assert 0.02 / 1.5 < hist.attrs["noise_estimate"] < 0.02 * 1.5
     assert hist.attrs["library"] == "poly2"
 
