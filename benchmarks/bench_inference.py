@@ -34,9 +34,8 @@ def setup():
 
     field, traj, scaler = demo_field()
     field.eval()
-    starts = torch.as_tensor(
-        scaler.forward(traj[:, 100:1500:200].reshape(-1, 3)), dtype=torch.float64
-    )
+    starts = torch.as_tensor(scaler.forward(traj[:, 100:1500:200].reshape(-1, 3)),
+                             dtype=torch.float64)
     return field, starts
 
 

@@ -160,23 +160,20 @@ def run_once(solver, field, windows, t, method, tol, atol=None, y0=None):
     t0 = CLOCK()
     reported = None
     if solver in ("dynfit", "dynfit-batch"):
-        ctrl = MixedNorm(
-            rtol=tol, atol=atol, norm="batch" if solver == "dynfit-batch" else "example"
-        )
+        ctrl = MixedNorm(rtol=tol, atol=atol,
+                         norm="batch" if solver == "dynfit-batch" else "example")
         sol = odesolve(field, y0, t, method=method, control=ctrl)
         ys, reported = sol.ys, sol.stats.n_f_evals
     elif solver == "dynfit-compiled":
-        sol = odesolve(
-            field.net, y0, t, method=method, control=MixedNorm(rtol=tol, atol=atol), compile=True
-        )
+        sol = odesolve(field.net, y0, t, method=method, control=MixedNorm(rtol=tol, atol=atol),
+                       compile=True)
         ys, reported = sol.ys, None
         field.calls, field.rows = sol.stats.n_f_evals, int(sol.stats.n_f_evals_per_example.sum())
     elif solver == "torchdiffeq":
         ys = torchdiffeq.odeint(field, y0, t, method=method, rtol=tol, atol=atol)
     else:
-        ys = torchdiffeq.odeint(
-            field, y0, t, method=method, rtol=tol, atol=atol, options=dict(norm=max_norm(len(y0)))
-        )
+        ys = torchdiffeq.odeint(field, y0, t, method=method, rtol=tol, atol=atol,
+                                options=dict(norm=max_norm(len(y0))))
     loss = (ys - windows).square().mean()
     n_fwd_calls, n_fwd_rows = field.calls, field.rows
     loss.backward()
@@ -216,15 +213,8 @@ def accuracy():
                 if path == "odesolve":
                     y1 = odesolve(lorenz, y0, t, method=method, step_size=h).ys[-1]
                 else:
-                    y1 = torchdiffeq.odeint(
-                        lorenz,
-                        y0,
-                        t,
-                        method=method,
-                        rtol=1e6,
-                        atol=1e6,
-                        options=dict(first_step=h, max_step=h),
-                    )[-1]
+                    y1 = torchdiffeq.odeint(lorenz, y0, t, method=method, rtol=1e6, atol=1e6,
+                                            options=dict(first_step=h, max_step=h))[-1]
                 errs.append(np.abs(y1.numpy() - exact).max())
             slope = np.polyfit(np.log(t_end / ns), np.log(errs), 1)[0]
             print(
@@ -235,27 +225,24 @@ def accuracy():
     t = torch.linspace(0, 1, 11, dtype=f64)
     ref = np.stack(
         [
-            solve_ivp(
-                lorenz_np, (0, 1), y, method="DOP853", rtol=1e-12, atol=1e-12, t_eval=t.numpy()
-            ).y.T
+            solve_ivp(lorenz_np, (0, 1), y, method="DOP853", rtol=1e-12, atol=1e-12,
+                      t_eval=t.numpy()).y.T
             for y in y0.numpy()
         ],
         axis=1,
     )
     print("# Lorenz over [0, 1], 11 outputs, rtol = atol = 1e-8, max |y - DOP853(1e-12)|")
     for method in ("rkf45", "rkf23", "dopri5"):
-        ours = odesolve(
-            lorenz, y0, t, method=method, control=MixedNorm(rtol=1e-8, atol=1e-8), max_steps=10**5
-        ).ys
+        ours = odesolve(lorenz, y0, t, method=method, control=MixedNorm(rtol=1e-8, atol=1e-8),
+                        max_steps=10**5).ys
         td = torchdiffeq.odeint(lorenz, y0, t, method=method, rtol=1e-8, atol=1e-8)
         print(
             f"{method:6s} odesolve {np.abs(ours.numpy() - ref).max():.2e}  "
             f"torchdiffeq {np.abs(td.numpy() - ref).max():.2e}"
         )
     torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(3, 16, dtype=f64), torch.nn.Tanh(), torch.nn.Linear(16, 3, dtype=f64)
-    )
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16, dtype=f64), torch.nn.Tanh(),
+                              torch.nn.Linear(16, 3, dtype=f64))
     field = lambda t, y: net(y)  # noqa: E731
     y0 = torch.tensor([[1.0, -1.0, 0.5], [0.2, 0.3, -0.7]], dtype=f64)
     t = torch.linspace(0, 1, 4, dtype=f64)
@@ -269,9 +256,8 @@ def accuracy():
     tol = dict(rtol=1e-10, atol=1e-10)
     direct = grads(lambda y: torchdiffeq.odeint(field, y, t, method="rkf45", **tol))
     adj = grads(
-        lambda y: torchdiffeq.odeint_adjoint(
-            field, y, t, method="rkf45", adjoint_params=tuple(net.parameters()), **tol
-        )
+        lambda y: torchdiffeq.odeint_adjoint(field, y, t, method="rkf45",
+                                             adjoint_params=tuple(net.parameters()), **tol)
     )
     ours = grads(lambda y: odesolve(field, y, t, control=MixedNorm(**tol)).ys)
     rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
@@ -287,36 +273,26 @@ def main(argv=None):
     p.add_argument("--window", type=int, default=20, help="observation steps (of 0.01) per window")
     p.add_argument("--methods", nargs="+", default=["rkf45", "dopri5"])
     p.add_argument("--tols", nargs="+", type=float, default=[1e-4, 1e-6])
-    p.add_argument(
-        "--atol", type=float, default=None, help="absolute tolerance (default: each rtol)"
-    )
+    p.add_argument("--atol", type=float, default=None,
+                   help="absolute tolerance (default: each rtol)")
     p.add_argument(
         "--compile",
         action="store_true",
         help="also time odesolve(compile=True) (torch.compile of the field; slow to compile)",
     )
-    p.add_argument(
-        "--mixed", action="store_true", help="also run the batch mixing easy and stiff examples"
-    )
-    p.add_argument(
-        "--clock",
-        choices=("process", "wall"),
-        default="process",
-        help="CPU time of this process (default; robust to other load) or wall time",
-    )
+    p.add_argument("--mixed", action="store_true",
+                   help="also run the batch mixing easy and stiff examples")
+    p.add_argument("--clock", choices=("process", "wall"), default="process",
+                   help="CPU time of this process (default; robust to other load) or wall time")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument(
-        "--fit-steps", type=int, default=300, help="Adam steps fitting the MLP to the Lorenz field"
-    )
+    p.add_argument("--fit-steps", type=int, default=300,
+                   help="Adam steps fitting the MLP to the Lorenz field")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--float32", action="store_true", help="float32 instead of float64")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="small sizes for CI")
-    p.add_argument(
-        "--accuracy",
-        action="store_true",
-        help="print orders, DOP853 agreement and adjoint check, then stop",
-    )
+    p.add_argument("--accuracy", action="store_true",
+                   help="print orders, DOP853 agreement and adjoint check, then stop")
     a = p.parse_args(argv)
     if a.accuracy:
         torch.set_num_threads(a.threads)
@@ -339,9 +315,8 @@ def main(argv=None):
     )
     with torch.no_grad():
         exact = odesolve(net, windows[0], t, control=MixedNorm(rtol=1e-10, atol=1e-10)).ys
-        steps = odesolve(
-            net, windows[0], t, control=MixedNorm(rtol=a.tols[-1], atol=a.tols[-1])
-        ).stats.n_steps.float()
+        steps = odesolve(net, windows[0], t,
+                         control=MixedNorm(rtol=a.tols[-1], atol=a.tols[-1])).stats.n_steps.float()
     print(
         f"# per-example dynfit steps at tol {a.tols[-1]:g}: min {steps.min():.0f}, median "
         f"{steps.median():.0f}, "

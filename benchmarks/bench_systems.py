@@ -69,9 +69,8 @@ def bench_rkf45_vs_scipy(n_traj: int, n_samples: int, n_scipy: int, tol: float) 
 
     systems.simulate("lorenz63", n_traj=2, n_steps=3, dt=0.01, seed=0)  # load the kernels
     t0, c0 = time.perf_counter(), time.process_time()
-    systems.simulate(
-        "lorenz63", n_traj=n_traj, n_steps=n_samples, dt=0.01, rtol=tol, atol=tol, seed=0
-    )
+    systems.simulate("lorenz63", n_traj=n_traj, n_steps=n_samples, dt=0.01, rtol=tol, atol=tol,
+                     seed=0)
     drawn, drawn_cpu = time.perf_counter() - t0, time.process_time() - c0
     return {
         "drawn_s": drawn,
@@ -111,15 +110,10 @@ def bench_drawn_vs_given(n_traj: int, n_steps: int, repeats: int = 3) -> dict:
         systems.simulate(s, seed=r, **kw)
         drawn.append(time.perf_counter() - t0)
         drawn_cpu.append(time.process_time() - c0)
-    return {
-        "n_traj": n_traj,
-        "n_steps": n_steps,
-        "given_s": min(given),
-        "drawn_s": min(drawn),
-        "ratio": min(drawn) / min(given),
-        "ratio_median": float(np.median(np.array(drawn) / np.array(given))),
-        "ratio_cpu": min(drawn_cpu) / min(given_cpu),
-    }
+    return {"n_traj": n_traj, "n_steps": n_steps, "given_s": min(given), "drawn_s": min(drawn),
+            "ratio": min(drawn) / min(given),
+            "ratio_median": float(np.median(np.array(drawn) / np.array(given))),
+            "ratio_cpu": min(drawn_cpu) / min(given_cpu)}
 
 
 _ZARR = textwrap.dedent(
@@ -154,17 +148,10 @@ def bench_zarr_memory(n_traj: int, n_steps: int, chunks: int, folder: str) -> di
         check=True,
     )
     nbytes, peak, draw, save, size, ok = out.stdout.split()
-    return {
-        "n_traj": n_traj,
-        "n_steps": n_steps,
-        "chunks": chunks,
-        "ensemble_gib": int(nbytes) / 2**30,
-        "peak_gib": int(peak) / 2**30,
-        "draw_s": float(draw),
-        "save_s": float(save),
-        "on_disk_gib": int(size) / 2**30,
-        "last_chunk_equal": bool(int(ok)),
-    }
+    return {"n_traj": n_traj, "n_steps": n_steps, "chunks": chunks,
+            "ensemble_gib": int(nbytes) / 2**30, "peak_gib": int(peak) / 2**30,
+            "draw_s": float(draw), "save_s": float(save), "on_disk_gib": int(size) / 2**30,
+            "last_chunk_equal": bool(int(ok))}
 
 
 def bench_rk4_throughput(n_traj: int, n_samples: int, repeats: int = 3) -> dict:
@@ -211,49 +198,34 @@ _STARTUP = textwrap.dedent(
 def bench_startup() -> list[dict]:
     rows = []
     for _ in range(2):
-        out = subprocess.run(
-            [sys.executable, "-c", _STARTUP], capture_output=True, text=True, check=True
-        )
+        out = subprocess.run([sys.executable, "-c", _STARTUP], capture_output=True, text=True,
+                             check=True)
         imp, first, hits, misses = out.stdout.split()
         rows.append(
-            {
-                "import_s": float(imp),
-                "first_call_s": float(first),
-                "cache_hits": int(hits),
-                "cache_misses": int(misses),
-            }
+            {"import_s": float(imp), "first_call_s": float(first), "cache_hits": int(hits),
+             "cache_misses": int(misses)}
         )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="small sizes (64 x 1000, 2 scipy trajectories)"
-    )
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes (64 x 1000, 2 scipy trajectories)")
     p.add_argument("--n-traj", type=int, default=None, help="ensemble size (default 1024)")
-    p.add_argument(
-        "--n-samples", type=int, default=None, help="samples per trajectory (default 10,000)"
-    )
-    p.add_argument(
-        "--n-scipy", type=int, default=None, help="trajectories timed with scipy (default 8)"
-    )
-    p.add_argument(
-        "--tol", type=float, default=1e-9, help="rtol = atol for RKF45 and RK45 (default 1e-9)"
-    )
-    p.add_argument(
-        "--no-startup", action="store_true", help="skip the fresh-process start-up check"
-    )
-    p.add_argument(
-        "--zarr",
-        action="store_true",
-        help="also the zarr memory check (Lorenz-96 1024 x 4000, minutes)",
-    )
-    p.add_argument(
-        "--zarr-dir", default=".", help="folder for the zarr check's temporary store (default .)"
-    )
+    p.add_argument("--n-samples", type=int, default=None,
+                   help="samples per trajectory (default 10,000)")
+    p.add_argument("--n-scipy", type=int, default=None,
+                   help="trajectories timed with scipy (default 8)")
+    p.add_argument("--tol", type=float, default=1e-9,
+                   help="rtol = atol for RKF45 and RK45 (default 1e-9)")
+    p.add_argument("--no-startup", action="store_true",
+                   help="skip the fresh-process start-up check")
+    p.add_argument("--zarr", action="store_true",
+                   help="also the zarr memory check (Lorenz-96 1024 x 4000, minutes)")
+    p.add_argument("--zarr-dir", default=".",
+                   help="folder for the zarr check's temporary store (default .)")
     args = p.parse_args(argv)
     n_traj = args.n_traj or (64 if args.quick else 1024)
     n_samples = args.n_samples or (1000 if args.quick else 10_000)
@@ -298,12 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{2 * q['member_steps_per_cpu_s']:.3g} on 2 free cores"
     )
     if args.zarr:
-        z = bench_zarr_memory(
-            256 if args.quick else 1024,
-            1000 if args.quick else 4000,
-            32 if args.quick else 128,
-            args.zarr_dir,
-        )
+        z = bench_zarr_memory(256 if args.quick else 1024, 1000 if args.quick else 4000,
+                              32 if args.quick else 128, args.zarr_dir)
         print(
             f"zarr: simulate('lorenz96', n_traj={z['n_traj']}, n_steps={z['n_steps']}, "
             f"chunks={z['chunks']}) "

@@ -138,9 +138,8 @@ class Windows:
 
         dtype = dtype or torch.float64
         x0 = torch.as_tensor(self.x0, dtype=dtype, device=device)
-        tg = torch.as_tensor(
-            np.ascontiguousarray(self.targets.transpose(1, 0, 2)), dtype=dtype, device=device
-        )
+        tg = torch.as_tensor(np.ascontiguousarray(self.targets.transpose(1, 0, 2)), dtype=dtype,
+                             device=device)
         return x0, tg
 
 
@@ -258,9 +257,8 @@ def as_trajectories(
             "constant first"
         )
     if own_dt is not None:
-        own = checks.positive(
-            f"the data's step ({own_from})", own_dt, fix="dt is the time between samples"
-        )
+        own = checks.positive(f"the data's step ({own_from})", own_dt,
+                              fix="dt is the time between samples")
         if dt is None:
             dt = own
         elif abs(dt - own) > 1e-9 * max(dt, own):
@@ -311,11 +309,8 @@ def data_attrs(data: Any, dim: int) -> dict:
         state_units = str(x.attrs.get("units", "1")) or "1"
         if "time" in x.coords:
             time_units = str(x["time"].attrs.get("units", "1")) or "1"
-    return {
-        "components": component_names(data, dim),
-        "state_units": state_units,
-        "time_units": time_units,
-    }
+    return {"components": component_names(data, dim), "state_units": state_units,
+            "time_units": time_units}
 
 
 def make_windows(
@@ -351,9 +346,8 @@ def make_windows(
     idx = starts[:, None] + np.arange(horizon + 1)[None, :]  # (S, H+1)
     win = z[:, idx, :].reshape(n * len(starts), horizon + 1, d)  # (N*S, H+1, D)
     keep = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float, np.number))}
-    return Windows(
-        np.ascontiguousarray(win[:, 0]), np.ascontiguousarray(win[:, 1:]), dt, scaler, keep
-    )
+    return Windows(np.ascontiguousarray(win[:, 0]), np.ascontiguousarray(win[:, 1:]), dt, scaler,
+                   keep)
 
 
 def split(data: Any, *, by: str = "trajectory", fraction: float = 0.8):
@@ -362,16 +356,10 @@ def split(data: Any, *, by: str = "trajectory", fraction: float = 0.8):
     Returns two sources of the same kind as ``data`` (xarray stays xarray,
     numpy stays numpy (N, T, D)).
     """
-    checks.choice(
-        "by", by, ("trajectory", "time"), fix="split along whole trajectories or along time"
-    )
-    fraction = checks.real(
-        "fraction",
-        fraction,
-        above=0.0,
-        below=1.0,
-        fix="pass the share of the first part, e.g. fraction=0.8",
-    )
+    checks.choice("by", by, ("trajectory", "time"),
+                  fix="split along whole trajectories or along time")
+    fraction = checks.real("fraction", fraction, above=0.0, below=1.0,
+                           fix="pass the share of the first part, e.g. fraction=0.8")
     import xarray as xr
 
     if isinstance(data, (xr.Dataset, xr.DataArray)):

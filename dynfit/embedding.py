@@ -47,12 +47,8 @@ class DelayEmbedding:
             minimum=2,
             fix="lags counts the copies of each observed component in the state, e.g. lags=3",
         )
-        checks.integer(
-            "tau",
-            self.tau,
-            minimum=1,
-            fix="tau is the delay between copies in samples, e.g. tau=10",
-        )
+        checks.integer("tau", self.tau, minimum=1,
+                       fix="tau is the delay between copies in samples, e.g. tau=10")
 
     @property
     def window(self) -> int:

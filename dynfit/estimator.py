@@ -95,13 +95,8 @@ class Estimator:
     def __sklearn_tags__(self):
         from sklearn.utils import Tags, RegressorTags, TargetTags
 
-        return Tags(
-            estimator_type="regressor",
-            target_tags=TargetTags(required=False),
-            regressor_tags=RegressorTags(),
-            transformer_tags=None,
-            classifier_tags=None,
-        )
+        return Tags(estimator_type="regressor", target_tags=TargetTags(required=False),
+                    regressor_tags=RegressorTags(), transformer_tags=None, classifier_tags=None)
 
     # ------------------------------------------------------------------ fitting
     def _fit_options(self) -> dict:
@@ -230,9 +225,8 @@ def _numeric(X, name: str) -> np.ndarray:
 def _step(t, n_samples: int) -> float:
     """The sampling step from a number or from times (n_samples,) that must be uniform."""
     if np.ndim(t) == 0:
-        return checks.positive(
-            "t", t, fix="t is the time between samples (a number) or the sample times"
-        )
+        return checks.positive("t", t,
+                               fix="t is the time between samples (a number) or the sample times")
     times = _numeric(t, "t").reshape(-1)
     if times.size != n_samples or n_samples < 2:
         raise ValueError(
@@ -251,9 +245,8 @@ def _step(t, n_samples: int) -> float:
 
 def _n_steps(t, dt: float) -> int:
     if np.ndim(t) == 0:
-        return checks.integer(
-            "t", t, minimum=1, fix="pass the number of samples or the sample times"
-        )
+        return checks.integer("t", t, minimum=1,
+                              fix="pass the number of samples or the sample times")
     times = _numeric(t, "t").reshape(-1)
     n = times.size
     if n < 1:

@@ -134,30 +134,16 @@ def run_task(task: Task, job: Job) -> dict:
     try:
         ckpt = job.out / "checkpoints" / task.slug if job.out is not None else None
         t0 = time.perf_counter()
-        sur, hist = fit(
-            job.train,
-            field=job.field,
-            strategy=task.name,
-            strategy_options=task.options,
-            epochs=int(job.epochs),
-            seed=task.seed,
-            checkpoint_dir=ckpt,
-            progress=job.progress,
-            **job.fit_kwargs,
-        )
+        sur, hist = fit(job.train, field=job.field, strategy=task.name,
+                        strategy_options=task.options, epochs=int(job.epochs), seed=task.seed,
+                        checkpoint_dir=ckpt, progress=job.progress, **job.fit_kwargs)
         wall = float(hist.wall_time.sum()) if hist.sizes["epoch"] else time.perf_counter() - t0
         if job.out is not None and job.save_models:
             sur.save(job.out / "models" / f"{task.slug}.pt")
         t1 = time.perf_counter()
         diag = evaluate(sur, job.test, groundtruth=task.groundtruth, **job.eval_options)
-        result = {
-            "hist": hist,
-            "diag": diag,
-            "summary": summarize(diag),
-            "wall": wall,
-            "eval_wall": time.perf_counter() - t1,
-            "reused": False,
-        }
+        result = {"hist": hist, "diag": diag, "summary": summarize(diag), "wall": wall,
+                  "eval_wall": time.perf_counter() - t1, "reused": False}
     finally:
         torch.set_num_threads(previous)
     if job.out is not None:
@@ -169,11 +155,8 @@ def _store(folder: Path, result: dict, key: str) -> None:
     from systems.files import atomic_path
 
     folder.mkdir(parents=True, exist_ok=True)
-    attrs = {
-        "sweep_key": key,
-        "training_wall_time": result["wall"],
-        "evaluation_wall_time": result["eval_wall"],
-    }
+    attrs = {"sweep_key": key, "training_wall_time": result["wall"],
+             "evaluation_wall_time": result["eval_wall"]}
     # history first, diagnostics last: diagnostics.nc present means the task finished
     for name, ds in (("history.nc", result["hist"]), ("diagnostics.nc", result["diag"])):
         ds = ds.copy()
@@ -209,14 +192,8 @@ def _finished(task: Task, job: Job) -> dict | None:
     for ds in (hist, diag):
         for k in ("sweep_key", "training_wall_time", "evaluation_wall_time"):
             ds.attrs.pop(k, None)
-    return {
-        "hist": hist,
-        "diag": diag,
-        "summary": summarize(diag),
-        "wall": wall,
-        "eval_wall": eval_wall,
-        "reused": True,
-    }
+    return {"hist": hist, "diag": diag, "summary": summarize(diag), "wall": wall,
+            "eval_wall": eval_wall, "reused": True}
 
 
 # ------------------------------------------------------------------ many tasks
@@ -373,9 +350,8 @@ def connect(cluster: str, *, timeout: float | None = None) -> Iterator[object]:
         # the workers' statistical profiler samples every task thread's stack 100 times a second; it
         # slowed fits in workers on a busy CPU (measured), so local clusters run without it
         with dask.config.set({"distributed.worker.profile.enabled": False}):
-            with LocalCluster(
-                n_workers=int(value), threads_per_worker=1, processes=True, dashboard_address=":0"
-            ) as lc:
+            with LocalCluster(n_workers=int(value), threads_per_worker=1, processes=True,
+                              dashboard_address=":0") as lc:
                 with Client(lc) as client:
                     yield client
         return

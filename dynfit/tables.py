@@ -51,9 +51,8 @@ def compare_table(ds: xr.Dataset) -> list[dict]:
         sub = ds.sel(strategy=s)
         row = {
             "strategy": str(s),
-            "solver": _solver_text(
-                str(sub["strategy_name"].values), str(sub["strategy_options"].values)
-            ),
+            "solver": _solver_text(str(sub["strategy_name"].values),
+                                   str(sub["strategy_options"].values)),
         }
         for h in ds["threshold"].values:
             v = sub["vpt"].sel(threshold=h).values
@@ -92,13 +91,11 @@ def _last(curve):
 
 def _solver_text(name: str, options: str) -> str:
     opts = json.loads(options) if options else {}
-    base = {
-        "black-box": "Fehlberg 3(2), Heun error estimate",
-        "batch": "Fehlberg 3(2) batch procedure",
-        "fehlberg": "Fehlberg 3(2), error against target",
-        "curriculum": "Fehlberg 3(2), target error, horizon curriculum",
-        "torchdiffeq": f"torchdiffeq {opts.get('method', 'rk4')}",
-    }.get(name, name)
+    base = {"black-box": "Fehlberg 3(2), Heun error estimate",
+            "batch": "Fehlberg 3(2) batch procedure",
+            "fehlberg": "Fehlberg 3(2), error against target",
+            "curriculum": "Fehlberg 3(2), target error, horizon curriculum",
+            "torchdiffeq": f"torchdiffeq {opts.get('method', 'rk4')}"}.get(name, name)
     if name == "torchdiffeq":
         extra = {k: v for k, v in opts.items() if k != "method"}
     else:
@@ -177,16 +174,9 @@ def write_tables(ds: xr.Dataset, out) -> tuple[Path, Path]:
     with io.StringIO(newline="") as fh:  # the rows are gathered in memory, then written atomically
         w = csv.writer(fh)
         thr = [f"{h:g}" for h in ds["threshold"].values]
-        keys = [
-            "density_divergence",
-            "spectrum_distance",
-            "correlation_dimension",
-            "training_n_f_evals",
-            "training_wall_time",
-            "final_loss",
-            "epochs_run",
-            "rollout_mean_substeps",
-        ]
+        keys = ["density_divergence", "spectrum_distance", "correlation_dimension",
+                "training_n_f_evals", "training_wall_time", "final_loss", "epochs_run",
+                "rollout_mean_substeps"]
         w.writerow(
             ["strategy", "strategy_name", "strategy_options", "seed"]
             + [f"vpt_median_{t}" for t in thr]
@@ -198,18 +188,12 @@ def write_tables(ds: xr.Dataset, out) -> tuple[Path, Path]:
             for seed in ds["seed"].values:
                 sub = ds.sel(strategy=s, seed=seed)
                 w.writerow(
-                    [
-                        str(s),
-                        str(sub["strategy_name"].values),
-                        str(sub["strategy_options"].values),
-                        int(seed),
-                    ]
+                    [str(s), str(sub["strategy_name"].values), str(sub["strategy_options"].values),
+                     int(seed)]
                     + [repr(float(v)) for v in sub["vpt_median"].values]
                     + [repr(float(v)) for v in sub["vpt_mean"].values]
-                    + [
-                        repr(float(sub["lyapunov_exponents"][0])),
-                        repr(float(sub["wasserstein"].mean())),
-                    ]
+                    + [repr(float(sub["lyapunov_exponents"][0])),
+                       repr(float(sub["wasserstein"].mean()))]
                     + [repr(float(sub[k])) for k in keys]
                 )
         write_text(path, fh.getvalue())

@@ -36,21 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="out/compare_lorenz63", help="output folder")
     p.add_argument("--quick", action="store_true", help="tiny CI mode (seconds)")
-    p.add_argument(
-        "--epochs", type=int, default=30, help="training epochs per strategy (default 30)"
-    )
+    p.add_argument("--epochs", type=int, default=30,
+                   help="training epochs per strategy (default 30)")
     p.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
     p.add_argument("--train-traj", type=int, default=4, help="training trajectories (default 4)")
     p.add_argument("--train-steps", type=int, default=1000, help="samples per training trajectory")
     p.add_argument("--width", type=int, default=64, help="MLP width (default 64)")
-    p.add_argument(
-        "--starts", type=int, default=30, help="held-out starts for the VPT (default 30)"
-    )
-    p.add_argument(
-        "--strategies",
-        default=",".join(STRATEGIES),
-        help=f"comma-separated labels from {list(STRATEGIES)}",
-    )
+    p.add_argument("--starts", type=int, default=30,
+                   help="held-out starts for the VPT (default 30)")
+    p.add_argument("--strategies", default=",".join(STRATEGIES),
+                   help=f"comma-separated labels from {list(STRATEGIES)}")
     return p
 
 
@@ -65,15 +60,8 @@ def _data(path: Path, n_traj: int, n_steps: int, *, seed: int):
         ds = systems.load(path)
         if ds.sizes["trajectory"] == n_traj and ds.sizes["time"] == n_steps:
             return ds
-    ds = systems.simulate(
-        "lorenz63",
-        n_traj=n_traj,
-        n_steps=n_steps,
-        dt=0.01,
-        seed=seed,
-        transient=5.0,
-        progress=False,
-    )
+    ds = systems.simulate("lorenz63", n_traj=n_traj, n_steps=n_steps, dt=0.01, seed=seed,
+                          transient=5.0, progress=False)
     systems.save(ds, path)
     return ds
 
@@ -92,23 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if args.quick:
         n_traj, n_steps, width, epochs = 2, 150, 8, 1
-        evaluate = {
-            "n_starts": 3,
-            "horizon": 2.0,
-            "long_steps": 1000,
-            "lyapunov_steps": 50,
-            "lyapunov_starts": 1,
-        }
+        evaluate = {"n_starts": 3, "horizon": 2.0, "long_steps": 1000, "lyapunov_steps": 50,
+                    "lyapunov_starts": 1}
         test_steps, lbfgs = 300, 3
     else:
         n_traj, n_steps, width, epochs = args.train_traj, args.train_steps, args.width, args.epochs
-        evaluate = {
-            "n_starts": args.starts,
-            "horizon": 10.0,
-            "long_steps": 10000,
-            "lyapunov_steps": 4000,
-            "lyapunov_starts": 2,
-        }
+        evaluate = {"n_starts": args.starts, "horizon": 10.0, "long_steps": 10000,
+                    "lyapunov_steps": 4000, "lyapunov_starts": 2}
         test_steps, lbfgs = 1500, 20
     out = Path(args.out)
     train = _data(out / "train.nc", n_traj, n_steps, seed=1)
@@ -117,20 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         shlex.quote(a)
         for a in ["examples/compare_strategies.py"] + list(sys.argv[1:] if argv is None else argv)
     )
-    ds = compare(
-        train,
-        test_data=test,
-        strategies=[(lab, *STRATEGIES[lab]) for lab in labels],
-        seeds=seeds,
-        epochs=epochs,
-        field={"kind": "mlp", "width": width, "depth": 2, "activation": "silu"},
-        optimizer="lbfgs",
-        lbfgs_iterations=lbfgs,
-        evaluate=evaluate,
-        out=args.out,
-        command=command,
-        progress=False,
-    )
+    ds = compare(train, test_data=test, strategies=[(lab, *STRATEGIES[lab]) for lab in labels],
+                 seeds=seeds, epochs=epochs,
+                 field={"kind": "mlp", "width": width, "depth": 2, "activation": "silu"},
+                 optimizer="lbfgs", lbfgs_iterations=lbfgs, evaluate=evaluate, out=args.out,
+                 command=command, progress=False)
     print((Path(args.out) / "table.md").read_text())
     print(
         f"best: {ds.attrs['best_strategy']} (seed {ds.attrs['best_seed']}); results in {args.out}"

@@ -40,9 +40,8 @@ def exact_field(system):
 
     def f(t, x):
         xs = x.detach().cpu().numpy()
-        ts = np.broadcast_to(
-            np.asarray(torch.as_tensor(t).detach().cpu(), dtype=float).reshape(-1), (len(xs),)
-        )
+        ts = np.broadcast_to(np.asarray(torch.as_tensor(t).detach().cpu(), dtype=float).reshape(-1),
+                             (len(xs),))
         out = np.stack([_rhs(system, row, float(tt)) for row, tt in zip(xs, ts)])
         return torch.as_tensor(out, dtype=x.dtype, device=x.device)
 
@@ -81,20 +80,10 @@ def run(
     system = systems.get(system_name)
     dt, lt = system.dt, system.lyapunov_time
     n_h = int(round(horizon_lt * lt / dt)) + 1
-    train = systems.simulate(
-        system, n_traj=n_train, n_steps=n_steps, dt=dt, seed=100 + seed, transient=5 * lt
-    )
-    test = systems.simulate(
-        system,
-        n_traj=n_test,
-        n_steps=n_h,
-        dt=dt,
-        seed=200 + seed,
-        transient=5 * lt,
-        method="dop853",
-        rtol=1e-13,
-        atol=1e-13,
-    )
+    train = systems.simulate(system, n_traj=n_train, n_steps=n_steps, dt=dt, seed=100 + seed,
+                             transient=5 * lt)
+    test = systems.simulate(system, n_traj=n_test, n_steps=n_h, dt=dt, seed=200 + seed,
+                            transient=5 * lt, method="dop853", rtol=1e-13, atol=1e-13)
     t0 = time.perf_counter()
     kw = {} if epochs is None else {"epochs": epochs}
     # overlapping windows beyond this horizon (ContinuousStrategy(max_stride=...))
@@ -112,20 +101,16 @@ def run(
     vpt = valid_prediction_time(truth, pred, dt=dt, lyapunov_time=lt, std=std, thresholds=0.4)[
         ..., 0
     ]
-    exact = dynfit.Surrogate.from_vector_field(
-        exact_field(system), dt, scaler=sur.scaler, solver=sur.solver
-    )
-    vpt_exact = valid_prediction_time(
-        truth, exact.generate(truth[:, 0], n_h), dt=dt, lyapunov_time=lt, std=std, thresholds=0.4
-    )[..., 0]
-    lam = dynfit.lyapunov_spectrum(
-        sur.physical_field(), truth[:4, 0], dt=dt, n_steps=lyap_steps, transient=lyap_steps // 10
-    )
+    exact = dynfit.Surrogate.from_vector_field(exact_field(system), dt, scaler=sur.scaler,
+                                               solver=sur.solver)
+    vpt_exact = valid_prediction_time(truth, exact.generate(truth[:, 0], n_h), dt=dt,
+                                      lyapunov_time=lt, std=std, thresholds=0.4)[..., 0]
+    lam = dynfit.lyapunov_spectrum(sur.physical_field(), truth[:4, 0], dt=dt, n_steps=lyap_steps,
+                                   transient=lyap_steps // 10)
     # long: the reference
     lam_true = systems.lyapunov_spectrum(system, n_steps=max(10 * lyap_steps, 1000), dt=dt)
-    runs = systems.simulate(
-        system, n_traj=2, n_steps=long_steps, dt=dt, seed=300 + seed, transient=5 * lt
-    )
+    runs = systems.simulate(system, n_traj=2, n_steps=long_steps, dt=dt, seed=300 + seed,
+                            transient=5 * lt)
     long_pred = sur.generate(runs.x.values[0, 0], long_steps)[0]
     cut = long_steps // 10
     kl = density_divergence(runs.x.values[0, cut:], long_pred[cut:])
@@ -155,14 +140,12 @@ def run(
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument(
-        "--system", default="lorenz63", help="a name from systems.names() (default lorenz63)"
-    )
+    ap.add_argument("--system", default="lorenz63",
+                    help="a name from systems.names() (default lorenz63)")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     ap.add_argument("--epochs", type=int, default=None, help="epoch budget (default: fit's)")
-    ap.add_argument(
-        "--horizon", type=float, default=25.0, help="free-run length in Lyapunov times (default 25)"
-    )
+    ap.add_argument("--horizon", type=float, default=25.0,
+                    help="free-run length in Lyapunov times (default 25)")
     ap.add_argument(
         "--lyapunov-steps",
         type=int,
@@ -185,36 +168,16 @@ def main(argv=None) -> int:
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     size = (
-        dict(
-            n_train=2,
-            n_steps=300,
-            n_test=4,
-            horizon_lt=2.0,
-            epochs=1,
-            long_steps=600,
-            lyap_steps=200,
-        )
+        dict(n_train=2, n_steps=300, n_test=4, horizon_lt=2.0, epochs=1, long_steps=600,
+             lyap_steps=200)
         if args.quick
-        else dict(
-            n_train=8,
-            n_steps=1500,
-            n_test=50,
-            horizon_lt=args.horizon,
-            epochs=args.epochs,
-            long_steps=20_000,
-            lyap_steps=args.lyapunov_steps,
-        )
+        else dict(n_train=8, n_steps=1500, n_test=50, horizon_lt=args.horizon, epochs=args.epochs,
+                  long_steps=20_000, lyap_steps=args.lyapunov_steps)
     )
     out = Path(args.out)
     results = [
-        run(
-            args.system,
-            s,
-            progress=not args.no_progress,
-            save=out,
-            max_stride=args.max_stride,
-            **size,
-        )
+        run(args.system, s, progress=not args.no_progress, save=out, max_stride=args.max_stride,
+            **size)
         for s in seeds
     ]
     ds = xr.Dataset(

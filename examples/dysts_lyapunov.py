@@ -149,17 +149,15 @@ def two_trajectory_exponent(
     10."""
     from systems.integrate import integrate
 
-    x = integrate(
-        system, system.x0, np.array([0.0, T / 10]), method="dop853", rtol=tol, atol=tol
-    ).x[0, -1]
+    x = integrate(system, system.x0, np.array([0.0, T / 10]), method="dop853", rtol=tol,
+                  atol=tol).x[0, -1]
     rng = np.random.default_rng(0)
     v = rng.standard_normal(system.dim)
     pair = np.stack([x, x + d0 * v / np.linalg.norm(v)])
     total, t = 0.0, T / 10
     for _ in range(int(round(T / tau))):
-        pair = integrate(
-            system, pair, np.array([t, t + tau]), method="dop853", rtol=tol, atol=tol
-        ).x[:, -1]
+        pair = integrate(system, pair, np.array([t, t + tau]), method="dop853", rtol=tol,
+                         atol=tol).x[:, -1]
         t += tau
         d = pair[1] - pair[0]
         nd = np.linalg.norm(d)
@@ -180,19 +178,13 @@ def catalogue_estimates(names: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict] | None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument(
-        "--quick", action="store_true", help=f"only {QUICK_NAMES}, 40000 steps, no files written"
-    )
+    ap.add_argument("--quick", action="store_true",
+                    help=f"only {QUICK_NAMES}, 40000 steps, no files written")
     ap.add_argument("--names", nargs="+", help="dysts flows (default: every supported one)")
-    ap.add_argument(
-        "--n-steps", type=int, default=N_STEPS, help=f"RK4 steps averaged over (default {N_STEPS})"
-    )
-    ap.add_argument(
-        "--doc",
-        type=Path,
-        default=ROOT / "docs" / "catalogue.md",
-        help="markdown file to write the table into",
-    )
+    ap.add_argument("--n-steps", type=int, default=N_STEPS,
+                    help=f"RK4 steps averaged over (default {N_STEPS})")
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "catalogue.md",
+                    help="markdown file to write the table into")
     ap.add_argument(
         "--json",
         type=Path,
@@ -206,24 +198,12 @@ def main(argv: list[str] | None = None) -> list[dict] | None:
         help=f"RK4 step in units of dysts' dt (default {STEP_FACTOR}); a check of step-size "
         "effects",
     )
-    ap.add_argument(
-        "--two-trajectory",
-        nargs="+",
-        metavar="NAME",
-        help="check dysts flows by the two-trajectory method (adaptive DOP853) instead",
-    )
-    ap.add_argument(
-        "--time",
-        type=float,
-        default=2000.0,
-        help="averaging time of --two-trajectory (default 2000)",
-    )
-    ap.add_argument(
-        "--catalogue",
-        nargs="+",
-        metavar="NAME",
-        help="recompute our catalogue's own estimates instead",
-    )
+    ap.add_argument("--two-trajectory", nargs="+", metavar="NAME",
+                    help="check dysts flows by the two-trajectory method (adaptive DOP853) instead")
+    ap.add_argument("--time", type=float, default=2000.0,
+                    help="averaging time of --two-trajectory (default 2000)")
+    ap.add_argument("--catalogue", nargs="+", metavar="NAME",
+                    help="recompute our catalogue's own estimates instead")
     args = ap.parse_args(argv)
     if args.catalogue:
         catalogue_estimates(args.catalogue)

@@ -36,19 +36,15 @@ def exact_field_default_vpt(train, truth, std, lyapunov_time, dt=0.01):
 
     def f(t, x):
         return torch.stack(
-            [
-                sigma * (x[:, 1] - x[:, 0]),
-                x[:, 0] * (rho - x[:, 2]) - x[:, 1],
-                x[:, 0] * x[:, 1] - beta * x[:, 2],
-            ],
+            [sigma * (x[:, 1] - x[:, 0]), x[:, 0] * (rho - x[:, 2]) - x[:, 1],
+             x[:, 0] * x[:, 1] - beta * x[:, 2]],
             dim=1,
         )
 
     sur = dynfit.Surrogate.from_vector_field(f, dt, scaler=Standardizer.fit(train.x.values))
     pred = sur.generate(truth[:, 0], truth.shape[1])
-    return valid_prediction_time(
-        truth, pred, dt=dt, lyapunov_time=lyapunov_time, std=std, thresholds=0.4
-    )[..., 0]
+    return valid_prediction_time(truth, pred, dt=dt, lyapunov_time=lyapunov_time, std=std,
+                                 thresholds=0.4)[..., 0]
 
 
 def exact_field_vpt(train, truth, std, lyapunov_time, dt=0.01, eps=0.1):
@@ -75,20 +71,16 @@ def exact_field_vpt(train, truth, std, lyapunov_time, dt=0.01, eps=0.1):
         def forward(self, t, z):
             x = z * s + m
             dx = torch.stack(
-                [
-                    sigma * (x[:, 1] - x[:, 0]),
-                    x[:, 0] * (rho - x[:, 2]) - x[:, 1],
-                    x[:, 0] * x[:, 1] - beta * x[:, 2],
-                ],
+                [sigma * (x[:, 1] - x[:, 0]), x[:, 0] * (rho - x[:, 2]) - x[:, 1],
+                 x[:, 0] * x[:, 1] - beta * x[:, 2]],
                 dim=1,
             )
             return dt * dx / s
 
     sur = Surrogate(Exact(), scaler, dt, strategy=strategies.get("fehlberg", eps=eps))
     pred = sur.generate(truth[:, 0], truth.shape[1])
-    return valid_prediction_time(
-        truth, pred, dt=dt, lyapunov_time=lyapunov_time, std=std, thresholds=0.4
-    )[..., 0]
+    return valid_prediction_time(truth, pred, dt=dt, lyapunov_time=lyapunov_time, std=std,
+                                 thresholds=0.4)[..., 0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,25 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--starts", type=int, default=50, help="held-out initial conditions")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--seeds", default="0", help="comma-separated training seeds, e.g. 0,1,2")
-    p.add_argument(
-        "--max-horizon", type=int, default=8, help="longest rollout of the curriculum strategy"
-    )
+    p.add_argument("--max-horizon", type=int, default=8,
+                   help="longest rollout of the curriculum strategy")
     p.add_argument("--width", type=int, default=64, help="hidden width of the MLP 3-W-W-3 field")
-    p.add_argument(
-        "--train-traj", type=int, default=8, help="training trajectories of 1500 samples"
-    )
+    p.add_argument("--train-traj", type=int, default=8,
+                   help="training trajectories of 1500 samples")
     p.add_argument(
         "--lbfgs-tolerance",
         type=float,
         default=1e-7,
         help="L-BFGS gradient tolerance (torch's default 1e-7 stalls small standardised losses)",
     )
-    p.add_argument(
-        "--horizon",
-        type=int,
-        default=1500,
-        help="free-run length in samples (1500 = 13.6 Lyapunov times; 2800 = 25)",
-    )
+    p.add_argument("--horizon", type=int, default=1500,
+                   help="free-run length in samples (1500 = 13.6 Lyapunov times; 2800 = 25)")
     p.add_argument(
         "--accurate-truth",
         action="store_true",
@@ -148,13 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     epochs = 2 if args.quick else args.epochs
     width = 16 if args.quick else args.width
-    train = systems.simulate(
-        "lorenz63", n_traj=n_train, n_steps=n_steps, dt=0.01, seed=1, transient=5.0
-    )
+    train = systems.simulate("lorenz63", n_traj=n_train, n_steps=n_steps, dt=0.01, seed=1,
+                             transient=5.0)
     accurate = {"method": "dop853", "rtol": 1e-13, "atol": 1e-13} if args.accurate_truth else {}
-    test = systems.simulate(
-        "lorenz63", n_traj=n_test, n_steps=horizon, dt=0.01, seed=2, transient=5.0, **accurate
-    )
+    test = systems.simulate("lorenz63", n_traj=n_test, n_steps=horizon, dt=0.01, seed=2,
+                            transient=5.0, **accurate)
     truth = test.x.values
     std = train.x.values.reshape(-1, 3).std(axis=0)
     lt = systems.get("lorenz63").lyapunov_time
@@ -186,23 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         if name == "continuous":  # fit's defaults: the polynomial + MLP field and its own schedule
             field, options = None, None
         for j, seed in enumerate(seeds):
-            sur, hist = fit(
-                train,
-                field=field,
-                strategy=name,
-                strategy_options=options,
-                epochs=epochs,
-                seed=seed,
-                lbfgs_tolerance=args.lbfgs_tolerance,
-                progress=not args.quick,
-                checkpoint_dir=out / "checkpoints" / f"{name}-seed{seed}",
-            )
+            sur, hist = fit(train, field=field, strategy=name, strategy_options=options,
+                            epochs=epochs, seed=seed, lbfgs_tolerance=args.lbfgs_tolerance,
+                            progress=not args.quick,
+                            checkpoint_dir=out / "checkpoints" / f"{name}-seed{seed}")
             wall[i, j] = float(hist.wall_time.sum())  # training epochs only, resumed ones included
             evals[i, j] = int(hist.n_f_evals.sum())
             pred = sur.generate(truth[:, 0], horizon)
-            v = valid_prediction_time(
-                truth, pred, dt=0.01, lyapunov_time=lt, std=std, thresholds=0.4
-            )[..., 0]
+            v = valid_prediction_time(truth, pred, dt=0.01, lyapunov_time=lt, std=std,
+                                      thresholds=0.4)[..., 0]
             vpt[i, j] = v
             print(
                 f"{name} seed {seed}: VPT mean {np.mean(v):.2f}, median {np.median(v):.2f}, "
@@ -218,27 +194,16 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     ds = xr.Dataset(
-        {
-            "vpt": (("strategy", "seed", "start"), vpt),
-            "training_n_f_evals": (("strategy", "seed"), evals),
-            "wall_time": (("strategy", "seed"), wall),
-            "vpt_exact_field": (("start",), vpt_exact),
-            "vpt_exact_field_default": (("start",), vpt_exact_default),
-        },
+        {"vpt": (("strategy", "seed", "start"), vpt),
+         "training_n_f_evals": (("strategy", "seed"), evals),
+         "wall_time": (("strategy", "seed"), wall), "vpt_exact_field": (("start",), vpt_exact),
+         "vpt_exact_field_default": (("start",), vpt_exact_default)},
         coords={"strategy": strategies, "seed": seeds, "start": np.arange(n_test)},
-        attrs={
-            "vpt_threshold": 0.4,
-            "lyapunov_time": lt,
-            "epochs": epochs,
-            "max_horizon": args.max_horizon,
-            "eps": args.eps,
-            "train_trajectories": n_train,
-            "lbfgs_tolerance": args.lbfgs_tolerance,
-            "horizon_samples": horizon,
-            "truth": "dop853 1e-13" if args.accurate_truth else "rkf45 1e-9",
-            "field": f"MLP 3-{width}-{width}-3 SiLU float64",
-            "optimizer": "lbfgs",
-        },
+        attrs={"vpt_threshold": 0.4, "lyapunov_time": lt, "epochs": epochs,
+               "max_horizon": args.max_horizon, "eps": args.eps, "train_trajectories": n_train,
+               "lbfgs_tolerance": args.lbfgs_tolerance, "horizon_samples": horizon,
+               "truth": "dop853 1e-13" if args.accurate_truth else "rkf45 1e-9",
+               "field": f"MLP 3-{width}-{width}-3 SiLU float64", "optimizer": "lbfgs"},
     )
     ds.to_netcdf(out / "strategies.nc")
 

@@ -50,16 +50,8 @@ def load_data(path: Path, quick: bool) -> tuple[np.ndarray, np.ndarray, str]:
     else:
         import systems
 
-        ds = systems.simulate(
-            "lorenz63",
-            n_traj=1,
-            n_steps=10_000,
-            dt=DT,
-            method="rkf45",
-            rtol=1e-10,
-            atol=1e-12,
-            x0=np.array([0.01, 0.0, 0.0]),
-        )
+        ds = systems.simulate("lorenz63", n_traj=1, n_steps=10_000, dt=DT, method="rkf45",
+                              rtol=1e-10, atol=1e-12, x0=np.array([0.01, 0.0, 0.0]))
         x = ds.x.values[0]
         d1, d2, src = x[:5000], x[5000:], "simulated with systems (paper files absent)"
     if quick:
@@ -113,25 +105,13 @@ def train_all(
             torch.manual_seed(seed)
             options = None
             if strategy == "curriculum":
-                options = {
-                    "max_horizon": min(4, max_horizon) if quick else max_horizon,
-                    "accept_threshold": accept_threshold,
-                }
+                options = {"max_horizon": min(4, max_horizon) if quick else max_horizon,
+                           "accept_threshold": accept_threshold}
             t0 = time.perf_counter()
-            sur, hist = fit(
-                train,
-                field=paper_field(),
-                strategy=strategy,
-                strategy_options=options,
-                optimizer="lbfgs",
-                epochs=epochs,
-                seed=seed,
-                dt=DT,
-                standardize=False,
-                checkpoint_dir=out / "checkpoints" / tag,
-                progress=not quick,
-                provenance={"system": "lorenz63", "data": "allauzen2022"},
-            )
+            sur, hist = fit(train, field=paper_field(), strategy=strategy, strategy_options=options,
+                            optimizer="lbfgs", epochs=epochs, seed=seed, dt=DT, standardize=False,
+                            checkpoint_dir=out / "checkpoints" / tag, progress=not quick,
+                            provenance={"system": "lorenz63", "data": "allauzen2022"})
             print(
                 f"{tag}: {time.perf_counter() - t0:.0f} s, final loss {float(hist.loss[-1]):.4g}, "
                 f"accepted {float(hist.accepted_fraction[-1]):.3f}",
@@ -181,9 +161,8 @@ def vpt(pred: np.ndarray, truth: np.ndarray, std: np.ndarray, threshold: float =
     """Valid prediction time (Lyapunov times) of free runs pred against truth, both (B, T, D)."""
     from dynfit.diagnostics import valid_prediction_time
 
-    return valid_prediction_time(
-        truth, pred, dt=DT, lyapunov_time=LYAPUNOV_TIME, std=std, thresholds=threshold
-    )[..., 0]
+    return valid_prediction_time(truth, pred, dt=DT, lyapunov_time=LYAPUNOV_TIME, std=std,
+                                 thresholds=threshold)[..., 0]
 
 
 def reference_attractor(x0: np.ndarray, n_steps: int) -> np.ndarray:
@@ -191,16 +170,8 @@ def reference_attractor(x0: np.ndarray, n_steps: int) -> np.ndarray:
     attractor."""
     import systems
 
-    ds = systems.simulate(
-        "lorenz63",
-        n_traj=1,
-        n_steps=n_steps,
-        dt=DT,
-        method="rkf45",
-        rtol=1e-10,
-        atol=1e-12,
-        x0=np.asarray(x0, dtype=np.float64),
-    )
+    ds = systems.simulate("lorenz63", n_traj=1, n_steps=n_steps, dt=DT, method="rkf45", rtol=1e-10,
+                          atol=1e-12, x0=np.asarray(x0, dtype=np.float64))
     return ds.x.values[0]
 
 
@@ -274,12 +245,8 @@ def evaluate(
             "density_kl": (("strategy", "seed"), kl),
             "wasserstein": (("strategy", "seed"), w1),
         },
-        coords={
-            "strategy": list(strategies),
-            "seed": list(seeds),
-            "dataset": names,
-            "start": starts,
-        },
+        coords={"strategy": list(strategies), "seed": list(seeds), "dataset": names,
+                "start": starts},
         attrs={
             "vpt_threshold": 0.4,
             "lyapunov_time": LYAPUNOV_TIME,
@@ -318,13 +285,8 @@ def figures(hist, gen, examples, datasets, out: Path) -> list[Path]:
             y = h[var].values
             med = np.nanmedian(y, axis=0)
             (line,) = ax.plot(hist.epoch, med, label=s)
-            ax.fill_between(
-                hist.epoch,
-                np.nanmin(y, axis=0),
-                np.nanmax(y, axis=0),
-                color=line.get_color(),
-                alpha=0.2,
-            )
+            ax.fill_between(hist.epoch, np.nanmin(y, axis=0), np.nanmax(y, axis=0),
+                            color=line.get_color(), alpha=0.2)
             ax.set_title(label)
             ax.set_ylabel(ylabel)
             ax.set_xlabel("epoch")
@@ -345,9 +307,8 @@ def figures(hist, gen, examples, datasets, out: Path) -> list[Path]:
     for ax, s in zip(axes, strategies):
         ax.plot(t, truth[:n, 0], "k", lw=1, label="truth (dataset2)")
         if (s, "dataset2") in examples:
-            ax.plot(
-                t, np.clip(examples[s, "dataset2"][:n, 0], -30, 30), lw=1, label=f"{s} (first seed)"
-            )
+            ax.plot(t, np.clip(examples[s, "dataset2"][:n, 0], -30, 30), lw=1,
+                    label=f"{s} (first seed)")
         ax.set_ylabel("x [state units]")
         ax.legend(loc="upper right", fontsize=8)
     axes[-1].set_xlabel("time [time units]")
@@ -418,35 +379,24 @@ def summary(hist, gen) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="out/allauzen2022", help="output folder")
-    p.add_argument(
-        "--data", default=str(DEFAULT_DATA), help="folder with dataset1.npy and dataset2.npy"
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="small CI mode: short data, 3 epochs, 2 seeds"
-    )
+    p.add_argument("--data", default=str(DEFAULT_DATA),
+                   help="folder with dataset1.npy and dataset2.npy")
+    p.add_argument("--quick", action="store_true",
+                   help="small CI mode: short data, 3 epochs, 2 seeds")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..n-1)")
     p.add_argument("--epochs", type=int, default=200)
-    p.add_argument(
-        "--strategies", default=",".join(STRATEGIES), help="comma-separated strategy names"
-    )
-    p.add_argument(
-        "--max-horizon", type=int, default=32, help="longest rollout of the curriculum strategy"
-    )
-    p.add_argument(
-        "--accept-threshold",
-        type=float,
-        default=0.9,
-        help="accepted fraction at which the curriculum lengthens its rollouts",
-    )
-    p.add_argument(
-        "--seed-list", default=None, help="comma-separated seeds (overrides --seeds), to split runs"
-    )
-    p.add_argument(
-        "--eval-only", action="store_true", help="evaluate the models already trained in --out"
-    )
-    p.add_argument(
-        "--train-only", action="store_true", help="train and save the models, skip the evaluation"
-    )
+    p.add_argument("--strategies", default=",".join(STRATEGIES),
+                   help="comma-separated strategy names")
+    p.add_argument("--max-horizon", type=int, default=32,
+                   help="longest rollout of the curriculum strategy")
+    p.add_argument("--accept-threshold", type=float, default=0.9,
+                   help="accepted fraction at which the curriculum lengthens its rollouts")
+    p.add_argument("--seed-list", default=None,
+                   help="comma-separated seeds (overrides --seeds), to split runs")
+    p.add_argument("--eval-only", action="store_true",
+                   help="evaluate the models already trained in --out")
+    p.add_argument("--train-only", action="store_true",
+                   help="train and save the models, skip the evaluation")
     args = p.parse_args(argv)
 
     import torch
@@ -462,43 +412,22 @@ def main(argv: list[str] | None = None) -> int:
     train, test, source = load_data(Path(args.data), args.quick)
     print(f"data: {source}; train {train.shape}, test {test.shape}", flush=True)
 
-    runs = train_all(
-        train,
-        out,
-        strategies,
-        seeds,
-        epochs,
-        args.quick,
-        eval_only=args.eval_only,
-        max_horizon=args.max_horizon,
-        accept_threshold=args.accept_threshold,
-    )
+    runs = train_all(train, out, strategies, seeds, epochs, args.quick, eval_only=args.eval_only,
+                     max_horizon=args.max_horizon, accept_threshold=args.accept_threshold)
     if not runs:
         raise SystemExit(f"no trained model for {strategies} in {out / 'models'}")
     if args.train_only:
         return 0
     hist = history_dataset(runs, strategies, seeds)
     hist.attrs.update(
-        {
-            "data": source,
-            "epochs": epochs,
-            "optimizer": "lbfgs (lr 1, 20 it., strong Wolfe)",
-            "eps": 0.1,
-            "safety": 0.9,
-            "field": "MLP 3-50-50-3 ReLU float64",
-        }
+        {"data": source, "epochs": epochs, "optimizer": "lbfgs (lr 1, 20 it., strong Wolfe)",
+         "eps": 0.1, "safety": 0.9, "field": "MLP 3-50-50-3 ReLU float64"}
     )
     hist.to_netcdf(out / "history.nc")
     datasets = {"dataset1": train, "dataset2": test}
-    gen, examples = evaluate(
-        runs,
-        datasets,
-        strategies,
-        seeds,
-        n_perturb=2 if args.quick else 5,
-        vpt_every=100 if args.quick else 50,
-        vpt_len=150 if args.quick else 2000,
-    )
+    gen, examples = evaluate(runs, datasets, strategies, seeds, n_perturb=2 if args.quick else 5,
+                             vpt_every=100 if args.quick else 50,
+                             vpt_len=150 if args.quick else 2000)
     gen.attrs["data"] = source
     gen.to_netcdf(out / "generation.nc")
     figures(hist, gen, examples, datasets, out)

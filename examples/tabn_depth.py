@@ -95,12 +95,8 @@ def solver_options(solver: str, task: str) -> dict:
     if solver == "fixed":
         return {"method": "rk4", "options": {"step_size": 1.0}}
     if solver == "adaptive":
-        return {
-            "method": "dopri5",
-            "rtol": TOL[task],
-            "atol": TOL[task],
-            "options": {"max_num_steps": MAX_STEPS},
-        }
+        return {"method": "dopri5", "rtol": TOL[task], "atol": TOL[task],
+                "options": {"max_num_steps": MAX_STEPS}}
     raise ValueError(f"solver must be 'fixed' or 'adaptive', got {solver!r}")
 
 
@@ -139,18 +135,8 @@ def lorenz96_data(quick: bool) -> dict:
     import systems
 
     n_traj, n_steps = (4, 160) if quick else (11, 600)
-    ds = systems.simulate(
-        "lorenz96",
-        n_traj=n_traj,
-        n_steps=n_steps,
-        dt=DT,
-        transient=20.0,
-        seed=2024,
-        method="dop853",
-        rtol=1e-10,
-        atol=1e-10,
-        progress=False,
-    )
+    ds = systems.simulate("lorenz96", n_traj=n_traj, n_steps=n_steps, dt=DT, transient=20.0,
+                          seed=2024, method="dop853", rtol=1e-10, atol=1e-10, progress=False)
     x = ds["x"].values  # (traj, time, 40)
     n_test = 1 if quick else 4
     train, val, test = x[: -n_test - 1], x[-n_test - 1 : -n_test], x[-n_test:]
@@ -164,15 +150,9 @@ def lorenz96_data(quick: bool) -> dict:
         )
 
     # training pairs start every eighth sample, 0.4 time units apart (neighbours: nearly one pair)
-    return {
-        "train": pairs(train, 8),
-        "val": pairs(val),
-        "test": pairs(test),
-        "test_traj": torch.tensor((test - mu) / sd, dtype=torch.float32),
-        "mu": mu,
-        "sd": sd,
-        "lyapunov_time": systems.get("lorenz96").lyapunov_time,
-    }
+    return {"train": pairs(train, 8), "val": pairs(val), "test": pairs(test),
+            "test_traj": torch.tensor((test - mu) / sd, dtype=torch.float32), "mu": mu, "sd": sd,
+            "lyapunov_time": systems.get("lorenz96").lyapunov_time}
 
 
 @functools.lru_cache(maxsize=1)
@@ -238,11 +218,8 @@ def task_data(task: str, quick: bool, cifar: str | None = None) -> dict:
         return digits_data(quick)
     (xtr, ytr), (xte, yte) = cifar_data(cifar)
     n_val = 5000 if len(xtr) > 10000 else max(1, len(xtr) // 5)
-    return {
-        "train": (xtr[n_val:], ytr[n_val:]),
-        "val": (xtr[:n_val], ytr[:n_val]),
-        "test": (xte, yte),
-    }
+    return {"train": (xtr[n_val:], ytr[n_val:]), "val": (xtr[:n_val], ytr[:n_val]),
+            "test": (xte, yte)}
 
 
 # ---------------------------------------------------------------- models
@@ -264,21 +241,11 @@ class Lorenz96Exact(torch.nn.Module):
 def build(spec: Spec, data: dict) -> torch.nn.Module:
     torch.manual_seed(spec.seed)
     if spec.task == "dynamics":
-        return LocalMLPField(
-            width=spec.width,
-            depth=spec.depth,
-            activation="silu",
-            norm=spec.norm,
-            num_points=spec.num_points,
-        )
+        return LocalMLPField(width=spec.width, depth=spec.depth, activation="silu", norm=spec.norm,
+                             num_points=spec.num_points)
     image = spec.task == "cifar"
-    kw = dict(
-        width=spec.width,
-        depth=spec.depth,
-        norm=spec.norm,
-        num_points=spec.num_points,
-        **solver_options(spec.solver, spec.task),
-    )
+    kw = dict(width=spec.width, depth=spec.depth, norm=spec.norm, num_points=spec.num_points,
+              **solver_options(spec.solver, spec.task))
     if image:
         return UnmixedClassifier(3, 10, image=True, state_channels=16, pool=4, **kw)
     return UnmixedClassifier(data["train"][0].shape[1], 10, image=False, **kw)
@@ -341,17 +308,9 @@ def train(spec: Spec, model, data: dict) -> dict:
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return {
-        "epochs": epoch,
-        "steps": steps,
-        "train_loss": train_loss,
-        "val_loss": best,
-        "converged": converged,
-        "stop_reason": reason,
-        "wall_time": time.perf_counter() - t0,
-        "time_per_step": step_time / max(steps, 1),
-        "final_lr": lr,
-    }
+    return {"epochs": epoch, "steps": steps, "train_loss": train_loss, "val_loss": best,
+            "converged": converged, "stop_reason": reason, "wall_time": time.perf_counter() - t0,
+            "time_per_step": step_time / max(steps, 1), "final_lr": lr}
 
 
 def _loop(spec: Spec, model, data: dict, opt, gen):
@@ -467,14 +426,9 @@ def vpt(field, data: dict, solver: str, quick: bool) -> float:
 
     starts, truths, n_lags = vpt_starts(data, quick)
     pred = free_run(field, starts, n_lags, solver)
-    v = valid_prediction_time(
-        truths.double().numpy(),
-        pred.double().numpy(),
-        dt=LAG * DT,
-        lyapunov_time=data["lyapunov_time"],
-        std=1.0,
-        thresholds=(VPT_THRESHOLD,),
-    )
+    v = valid_prediction_time(truths.double().numpy(), pred.double().numpy(), dt=LAG * DT,
+                              lyapunov_time=data["lyapunov_time"], std=1.0,
+                              thresholds=(VPT_THRESHOLD,))
     return float(np.mean(v))
 
 
@@ -589,18 +543,16 @@ def _progress(label, i, n, spec, rec, t0) -> None:
 def tune(args, out: Path, client) -> dict:
     """Pick the learning rate per (task, norm) and TA-BN's grid size per task at depth 8, seed
     0, fixed solver."""
-    base = dict(
-        depth=TUNE_DEPTH, seed=0, solver="fixed", max_epochs=args.tune_epochs, quick=args.quick
-    )
+    base = dict(depth=TUNE_DEPTH, seed=0, solver="fixed", max_epochs=args.tune_epochs,
+                quick=args.quick)
     lr_specs = [
         Spec(task=t, norm=n, lr=lr, num_points=5, role="tune-lr", **base, **_size(args, t))
         for t in args.tasks
         for n in args.norms
         for lr in args.lrs
     ]
-    res = run_all(
-        lr_specs, out, client, args.cifar, "tune learning rates", run=not args.assemble_only
-    )
+    res = run_all(lr_specs, out, client, args.cifar, "tune learning rates",
+                  run=not args.assemble_only)
     chosen = {}
     for t in args.tasks:
         for n in args.norms:
@@ -612,22 +564,14 @@ def tune(args, out: Path, client) -> dict:
     grid_specs = []
     if "tabn" in args.norms:
         grid_specs = [
-            Spec(
-                task=t,
-                norm="tabn",
-                lr=chosen[(t, "tabn")]["lr"],
-                num_points=m,
-                role="tune-grid",
-                **base,
-                **_size(args, t),
-            )
+            Spec(task=t, norm="tabn", lr=chosen[(t, "tabn")]["lr"], num_points=m, role="tune-grid",
+                 **base, **_size(args, t))
             for t in args.tasks
             for m in args.grids
         ]
         res.update(
-            run_all(
-                grid_specs, out, client, args.cifar, "tune TA-BN grid", run=not args.assemble_only
-            )
+            run_all(grid_specs, out, client, args.cifar, "tune TA-BN grid",
+                    run=not args.assemble_only)
         )
         for t in args.tasks:
             cands = [(res[s.key]["val_loss"], s.num_points) for s in grid_specs if s.task == t]
@@ -645,18 +589,9 @@ def grid_specs(args, chosen: dict) -> list[Spec]:
     """The study's models, cheapest and most complete first: solver, then seed, then task,
     depth, norm."""
     return [
-        Spec(
-            task=t,
-            norm=n,
-            depth=d,
-            seed=s,
-            solver=v,
-            lr=chosen[(t, n)]["lr"],
-            num_points=chosen[(t, n)]["num_points"],
-            max_epochs=args.max_epochs,
-            quick=args.quick,
-            **_size(args, t),
-        )
+        Spec(task=t, norm=n, depth=d, seed=s, solver=v, lr=chosen[(t, n)]["lr"],
+             num_points=chosen[(t, n)]["num_points"], max_epochs=args.max_epochs, quick=args.quick,
+             **_size(args, t))
         for v in args.solvers
         for s in args.seeds
         for t in args.tasks
@@ -674,14 +609,8 @@ def assemble(args, specs: list[Spec], results: dict, tuning: dict, exact: dict |
 
     import dynfit
 
-    coords = {
-        "task": list(args.tasks),
-        "norm": list(args.norms),
-        "depth": list(args.depths),
-        "seed": list(args.seeds),
-        "solver": list(args.solvers),
-        "eval_solver": list(SOLVERS),
-    }
+    coords = {"task": list(args.tasks), "norm": list(args.norms), "depth": list(args.depths),
+              "seed": list(args.seeds), "solver": list(args.solvers), "eval_solver": list(SOLVERS)}
     shape5 = tuple(len(coords[k]) for k in ("task", "norm", "depth", "seed", "solver"))
     nan5 = lambda: np.full(shape5, np.nan)  # noqa: E731
     error, vpt_ = np.full(shape5 + (2,), np.nan), np.full(shape5 + (2,), np.nan)
@@ -725,11 +654,8 @@ def assemble(args, specs: list[Spec], results: dict, tuning: dict, exact: dict |
             "vpt": (
                 d5 + ("eval_solver",),
                 vpt_,
-                {
-                    "units": "Lyapunov times",
-                    "threshold": VPT_THRESHOLD,
-                    "long_name": "mean valid prediction time of free runs",
-                },
+                {"units": "Lyapunov times", "threshold": VPT_THRESHOLD,
+                 "long_name": "mean valid prediction time of free runs"},
             ),
             "loss": (d5, loss, {"long_name": "final training loss (mean over the last epoch)"}),
             "val_loss": (d5, val, {"long_name": "best validation loss (the tested weights)"}),
@@ -816,12 +742,9 @@ def tables(ds) -> str:
         for solver in sub.solver.values:
             for name, what in metrics:
                 for ev in sub.eval_solver.values:
-                    lines += [
-                        f"### {task}: {what}; trained {solver}, tested {ev}",
-                        "",
-                        "| depth | " + " | ".join(str(n) for n in sub.norm.values) + " |",
-                        "|---:|" + "---:|" * sub.norm.size,
-                    ]
+                    lines += [f"### {task}: {what}; trained {solver}, tested {ev}", "",
+                              "| depth | " + " | ".join(str(n) for n in sub.norm.values) + " |",
+                              "|---:|" + "---:|" * sub.norm.size]
                     for d in sub.depth.values:
                         cells = [
                             _cell(
@@ -942,22 +865,15 @@ def figure(ds, path: Path) -> None:
         for m in (("error", "vpt") if t == "dynamics" else ("error",))
     ]
     rows = list(ds.solver.values)
-    fig, axes = plt.subplots(
-        len(rows), len(columns), figsize=(4.2 * len(columns), 3.4 * len(rows)), squeeze=False
-    )
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(4.2 * len(columns), 3.4 * len(rows)),
+                             squeeze=False)
     for r, solver in enumerate(rows):
         for c, (task, metric) in enumerate(columns):
             ax = axes[r][c]
             for norm in ds.norm.values:
                 v = ds[metric].sel(task=task, solver=solver, eval_solver=solver, norm=norm)
-                ax.errorbar(
-                    ds.depth.values,
-                    v.mean("seed"),
-                    yerr=v.std("seed"),
-                    marker="o",
-                    capsize=3,
-                    label=norm,
-                )
+                ax.errorbar(ds.depth.values, v.mean("seed"), yerr=v.std("seed"), marker="o",
+                            capsize=3, label=norm)
             ax.set_title(f"{task}: trained and tested {solver}", fontsize=10)
             ax.set_xlabel("depth (hidden layers)")
             if metric == "error":
@@ -1032,27 +948,20 @@ def report(ds, exact: dict | None) -> str:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for runs/, tabn_depth.nc, .md, .png")
-    p.add_argument(
-        "--quick", action="store_true", help="CI mode: tiny data, depths 2 and 4, few epochs"
-    )
+    p.add_argument("--quick", action="store_true",
+                   help="CI mode: tiny data, depths 2 and 4, few epochs")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS) + ["cifar"])
     p.add_argument("--depths", type=int, nargs="+", default=list(DEPTHS))
     p.add_argument("--norms", nargs="+", default=list(NORM_KINDS), choices=list(NORM_KINDS))
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     p.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=list(SOLVERS))
     p.add_argument("--lrs", type=float, nargs="+", default=list(LR_GRID))
-    p.add_argument(
-        "--grids", type=int, nargs="+", default=list(TABN_GRID), help="TA-BN grid sizes to try"
-    )
-    p.add_argument(
-        "--width", type=int, default=None, help="hidden width (default 32 dynamics, 64 images)"
-    )
-    p.add_argument(
-        "--batch",
-        type=int,
-        default=None,
-        help="batch size (default 16 windows dynamics, 128 images)",
-    )
+    p.add_argument("--grids", type=int, nargs="+", default=list(TABN_GRID),
+                   help="TA-BN grid sizes to try")
+    p.add_argument("--width", type=int, default=None,
+                   help="hidden width (default 32 dynamics, 64 images)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch size (default 16 windows dynamics, 128 images)")
     p.add_argument("--max-epochs", type=int, default=24)
     p.add_argument("--tune-epochs", type=int, default=8)
     p.add_argument(
@@ -1061,9 +970,8 @@ def main(argv=None) -> dict:
         help="dask: local:N worker processes or tcp://HOST:PORT "
         "(default: run here, one model after another)",
     )
-    p.add_argument(
-        "--cifar", metavar="DIR", help="CIFAR-10 python batches (task 'cifar'; use a GPU machine)"
-    )
+    p.add_argument("--cifar", metavar="DIR",
+                   help="CIFAR-10 python batches (task 'cifar'; use a GPU machine)")
     p.add_argument("--tune-only", action="store_true", help="stop after the tuning sweeps")
     p.add_argument(
         "--assemble-only",

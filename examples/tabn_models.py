@@ -85,15 +85,8 @@ class UnmixedClassifier(nn.Module):
         self.in_channels, self.state_channels = int(in_channels), int(state)
         self.image = bool(image)
         self.pool = int(pool)
-        kw = dict(
-            width=width,
-            depth=depth,
-            activation=activation,
-            norm=norm,
-            num_points=num_points,
-            t_max=1.0,
-            dtype=dtype,
-        )
+        kw = dict(width=width, depth=depth, activation=activation, norm=norm, num_points=num_points,
+                  t_max=1.0, dtype=dtype)
         field = (
             ConvField(self.state_channels, **kw)
             if self.image
@@ -135,15 +128,8 @@ class UnmixedClassifier(nn.Module):
         h0 = self._augment(x)
         self.field.nfe = 0
         solve = odeint_adjoint if self.adjoint else odeint
-        h1 = solve(
-            self.field,
-            h0,
-            self.span,
-            method=self.method,
-            rtol=self.rtol,
-            atol=self.atol,
-            options=self.options,
-        )[-1]
+        h1 = solve(self.field, h0, self.span, method=self.method, rtol=self.rtol, atol=self.atol,
+                   options=self.options)[-1]
         if self.image:
             h1 = F.adaptive_avg_pool2d(h1, self.pool)
         return h1.flatten(1)

@@ -41,13 +41,8 @@ def worker(folder: str) -> None:
 
 
 def _start(folder: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, __file__, "--worker", str(folder)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    return subprocess.Popen([sys.executable, __file__, "--worker", str(folder)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
 
 def _wait_start(proc: subprocess.Popen) -> float:
@@ -96,17 +91,9 @@ def main(argv=None) -> int:
         train_s = time.perf_counter() - t0
         reference = _weights(ref)
         print(f"uninterrupted run: {train_s:.1f} s of training, {EPOCHS} epochs")
-        counts = {
-            "trials": 0,
-            "kills": 0,
-            "kills_before_end": 0,
-            "resumes_ok": 0,
-            "resume_failures": 0,
-            "identical": 0,
-            "different": 0,
-            "temp_files_left": 0,
-            "temps_seen_after_kill": 0,
-        }
+        counts = {"trials": 0, "kills": 0, "kills_before_end": 0, "resumes_ok": 0,
+                  "resume_failures": 0, "identical": 0, "different": 0, "temp_files_left": 0,
+                  "temps_seen_after_kill": 0}
         for trial in range(args.trials):
             folder = tmp / f"trial{trial:02d}"
             n_kills = rng.choice([1, 1, 2])

@@ -22,16 +22,10 @@ from dynfit.data import Standardizer
 from systems.files import TEMP_PREFIX
 
 DOCUMENTED = (ValueError, TypeError)
-FAST = settings(
-    max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
-)
-NUMBERS = st.one_of(
-    st.integers(-3, 10**6),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.just(None),
-    st.just("1"),
-    st.booleans(),
-)
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
+                derandomize=True)
+NUMBERS = st.one_of(st.integers(-3, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+                    st.just(None), st.just("1"), st.booleans())
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -53,14 +47,8 @@ def _no_leftovers(folder: Path):
 
 # ------------------------------------------------------------------ systems.simulate
 @FAST
-@given(
-    n_traj=NUMBERS,
-    n_steps=NUMBERS,
-    dt=NUMBERS,
-    transient=NUMBERS,
-    noise=NUMBERS,
-    method=st.sampled_from(["rkf45", "rk4", "euler", "dopri5", 3]),
-)
+@given(n_traj=NUMBERS, n_steps=NUMBERS, dt=NUMBERS, transient=NUMBERS, noise=NUMBERS,
+       method=st.sampled_from(["rkf45", "rk4", "euler", "dopri5", 3]))
 def test_simulate_valid_or_documented(n_traj, n_steps, dt, transient, noise, method):
     small = all(
         not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 50
@@ -78,17 +66,9 @@ def test_simulate_valid_or_documented(n_traj, n_steps, dt, transient, noise, met
     ):
         return  # keep each example short; size limits are checked in test_io
     try:
-        ds = systems.simulate(
-            "lorenz63",
-            n_traj=n_traj,
-            n_steps=n_steps,
-            dt=dt,
-            transient=transient,
-            noise=noise,
-            method=method,
-            seed=0,
-            max_steps=20000,
-        )
+        ds = systems.simulate("lorenz63", n_traj=n_traj, n_steps=n_steps, dt=dt,
+                              transient=transient, noise=noise, method=method, seed=0,
+                              max_steps=20000)
     except DOCUMENTED:
         return
     except systems.IntegrationError if hasattr(systems, "IntegrationError") else ():
@@ -99,22 +79,17 @@ def test_simulate_valid_or_documented(n_traj, n_steps, dt, transient, noise, met
 
 # ------------------------------------------------------------------ dynfit.odesolve
 @FAST
-@given(
-    b=st.integers(0, 4),
-    d=st.integers(0, 3),
-    t_end=st.one_of(st.floats(-2, 2), st.just(float("nan"))),
-    n_t=st.integers(0, 4),
-    method=st.sampled_from(["rkf45", "rkf23", "dopri5", "rk4", "bogus"]),
-    step=st.one_of(st.none(), st.floats(-1, 1), st.just(float("nan"))),
-    max_steps=st.integers(-1, 50),
-)
+@given(b=st.integers(0, 4), d=st.integers(0, 3),
+       t_end=st.one_of(st.floats(-2, 2), st.just(float("nan"))), n_t=st.integers(0, 4),
+       method=st.sampled_from(["rkf45", "rkf23", "dopri5", "rk4", "bogus"]),
+       step=st.one_of(st.none(), st.floats(-1, 1), st.just(float("nan"))),
+       max_steps=st.integers(-1, 50))
 def test_odesolve_valid_or_documented(b, d, t_end, n_t, method, step, max_steps):
     from dynfit.solvers.solution import SolverError
 
     y0 = torch.ones(b, d, dtype=torch.float64)
-    t = torch.linspace(
-        0.0, t_end if math.isfinite(t_end) else float("nan"), n_t, dtype=torch.float64
-    )
+    t = torch.linspace(0.0, t_end if math.isfinite(t_end) else float("nan"), n_t,
+                       dtype=torch.float64)
     try:
         sol = odesolve(lambda t, y: -y, y0, t, method=method, step_size=step, max_steps=max_steps)
     except (*DOCUMENTED, SolverError):
@@ -125,11 +100,9 @@ def test_odesolve_valid_or_documented(b, d, t_end, n_t, method, step, max_steps)
 
 # ------------------------------------------------------------------ data and fit
 @FAST
-@given(
-    shape=st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 3)),
-    scale=st.sampled_from([1.0, 1e200, 1e-300, float("nan"), float("inf")]),
-    dt=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.just(True)),
-)
+@given(shape=st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 3)),
+       scale=st.sampled_from([1.0, 1e200, 1e-300, float("nan"), float("inf")]),
+       dt=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.just(True)))
 def test_as_trajectories_valid_or_documented(shape, scale, dt):
     x = np.random.default_rng(0).standard_normal(shape) * scale
     try:
@@ -142,28 +115,16 @@ def test_as_trajectories_valid_or_documented(shape, scale, dt):
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(
-    n=st.integers(0, 3),
-    t=st.integers(0, 6),
-    scale=st.sampled_from([1.0, 1e160, 0.0]),
-    epochs=st.sampled_from([0, 1, -1, 1.5]),
-    dt=st.sampled_from([None, 0.01, 0.0, -1.0]),
-)
+@given(n=st.integers(0, 3), t=st.integers(0, 6), scale=st.sampled_from([1.0, 1e160, 0.0]),
+       epochs=st.sampled_from([0, 1, -1, 1.5]), dt=st.sampled_from([None, 0.01, 0.0, -1.0]))
 def test_fit_valid_or_documented(n, t, scale, epochs, dt):
     from dynfit.train import fit
 
     x = np.random.default_rng(0).standard_normal((n, t, 2)) * scale
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            sur, hist = fit(
-                x,
-                dt=dt,
-                field={"kind": "mlp", "width": 4, "depth": 1},
-                epochs=epochs,
-                lbfgs_iterations=2,
-                progress=False,
-                checkpoint_dir=tmp,
-            )
+            sur, hist = fit(x, dt=dt, field={"kind": "mlp", "width": 4, "depth": 1}, epochs=epochs,
+                            lbfgs_iterations=2, progress=False, checkpoint_dir=tmp)
         except DOCUMENTED:
             _no_leftovers(tmp)
             return
@@ -177,12 +138,8 @@ def test_fit_valid_or_documented(n, t, scale, epochs, dt):
 @given(cut=st.floats(0, 1), flip=st.integers(0, 10**6), extra=st.binary(max_size=64))
 def test_damaged_model_files_raise_model_file_error(cut, flip, extra):
     field = build_field({"kind": "mlp", "width": 4, "depth": 1}, 2)
-    sur = Surrogate(
-        field,
-        Standardizer(np.zeros(2), np.ones(2)),
-        0.1,
-        field_config={"kind": "mlp", "width": 4, "depth": 1},
-    )
+    sur = Surrogate(field, Standardizer(np.zeros(2), np.ones(2)), 0.1,
+                    field_config={"kind": "mlp", "width": 4, "depth": 1})
     with tempfile.TemporaryDirectory() as tmp:
         path = sur.save(Path(tmp) / "m.pt")
         data = bytearray(path.read_bytes())
@@ -208,31 +165,20 @@ def eval_data():
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(
-    n_starts=st.one_of(st.integers(-1, 2000), st.just(1.5)),
-    horizon=st.one_of(st.floats(-1, 3), st.just(float("nan"))),
-    thresholds=st.lists(st.one_of(st.floats(-1, 2), st.just(float("nan"))), max_size=3),
-    seed=st.integers(-1, 3),
-)
+@given(n_starts=st.one_of(st.integers(-1, 2000), st.just(1.5)),
+       horizon=st.one_of(st.floats(-1, 3), st.just(float("nan"))),
+       thresholds=st.lists(st.one_of(st.floats(-1, 2), st.just(float("nan"))), max_size=3),
+       seed=st.integers(-1, 3))
 def test_evaluate_valid_or_documented(eval_data, n_starts, horizon, thresholds, seed):
     from dynfit.diagnostics import evaluate
 
     field = build_field({"kind": "mlp", "width": 4, "depth": 1}, 3)
-    sur = Surrogate(
-        field, Standardizer(np.zeros(3), np.ones(3) * 8.0), 0.01, provenance={"system": "lorenz63"}
-    )
+    sur = Surrogate(field, Standardizer(np.zeros(3), np.ones(3) * 8.0), 0.01,
+                    provenance={"system": "lorenz63"})
     try:
-        ds = evaluate(
-            sur,
-            eval_data,
-            n_starts=n_starts,
-            horizon=horizon,
-            thresholds=thresholds or 0.4,
-            long_steps=1000,
-            lyapunov_steps=0,
-            seed=seed,
-            groundtruth=False,
-        )
+        ds = evaluate(sur, eval_data, n_starts=n_starts, horizon=horizon,
+                      thresholds=thresholds or 0.4, long_steps=1000, lyapunov_steps=0, seed=seed,
+                      groundtruth=False)
     except DOCUMENTED:
         return
     assert ds.sizes["start"] == n_starts
@@ -242,13 +188,9 @@ def test_evaluate_valid_or_documented(eval_data, n_starts, horizon, thresholds, 
 
 # ------------------------------------------------------------------ TA-BN
 @FAST
-@given(
-    b=st.integers(0, 4),
-    f=st.integers(1, 3),
-    t=st.one_of(st.floats(-1, 2), st.just(float("nan"))),
-    dtype=st.sampled_from([torch.float32, torch.float64]),
-    training=st.booleans(),
-)
+@given(b=st.integers(0, 4), f=st.integers(1, 3),
+       t=st.one_of(st.floats(-1, 2), st.just(float("nan"))),
+       dtype=st.sampled_from([torch.float32, torch.float64]), training=st.booleans())
 def test_tabn_valid_or_documented(b, f, t, dtype, training):
     from dynfit.nn.norm import TABatchNorm1d
 
@@ -261,14 +203,8 @@ def test_tabn_valid_or_documented(b, f, t, dtype, training):
 
 
 # ------------------------------------------------------------------ configs
-VALUES = st.one_of(
-    st.integers(-5, 5),
-    st.floats(allow_nan=True),
-    st.booleans(),
-    st.text(max_size=5),
-    st.lists(st.integers(), max_size=2),
-    st.just({}),
-)
+VALUES = st.one_of(st.integers(-5, 5), st.floats(allow_nan=True), st.booleans(),
+                   st.text(max_size=5), st.lists(st.integers(), max_size=2), st.just({}))
 KEYS = {
     "data": ["n_traj", "n_steps", "dt", "standardize", "split_fraction", "horizon", "path", "nope"],
     "train": ["lr", "epochs", "device", "batch_size", "optimizer", "weight_decay"],

@@ -15,7 +15,5 @@ def test_readme_has_snippets():
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_snippet_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    exec(
-        compile(BLOCKS[index], f"README.md[python block {index}]", "exec"),
-        {"__name__": "__readme__"},
-    )
+    exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"),
+         {"__name__": "__readme__"})

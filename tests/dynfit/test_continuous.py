@@ -17,11 +17,8 @@ from dynfit.strategies import ContinuousStrategy, InferenceSolver
 
 def lorenz(t, x):
     return torch.stack(
-        [
-            10 * (x[:, 1] - x[:, 0]),
-            x[:, 0] * (28 - x[:, 2]) - x[:, 1],
-            x[:, 0] * x[:, 1] - 8 / 3 * x[:, 2],
-        ],
+        [10 * (x[:, 1] - x[:, 0]), x[:, 0] * (28 - x[:, 2]) - x[:, 1],
+         x[:, 0] * x[:, 1] - 8 / 3 * x[:, 2]],
         dim=-1,
     )
 
@@ -30,9 +27,8 @@ def lorenz(t, x):
 def data():
     import systems
 
-    return systems.simulate(
-        "lorenz63", n_traj=2, n_steps=400, dt=0.01, seed=4, transient=5.0, rtol=1e-12, atol=1e-12
-    )
+    return systems.simulate("lorenz63", n_traj=2, n_steps=400, dt=0.01, seed=4, transient=5.0,
+                            rtol=1e-12, atol=1e-12)
 
 
 def test_monomials_and_features():
@@ -92,12 +88,8 @@ def test_from_vector_field_and_physical_field_round_trip():
     x0 = x.numpy()
     out = sur.generate(x0, 11)
     assert out.shape == (2, 11, 3)
-    ref = dynfit.odesolve(
-        lorenz,
-        x,
-        torch.linspace(0, 0.1, 11, dtype=torch.float64),
-        control=dynfit.MixedNorm(rtol=1e-12, atol=1e-12),
-    )
+    ref = dynfit.odesolve(lorenz, x, torch.linspace(0, 0.1, 11, dtype=torch.float64),
+                          control=dynfit.MixedNorm(rtol=1e-12, atol=1e-12))
     np.testing.assert_allclose(out, ref.ys.numpy().transpose(1, 0, 2), rtol=1e-8, atol=1e-8)
     # a scaler changes the coordinates the solver works in, not the answer
     scaler = Standardizer(np.array([0.0, 0.0, 25.0]), np.array([8.0, 9.0, 8.0]))
@@ -116,9 +108,8 @@ def test_physical_field_of_a_model_is_differentiable_and_matches_vector_field():
     sur = dynfit.Surrogate(field, scaler, 0.01)
     x = torch.tensor([[1.0, 2.0, 20.0]], dtype=torch.float64, requires_grad=True)
     f = sur.physical_field()
-    np.testing.assert_allclose(
-        sur.vector_field(x.detach().numpy()), f(torch.zeros(()), x).detach().numpy()
-    )
+    np.testing.assert_allclose(sur.vector_field(x.detach().numpy()),
+                               f(torch.zeros(()), x).detach().numpy())
     assert torch.autograd.gradcheck(lambda y: f(torch.zeros(()), y), (x,))
 
 
@@ -134,9 +125,8 @@ def test_inference_solver_record_and_errors():
 
 
 def test_continuous_schedule_tightens_doubles_and_stops():
-    s = ContinuousStrategy(
-        start_horizon=4, max_horizon=8, rtol_max=1e-4, rtol_min=1e-9, patience=2, improvement=0.01
-    )
+    s = ContinuousStrategy(start_horizon=4, max_horizon=8, rtol_max=1e-4, rtol_min=1e-9, patience=2,
+                           improvement=0.01)
     rows, hs, tols = [], [], []
     losses = [1.0, 0.5, 0.499, 0.4985, 0.498, 0.4979, 0.4978, 0.4977]
     stop = None
@@ -180,9 +170,8 @@ def test_continuous_windows_overlap_beyond_max_stride():
 
 
 def test_default_fit_is_the_continuous_path(data, tmp_path):
-    sur, hist = dynfit.fit(
-        data, epochs=2, progress=False, lbfgs_iterations=3, checkpoint_dir=tmp_path
-    )
+    sur, hist = dynfit.fit(data, epochs=2, progress=False, lbfgs_iterations=3,
+                           checkpoint_dir=tmp_path)
     assert hist.attrs["strategy"] == "continuous" and "stop_reason" in hist.attrs
     assert hist.attrs["prefit_field_error"] < 1e-4
     for var in ("rtol", "misfit", "horizon", "accepted_fraction", "mean_steps", "n_f_evals"):
@@ -209,16 +198,8 @@ def test_continuous_nan_field_is_rolled_back_reported_and_never_saved(data, tmp_
     field = _NaNField()
     before = field.lin.weight.detach().clone()
     with pytest.warns(RuntimeWarning, match="rolled back"):
-        sur, hist = dynfit.fit(
-            data,
-            field=field,
-            epochs=2,
-            progress=False,
-            lbfgs_iterations=2,
-            prefit=False,
-            on_nan="stop",
-            checkpoint_dir=tmp_path,
-        )
+        sur, hist = dynfit.fit(data, field=field, epochs=2, progress=False, lbfgs_iterations=2,
+                               prefit=False, on_nan="stop", checkpoint_dir=tmp_path)
     assert hist.sizes["epoch"] == 0 and "non-finite" in hist.attrs["stop_reason"]
     assert torch.equal(sur.field.lin.weight.detach(), before)
     assert not (tmp_path / "checkpoint.pt").exists()

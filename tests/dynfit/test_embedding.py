@@ -16,9 +16,8 @@ def test_delay_vectors_hold_the_delayed_samples():
     out = emb.transform(x)
     assert out.shape == (2, 10 - 4, 6) and emb.window == 4
     for i in range(out.shape[1]):
-        np.testing.assert_array_equal(
-            out[:, i], np.concatenate([x[:, i + 4], x[:, i + 2], x[:, i]], axis=1)
-        )
+        np.testing.assert_array_equal(out[:, i],
+                                      np.concatenate([x[:, i + 4], x[:, i + 2], x[:, i]], axis=1))
     np.testing.assert_array_equal(emb.state(x), out[:, -1])
     assert emb.names(["u", "v"]) == ["u", "v", "u_lag2", "v_lag2", "u_lag4", "v_lag4"]
     assert DelayEmbedding.from_dict(emb.to_dict()) == emb
@@ -38,9 +37,8 @@ def test_too_short_observations_are_refused():
 def test_mutual_information_delay_of_lorenz_x():
     """Lorenz'63 x: the first minimum of the mutual information is near 0.16 time units (Fraser &
     Swinney's criterion; the literature's value, measured here as 17 samples of 0.01)."""
-    x = systems.simulate(
-        "lorenz63", n_traj=4, n_steps=1500, dt=0.01, seed=0, transient=10.0
-    ).x.values[..., 0]
+    x = systems.simulate("lorenz63", n_traj=4, n_steps=1500, dt=0.01, seed=0,
+                         transient=10.0).x.values[..., 0]
     assert 12 <= mutual_information_delay(x, max_lag=60) <= 22
     with pytest.raises(ValueError, match="too short"):
         mutual_information_delay(np.zeros(3))
@@ -48,9 +46,8 @@ def test_mutual_information_delay_of_lorenz_x():
 
 def test_one_dimensional_autonomous_fit_is_refused_with_the_fix():
     x = systems.simulate("lorenz63", n_traj=1, n_steps=60, dt=0.01, seed=0).x[..., :1]
-    with pytest.raises(
-        ValueError, match=r"cannot be chaotic|neither oscillate nor be chaotic.*DelayEmbedding"
-    ):
+    with pytest.raises(ValueError,
+                       match=r"cannot be chaotic|neither oscillate nor be chaotic.*DelayEmbedding"):
         dynfit.fit(x, epochs=1, progress=False)
     with pytest.raises(TypeError, match="embed must be"):
         dynfit.fit(x, embed=3, epochs=1, progress=False)
@@ -60,15 +57,8 @@ def test_one_dimensional_autonomous_fit_is_refused_with_the_fix():
 def test_fit_with_embedding_remembers_it_and_forecasts_from_a_history(tmp_path, one_thread):
     data = systems.simulate("lorenz63", n_traj=1, n_steps=80, dt=0.01, seed=0, transient=2.0)
     emb = DelayEmbedding(lags=3, tau=5)
-    sur, _ = dynfit.fit(
-        data.x[..., :1],
-        embed=emb,
-        field={"kind": "mlp", "width": 8, "depth": 1},
-        epochs=1,
-        lbfgs_iterations=2,
-        progress=False,
-        prefit=False,
-    )
+    sur, _ = dynfit.fit(data.x[..., :1], embed=emb, field={"kind": "mlp", "width": 8, "depth": 1},
+                        epochs=1, lbfgs_iterations=2, progress=False, prefit=False)
     assert sur.dim == 3 and sur.components == ["x", "x_lag5", "x_lag10"]
     sur.save(tmp_path / "m.pt")
     back = Surrogate.load(tmp_path / "m.pt")

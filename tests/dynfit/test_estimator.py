@@ -6,12 +6,8 @@ import pytest
 
 from dynfit.estimator import Estimator
 
-FAST = dict(
-    field={"kind": "mlp", "width": 4, "depth": 1},
-    epochs=1,
-    prefit=False,
-    options={"lbfgs_iterations": 2},
-)
+FAST = dict(field={"kind": "mlp", "width": 4, "depth": 1}, epochs=1, prefit=False,
+            options={"lbfgs_iterations": 2})
 
 # fit's second argument is the sampling step or the sample times, not a target y: every check that
 # passes labels or regression targets as y gets "the sample times t must increase uniformly" (a
@@ -93,13 +89,6 @@ def test_check_estimator_where_it_applies(one_thread):
     failed = {r["check_name"] for r in results if r["status"] == "failed"}
     passed = {r["check_name"] for r in results if r["status"] == "passed"}
     assert failed <= NOT_APPLICABLE, sorted(failed - NOT_APPLICABLE)
-    assert {
-        "check_parameters_default_constructible",
-        "check_get_params_invariance",
-        "check_set_params",
-        "check_estimators_unfitted",
-        "check_no_attributes_set_in_init",
-        "check_complex_data",
-        "check_estimator_sparse_array",
-        "check_fit2d_1sample",
-    } <= passed
+    assert {"check_parameters_default_constructible", "check_get_params_invariance",
+            "check_set_params", "check_estimators_unfitted", "check_no_attributes_set_in_init",
+            "check_complex_data", "check_estimator_sparse_array", "check_fit2d_1sample"} <= passed

@@ -52,13 +52,8 @@ def test_fit_leaves_no_lock_after_success_or_failure(tmp_path, one_thread):
     from dynfit import fit
 
     data = systems.simulate("lorenz63", n_traj=1, n_steps=40, dt=0.01, seed=0)
-    kw = dict(
-        field={"kind": "mlp", "width": 4, "depth": 1},
-        epochs=1,
-        lbfgs_iterations=2,
-        progress=False,
-        prefit=False,
-    )
+    kw = dict(field={"kind": "mlp", "width": 4, "depth": 1}, epochs=1, lbfgs_iterations=2,
+              progress=False, prefit=False)
     fit(data, checkpoint_dir=tmp_path / "ok", **kw)
     assert (tmp_path / "ok" / "checkpoint.pt").exists()
     assert not (tmp_path / "ok" / FolderLock.NAME).exists()
@@ -96,11 +91,9 @@ def test_netcdf_outputs_follow_cf(tmp_path, one_thread):
     assert sim["x"].attrs["units"] == "1" and sim.attrs["Conventions"] == "CF-1.10"
     _check_cf(systems.save(sim, tmp_path / "sim.nc"))
     diag = xr.Dataset(
-        {
-            "vpt": ("start", np.ones(2), {"units": "Lyapunov times"}),
-            "std": ("component", np.ones(3), {"units": "state units", "long_name": "spread"}),
-            "n": ((), 3),
-        },
+        {"vpt": ("start", np.ones(2), {"units": "Lyapunov times"}),
+         "std": ("component", np.ones(3), {"units": "state units", "long_name": "spread"}),
+         "n": ((), 3)},
         attrs={"state_units": "m"},
     )
     out = cf_conventions(diag)
@@ -109,14 +102,8 @@ def test_netcdf_outputs_follow_cf(tmp_path, one_thread):
     _check_cf(write_netcdf(diag, tmp_path / "diag.nc"))
     from dynfit import fit
 
-    sur, hist = fit(
-        sim,
-        field={"kind": "mlp", "width": 4, "depth": 1},
-        epochs=1,
-        lbfgs_iterations=2,
-        progress=False,
-        prefit=False,
-    )
+    sur, hist = fit(sim, field={"kind": "mlp", "width": 4, "depth": 1}, epochs=1,
+                    lbfgs_iterations=2, progress=False, prefit=False)
     assert all(hist[v].attrs["units"] in ("1", "s") for v in hist.data_vars)
     _check_cf(write_netcdf(hist, tmp_path / "history.nc"))
     _check_cf(
@@ -126,17 +113,9 @@ def test_netcdf_outputs_follow_cf(tmp_path, one_thread):
 
 @pytest.mark.parametrize(
     "units, ok",
-    [
-        ("1", True),
-        ("s", True),
-        ("m s-1", True),
-        ("days since 2000-01-01", True),
-        ("state units", False),
-        ("Lyapunov times", False),
-        ("nats", False),
-        ("1 / time unit", False),
-        ("", False),
-    ],
+    [("1", True), ("s", True), ("m s-1", True), ("days since 2000-01-01", True),
+     ("state units", False), ("Lyapunov times", False), ("nats", False), ("1 / time unit", False),
+     ("", False)],
 )
 def test_udunits_rule(units, ok):
     assert _is_udunits(units) == ok
