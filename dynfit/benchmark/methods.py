@@ -40,6 +40,7 @@ PEER_FIX = 'pip install "dynfit[bench]"'
 BLOWUP_FACTOR = 100.0      # a free run this many data ranges from the data's mean is NaN
 WALL_SAFETY = 3.0          # dynfit's wall-time limit in budgets (a safety net; the CPU clock rules)
 VALID_THRESHOLD = 0.4      # normalised error that ends a valid validation forecast
+SMOOTH_MIN_SAMPLES = 10    # a validation part shorter than 4x this is never smoothed
 
 
 # ------------------------------------------------------------------ shared helpers
@@ -186,11 +187,18 @@ class Validation:
     held-out part. ``score(pred)`` -> (mean fraction of the horizon before the
     normalised error first exceeds 0.4, minus the mean normalised error capped
     at 1): larger is better, compared as a tuple.
+
+    Noisy data (white noise found by :func:`dynfit.smoothing.noise_is_white`):
+    the held-out part is Savitzky-Golay smoothed (window by Mallows' Cp) before
+    warm-ups and targets are cut, so a candidate is scored from clean-like starts
+    against a clean-like truth, as the benchmark's test starts are; ``denoised``
+    says whether it was. Every method's search gets the same split.
     """
     train: np.ndarray
     history: np.ndarray
     truth: np.ndarray
     std: np.ndarray
+    denoised: bool = False
 
     @classmethod
     def split(cls, x: np.ndarray, *, history: int = 1, horizon: int = 500,
@@ -208,12 +216,13 @@ class Validation:
             raise ValueError(f"trajectories of {t} samples are too short for a validation split "
                              f"with a warm-up of {history} samples; give longer trajectories "
                              f"(>= {history + 40})")
+        held, denoised = _denoise(held)
         per = max(1, math.ceil(n_starts / len(held)))
         idx = np.unique(np.linspace(lo, t - 1 - h, per).round().astype(int))
         hist = np.stack([traj[i - history + 1:i + 1] for traj in held for i in idx])
         truth = np.stack([traj[i:i + h + 1] for traj in held for i in idx])
         std = train.reshape(-1, d).std(axis=0)
-        return cls(train, hist, truth, np.where(std > 0, std, 1.0))
+        return cls(train, hist, truth, np.where(std > 0, std, 1.0), denoised)
 
     @property
     def starts(self) -> np.ndarray:
@@ -230,6 +239,16 @@ class Validation:
         above = e > VALID_THRESHOLD
         valid = np.where(above.any(axis=1), above.argmax(axis=1), e.shape[1] - 1) / (e.shape[1] - 1)
         return float(valid.mean()), -float(np.minimum(e, 1.0).mean())
+
+
+def _denoise(x: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(x smoothed where its samples hold white noise, whether any component was)."""
+    from ..smoothing import noise_is_white, noise_level, savgol_window, smoothed_states
+
+    if x.shape[1] <= 4 * SMOOTH_MIN_SAMPLES or not noise_is_white(x).any():
+        return x, False
+    windows = savgol_window(x, noise_level(x))
+    return smoothed_states(x, windows), True
 
 
 def _search(candidates, evaluate, clock: _Clock, *, fraction: float = 0.8):

@@ -190,6 +190,23 @@ def test_validation_split_shapes():
     assert v.truth.shape[1] - 1 == (300 - 1 - 240) // 2   # half the held-out part
 
 
+def test_validation_split_denoises_noisy_data_only():
+    """Searches score candidates from smoothed starts against a smoothed truth on noisy data
+    (the benchmark's test starts are clean), and leave clean data alone."""
+    clean = systems.simulate("lorenz63", n_traj=5, n_steps=800, dt=DT, seed=3).x.values
+    noisy = clean + 0.05 * clean.std(axis=(0, 1)) * np.random.default_rng(1).standard_normal(clean.shape)
+    v_clean = M.Validation.split(clean, horizon=100)
+    v_noisy = M.Validation.split(noisy, horizon=100)
+    assert not v_clean.denoised and v_noisy.denoised
+    np.testing.assert_array_equal(v_clean.truth, M.Validation.split(clean, horizon=100).truth)
+    truth_clean = v_clean.truth                      # same split, same windows
+    raw = np.abs(M.Validation.split(noisy, horizon=100).train - noisy[:4]).max()
+    assert raw == 0.0                                # the training part is never touched
+    err_raw = np.sqrt(np.mean((noisy[4:][:, :101] - clean[4:][:, :101]) ** 2))
+    err_smoothed = np.sqrt(np.mean((v_noisy.truth - truth_clean) ** 2))
+    assert err_smoothed < 0.5 * err_raw, (err_smoothed, err_raw)
+
+
 def test_budget_clock_is_cpu_time(monkeypatch):
     """The budget counts the process's CPU seconds, not wall time (a busy machine must not
     shrink a fit's compute)."""
