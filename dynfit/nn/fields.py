@@ -25,7 +25,8 @@ from systems import checks
 
 from .calls import direct
 from .library import Library, monomial_exponents, monomial_maps, monomial_name
-from .norm import EachLayer, make_norm, norm_penalty, share_tables
+from .norm import make_norm, norm_penalty
+from .tabn_tables import EachLayer, share_tables
 from .registry import register_field
 
 __all__ = ["ACTIVATIONS", "MLPField", "ResidualMLPField", "ConvField", "PolynomialField", "LibraryField",
@@ -79,16 +80,16 @@ class _Field(nn.Module):
         return torch.cat([x, _time_column(t, x, (x.shape[0], 1) + tuple(x.shape[2:]))], dim=1)
 
     def _keep_norms(self, layers) -> None:
-        """Keep the norm layers in call order; TA-BN layers on one grid share their tables, so that
-        a field call interpolates all of them in one product instead of two per layer."""
+        """Keep the norm layers in call order; TA-BN layers on one grid are read side by side
+        (``tabn_tables``, None otherwise), so that a field call interpolates all of them in one
+        product instead of two per layer."""
         self._norm_order = tuple(layers)
-        tables = share_tables(self._norm_order)
-        if tables is not None:
-            self.tabn_tables = tables
+        self.tabn_tables = share_tables(self._norm_order)
 
     def _norms_at(self, t):
-        """The norm layers at time t: ``norm(i, h)`` is layer i; call ``norm.finish()`` after the last."""
-        tables = self._modules.get("tabn_tables")
+        """The norm layers at time t: ``norm(i, h)`` is layer i; call ``norm.finish()`` after
+        the last."""
+        tables = self.tabn_tables
         return tables.at(t) if tables is not None else EachLayer(self._norm_order, t)
 
     def penalty(self) -> torch.Tensor:

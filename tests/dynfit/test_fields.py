@@ -1,4 +1,6 @@
-"""Vector fields: shapes, dtypes, norm switch, bad input."""
+"""Vector fields: shapes, dtypes, norm switch, plain and direct layer calls, bad input."""
+import warnings
+
 import pytest
 import torch
 from torchdiffeq import odeint
@@ -147,10 +149,16 @@ def _fields_with_layers():
 
 @pytest.mark.parametrize("case", range(4))
 def test_fields_honour_hooks_on_their_layers(case):
-    """Fields call their layers' forward directly only when nothing could observe the call:
-    hooks on a layer, on the activation, on the inner MLP and global hooks still run."""
-    from dynfit.nn.calls import direct
+    """Inside direct_calls() fields call their layers' forward directly only when nothing could
+    observe the call: hooks on a layer, on the activation, on the inner MLP and global hooks
+    still run."""
+    from dynfit.nn.calls import direct, direct_calls
 
+    with direct_calls():
+        _check_hooks_honoured(case, direct)
+
+
+def _check_hooks_honoured(case, direct):
     field, pick = _fields_with_layers()[case]
     x = torch.randn(5, *((3,) if case != 2 else (2, 4, 4)), dtype=torch.float64)
     t = torch.tensor(0.3, dtype=torch.float64)
@@ -191,3 +199,71 @@ def test_fields_honour_hooks_on_their_layers(case):
         assert direct(layer) is layer
     finally:
         layer._compiled_call_impl = None
+
+
+def test_direct_calls_switch():
+    """Plain module calls by default; direct calls only inside direct_calls(), which nests,
+    restores the setting on exit (also after an error) and checks its argument."""
+    from dynfit.nn import direct_calls
+    from dynfit.nn.calls import direct, direct_calls_enabled
+
+    layer = torch.nn.Linear(2, 2)
+    assert not direct_calls_enabled() and direct(layer) is layer
+    with direct_calls():
+        assert direct_calls_enabled() and direct(layer) == layer.forward
+        with direct_calls(False):
+            assert direct(layer) is layer
+        assert direct(layer) == layer.forward
+        seen = []  # while torch.jit.trace runs: the module call, so that tracing sees the layer
+
+        def traced(x):
+            seen.append(direct(layer) is layer)
+            return x * 2.0
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.trace is deprecated
+            torch.jit.trace(traced, torch.zeros(1, 2), check_trace=False)
+        assert seen == [True]
+    with pytest.raises(RuntimeError), direct_calls():
+        raise RuntimeError("inside")
+    assert not direct_calls_enabled()
+    with pytest.raises(TypeError, match="enabled"):
+        with direct_calls("yes"):
+            pass
+
+
+def _both_paths(field, t, x):
+    """(outputs, gradients, state dict) of a training call, then of an eval call."""
+    field.train()
+    field.zero_grad()
+    y = field(t, x)
+    y.pow(2).sum().backward()
+    grads = [p.grad.clone() for p in field.parameters() if p.grad is not None]
+    state = [v.clone() for v in field.state_dict().values()]
+    field.eval()
+    with torch.no_grad():
+        return [y.detach(), field(t, x)] + grads + state
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_plain_and_direct_calls_give_the_same_bits(case):
+    """The plain Module.__call__ path (default) and the direct path give the same outputs,
+    gradients and running statistics to the bit, in training and eval mode."""
+    import copy
+
+    from dynfit.nn import direct_calls
+
+    fields = _fields_with_layers()
+    fields = [f for f, _ in fields] + [MLPField(3, width=6, depth=2, norm="tabn", num_points=5,
+                                                dtype=torch.float64)]
+    field = fields[case]
+    twin = copy.deepcopy(field)
+    torch.manual_seed(1)
+    x = torch.randn(5, *((3,) if case != 2 else (2, 4, 4)), dtype=torch.float64)
+    for t in (0.0, 0.3, 0.55):
+        t = torch.tensor(t, dtype=torch.float64)
+        plain = _both_paths(field, t, x)
+        with direct_calls():
+            fast = _both_paths(twin, t, x)
+        assert len(plain) == len(fast)
+        assert all(torch.equal(a, b) for a, b in zip(plain, fast))

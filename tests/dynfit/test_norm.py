@@ -476,7 +476,7 @@ def test_interpolation_shared_by_layers_is_per_grid():
 
 
 def _own_tables(monkeypatch, make):
-    """``make()`` built with every TA-BN layer owning its tables (as before sharing existed)."""
+    """``make()`` built with its TA-BN layers called one by one (not read side by side)."""
     import dynfit.nn.fields as fields
 
     with monkeypatch.context() as m:
@@ -499,15 +499,15 @@ def _tabn_fields():
 
 @pytest.mark.parametrize("case", range(3))
 def test_shared_tables_match_layers_that_own_theirs(monkeypatch, case):
-    """A field's TA-BN layers share one set of tables (one interpolation per call): outputs,
-    gradients, running statistics and the state_dict equal those of layers owning their tables,
-    in training (statistics moving or frozen) and eval mode, on and off the grid."""
+    """A field reads its TA-BN layers' tables side by side (one interpolation per call):
+    outputs, gradients, running statistics and the state_dict equal those of layers called one
+    by one, in training (statistics moving or frozen) and eval mode, on and off the grid."""
     make, shape = _tabn_fields()[case]
     torch.manual_seed(case)
     shared = make()
     assert shared.tabn_tables is not None
     own = _own_tables(monkeypatch, make)
-    assert "tabn_tables" not in own._modules
+    assert own.tabn_tables is None
     with torch.no_grad():  # rows that all differ
         for layer in shared._norm_order:
             for name in ("weight", "bias", "running_mean"):
@@ -528,14 +528,12 @@ def test_shared_tables_match_layers_that_own_theirs(monkeypatch, case):
                 outs.append(y)
                 grads.append({k: v.grad for k, v in f.named_parameters()})
             torch.testing.assert_close(outs[0], outs[1], rtol=1e-13, atol=1e-13)
-            g_shared, g_own = grads
-            names = {m: k for k, m in own.named_modules()}
-            layers = [names[m] for m in own._norm_order]  # the shared layout: all weights, then all biases
-            want = torch.cat([g_own[k + ".weight"] for k in layers] + [g_own[k + ".bias"] for k in layers], 1)
-            torch.testing.assert_close(g_shared["tabn_tables.affine"], want, rtol=1e-12, atol=1e-13)
+            assert list(grads[0]) == list(grads[1])
+            for k, g in grads[1].items():
+                torch.testing.assert_close(grads[0][k], g, rtol=1e-12, atol=1e-13)
             for k, v in own.state_dict().items():
                 torch.testing.assert_close(shared.state_dict()[k], v, rtol=1e-13, atol=1e-14)
-    # a sharing layer called on its own (training) moves its slice of the shared tables like its twin
+    # a grouped layer called on its own (training) moves its own tables like its twin
     for f in (shared, own):
         layer = f._norm_order[-1].train()
         gen = torch.Generator().manual_seed(1)
@@ -545,23 +543,33 @@ def test_shared_tables_match_layers_that_own_theirs(monkeypatch, case):
         torch.testing.assert_close(shared.state_dict()[k], v, rtol=1e-13, atol=1e-14)
 
 
+def test_layers_own_plain_parameters_and_buffers():
+    """Grouping takes nothing from the layers: their tables stay registered Parameters and
+    buffers (no attribute views), the group holds no tensors and is no submodule."""
+    f = _tabn_fields()[0][0]()
+    assert type(f.norms[0]).__getattr__ is torch.nn.Module.__getattr__
+    for i, layer in enumerate(f.norms):
+        assert set(layer._parameters) == {"weight", "bias"}
+        assert {"running_mean", "running_var"} <= set(layer._buffers)
+        assert dict(f.named_parameters())[f"norms.{i}.weight"] is layer.weight
+    assert not any(name.startswith("tabn_tables") for name in f.state_dict())
+    assert f.tabn_tables.layers == tuple(f.norms)
+
+
 def test_shared_tables_state_dict_and_copies(monkeypatch):
-    """Sharing changes no state_dict key: files of layers owning their tables load, and back;
-    missing and mis-shaped entries are refused as usual; copies and dtype moves keep sharing."""
+    """Files of layers called one by one load into a grouped field, and back; missing and
+    mis-shaped entries are refused as usual; copies and dtype moves keep the group right."""
     import copy
 
     make = _tabn_fields()[0][0]
     shared = make()
     state = shared.state_dict()
-    assert all(v.is_contiguous() and v.untyped_storage().nbytes() == v.numel() * v.element_size()
-               for v in state.values())  # slices, not the whole shared table
     own = _own_tables(monkeypatch, make)
-    assert set(own.state_dict()) == set(state)
+    assert list(own.state_dict()) == list(state)
     with torch.no_grad():
         own.norms[1].bias.fill_(0.25)
     shared.load_state_dict(own.state_dict())
     assert torch.equal(shared.norms[1].bias, torch.full((6, 5), 0.25, dtype=D64))
-    assert torch.equal(shared.tabn_tables.affine[:, 15 + 5:15 + 10], shared.norms[1].bias)
     broken = dict(state)
     del broken["norms.2.running_var"]
     with pytest.raises(RuntimeError, match="Missing key.*norms.2.running_var"):
@@ -570,26 +578,66 @@ def test_shared_tables_state_dict_and_copies(monkeypatch):
     with pytest.raises(RuntimeError, match="size mismatch for norms.0.weight"):
         shared.load_state_dict(broken)
     twin = copy.deepcopy(shared)
-    assert twin.norms[0].__dict__["_tables"] is twin.tabn_tables
+    assert twin.tabn_tables.layers == tuple(twin.norms)
     with torch.no_grad():
         twin.norms[0].weight.fill_(3.0)
     assert not torch.equal(shared.norms[0].weight, twin.norms[0].weight)
+    x = torch.randn(4, 3, dtype=D64)
+    twin.eval()
+    assert not torch.equal(twin(_t(0.3), x), shared.eval()(_t(0.3), x))
     single = shared.float()
     assert single.norms[2].running_mean.dtype == torch.float32
     assert single(torch.tensor(0.3, dtype=torch.float32), torch.randn(4, 3)).dtype == torch.float32
 
 
+def test_state_dicts_saved_before_the_split_load():
+    """tests/data/tabn_state_v1.pt was written by the one-file norm.py (commit d544d72), whose
+    grouped layers served views of shared tables: its state dicts load with the same keys and
+    give the same eval outputs to the bit."""
+    from pathlib import Path
+
+    from dynfit.nn import ConvField, ResidualMLPField
+
+    blob = torch.load(Path(__file__).resolve().parents[1] / "data" / "tabn_state_v1.pt",
+                      weights_only=True)
+    makers = {
+        "mlp": lambda: MLPField(3, width=4, depth=2, norm="tabn", num_points=5, dtype=D64),
+        "residual": lambda: ResidualMLPField(3, width=4, depth=1, norm="tabn", num_points=5,
+                                             dtype=D64),
+        "conv": lambda: ConvField(2, width=2, depth=1, norm="tabn", num_points=3, dtype=D64),
+        "mlp_bn": lambda: MLPField(3, width=4, depth=1, norm="bn", dtype=D64),
+    }
+    for name, make in makers.items():
+        field, saved = make().eval(), blob[name]
+        field.load_state_dict(saved["state"])
+        assert list(field.state_dict()) == list(saved["state"])
+        with torch.no_grad():
+            out = torch.stack([field(t, saved["x"]) for t in blob["times"]])
+        assert torch.equal(out, saved["out"]), name
+    layer = TABatchNorm1d(4, num_points=4, affine=False, dtype=D64)
+    layer.load_state_dict(blob["layer"]["state"])
+    assert torch.equal(layer.running_mean, blob["layer"]["state"]["running_mean"])
+
+
 def test_share_tables_only_for_one_grid():
-    from dynfit.nn.norm import share_tables
+    from dynfit.nn.tabn_tables import share_tables
 
     assert share_tables([TABatchNorm1d(3), TABatchNorm1d(3, num_points=11)]) is None
     assert share_tables([TABatchNorm1d(3), PopBatchNorm1d(3)]) is None
+    assert share_tables([PopBatchNorm1d(3)]) is None
     assert share_tables([]) is None
     layers = [TABatchNorm1d(3), TABatchNorm2d(4)]
     tables = share_tables(layers)
-    assert tables is not None and tables.affine.shape == (101, 14)
-    assert share_tables(layers) is None  # already sharing
-    assert MLPField(3, norm="bn")._modules.get("tabn_tables") is None
+    assert tables is not None and tables.sizes == [3, 4]
+    assert MLPField(3, norm="bn").tabn_tables is None
+
+
+def test_old_import_path_still_works():
+    """``dynfit.nn.norm`` still names the layers it held before the split."""
+    from dynfit.nn import norm, tabn, tabn_tables
+
+    assert norm.TABatchNorm1d is tabn.TABatchNorm1d and norm.share_tables is tabn_tables.share_tables
+    assert norm.EachLayer is tabn_tables.EachLayer and norm.frozen_statistics is frozen_statistics
 
 
 def test_gpu_script_tabn_check_runs_on_the_cpu():
