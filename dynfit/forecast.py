@@ -88,7 +88,9 @@ def forecast_dataset(out: np.ndarray, stats, *, dt: float, t0: float, components
                 "component": np.array(components, dtype=str)},
     )
     ds["x"].attrs.update(long_name="forecast state (surrogate free run)", units=state_units)
-    ds["time"].attrs.update(long_name="time", units=time_units, axis="T")
+    ds["time"].attrs.update(long_name="time", units=time_units)
+    if " since " in f" {time_units} ":  # CF 4.4: a time axis needs a reference time
+        ds["time"].attrs["axis"] = "T"
     ds["trajectory"].attrs.update(long_name="trajectory index", units="1")
     ds["component"].attrs.update(long_name="state component")
     ds["status"].attrs.update(long_name="solver status of the free run", units="1",

@@ -212,12 +212,13 @@ def write_netcdf(ds, path) -> Path:
     """``ds.to_netcdf`` atomically: a full disk or a crash leaves the old file or none, never half of one.
 
     The file follows CF-1.10 (``Conventions``, UDUNITS ``units`` on every
-    numeric variable, prose in ``long_name``: :func:`systems.dataset.cf_conventions`).
+    numeric variable, prose in ``long_name``, string coordinates as label
+    variables: :func:`systems.dataset.cf_encode`); :func:`read_netcdf` reads it back.
     """
-    from systems.dataset import cf_conventions
+    from systems.dataset import cf_encode
     from systems.files import atomic_save
 
-    out = cf_conventions(ds)
+    out = cf_encode(ds)
     return atomic_save(path, lambda tmp: out.to_netcdf(tmp))
 
 
@@ -237,12 +238,13 @@ def read_netcdf(path, what: str = "", hint: str = ""):
     """An xarray Dataset read fully from ``path``: FileNotFoundError if it is absent,
     ValueError naming the reader's complaint (and ``hint``) if it is not netCDF."""
     import xarray as xr
+    from systems.dataset import cf_decode
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no {what + ' ' if what else ''}file at {path}")
     try:
-        return xr.load_dataset(path)
+        return cf_decode(xr.load_dataset(path))
     except Exception as err:
         first = (str(err).splitlines() or [""])[0][:120]
         raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {first})"
@@ -290,11 +292,12 @@ def _read_xarray(path: Path, what: str):
     component) gains a trajectory axis. Any attrs (dt, system, ...) are kept.
     """
     import xarray as xr
+    from systems.dataset import cf_decode
 
     hint = "write one with systems.save or xarray's to_netcdf / to_zarr"
     if suffix_is_zarr := path.suffix.lower() == ".zarr":
         try:
-            ds = xr.open_zarr(path, chunks=None, zarr_format=None).load()
+            ds = cf_decode(xr.open_zarr(path, chunks=None, zarr_format=None).load())
         except Exception as err:  # zarr raises many kinds for a damaged store
             raise ValueError(f"{what} {path} is not a readable zarr store ({type(err).__name__}: "
                              f"{str(err)[:160]}); {hint}") from None

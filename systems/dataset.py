@@ -20,7 +20,8 @@ import xarray as xr
 from . import checks
 from .files import atomic_path
 
-__all__ = ["save", "load", "cf_conventions", "ZARR_CHUNK_BYTES", "SystemsFileError", "CONVENTIONS"]
+__all__ = ["save", "load", "cf_conventions", "cf_encode", "cf_decode", "ZARR_CHUNK_BYTES",
+           "SystemsFileError", "CONVENTIONS"]
 
 CONVENTIONS = "CF-1.10"
 # words a UDUNITS unit string may hold; any other word of 3+ letters marks prose ("state units")
@@ -71,7 +72,7 @@ def save(ds: xr.Dataset, path, *, overwrite: bool | None = None, progress: bool 
         raise FileExistsError(f"{path} exists and is a {'folder' if path.is_dir() else 'file'}; a "
                               f"{'zarr store' if zarr else 'netCDF file'} cannot replace it: remove it or "
                               "choose another path")
-    out = cf_conventions(_plain(ds))
+    out = cf_conventions(_plain(ds)) if zarr else cf_encode(_plain(ds))
     with atomic_path(path, directory=zarr) as tmp:
         if zarr:
             # metadata and in-memory variables now; the dask ones (x when lazy) below
@@ -107,10 +108,13 @@ def cf_conventions(ds: xr.Dataset) -> xr.Dataset:
     states and times are dimensionless); prose in ``units`` ("state units",
     "Lyapunov times") moves into ``long_name`` and the units become the
     Dataset's ``state_units``/``time_units`` attrs for "state units"/"time
-    units", else "1". String variables get no units.
+    units", else "1". String variables get no units. A variable without
+    ``long_name`` or ``standard_name`` gets its name as ``long_name``.
     """
     out = ds.copy(deep=False)
     for name, var in out.variables.items():
+        if "long_name" not in var.attrs and "standard_name" not in var.attrs:
+            var.attrs = {**var.attrs, "long_name": str(name).replace("_", " ")}
         if var.dtype.kind in "USO":  # names and labels carry no units
             continue
         attrs = dict(var.attrs)
@@ -127,6 +131,59 @@ def cf_conventions(ds: xr.Dataset) -> xr.Dataset:
                 attrs["units"] = "1"
         var.attrs = attrs
     out.attrs["Conventions"] = CONVENTIONS
+    return out
+
+
+LABEL_OF = "label_of"  # attribute of a label variable written for a string dimension coordinate
+
+
+def cf_encode(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` as it is written to netCDF: :func:`cf_conventions`, and strings stored the CF way.
+
+    A coordinate variable must be numeric (CF 5), so a string dimension
+    coordinate ``d`` (``component`` names) becomes the auxiliary label
+    variable ``d_label(d)`` (CF 6.1; attrs ``long_name`` and ``label_of = d``)
+    and ``d`` keeps no coordinate. Every string variable is written as a char
+    array (netCDF-4 variable-length strings are not CF-1.10 data).
+    :func:`cf_decode` turns the file back into ``ds``.
+    """
+    out = cf_conventions(ds)
+    for dim in [d for d in out.dims if d in out.coords and out[d].dtype.kind not in "USO"]:
+        out[dim].encoding = {**out[dim].encoding, "_FillValue": None}  # CF 2.5.1: none for coordinates
+    for dim in [d for d in out.dims if d in out.coords and out[d].dtype.kind in "USO"]:
+        label = f"{dim}_label"
+        while label in out.variables:
+            label += "_"
+        var = out[dim].variable.to_base_variable()
+        var.attrs = {**var.attrs, LABEL_OF: dim}
+        if var.attrs.get("long_name") in (None, dim):
+            var.attrs["long_name"] = f"{dim} label"
+        out = out.drop_vars(dim).assign_coords({label: var})
+    for name, var in out.variables.items():
+        if var.dtype.kind in "USO":
+            if var.dtype.kind == "O":  # xarray writes object strings as char arrays only from str dtype
+                out[name] = var.copy(data=np.asarray(var.values, dtype=str))
+            out[name].encoding = {**out[name].encoding, "dtype": "S1"}
+    return out
+
+
+def cf_decode(ds: xr.Dataset) -> xr.Dataset:
+    """The Dataset that :func:`cf_encode` wrote: label variables back as string dimension coordinates.
+
+    Files without label variables (written before) come back unchanged.
+    """
+    out = ds
+    for name in list(ds.variables):
+        var = ds.variables[name]
+        dim = var.attrs.get(LABEL_OF)
+        if not isinstance(dim, str) or var.dims != (dim,) or dim in ds.coords:
+            continue
+        attrs = {k: v for k, v in var.attrs.items() if k != LABEL_OF}
+        if attrs.get("long_name") == f"{dim} label":
+            attrs["long_name"] = dim  # cf_conventions' default
+        values = np.asarray(var.values, dtype=str)
+        out = out.drop_vars(name).assign_coords({dim: (dim, values, attrs)})
+        out[dim].encoding = {}
     return out
 
 
@@ -245,7 +302,7 @@ def load(path) -> xr.Dataset:
             raise SystemsFileError(f"{path} is a folder but not a zarr store; pass a .nc file or a .zarr store")
         try:
             with xr.open_dataset(path, engine=_ENGINE) as f:
-                ds = f.load()
+                ds = cf_decode(f.load())
         except Exception as err:  # netCDF4 raises OSError "NetCDF: HDF error" and similar
             raise SystemsFileError(f"{path} is not a readable netCDF file ({type(err).__name__}: "
                                    f"{str(err)[:200]}); {hint}") from None

@@ -127,8 +127,10 @@ def run(systems, methods, *, protocol: str = "ensemble", noise=(0.0,), seeds=(0,
 
 def load(path) -> xr.Dataset:
     """A stored ``benchmark.nc``."""
+    from systems.dataset import cf_decode  # string coordinates stored as CF label variables
+
     with xr.open_dataset(path) as ds:
-        return ds.load()
+        return cf_decode(ds.load())
 
 
 def _as_list(value, name: str) -> list:

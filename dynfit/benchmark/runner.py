@@ -27,6 +27,8 @@ from typing import Callable
 import numpy as np
 import xarray as xr
 
+from systems.dataset import cf_decode
+
 from .scores import THRESHOLDS
 
 __all__ = ["Task", "run_task", "run_all", "result_path", "load_result", "code_fingerprint", "FORMAT"]
@@ -106,7 +108,7 @@ def _read(path: Path, task: Task) -> xr.Dataset | None:
         return None
     try:
         with xr.open_dataset(path) as ds:
-            ds = ds.load()
+            ds = cf_decode(ds.load())  # string coordinates stored as CF label variables
     except Exception:  # a damaged file: run the task again
         return None
     return ds if ds.attrs.get("task_key") == task.key() else None

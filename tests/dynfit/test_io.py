@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -398,3 +399,75 @@ def test_kernel_folder_is_private(tmp_path, monkeypatch):
         monkeypatch.setenv("SYSTEMS_KERNEL_DIR", str(foreign))
         with pytest.raises(KernelCacheError, match="belongs to user id 65534"):
             kernel_dir()
+
+
+# ------------------------------------------------------------------ CF conventions, checked by cfchecks
+def _cf_tables(folder: Path) -> dict:
+    """Empty local CF tables: cfchecks reads them from the web otherwise. Our files use no
+    standard_name, area_type or region, so an empty table checks the same."""
+    xml = {"standard_name_table": "<last_modified>-</last_modified>",
+           "area_type_table": "<date>-</date>", "standardized_region_list": "<date>-</date>"}
+    paths = {}
+    for root, extra in xml.items():
+        paths[root] = folder / f"{root}.xml"
+        paths[root].write_text(f'<?xml version="1.0"?><{root}><version_number>0</version_number>'
+                               f"{extra}</{root}>")
+    return paths
+
+
+def _cfchecks(path: Path, tables: dict) -> list[str]:
+    """FATAL, ERROR and WARN messages of the official CF checker on a copy of ``path``.
+
+    cfchecks 4.1 (the newest) knows CF up to 1.8, so the copy says CF-1.8: nothing we
+    write uses what 1.9 and 1.10 added."""
+    import shutil
+
+    import netCDF4
+    from cfchecker.cfchecks import CFChecker, CFVersion
+
+    copy = path.with_name(f"cf18-{path.name}")
+    shutil.copy(path, copy)
+    with netCDF4.Dataset(copy, "a") as f:
+        assert f.getncattr("Conventions") == "CF-1.10"
+        f.setncattr("Conventions", "CF-1.8")
+    checker = CFChecker(cfStandardNamesXML=str(tables["standard_name_table"]),
+                        cfAreaTypesXML=str(tables["area_type_table"]),
+                        cfRegionNamesXML=str(tables["standardized_region_list"]),
+                        version=CFVersion((1, 8)), silent=True)
+    res = checker.checker(str(copy))
+    out = []
+    for where, found in [("global", res["global"]), *res["variables"].items()]:
+        out += [f"{where}: {cat} {m}" for cat in ("FATAL", "ERROR", "WARN") for m in found[cat]]
+    return out
+
+
+@pytest.mark.slow
+def test_every_netcdf_we_write_passes_cfchecks(tmp_path, one_thread):
+    pytest.importorskip("netCDF4")
+    try:
+        import cfchecker.cfchecks  # noqa: F401  (needs the udunits2 C library through cfunits)
+    except Exception as err:
+        pytest.skip(f"cfchecker not usable: {type(err).__name__}: {err}")
+    import dynfit
+    from dynfit.benchmark import load as load_benchmark
+
+    tables = _cf_tables(tmp_path)
+    sim = systems.simulate("lorenz63", n_traj=2, n_steps=300, dt=0.01, seed=0, transient=1.0)
+    sur, hist = fit(sim.isel(trajectory=[0]), field={"kind": "mlp", "width": 4, "depth": 1},
+                    epochs=1, lbfgs_iterations=2, progress=False, prefit=False)
+    tiny = {"n_starts": 2, "horizon": 1.0, "long_steps": 1000, "lyapunov_steps": 20,
+            "lyapunov_starts": 1}
+    with warnings.catch_warnings():  # an untrained surrogate's runs may leave the attractor
+        warnings.simplefilter("ignore")
+        diag = dynfit.evaluate(sur, sim.isel(trajectory=[1]), **tiny)
+        mine = dynfit.evaluate(sur, sim.x.values[1:], dt=0.01, lyapunov_time=1.1, **tiny)  # no system
+    files = [systems.save(sim, tmp_path / "sim.nc"),
+             write_netcdf(hist, tmp_path / "history.nc"),
+             write_netcdf(diag, tmp_path / "diagnostics.nc"),
+             write_netcdf(mine, tmp_path / "diagnostics_data.nc"),
+             write_netcdf(sur.forecast(sim.x.values[:, 0], 5, on_failure="ignore"),
+                          tmp_path / "forecast.nc"),
+             write_netcdf(load_benchmark(ROOT / "docs/results/forecast_benchmark/panel.nc"),
+                          tmp_path / "benchmark.nc")]
+    for path in files:
+        assert _cfchecks(path, tables) == [], path.name
