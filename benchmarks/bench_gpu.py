@@ -33,13 +33,9 @@ class _Field(torch.nn.Module):
 
     def __init__(self, width: int = 64):
         super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(3, width),
-            torch.nn.Tanh(),
-            torch.nn.Linear(width, width),
-            torch.nn.Tanh(),
-            torch.nn.Linear(width, 3),
-        )
+        self.net = torch.nn.Sequential(torch.nn.Linear(3, width), torch.nn.Tanh(),
+                                       torch.nn.Linear(width, width), torch.nn.Tanh(),
+                                       torch.nn.Linear(width, 3))
 
     def forward(self, t, y):
         return 5.0 * self.net(y / 10.0)
@@ -70,11 +66,9 @@ def check_solver(batch: int, n_out: int, repeats: int, other: str = "cuda") -> b
     ok = True
     y0 = torch.randn(batch, 3, dtype=torch.float64) * 8.0
     t = torch.linspace(0.0, 0.5, n_out, dtype=torch.float64)
-    cases = [
-        ("rkf45 MixedNorm(1e-6, 1e-8)", dict(control=MixedNorm(rtol=1e-6, atol=1e-8))),
-        ("rkf23 PaperRule(eps=1e-3)", dict(method="rkf23", control=PaperRule(eps=1e-3))),
-        ("rk4 step_size=0.01", dict(method="rk4", step_size=0.01)),
-    ]
+    cases = [("rkf45 MixedNorm(1e-6, 1e-8)", dict(control=MixedNorm(rtol=1e-6, atol=1e-8))),
+             ("rkf23 PaperRule(eps=1e-3)", dict(method="rkf23", control=PaperRule(eps=1e-3))),
+             ("rk4 step_size=0.01", dict(method="rk4", step_size=0.01))]
     print(f"## odesolve forward + backward, MLP 3-64-64-3, batch {batch}, {n_out} outputs, float64")
     print(
         f"{'case':30s} {'cpu ms':>9s} {other + ' ms':>9s} {'cpu/' + other:>8s} {'max |dy|':>9s} "
@@ -138,14 +132,9 @@ def check_tabn(batch: int, repeats: int, other: str = "cuda") -> bool:
 
     device = torch.device(other)
     for width in (64, 256):
-        res = time_pair(
-            lambda n, w=width: MLPField(40, width=w, depth=8, norm=n).double(),
-            torch.randn(batch, 40, dtype=torch.float64),
-            repeats=repeats,
-            inner=20,
-            device=device,
-            clock=time.perf_counter,
-        )
+        res = time_pair(lambda n, w=width: MLPField(40, width=w, depth=8, norm=n).double(),
+                        torch.randn(batch, 40, dtype=torch.float64), repeats=repeats, inner=20,
+                        device=device, clock=time.perf_counter)
         print(
             f"  width {width:3d}: TA-BN {res['tabn'] * 1e3:.3f} ms, BN {res['bn'] * 1e3:.3f} ms, "
             f"ratio {res['ratio']:.2f}"
@@ -194,9 +183,8 @@ def main(argv=None) -> int:
         default="cuda",
         help="the device checked against the CPU (default cuda; 'cpu' dry-runs this script)",
     )
-    p.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads for the CPU side (default 1)"
-    )
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads for the CPU side (default 1)")
     a = p.parse_args(argv)
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         print(

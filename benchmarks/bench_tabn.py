@@ -78,32 +78,17 @@ def main(argv=None) -> list[dict]:
         time.perf_counter if (args.clock == "wall" or device.type == "cuda") else time.process_time
     )
     repeats, inner = (3, 5) if args.quick else (15, 20)
+
+    def mlp(width, depth):
+        return lambda n: MLPField(40, width=width, depth=depth, norm=n)
+
     cases = [
-        (
-            "MLP 40-64x8-40, batch 128",
-            lambda n: MLPField(40, width=64, depth=8, norm=n),
-            torch.randn(128, 40),
-        ),
-        (
-            "MLP 40-64x8-40, batch 128, grid times",
-            lambda n: MLPField(40, width=64, depth=8, norm=n),
-            torch.randn(128, 40),
-        ),
-        (
-            "MLP 40-256x8-40, batch 256",
-            lambda n: MLPField(40, width=256, depth=8, norm=n),
-            torch.randn(256, 40),
-        ),
-        (
-            "MLP 40-64x18-40, batch 128",
-            lambda n: MLPField(40, width=64, depth=18, norm=n),
-            torch.randn(128, 40),
-        ),
-        (
-            "Conv 16ch w32x4, 8x8, batch 64",
-            lambda n: ConvField(16, width=32, depth=4, norm=n),
-            torch.randn(64, 16, 8, 8),
-        ),
+        ("MLP 40-64x8-40, batch 128", mlp(64, 8), torch.randn(128, 40)),
+        ("MLP 40-64x8-40, batch 128, grid times", mlp(64, 8), torch.randn(128, 40)),
+        ("MLP 40-256x8-40, batch 256", mlp(256, 8), torch.randn(256, 40)),
+        ("MLP 40-64x18-40, batch 128", mlp(64, 18), torch.randn(128, 40)),
+        ("Conv 16ch w32x4, 8x8, batch 64", lambda n: ConvField(16, width=32, depth=4, norm=n),
+         torch.randn(64, 16, 8, 8)),
     ]
     rows = []
     header = (
@@ -114,15 +99,8 @@ def main(argv=None) -> list[dict]:
     print(header)
     print(f"{'field':40s} {'TA-BN ms':>9s} {'BN ms':>9s} {'ratio':>6s}")
     for name, make, x in cases:
-        res = time_pair(
-            make,
-            x,
-            repeats=repeats,
-            inner=inner,
-            device=device,
-            clock=clock,
-            grid=name.endswith("grid times"),
-        )
+        res = time_pair(make, x, repeats=repeats, inner=inner, device=device, clock=clock,
+                        grid=name.endswith("grid times"))
         res["field"] = name
         rows.append(res)
         print(f"{name:40s} {1e3 * res['tabn']:9.3f} {1e3 * res['bn']:9.3f} {res['ratio']:6.2f}")
