@@ -1,11 +1,13 @@
 """House style, checked: no line over 100 characters in the files listed in ``CLEAN``.
 
 A file joins ``CLEAN`` (one path a line, relative to the repository root) once it is within
-the limit; ``python tests/test_style.py`` prints the files that are clean but not yet listed,
-and the files still over the limit with their counts.
+the limit: ``python tests/test_style.py`` prints the files that are clean but not yet listed
+and those still over the limit with their counts; ``python tests/test_style.py --add`` adds
+every clean file git tracks to the list.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,9 +44,15 @@ dynfit/diagnostics/dimension.py
 dynfit/distributed.py
 dynfit/embedding.py
 dynfit/estimator.py
+dynfit/nn/__init__.py
+dynfit/nn/_grid.py
+dynfit/nn/_norm_checks.py
 dynfit/nn/fourier.py
 dynfit/nn/library.py
+dynfit/nn/norm.py
 dynfit/nn/registry.py
+dynfit/nn/running_stats.py
+dynfit/nn/tabn.py
 dynfit/prefit.py
 dynfit/selection.py
 dynfit/smoothing.py
@@ -58,6 +66,7 @@ dynfit/solvers/tableau.py
 dynfit/solvers/torchdiffeq.py
 dynfit/sweep.py
 dynfit/tables.py
+dynfit/weakform.py
 examples/compare_strategies.py
 examples/continuous_surrogates.py
 examples/dysts_lyapunov.py
@@ -71,7 +80,6 @@ systems/stats.py
 systems/status.py
 systems/tableaus.py
 tests/dynfit/conftest.py
-tests/dynfit/test_benchmark_methods.py
 tests/dynfit/test_continuous.py
 tests/dynfit/test_data.py
 tests/dynfit/test_distributed.py
@@ -86,6 +94,7 @@ tests/dynfit/test_solvers_control.py
 tests/dynfit/test_solvers_docs.py
 tests/dynfit/test_surrogate.py
 tests/dynfit/test_sweep.py
+tests/dynfit/test_weakform.py
 tests/kill9_run.py
 tests/systems/conftest.py
 tests/systems/test_dataset.py
@@ -130,10 +139,42 @@ def test_long_lines_finds_them(tmp_path):
     assert long_lines(path) == [(3, MAX_LINE + 1)]
 
 
+def _add_clean_files() -> list[str]:
+    """Rewrite CLEAN in this file with every file git tracks that is clean (in the work tree and
+    as committed) added; returns the added."""
+    import os
+    import subprocess
+    import tempfile
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout
+
+    def committed_clean(name):  # HEAD's copy too: CI tests what is committed
+        return all(len(line) <= MAX_LINE for line in git("show", f"HEAD:{name}").splitlines())
+
+    tracked = set(git("ls-files", "*.py").split())
+    added = [f for f in python_files() if f in tracked and f not in CLEAN
+             and not long_lines(ROOT / f) and committed_clean(f)]
+    me = Path(__file__).resolve()
+    text = me.read_text(encoding="utf-8")
+    start = text.index('CLEAN = """\n') + len('CLEAN = """\n')
+    end = text.index('""".split()', start)
+    text = text[:start] + "".join(f"{f}\n" for f in sorted(set(CLEAN) | set(added))) + text[end:]
+    fd, tmp = tempfile.mkstemp(dir=me.parent, prefix=".test_style-", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(tmp, me)
+    return added
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--add"]:
+        print("added to CLEAN:\n" + ("\n".join(_add_clean_files()) or "(none)"))
+        raise SystemExit(0)
     listed = set(CLEAN)
     over = {f: len(long_lines(ROOT / f)) for f in python_files()}
-    print("clean, not yet in CLEAN:")
+    print("clean, not yet in CLEAN (--add adds those git tracks):")
     print("\n".join(f for f, n in over.items() if n == 0 and f not in listed) or "  (none)")
     print("over the limit:")
     print("\n".join(f"{n:5d} {f}" for f, n in sorted(over.items(), key=lambda x: -x[1]) if n))
