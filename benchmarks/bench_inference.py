@@ -1,5 +1,4 @@
-"""Free runs of a surrogate at inference batches: dynfit's InferenceSolver against torchdiffeq, side
-by side.
+"""Free runs of a surrogate at inference batches: dynfit's InferenceSolver beside torchdiffeq.
 
 The demo's field (``PolynomialField``, pre-fitted to 8 x 1500 Lorenz'63 samples,
 float64, eval mode) integrated without gradients from B = 1, 8 and 50 starts over
@@ -27,8 +26,7 @@ import torch
 
 
 def setup():
-    """The demo's pre-fitted polynomial field (eval mode) and scaled starts on the attractor
-    (56, 3)."""
+    """The demo's pre-fitted polynomial field (eval mode), scaled attractor starts (56, 3)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_training import demo_field
 

@@ -121,8 +121,7 @@ class MLPField(torch.nn.Module):
 
 
 def make_data(n_windows, window, dtype, seed):
-    """(windows (window+1, B, 3), t (window+1,)) cut from an RKF45 Lorenz trajectory at dt =
-    0.01."""
+    """(windows (window+1, B, 3), t (window+1,)) cut from an RKF45 Lorenz run at dt = 0.01."""
     g = torch.Generator().manual_seed(seed)
     dt, n = 0.01, n_windows * 2 + window + 1
     t = torch.arange(n + 500, dtype=dtype) * dt
@@ -184,8 +183,7 @@ def run_once(solver, field, windows, t, method, tol, atol=None, y0=None):
 
 
 def accuracy():
-    """Print the figures the tests check: observed orders, agreement with DOP853, adjoint
-    gradients."""
+    """Print what the tests check: observed orders, agreement with DOP853, adjoint gradients."""
     import numpy as np
     from scipy.integrate import solve_ivp
 

@@ -91,7 +91,7 @@ def bench_rkf45_vs_scipy(n_traj: int, n_samples: int, n_scipy: int, tol: float) 
 
 
 def bench_drawn_vs_given(n_traj: int, n_steps: int, repeats: int = 3) -> dict:
-    """simulate with starts drawn on the attractor against given starts, interleaved; best of
+    """simulate with starts drawn on the attractor vs given starts, interleaved; best of
     ``repeats``."""
     import systems
     from systems.simulate import sample_initial_conditions

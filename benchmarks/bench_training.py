@@ -1,5 +1,4 @@
-"""Training cost per field evaluation: long rollouts against one-step windows, side by side in one
-run.
+"""Training cost per field evaluation: long rollouts against one-step windows, in one run.
 
 One forward + backward pass of the default (continuous) strategy's rollout
 over the demo's data (8 x 1500 Lorenz'63 samples), for horizons 1, 8, 32 and

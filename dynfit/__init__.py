@@ -1,5 +1,4 @@
-"""dynfit: Neural ODE surrogates of dynamical systems, trained with solvers whose inside the loop
-can see.
+"""dynfit: Neural ODE surrogates of dynamical systems, trained through solvers the loop can see.
 
 One public entry point per job:
 

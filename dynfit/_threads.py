@@ -1,5 +1,5 @@
-"""``one_thread()``: torch on one intra-op thread inside a block (small tensors, or fits run side by
-side in parallel processes, where extra threads only spin), restored after."""
+"""``one_thread()``: torch on one intra-op thread inside a block, restored after (small tensors,
+or fits side by side in parallel processes, where extra threads only spin)."""
 from __future__ import annotations
 
 import contextlib

@@ -1,5 +1,4 @@
-"""Data-parallel training under ``torchrun`` (torch.distributed): the same ``fit``, its windows
-shared out.
+"""Data-parallel training under ``torchrun``: the same ``fit``, its windows shared out.
 
 ``torchrun --nproc-per-node N -m dynfit train CONFIG.toml --out DIR`` starts N
 processes; :func:`context` sees torchrun's environment (``WORLD_SIZE``,
@@ -73,8 +72,7 @@ class Context:
 
 
 def context(device: torch.device | None = None) -> Context | None:
-    """The process group of a torchrun launch (joined on first call), or None in a single
-    process."""
+    """The process group of a torchrun launch (joined on first call); None in one process."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -153,8 +153,7 @@ class Estimator:
 
     # ------------------------------------------------------------------ using it
     def predict(self, X) -> np.ndarray:
-        """The state one step dt after each row of X (n_samples, n_features): (n_samples,
-        n_features)."""
+        """The state one step dt after each row of X: (n_samples, n_features) -> the same."""
         self._check_fitted()
         x = self._states(X)
         return self.surrogate_.generate(x, 2, on_failure="warn")[:, 1]

@@ -1,5 +1,4 @@
-"""Sweeps: many independent fits (strategy x seed) run one after another or as tasks on
-dask.distributed.
+"""Sweeps: independent fits (strategy x seed), one after another or as dask.distributed tasks.
 
 Each task trains one surrogate with :func:`dynfit.fit`, saves it, evaluates
 it and stores its result under ``DIR/runs/<slug>/`` (history.nc,
@@ -41,8 +40,7 @@ class SweepError(RuntimeError):
 
 @dataclass(frozen=True)
 class Task:
-    """One fit: indices (i, j) into (strategies, seeds), its label, strategy name, options and
-    seed."""
+    """One fit: indices (i, j) into (strategies, seeds), label, strategy name, options, seed."""
 
     i: int
     j: int
@@ -61,8 +59,7 @@ class Task:
 
 @dataclass
 class Job:
-    """What every task of a sweep shares: data, field, epochs, fit and evaluate options, output
-    folder."""
+    """What a sweep's tasks share: data, field, epochs, fit and evaluate options, output folder."""
 
     train: xr.Dataset
     test: xr.Dataset
@@ -81,8 +78,7 @@ class Job:
             self.fingerprint = _fingerprint(self.train, self.test)
 
     def key(self, task: Task) -> str:
-        """A digest of everything that decides the task's numbers (a stored result is reused
-        only if equal)."""
+        """A digest of all that decides the task's numbers (a stored result is reused if equal)."""
         simple = {
             k: v
             for k, v in self.fit_kwargs.items()
@@ -311,8 +307,7 @@ _ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc|ws|wss)://[^\s/]+$")
 
 
 def parse_cluster(text: str) -> tuple[str, int | str]:
-    """'local:N' -> ('local', N); 'tcp://HOST:PORT' -> ('address', text). ValueError for
-    anything else."""
+    """'local:N' -> ('local', N); 'tcp://HOST:PORT' -> ('address', text); else ValueError."""
     if not isinstance(text, str):
         raise TypeError(
             "cluster must be a string such as 'local:2' or 'tcp://HOST:PORT', got "
@@ -338,8 +333,7 @@ def parse_cluster(text: str) -> tuple[str, int | str]:
 def connect(cluster: str, *, timeout: float | None = None) -> Iterator[object]:
     """A ``distributed.Client``: a new LocalCluster of N worker processes ('local:N'), or the
     scheduler at an address ('tcp://HOST:PORT'; SchedulerUnreachableError if none answers within
-    ``timeout``
-    seconds, default CONNECT_TIMEOUT)."""
+    ``timeout`` seconds, default CONNECT_TIMEOUT)."""
     kind, value = parse_cluster(cluster)
     timeout = CONNECT_TIMEOUT if timeout is None else float(timeout)
     from distributed import Client, LocalCluster

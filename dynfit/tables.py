@@ -1,4 +1,4 @@
-"""Tables of a ``dynfit.compare`` Dataset: one row per strategy (table.md) and per strategy and seed
+"""Tables of a ``dynfit.compare`` Dataset: a row per strategy (table.md), per strategy and seed
 (table.csv).
 
 Also the compare Dataset's format tag and its check, which the figures

@@ -1,5 +1,4 @@
-"""The default surrogate (`dynfit.fit(data)`) on a chaotic flow, judged the way the field judges
-forecasts.
+"""The default surrogate (`dynfit.fit(data)`) on a chaotic flow, judged as forecasts are judged.
 
 For each seed: simulate training trajectories (the demo's protocol: 8 x 1500
 samples at the catalogue's dt) and 50 held-out starts, train with every

@@ -142,11 +142,9 @@ def two_trajectory_exponent(
     system: systems.System, T: float, tau: float, d0: float = 1e-8, tol: float = 1e-11
 ) -> float:
     """Benettin's original two-trajectory estimate, independent of the tangent code and of a
-    fixed step: a reference and a neighbour d0 away are integrated with adaptive DOP853 (rtol = atol
-    = tol) for
-    tau, the separation is logged and reset to d0 along its direction, over T after a transient of T
-    /
-    10."""
+    fixed step: a reference and a neighbour d0 away are integrated with adaptive DOP853
+    (rtol = atol = tol) for tau, the separation is logged and reset to d0 along its direction,
+    over T after a transient of T / 10."""
     from systems.integrate import integrate
 
     x = integrate(system, system.x0, np.array([0.0, T / 10]), method="dop853", rtol=tol,

@@ -24,8 +24,7 @@ STRATEGIES = ("continuous", "black-box", "fehlberg", "curriculum", "torchdiffeq"
 
 
 def exact_field_default_vpt(train, truth, std, lyapunov_time, dt=0.01):
-    """VPT (start,) of the exact Lorenz'63 field run by the default inference path (rkf45 at
-    1e-10)."""
+    """VPT (start,) of the exact Lorenz'63 field run by the default inference (rkf45, 1e-10)."""
     import torch
 
     import dynfit

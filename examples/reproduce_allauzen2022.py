@@ -166,8 +166,7 @@ def vpt(pred: np.ndarray, truth: np.ndarray, std: np.ndarray, threshold: float =
 
 
 def reference_attractor(x0: np.ndarray, n_steps: int) -> np.ndarray:
-    """(n_steps, 3) true Lorenz'63 run from x0 (the paper's parameters), a long sample of the
-    attractor."""
+    """(n_steps, 3) true Lorenz'63 run from x0 (the paper's parameters): the attractor."""
     import systems
 
     ds = systems.simulate("lorenz63", n_traj=1, n_steps=n_steps, dt=DT, method="rkf45", rtol=1e-10,
@@ -176,8 +175,7 @@ def reference_attractor(x0: np.ndarray, n_steps: int) -> np.ndarray:
 
 
 def measure_distances(truth: np.ndarray, run: np.ndarray) -> tuple[float, float]:
-    """(KL divergence of state-space densities [nats], mean per-component W1 [truth std]) of a
-    long run."""
+    """(state-space density KL [nats], mean per-component W1 [truth std]) of a long run."""
     from dynfit.diagnostics import density_divergence, wasserstein
 
     return density_divergence(truth, run), float(np.mean(wasserstein(truth, run)))

@@ -1,5 +1,4 @@
-"""TA-BN depth study: does temporal adaptive batch normalisation let Neural ODE vector fields go
-deeper?
+"""TA-BN depth study: does temporal adaptive batch norm let Neural ODE vector fields go deeper?
 
 Every model is a Neural ODE whose vector field is a plain deep MLP (L hidden
 layers, a norm after each), for depths 2, 4, 8, 12, 18, four norms (none;
@@ -90,8 +89,7 @@ TOL = {"dynamics": 1e-3, "digits": 1e-3, "cifar": 1e-3}
 
 
 def solver_options(solver: str, task: str) -> dict:
-    """torchdiffeq keyword arguments of the fixed (one rk4 step on [0, 1]) or the adaptive
-    (dopri5) solver."""
+    """torchdiffeq arguments of the fixed (one rk4 step on [0, 1]) or adaptive (dopri5) solver."""
     if solver == "fixed":
         return {"method": "rk4", "options": {"step_size": 1.0}}
     if solver == "adaptive":
@@ -157,8 +155,7 @@ def lorenz96_data(quick: bool) -> dict:
 
 @functools.lru_cache(maxsize=1)
 def digits_data(quick: bool) -> dict:
-    """scikit-learn's digits, pixels in [0, 1]: train / validation / test (a fixed stratified
-    split)."""
+    """scikit-learn's digits, pixels in [0, 1]: train / validation / test (fixed, stratified)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -420,8 +417,7 @@ def vpt_starts(data: dict, quick: bool):
 
 
 def vpt(field, data: dict, solver: str, quick: bool) -> float:
-    """Mean valid prediction time (Lyapunov times, threshold 0.3) of free runs from the held-out
-    starts."""
+    """Mean VPT (Lyapunov times, threshold 0.3) of free runs from the held-out starts."""
     from dynfit import valid_prediction_time
 
     starts, truths, n_lags = vpt_starts(data, quick)
@@ -541,8 +537,7 @@ def _progress(label, i, n, spec, rec, t0) -> None:
 
 
 def tune(args, out: Path, client) -> dict:
-    """Pick the learning rate per (task, norm) and TA-BN's grid size per task at depth 8, seed
-    0, fixed solver."""
+    """Learning rate per (task, norm), TA-BN's grid size per task: depth 8, seed 0, fixed solver."""
     base = dict(depth=TUNE_DEPTH, seed=0, solver="fixed", max_epochs=args.tune_epochs,
                 quick=args.quick)
     lr_specs = [
@@ -586,8 +581,7 @@ def _size(args, task: str) -> dict:
 
 
 def grid_specs(args, chosen: dict) -> list[Spec]:
-    """The study's models, cheapest and most complete first: solver, then seed, then task,
-    depth, norm."""
+    """The study's models, cheapest first: by solver, then seed, then task, depth, norm."""
     return [
         Spec(task=t, norm=n, depth=d, seed=s, solver=v, lr=chosen[(t, n)]["lr"],
              num_points=chosen[(t, n)]["num_points"], max_epochs=args.max_epochs, quick=args.quick,
@@ -722,8 +716,7 @@ def _cell(a) -> str:
 
 
 def tables(ds) -> str:
-    """Markdown: one table per (task, training solver, eval solver, metric), mean ± std over
-    seeds."""
+    """Markdown: a table per (task, training solver, eval solver, metric), mean ± std of seeds."""
     lines = []
     for task in ds.task.values:
         sub = ds.sel(task=task)
@@ -775,8 +768,7 @@ def tables(ds) -> str:
 
 
 def overhead(ds) -> str:
-    """TA-BN wall time per optimiser step against BN, per task and training solver (median
-    ratio)."""
+    """TA-BN / BN wall time per optimiser step, per task and training solver (median ratio)."""
     out = []
     for task in ds.task.values:
         for solver in ds.solver.values:

@@ -1,5 +1,4 @@
-"""Models of the TA-BN depth study (examples/tabn_depth.py): the paper's "unmixed" Neural ODE
-classifier.
+"""Models of the TA-BN depth study (examples/tabn_depth.py): the paper's "unmixed" classifier.
 
 One Neural ODE integrated on [0, 1] with torchdiffeq, then one linear layer.
 The only stem is parameter-free zero augmentation of the state (extra

@@ -51,8 +51,7 @@ def _resolve(ref: str):
 
 @pytest.mark.parametrize("package", ["systems", "dynfit"])
 def test_every_exported_name_is_documented(package):
-    """Each name of ``package.__all__`` appears in api.md as ``package.name``, or in code in its
-    section."""
+    """Each name of ``package.__all__`` is in api.md as ``package.name`` or in its section."""
     text = API_MD.read_text()
     refs = _dotted_references(text)
     spans = _code_spans(_section(text, package))
@@ -79,8 +78,7 @@ def test_every_documented_name_exists():
 
 
 def test_top_level_names_in_api_md_are_exported():
-    """``systems.X`` / ``dynfit.X`` in api.md is in ``__all__`` (or a submodule): the docs show
-    only the API."""
+    """``systems.X`` / ``dynfit.X`` in api.md is in ``__all__`` or a submodule: only the API."""
     bad = []
     for ref in sorted(_dotted_references(API_MD.read_text())):
         package, name = ref.split(".")[:2]

@@ -1,5 +1,5 @@
-"""docs/getting_started.md, "From your own data": its Python, TOML and dynfit commands run as
-written."""
+"""docs/getting_started.md, "From your own data": its Python, TOML and dynfit commands run
+as written."""
 
 import re
 import shlex

@@ -1,5 +1,5 @@
-"""The default path: polynomial field, derivative pre-fit, continuous strategy, inference solver,
-vector-field wrap."""
+"""The default path: polynomial field, derivative pre-fit, continuous strategy, inference
+solver, vector-field wrap."""
 
 import math
 
@@ -160,8 +160,8 @@ def test_continuous_bad_settings():
 
 
 def test_continuous_windows_overlap_beyond_max_stride():
-    """Disjoint windows up to max_stride samples, then a start every max_stride (never below the
-    user's)."""
+    """Disjoint windows up to max_stride samples, then a start every max_stride (or the
+    user's stride, if larger)."""
     s = ContinuousStrategy(max_stride=8)
     assert [s.stride(h, 1) for h in (1, 4, 8, 16, 128)] == [1, 4, 8, 8, 8]
     assert s.stride(128, 32) == 32 and s.config()["max_stride"] == 8

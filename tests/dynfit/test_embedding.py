@@ -1,5 +1,5 @@
-"""DelayEmbedding: delay vectors, names, fit(..., embed=...), the remembered embedding, the 1-D
-refusal."""
+"""DelayEmbedding: delay vectors, names, fit(..., embed=...), the remembered embedding, and
+the refusal of 1-D data."""
 
 import numpy as np
 import pytest

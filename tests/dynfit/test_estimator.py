@@ -1,5 +1,5 @@
-"""dynfit.Estimator: fit / predict / simulate / score, and scikit-learn's check_estimator where it
-applies."""
+"""dynfit.Estimator: fit / predict / simulate / score, and scikit-learn's check_estimator
+where it applies."""
 
 import numpy as np
 import pytest

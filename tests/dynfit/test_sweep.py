@@ -1,5 +1,5 @@
-"""Sweeps on dask.distributed: the same numbers as the serial run, a killed worker, reruns, bad
-addresses."""
+"""Sweeps on dask.distributed: the same numbers as the serial run, a killed worker, reruns,
+bad addresses."""
 
 import os
 import sys
