@@ -84,20 +84,19 @@ def main(argv=None) -> dict:
     n_traj, n_samples, n_radau = (16, 200, 2) if args.quick else (64, 1000, 4)
     r = bench(args.system, n_traj, n_samples, 0.05, args.tol, n_radau)
     print(
-        f"{r['system']} ({r['source']}): {r['n_traj']} trajectories x {r['n_samples']} samples, T "
-        f"= {r['T']:g}, "
+        f"{r['system']} ({r['source']}): {r['n_traj']} "
+        f"trajectories x {r['n_samples']} samples, T = {r['T']:g}, "
         f"DOP853 at rtol = atol = {r['tol']:g}"
     )
     print(f"  systems.simulate          {r['ours_s']:8.3f} s wall  {r['ours_cpu_s']:8.3f} s CPU")
     print(
-        f"  dysts make_trajectory     {r['dysts_dop853_s']:8.3f} s wall  {r['dysts_cpu_s']:8.3f} s "
-        "CPU"
+        f"  dysts make_trajectory     {r['dysts_dop853_s']:8.3f} "
+        f"s wall  {r['dysts_cpu_s']:8.3f} s CPU"
     )
     print(f"  speed ratio               {r['ratio']:8.1f} x wall   {r['ratio_cpu']:8.1f} x CPU")
     print(
         f"  dysts default (Radau)     {r['dysts_radau_scaled_s']:8.3f} s wall for {r['n_traj']} "
-        "(scaled): "
-        f"{r['ratio_vs_radau']:.0f} x"
+        f"(scaled): {r['ratio_vs_radau']:.0f} x"
     )
     print(
         "  max |ours - dysts| / attractor std over the first Lyapunov time "

@@ -201,8 +201,8 @@ def main(argv=None) -> int:
     ok &= check_tabn(256 if a.quick else 1024, repeats, a.device)
     ok &= check_fit(3, 300 if a.quick else 500, a.device)
     print(
-        f"# {'all checks OK' if ok else 'SOME CHECKS FAILED'} in {time.perf_counter() - start:.0f} "
-        "s"
+        f"# {'all checks OK' if ok else 'SOME CHECKS FAILED'} "
+        f"in {time.perf_counter() - start:.0f} s"
     )
     return 0 if ok else 1
 

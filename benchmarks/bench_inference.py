@@ -77,8 +77,8 @@ def main(argv=None) -> dict:
     field = Counted(field)
     z = starts.repeat((max(a.batches) + len(starts) - 1) // len(starts), 1)
     print(
-        f"# load average {os.getloadavg()[0]:.2f}; PolynomialField (demo), float64, rkf45 rtol = "
-        "atol = 1e-10, "
+        f"# load average {os.getloadavg()[0]:.2f}; PolynomialField "
+        "(demo), float64, rkf45 rtol = atol = 1e-10, "
         f"{a.samples} intervals, no gradients, 1 thread, CPU time, median of {a.repeats}"
     )
     print(
@@ -102,8 +102,8 @@ def main(argv=None) -> dict:
         gap = float((out[B, "dynfit"][1] - out[B, "torchdiffeq"][1]).abs().max())
         print(
             f"{'':3s} dynfit/torchdiffeq: time {med['dynfit'] / med['torchdiffeq']:.2f}, calls "
-            f"{out[B, 'dynfit'][0] / out[B, 'torchdiffeq'][0]:.2f}; largest difference of the "
-            "final states "
+            f"{out[B, 'dynfit'][0] / out[B, 'torchdiffeq'][0]:.2f}; "
+            "largest difference of the final states "
             f"{gap:.1e} (standardised units)"
         )
         out[B] = med["dynfit"] / med["torchdiffeq"]

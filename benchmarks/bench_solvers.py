@@ -362,8 +362,8 @@ def main(argv=None):
                 wd, cd, rd, _ = results[method, tol, ours]
                 wt, ct, rt, _ = results[method, tol, other]
                 print(
-                    f"{'':16s}{ours}/{other}: time {wd / wt:.2f}, calls {cd / ct:.2f}, rows "
-                    f"{rd / rt:.2f}, "
+                    f"{'':16s}{ours}/{other}: time {wd / wt:.2f}, "
+                    f"calls {cd / ct:.2f}, rows {rd / rt:.2f}, "
                     f"time per call {(wd / cd) / (wt / ct):.2f}, time per row "
                     f"{(wd / rd) / (wt / rt):.2f}"
                 )

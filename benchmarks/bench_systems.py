@@ -244,23 +244,22 @@ def main(argv: list[str] | None = None) -> int:
         f"({r['mean_steps']:.0f} steps/trajectory)\n"
         f"scipy RK45 same tolerances: {r['scipy_per_traj_s']:.3f} s/trajectory x {r['n_traj']} = "
         f"{r['scipy_scaled_s']:.1f} s (timed on {n_scipy})\n"
-        f"speed ratio (wall clock): {r['ratio']:.0f}x (target >= 300x); by CPU time, ours spread "
-        "over 2 cores: "
+        f"speed ratio (wall clock): {r['ratio']:.0f}x (target "
+        ">= 300x); by CPU time, ours spread over 2 cores: "
         f"{r['ratio_cpu_2cores']:.0f}x; max difference over the first 2 time units: "
         f"{r['agreement_first_2s']:.1e}\n"
         f"simulate {r['n_traj']} x {r['n_samples']} with starts drawn on the attractor: "
         f"{r['drawn_s']:.3f} s; "
         f"scipy per trajectory / ours per trajectory: {r['ratio_drawn']:.0f}x wall clock (target "
-        ">= 300x), "
-        f"{r['ratio_drawn_cpu_2cores']:.0f}x by CPU time spread over 2 cores"
+        f">= 300x), {r['ratio_drawn_cpu_2cores']:.0f}x by CPU time spread over 2 cores"
     )
     g = bench_drawn_vs_given(64 if args.quick else 256, 500 if args.quick else 2000)
     print(
-        f"simulate {g['n_traj']} x {g['n_steps']} Lorenz'63: given starts {g['given_s']:.3f} s, "
-        "drawn starts "
+        f"simulate {g['n_traj']} x {g['n_steps']} Lorenz'63: "
+        f"given starts {g['given_s']:.3f} s, drawn starts "
         f"{g['drawn_s']:.3f} s (best of 3 each, interleaved): drawn / given = {g['ratio']:.2f} "
-        f"(median of the 3 pairs {g['ratio_median']:.2f}; by CPU time {g['ratio_cpu']:.2f}; target "
-        "<= 1.5)"
+        f"(median of the 3 pairs {g['ratio_median']:.2f}; "
+        f"by CPU time {g['ratio_cpu']:.2f}; target <= 1.5)"
     )
     q = bench_rk4_throughput(n_traj, n_samples)
     print(

@@ -118,14 +118,12 @@ def main(argv=None) -> int:
         per = wall / max(evals, 1)
         print(
             f"{h:7d} {stride:6d} {windows[h, stride][0].shape[0]:7d} {kind:>11} {wall:8.3f} "
-            f"{evals:9d} "
-            f"{calls:6d} {per * 1e6:8.2f} {per / ref:12.2f} "
+            f"{evals:9d} {calls:6d} {per * 1e6:8.2f} {per / ref:12.2f} "
             f"{statistics.median(r[h, stride] for r in rounds):6.2f}"
         )
     print(
         "ratio to H=1: best time per row over best time per row; median: the median over rounds of "
-        "the "
-        "ratio within one round (less sensitive to the machine drifting between rounds)"
+        "the ratio within one round (less sensitive to the machine drifting between rounds)"
     )
     return 0
 

@@ -51,14 +51,13 @@ class Standardizer:
             raise ValueError(
                 f"the scale of component(s) {bad} overflows float64 (standard deviation "
                 f"{std[bad].tolist()}, "
-                f"largest magnitude {np.abs(flat[:, bad]).max():.3g}); divide the data by a "
-                "constant first"
+                f"largest magnitude {np.abs(flat[:, bad]).max():.3g}); "
+                "divide the data by a constant first"
             )
         if np.any(std == 0):
             raise ValueError(
                 f"component(s) {np.flatnonzero(std == 0).tolist()} are constant in the training "
-                "data "
-                "(standard deviation 0); drop them or pass standardize=False"
+                "data (standard deviation 0); drop them or pass standardize=False"
             )
         return cls(mean, std)
 
@@ -208,8 +207,7 @@ def as_trajectories(
         if arr.ndim != 3:
             raise ValueError(
                 f"array of shape {arr.shape} has {arr.ndim} dims; expected (T, D) for one "
-                "trajectory "
-                "or (N, T, D) for N trajectories"
+                "trajectory or (N, T, D) for N trajectories"
             )
     if np.iscomplexobj(arr):
         raise ValueError(
@@ -246,15 +244,14 @@ def as_trajectories(
         n, t, d = np.argwhere(bad)[0]
         raise ValueError(
             f"data holds {int(bad.sum())} NaN/inf value(s), first at trajectory {n}, time index "
-            f"{t}, "
-            f"component {d}; clean or drop those samples before training"
+            f"{t}, component {d}; clean or drop those samples before training"
         )
     big = float(np.abs(arr).max())
     if big > _MAX_MAGNITUDE:
         raise ValueError(
             f"data hold values as large as {big:.3g}, beyond {_MAX_MAGNITUDE:g}: their squares "
-            "overflow float64 (standard deviation and loss become inf); divide the data by a "
-            "constant first"
+            "overflow float64 (standard deviation and loss "
+            "become inf); divide the data by a constant first"
         )
     if own_dt is not None:
         own = checks.positive(f"the data's step ({own_from})", own_dt,

@@ -166,12 +166,11 @@ def prepare_state(
     if trajectories.shape[2] == 1 and not _time_dependent(field):
         raise ValueError(
             "the data observe 1 component: an autonomous 1-D ODE dx/dt = f(x) is monotone, it can "
-            "neither "
-            "oscillate nor be chaotic, so it cannot model a system seen through one variable. Pass "
-            "embed=dynfit.DelayEmbedding(lags=3, tau=...) (the observation and its delayed copies "
-            "form the "
-            "state; tau e.g. dynfit.mutual_information_delay(x)), or a time-dependent field "
-            "(field={'kind': 'mlp', 'time_dependent': True}) for a forced 1-D system"
+            "neither oscillate nor be chaotic, so it cannot model a system seen through one "
+            "variable. Pass embed=dynfit.DelayEmbedding(lags=3, tau=...) (the observation and its "
+            "delayed copies form the state; tau e.g. dynfit.mutual_information_delay(x)), or a "
+            "time-dependent field (field={'kind': 'mlp', 'time_dependent': True}) for a forced "
+            "1-D system"
         )
     return trajectories, attrs
 

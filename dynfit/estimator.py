@@ -269,8 +269,8 @@ def _trajectories(X, t) -> tuple[Any, float | None]:
     arr = _numeric(X, "X")
     if arr.ndim not in (2, 3):
         raise ValueError(
-            f"X must be one trajectory (n_samples, n_features) or several (N, T, D), got shape "
-            f"{arr.shape}"
+            "X must be one trajectory (n_samples, n_features) "
+            f"or several (N, T, D), got shape {arr.shape}"
         )
     if t is None:
         raise ValueError(

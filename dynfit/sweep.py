@@ -353,11 +353,10 @@ def connect(cluster: str, *, timeout: float | None = None) -> Iterator[object]:
         client = Client(value, timeout=timeout)
     except (OSError, TimeoutError) as err:
         raise SchedulerUnreachableError(
-            f"no dask scheduler answered at {value} within {timeout:g} s ({type(err).__name__}); "
-            "start one with "
+            f"no dask scheduler answered at {value} within "
+            f"{timeout:g} s ({type(err).__name__}); start one with "
             "`dask scheduler` and workers with `dask worker ADDRESS`, check the host and port, or "
-            "use "
-            "--cluster local:N"
+            "use --cluster local:N"
         ) from None
     with client:
         yield client

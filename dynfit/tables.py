@@ -155,11 +155,10 @@ def write_tables(ds: xr.Dataset, out) -> tuple[Path, Path]:
         f"(dt = {a['dt']:g}), {a['epochs']} epochs of {a['optimizer']}, field {a['field']}, "
         f"seeds {list(map(int, ds['seed'].values))}; held-out evaluation "
         f"`{a['evaluate_options']}` on {a['test_trajectories']} trajectories. VPT: median over "
-        "held-out "
-        "starts and seeds; other columns: mean over seeds. Lyapunov exponent of the truth: "
-        f"{float(ds['lyapunov_exponents_truth'][0]):.3f}. Best (median VPT at "
-        f"{a['vpt_threshold_ranked']:g}): "
-        f"{a['best_strategy']} seed {a['best_seed']}. Created {a['created']} ({a['created_by']}, "
+        "held-out starts and seeds; other columns: mean over seeds. Lyapunov exponent of the "
+        f"truth: {float(ds['lyapunov_exponents_truth'][0]):.3f}. "
+        f"Best (median VPT at {a['vpt_threshold_ranked']:g}): {a['best_strategy']} "
+        f"seed {a['best_seed']}. Created {a['created']} ({a['created_by']}, "
         f"device {a.get('device', '')}).",
         "",
         "| " + " | ".join(heads) + " |",

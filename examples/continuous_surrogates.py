@@ -229,8 +229,8 @@ def main(argv=None) -> int:
         "",
         f"Command: `{ds.attrs['command']}`",
         "",
-        "| seed | VPT mean / median / min (LT) | exact field, same solver | lambda1 (true) | KL "
-        "(floor) "
+        "| seed | VPT mean / median / min (LT) | exact "
+        "field, same solver | lambda1 (true) | KL (floor) "
         "| train s | epochs | longest horizon | stop |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

@@ -98,8 +98,8 @@ def run(names: list[str], n_steps: int, factor: float = STEP_FACTOR) -> list[dic
 def table(rows: list[dict], version: str, command: str, factor: float = STEP_FACTOR) -> str:
     """Markdown: one row per flow, then the disagreements."""
     out = [
-        f"Computed by `{command}` with dysts {version}: RK4 at {factor:g} x dysts' `dt` (step "
-        "divided by 4 "
+        f"Computed by `{command}` with dysts {version}: RK4 "
+        f"at {factor:g} x dysts' `dt` (step divided by 4 "
         f"after a blow-up), k = 1, from dysts' initial condition. `ratio` = ours / dysts' "
         "`maximum_lyapunov_estimated`; `spectrum[0]` is the first entry of dysts' "
         "`lyapunov_spectrum_estimated`.",
@@ -120,8 +120,8 @@ def table(rows: list[dict], version: str, command: str, factor: float = STEP_FAC
     bad = [r for r in rows if not (abs(r["ratio"] - 1) <= DISAGREE)]
     out += [
         "",
-        f"{len(rows) - len(bad)} of {len(rows)} flows agree within {DISAGREE:.0%}; {len(bad)} do "
-        "not.",
+        f"{len(rows) - len(bad)} of {len(rows)} flows "
+        f"agree within {DISAGREE:.0%}; {len(bad)} do not.",
         "",
     ]
     return "\n".join(out)
@@ -212,8 +212,8 @@ def main(argv: list[str] | None = None) -> list[dict] | None:
             tau = float(s.metadata.get("period") or 1.0) / 4
             lam = two_trajectory_exponent(s, args.time, tau)
             print(
-                f"{name}: two-trajectory lambda_max = {lam:.4g} (DOP853 at 1e-11, T = "
-                f"{args.time:g}, "
+                f"{name}: two-trajectory lambda_max = {lam:.4g} "
+                f"(DOP853 at 1e-11, T = {args.time:g}, "
                 f"renormalised every {tau:.3g}); dysts {s.lyapunov_max:.4g}",
                 flush=True,
             )

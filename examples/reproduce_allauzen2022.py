@@ -334,8 +334,8 @@ def summary(hist, gen) -> str:
     lines = [
         "strategy | seeds | acc. epoch 0 | acc. last | min acc. | first epoch >= 95% | substeps "
         "epoch 0 | last | "
-        "max substeps | gen. err. dataset1 (median) | dataset2 (median) | spread 1e-10 (median) | "
-        "diverged | "
+        "max substeps | gen. err. dataset1 (median) | dataset2 "
+        "(median) | spread 1e-10 (median) | diverged | "
         "VPT median | VPT mean | VPT runs diverged | density KL (median) | W1 (median)",
         "---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---",
     ]

@@ -748,8 +748,8 @@ def tables(ds) -> str:
                         lines.append(f"| {d} | " + " | ".join(cells) + " |")
                     lines.append("")
             lines += [
-                f"### {task}, trained {solver}: epochs used / converged seeds / final training "
-                "loss",
+                f"### {task}, trained {solver}: epochs used "
+                "/ converged seeds / final training loss",
                 "",
                 "| depth | " + " | ".join(str(n) for n in sub.norm.values) + " |",
                 "|---:|" + "---:|" * sub.norm.size,
@@ -783,8 +783,7 @@ def overhead(ds) -> str:
             r = np.median(ratio)
             out.append(
                 f"- {task}, trained {solver}: TA-BN / BN wall time per step, median over depths "
-                "and "
-                f"seeds: {r:.2f}"
+                f"and seeds: {r:.2f}"
             )
     return "\n".join(out)
 

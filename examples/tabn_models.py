@@ -112,8 +112,8 @@ class UnmixedClassifier(nn.Module):
         if x.dim() != ndim or x.shape[1] != self.in_channels:
             shape = "(B, C, H, W)" if self.image else "(B, D)"
             raise ValueError(
-                f"UnmixedClassifier expects x of shape {shape} with {self.in_channels} in "
-                "dimension 1, "
+                f"UnmixedClassifier expects x of shape {shape} "
+                f"with {self.in_channels} in dimension 1, "
                 f"got {tuple(x.shape)}"
             )
         extra = self.state_channels - self.in_channels

@@ -133,8 +133,8 @@ def main(argv=None) -> int:
             counts["trials"] += 1
             print(
                 f"trial {trial}: {n_kills} kill(s); resume {'ok' if ok else 'FAILED'}; "
-                f"weights {'identical' if ok and same else 'DIFFERENT' if ok else '-'}; temps left "
-                f"{left}",
+                f"weights {'identical' if ok and same else 'DIFFERENT' if ok else '-'}; "
+                f"temps left {left}",
                 flush=True,
             )
         print(counts)

@@ -68,8 +68,8 @@ def check_spec(spec, dim: int) -> dict:
     trig = spec.get("trig", [])
     if not isinstance(trig, (list, tuple)) or (trig and len(trig) != dim):
         raise ValueError(f"library trig must be a list of {dim} frequency lists (one per "
-                         "component) or [], "
-                         f"got {trig!r}")
+                         "component) or "
+                         f"[], got {trig!r}")
     freqs = [[float(checks.real(f"library trig[{i}]", w, above=0.0)) for w in row]
              for i, row in enumerate(trig)]
     if freqs and len({len(row) for row in freqs}) != 1:
