@@ -107,6 +107,11 @@ def fit(data: Any, *, windows=None, model=None, optimizer=None, loop=None, check
     strat = _strategies.get(strategy, **(strategy_options or {}))
     run = _Run(settings, strat, *_prepare_data(data, settings, embed))
     run.deadline = started + (math.inf if settings.loop.time_limit is None else settings.loop.time_limit)
+    if settings.loop.progress:  # the library choice and the pre-fit come before the epochs' bar
+        import sys
+
+        print("fit: choosing and pre-fitting the field (before the first epoch)", file=sys.stderr,
+              flush=True)
     _build_model(run)
     _build_optimizer(run)
     _open_checkpoint(run)
@@ -591,6 +596,7 @@ def train_from_config(cfg: dict, *, out=None, progress: bool = True):
     and every file is written atomically. Returns (Surrogate, history, held-out data).
     """
     import contextlib
+    import sys
 
     from systems.files import FolderLock
 
@@ -602,6 +608,10 @@ def train_from_config(cfg: dict, *, out=None, progress: bool = True):
     ddp = context(s["model"].device)  # under torchrun: rank 0 alone locks the folder and writes
     writer = ddp is None or ddp.is_main
     with FolderLock(folder) if writer else contextlib.nullcontext():
+        if progress and not s["data"].path:  # a simulation takes a while: say so at once
+            d = s["data"]
+            print(f"dynfit train: simulating {d.n_traj} trajectories of {d.system}",
+                  file=sys.stderr, flush=True)
         train, held = _split(load_data(s["data"]), s["data"].split_fraction)
         sur, hist = fit(train, strategy=s["strategy"], strategy_options=s["options"],
                         **{k: s[k] for k in FIT_GROUPS})
