@@ -38,7 +38,8 @@ __all__ = ["METHODS", "Method", "Validation", "method_names", "missing", "make"]
 
 PEER_FIX = 'pip install "dynfit[bench]"'
 BLOWUP_FACTOR = 100.0      # a free run this many data ranges from the data's mean is NaN
-WALL_SAFETY = 3.0          # dynfit's wall-time limit in budgets (a safety net; the CPU clock rules)
+WALL_SAFETY = 10.0         # dynfit's wall-time limit in budgets (a safety net for a hang; the
+#                            CPU clock rules, so a loaded machine must not reach it)
 VALID_THRESHOLD = 0.4      # normalised error that ends a valid validation forecast
 SMOOTH_MIN_SAMPLES = 10    # a validation part shorter than 4x this is never smoothed
 

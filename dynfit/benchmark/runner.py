@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,8 +35,9 @@ from .scores import THRESHOLDS
 __all__ = ["Task", "run_task", "run_all", "result_path", "load_result", "code_fingerprint", "FORMAT"]
 
 FORMAT = "dynfit-benchmark-task-1"
-HARD_LIMIT_FACTOR = 6.0  # a task is killed after this many budgets (CPU s) plus HARD_LIMIT_MARGIN wall s
+HARD_LIMIT_FACTOR = 6.0  # a task's child may use this many budgets plus HARD_LIMIT_MARGIN CPU s
 HARD_LIMIT_MARGIN = 300.0
+WALL_LIMIT_FACTOR = 10.0  # ... and this many times that in wall seconds (a hang; a loaded machine)
 LLE_STEPS = 2000
 
 
@@ -159,8 +161,9 @@ def _result_dataset(task: Task, problem, scores: dict | None, status: str, messa
     return xr.Dataset(data, coords={"threshold": list(THRESHOLDS)}, attrs=attrs)
 
 
-def _execute(task: Task) -> xr.Dataset:
-    """Make the problem, fit, forecast and score; a failing fit or forecast is recorded, not raised."""
+def _execute(task: Task, cache: Path | None = None) -> xr.Dataset:
+    """Make the problem (kept in ``cache``), fit, forecast and score; a failing fit or forecast is
+    recorded, not raised."""
     import torch
 
     from . import methods as _methods
@@ -168,7 +171,8 @@ def _execute(task: Task) -> xr.Dataset:
 
     torch.set_num_threads(1)
     n_starts = (QUICK if task.quick else SETTINGS[task.protocol]).n_starts
-    problem = make_problem(task.system, task.protocol, noise=task.noise, seed=task.seed, quick=task.quick)
+    problem = make_problem(task.system, task.protocol, noise=task.noise, seed=task.seed,
+                           quick=task.quick, cache=cache)
     model = _methods.make(task.method, seed=task.seed, budget=task.budget, quick=task.quick)
     w0, c0 = time.perf_counter(), _cpu_seconds()
     try:
@@ -209,12 +213,17 @@ def run_task(task: Task, out: Path, *, isolate: bool = True) -> dict:
         ds = _in_child(task, out)
     else:
         try:
-            ds = _execute(task)
+            ds = _execute(task, problem_cache(out))
         except Exception as err:  # the problem itself could not be made (e.g. an unsupported flow)
             ds = _result_dataset(task, None, None, "failed", _describe(err), math.nan, math.nan, {},
                                  _n_starts(task))
     write_netcdf(ds, path)
     return {"task": task, "status": ds.attrs["status"], "reused": False, "path": str(path)}
+
+
+def problem_cache(out: Path) -> Path:
+    """The folder where a run keeps its clean problems (one per flow, protocol and seed)."""
+    return Path(out) / "problems"
 
 
 def _n_starts(task: Task) -> int:
@@ -226,16 +235,26 @@ def _n_starts(task: Task) -> int:
 def _in_child(task: Task, out: Path) -> xr.Dataset:
     """Run the task in a child Python with a hard time limit; its result, or a recorded failure."""
     path = result_path(out, task)
-    limit = HARD_LIMIT_FACTOR * task.budget + HARD_LIMIT_MARGIN
+    limit = HARD_LIMIT_FACTOR * task.budget + HARD_LIMIT_MARGIN      # CPU seconds
+    wall = WALL_LIMIT_FACTOR * limit
     path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "dynfit.benchmark._child", json.dumps(asdict(task)), str(path)]
+    cmd = [sys.executable, "-m", "dynfit.benchmark._child", json.dumps(asdict(task)), str(path),
+           str(problem_cache(out))]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=wall,
+                              preexec_fn=_cpu_limit(limit))
     except subprocess.TimeoutExpired:
-        return _result_dataset(task, None, None, "timed out", f"killed after {limit:.0f} s (the hard limit: "
+        return _result_dataset(task, None, None, "timed out",
+                               f"killed after {wall:.0f} wall s ({WALL_LIMIT_FACTOR:g} x the CPU "
+                               "limit: a hang)", time.perf_counter() - t0, math.nan, {},
+                               _n_starts(task))
+    cpu_signals = {-getattr(signal, n) for n in ("SIGXCPU", "SIGKILL") if hasattr(signal, n)}
+    if proc.returncode in cpu_signals and not path.is_file():
+        return _result_dataset(task, None, None, "timed out",
+                               f"stopped after {limit:.0f} CPU s (the hard limit: "
                                f"{HARD_LIMIT_FACTOR:g} x budget + {HARD_LIMIT_MARGIN:g} s)",
                                time.perf_counter() - t0, math.nan, {}, _n_starts(task))
     ds = _read(path, task) if proc.returncode == 0 else None
@@ -244,6 +263,20 @@ def _in_child(task: Task, out: Path) -> xr.Dataset:
         return _result_dataset(task, None, None, "failed", f"child exited with {proc.returncode}: {tail}",
                                time.perf_counter() - t0, math.nan, {}, _n_starts(task))
     return ds
+
+
+def _cpu_limit(seconds: float):
+    """A preexec function giving the child a CPU-time limit (POSIX), or None where there is none."""
+    try:
+        import resource
+    except ImportError:         # Windows: the wall limit alone
+        return None
+    soft = int(math.ceil(seconds))
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 10))
+
+    return limit
 
 
 def run_all(tasks: list[Task], out: Path, *, client=None, isolate: bool = True,
@@ -302,7 +335,7 @@ def child_main(argv: list[str]) -> int:
 
     task = Task(**json.loads(argv[0]))
     try:
-        ds = _execute(task)
+        ds = _execute(task, Path(argv[2]) if len(argv) > 2 else None)
     except Exception as err:
         ds = _result_dataset(task, None, None, "failed", _describe(err), math.nan, math.nan, {}, _n_starts(task))
     write_netcdf(ds, Path(argv[1]))

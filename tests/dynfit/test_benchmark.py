@@ -27,6 +27,51 @@ def test_gilpin_protocol_shapes_noise_and_clean_truth():
     assert p.lyapunov_time == pytest.approx(1 / 0.9056, rel=0.01)
 
 
+def test_problems_are_cached_clean_and_noised_after(tmp_path):
+    fresh = protocols.make_problem("lorenz63", "gilpin", noise=0.05, seed=3, quick=True)
+    first = protocols.make_problem("lorenz63", "gilpin", noise=0.05, seed=3, quick=True,
+                                   cache=tmp_path)
+    (cached,) = (tmp_path / "gilpin").glob("lorenz63-seed3-quick-*.npz")
+    again = protocols.make_problem("lorenz63", "gilpin", noise=0.05, seed=3, quick=True,
+                                   cache=tmp_path)
+    for p in (first, again):                          # bit-identical to the uncached problem
+        for name in ("train", "truth", "history", "std", "climate_history"):
+            np.testing.assert_array_equal(getattr(p, name), getattr(fresh, name))
+        np.testing.assert_array_equal(p.climate[1], fresh.climate[1])
+        assert (p.noise, p.lyapunov_time, p.attrs) == (0.05, fresh.lyapunov_time, fresh.attrs)
+    cached.write_bytes(b"not an npz")                 # a damaged cache is remade, not trusted
+    remade = protocols.make_problem("lorenz63", "gilpin", seed=3, quick=True, cache=tmp_path)
+    np.testing.assert_array_equal(remade.truth, fresh.truth)
+    assert cached.read_bytes()[:2] == b"PK"
+
+
+def test_a_reference_that_cannot_finish_falls_back_to_the_next_rung(monkeypatch):
+    monkeypatch.setattr(protocols, "PROBE_STEPS", 5)     # the 1e-12 spin-up hits its step limit
+    p = protocols.make_problem("lorenz63", "gilpin", seed=3, quick=True)
+    assert p.attrs["reference_solver"] == "dop853 rtol 1e-10"
+    assert p.attrs["reference_check_solver"] == "dop853 rtol 1e-08"
+
+
+def test_an_implausible_stored_exponent_is_not_used():
+    from types import SimpleNamespace
+
+    flow = SimpleNamespace(metadata={"source": "dysts", "lyapunov_max_computed": 921.0},
+                           lyapunov_max=0.065, jac=None)
+    assert protocols._lyapunov(flow, dt=0.67) == (0.065, "dysts metadata estimate")
+
+
+def test_the_child_cpu_limit_stops_a_runaway():
+    import signal
+    import subprocess
+    import sys
+
+    if not hasattr(signal, "SIGXCPU"):
+        pytest.skip("no RLIMIT_CPU on this platform")
+    proc = subprocess.run([sys.executable, "-c", "while True: pass"], timeout=120,
+                          preexec_fn=runner._cpu_limit(1))
+    assert proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL)
+
+
 def test_resolve_system_names_and_errors():
     assert protocols.resolve_system("lorenz96:N=6").dim == 6
     with pytest.raises(ValueError, match="unknown system 'lorenz36'"):
@@ -119,6 +164,7 @@ def test_a_task_in_a_child_process(tmp_path):
     assert summary["status"] == "ok" and not summary["reused"]
     assert runner.load_result(tmp_path, task).attrs["status"] == "ok"
     assert runner.run_task(task, tmp_path, isolate=True)["reused"]
+    assert list((tmp_path / "problems" / "gilpin").glob("lorenz63-seed0-quick-*.npz"))
 
 
 @pytest.mark.parametrize("kwargs, match", [
