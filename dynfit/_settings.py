@@ -14,7 +14,7 @@ from dataclasses import fields
 from systems import checks as _checks
 from systems.checks import ArgumentTypeError
 
-# ------------------------------------------------------------------ typed checks: check(value, name) -> value
+# -------------------------------------------------------- typed checks: check(value, name) -> value
 def _kind(value) -> str:
     kind = type(value).__name__
     return f"{value!r} ({'an' if kind[:1] in 'aeiou' else 'a'} {kind})"
@@ -30,21 +30,35 @@ def _key(name: str) -> str:
 def is_int(minimum: int | None = None, optional: bool = False):
     """An integer (not a bool, not 2.5) >= minimum."""
     def check(value, name):
-        return _checks.integer(name, value, minimum=minimum, optional=optional,
-                               fix=f"write a whole number{f' >= {minimum}' if minimum is not None else ''} without "
-                                   f"quotes or decimals, e.g. {_key(name)} = {max(minimum or 0, 1)}")
+        return _checks.integer(
+            name,
+            value,
+            minimum=minimum,
+            optional=optional,
+            fix=f"write a whole number{f' >= {minimum}' if minimum is not None else ''} without "
+            f"quotes or decimals, e.g. {_key(name)} = {max(minimum or 0, 1)}",
+        )
+
     check.expects = "integer"
     return check
 
 
 def is_float(low: float | None = None, high: float | None = None, *, low_open: bool = False,
              high_open: bool = False, optional: bool = False):
-    """A finite number (int or float, not a bool or string) in the given range (open or closed ends)."""
-    bounds = {("above" if low_open else "minimum"): low, ("below" if high_open else "maximum"): high}
+    """A finite number (int or float, not a bool or string) in the given range (open or closed
+    ends)."""
+    bounds = {
+        ("above" if low_open else "minimum"): low,
+        ("below" if high_open else "maximum"): high,
+    }
     bounds = {k: v for k, v in bounds.items() if v is not None}
-    example = next(x for x in ((low + high) / 2 if None not in (low, high) else 0.01, 1.0, 10.0, low, high)
-                   if x is not None and (low is None or (x > low if low_open else x >= low))
-                   and (high is None or (x < high if high_open else x <= high)))
+    example = next(
+        x
+        for x in ((low + high) / 2 if None not in (low, high) else 0.01, 1.0, 10.0, low, high)
+        if x is not None
+        and (low is None or (x > low if low_open else x >= low))
+        and (high is None or (x < high if high_open else x <= high))
+    )
 
     def check(value, name):
         return _checks.real(name, value, optional=optional, **bounds,
@@ -55,7 +69,9 @@ def is_float(low: float | None = None, high: float | None = None, *, low_open: b
 
 def is_bool(value, name):
     """true or false (booleans; "no", 0 and 1 are refused)."""
-    return _checks.boolean(name, value, fix="write true or false without quotes (True/False in Python)")
+    return _checks.boolean(
+        name, value, fix="write true or false without quotes (True/False in Python)"
+    )
 
 
 def is_bool_or_none(value, name):
@@ -68,15 +84,22 @@ def is_str(choices=None, optional: bool = False):
     def check(value, name):
         if value is None and optional:
             return None
-        if not isinstance(value, str):  # no string check in systems.checks: only the config reads free text
-            raise ArgumentTypeError(f"{name} must be a non-empty string in quotes, got {_kind(value)}; "
-                                    f"write it in quotes, e.g. {_key(name)} = \"...\"")
+        # no string check in systems.checks: only the config reads free text
+        if not isinstance(value, str):
+            raise ArgumentTypeError(
+                f"{name} must be a non-empty string in quotes, got {_kind(value)}; "
+                f'write it in quotes, e.g. {_key(name)} = "..."'
+            )
         if not value.strip():
             raise ValueError(f"{name} must be a non-empty string in quotes, got {_kind(value)}")
         known = choices() if callable(choices) else choices
         if known is not None:
-            _checks.choice(name, value, known, fix=f"write one of them in quotes, e.g. {_key(name)} = "
-                                                   f"\"{next(iter(known))}\"")
+            _checks.choice(
+                name,
+                value,
+                known,
+                fix=f'write one of them in quotes, e.g. {_key(name)} = "{next(iter(known))}"',
+            )
         return value
     return check
 
@@ -84,8 +107,13 @@ def is_str(choices=None, optional: bool = False):
 def one_of(choices):
     """One of a few fixed strings; the error names them and the close match."""
     def check(value, name):
-        return _checks.choice(name, value, choices,
-                              fix=f"write one of them in quotes, e.g. {_key(name)} = \"{choices[0]}\"")
+        return _checks.choice(
+            name,
+            value,
+            choices,
+            fix=f'write one of them in quotes, e.g. {_key(name)} = "{choices[0]}"',
+        )
+
     return check
 
 
@@ -95,13 +123,16 @@ def is_device(value, name):
         return None
     if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda|cuda:\d+|auto", value):
         raise (ValueError if isinstance(value, str) else ArgumentTypeError)(
-            f"{name} must be 'cpu', 'cuda', 'cuda:N' (N a device number) or 'auto', got {_kind(value)}; "
-            f"write it in quotes, e.g. {_key(name)} = \"cpu\"")
+            f"{name} must be 'cpu', 'cuda', 'cuda:N' (N a device number) or 'auto', got "
+            f"{_kind(value)}; "
+            f'write it in quotes, e.g. {_key(name)} = "cpu"'
+        )
     return value
 
 
 def is_torch_device(value, name):
-    """A torch.device, or a device name (is_device) that this machine has; None or 'auto' -> None."""
+    """A torch.device, or a device name (is_device) that this machine has; None or 'auto' ->
+    None."""
     if type(value).__name__ == "device":
         return value
     value = is_device(value, name)
@@ -113,31 +144,48 @@ def is_torch_device(value, name):
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(value.split(":")[1]) if ":" in value else 0
         if index >= n:
-            raise ValueError(f"device {value!r} was asked for but this machine has {n} CUDA device(s); use 'cpu' "
-                             "or 'auto'")
+            raise ValueError(
+                f"device {value!r} was asked for but this machine has {n} CUDA device(s); use "
+                "'cpu' "
+                "or 'auto'"
+            )
     return value
 
 
 def is_dtype(value, name):
     """float32 or float64, as a name or a torch dtype; returns the name."""
     text = str(value).removeprefix("torch.") if type(value).__name__ == "dtype" else value
-    return _checks.choice(name, text, ("float32", "float64"),
-                          fix=f"write {_key(name)} = \"float32\" or \"float64\" (torch.float32 / torch.float64 in "
-                              "Python)")
+    return _checks.choice(
+        name,
+        text,
+        ("float32", "float64"),
+        fix=f'write {_key(name)} = "float32" or "float64" (torch.float32 / torch.float64 in '
+        "Python)",
+    )
 
 
 def is_list(item, *, non_empty: bool = True):
     def check(value, name):
         if not isinstance(value, (list, tuple)) or (non_empty and not value):
-            raise (ValueError if isinstance(value, (list, tuple)) else ArgumentTypeError)(f"{name} must be a{' non-empty' if non_empty else ''} list such as [1, 2], got "
-                             f"{_kind(value)}")
+            raise (ValueError if isinstance(value, (list, tuple)) else ArgumentTypeError)(
+                f"{name} must be a{' non-empty' if non_empty else ''} list such as [1, 2], got "
+                f"{_kind(value)}"
+            )
         return [item(v, f"{name}[{i}]") for i, v in enumerate(value)]
     return check
 
 
 # ------------------------------------------------------------------ settings fields
-def setting(default, check=None, *, toml: str | None = None, toml_check=None, toml_default=dataclasses.MISSING):
-    """A settings field: its default, its check, and the TOML section whose key of the same name it is.
+def setting(
+    default,
+    check=None,
+    *,
+    toml: str | None = None,
+    toml_check=None,
+    toml_default=dataclasses.MISSING,
+):
+    """A settings field: its default, its check, and the TOML section whose key of the same name it
+    is.
 
     toml_check / toml_default: where a config file asks more than Python (``[train] epochs`` >= 1,
     default 30, against ``fit``'s >= 0 and 100).

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .inference import InferenceSolver
-from .strategies import ContinuousStrategy, LossFloor
+from .strategies import LossFloor
 
 FORECAST_STARTS = 8  # free runs per score
 FORECAST_SAMPLES = 500  # the most samples a free run covers
@@ -112,15 +112,9 @@ class Forecasts:
         self.bound = BLOWN * float(np.abs(flat - flat.mean(axis=0)).max())
 
     def solver(self, strategy) -> InferenceSolver:
-        """The strategy's own solve at its training tolerance (continuous), else its inference rule;
-        at most 50 steps per sample, so that a stiff blown-up field fails fast."""
-        if isinstance(strategy, ContinuousStrategy):
-            r = max(strategy.tolerance(), 1e-10)
-            return InferenceSolver(method=strategy.method, rtol=r, atol=r,
-                                   max_steps=50 * self.length)
-        base = strategy.inference().to_dict()
-        steps = min(base["max_steps"], 50 * self.length)
-        return InferenceSolver.from_dict({**base, "max_steps": steps})
+        """The strategy's validation solver, at most 50 steps per sample (a stiff blown-up field
+        fails fast)."""
+        return strategy.validation_solver(50 * self.length)
 
     def score(self, field, strategy) -> Score:
         """Free runs of ``field`` from the starts: their Score."""

@@ -33,6 +33,7 @@ import numpy as np
 import xarray as xr
 
 from . import strategies as _strategies
+from ._history import history_attrs
 from systems import checks
 from systems.files import ensure_folder
 
@@ -46,8 +47,10 @@ from .tables import FORMAT, check_compare, compare_table, write_tables
 # plot_compare (dynfit.plot)
 __all__ = ["compare", "load_compare", "write_outputs", "FORMAT"]
 
+# the history variables compare keeps per epoch (their units: dynfit.train.HistoryRow)
 HISTORY = ("loss", "accepted_fraction", "mean_substeps", "n_f_evals", "horizon", "wall_time")
-SET_BY_COMPARE = ("checkpoint_dir", "strategy", "strategy_options", "seed", "progress")  # per task, by compare
+# per task, by compare
+SET_BY_COMPARE = ("checkpoint_dir", "strategy", "strategy_options", "seed", "progress")
 
 
 # ------------------------------------------------------------------ validation
@@ -63,8 +66,10 @@ def _check_strategies(strategies) -> list[tuple[str, str, dict]]:
     labels = [s[0] for s in specs]
     dup = sorted({lab for lab in labels if labels.count(lab) > 1})
     if dup:
-        raise ValueError(f"strategy labels must be distinct, {dup} appear twice; label each entry, e.g. "
-                         "('black-box rk4', 'torchdiffeq', {'method': 'rk4'})")
+        raise ValueError(
+            f"strategy labels must be distinct, {dup} appear twice; label each entry, e.g. "
+            "('black-box rk4', 'torchdiffeq', {'method': 'rk4'})"
+        )
     return specs
 
 
@@ -73,9 +78,14 @@ def _check_seeds(seeds) -> list[int]:
         seeds = [seeds]
     seeds = list(seeds)
     if not seeds:
-        raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}; pass e.g. seeds=[0, 1]")
+        raise ValueError(
+            f"seeds must be a non-empty list of integers >= 0, got {seeds!r}; pass e.g. seeds=[0, "
+            "1]"
+        )
     for i, s in enumerate(seeds):
-        checks.integer(f"seeds[{i}]", s, minimum=0, fix="pass a list of integers >= 0, e.g. seeds=[0, 1]")
+        checks.integer(
+            f"seeds[{i}]", s, minimum=0, fix="pass a list of integers >= 0, e.g. seeds=[0, 1]"
+        )
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds!r}")
     return [int(s) for s in seeds]
@@ -83,7 +93,9 @@ def _check_seeds(seeds) -> list[int]:
 
 def _check_dataset(data, what: str) -> xr.Dataset:
     if not isinstance(data, xr.Dataset):
-        raise TypeError(f"{what} must be an xarray.Dataset from systems.simulate, got {type(data).__name__}")
+        raise TypeError(
+            f"{what} must be an xarray.Dataset from systems.simulate, got {type(data).__name__}"
+        )
     if "x" not in data or data["x"].dims != ("trajectory", "time", "component"):
         got = {k: v.dims for k, v in data.data_vars.items()}
         raise ValueError(f"{what} must hold 'x' with dims ('trajectory', 'time', 'component') as "
@@ -97,16 +109,23 @@ def _check_data(data, test_data, eval_options):
     data = _check_dataset(data, "data")
     if test_data is None:
         if data.sizes["trajectory"] < 2:
-            raise ValueError("data hold one trajectory, so none is left to evaluate on; pass test_data "
-                             "(held-out systems.simulate data) or simulate n_traj >= 2")
+            raise ValueError(
+                "data hold one trajectory, so none is left to evaluate on; pass test_data "
+                "(held-out systems.simulate data) or simulate n_traj >= 2"
+            )
         n = data.sizes["trajectory"]
         n_test = max(1, n // 4)
-        train, test = data.isel(trajectory=slice(0, n - n_test)), data.isel(trajectory=slice(n - n_test, None))
+        train, test = (
+            data.isel(trajectory=slice(0, n - n_test)),
+            data.isel(trajectory=slice(n - n_test, None)),
+        )
     else:
         train, test = data, _check_dataset(test_data, "test_data")
     a, b = str(train.attrs["system"]).lower(), str(test.attrs["system"]).lower()
     if a != b:
-        raise ValueError(f"test_data come from system {b!r} but data from {a!r}; evaluate on the same system")
+        raise ValueError(
+            f"test_data come from system {b!r} but data from {a!r}; evaluate on the same system"
+        )
     if train.sizes["component"] != test.sizes["component"]:
         raise ValueError(f"test_data have {test.sizes['component']} components, data "
                          f"{train.sizes['component']}; evaluate on data of the same dimension")
@@ -118,17 +137,33 @@ def _check_data(data, test_data, eval_options):
     dt = float(test["time"].values[1] - test["time"].values[0])
     need = int(round(float(eval_options["horizon"]) * float(lt) / dt)) + 1
     if test.sizes["time"] < need:
-        raise ValueError(f"evaluation over horizon {eval_options['horizon']} Lyapunov times needs {need} "
-                         f"samples per held-out trajectory, test data have {test.sizes['time']}; simulate "
-                         "longer test data or pass evaluate={'horizon': ...}")
+        raise ValueError(
+            f"evaluation over horizon {eval_options['horizon']} Lyapunov times needs {need} "
+            f"samples per held-out trajectory, test data have {test.sizes['time']}; simulate "
+            "longer test data or pass evaluate={'horizon': ...}"
+        )
     return train, test
 
 
 # ------------------------------------------------------------------ compare
-def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = CONFIG_EPOCHS, field=None, test_data=None,
-            out=None, evaluate: dict | None = None, command: str | None = None, progress: bool = False,
-            save_models: bool = True, client=None, cluster: str | None = None, threads: int = 1,
-            **fit_kwargs) -> xr.Dataset:
+def compare(
+    data: xr.Dataset,
+    *,
+    strategies,
+    seeds=(0,),
+    epochs: int = CONFIG_EPOCHS,
+    field=None,
+    test_data=None,
+    out=None,
+    evaluate: dict | None = None,
+    command: str | None = None,
+    progress: bool = False,
+    save_models: bool = True,
+    client=None,
+    cluster: str | None = None,
+    threads: int = 1,
+    **fit_kwargs,
+) -> xr.Dataset:
     """Train every strategy with every seed on ``data``; evaluate on ``test_data``.
 
     data: a ``systems.simulate`` Dataset (trajectory, time, component). Without
@@ -161,22 +196,36 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = CONFIG_EP
     from . import sweep
 
     if client is not None and cluster is not None:
-        raise ValueError("pass either client (a distributed.Client) or cluster ('local:N' or 'tcp://HOST:PORT'), "
-                         "not both")
+        raise ValueError(
+            "pass either client (a distributed.Client) or cluster ('local:N' or "
+            "'tcp://HOST:PORT'), "
+            "not both"
+        )
     if cluster is not None:
         sweep.parse_cluster(cluster)  # a bad string fails before any work
-    checks.integer("threads", threads, minimum=1, fix="pass the number of torch threads per fit, e.g. threads=1")
+    checks.integer(
+        "threads",
+        threads,
+        minimum=1,
+        fix="pass the number of torch threads per fit, e.g. threads=1",
+    )
     specs = _check_strategies(strategies)
     seeds = _check_seeds(seeds)
-    checks.integer("epochs", epochs, minimum=1, fix=f"pass the epochs of each fit, e.g. epochs={CONFIG_EPOCHS}")
+    checks.integer(
+        "epochs", epochs, minimum=1, fix=f"pass the epochs of each fit, e.g. epochs={CONFIG_EPOCHS}"
+    )
     eval_options = dict(EVALUATE_DEFAULTS)
     unknown = sorted(set(evaluate or {}) - set(EVALUATE_DEFAULTS) - {"reference_solvers"})
     if unknown:
-        raise ValueError(f"unknown evaluate option(s) {unknown}; known: {sorted(EVALUATE_DEFAULTS)}")
+        raise ValueError(
+            f"unknown evaluate option(s) {unknown}; known: {sorted(EVALUATE_DEFAULTS)}"
+        )
     eval_options.update(evaluate or {})
     for key in SET_BY_COMPARE:
         if key in fit_kwargs:
-            raise ValueError(f"{key!r} is set by compare itself; remove it from the keyword arguments")
+            raise ValueError(
+                f"{key!r} is set by compare itself; remove it from the keyword arguments"
+            )
     # every fit option (names, values, settings objects) checked before any work
     settings = fit_settings(**({} if field is None else {"field": field}),
                             **{k: v for k, v in fit_kwargs.items() if k != "provenance"})
@@ -188,17 +237,30 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = CONFIG_EP
 
     tasks = [sweep.Task(i, j, label, name, options, seed, groundtruth=(i, j) == (0, 0))
              for i, (label, name, options) in enumerate(specs) for j, seed in enumerate(seeds)]
-    job = sweep.Job(train, test, field, int(epochs), dict(fit_kwargs), eval_options, out, save_models,
-                    bool(progress) and client is None and cluster is None, int(threads))
+    job = sweep.Job(
+        train,
+        test,
+        field,
+        int(epochs),
+        dict(fit_kwargs),
+        eval_options,
+        out,
+        save_models,
+        bool(progress) and client is None and cluster is None,
+        int(threads),
+    )
 
     def report(task, r, n_done, n_total):
         s, diag, hist = r["summary"], r["diag"], r["hist"]
         thr = _middle(diag)
         how = "read from an earlier run" if r.get("reused") else f"{r['wall']:.0f} s training"
-        print(f"compare: [{n_done}/{n_total}] {task.label} seed {task.seed}: VPT median "
-              f"{s[f'vpt_median_{thr:g}']:.2f} Lyapunov times (threshold {thr:g}), "
-              f"{int(hist.n_f_evals.sum()) if hist.sizes['epoch'] else 0:.3g} training evaluations, {how}",
-              flush=True)
+        print(
+            f"compare: [{n_done}/{n_total}] {task.label} seed {task.seed}: VPT median "
+            f"{s[f'vpt_median_{thr:g}']:.2f} Lyapunov times (threshold {thr:g}), "
+            f"{int(hist.n_f_evals.sum()) if hist.sizes['epoch'] else 0:.3g} training evaluations, "
+            f"{how}",
+            flush=True,
+        )
 
     t_start = time.perf_counter()
     if cluster is not None:
@@ -208,8 +270,21 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = CONFIG_EP
         runs = sweep.run(tasks, job, client=client, on_result=report)
     groundtruth = runs[0, 0]["diag"]["valid_groundtruth_time"]
 
-    ds = _assemble(specs, seeds, runs, groundtruth, int(epochs), fit_kwargs, settings, field, train, test,
-                   eval_options, command, time.perf_counter() - t_start)
+    ds = _assemble(
+        specs,
+        seeds,
+        runs,
+        groundtruth,
+        int(epochs),
+        fit_kwargs,
+        settings,
+        field,
+        train,
+        test,
+        eval_options,
+        command,
+        time.perf_counter() - t_start,
+    )
     if out is not None:
         best = runs[int(ds.attrs["best_index"][0]), int(ds.attrs["best_index"][1])]["diag"]
         write_outputs(ds, out, best_diagnostics=best)
@@ -217,8 +292,8 @@ def compare(data: xr.Dataset, *, strategies, seeds=(0,), epochs: int = CONFIG_EP
 
 
 def _flat_options(settings, fit_kwargs: dict) -> tuple:
-    """(field, keyword arguments) with settings objects spread into the fields they change: what each
-    task passes to fit, what the sweep's cache key and the Dataset's attrs record."""
+    """(field, keyword arguments) with settings objects spread into the fields they change: what
+    each task passes to fit, what the sweep's cache key and the Dataset's attrs record."""
     flat = {}
     for key, value in fit_kwargs.items():
         if key in FIT_GROUPS and value is not None and not isinstance(value, str):
@@ -236,8 +311,21 @@ def _middle(diag) -> float:
     return float(thr[int(np.argmin(np.abs(thr - 0.4)))])
 
 
-def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, settings, field, train, test, eval_options, command,
-              total_wall) -> xr.Dataset:
+def _assemble(
+    specs,
+    seeds,
+    runs,
+    groundtruth,
+    epochs,
+    fit_kwargs,
+    settings,
+    field,
+    train,
+    test,
+    eval_options,
+    command,
+    total_wall,
+) -> xr.Dataset:
     n_s, n_seed = len(specs), len(seeds)
     d0 = runs[0, 0]["diag"]
     thr = d0["threshold"].values
@@ -246,10 +334,22 @@ def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, settings, fie
     vpt = np.full((n_s, n_seed, n_start, len(thr)), np.nan)
     lam = np.full((n_s, n_seed, dim), np.nan)
     wass = np.full((n_s, n_seed, dim), np.nan)
-    scalars = {k: np.full((n_s, n_seed), np.nan) for k in (
-        "density_divergence", "spectrum_distance", "correlation_dimension", "training_n_f_evals",
-        "training_wall_time", "evaluation_wall_time", "final_loss", "epochs_run", "rollout_accepted_fraction",
-        "rollout_mean_substeps", "rollout_n_f_evals")}
+    scalars = {
+        k: np.full((n_s, n_seed), np.nan)
+        for k in (
+            "density_divergence",
+            "spectrum_distance",
+            "correlation_dimension",
+            "training_n_f_evals",
+            "training_wall_time",
+            "evaluation_wall_time",
+            "final_loss",
+            "epochs_run",
+            "rollout_accepted_fraction",
+            "rollout_mean_substeps",
+            "rollout_n_f_evals",
+        )
+    }
     curves = {k: np.full((n_s, n_seed, n_ep), np.nan) for k in HISTORY}
     for (i, j), r in runs.items():
         d, h, s = r["diag"], r["hist"], r["summary"]
@@ -258,7 +358,9 @@ def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, settings, fie
         wass[i, j] = d["wasserstein"].values
         scalars["density_divergence"][i, j] = float(d["density_divergence"])
         scalars["spectrum_distance"][i, j] = float(d["spectrum_distance"])
-        scalars["correlation_dimension"][i, j] = float(d["correlation_dimension"].sel(source="surrogate"))
+        scalars["correlation_dimension"][i, j] = float(
+            d["correlation_dimension"].sel(source="surrogate")
+        )
         n = h.sizes["epoch"]
         scalars["training_n_f_evals"][i, j] = float(h["n_f_evals"].sum()) if n else 0.0
         scalars["training_wall_time"][i, j] = r["wall"]
@@ -272,39 +374,81 @@ def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, settings, fie
             curves[k][i, j, :n] = h[k].values.astype(float)
     with np.errstate(all="ignore"):
         med = np.median(vpt, axis=2)
-    units = {"density_divergence": "nats", "spectrum_distance": "1", "correlation_dimension": "1",
-             "training_n_f_evals": "count", "training_wall_time": "s", "evaluation_wall_time": "s",
-             "final_loss": "squared standardised state units", "epochs_run": "1", "rollout_accepted_fraction": "1",
-             "rollout_mean_substeps": "1", "rollout_n_f_evals": "count"}
-    long_names = {"training_n_f_evals": "vector-field evaluations over all training epochs",
-                  "training_wall_time": "training wall time", "final_loss": "training loss of the last epoch",
-                  "rollout_n_f_evals": "vector-field evaluations of the short evaluation rollouts",
-                  "density_divergence": "KL(truth || surrogate) of state-space densities",
-                  "spectrum_distance": "Hellinger distance of power spectra",
-                  "correlation_dimension": "correlation dimension of the surrogate's long run"}
+    units = {
+        "density_divergence": "nats",
+        "spectrum_distance": "1",
+        "correlation_dimension": "1",
+        "training_n_f_evals": "count",
+        "training_wall_time": "s",
+        "evaluation_wall_time": "s",
+        "final_loss": "squared standardised state units",
+        "epochs_run": "1",
+        "rollout_accepted_fraction": "1",
+        "rollout_mean_substeps": "1",
+        "rollout_n_f_evals": "count",
+    }
+    long_names = {
+        "training_n_f_evals": "vector-field evaluations over all training epochs",
+        "training_wall_time": "training wall time",
+        "final_loss": "training loss of the last epoch",
+        "rollout_n_f_evals": "vector-field evaluations of the short evaluation rollouts",
+        "density_divergence": "KL(truth || surrogate) of state-space densities",
+        "spectrum_distance": "Hellinger distance of power spectra",
+        "correlation_dimension": "correlation dimension of the surrogate's long run",
+    }
     sd = ("strategy", "seed")
     data_vars = {
-        "vpt": (sd + ("start", "threshold"), vpt, {"units": "Lyapunov times", "long_name": "valid prediction time"}),
-        "vpt_median": (sd + ("threshold",), med, {"units": "Lyapunov times",
-                       "long_name": "median VPT over held-out starts"}),
-        "vpt_mean": (sd + ("threshold",), vpt.mean(axis=2), {"units": "Lyapunov times",
-                     "long_name": "mean VPT over held-out starts"}),
-        "valid_groundtruth_time": (("start", "threshold"), groundtruth.values, dict(groundtruth.attrs)),
-        "lyapunov_exponents": (sd + ("exponent",), lam, {"units": "1 / time unit",
-                               "long_name": "surrogate Lyapunov exponents"}),
-        "lyapunov_exponents_truth": (("exponent",), d0["lyapunov_exponents"].sel(source="truth").values,
-                                     {"units": "1 / time unit", "long_name": "true Lyapunov exponents"}),
-        "correlation_dimension_truth": ((), float(d0["correlation_dimension"].sel(source="truth")),
-                                        {"units": "1"}),
-        "wasserstein": (sd + ("component",), wass, {"units": "attractor std",
-                        "long_name": "1-D Wasserstein distance / truth std"}),
+        "vpt": (
+            sd + ("start", "threshold"),
+            vpt,
+            {"units": "Lyapunov times", "long_name": "valid prediction time"},
+        ),
+        "vpt_median": (
+            sd + ("threshold",),
+            med,
+            {"units": "Lyapunov times", "long_name": "median VPT over held-out starts"},
+        ),
+        "vpt_mean": (
+            sd + ("threshold",),
+            vpt.mean(axis=2),
+            {"units": "Lyapunov times", "long_name": "mean VPT over held-out starts"},
+        ),
+        "valid_groundtruth_time": (
+            ("start", "threshold"),
+            groundtruth.values,
+            dict(groundtruth.attrs),
+        ),
+        "lyapunov_exponents": (
+            sd + ("exponent",),
+            lam,
+            {"units": "1 / time unit", "long_name": "surrogate Lyapunov exponents"},
+        ),
+        "lyapunov_exponents_truth": (
+            ("exponent",),
+            d0["lyapunov_exponents"].sel(source="truth").values,
+            {"units": "1 / time unit", "long_name": "true Lyapunov exponents"},
+        ),
+        "correlation_dimension_truth": (
+            (),
+            float(d0["correlation_dimension"].sel(source="truth")),
+            {"units": "1"},
+        ),
+        "wasserstein": (
+            sd + ("component",),
+            wass,
+            {"units": "attractor std", "long_name": "1-D Wasserstein distance / truth std"},
+        ),
     }
     for k, v in scalars.items():
-        data_vars[k] = (sd, v, {"units": units[k], **({"long_name": long_names[k]} if k in long_names else {})})
-    curve_units = {"loss": "squared standardised state units", "accepted_fraction": "1", "mean_substeps": "1",
-                   "n_f_evals": "count", "horizon": "sampling intervals", "wall_time": "s"}
+        data_vars[k] = (
+            sd,
+            v,
+            {"units": units[k], **({"long_name": long_names[k]} if k in long_names else {})},
+        )
     for k, v in curves.items():
-        data_vars[k] = (sd + ("epoch",), v, {"units": curve_units[k], "long_name": f"training {k} per epoch"})
+        a = history_attrs(k)
+        data_vars[k] = (sd + ("epoch",), v, {"units": a["units"],
+                                             "long_name": f"training, per epoch: {a['long_name']}"})
     labels = [s[0] for s in specs]
     ds = xr.Dataset(
         data_vars,
@@ -320,31 +464,48 @@ def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, settings, fie
     score = np.nan_to_num(ds["vpt_median"].sel(threshold=t_mid).values, nan=-1.0)
     bi, bj = np.unravel_index(int(np.argmax(score)), score.shape)
     first_hist = runs[0, 0]["hist"]
-    ds.attrs.update({
-        "format": FORMAT,
-        "system": str(test.attrs["system"]),
-        "dt": float(d0.attrs["dt"]),
-        "lyapunov_time": float(d0.attrs["lyapunov_time"]),
-        "epochs": int(epochs),
-        "optimizer": settings.optimizer.optimizer,
-        "field": json.dumps(field if isinstance(field, dict) or field is None else type(field).__name__),
-        "fit_options": json.dumps({k: v for k, v in fit_kwargs.items()
-                                   if isinstance(v, (str, int, float, bool, type(None)))}, sort_keys=True),
-        "evaluate_options": json.dumps({k: list(v) if isinstance(v, tuple) else v
-                                        for k, v in eval_options.items()}, sort_keys=True, default=str),
-        "train_trajectories": int(train.sizes["trajectory"]), "train_samples": int(train.sizes["time"]),
-        "test_trajectories": int(test.sizes["trajectory"]), "test_samples": int(test.sizes["time"]),
-        "data_method": str(train.attrs.get("method", "")),
-        "vpt_threshold_ranked": t_mid,
-        "rollout_intervals": int(n_start * (d0.sizes["time"] - 1)),
-        "best_strategy": labels[bi], "best_seed": int(seeds[bj]), "best_index": [int(bi), int(bj)],
-        "command": command or "",
-        "device": str(first_hist.attrs.get("device", "")),
-        "total_wall_time_s": float(total_wall),
-        "dynfit_version": _version(),
-        "created_by": f"dynfit.compare (dynfit {_version()})",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    ds.attrs.update(
+        {
+            "format": FORMAT,
+            "system": str(test.attrs["system"]),
+            "dt": float(d0.attrs["dt"]),
+            "lyapunov_time": float(d0.attrs["lyapunov_time"]),
+            "epochs": int(epochs),
+            "optimizer": settings.optimizer.optimizer,
+            "field": json.dumps(
+                field if isinstance(field, dict) or field is None else type(field).__name__
+            ),
+            "fit_options": json.dumps(
+                {
+                    k: v
+                    for k, v in fit_kwargs.items()
+                    if isinstance(v, (str, int, float, bool, type(None)))
+                },
+                sort_keys=True,
+            ),
+            "evaluate_options": json.dumps(
+                {k: list(v) if isinstance(v, tuple) else v for k, v in eval_options.items()},
+                sort_keys=True,
+                default=str,
+            ),
+            "train_trajectories": int(train.sizes["trajectory"]),
+            "train_samples": int(train.sizes["time"]),
+            "test_trajectories": int(test.sizes["trajectory"]),
+            "test_samples": int(test.sizes["time"]),
+            "data_method": str(train.attrs.get("method", "")),
+            "vpt_threshold_ranked": t_mid,
+            "rollout_intervals": int(n_start * (d0.sizes["time"] - 1)),
+            "best_strategy": labels[bi],
+            "best_seed": int(seeds[bj]),
+            "best_index": [int(bi), int(bj)],
+            "command": command or "",
+            "device": str(first_hist.attrs.get("device", "")),
+            "total_wall_time_s": float(total_wall),
+            "dynfit_version": _version(),
+            "created_by": f"dynfit.compare (dynfit {_version()})",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
     return ds
 
 

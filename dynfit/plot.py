@@ -1,8 +1,8 @@
 """Figures of dynfit Datasets (matplotlib), each returning a ``Figure``.
 
 Every function takes a Dataset (from ``dynfit.evaluate``, a training
-history from ``dynfit.fit`` or a ``dynfit.compare`` Dataset), returns the Figure, writes a PNG when given
-``path`` and shows the figure on screen only when ``show`` is True, or when it
+history from ``dynfit.fit`` or a ``dynfit.compare`` Dataset), returns the Figure, writes a PNG when
+given ``path`` and shows the figure on screen only when ``show`` is True, or when it
 is None and matplotlib runs interactively with a GUI backend. Figures are made
 without pyplot otherwise, so they are safe under Agg and in loops.
 
@@ -24,11 +24,22 @@ import xarray as xr
 from systems import checks
 from systems.files import ensure_folder
 
+from ._history import REQUIRED as HISTORY_REQUIRED
 from .tables import check_compare
 
-__all__ = ["plot_attractor", "plot_density", "plot_space_time", "plot_error_growth", "plot_time_series",
-           "plot_training",
-           "plot_error_vs_evaluations", "plot_return_map", "plot_diagnostics", "plot_vpt", "plot_compare"]
+__all__ = [
+    "plot_attractor",
+    "plot_density",
+    "plot_space_time",
+    "plot_error_growth",
+    "plot_time_series",
+    "plot_training",
+    "plot_error_vs_evaluations",
+    "plot_return_map",
+    "plot_diagnostics",
+    "plot_vpt",
+    "plot_compare",
+]
 
 TRUTH = dict(color="black", linestyle="-", label="truth")
 SURROGATE = dict(color="tab:orange", linestyle="--", label="surrogate")
@@ -97,7 +108,11 @@ def _limits(x, pad=0.08):
 def _vpt_at(ds, threshold):
     thr = ds["threshold"].values
     i = int(np.argmin(np.abs(thr - threshold)))
-    return float(thr[i]), ds["vpt"].isel(threshold=i).values, ds["valid_groundtruth_time"].isel(threshold=i).values
+    return (
+        float(thr[i]),
+        ds["vpt"].isel(threshold=i).values,
+        ds["valid_groundtruth_time"].isel(threshold=i).values,
+    )
 
 
 # ------------------------------------------------------------------ diagnostics figures
@@ -118,7 +133,9 @@ def plot_attractor(ds: xr.Dataset, path=None, *, show=None):
     lo, hi = _limits(tr)
     inside = np.all(np.isfinite(su), 1) & np.all((su >= lo) & (su <= hi), 1)
     su_in = np.where(inside[:, None], su, np.nan)
-    note = "" if inside.all() else f" ({100 * (1 - inside.mean()):.0f}% of the run outside the frame)"
+    note = (
+        "" if inside.all() else f" ({100 * (1 - inside.mean()):.0f}% of the run outside the frame)"
+    )
     tr_s, su_s = _subsample(tr), _subsample(su_in)
     lead = list(range(min(dim, MAX_PAIRS_COMPONENTS)))
     pairs = [(a, b) for i, a in enumerate(lead) for b in lead[i + 1:]] or [(0, 0)]
@@ -126,10 +143,13 @@ def plot_attractor(ds: xr.Dataset, path=None, *, show=None):
     rows = -(-len(pairs) // cols)
     top = 1 if dim == 3 else 0
     fig, shown = _figure((4.6 * cols, 4.2 * (rows + 1.2 * top)), show)
-    gs = fig.add_gridspec(rows + top, 2 * cols, height_ratios=[1.25] * top + [1] * rows, hspace=0.35,
-                          wspace=0.9)
+    gs = fig.add_gridspec(
+        rows + top, 2 * cols, height_ratios=[1.25] * top + [1] * rows, hspace=0.35, wspace=0.9
+    )
     if top:
-        for j, (x, style, title) in enumerate(((tr, TRUTH, "truth"), (su_in, SURROGATE, "surrogate" + note))):
+        for j, (x, style, title) in enumerate(
+            ((tr, TRUTH, "truth"), (su_in, SURROGATE, "surrogate" + note))
+        ):
             ax = fig.add_subplot(gs[0, j * cols:(j + 1) * cols], projection="3d")
             ax.plot(x[:, 0], x[:, 1], x[:, 2], color=style["color"], lw=0.4, alpha=0.8)
             ax.set_xlim(lo[0], hi[0])
@@ -145,9 +165,15 @@ def plot_attractor(ds: xr.Dataset, path=None, *, show=None):
             leg = ax.legend(loc="upper left", fontsize="small", markerscale=8)
             for h in leg.legend_handles:
                 h.set_alpha(1.0)
-    shown_comps = "" if dim <= MAX_PAIRS_COMPONENTS else f"; pairs of the first {MAX_PAIRS_COMPONENTS} of {dim}"
-    fig.suptitle(f"{ds.attrs.get('system', '')}: long free run of the surrogate against the truth "
-                 f"({ds.sizes['long_time']} samples, dt = {ds.attrs.get('dt', '?')}{shown_comps}){note}")
+    shown_comps = (
+        ""
+        if dim <= MAX_PAIRS_COMPONENTS
+        else f"; pairs of the first {MAX_PAIRS_COMPONENTS} of {dim}"
+    )
+    fig.suptitle(
+        f"{ds.attrs.get('system', '')}: long free run of the surrogate against the truth "
+        f"({ds.sizes['long_time']} samples, dt = {ds.attrs.get('dt', '?')}{shown_comps}){note}"
+    )
     return _finish(fig, path, shown)
 
 
@@ -162,8 +188,17 @@ def _projection(ax, tr, su, a, b, comps, units, lo, hi):
     """Surrogate points under truth points (both translucent), in the truth's frame."""
     ax.plot(su[:, a], su[:, b], ".", color=SURROGATE["color"], ms=1.5, alpha=0.35, zorder=1,
             label="surrogate", rasterized=True)
-    ax.plot(tr[:, a], tr[:, b], ".", color=TRUTH["color"], ms=1.0, alpha=0.35, zorder=2, label="truth",
-            rasterized=True)
+    ax.plot(
+        tr[:, a],
+        tr[:, b],
+        ".",
+        color=TRUTH["color"],
+        ms=1.0,
+        alpha=0.35,
+        zorder=2,
+        label="truth",
+        rasterized=True,
+    )
     ax.set_xlim(lo[a], hi[a])
     ax.set_ylim(lo[b], hi[b])
     ax.set_xlabel(f"{comps[a]} [{units}]")
@@ -192,9 +227,13 @@ def plot_density(ds: xr.Dataset, path=None, *, bins: int = 40, max_components: i
         lo, hi = _limits(tr[:, i:i + 1])
         edges = np.linspace(lo[0], hi[0], bins + 1)
         s = su[:, i][np.isfinite(su[:, i]) & (su[:, i] >= edges[0]) & (su[:, i] <= edges[-1])]
-        share = f" ({100 * s.size / max(su.shape[0], 1):.0f}% inside)" if s.size < su.shape[0] else ""
+        share = (
+            f" ({100 * s.size / max(su.shape[0], 1):.0f}% inside)" if s.size < su.shape[0] else ""
+        )
         if s.size:  # a diverged run may leave nothing inside the truth's range
-            ax.hist(s, bins=edges, density=True, color=SURROGATE["color"], alpha=0.45, label="surrogate")
+            ax.hist(
+                s, bins=edges, density=True, color=SURROGATE["color"], alpha=0.45, label="surrogate"
+            )
         else:
             ax.plot([], [], color=SURROGATE["color"], label="surrogate (none inside)")
         ax.hist(tr[:, i], bins=edges, density=True, histtype="step", color=TRUTH["color"], lw=1.4,
@@ -207,14 +246,19 @@ def plot_density(ds: xr.Dataset, path=None, *, bins: int = 40, max_components: i
         ax.set_yticks([])
     axes[0].set_ylabel("density")
     axes[0].legend(fontsize="small")
-    extra = f"; density divergence {float(ds['density_divergence']):.3g} nats" if "density_divergence" in ds else ""
+    extra = (
+        f"; density divergence {float(ds['density_divergence']):.3g} nats"
+        if "density_divergence" in ds
+        else ""
+    )
     fig.suptitle(f"{ds.attrs.get('system', '')}: distribution of each component, long runs{extra}")
     fig.tight_layout()
     return _finish(fig, path, shown)
 
 
 def plot_space_time(ds: xr.Dataset, path=None, *, start: int = 0, show=None):
-    """Space-time plot of one rollout: truth, surrogate and their difference, component against time.
+    """Space-time plot of one rollout: truth, surrogate and their difference, component against
+    time.
 
     Each component is divided by its attractor standard deviation (``std``),
     so angles and velocities share one colour scale in units of their own
@@ -233,22 +277,41 @@ def plot_space_time(ds: xr.Dataset, path=None, *, start: int = 0, show=None):
     fig, shown = _figure((13, 2.4 + 0.25 * len(comps) * 3), show)
     axes = fig.subplots(3, 1, sharex=True)
     ext = (t[0], t[-1], -0.5, len(comps) - 0.5)
-    for ax, x, title in ((axes[0], (tr - mean) / std, "truth"), (axes[1], (su - mean) / std, "surrogate"),
-                         (axes[2], (su - tr) / std, "surrogate - truth")):
-        im = ax.imshow(x.T, aspect="auto", origin="lower", extent=ext, cmap="RdBu_r", vmin=-3, vmax=3,
-                       interpolation="nearest")
+    for ax, x, title in (
+        (axes[0], (tr - mean) / std, "truth"),
+        (axes[1], (su - mean) / std, "surrogate"),
+        (axes[2], (su - tr) / std, "surrogate - truth"),
+    ):
+        im = ax.imshow(
+            x.T,
+            aspect="auto",
+            origin="lower",
+            extent=ext,
+            cmap="RdBu_r",
+            vmin=-3,
+            vmax=3,
+            interpolation="nearest",
+        )
         ax.set_yticks(range(len(comps)))
         ax.set_yticklabels(comps, fontsize="small" if len(comps) > 8 else "medium")
         ax.set_title(title)
-        fig.colorbar(im, ax=ax, label="(state - mean) / std [1]" if title != "surrogate - truth" else
-                     "difference / std [1]")
+        fig.colorbar(
+            im,
+            ax=ax,
+            label="(state - mean) / std [1]"
+            if title != "surrogate - truth"
+            else "difference / std [1]",
+        )
     if "vpt" in ds:
         _, vpt, _ = _vpt_at(ds, 0.4)
         for ax in axes:
             ax.axvline(vpt[start], color="black", linestyle="--", lw=1.5)
     axes[-1].set_xlabel("time [Lyapunov times] (dashed line: VPT at threshold 0.4)")
-    fig.suptitle(f"{ds.attrs.get('system', '')}: space-time plot of rollout {start}, each component in units "
-                 "of its own standard deviation")
+    fig.suptitle(
+        f"{ds.attrs.get('system', '')}: space-time plot of rollout {start}, each component in "
+        "units "
+        "of its own standard deviation"
+    )
     return _finish(fig, path, shown)
 
 
@@ -270,12 +333,20 @@ def plot_error_growth(ds: xr.Dataset, path=None, *, show=None):
     for row in e:
         ax.plot(t, row, color="0.7", lw=0.5)
     med = np.nanmedian(e, 0)
-    ax.fill_between(t, np.nanquantile(e, 0.1, 0), np.nanquantile(e, 0.9, 0), color=SURROGATE["color"],
-                    alpha=0.25, label="10-90% of starts")
+    ax.fill_between(
+        t,
+        np.nanquantile(e, 0.1, 0),
+        np.nanquantile(e, 0.9, 0),
+        color=SURROGATE["color"],
+        alpha=0.25,
+        label="10-90% of starts",
+    )
     ax.plot(t, med, color=SURROGATE["color"], lw=2, label=f"median over {e.shape[0]} starts")
     i0 = int(np.argmin(np.abs(t - 1.0)))
     ref = med[i0] * np.exp(t - t[i0])
-    ax.plot(t, ref, color="tab:blue", lw=1, linestyle="-.", label=r"$e^{\lambda_1 t}$ (reference slope)")
+    ax.plot(
+        t, ref, color="tab:blue", lw=1, linestyle="-.", label=r"$e^{\lambda_1 t}$ (reference slope)"
+    )
     colors = ["tab:green", "tab:purple", "tab:red", "tab:brown", "tab:pink"]
     for j, thr in enumerate(ds["threshold"].values):
         c = colors[j % len(colors)]
@@ -321,7 +392,9 @@ def plot_time_series(ds: xr.Dataset, path=None, *, start: int = 0, threshold: fl
                        label=f"valid ground-truth time: {vgt[start]:.2f}")
         ax.set_ylabel(f"{c} [{units}]")
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower left", bbox_to_anchor=(0.0, 1.02), fontsize="small", ncol=4, frameon=False)
+    axes[0].legend(
+        loc="lower left", bbox_to_anchor=(0.0, 1.02), fontsize="small", ncol=4, frameon=False
+    )
     axes[-1].set_xlabel("time [Lyapunov times]")
     axes[-1].set_xlim(t[0], t[-1])
     fig.suptitle(f"{ds.attrs.get('system', '')}: free run from start {start}", y=1.0)
@@ -350,7 +423,14 @@ def plot_return_map(ds: xr.Dataset, path=None, *, component: str = "z", show=Non
             ax.plot([], [], marker, color=style["color"], label=f"{style['label']} (no maxima)")
     if np.isfinite(lo):
         pad = 0.1 * (hi - lo)
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", lw=0.8, linestyle=":", label="diagonal")
+        ax.plot(
+            [lo - pad, hi + pad],
+            [lo - pad, hi + pad],
+            color="0.6",
+            lw=0.8,
+            linestyle=":",
+            label="diagonal",
+        )
         ax.set_xlim(lo - pad, hi + pad)
         ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel(f"${component}_{{max}}(n)$ [{units}]")
@@ -376,7 +456,15 @@ def _groups(ds):
 
 
 def _color(k):
-    return ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"][k % 7]
+    return [
+        "tab:blue",
+        "tab:orange",
+        "tab:green",
+        "tab:red",
+        "tab:purple",
+        "tab:brown",
+        "tab:pink",
+    ][k % 7]
 
 
 def _style(k):
@@ -393,9 +481,11 @@ def plot_training(history: xr.Dataset, path=None, *, show=None):
     ``epoch``, optionally also over ``strategy`` (one colour each) and
     ``seed`` (median line, min-max band).
     """
-    _need(history, ["loss", "accepted_fraction", "mean_substeps"], "plot_training")
+    _need(history, list(HISTORY_REQUIRED), "plot_training")
     if "epoch" not in history.dims:
-        raise ValueError(f"plot_training needs an 'epoch' dimension, got dims {dict(history.sizes)}")
+        raise ValueError(
+            f"plot_training needs an 'epoch' dimension, got dims {dict(history.sizes)}"
+        )
     ep = history["epoch"].values
     panels = [("loss", "training loss [squared (standardised) state units]", 1.0, True),
               ("accepted_fraction", "accepted examples / steps [%]", 100.0, False),
@@ -404,14 +494,17 @@ def plot_training(history: xr.Dataset, path=None, *, show=None):
              ("horizon", "rollout horizon [samples]", 1.0, False),
              ("mean_steps", "solver steps per sample [1]", 1.0, False),
              ("n_f_evals", "field evaluations per epoch [rows]", 1.0, True))
-    panels += [p for p in extra if p[0] in history and np.isfinite(np.asarray(history[p[0]], float)).any()]
+    panels += [
+        p for p in extra if p[0] in history and np.isfinite(np.asarray(history[p[0]], float)).any()
+    ]
     rows = 1 if len(panels) <= 3 else 2
     cols = 3 if rows == 1 else (len(panels) + 1) // 2
     fig, shown = _figure((4.7 * cols, 4.2 * rows), show)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    marker = {"marker": "o", "markersize": 4} if len(ep) <= 30 else {}  # short histories: every epoch a point
+    # short histories: every epoch a point
+    marker = {"marker": "o", "markersize": 4} if len(ep) <= 30 else {}
     for ax in axes[:len(panels)]:
         _epoch_axis(ax, ep)
     for k, (label, sel) in enumerate(_groups(history)):
@@ -421,8 +514,14 @@ def plot_training(history: xr.Dataset, path=None, *, show=None):
             if "seed" in y.dims:
                 y = y.transpose("seed", "epoch").values
                 ax.fill_between(ep, np.nanmin(y, 0), np.nanmax(y, 0), color=_color(k), alpha=0.2)
-                ax.plot(ep, np.nanmedian(y, 0), lw=1.6, label=f"{label} (median of {y.shape[0]} seeds)",
-                        **marker, **_style(k))
+                ax.plot(
+                    ep,
+                    np.nanmedian(y, 0),
+                    lw=1.6,
+                    label=f"{label} (median of {y.shape[0]} seeds)",
+                    **marker,
+                    **_style(k),
+                )
             else:
                 ax.plot(ep, y.values, lw=1.6, label=label, **marker, **_style(k))
             ax.set_ylabel(ylabel)
@@ -469,8 +568,13 @@ def plot_error_vs_evaluations(history: xr.Dataset, path=None, *, error: str = "l
             else:
                 e, n = e.values[None], n.values[None]
             for s in range(e.shape[0]):
-                ax.plot(n[s], e[s], lw=1.2 if e.shape[0] == 1 else 0.9, label=label if s == 0 else None,
-                        **_style(k))
+                ax.plot(
+                    n[s],
+                    e[s],
+                    lw=1.2 if e.shape[0] == 1 else 0.9,
+                    label=label if s == 0 else None,
+                    **_style(k),
+                )
         else:
             ax.plot(np.ravel(n.values), np.ravel(e.values), "o", color=_color(k), label=label)
     ax.set_xscale("log")
@@ -508,7 +612,8 @@ def plot_diagnostics(ds: xr.Dataset, outdir, *, show=False) -> dict:
 
 # ------------------------------------------------------------------ comparison figures
 def plot_vpt(ds: xr.Dataset, path=None, *, show=None):
-    """Box plot of the VPT over held-out starts (and seeds) per strategy, one panel per threshold."""
+    """Box plot of the VPT over held-out starts (and seeds) per strategy, one panel per
+    threshold."""
     check_compare(ds)
     thr = ds["threshold"].values
     fig, shown = _figure((4.2 * len(thr) + 1, 4.8), show)
@@ -527,8 +632,14 @@ def plot_vpt(ds: xr.Dataset, path=None, *, show=None):
         if np.isfinite(g).any():
             gm = float(np.nanmedian(g))
             capped = gm >= 0.99 * horizon  # never exceeded within the rollouts
-            ax.axvline(gm, color="0.4", linestyle="--", lw=1, label="median valid ground-truth time" +
-                       (" (>= rollout horizon)" if capped else ""))
+            ax.axvline(
+                gm,
+                color="0.4",
+                linestyle="--",
+                lw=1,
+                label="median valid ground-truth time"
+                + (" (>= rollout horizon)" if capped else ""),
+            )
             ax.legend(loc="lower right", fontsize="small")
         ax.set_yticks(range(1, len(labels) + 1))
         ax.set_yticklabels(labels)
@@ -536,18 +647,27 @@ def plot_vpt(ds: xr.Dataset, path=None, *, show=None):
         ax.set_title(f"threshold {h:g} [attractor std]")
         ax.grid(alpha=0.3, axis="x")
     n = ds.sizes["start"] * ds.sizes["seed"]
-    fig.suptitle(f"{ds.attrs.get('system', '')}: valid prediction time per strategy ({n} free runs each)")
+    fig.suptitle(
+        f"{ds.attrs.get('system', '')}: valid prediction time per strategy ({n} free runs each)"
+    )
     fig.tight_layout()
     return _finish(fig, path, shown)
 
 
-def plot_compare(ds: xr.Dataset, outdir, *, best_diagnostics: xr.Dataset | None = None, show=False) -> dict:
+def plot_compare(
+    ds: xr.Dataset, outdir, *, best_diagnostics: xr.Dataset | None = None, show=False
+) -> dict:
     """Every comparison figure into ``outdir``; returns {name: path}."""
     outdir = ensure_folder(outdir)
-    paths = {"training": outdir / "training.png", "error_vs_evaluations": outdir / "error_vs_evaluations.png",
-             "vpt": outdir / "vpt.png"}
+    paths = {
+        "training": outdir / "training.png",
+        "error_vs_evaluations": outdir / "error_vs_evaluations.png",
+        "vpt": outdir / "vpt.png",
+    }
     fig = plot_training(ds, None, show=show)
-    fig.axes[0].set_ylabel(f"training loss [{ds['loss'].attrs.get('units', 'squared state units')}]")
+    fig.axes[0].set_ylabel(
+        f"training loss [{ds['loss'].attrs.get('units', 'squared state units')}]"
+    )
     _finish(fig, paths["training"], False)
     plot_error_vs_evaluations(ds, paths["error_vs_evaluations"], show=show)
     plot_vpt(ds, paths["vpt"], show=show)

@@ -36,6 +36,8 @@ import json
 import math
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from systems import checks
@@ -43,10 +45,28 @@ from systems import checks
 from .inference import InferenceSolver  # the Surrogate's record (alias kept here)
 from .solvers import MixedNorm, PaperRule, Stats, odesolve
 
-__all__ = ["Strategy", "PaperStrategy", "TorchdiffeqStrategy", "CurriculumStrategy", "ContinuousStrategy",
-           "InferenceSolver", "LossFloor", "summary", "get", "names", "parse_spec", "parse_spec_text"]
+from ._history import as_rows
 
-NOISE_MARGIN = 1.5  # a loss within 1.5x the noise floor is at it (the start's noise grows along a window)
+if TYPE_CHECKING:
+    from ._history import HistoryRow  # the rows fit passes (dynfit.train.HistoryRow)
+
+__all__ = [
+    "Strategy",
+    "PaperStrategy",
+    "TorchdiffeqStrategy",
+    "CurriculumStrategy",
+    "ContinuousStrategy",
+    "InferenceSolver",
+    "LossFloor",
+    "summary",
+    "get",
+    "names",
+    "parse_spec",
+    "parse_spec_text",
+]
+
+# a loss within 1.5x the noise floor is at it (the start's noise grows along a window)
+NOISE_MARGIN = 1.5
 
 
 # ----------------------------------------------------------------------------- the loss floor
@@ -70,8 +90,11 @@ class LossFloor:
 
     def noise_reason(self, loss: float) -> str | None:
         if self.noise > 0 and loss <= NOISE_MARGIN * self.noise:
-            return (f"at its floor: the loss {loss:.3g} is at the data's noise level ({self.noise:.3g} = 2 x "
-                    f"the noise variance, summed over components; within {NOISE_MARGIN:g}x of it)")
+            return (
+                f"at its floor: the loss {loss:.3g} is at the data's noise level ({self.noise:.3g} "
+                "= 2 x "
+                f"the noise variance, summed over components; within {NOISE_MARGIN:g}x of it)"
+            )
         return None
 
     def reason(self, loss: float) -> str | None:
@@ -113,19 +136,26 @@ def summary(stats, horizon: int) -> dict:
 
 # ----------------------------------------------------------------------------- strategies
 class Strategy(abc.ABC):
-    """Interface: ``rollout`` for training, ``inference`` for the model, ``horizon`` and ``finished`` per epoch."""
+    """Interface: ``rollout`` for training, ``inference`` for the model, ``horizon`` and
+    ``finished`` per epoch (``history``: the past rows, :class:`dynfit.train.HistoryRow`).
+
+    ``fit`` asks a strategy, never its type: ``prefit_by_default``, ``lbfgs_tolerances``,
+    ``calibrate`` (before the first epoch), ``inference_follows_field`` (then
+    ``inference(field_error)``), ``validation_solver``, ``set_floor``, ``rolled_back``.
+    """
 
     name = "strategy"
 
     @abc.abstractmethod
     def rollout(self, field, x0: torch.Tensor, horizon: int, targets: torch.Tensor | None = None):
-        """Roll x0 (B, D) forward ``horizon`` intervals: (ys (horizon, B, D), Stats or list of Stats)."""
+        """Roll x0 (B, D) forward ``horizon`` intervals: (ys (horizon, B, D), Stats or list of
+        Stats)."""
 
     def inference(self) -> InferenceSolver:
         """The solver a model trained this way uses at inference."""
         return InferenceSolver()
 
-    def horizon(self, epoch: int, history: list[dict], base: int) -> int:
+    def horizon(self, epoch: int, history: list[HistoryRow], base: int) -> int:
         """Rollout horizon to train with at ``epoch`` given the past history rows."""
         return base
 
@@ -137,19 +167,44 @@ class Strategy(abc.ABC):
         """The training solver's relative tolerance now (NaN for fixed rules)."""
         return math.nan
 
+    # fit runs the derivative pre-fit on a fresh start when its ``prefit`` is None
+    prefit_by_default = False
+    # fit measures the trained field's error and passes it to ``inference(field_error)``
+    inference_follows_field = False
+
+    def lbfgs_tolerances(self, tolerance: float) -> tuple[float, float]:
+        """(tolerance_grad, tolerance_change) of L-BFGS inside an epoch for fit's
+        ``lbfgs_tolerance``: an epoch ends early once the gradient or the change is below them."""
+        return tolerance, 1e-2 * tolerance
+
+    def calibrate(self, field, x0: torch.Tensor, targets: torch.Tensor, horizon: int,
+                  reduce=None) -> float | None:
+        """Before the first epoch, with its windows x0 (B, D), targets (H, B, D): set what
+        depends on the starting field; returns the misfit it measured, or None (here: nothing)."""
+        return None
+
+    def validation_solver(self, max_steps: int) -> InferenceSolver:
+        """The solver of fit's validation free runs (``select_by_forecast``, blow-up checks):
+        the inference rule with at most ``max_steps`` steps, so a blown-up field fails fast."""
+        base = self.inference().to_dict()
+        return InferenceSolver.from_dict({**base, "max_steps": min(base["max_steps"], max_steps)})
+
     floor: LossFloor | None = None  # set by fit from the data (set_floor)
 
     def set_floor(self, floor: LossFloor | None) -> None:
-        """The data's loss floor (roundoff, noise): a loss at it is converged, whatever its change."""
+        """The data's loss floor (roundoff, noise): a loss at it is converged, whatever its
+        change."""
         self.floor = floor
 
     def rolled_back(self) -> None:
-        """fit rolled an epoch back (non-finite, a jump, blown-up free runs); the retry starts after this."""
+        """fit rolled an epoch back (non-finite, a jump, blown-up free runs); the retry starts after
+        this."""
 
-    def finished(self, history: list[dict]) -> str | None:
+    def finished(self, history: list[HistoryRow]) -> str | None:
         """A reason to stop training now, or None: here, a last loss at the data's floor."""
+        history = as_rows(history)
         if history and self.floor is not None:
-            return self.floor.reason(float(history[-1]["loss"]))
+            return self.floor.reason(float(history[-1].loss))
         return None
 
     def config(self) -> dict:
@@ -180,8 +235,11 @@ class PaperStrategy(Strategy):
     def __init__(self, *, eps: float = 0.1, safety: float = 0.9, max_substeps: int = 10,
                  reference: bool = True, shared: bool = True, name: str | None = None):
         self.rule = PaperRule(eps=eps, safety=safety, max_substeps=max_substeps, shared=shared)
-        self.reference = checks.boolean("reference", reference,
-                                        fix="True: error against the targets in training (Fehlberg); False: Heun's")
+        self.reference = checks.boolean(
+            "reference",
+            reference,
+            fix="True: error against the targets in training (Fehlberg); False: Heun's",
+        )
         self.name = name or ("fehlberg" if reference else "black-box")
 
     def rollout(self, field, x0, horizon, targets=None):
@@ -190,13 +248,23 @@ class PaperStrategy(Strategy):
         ref = None
         if self.reference and targets is not None:
             ref = torch.cat([x0.detach()[None], targets[:horizon]])
-        sol = odesolve(field, x0, _times(horizon, x0), method="rkf23", control=self.rule, reference=ref,
-                       max_steps=10 * self.rule.max_substeps * (horizon + 1), raise_on_failure=False)
+        sol = odesolve(
+            field,
+            x0,
+            _times(horizon, x0),
+            method="rkf23",
+            control=self.rule,
+            reference=ref,
+            max_steps=10 * self.rule.max_substeps * (horizon + 1),
+            raise_on_failure=False,
+        )
         return sol.ys[1:], sol.stats
 
     def inference(self) -> InferenceSolver:
         c = self.rule
-        return InferenceSolver(method="rkf23", eps=c.eps, safety=c.safety, max_substeps=c.max_substeps)
+        return InferenceSolver(
+            method="rkf23", eps=c.eps, safety=c.safety, max_substeps=c.max_substeps
+        )
 
     def config(self) -> dict:
         c = self.rule
@@ -218,7 +286,8 @@ class _Counted(torch.nn.Module):
 
 
 class TorchdiffeqStrategy(Strategy):
-    """torchdiffeq ``odeint`` with any method (the plain baseline); fixed methods take ``step_size``.
+    """torchdiffeq ``odeint`` with any method (the plain baseline); fixed methods take
+    ``step_size``.
 
     torchdiffeq reports nothing, so its Stats hold only the counted
     evaluations (accepted = all, substeps = the fixed grid's count).
@@ -228,29 +297,55 @@ class TorchdiffeqStrategy(Strategy):
                  step_size: float | None = None, name: str = "torchdiffeq"):
         from torchdiffeq._impl.odeint import SOLVERS
 
-        checks.choice("torchdiffeq method", method, sorted(SOLVERS), fix="pass one of torchdiffeq's method names")
+        checks.choice(
+            "torchdiffeq method",
+            method,
+            sorted(SOLVERS),
+            fix="pass one of torchdiffeq's method names",
+        )
         step_size = checks.positive("step_size", step_size, optional=True,
                                     fix="pass a positive step for a fixed-step method, or None")
-        self.method, self.rtol, self.atol, self.step_size, self.name = method, rtol, atol, step_size, name
+        self.method, self.rtol, self.atol, self.step_size, self.name = (
+            method,
+            rtol,
+            atol,
+            step_size,
+            name,
+        )
 
     def rollout(self, field, x0, horizon, targets=None):
         from torchdiffeq import odeint
 
         counted = _Counted(field)
         options = {"step_size": self.step_size} if self.step_size is not None else None
-        ys = odeint(counted, x0, _times(horizon, x0), method=self.method, rtol=self.rtol, atol=self.atol,
-                    options=options)[1:]
+        ys = odeint(
+            counted,
+            x0,
+            _times(horizon, x0),
+            method=self.method,
+            rtol=self.rtol,
+            atol=self.atol,
+            options=options,
+        )[1:]
         b, dev = x0.shape[0], x0.device
         n = math.ceil(1.0 / self.step_size) if self.step_size else 1
         zeros = torch.zeros(b, dtype=torch.int64, device=dev)
         steps = torch.full((b,), n * horizon, dtype=torch.int64, device=dev)
-        stats = Stats(n_steps=steps, n_accepted=steps.clone(), n_rejected=zeros,
-                      error_rate=torch.full((b,), math.nan, dtype=x0.dtype, device=dev),
-                      accepted=torch.ones(b, dtype=torch.bool, device=dev), substeps=torch.full_like(zeros, n),
-                      h=torch.full((b,), 1.0 / n, dtype=x0.dtype, device=dev), status=zeros.clone(),
-                      n_f_evals_per_example=torch.full_like(zeros, counted.count // max(b, 1)),
-                      n_f_evals=counted.count, counter=None, method=f"torchdiffeq.{self.method}",
-                      control="torchdiffeq")
+        stats = Stats(
+            n_steps=steps,
+            n_accepted=steps.clone(),
+            n_rejected=zeros,
+            error_rate=torch.full((b,), math.nan, dtype=x0.dtype, device=dev),
+            accepted=torch.ones(b, dtype=torch.bool, device=dev),
+            substeps=torch.full_like(zeros, n),
+            h=torch.full((b,), 1.0 / n, dtype=x0.dtype, device=dev),
+            status=zeros.clone(),
+            n_f_evals_per_example=torch.full_like(zeros, counted.count // max(b, 1)),
+            n_f_evals=counted.count,
+            counter=None,
+            method=f"torchdiffeq.{self.method}",
+            control="torchdiffeq",
+        )
         return ys, stats
 
     def inference(self) -> InferenceSolver:
@@ -258,8 +353,9 @@ class TorchdiffeqStrategy(Strategy):
         # fixed-step methods we do not carry), or an adaptive pair at its tolerances
         if self.step_size is not None:
             return InferenceSolver(method="rk4", step_size=self.step_size)
-        return InferenceSolver(method="dopri5" if self.method == "dopri5" else "rkf45", rtol=self.rtol,
-                               atol=self.atol)
+        return InferenceSolver(
+            method="dopri5" if self.method == "dopri5" else "rkf45", rtol=self.rtol, atol=self.atol
+        )
 
     def config(self) -> dict:
         return {"name": self.name, "method": self.method, "rtol": self.rtol, "atol": self.atol,
@@ -267,7 +363,7 @@ class TorchdiffeqStrategy(Strategy):
 
 
 class CurriculumStrategy(PaperStrategy):
-    """Round 1's schedule: Fehlberg training with a rollout-horizon curriculum driven by the solver.
+    """Fehlberg training with a rollout-horizon curriculum driven by the solver.
 
     Training starts on one-step pairs; whenever the solver accepts at least
     ``accept_threshold`` of the examples for ``patience`` consecutive epochs,
@@ -279,16 +375,38 @@ class CurriculumStrategy(PaperStrategy):
     interval is one :func:`dynfit.odesolve` call.
     """
 
-    def __init__(self, *, max_horizon: int = 8, accept_threshold: float = 0.9, patience: int = 3,
-                 eps: float = 0.1, safety: float = 0.9, max_substeps: int = 10, shared: bool = True):
+    def __init__(
+        self,
+        *,
+        max_horizon: int = 8,
+        accept_threshold: float = 0.9,
+        patience: int = 3,
+        eps: float = 0.1,
+        safety: float = 0.9,
+        max_substeps: int = 10,
+        shared: bool = True,
+    ):
         super().__init__(eps=eps, safety=safety, max_substeps=max_substeps, reference=True,
                          shared=shared, name="curriculum")
-        self.max_horizon = checks.integer("max_horizon", max_horizon, minimum=1,
-                                          fix="pass the longest rollout in samples, e.g. max_horizon=8")
-        self.accept_threshold = checks.real("accept_threshold", accept_threshold, above=0.0, maximum=1.0,
-                                            fix="pass the accepted fraction that doubles the horizon, e.g. 0.9")
-        self.patience = checks.integer("patience", patience, minimum=1,
-                                       fix="pass how many epochs in a row must pass the threshold, e.g. 3")
+        self.max_horizon = checks.integer(
+            "max_horizon",
+            max_horizon,
+            minimum=1,
+            fix="pass the longest rollout in samples, e.g. max_horizon=8",
+        )
+        self.accept_threshold = checks.real(
+            "accept_threshold",
+            accept_threshold,
+            above=0.0,
+            maximum=1.0,
+            fix="pass the accepted fraction that doubles the horizon, e.g. 0.9",
+        )
+        self.patience = checks.integer(
+            "patience",
+            patience,
+            minimum=1,
+            fix="pass how many epochs in a row must pass the threshold, e.g. 3",
+        )
         self.current = None
 
     def rollout(self, field, x0, horizon, targets=None):
@@ -307,10 +425,11 @@ class CurriculumStrategy(PaperStrategy):
         return torch.stack(ys), parts
 
     def horizon(self, epoch, history, base):
+        history = as_rows(history)
         if self.current is None:
             self.current = base
-        recent = [row.get("accepted_fraction", 0.0) for row in history[-self.patience:]]
-        horizons = [row.get("horizon", self.current) for row in history[-self.patience:]]
+        recent = [row.accepted_fraction for row in history[-self.patience:]]
+        horizons = [row.horizon for row in history[-self.patience:]]
         if (len(recent) == self.patience and all(h == self.current for h in horizons)
                 and min(recent) >= self.accept_threshold and self.current < self.max_horizon):
             self.current = min(2 * self.current, self.max_horizon)
@@ -331,7 +450,7 @@ class CurriculumStrategy(PaperStrategy):
 
 
 class ContinuousStrategy(Strategy):
-    """Ours (round 2): a continuous-time field, accurate adaptive rollouts, a schedule that acts.
+    """A continuous-time field, accurate adaptive rollouts, a schedule that acts (fit's default).
 
     Rollouts: :func:`dynfit.odesolve` with ``method`` (rkf45) and
     MixedNorm(rtol, atol = rtol), per-example steps, several per sample where
@@ -366,43 +485,89 @@ class ContinuousStrategy(Strategy):
     Windows start every ``min(horizon, max_stride)`` samples (never closer than
     the user's stride): disjoint windows (each sample once per epoch) up to
     ``max_stride``, overlapping ones beyond, so that a long-horizon batch holds
-    as many windows as the horizon-``max_stride`` batch. A rollout's steps are
-    sequential batched calls; with disjoint windows a horizon-128 batch has 1/128
-    of the rows of a one-step batch and the per-call cost dominates (5x the time
-    per field evaluation, benchmarks/bench_training.py). The default,
-    ``max_stride=None``, keeps disjoint windows at every horizon: overlapping
-    ones make a horizon-64 epoch integrate 8x the rows for the same surrogate
-    in the comparison of docs/training.md (opt in with
-    ``strategy_options={"max_stride": 8}``).
+    as many windows as the horizon-``max_stride`` batch (a rollout's steps are
+    sequential batched calls: few long windows leave the per-call cost to dominate).
+    The default, ``max_stride=None``, keeps disjoint windows at every horizon
+    (each sample integrated once per epoch); docs/training.md compares the two
+    (opt in with ``strategy_options={"max_stride": 8}``).
     """
 
     name = "continuous"
 
-    def __init__(self, *, method: str = "rkf45", start_horizon: int = 8, max_horizon: int = 64,
-                 rtol_max: float = 1e-3, rtol_min: float = 1e-9, patience: int = 2, improvement: float = 0.05,
-                 inference_rtol: float | None = None, max_steps: int = 100_000, max_stride: int | None = None):
+    def __init__(
+        self,
+        *,
+        method: str = "rkf45",
+        start_horizon: int = 8,
+        max_horizon: int = 64,
+        rtol_max: float = 1e-3,
+        rtol_min: float = 1e-9,
+        patience: int = 2,
+        improvement: float = 0.05,
+        inference_rtol: float | None = None,
+        max_steps: int = 100_000,
+        max_stride: int | None = None,
+    ):
         from .solvers.tableau import METHODS, torch_tableau
 
-        checks.choice("method", method, [m for m in METHODS if torch_tableau(m).adaptive],
-                      fix="the continuous strategy needs an adaptive tableau (one with an embedded error estimate)")
-        for key, val in (("start_horizon", start_horizon), ("max_horizon", max_horizon), ("patience", patience),
-                         ("max_steps", max_steps)):
+        checks.choice(
+            "method",
+            method,
+            [m for m in METHODS if torch_tableau(m).adaptive],
+            fix="the continuous strategy needs an adaptive tableau (one with an embedded error "
+                "estimate)",
+        )
+        for key, val in (
+            ("start_horizon", start_horizon),
+            ("max_horizon", max_horizon),
+            ("patience", patience),
+            ("max_steps", max_steps),
+        ):
             checks.integer(key, val, minimum=1, fix="give a whole number >= 1")
         if start_horizon > max_horizon:
-            raise ValueError(f"start_horizon ({start_horizon}) must not exceed max_horizon ({max_horizon})")
-        checks.integer("max_stride", max_stride, minimum=1, optional=True,
-                       fix="windows start at most max_stride samples apart; pass None for disjoint windows "
-                           "at every horizon")
-        examples = {"rtol_max": 1e-3, "rtol_min": 1e-9, "inference_rtol": 1e-10, "improvement": 0.05}
-        for key, val in (("rtol_max", rtol_max), ("rtol_min", rtol_min), ("inference_rtol", inference_rtol),
-                         ("improvement", improvement)):
-            checks.real(key, val, above=0.0, below=1.0, optional=key == "inference_rtol",
-                        fix=f"give a fraction strictly between 0 and 1, e.g. {key}={examples[key]:g}")
+            raise ValueError(
+                f"start_horizon ({start_horizon}) must not exceed max_horizon ({max_horizon})"
+            )
+        checks.integer(
+            "max_stride",
+            max_stride,
+            minimum=1,
+            optional=True,
+            fix="windows start at most max_stride samples apart; pass None for disjoint windows "
+            "at every horizon",
+        )
+        examples = {
+            "rtol_max": 1e-3,
+            "rtol_min": 1e-9,
+            "inference_rtol": 1e-10,
+            "improvement": 0.05,
+        }
+        for key, val in (
+            ("rtol_max", rtol_max),
+            ("rtol_min", rtol_min),
+            ("inference_rtol", inference_rtol),
+            ("improvement", improvement),
+        ):
+            checks.real(
+                key,
+                val,
+                above=0.0,
+                below=1.0,
+                optional=key == "inference_rtol",
+                fix=f"give a fraction strictly between 0 and 1, e.g. {key}={examples[key]:g}",
+            )
         if rtol_min > rtol_max:
-            raise ValueError(f"rtol_min ({rtol_min}) must not exceed rtol_max ({rtol_max}): the schedule "
-                             "cannot be met; lower rtol_min or raise rtol_max")
+            raise ValueError(
+                f"rtol_min ({rtol_min}) must not exceed rtol_max ({rtol_max}): the schedule "
+                "cannot be met; lower rtol_min or raise rtol_max"
+            )
         self.method, self.start_horizon, self.max_horizon = method, start_horizon, max_horizon
-        self.rtol_max, self.rtol_min, self.patience, self.improvement = rtol_max, rtol_min, patience, improvement
+        self.rtol_max, self.rtol_min, self.patience, self.improvement = (
+            rtol_max,
+            rtol_min,
+            patience,
+            improvement,
+        )
         self.inference_rtol, self.max_steps = inference_rtol, max_steps
         self.max_stride = max_stride
         self.rtol = rtol_max
@@ -411,15 +576,22 @@ class ContinuousStrategy(Strategy):
 
     def rollout(self, field, x0, horizon, targets=None):
         ctrl = MixedNorm(rtol=self.rtol, atol=self.rtol)
-        sol = odesolve(field, x0, _times(horizon, x0), method=self.method, control=ctrl, max_steps=self.max_steps,
-                       raise_on_failure=False)
+        sol = odesolve(
+            field,
+            x0,
+            _times(horizon, x0),
+            method=self.method,
+            control=ctrl,
+            max_steps=self.max_steps,
+            raise_on_failure=False,
+        )
         return sol.ys[1:], sol.stats
 
     @staticmethod
     def inference_tolerance(field_error: float) -> float:
-        """Inference rtol for a field of relative error ``field_error``: 1e-3 x the error, rounded down
-        to a power of ten and clipped to [1e-10, 1e-6] (NaN or inf: 1e-10). The solver's error then
-        stays three decades below the field's own, where it cannot shorten a forecast."""
+        """Inference rtol for a field of relative error ``field_error``: 1e-3 x the error, rounded
+        down to a power of ten and clipped to [1e-10, 1e-6] (NaN or inf: 1e-10). The solver's
+        error then stays three decades below the field's own, where it cannot shorten a forecast."""
         if not (math.isfinite(field_error) and field_error > 0):
             return 1e-10
         return min(max(10.0 ** math.floor(math.log10(1e-3 * field_error) + 1e-9), 1e-10), 1e-6)
@@ -435,52 +607,76 @@ class ContinuousStrategy(Strategy):
     def tolerance(self) -> float:
         return self.rtol
 
+    prefit_by_default = True
+    inference_follows_field = True
+
+    def lbfgs_tolerances(self, tolerance: float) -> tuple[float, float]:
+        """None inside an epoch: the schedule judges convergence by relative progress."""
+        return 0.0, 0.0
+
+    def validation_solver(self, max_steps: int) -> InferenceSolver:
+        """Its own solve at the training tolerance (not below 1e-10)."""
+        r = max(self.tolerance(), 1e-10)
+        return InferenceSolver(method=self.method, rtol=r, atol=r, max_steps=max_steps)
+
     def stride(self, horizon, base):
-        """Disjoint windows up to max_stride samples, then a start every max_stride samples (>= base)."""
+        """Disjoint windows up to max_stride samples, then a start every max_stride samples (>=
+        base)."""
         return max(base, horizon if self.max_stride is None else min(horizon, self.max_stride))
 
     # ------------------------------------------------------------ the schedule
     @staticmethod
-    def _gain(history: list[dict], i: int) -> float | None:
-        """Relative loss decrease of epoch i: from its start (``loss_start``) or else from the previous
-        epoch at the same horizon; None when neither is known."""
+    def _gain(history: list[HistoryRow], i: int) -> float | None:
+        """Relative loss decrease of epoch i: from its start (``loss_start``) or else from the
+        previous epoch at the same horizon; None when neither is known."""
         row = history[i]
-        start = float(row.get("loss_start", math.nan))
+        start = float(row.loss_start)
         if not (math.isfinite(start) and start > 0):
-            prev = [r for r in history[:i] if r.get("horizon") == row.get("horizon")]
+            prev = [r for r in history[:i] if r.horizon == row.horizon]
             if not prev:
                 return None
-            start = float(prev[-1]["loss"])
-        return (start - float(row["loss"])) / start if start > 0 else 0.0
+            start = float(prev[-1].loss)
+        return (start - float(row.loss)) / start if start > 0 else 0.0
 
-    def _converged(self, history: list[dict]) -> str | None:
-        """Why the fit at the current horizon has converged (noise floor, or patience epochs each below
-        ``improvement``), or None."""
-        idx = [i for i, r in enumerate(history) if r.get("horizon") == self.current]
+    def _converged(self, history: list[HistoryRow]) -> str | None:
+        """Why the fit at the current horizon has converged (noise floor, or patience epochs each
+        below ``improvement``), or None."""
+        idx = [i for i, r in enumerate(history) if r.horizon == self.current]
         if not idx:
             return None
         if self.floor is not None:
-            reason = self.floor.noise_reason(float(history[idx[-1]]["loss"]))
+            reason = self.floor.noise_reason(float(history[idx[-1]].loss))
             if reason:
                 return reason
         gains = [self._gain(history, i) for i in idx[-self.patience:]]
-        if len(gains) == self.patience and all(g is not None and g < self.improvement for g in gains):
-            return (f"converged: the loss improved by less than {self.improvement:g} (relative) in each of the "
-                    f"last {self.patience} epoch(s) at the longest horizon ({self.max_horizon} samples)")
+        if len(gains) == self.patience and all(
+            g is not None and g < self.improvement for g in gains
+        ):
+            return (
+                f"converged: the loss improved by less than {self.improvement:g} (relative) in "
+                "each of the "
+                f"last {self.patience} epoch(s) at the longest horizon ({self.max_horizon} samples)"
+            )
         return None
 
     def _resolved(self, row: dict) -> str | None:
-        """The misfit is below what the training solver resolves at rtol_min (10 * rtol_min * horizon)."""
-        res = 10.0 * self.rtol_min * int(row.get("horizon", self.current or 1))
-        misfit = float(row.get("misfit", math.nan))
+        """The misfit is below what the training solver resolves at rtol_min (10 * rtol_min *
+        horizon)."""
+        res = 10.0 * self.rtol_min * int(row.horizon)
+        misfit = float(row.misfit)
         if misfit <= res:
-            return (f"at its floor: the misfit {misfit:.3g} is below what the training solver resolves at its "
-                    f"tightest tolerance (10 x rtol_min x horizon = {res:.3g}); the loss cannot measure the "
-                    "field any better")
+            return (
+                f"at its floor: the misfit {misfit:.3g} is below what the training solver resolves "
+                "at its "
+                f"tightest tolerance (10 x rtol_min x horizon = {res:.3g}); the loss cannot "
+                "measure the "
+                "field any better"
+            )
         return None
 
     def set_tolerance(self, misfit: float, horizon: int) -> None:
-        """rtol = clip(misfit / (10 * horizon), rtol_min, rtol_max): follows the misfit both ways."""
+        """rtol = clip(misfit / (10 * horizon), rtol_min, rtol_max): follows the misfit both
+        ways."""
         if math.isfinite(misfit) and misfit > 0:
             self.rtol = min(max(misfit / (10.0 * horizon), self.rtol_min), self.rtol_max)
 
@@ -488,8 +684,11 @@ class ContinuousStrategy(Strategy):
         """A rolled-back epoch retries with a tenfold tighter tolerance (not below rtol_min)."""
         self.rtol = max(self.rtol / 10.0, self.rtol_min)
 
-    def calibrate(self, field, x0: torch.Tensor, targets: torch.Tensor, horizon: int, reduce=None) -> float:
-        """Set the first tolerance from the field's misfit at the tightest tolerance (no gradient); returns it.
+    def calibrate(
+        self, field, x0: torch.Tensor, targets: torch.Tensor, horizon: int, reduce=None
+    ) -> float:
+        """Set the first tolerance from the field's misfit at the tightest tolerance (no gradient);
+        returns it.
 
         A field that starts accurate (after the derivative pre-fit) must not be
         trained against a loose solver: it would learn to cancel the solver's error.
@@ -510,11 +709,12 @@ class ContinuousStrategy(Strategy):
         return misfit
 
     def horizon(self, epoch, history, base):
+        history = as_rows(history)
         if self.current is None:
             self.current = max(self.start_horizon, base)
         if history:
             last = history[-1]
-            self.set_tolerance(float(last.get("misfit", math.nan)), int(last.get("horizon", self.current)))
+            self.set_tolerance(float(last.misfit), int(last.horizon))
             if self.current < self.max_horizon and self._converged(history):
                 self.current = min(2 * self.current, self.max_horizon)
                 self.since = 0
@@ -522,21 +722,31 @@ class ContinuousStrategy(Strategy):
         return self.current
 
     def finished(self, history):
+        history = as_rows(history)
         if not history:
             return None
         last = history[-1]
         reason = self._resolved(last)
         if reason is None and self.floor is not None:
-            reason = self.floor.roundoff_reason(float(last["loss"]))
+            reason = self.floor.roundoff_reason(float(last.loss))
         if reason is None and self.current == self.max_horizon:
             reason = self._converged(history)
         return reason
 
     def config(self) -> dict:
-        return {"name": self.name, "method": self.method, "start_horizon": self.start_horizon,
-                "max_horizon": self.max_horizon, "rtol_max": self.rtol_max, "rtol_min": self.rtol_min,
-                "patience": self.patience, "improvement": self.improvement, "inference_rtol": self.inference_rtol,
-                "max_steps": self.max_steps, "max_stride": self.max_stride}
+        return {
+            "name": self.name,
+            "method": self.method,
+            "start_horizon": self.start_horizon,
+            "max_horizon": self.max_horizon,
+            "rtol_max": self.rtol_max,
+            "rtol_min": self.rtol_min,
+            "patience": self.patience,
+            "improvement": self.improvement,
+            "inference_rtol": self.inference_rtol,
+            "max_steps": self.max_steps,
+            "max_stride": self.max_stride,
+        }
 
     def state(self):
         return {"current": self.current, "rtol": self.rtol, "since": self.since}
@@ -562,22 +772,28 @@ def names() -> list[str]:
 
 
 def get(strategy, **options) -> Strategy:
-    """A Strategy from a name (with keyword options), a config dict ({"name": ..., **options}) or an object."""
+    """A Strategy from a name (with keyword options), a config dict ({"name": ..., **options}) or an
+    object."""
     if isinstance(strategy, Strategy):
         if options:
-            raise ValueError(f"options {sorted(options)} given with a Strategy object; set them on the object")
+            raise ValueError(
+                f"options {sorted(options)} given with a Strategy object; set them on the object"
+            )
         return strategy
     if isinstance(strategy, dict):
         options = {**strategy, **options}
         strategy = options.pop("name", None)
     if not isinstance(strategy, str):
-        raise TypeError(f"strategy must be a name from {names()} or a Strategy, got {type(strategy).__name__}")
+        raise TypeError(
+            f"strategy must be a name from {names()} or a Strategy, got {type(strategy).__name__}"
+        )
     checks.choice("strategy", strategy, names())
     if strategy not in ("torchdiffeq", "continuous"):
         options.pop("reference", None)  # implied by the name
     try:
         return _FACTORIES[strategy](**options)
-    except checks.ArgumentTypeError:  # an option of the wrong type: its own message says which and the fix
+    # an option of the wrong type: its own message says which and the fix
+    except checks.ArgumentTypeError:
         raise
     except TypeError as err:  # an unknown option
         raise ValueError(f"bad option for strategy {strategy!r}: {err}") from None
@@ -603,8 +819,10 @@ def parse_spec(spec) -> tuple[str, str, dict]:
         if isinstance(options.get("options"), dict):
             options.update(options.pop("options"))
     else:
-        raise TypeError(f"a strategy entry must be a name, a (label, name[, options]) tuple or a dict with "
-                        f"'name', got {spec!r} ({type(spec).__name__})")
+        raise TypeError(
+            f"a strategy entry must be a name, a (label, name[, options]) tuple or a dict with "
+            f"'name', got {spec!r} ({type(spec).__name__})"
+        )
     if not isinstance(name, str) or not isinstance(label, str) or not label.strip():
         raise TypeError(f"strategy name and label must be non-empty strings, got name {name!r}, "
                         f"label {label!r}")
@@ -627,8 +845,8 @@ def _text_value(text: str):
 
 
 def parse_spec_text(text: str) -> dict:
-    """``[LABEL=]NAME[:KEY=VALUE,KEY=VALUE]`` (the CLI's ``--strategy``) -> {"label", "name", **options},
-    the dict form :func:`parse_spec` checks.
+    """``[LABEL=]NAME[:KEY=VALUE,KEY=VALUE]`` (the CLI's ``--strategy``) -> {"label", "name",
+    **options}, the dict form :func:`parse_spec` checks.
 
     Example: ``"black-box rk4=torchdiffeq:method=rk4,step_size=0.5"``.
     """

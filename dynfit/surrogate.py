@@ -42,7 +42,8 @@ class _Callable(torch.nn.Module):
 
 
 class _PhysicalField(torch.nn.Module):
-    """Physical dx/dt = std * f(t / dt, (x - mean) / std) / dt of a model-time field on standardised states."""
+    """Physical dx/dt = std * f(t / dt, (x - mean) / std) / dt of a model-time field on standardised
+    states."""
 
     def __init__(self, field: torch.nn.Module, scaler: Standardizer, dt: float):
         super().__init__()
@@ -77,7 +78,8 @@ class _ModelTimeField(torch.nn.Module):
 
 
 class _Identity:
-    """The identity standardisation of a wrapped vector field; its dimension is taken from the first x0."""
+    """The identity standardisation of a wrapped vector field; its dimension is taken from the first
+    x0."""
 
     def __init__(self, dim: int | None = None):
         self.dim = dim
@@ -95,27 +97,36 @@ class _Identity:
 
     def to_dict(self) -> dict:
         if self.dim is None:
-            raise ValueError("this wrapped vector field has no dimension yet: generate once or pass dim=")
+            raise ValueError(
+                "this wrapped vector field has no dimension yet: generate once or pass dim="
+            )
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
 
 def _check_field_at(field, z0: torch.Tensor, x0: np.ndarray) -> None:
-    """One evaluation of the field at the start states: a clear ValueError if it is not finite there."""
+    """One evaluation of the field at the start states: a clear ValueError if it is not finite
+    there."""
     try:
         dz = field(torch.zeros((), dtype=z0.dtype, device=z0.device), z0)
     except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"the vector field cannot be evaluated at the start states "
-                         f"({type(err).__name__}: {str(err)[:200]}); it must map (B, D) to (B, D)") from None
+        raise ValueError(
+            f"the vector field cannot be evaluated at the start states "
+            f"({type(err).__name__}: {str(err)[:200]}); it must map (B, D) to (B, D)"
+        ) from None
     if not isinstance(dz, torch.Tensor) or dz.shape != z0.shape:
         got = tuple(dz.shape) if isinstance(dz, torch.Tensor) else type(dz).__name__
-        raise ValueError(f"the vector field returned {got} for states {tuple(z0.shape)}; it must return "
-                         "dx/dt of the same shape (B, D) as a torch tensor")
+        raise ValueError(
+            f"the vector field returned {got} for states {tuple(z0.shape)}; it must return "
+            "dx/dt of the same shape (B, D) as a torch tensor"
+        )
     bad = ~torch.isfinite(dz).all(dim=1)
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
-        raise ValueError(f"the vector field returns NaN or inf at the start state of trajectory {i} "
-                         f"(x0 = {np.array2string(x0[i], precision=4)}); check the field (NaN weights, "
-                         "division by zero, a function undefined there) before a free run")
+        raise ValueError(
+            f"the vector field returns NaN or inf at the start state of trajectory {i} "
+            f"(x0 = {np.array2string(x0[i], precision=4)}); check the field (NaN weights, "
+            "division by zero, a function undefined there) before a free run"
+        )
 
 
 class Surrogate:
@@ -134,12 +145,16 @@ class Surrogate:
     def __init__(self, field: torch.nn.Module, scaler: Standardizer, dt: float, *,
                  solver: InferenceSolver | dict | None = None, strategy: Any = None,
                  field_config: dict | None = None, provenance: dict | None = None):
-        dt = checks.positive("dt", dt, fix="dt is the sampling step of the data the field was trained on")
+        dt = checks.positive(
+            "dt", dt, fix="dt is the sampling step of the data the field was trained on"
+        )
         self.field = field
         self.scaler = scaler
         self.dt = dt
         if solver is None:
-            solver = _strategies.get(strategy).inference() if strategy is not None else InferenceSolver()
+            solver = (
+                _strategies.get(strategy).inference() if strategy is not None else InferenceSolver()
+            )
         self.solver = InferenceSolver.from_dict(solver)
         self.training = None  # the training strategy's config, for provenance
         if isinstance(strategy, dict):
@@ -154,14 +169,17 @@ class Surrogate:
     def from_vector_field(cls, f, dt: float, *, scaler: Standardizer | None = None,
                           solver: InferenceSolver | dict | None = None, dim: int | None = None,
                           provenance: dict | None = None) -> "Surrogate":
-        """A Surrogate from a physical vector field ``f(t, x)`` -> dx/dt, x (B, D) (module or callable).
+        """A Surrogate from a physical vector field ``f(t, x)`` -> dx/dt, x (B, D) (module or
+        callable).
 
         scaler: the standardisation the solver works in (None: identity, the
         physical states themselves). dim: the state dimension (optional; with
         scaler=None it is otherwise taken from the first x0 given to generate).
         """
         if not callable(f):
-            raise TypeError(f"f must be a torch module or a callable f(t, x) -> dx/dt, got {type(f).__name__}")
+            raise TypeError(
+                f"f must be a torch module or a callable f(t, x) -> dx/dt, got {type(f).__name__}"
+            )
         field = _ModelTimeField(f, scaler, dt)
         if scaler is None:
             scaler = _Identity(dim if dim is not None else getattr(f, "dim", None))
@@ -202,17 +220,21 @@ class Surrogate:
         x0 = np.asarray(x0, dtype=np.float64)
         if x0.ndim == 1:
             x0 = x0[None]
-        if self.scaler.dim is None and x0.ndim == 2 and x0.shape[1] >= 1:  # a wrapped field learns its dim
+        # a wrapped field learns its dim
+        if self.scaler.dim is None and x0.ndim == 2 and x0.shape[1] >= 1:
             self.scaler.set_dim(x0.shape[1])
         if x0.ndim != 2 or x0.shape[1] != self.dim or x0.shape[0] == 0:
-            raise ValueError(f"x0 must have shape (B, {self.dim}) with B >= 1 or ({self.dim},), got {x0.shape}")
+            raise ValueError(
+                f"x0 must have shape (B, {self.dim}) with B >= 1 or ({self.dim},), got {x0.shape}"
+            )
         if not np.isfinite(x0).all():
             raise ValueError("x0 holds NaN or inf")
         return x0
 
     @property
     def components(self) -> list[str]:
-        """The names of the state's components: the training data's (``x0, x1, ...`` when unnamed)."""
+        """The names of the state's components: the training data's (``x0, x1, ...`` when
+        unnamed)."""
         names = self.provenance.get("components")
         if isinstance(names, (list, tuple)) and self.dim is not None and len(names) == self.dim:
             return [str(n) for n in names]
@@ -227,7 +249,8 @@ class Surrogate:
         return DelayEmbedding.from_dict(record) if isinstance(record, dict) else None
 
     def _start_states(self, x0) -> np.ndarray:
-        """Start states (B, D); with a delay embedding, also observed histories (B, T, d) or (T, d)."""
+        """Start states (B, D); with a delay embedding, also observed histories (B, T, d) or (T,
+        d)."""
         emb = self.embedding
         if emb is not None and self.dim is not None:
             arr = np.asarray(x0, dtype=np.float64) if not isinstance(x0, (str, bytes)) else None
@@ -239,12 +262,19 @@ class Surrogate:
         return self._check_x0(x0)
 
     def physical_field(self) -> torch.nn.Module:
-        """The physical vector field as a torch module ``f(t, x)`` -> dx/dt, x (B, D); differentiable."""
+        """The physical vector field as a torch module ``f(t, x)`` -> dx/dt, x (B, D);
+        differentiable."""
         if isinstance(self.field, _ModelTimeField):
-            return self.field.f if isinstance(self.field.f, torch.nn.Module) else _Callable(self.field.f)
+            return (
+                self.field.f
+                if isinstance(self.field.f, torch.nn.Module)
+                else _Callable(self.field.f)
+            )
         return _PhysicalField(self.field, self.scaler, self.dt)
 
-    def generate(self, x0, n_steps: int, *, return_stats: bool = False, solver=None, on_failure: str = "warn"):
+    def generate(
+        self, x0, n_steps: int, *, return_stats: bool = False, solver=None, on_failure: str = "warn"
+    ):
         """Free run from x0 (B, D) physical: array (B, n_steps, D), row 0 = x0, spacing dt.
 
         solver: an InferenceSolver (or dict) for this call instead of ``self.solver``.
@@ -277,8 +307,10 @@ class Surrogate:
         out, stats, solver = self._free_run(x0, n_steps, solver, on_failure)
         check_free_run(out, stats, self.dt, on_failure, max_steps=solver.max_steps)
         attrs = {k: v for k, v in self.provenance.items() if k not in ("components", "versions")}
-        attrs.update(source=f"dynfit {_versions()['dynfit']} Surrogate.forecast", solver=self.solver.to_dict()
-                     if solver is self.solver else solver.to_dict())
+        attrs.update(
+            source=f"dynfit {_versions()['dynfit']} Surrogate.forecast",
+            solver=self.solver.to_dict() if solver is self.solver else solver.to_dict(),
+        )
         return forecast_dataset(out, stats, dt=self.dt, t0=t0, components=self.components,
                                 state_units=str(self.provenance.get("state_units", "1")),
                                 time_units=str(self.provenance.get("time_units", "1")), attrs=attrs)
@@ -353,7 +385,8 @@ class Surrogate:
 
     @classmethod
     def load(cls, path, *, field: torch.nn.Module | None = None, map_location="cpu") -> "Surrogate":
-        """Read a model written by :meth:`save`; pass ``field`` for a custom module without config."""
+        """Read a model written by :meth:`save`; pass ``field`` for a custom module without
+        config."""
         from .io import ModelFileError, check_model_blob, load_torch
 
         path = Path(path)
@@ -363,26 +396,36 @@ class Surrogate:
         dtype = getattr(torch, blob["dtype"])
         if field is None:
             if blob["field_config"] is None:
-                raise ValueError(f"{path} holds a custom field ({blob['field_class']}) without config; "
-                                 "pass field=<a module of that class> to load it")
+                raise ValueError(
+                    f"{path} holds a custom field ({blob['field_class']}) without config; "
+                    "pass field=<a module of that class> to load it"
+                )
             try:
                 field = build_field(blob["field_config"], scaler.dim, dtype)
             except (TypeError, ValueError) as err:
-                raise ModelFileError(f"model file {path} has a bad field config: {err}; {fix}") from None
+                raise ModelFileError(
+                    f"model file {path} has a bad field config: {err}; {fix}"
+                ) from None
         try:
             field.load_state_dict(blob["state_dict"])
         except RuntimeError as err:
             first = str(err).strip().splitlines()
-            raise ModelFileError(f"the weights in {path} do not fit the field {type(field).__name__} "
-                                 f"(wrong names or shapes: {' '.join(first[:3])[:300]}); {fix}") from None
+            raise ModelFileError(
+                f"the weights in {path} do not fit the field {type(field).__name__} "
+                f"(wrong names or shapes: {' '.join(first[:3])[:300]}); {fix}"
+            ) from None
         try:
             if "solver" in blob:
                 solver = InferenceSolver.from_dict(blob["solver"])
             else:  # a file that stores no solver: the training strategy's inference rule
                 solver = _strategies.get(blob["strategy"]).inference()
         except (TypeError, ValueError, KeyError) as err:
-            raise ModelFileError(f"model file {path} holds solver settings that cannot be used: {err}; {fix}") from None
-        strategy = blob["strategy"] if isinstance(blob["strategy"], dict) and blob["strategy"] else None
+            raise ModelFileError(
+                f"model file {path} holds solver settings that cannot be used: {err}; {fix}"
+            ) from None
+        strategy = (
+            blob["strategy"] if isinstance(blob["strategy"], dict) and blob["strategy"] else None
+        )
         return cls(field, scaler, blob["dt"], solver=solver, strategy=strategy,
                    field_config=blob["field_config"], provenance=blob["provenance"])
 

@@ -1,4 +1,5 @@
-"""``fit``: train a Neural ODE surrogate from trajectories, with a strategy, checkpoints and a history.
+"""``fit``: train a Neural ODE surrogate from trajectories, with a strategy, checkpoints and a
+history.
 
 ``fit`` runs named steps over one ``_Run`` (the state of a training run):
 ``_prepare_data`` (trajectories, sampling step, standardisation),
@@ -24,32 +25,44 @@ import numpy as np
 import torch
 
 from . import strategies as _strategies
-from .config import DEFAULT_STRATEGY, FIT_GROUPS, FitSettings, fit_settings, load_data, settings_from_config
+from ._history import HISTORY_UNITS, HISTORY_VARS, HistoryRow, history_dataset
+from .config import (
+    DEFAULT_STRATEGY,
+    FIT_GROUPS,
+    FitSettings,
+    fit_settings,
+    load_data,
+    settings_from_config,
+)
 from .data import Standardizer, as_trajectories, make_windows
 from .nn.registry import DEFAULT_FIELD, FieldSettings, build_field
 from .surrogate import Surrogate
 
-__all__ = ["fit", "train_from_config", "CHECKPOINT", "DEFAULT_FIELD"]
+__all__ = ["fit", "train_from_config", "CHECKPOINT", "DEFAULT_FIELD", "HistoryRow", "HISTORY_VARS",
+           "HISTORY_UNITS"]
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "dynfit-checkpoint-1"
-# Training windows on noisy data start from smoothed states (off: on Lorenz'63 at 1-5% noise they
-# forecast worse than windows from the observed samples; docs/training.md "Noisy data")
+# Training windows on noisy data start from smoothed states (off: they forecast worse than
+# windows from the observed samples; docs/training.md "Noisy data")
 _SMOOTH_WINDOW_STARTS = False
-HISTORY_VARS = ("loss", "misfit", "rtol", "accepted_fraction", "mean_substeps", "max_substeps", "mean_steps",
-                "n_f_evals", "horizon", "lr", "wall_time", "retries", "restarts", "loss_start", "forecast")
-HISTORY_UNITS = {"loss": "squared standardised units (at the weights kept)",
-                 "loss_start": "squared standardised units (at the epoch's first weights, same rtol and horizon)",
-                 "forecast": "samples a validation free run stays below normalised error 0.4 (mean)",
-                 "misfit": "standardised units (RMS per component)",
-                 "rtol": "relative tolerance of the training solver", "wall_time": "s",
-                 "mean_steps": "solver steps attempted per sample", "horizon": "samples per window",
-                 "n_f_evals": "field evaluations summed over examples"}
 
 
-def fit(data: Any, *, windows=None, model=None, optimizer=None, loop=None, checkpoint=None,
-        strategy: Any = DEFAULT_STRATEGY, strategy_options: dict | None = None, provenance: dict | None = None,
-        embed=None, **options):
+
+def fit(
+    data: Any,
+    *,
+    windows=None,
+    model=None,
+    optimizer=None,
+    loop=None,
+    checkpoint=None,
+    strategy: Any = DEFAULT_STRATEGY,
+    strategy_options: dict | None = None,
+    provenance: dict | None = None,
+    embed=None,
+    **options,
+):
     """Train a surrogate; returns (Surrogate, history xarray.Dataset over ``epoch``).
 
     data: a systems Dataset, an xarray Dataset/DataArray (trajectory, time,
@@ -96,17 +109,25 @@ def fit(data: Any, *, windows=None, model=None, optimizer=None, loop=None, check
     ``select_by_forecast`` the weights returned are those whose short free runs
     from a few starts of the data forecast best (the history's attrs
     ``selected_epoch``, -1 for the weights training started from).
-    callback(epoch, row) runs after each epoch's checkpoint; returning True
-    stops. The continuous strategy's surrogate integrates at a tolerance set
+    callback(epoch, row) (row: a :class:`HistoryRow`) runs after each epoch's checkpoint; returning
+    True stops. The continuous strategy's surrogate integrates at a tolerance set
     from the field's measured accuracy (attrs ``field_error``,
     ``inference_rtol``).
     """
     started = time.perf_counter()
-    settings = fit_settings(windows=windows, model=model, optimizer=optimizer, loop=loop, checkpoint=checkpoint,
-                            **options)
+    settings = fit_settings(
+        windows=windows,
+        model=model,
+        optimizer=optimizer,
+        loop=loop,
+        checkpoint=checkpoint,
+        **options,
+    )
     strat = _strategies.get(strategy, **(strategy_options or {}))
     run = _Run(settings, strat, *_prepare_data(data, settings, embed))
-    run.deadline = started + (math.inf if settings.loop.time_limit is None else settings.loop.time_limit)
+    run.deadline = started + (
+        math.inf if settings.loop.time_limit is None else settings.loop.time_limit
+    )
     if settings.loop.progress:  # the library choice and the pre-fit come before the epochs' bar
         import sys
 
@@ -166,15 +187,11 @@ class _Run:
     def writer(self) -> bool:
         return self.ddp is None or self.ddp.is_main
 
-    @property
-    def continuous(self) -> bool:
-        return isinstance(self.strat, _strategies.ContinuousStrategy)
-
 
 # ------------------------------------------------------------------ the steps
 def _prepare_data(data, settings: FitSettings, embed=None):
-    """(trajectories (N, T, D), dt, attrs, scaler): checked (delay-embedded with ``embed``), with the
-    standardisation of all of them; attrs carry the component names and units."""
+    """(trajectories (N, T, D), dt, attrs, scaler): checked (delay-embedded with ``embed``), with
+    the standardisation of all of them; attrs carry the component names and units."""
     from .data import data_attrs
     from .embedding import check_embed, prepare_state
 
@@ -185,8 +202,10 @@ def _prepare_data(data, settings: FitSettings, embed=None):
     trajectories, attrs = prepare_state(trajectories, dt, attrs, embed, settings.model.field)
     n_time, dim = trajectories.shape[1], trajectories.shape[2]
     if n_time < w.horizon + 1:
-        raise ValueError(f"trajectories have {n_time} samples but a window of horizon {w.horizon} needs "
-                         f"{w.horizon + 1}; use a shorter horizon or longer trajectories")
+        raise ValueError(
+            f"trajectories have {n_time} samples but a window of horizon {w.horizon} needs "
+            f"{w.horizon + 1}; use a shorter horizon or longer trajectories"
+        )
     scaler = Standardizer.fit(trajectories) if w.standardize else Standardizer.identity(dim)
     return trajectories, dt, attrs, scaler
 
@@ -216,8 +235,9 @@ def _build_model(run: _Run) -> None:
         from .selection import auto_field_config
 
         z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
-        spec, mask, run.selection = auto_field_config(spec, z, scale=run.scaler.std, targets=m.prefit_targets,
-                                                      order=m.prefit_order)
+        spec, mask, run.selection = auto_field_config(
+            spec, z, scale=run.scaler.std, targets=m.prefit_targets, order=m.prefit_order
+        )
     if isinstance(spec, dict):
         run.field_config = dict(spec)
         spec = build_field(run.field_config, run.dim, run.dtype)
@@ -231,22 +251,31 @@ def _build_optimizer(run: _Run) -> None:
     o, epochs = run.settings.optimizer, run.settings.loop.epochs
     params = run.field.parameters()
     if o.optimizer == "lbfgs":
-        # the continuous schedule judges convergence by relative progress: no absolute tolerance inside an epoch
-        tol_g, tol_c = (0.0, 0.0) if run.continuous else (o.lbfgs_tolerance, 1e-2 * o.lbfgs_tolerance)
-        run.opt = torch.optim.LBFGS(params, lr=1.0 if o.lr is None else o.lr, max_iter=o.lbfgs_iterations,
-                                    tolerance_grad=tol_g, tolerance_change=tol_c, history_size=50,
-                                    line_search_fn="strong_wolfe")
+        tol_g, tol_c = run.strat.lbfgs_tolerances(o.lbfgs_tolerance)
+        run.opt = torch.optim.LBFGS(
+            params,
+            lr=1.0 if o.lr is None else o.lr,
+            max_iter=o.lbfgs_iterations,
+            tolerance_grad=tol_g,
+            tolerance_change=tol_c,
+            history_size=50,
+            line_search_fn="strong_wolfe",
+        )
     else:
         lr = 1e-3 if o.lr is None else o.lr
         run.opt = torch.optim.Adam(params, lr=lr, weight_decay=o.weight_decay)
         if o.schedule == "cosine":
-            run.sched = torch.optim.lr_scheduler.CosineAnnealingLR(run.opt, T_max=max(int(epochs), 1),
-                                                                   eta_min=lr * 0.01)
-    run.fingerprint = _fingerprint(run.field, run.dim, run.strat, o.optimizer, run.settings.model.seed, run.dtype)
+            run.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                run.opt, T_max=max(int(epochs), 1), eta_min=lr * 0.01
+            )
+    run.fingerprint = _fingerprint(
+        run.field, run.dim, run.strat, o.optimizer, run.settings.model.seed, run.dtype
+    )
 
 
 def _open_checkpoint(run: _Run) -> None:
-    """Lock the checkpoint folder (rank 0), remove a killed run's temporary files, resume when asked."""
+    """Lock the checkpoint folder (rank 0), remove a killed run's temporary files, resume when
+    asked."""
     from .distributed import context
 
     run.ddp = context(run.device)
@@ -257,13 +286,15 @@ def _open_checkpoint(run: _Run) -> None:
     if run.writer:  # other ranks read the checkpoint, rank 0 writes it
         from systems.files import FolderLock, remove_stale_temps
 
-        run.lock = FolderLock(run.ckpt_path.parent).acquire()  # a second fit into this folder refuses
+        # a second fit into this folder refuses
+        run.lock = FolderLock(run.ckpt_path.parent).acquire()
     try:
         if run.writer:
             remove_stale_temps(run.ckpt_path.parent)  # left by a killed run
         if c.resume and run.ckpt_path.exists():
-            run.start, run.rows, run.best = _resume(run.ckpt_path, run.fingerprint, run.field, run.opt, run.sched,
-                                                    run.strat, run.scaler)
+            run.start, run.rows, run.best = _resume(
+                run.ckpt_path, run.fingerprint, run.field, run.opt, run.sched, run.strat, run.scaler
+            )
     except BaseException:
         if run.lock is not None:
             run.lock.release()
@@ -272,8 +303,14 @@ def _open_checkpoint(run: _Run) -> None:
 
 def _provenance(run: _Run) -> None:
     s = run.settings
-    run.meta = {"system": run.attrs.get("system", "unknown"), "dt": run.dt, "strategy": run.strat.name,
-                "optimizer": s.optimizer.optimizer, "seed": int(s.model.seed), "device": str(run.device)}
+    run.meta = {
+        "system": run.attrs.get("system", "unknown"),
+        "dt": run.dt,
+        "strategy": run.strat.name,
+        "optimizer": s.optimizer.optimizer,
+        "seed": int(s.model.seed),
+        "device": str(run.device),
+    }
     for key in ("params", "lyapunov_time", "components", "state_units", "time_units", "embedding",
                 "observed_components", "time_offset"):
         if key in run.attrs:
@@ -281,36 +318,63 @@ def _provenance(run: _Run) -> None:
 
 
 def _prefit(run: _Run) -> None:
-    """The derivative pre-fit on a fresh start (when asked, or with the continuous strategy); then every
-    rank starts from rank 0's weights."""
+    """The derivative pre-fit on a fresh start (when asked, or with the continuous strategy); then
+    every rank starts from rank 0's weights."""
     m = run.settings.model
     selection = getattr(run, "selection", None)
     if selection is not None:  # field kind "auto": what was tried and chosen (plain attrs)
         from .selection import report_json
 
-        run.meta.update({"library_selection": report_json(selection), "library": selection["chosen"],
-                         "library_terms": int(run.field.mask.shape[0]),
-                         "library_active_terms": int((run.field.mask != 0).sum())})
-    if (run.continuous if m.prefit is None else m.prefit) and run.start == 0:
+        run.meta.update(
+            {
+                "library_selection": report_json(selection),
+                "library": selection["chosen"],
+                "library_terms": int(run.field.mask.shape[0]),
+                "library_active_terms": int((run.field.mask != 0).sum()),
+            }
+        )
+    if (run.strat.prefit_by_default if m.prefit is None else m.prefit) and run.start == 0:
         from .prefit import prefit
 
         z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
         windows = selection.get("windows") if selection is not None else None
-        info = prefit(run.field, z, order=m.prefit_order, iterations=m.prefit_iterations, device=run.device,
-                      dtype=run.dtype, targets=m.prefit_targets, windows=windows)
-        run.meta.update({"prefit_field_error": info["field_error"],
-                         "prefit_field_error_lstsq": info["field_error_lstsq"],
-                         "prefit_iterations": info["iterations"], "prefit_wall_time": info["wall_time"],
-                         "prefit_order": int(m.prefit_order), "prefit_targets": info["targets"]})
+        info = prefit(
+            run.field,
+            z,
+            order=m.prefit_order,
+            iterations=m.prefit_iterations,
+            device=run.device,
+            dtype=run.dtype,
+            targets=m.prefit_targets,
+            windows=windows,
+        )
+        run.meta.update(
+            {
+                "prefit_field_error": info["field_error"],
+                "prefit_field_error_lstsq": info["field_error_lstsq"],
+                "prefit_iterations": info["iterations"],
+                "prefit_wall_time": info["wall_time"],
+                "prefit_order": int(m.prefit_order),
+                "prefit_targets": info["targets"],
+            }
+        )
         if "noise_level" in info:  # standardised units: a fraction of each component's std
-            run.meta.update({"noise_estimate": float(max(info["noise_level"])),
-                             "noise_estimate_components": ", ".join(f"{v:.3g}" for v in info["noise_level"])})
+            run.meta.update(
+                {
+                    "noise_estimate": float(max(info["noise_level"])),
+                    "noise_estimate_components": ", ".join(f"{v:.3g}" for v in info["noise_level"]),
+                }
+            )
         if "windows" in info:
             run.meta["prefit_savgol_windows"] = ", ".join(str(w) for w in info["windows"])
+        if "weak_width" in info:  # samples per test function of the weak-form targets
+            run.meta["prefit_weak_width"] = int(info["weak_width"])
             run.savgol_windows = info["windows"]
         if not _finite(run.field, 0.0):
-            raise FloatingPointError("the derivative pre-fit produced non-finite weights; check the data "
-                                     "(NaN, blow-up) or pass prefit=False")
+            raise FloatingPointError(
+                "the derivative pre-fit produced non-finite weights; check the data "
+                "(NaN, blow-up) or pass prefit=False"
+            )
     if run.ddp is not None:
         run.ddp.broadcast_(run.field)
 
@@ -326,7 +390,7 @@ def _window_starts(run: _Run) -> None:
     m = run.settings.model
     z = None
     if "prefit_targets" in run.meta:
-        noisy = run.meta["prefit_targets"] == "smoothed"
+        noisy = run.meta["prefit_targets"] in ("smoothed", "weak")
     elif m.prefit_targets == "differences":
         noisy = False
     else:
@@ -335,7 +399,9 @@ def _window_starts(run: _Run) -> None:
         z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
         # trajectories too short for a noise estimate are taken as observed (nothing to smooth with)
         too_short = z.shape[1] <= max(DIFFERENCE_ORDERS)
-        noisy = m.prefit_targets == "smoothed" or (not too_short and bool(noise_is_white(z).any()))
+        noisy = m.prefit_targets in ("smoothed", "weak") or (
+            not too_short and bool(noise_is_white(z).any())
+        )
     run.meta["noisy_data"] = int(noisy)
     if noisy and _SMOOTH_WINDOW_STARTS:
         from .smoothing import noise_level, savgol_window, smoothed_states
@@ -382,9 +448,11 @@ def _train(run: _Run) -> str:
                 return _time_reason(run, epoch)
             h = run.strat.horizon(epoch, run.rows, run.settings.windows.horizon)
             x0, tg, n_windows = _windows(run, h)
-            if epoch == 0 and hasattr(run.strat, "calibrate"):
-                run.meta["initial_misfit"] = run.strat.calibrate(run.field, x0, tg, h,
-                                                                 reduce=_reducer(run.ddp, n_windows))
+            if epoch == 0:
+                misfit = run.strat.calibrate(run.field, x0, tg, h,
+                                             reduce=_reducer(run.ddp, n_windows))
+                if misfit is not None:
+                    run.meta["initial_misfit"] = misfit
             t0 = time.perf_counter()
             loss, summary, retries, score = _safe_epoch(run, epoch, x0, tg, h, n_windows)
             if loss is None:
@@ -393,12 +461,16 @@ def _train(run: _Run) -> str:
                 return f"{summary} at epoch {epoch} after {retries} retries (rolled back)"
             row = _record(run, loss, summary, h, time.perf_counter() - t0, retries, score)
             _keep_best(run, epoch, score)
-            restarts = 0 if not row["restarts"] else restarts + 1
+            restarts = 0 if not row.restarts else restarts + 1
             if run.ckpt_path is not None and run.writer:
                 _save_checkpoint(run, epoch)
             if bar is not None:
                 _show(bar, row)
-            reason = _time_reason(run, epoch + 1) if run.timed_out else _stop_reason(run, epoch, row, restarts)
+            reason = (
+                _time_reason(run, epoch + 1)
+                if run.timed_out
+                else _stop_reason(run, epoch, row, restarts)
+            )
             if reason is not None:
                 return reason
     finally:
@@ -408,8 +480,8 @@ def _train(run: _Run) -> str:
 
 
 def _watch_data(run: _Run) -> None:
-    """Before the first epoch: the data's loss floor for the strategy, the validation free runs and the
-    score of the weights training starts from (the pre-fit's)."""
+    """Before the first epoch: the data's loss floor for the strategy, the validation free runs and
+    the score of the weights training starts from (the pre-fit's)."""
     from ._watch import Forecasts, loss_floor
 
     z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
@@ -434,8 +506,10 @@ def _keep_best(run: _Run, epoch: int, score) -> None:
 
 
 def _time_reason(run: _Run, epochs_done: int) -> str:
-    return (f"time limit: {run.settings.loop.time_limit:g} s of wall time passed after {epochs_done} "
-            f"epoch(s){' (the last one cut short)' if run.timed_out else ''}")
+    return (
+        f"time limit: {run.settings.loop.time_limit:g} s of wall time passed after {epochs_done} "
+        f"epoch(s){' (the last one cut short)' if run.timed_out else ''}"
+    )
 
 
 def _progress_bar(run: _Run):
@@ -443,19 +517,24 @@ def _progress_bar(run: _Run):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=run.settings.loop.epochs, initial=run.start, desc=f"fit {run.strat.name}", unit="epoch")
+    return tqdm(
+        total=run.settings.loop.epochs,
+        initial=run.start,
+        desc=f"fit {run.strat.name}",
+        unit="epoch",
+    )
 
 
-def _show(bar, row: dict) -> None:
+def _show(bar, row: HistoryRow) -> None:
     bar.update(1)
-    extra = {"rtol": f"{row['rtol']:.0e}"} if math.isfinite(row["rtol"]) else {}
-    bar.set_postfix(loss=f"{row['loss']:.3g}", acc=f"{row['accepted_fraction']:.2f}",
-                    steps=f"{row['mean_steps']:.2f}", H=row["horizon"], **extra)
+    extra = {"rtol": f"{row.rtol:.0e}"} if math.isfinite(row.rtol) else {}
+    bar.set_postfix(loss=f"{row.loss:.3g}", acc=f"{row.accepted_fraction:.2f}",
+                    steps=f"{row.mean_steps:.2f}", H=row.horizon, **extra)
 
 
 def _safe_epoch(run: _Run, epoch: int, x0, tg, h: int, n_windows: int):
-    """One epoch with the rollback: (loss at the weights kept, summary, retries, forecast Score or None),
-    or (None, what went wrong, retries, None) to stop.
+    """One epoch with the rollback: (loss at the weights kept, summary, retries, forecast Score or
+    None), or (None, what went wrong, retries, None) to stop.
 
     Rolled back like a non-finite loss: a loss above ``jump_factor`` x the lowest recorded at this
     horizon, and free runs that blow up from more validation starts than before the epoch.
@@ -464,15 +543,30 @@ def _safe_epoch(run: _Run, epoch: int, x0, tg, h: int, n_windows: int):
     good = (copy.deepcopy(run.field.state_dict()), copy.deepcopy(run.opt.state_dict()))
     retries = 0
     while True:
-        loss, summary, run.timed_out = _epoch(run.field, run.strat, run.opt, x0, tg, h, o.optimizer,
-                                              run.settings.windows.batch_size, run.settings.model.seed, epoch,
-                                              ddp=run.ddp, n_total=n_windows, deadline=run.deadline)
+        loss, summary, run.timed_out = _epoch(
+            run.field,
+            run.strat,
+            run.opt,
+            x0,
+            tg,
+            h,
+            o.optimizer,
+            run.settings.windows.batch_size,
+            run.settings.model.seed,
+            epoch,
+            ddp=run.ddp,
+            n_total=n_windows,
+            deadline=run.deadline,
+        )
         what, score = _judge(run, loss, h), None
         if what is None and run.forecasts is not None:
             score = run.forecasts.score(run.field, run.strat)
             if score.blown > run.blown:
-                what = (f"free runs blew up from {score.blown} of {len(run.forecasts.truth[0])} validation "
-                        f"starts (against {run.blown} before the epoch)")
+                what = (
+                    f"free runs blew up from {score.blown} of {len(run.forecasts.truth[0])} "
+                    "validation "
+                    f"starts (against {run.blown} before the epoch)"
+                )
         if what is None:
             return loss, summary, retries, score
         run.field.load_state_dict(good[0])
@@ -482,9 +576,12 @@ def _safe_epoch(run: _Run, epoch: int, x0, tg, h: int, n_windows: int):
         if loop.on_nan == "retry" and retries < loop.nan_retries and not run.timed_out:
             retries += 1
             run.opt.state.clear()  # L-BFGS history / Adam moments: the next attempt starts afresh
-            warnings.warn(f"{where}; rolled back to the weights at the start of the epoch and retrying "
-                          f"with a fresh optimizer state (retry {retries} of {loop.nan_retries})",
-                          RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"{where}; rolled back to the weights at the start of the epoch and retrying "
+                f"with a fresh optimizer state (retry {retries} of {loop.nan_retries})",
+                RuntimeWarning,
+                stacklevel=4,
+            )
             continue
         msg = (f"{where}; the weights were rolled back to those at the start of epoch {epoch} and "
                "no checkpoint was overwritten. Lower the learning rate, use float64, a shorter "
@@ -498,43 +595,70 @@ def _safe_epoch(run: _Run, epoch: int, x0, tg, h: int, n_windows: int):
 def _judge(run: _Run, loss: float, h: int) -> str | None:
     """What is wrong with an epoch that ended at ``loss`` (non-finite, a jump), or None."""
     if not _finite(run.field, loss):
-        return f"loss became {loss} (non-finite)" if not math.isfinite(loss) else "weights became non-finite"
-    same = [r["loss"] for r in run.rows if r.get("horizon") == h and math.isfinite(r["loss"])]
+        return (
+            f"loss became {loss} (non-finite)"
+            if not math.isfinite(loss)
+            else "weights became non-finite"
+        )
+    same = [r.loss for r in run.rows if r.horizon == h and math.isfinite(r.loss)]
     factor = run.settings.loop.jump_factor
     if same and loss > factor * min(same):
-        return (f"loss jumped to {loss:.3g}, more than {factor:g}x the lowest at horizon {h} ({min(same):.3g}; "
-                "jump_factor)")
+        return (
+            f"loss jumped to {loss:.3g}, more than {factor:g}x the lowest at horizon {h} "
+            f"({min(same):.3g}; "
+            "jump_factor)"
+        )
     return None
 
 
-def _record(run: _Run, loss: float, summary: dict, h: int, wall: float, retries: int, score=None) -> dict:
-    """The epoch's history row; an epoch that moved nothing restarts the optimizer's memory."""
-    prev = run.rows[-1]["loss"] if run.rows else math.inf
+def _record(run: _Run, loss: float, summary: dict, h: int, wall: float, retries: int,
+            score=None) -> HistoryRow:
+    """The epoch's history row; an epoch that moved nothing restarts the optimizer's memory.
+    summary: the solver's scalars (:func:`dynfit.strategies.summary`) and ``loss_start``."""
+    prev = run.rows[-1].loss if run.rows else math.inf
     moved = not (abs(prev - loss) <= run.settings.loop.stall * abs(prev))
-    row = {"loss": loss, "misfit": math.sqrt(max(loss, 0.0) / run.dim), "rtol": run.strat.tolerance(),
-           "horizon": h, "wall_time": wall, "lr": run.opt.param_groups[0]["lr"], "retries": retries,
-           "restarts": int(not moved), "forecast": math.nan if score is None else score.valid, **summary}
+    row = HistoryRow(loss=loss, misfit=math.sqrt(max(loss, 0.0) / run.dim),
+                     rtol=run.strat.tolerance(), horizon=h, wall_time=wall,
+                     lr=run.opt.param_groups[0]["lr"], retries=retries, restarts=int(not moved),
+                     forecast=math.nan if score is None else score.valid, **summary)
     run.rows.append(row)
     if not moved:
-        run.opt.state.clear()  # restart L-BFGS (or Adam's moments): its memory may be what stalls it
+        # restart L-BFGS (or Adam's moments): its memory may be what stalls it
+        run.opt.state.clear()
     if run.sched is not None:
         run.sched.step()
     return row
 
 
 def _save_checkpoint(run: _Run, epoch: int) -> None:
-    best = None if run.best is None else {"score": run.best["score"].to_dict(), "epoch": run.best["epoch"],
-                                          "field": run.best["field"]}
-    _save_atomic({
-        "format": CHECKPOINT_FORMAT, "fingerprint": run.fingerprint, "epoch": epoch + 1,
-        "field": run.field.state_dict(), "optimizer": run.opt.state_dict(),
-        "scheduler": run.sched.state_dict() if run.sched is not None else None,
-        "strategy_state": run.strat.state(), "history": run.rows, "scaler": run.scaler.to_dict(),
-        "rng": torch.get_rng_state(), "best": best,
-    }, run.ckpt_path)
+    best = (
+        None
+        if run.best is None
+        else {
+            "score": run.best["score"].to_dict(),
+            "epoch": run.best["epoch"],
+            "field": run.best["field"],
+        }
+    )
+    _save_atomic(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": run.fingerprint,
+            "epoch": epoch + 1,
+            "field": run.field.state_dict(),
+            "optimizer": run.opt.state_dict(),
+            "scheduler": run.sched.state_dict() if run.sched is not None else None,
+            "strategy_state": run.strat.state(),
+            "history": [r.to_dict() for r in run.rows],
+            "scaler": run.scaler.to_dict(),
+            "rng": torch.get_rng_state(),
+            "best": best,
+        },
+        run.ckpt_path,
+    )
 
 
-def _stop_reason(run: _Run, epoch: int, row: dict, restarts: int) -> str | None:
+def _stop_reason(run: _Run, epoch: int, row: HistoryRow, restarts: int) -> str | None:
     """Why to stop after this epoch (the callback, the strategy: a loss at its floor or converged, a
     stall), or None."""
     loop = run.settings.loop
@@ -542,24 +666,33 @@ def _stop_reason(run: _Run, epoch: int, row: dict, restarts: int) -> str | None:
         return f"the callback asked to stop after epoch {epoch}"
     reason = run.strat.finished(run.rows)
     if reason is None and restarts >= 2:
-        reason = (f"stalled: the loss moved by less than {loop.stall:g} (relative) in two epochs in a row, "
-                  "the second after an optimizer restart")
+        reason = (
+            f"stalled: the loss moved by less than {loop.stall:g} (relative) in two epochs in a "
+            "row, "
+            "the second after an optimizer restart"
+        )
     return reason
 
 
 def _finish(run: _Run, stop_reason: str):
-    """(Surrogate, history Dataset) with the provenance: the weights that forecast best, the inference
-    solver set from the field's accuracy (continuous strategy)."""
+    """(Surrogate, history Dataset) with the provenance: the weights that forecast best, the
+    inference solver set from the field's accuracy (strategies whose
+    ``inference_follows_field``)."""
     meta = run.meta
     if run.best is not None:
         run.field.load_state_dict(run.best["field"])
-        meta.update({"selected_epoch": int(run.best["epoch"]), "selected_forecast": run.best["score"].valid,
-                     "selected_blown": run.best["score"].blown})
+        meta.update(
+            {
+                "selected_epoch": int(run.best["epoch"]),
+                "selected_forecast": run.best["score"].valid,
+                "selected_blown": run.best["score"].blown,
+            }
+        )
     run.field.eval()
     meta["epochs"] = len(run.rows)
     meta["stop_reason"] = stop_reason
     solver = None
-    if run.continuous:
+    if run.strat.inference_follows_field:
         from ._watch import field_error
 
         z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
@@ -570,11 +703,11 @@ def _finish(run: _Run, stop_reason: str):
     surrogate = Surrogate(run.field, run.scaler, run.dt, solver=solver, strategy=run.strat,
                           field_config=run.field_config, provenance=meta)
     meta["world_size"] = 1 if run.ddp is None else run.ddp.world
-    history = _history_dataset(run.rows, {k: v for k, v in meta.items() if k != "params"})
+    history = history_dataset(run.rows, {k: v for k, v in meta.items() if k != "params"})
     return surrogate, history
 
 
-# ------------------------------------------------------------------ from a TOML config (dynfit train)
+# ---------------------------------------------------------------- from a TOML config (dynfit train)
 def _split(data, fraction: float):
     """(train, held-out): by trajectory, or along time for a single trajectory."""
     from .data import as_trajectories, split
@@ -623,7 +756,8 @@ def train_from_config(cfg: dict, *, out=None, progress: bool = True):
 
 # ------------------------------------------------------------------ helpers
 def _reducer(ddp, n_total: int):
-    """(sum of squares, count) over this rank's windows -> over all ranks; identity in one process."""
+    """(sum of squares, count) over this rank's windows -> over all ranks; identity in one
+    process."""
     if ddp is None:
         return None
 
@@ -660,8 +794,10 @@ def _backward(loss: torch.Tensor, params) -> None:
 def _merge(summaries: list[tuple[dict, float]]) -> dict:
     """One history row's solver scalars from (summary, weight) pairs (minibatches or ranks)."""
     tot = float(sum(w for _, w in summaries)) or 1.0
-    out = {k: sum(w * s_[k] for s_, w in summaries) / tot for k in ("accepted_fraction", "mean_substeps",
-                                                                       "mean_steps")}
+    out = {
+        k: sum(w * s_[k] for s_, w in summaries) / tot
+        for k in ("accepted_fraction", "mean_substeps", "mean_steps")
+    }
     out["max_substeps"] = max(s_["max_substeps"] for s_, _ in summaries)
     out["n_f_evals"] = sum(s_["n_f_evals"] for s_, _ in summaries)
     return out
@@ -689,30 +825,6 @@ def _finite(field, loss) -> bool:
     if not math.isfinite(loss):
         return False
     return all(bool(torch.isfinite(p).all()) for p in field.parameters())
-
-
-def _history_attrs(var: str) -> dict:
-    """CF attrs of a history variable: UDUNITS units ("s" or "1"), the prose of HISTORY_UNITS in long_name."""
-    name = var.replace("_", " ")
-    if var == "wall_time":
-        return {"units": "s", "long_name": "wall-clock time of the epoch"}
-    return {"units": "1", "long_name": f"{name} ({HISTORY_UNITS[var]})" if var in HISTORY_UNITS else name}
-
-
-def _history_dataset(rows: list[dict], attrs: dict):
-    import xarray as xr
-
-    n = len(rows)
-    data = {}
-    for var in HISTORY_VARS:
-        vals = [row.get(var, 0 if var == "retries" else np.nan) for row in rows]
-        dtype = np.int64 if var in ("max_substeps", "n_f_evals", "horizon", "retries", "restarts") else np.float64
-        vals = [0 if (v is None and dtype is np.int64) else (np.nan if v is None else v) for v in vals]
-        data[var] = ("epoch", np.asarray(vals, dtype=dtype) if n else np.zeros(0, dtype),
-                     _history_attrs(var))
-    clean = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))}
-    return xr.Dataset(data, coords={"epoch": np.arange(n)}, attrs=clean)
-
 
 
 class _OutOfTime(Exception):
@@ -748,66 +860,83 @@ def _evaluate(field, strat, x0, tg, h, bs, *, ddp=None, n_total=None) -> tuple[f
     return total / max(n if ddp is None else n_total, 1), _merge(parts)
 
 
-def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch, *, ddp=None, n_total=None,
-           deadline=math.inf):
-    """One epoch; returns (loss at the weights kept, summary dict, timed out). With ``ddp``, x0/tg hold
-    this rank's windows (global indices rank, rank + world, ...) of ``n_total``; losses and gradients
-    are summed over ranks.
-
-    L-BFGS keeps the weights of its lowest closure value (the line search's trials included), so the
-    loss recorded is the loss at the weights kept, at no extra cost; ``loss_start`` is its first
-    closure value (the epoch's starting weights). Adam's loss is evaluated once more at the end without
-    gradient (one forward pass over the windows). Past ``deadline`` (time.perf_counter()) the epoch
-    stops: inside the L-BFGS closure or between Adam minibatches.
+def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch, *, ddp=None,
+           n_total=None, deadline=math.inf):
+    """One epoch: (loss at the weights kept, summary dict, timed out). With ``ddp``, x0 (B, D)
+    and tg (H, B, D) hold this rank's windows (global indices rank, rank + world, ...) of
+    ``n_total``; losses and gradients are summed over ranks. Past ``deadline``
+    (time.perf_counter()) the epoch stops. L-BFGS runs a full-batch epoch, Adam a minibatch one.
     """
     field.train()
     params = [p for p in field.parameters() if p.requires_grad]
     if optimizer == "lbfgs":
-        record = {"evals": 0, "summary": None, "loss": math.inf, "start": math.nan, "weights": None}
+        return _full_batch_epoch(field, strat, opt, params, x0, tg, h, ddp=ddp, n_total=n_total,
+                                 deadline=deadline)
+    return _minibatch_epoch(field, strat, opt, params, x0, tg, h, batch_size, seed, epoch, ddp=ddp,
+                            n_total=n_total, deadline=deadline)
 
-        def closure():
-            if _late(deadline, ddp):
-                raise _OutOfTime
-            opt.zero_grad()
-            ys, st = strat.rollout(field, x0, h, tg)
-            loss = _loss(ys, tg, None if ddp is None else n_total)
-            _backward(loss, params)
-            s_ = _strategies.summary(st, h)
-            if ddp is not None:
-                ddp.sum_grads(params)
-                total = loss.detach().clone()
-                ddp.sum_(total)
-                s_ = _merge([(r, w) for r, w in ddp.gather((s_, x0.shape[0]))])
-                loss = total
-            record["evals"] += s_["n_f_evals"]
-            value = float(loss.detach())
-            if math.isnan(record["start"]):
-                record["start"] = value
-            if value < record["loss"]:  # the lowest so far: its weights are the ones to keep
-                record.update(loss=value, summary=s_, weights=[p.detach().clone() for p in params])
-            elif record["summary"] is None:
-                record["summary"] = s_
-            return loss
 
-        timed_out = False
-        try:
-            opt.step(closure)
-        except _OutOfTime:
-            timed_out = True
-            opt.state.clear()  # a step cut short leaves L-BFGS's memory half updated
-        if record["weights"] is not None and not all(torch.equal(p, w) for p, w in zip(params, record["weights"])):
-            with torch.no_grad():
-                for p, w in zip(params, record["weights"]):
-                    p.copy_(w)
-            opt.state.clear()  # its memory describes the last trial's weights, not these
-        if record["summary"] is None:  # cut short before the first closure: evaluate where we stand
-            loss, summary = _evaluate(field, strat, x0, tg, h, max(x0.shape[0], 1), ddp=ddp, n_total=n_total)
-            return loss, {**summary, "loss_start": loss}, timed_out
-        summary = dict(record["summary"])
-        summary["n_f_evals"] = record["evals"]
-        summary["loss_start"] = record["start"]
-        loss = record["loss"] if record["weights"] is not None else math.nan
-        return loss, summary, timed_out
+def _full_batch_epoch(field, strat, opt, params, x0, tg, h, *, ddp, n_total, deadline):
+    """One L-BFGS step over every window. It keeps the weights of its lowest closure value (the
+    line search's trials included), so the loss recorded is the loss at the weights kept, at no
+    extra cost; ``loss_start`` is its first closure value (the epoch's starting weights). The
+    time limit is checked inside the closure."""
+    record = {"evals": 0, "summary": None, "loss": math.inf, "start": math.nan, "weights": None}
+
+    def closure():
+        if _late(deadline, ddp):
+            raise _OutOfTime
+        opt.zero_grad()
+        ys, st = strat.rollout(field, x0, h, tg)
+        loss = _loss(ys, tg, None if ddp is None else n_total)
+        _backward(loss, params)
+        s_ = _strategies.summary(st, h)
+        if ddp is not None:
+            ddp.sum_grads(params)
+            total = loss.detach().clone()
+            ddp.sum_(total)
+            s_ = _merge([(r, w) for r, w in ddp.gather((s_, x0.shape[0]))])
+            loss = total
+        record["evals"] += s_["n_f_evals"]
+        value = float(loss.detach())
+        if math.isnan(record["start"]):
+            record["start"] = value
+        if value < record["loss"]:  # the lowest so far: its weights are the ones to keep
+            record.update(loss=value, summary=s_, weights=[p.detach().clone() for p in params])
+        elif record["summary"] is None:
+            record["summary"] = s_
+        return loss
+
+    timed_out = False
+    try:
+        opt.step(closure)
+    except _OutOfTime:
+        timed_out = True
+        opt.state.clear()  # a step cut short leaves L-BFGS's memory half updated
+    if record["weights"] is not None and not all(
+        torch.equal(p, w) for p, w in zip(params, record["weights"])
+    ):
+        with torch.no_grad():
+            for p, w in zip(params, record["weights"]):
+                p.copy_(w)
+        opt.state.clear()  # its memory describes the last trial's weights, not these
+    if record["summary"] is None:  # cut short before the first closure: evaluate where we stand
+        loss, summary = _evaluate(
+            field, strat, x0, tg, h, max(x0.shape[0], 1), ddp=ddp, n_total=n_total
+        )
+        return loss, {**summary, "loss_start": loss}, timed_out
+    summary = dict(record["summary"])
+    summary["n_f_evals"] = record["evals"]
+    summary["loss_start"] = record["start"]
+    loss = record["loss"] if record["weights"] is not None else math.nan
+    return loss, summary, timed_out
+
+
+def _minibatch_epoch(field, strat, opt, params, x0, tg, h, batch_size, seed, epoch, *, ddp, n_total,
+                     deadline):
+    """Adam over minibatches of ``batch_size`` windows in a seeded order (the same global order on
+    every rank); the loss is evaluated once more at the end without gradient (one forward pass
+    over the windows). The time limit is checked between minibatches."""
     n = x0.shape[0] if ddp is None else n_total
     bs = n if batch_size is None else min(batch_size, n)
     gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
@@ -832,8 +961,16 @@ def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch, *, 
         if ddp is not None:
             ddp.sum_grads(params)
         opt.step()
-    loss, summary = _evaluate(field, strat, x0, tg, h, max(bs if ddp is None else x0.shape[0], 1), ddp=ddp,
-                              n_total=n_total)
+    loss, summary = _evaluate(
+        field,
+        strat,
+        x0,
+        tg,
+        h,
+        max(bs if ddp is None else x0.shape[0], 1),
+        ddp=ddp,
+        n_total=n_total,
+    )
     if ddp is not None:
         t = torch.tensor([float(evals)], dtype=torch.float64)
         ddp.sum_(t)
@@ -843,9 +980,13 @@ def _epoch(field, strat, opt, x0, tg, h, optimizer, batch_size, seed, epoch, *, 
     return loss, summary, timed_out
 
 
-def _resume(path: Path, fingerprint: dict, field, opt, sched, strat, scaler) -> tuple[int, list, dict | None]:
-    """Load a checkpoint into the run's objects: (epochs done, history rows, the best weights or None)."""
-    from .io import check_checkpoint_blob, load_torch  # weights_only=True: no code runs from the file
+def _resume(
+    path: Path, fingerprint: dict, field, opt, sched, strat, scaler
+) -> tuple[int, list, dict | None]:
+    """Load a checkpoint into the run's objects: (epochs done, history rows, the best weights or
+    None)."""
+    # weights_only=True: no code runs from the file
+    from .io import check_checkpoint_blob, load_torch
 
     blob = check_checkpoint_blob(load_torch(path, what="checkpoint"), path, CHECKPOINT_FORMAT)
     theirs = blob["fingerprint"]
@@ -856,17 +997,27 @@ def _resume(path: Path, fingerprint: dict, field, opt, sched, strat, scaler) -> 
                          "use another checkpoint_dir or pass resume=False to start over")
     saved = Standardizer.from_dict(blob["scaler"])
     if not (np.allclose(saved.mean, scaler.mean) and np.allclose(saved.std, scaler.std)):
-        raise ValueError(f"checkpoint {path} was trained on other data (different standardisation); "
-                         "use another checkpoint_dir or pass resume=False")
+        raise ValueError(
+            f"checkpoint {path} was trained on other data (different standardisation); "
+            "use another checkpoint_dir or pass resume=False"
+        )
     field.load_state_dict(blob["field"])
-    keep = [{k: g[k] for k in ("max_iter", "tolerance_grad", "tolerance_change") if k in g} for g in opt.param_groups]
+    keep = [
+        {k: g[k] for k in ("max_iter", "tolerance_grad", "tolerance_change") if k in g}
+        for g in opt.param_groups
+    ]
     try:
         opt.load_state_dict(blob["optimizer"])
-    except (ValueError, KeyError) as err:  # another parameter layout, e.g. a TA-BN field saved before its
-        # layers shared one set of tables (dynfit 2026-12): the weights load, the optimiser's moments do not
-        raise ValueError(f"checkpoint {path} holds optimiser state for another parameter layout ({err}); it was "
-                         "written by another dynfit version or model; pass resume=False to start over") from err
-    for group, settings in zip(opt.param_groups, keep):  # this call's L-BFGS settings win over the saved ones
+    # another parameter layout, e.g. a TA-BN field saved before its
+    except (ValueError, KeyError) as err:
+        # layers shared one set of tables (dynfit 2026-12): the weights load, the optimizer's
+        # moments do not
+        raise ValueError(
+            f"checkpoint {path} holds optimizer state for another parameter layout ({err}); it was "
+            "written by another dynfit version or model; pass resume=False to start over"
+        ) from err
+    # this call's L-BFGS settings win over the saved ones
+    for group, settings in zip(opt.param_groups, keep):
         group.update(settings)
     if sched is not None and blob.get("scheduler") is not None:
         sched.load_state_dict(blob["scheduler"])
@@ -876,5 +1027,10 @@ def _resume(path: Path, fingerprint: dict, field, opt, sched, strat, scaler) -> 
 
     best = blob.get("best")
     if best:
-        best = {"score": Score.from_dict(best["score"]), "epoch": int(best["epoch"]), "field": best["field"]}
-    return int(blob["epoch"]), list(blob["history"]), best or None
+        best = {
+            "score": Score.from_dict(best["score"]),
+            "epoch": int(best["epoch"]),
+            "field": best["field"],
+        }
+    rows = [HistoryRow.from_dict(r) for r in blob["history"]]
+    return int(blob["epoch"]), rows, best or None

@@ -14,7 +14,8 @@ from .integrate import (  # noqa: E402
 from .simulate import simulate  # noqa: E402
 from .dataset import load, save  # noqa: E402
 from .lyapunov import kaplan_yorke_dimension, lyapunov_spectrum  # noqa: E402
-from .dysts import dysts_names, dysts_unsupported, from_dysts  # noqa: E402  (dysts imported on first use)
+# noqa: E402  (dysts imported on first use)
+from .dysts import dysts_names, dysts_unsupported, from_dysts
 
 __all__ = [
     "System",

@@ -1,4 +1,5 @@
-"""dysts' catalogue of chaotic flows as ``systems.System`` objects (optional extra ``dynfit[dysts]``).
+"""dysts' catalogue of chaotic flows as ``systems.System`` objects (optional extra
+``dynfit[dysts]``).
 
 ``from_dysts(name, **params)`` builds a System from one dysts flow: its
 parameters, initial condition, time step, estimated largest Lyapunov exponent
@@ -49,11 +50,15 @@ _DELAY_REASON = (
     "not a vector, and our integrators solve ordinary differential equations"
 )
 _PYTHON_RHS_REASON = (
-    "its right-hand side is a Python method of the dysts object (rhs(self, X, t) computing with numpy "
-    "on the object's attributes), not a compiled function of (state, t, parameters) that our kernels can "
+    "its right-hand side is a Python method of the dysts object (rhs(self, X, t) computing with "
+    "numpy "
+    "on the object's attributes), not a compiled function of (state, t, parameters) that our "
+    "kernels can "
     "call; port the equations with systems.System.define"
 )
-_MAP_REASON = "discrete map (dysts.maps): an iteration x -> f(x), not a flow; our integrators solve ODEs"
+_MAP_REASON = (
+    "discrete map (dysts.maps): an iteration x -> f(x), not a flow; our integrators solve ODEs"
+)
 _NO_RHS_REASON = "dysts defines no right-hand side _rhs for it"
 
 _LOCK = threading.Lock()
@@ -72,20 +77,23 @@ def _dysts():
             import dysts.systems
     except ImportError as exc:
         raise ImportError(
-            f"systems.from_dysts and systems.dysts_names need the optional package dysts, which could not be "
+            "systems.from_dysts and systems.dysts_names need the optional package dysts, which "
+            "could not be "
             f"imported ({type(exc).__name__}: {exc}); {_INSTALL_HINT}"
         ) from exc
     return dysts
 
 
 def dysts_version() -> str:
-    """The installed dysts version, e.g. ``"0.96"`` (ImportError with the install hint without dysts)."""
+    """The installed dysts version, e.g. ``"0.96"`` (ImportError with the install hint without
+    dysts)."""
     _dysts()
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("dysts")
-    except PackageNotFoundError:  # pragma: no cover - dysts importable but not installed as a distribution
+    # pragma: no cover - dysts importable but not installed as a distribution
+    except PackageNotFoundError:
         return "unknown"
 
 
@@ -104,7 +112,8 @@ def _catalogue() -> tuple[tuple[str, ...], dict[str, str]]:
         elif cls._rhs is base.BaseDyn._rhs:
             unsupported[n] = _NO_RHS_REASON
     for n in dysts.systems.get_attractor_list("discrete"):
-        unsupported[f"maps.{n}"] = _MAP_REASON  # prefixed: dysts has a flow and a map both named Duffing
+        # prefixed: dysts has a flow and a map both named Duffing
+        unsupported[f"maps.{n}"] = _MAP_REASON
     return names, unsupported
 
 
@@ -124,10 +133,19 @@ def dysts_unsupported() -> dict[str, str]:
 # -- building a System ------------------------------------------------------------
 def _resolve(name) -> str:
     if not isinstance(name, str):
-        raise TypeError(f"name must be a dysts system name (str), got {name!r} ({type(name).__name__})")
+        raise TypeError(
+            f"name must be a dysts system name (str), got {name!r} ({type(name).__name__})"
+        )
     names, unsupported = _catalogue()
-    lookup = {n.lower(): n for n in [*unsupported, *names]}  # a flow wins over a map of the same name
-    lookup.update({n.lower().removeprefix("maps."): n for n in unsupported if n.lower().removeprefix("maps.") not in lookup})
+    # a flow wins over a map of the same name
+    lookup = {n.lower(): n for n in [*unsupported, *names]}
+    lookup.update(
+        {
+            n.lower().removeprefix("maps."): n
+            for n in unsupported
+            if n.lower().removeprefix("maps.") not in lookup
+        }
+    )
     key = name.removeprefix("dysts_").lower()
     if key not in lookup:
         close = difflib.get_close_matches(name, list(lookup.values()), n=5, cutoff=0.5)
@@ -142,10 +160,13 @@ def _resolve(name) -> str:
 
 
 def _state_and_param_args(fn: Callable, dim: int, name: str) -> tuple[list[str], str, list[str]]:
-    """Names of the state arguments, the time argument and the parameter arguments of dysts' _rhs."""
+    """Names of the state arguments, the time argument and the parameter arguments of dysts'
+    _rhs."""
     args = list(inspect.signature(getattr(fn, "py_func", fn)).parameters)
     if len(args) < dim + 1:
-        raise ValueError(f"dysts {name}._rhs{tuple(args)} has fewer than dim + 1 = {dim + 1} arguments")
+        raise ValueError(
+            f"dysts {name}._rhs{tuple(args)} has fewer than dim + 1 = {dim + 1} arguments"
+        )
     return args[:dim], args[dim], args[dim + 1 :]
 
 
@@ -238,20 +259,29 @@ class _Functions:
         jsrc = (
             "def jac(x, t, p, out):\n"
             f'    """dysts {version} {name}._jac (source sha256 {digest}) as jac(x, t, p, out)."""\n'
-            f"    r = _j{call}\n" + "".join(f"    out[{a}, {b}] = r[{a}][{b}]\n" for a in range(dim) for b in range(dim))
+            f"    r = _j{call}\n"
+            + "".join(f"    out[{a}, {b}] = r[{a}][{b}]\n" for a in range(dim) for b in range(dim))
         )
         if not isinstance(f, CPUDispatcher) and "heaviside" in f_src:
             _heaviside_for_numba()
         f_jit = f if isinstance(f, CPUDispatcher) else njit(nogil=True)(f_py)
-        rhs_src = _exec_source(src, f"<systems.dysts {name} rhs {digest}>", {"_f": f_jit, "np": np}, "rhs")
+        rhs_src = _exec_source(
+            src, f"<systems.dysts {name} rhs {digest}>", {"_f": f_jit, "np": np}, "rhs"
+        )
         self.rhs = njit(nogil=True)(rhs_src)
-        self.rhs_py = _exec_source(src, f"<systems.dysts {name} rhs (Python)>", {"_f": f_py, "np": np}, "rhs")
+        self.rhs_py = _exec_source(
+            src, f"<systems.dysts {name} rhs (Python)>", {"_f": f_py, "np": np}, "rhs"
+        )
         self.jac = self.jac_py = None
         if j is not None:
             j_jit = j if isinstance(j, CPUDispatcher) else njit(nogil=True)(j_py)
-            jac_src = _exec_source(jsrc, f"<systems.dysts {name} jac {digest}>", {"_j": j_jit, "np": np}, "jac")
+            jac_src = _exec_source(
+                jsrc, f"<systems.dysts {name} jac {digest}>", {"_j": j_jit, "np": np}, "jac"
+            )
             self.jac = njit(nogil=True)(jac_src)
-            self.jac_py = _exec_source(jsrc, f"<systems.dysts {name} jac (Python)>", {"_j": j_py, "np": np}, "jac")
+            self.jac_py = _exec_source(
+                jsrc, f"<systems.dysts {name} jac (Python)>", {"_j": j_py, "np": np}, "jac"
+            )
         self.fd_jac = finite_difference_jacobian(self.rhs)
 
 
@@ -287,13 +317,19 @@ def _our_estimates(version: str) -> dict[str, float]:
     from importlib import resources
 
     try:
-        data = json.loads(resources.files("systems").joinpath("data/dysts_lyapunov.json").read_text())
+        data = json.loads(
+            resources.files("systems").joinpath("data/dysts_lyapunov.json").read_text()
+        )
     except (OSError, ValueError):
         return {}
     if str(data.get("dysts")) != version:
         return {}
     rows = data.get("rows", [])
-    return {r["name"]: float(r["ours"]) for r in rows if r.get("ours") is not None and math.isfinite(r["ours"])}
+    return {
+        r["name"]: float(r["ours"])
+        for r in rows
+        if r.get("ours") is not None and math.isfinite(r["ours"])
+    }
 
 
 def from_dysts(name: str, **params: float) -> System:
@@ -336,7 +372,9 @@ def from_dysts(name: str, **params: float) -> System:
     with np.errstate(all="ignore"):
         fns.rhs_py(x0.copy(), 0.0, p, f0)
     if not np.all(np.isfinite(f0)):
-        raise ValueError(f"dysts {real}: the right-hand side is not finite at dysts' initial condition {x0}")
+        raise ValueError(
+            f"dysts {real}: the right-hand side is not finite at dysts' initial condition {x0}"
+        )
     jac, jac_kind, note = fns.fd_jac, "central differences", ""
     if fns.jac is not None:
         a = np.full((dim, dim), np.nan)
@@ -347,8 +385,10 @@ def from_dysts(name: str, **params: float) -> System:
         if err <= 1e-5:
             jac, jac_kind = fns.jac, "analytic (dysts _jac)"
         else:
-            note = (f"dysts' _jac disagrees with central differences of its _rhs at x0 (relative error "
-                    f"{err:.1e}); our compiled central differences are used")
+            note = (
+                f"dysts' _jac disagrees with central differences of its _rhs at x0 (relative error "
+                f"{err:.1e}); our compiled central differences are used"
+            )
 
     lam = getattr(obj, "maximum_lyapunov_estimated", None)
     lam = float(lam) if lam is not None and np.isfinite(lam) else None
@@ -365,7 +405,9 @@ def from_dysts(name: str, **params: float) -> System:
         "dysts_name": real,
         "jacobian": jac_kind,
         "period": getattr(obj, "period", None),
-        "lyapunov_spectrum_estimated": list(getattr(obj, "lyapunov_spectrum_estimated", None) or []),
+        "lyapunov_spectrum_estimated": list(
+            getattr(obj, "lyapunov_spectrum_estimated", None) or []
+        ),
         "dysts_citation": getattr(obj, "citation", ""),
         "nonautonomous": bool(getattr(obj, "nonautonomous", False)),
         "postprocessing": hasattr(obj, "_postprocessing"),
@@ -383,9 +425,13 @@ def from_dysts(name: str, **params: float) -> System:
         dt=float(obj.dt),
         lyapunov_max=lam,
         lyapunov_citation=(
-            f"dysts {version} metadata (maximum_lyapunov_estimated; Gilpin, Chaos as an interpretable "
-            "benchmark for forecasting and data-driven modelling, NeurIPS Datasets and Benchmarks 2021)"
-        ) if lam is not None else "",
+            f"dysts {version} metadata (maximum_lyapunov_estimated; Gilpin, Chaos as an "
+            "interpretable "
+            "benchmark for forecasting and data-driven modelling, NeurIPS Datasets and Benchmarks "
+            "2021)"
+        )
+        if lam is not None
+        else "",
         reference_matched=matched,
         autonomous=not _uses(cls._rhs, t_arg),
         description=str(getattr(obj, "description", "")),

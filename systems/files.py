@@ -22,8 +22,16 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-__all__ = ["atomic_path", "atomic_save", "atomic_write_bytes", "ensure_folder", "remove_stale_temps", "FolderLock",
-           "FolderLockedError", "TEMP_PREFIX"]
+__all__ = [
+    "atomic_path",
+    "atomic_save",
+    "atomic_write_bytes",
+    "ensure_folder",
+    "remove_stale_temps",
+    "FolderLock",
+    "FolderLockedError",
+    "TEMP_PREFIX",
+]
 
 TEMP_PREFIX = ".dynfit-tmp-"
 
@@ -73,11 +81,18 @@ def _explain(err: OSError, path: Path) -> OSError:
         return OSError(err.errno, f"no space left on {path.parent} while writing {path.name}; "
                                   "free some space or choose another folder")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OSError(err.errno, f"cannot write {path}: permission denied or read-only file system "
-                                  "(choose a folder you can write to)")
+        return OSError(
+            err.errno,
+            f"cannot write {path}: permission denied or read-only file system "
+            "(choose a folder you can write to)",
+        )
     if err.errno in (errno.ENOTDIR, errno.EEXIST):
         blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
-        where = f"{blocker} is a file, not a folder" if blocker else "a parent of it is a file, not a folder"
+        where = (
+            f"{blocker} is a file, not a folder"
+            if blocker
+            else "a parent of it is a file, not a folder"
+        )
         return OSError(err.errno, f"cannot write {path}: {where}; choose another path")
     if err.errno == errno.EISDIR:
         return OSError(err.errno, f"cannot write {path}: it is a folder; give a file name")
@@ -87,7 +102,8 @@ def _explain(err: OSError, path: Path) -> OSError:
 
 
 def _umask() -> int:
-    """The process umask, read without changing it (Linux /proc); else by setting and restoring it."""
+    """The process umask, read without changing it (Linux /proc); else by setting and restoring
+    it."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
@@ -128,8 +144,10 @@ def ensure_folder(path) -> Path:
     except OSError as err:
         raise _explain(err, path) from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise OSError(errno.EACCES, f"cannot write into {path}: permission denied (choose a folder you "
-                                    "can write to)")
+        raise OSError(
+            errno.EACCES,
+            f"cannot write into {path}: permission denied (choose a folder you can write to)",
+        )
     return path
 
 
@@ -149,7 +167,9 @@ def atomic_path(path, *, suffix: str | None = None, directory: bool = False) -> 
         raise _explain(err, path) from None
     sfx = path.suffix if suffix is None else suffix
     try:
-        fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.stem}-", suffix=sfx, dir=path.parent)
+        fd, name = tempfile.mkstemp(
+            prefix=f"{TEMP_PREFIX}{path.stem}-", suffix=sfx, dir=path.parent
+        )
     except OSError as err:
         raise _explain(err, path) from None
     os.close(fd)
@@ -258,8 +278,10 @@ class FolderLock:
                     holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
                 finally:
                     os.close(fd)
-                raise FolderLockedError(f"{self.folder} is in use by another dynfit run (pid {holder}); "
-                                        "wait for it to finish or choose another output folder") from None
+                raise FolderLockedError(
+                    f"{self.folder} is in use by another dynfit run (pid {holder}); "
+                    "wait for it to finish or choose another output folder"
+                ) from None
             try:  # the holder before us may have removed the file between our open and our flock
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except OSError:
@@ -267,7 +289,8 @@ class FolderLock:
             if same:
                 break
             os.close(fd)
-        with contextlib.suppress(OSError):  # the pid is for messages only (a full disk must not stop here)
+        # the pid is for messages only (a full disk must not stop here)
+        with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
             os.write(fd, str(os.getpid()).encode())
         self._fd = fd

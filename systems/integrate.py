@@ -44,8 +44,9 @@ __all__ = [
 
 # Status codes returned per trajectory by the compiled solvers: systems.status.Status,
 # shared with dynfit.solvers (OK and UNDERFLOW are its aliases of SUCCESS, STEP_UNDERFLOW).
-SUCCESS, MAX_STEPS, STEP_UNDERFLOW, NONFINITE = (int(s) for s in (Status.SUCCESS, Status.MAX_STEPS,
-                                                                  Status.STEP_UNDERFLOW, Status.NONFINITE))
+SUCCESS, MAX_STEPS, STEP_UNDERFLOW, NONFINITE = (
+    int(s) for s in (Status.SUCCESS, Status.MAX_STEPS, Status.STEP_UNDERFLOW, Status.NONFINITE)
+)
 OK, UNDERFLOW = SUCCESS, STEP_UNDERFLOW
 
 # Step-size control constants (Hairer, Norsett & Wanner I, II.4; PI control
@@ -65,8 +66,17 @@ LOG_1EM4 = math.log(1e-4)
 # and the constants below are written in. Plain Python here, never called.
 # --------------------------------------------------------------------------
 define_constants(
-    "integrate", SAFETY=SAFETY, FAC_MIN=FAC_MIN, FAC_MAX=FAC_MAX, BLOCK=BLOCK, PI_ALPHA=PI_ALPHA,
-    PI_BETA=PI_BETA, LOG_1EM4=LOG_1EM4, SUCCESS=SUCCESS, MAX_STEPS=MAX_STEPS, STEP_UNDERFLOW=STEP_UNDERFLOW,
+    "integrate",
+    SAFETY=SAFETY,
+    FAC_MIN=FAC_MIN,
+    FAC_MAX=FAC_MAX,
+    BLOCK=BLOCK,
+    PI_ALPHA=PI_ALPHA,
+    PI_BETA=PI_BETA,
+    LOG_1EM4=LOG_1EM4,
+    SUCCESS=SUCCESS,
+    MAX_STEPS=MAX_STEPS,
+    STEP_UNDERFLOW=STEP_UNDERFLOW,
     NONFINITE=NONFINITE,
 )
 _rhs = _jac = None  # bound per system in the generated module
@@ -89,7 +99,7 @@ def _solve_fixed_block(x0, t_eval, n_sub, p, a, b, c, out, status, t_fail):
 
     x0 (nb, d) -> out (nb, m, d); status, t_fail (nb,). Stepping the block
     stage by stage interleaves independent dependency chains, which the CPU
-    overlaps (~2x faster than one trajectory at a time for small systems).
+    overlaps (faster than one trajectory at a time for small systems).
     """
     nb = x0.shape[0]
     x = x0.copy()
@@ -161,7 +171,9 @@ def _initial_step(x, t, p, f0, q, rtol, atol, tmp, f1):
 
 
 @template("integrate")
-def _solve_adaptive_block(x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, out, status, t_fail, stats):
+def _solve_adaptive_block(
+    x0, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, out, status, t_fail, stats
+):
     """Adaptive steps for a block of trajectories, each with its own clock and step size.
 
     x0 (nb, d) -> out (nb, m, d), landing on every t_eval; status, t_fail
@@ -319,12 +331,17 @@ def _ensemble_fixed(x0s, t_eval, n_sub, p, a, b, c, out, status, t_fail):
     for ib in prange(n_blocks):
         lo = ib * BLOCK
         hi = min(lo + BLOCK, n)
-        _solve_fixed_block(x0s[lo:hi], t_eval, n_sub, p, a, b, c, out[lo:hi], status[lo:hi], t_fail[lo:hi])
+        _solve_fixed_block(
+            x0s[lo:hi], t_eval, n_sub, p, a, b, c, out[lo:hi], status[lo:hi], t_fail[lo:hi]
+        )
 
 
 @template("integrate", parallel=True)
-def _ensemble_adaptive(x0s, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, out, status, t_fail, stats):
-    """x0s (n, d) -> out (n, m, d); status, t_fail (n,); stats (n, 3); blocks of BLOCK trajectories."""
+def _ensemble_adaptive(
+    x0s, t_eval, p, a, b, c, e, fsal, q, rtol, atol, max_steps, out, status, t_fail, stats
+):
+    """x0s (n, d) -> out (n, m, d); status, t_fail (n,); stats (n, 3); blocks of BLOCK
+    trajectories."""
     n = x0s.shape[0]
     n_blocks = (n + BLOCK - 1) // BLOCK
     for ib in prange(n_blocks):
@@ -441,18 +458,24 @@ def integrate(
     single = x0.ndim == 1
     x0s = np.ascontiguousarray(x0[None] if single else x0)
     if x0s.ndim != 2 or x0s.shape[1] != system.dim:
-        raise ValueError(f"x0 must have shape ({system.dim},) or (n_traj, {system.dim}) for {system.name!r}, got {x0.shape}")
+        raise ValueError(
+            f"x0 must have shape ({system.dim},) or (n_traj, {system.dim}) for {system.name!r}, "
+            f"got {x0.shape}"
+        )
     if not np.all(np.isfinite(x0s)):
         bad = int(np.argwhere(~np.isfinite(x0s))[0][0])
-        raise ValueError(f"x0 contains NaN or inf (trajectory {bad}: {x0s[bad]}); give finite initial states")
+        raise ValueError(
+            f"x0 contains NaN or inf (trajectory {bad}: {x0s[bad]}); give finite initial states"
+        )
     t_eval = np.ascontiguousarray(t_eval, dtype=np.float64)
     if t_eval.ndim != 1 or t_eval.size < 1:
         raise ValueError(f"t_eval must be a non-empty 1-D array of times, got shape {t_eval.shape}")
     if not np.all(np.isfinite(t_eval)) or np.any(np.diff(t_eval) <= 0):
         raise ValueError("t_eval must be finite and strictly increasing")
     substeps = checks.integer("substeps", substeps, minimum=1)
-    max_steps = checks.integer("max_steps", default_max_steps(t_eval.size) if max_steps is None else max_steps,
-                               minimum=1)
+    max_steps = checks.integer(
+        "max_steps", default_max_steps(t_eval.size) if max_steps is None else max_steps, minimum=1
+    )
     p = system.param_array() if params is None else np.ascontiguousarray(params, dtype=np.float64)
 
     n, m, d = x0s.shape[0], t_eval.size, system.dim
@@ -466,7 +489,22 @@ def integrate(
         e = np.ascontiguousarray(tab.error_weights)
         q = float(min(tab.order, tab.order_low) + 1)
         mod._ensemble_adaptive(
-            x0s, t_eval, p, a, b, c, e, bool(tab.fsal), q, rtol, atol, int(max_steps), out, status, t_fail, stats
+            x0s,
+            t_eval,
+            p,
+            a,
+            b,
+            c,
+            e,
+            bool(tab.fsal),
+            q,
+            rtol,
+            atol,
+            int(max_steps),
+            out,
+            status,
+            t_fail,
+            stats,
         )
     else:
         mod._ensemble_fixed(x0s, t_eval, int(substeps), p, a, b, c, out, status, t_fail)
@@ -501,22 +539,28 @@ def _raise_on_failure(system, status, t_fail, out, method, rtol, atol, max_steps
     code = int(status[i])
     if code == NONFINITE:
         raise BlowUpError(
-            f"{system.name}: trajectory {i} blew up (state became NaN or inf) at t={t:.6g} with method "
-            f"{method!r}{more}; check the parameters and initial state, or use an adaptive method / smaller dt",
+            f"{system.name}: trajectory {i} blew up (state became NaN or inf) at t={t:.6g} with "
+            "method "
+            f"{method!r}{more}; check the parameters and initial state, or use an adaptive method "
+            "/ smaller dt",
             i,
             t,
         )
     if code == MAX_STEPS:
         raise StepLimitError(
-            f"{system.name}: trajectory {i} reached the step limit max_steps={max_steps} at t={t:.6g} "
-            f"(method {method!r}, rtol={rtol:g}, atol={atol:g}){more}; increase max_steps, loosen rtol/atol, "
+            f"{system.name}: trajectory {i} reached the step limit max_steps={max_steps} at "
+            f"t={t:.6g} "
+            f"(method {method!r}, rtol={rtol:g}, atol={atol:g}){more}; increase max_steps, loosen "
+            "rtol/atol, "
             f"or check whether the solution blows up",
             i,
             t,
         )
     raise StepSizeUnderflowError(
-        f"{system.name}: trajectory {i} step size fell to rounding level at t={t:.6g} (method {method!r}){more}; "
-        f"the solution probably blows up in finite time there, or the system is too stiff for an explicit method",
+        f"{system.name}: trajectory {i} step size fell to rounding level at t={t:.6g} (method "
+        f"{method!r}){more}; "
+        "the solution probably blows up in finite time there, or the system is too stiff for an "
+        "explicit method",
         i,
         t,
     )

@@ -43,7 +43,14 @@ import numba
 
 from .files import atomic_write_bytes
 
-__all__ = ["template", "define_constants", "compile_kernels", "kernel_dir", "KernelCacheError", "template_source"]
+__all__ = [
+    "template",
+    "define_constants",
+    "compile_kernels",
+    "kernel_dir",
+    "KernelCacheError",
+    "template_source",
+]
 
 # group -> [(function, parallel)], and group -> {name: value} written into the generated module
 _TEMPLATES: dict[str, list[tuple[Callable, bool]]] = {}
@@ -63,7 +70,8 @@ _S = {stages!r}  # LLVM unrolls the loops over components and stages (~2x faster
 
 
 def template(group: str, parallel: bool = False) -> Callable:
-    """Decorator: mark a function as a kernel template of ``group`` (compiled per system, see module doc).
+    """Decorator: mark a function as a kernel template of ``group`` (compiled per system, see module
+    doc).
 
     The function stays plain Python where it is defined and is never called there;
     ``parallel=True`` compiles it with ``parallel=True`` (for ``prange`` loops).
@@ -77,17 +85,23 @@ def template(group: str, parallel: bool = False) -> Callable:
 
 
 def define_constants(group: str, **values) -> None:
-    """Module-level constants (numbers, booleans) the templates of ``group`` read, written by repr."""
+    """Module-level constants (numbers, booleans) the templates of ``group`` read, written by
+    repr."""
     for name, value in values.items():
         if not isinstance(value, (bool, int, float)):
-            raise TypeError(f"kernel constant {name} must be a number or a bool, got {type(value).__name__}")
+            raise TypeError(
+                f"kernel constant {name} must be a number or a bool, got {type(value).__name__}"
+            )
     _CONSTANTS.setdefault(group, {}).update(values)
 
 
 def template_source(group: str) -> str:
     """The source of the templates of ``group``, each as an ``@njit(cache=True, ...)`` function."""
     if group not in _TEMPLATES:
-        raise ValueError(f"no kernel templates registered for group {group!r}; known groups: {sorted(_TEMPLATES)}")
+        raise ValueError(
+            f"no kernel templates registered for group {group!r}; known groups: "
+            f"{sorted(_TEMPLATES)}"
+        )
     parts = []
     for fn, parallel in _TEMPLATES[group]:
         lines = textwrap.dedent(inspect.getsource(fn)).splitlines()
@@ -113,24 +127,32 @@ def _function_fingerprint(fn) -> str | None:
 
 
 class KernelCacheError(OSError):
-    """The compiled-kernel cache folder is unsafe (someone else's, or writable by others) or unusable."""
+    """The compiled-kernel cache folder is unsafe (someone else's, or writable by others) or
+    unusable."""
 
 
 _PRIVATE_FALLBACK: list[Path] = []
 
 
 def _check_private(d: Path) -> None:
-    """Refuse a folder that another user owns or that others may write to (they could plant code)."""
+    """Refuse a folder that another user owns or that others may write to (they could plant
+    code)."""
     st = os.stat(d)
     uid = os.geteuid() if hasattr(os, "geteuid") else None
     if uid is not None and st.st_uid != uid:
         raise KernelCacheError(
-            f"the compiled-kernel folder {d} belongs to user id {st.st_uid}, not to you ({uid}): its files "
-            "would be executed, so it is refused; remove it or set SYSTEMS_KERNEL_DIR to a folder of your own")
+            f"the compiled-kernel folder {d} belongs to user id {st.st_uid}, not to you ({uid}): "
+            "its files "
+            "would be executed, so it is refused; remove it or set SYSTEMS_KERNEL_DIR to a folder "
+            "of your own"
+        )
     if st.st_mode & 0o022:
         raise KernelCacheError(
-            f"the compiled-kernel folder {d} is writable by others (mode {oct(st.st_mode & 0o777)}): its "
-            f"files would be executed, so it is refused; run chmod 700 {d} or set SYSTEMS_KERNEL_DIR")
+            f"the compiled-kernel folder {d} is writable by others (mode "
+            f"{oct(st.st_mode & 0o777)}): its "
+            f"files would be executed, so it is refused; run chmod 700 {d} or set "
+            "SYSTEMS_KERNEL_DIR"
+        )
 
 
 def _private_dir(d: Path) -> Path:
@@ -165,8 +187,10 @@ def kernel_dir() -> Path:
         except KernelCacheError:
             raise
         except OSError as err:
-            raise KernelCacheError(f"SYSTEMS_KERNEL_DIR={env} cannot be used for compiled kernels: "
-                                   f"{err.strerror or err}; set it to a folder you can write to") from None
+            raise KernelCacheError(
+                f"SYSTEMS_KERNEL_DIR={env} cannot be used for compiled kernels: "
+                f"{err.strerror or err}; set it to a folder you can write to"
+            ) from None
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     d = Path(xdg) / "dynfit" / "kernels"
     try:
@@ -196,7 +220,8 @@ def compile_kernels(group: str, system, stages: int) -> ModuleType:
     for role, fn in (("rhs", system.rhs), ("jac", system.jac)):
         if fn is not None and not isinstance(fn, numba.core.registry.CPUDispatcher):
             raise TypeError(
-                f"system {system.name!r}: {role} must be a numba-compiled function (decorate it with "
+                f"system {system.name!r}: {role} must be a numba-compiled function (decorate it "
+                "with "
                 f"@numba.njit), got {type(fn).__name__}"
             )
     key = (group, id(system.rhs), id(system.jac), system.dim, stages)
@@ -205,14 +230,24 @@ def compile_kernels(group: str, system, stages: int) -> ModuleType:
         if mod is not None:
             return mod
         consts = "\n".join(f"{k} = {v!r}" for k, v in _CONSTANTS.get(group, {}).items())
-        src = _HEADER.format(name=system.name, group=group, dim=system.dim, stages=stages, constants=consts) \
-            + "\n\n" + template_source(group)
+        src = (
+            _HEADER.format(
+                name=system.name, group=group, dim=system.dim, stages=stages, constants=consts
+            )
+            + "\n\n"
+            + template_source(group)
+        )
         fp_rhs, fp_jac = _function_fingerprint(system.rhs), _function_fingerprint(system.jac)
         cacheable = fp_rhs is not None and fp_jac is not None
         digest = hashlib.sha256(
-            "\0".join([src, fp_rhs or repr(key), fp_jac or repr(key), numba.__version__, sys.version]).encode()
+            "\0".join(
+                [src, fp_rhs or repr(key), fp_jac or repr(key), numba.__version__, sys.version]
+            ).encode()
         ).hexdigest()[:20]
-        safe, safe_group = ("".join(ch if ch.isalnum() else "_" for ch in text)[:40] for text in (system.name, group))
+        safe, safe_group = (
+            "".join(ch if ch.isalnum() else "_" for ch in text)[:40]
+            for text in (system.name, group)
+        )
         modname = f"_systems_{safe_group}_{safe}_d{system.dim}_s{stages}_{digest}"
         if not cacheable:
             src = src.replace("cache=True", "cache=False")

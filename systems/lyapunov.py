@@ -145,7 +145,9 @@ def lyapunov_spectrum(
     propagated solution is order 5).
     """
     if params is not None and not isinstance(params, dict):
-        raise TypeError(f"params must be a dict of parameter overrides by name, got {type(params).__name__}")
+        raise TypeError(
+            f"params must be a dict of parameter overrides by name, got {type(params).__name__}"
+        )
     system = get(system, **(params or {}))
     if system.jac is None:
         raise ValueError(

@@ -12,7 +12,14 @@ from .integrate import IntegrationError, integrate
 from .tableaus import method_tableau
 from .system import System, get, is_catalogued
 
-__all__ = ["simulate", "sample_initial_conditions", "n_chains", "chain_states", "spin_up_time", "gap_time"]
+__all__ = [
+    "simulate",
+    "sample_initial_conditions",
+    "n_chains",
+    "chain_states",
+    "spin_up_time",
+    "gap_time",
+]
 
 _PROGRESS_WORK = 5e7  # member-samples x dim above which the progress bar turns on by default
 _CHUNK = 128  # trajectories per chunk when a progress bar is shown
@@ -21,7 +28,8 @@ _CHAIN_STARTS = 32  # starts taken from one chain at most
 _MIN_CHAINS = 8  # chains when n >= 8
 _GAP_LYAPUNOV = 3.0  # shortest gap between two starts of a chain, in Lyapunov times
 _SPIN_GRID = 11  # output times of the spin-up (keeps the default step limit generous)
-_NOISE_STREAM = 1  # spawn key of the per-trajectory noise streams (SeedSequence(seed, spawn_key=(1, i)))
+# spawn key of the per-trajectory noise streams (SeedSequence(seed, spawn_key=(1, i)))
+_NOISE_STREAM = 1
 
 
 def _version() -> str:
@@ -38,14 +46,16 @@ def spin_up_time(system: System) -> float:
 
 
 def gap_time(system: System) -> float:
-    """Shortest time between two starts taken from one chain: 3 Lyapunov times, else 300 sampling steps."""
+    """Shortest time between two starts taken from one chain: 3 Lyapunov times, else 300 sampling
+    steps."""
     if system.lyapunov_max and system.lyapunov_max > 0:
         return max(_GAP_LYAPUNOV / system.lyapunov_max, 30.0 * system.dt)
     return 300.0 * system.dt
 
 
 def n_chains(n: int) -> int:
-    """Spin-up chains that give ``n`` starts: at most 32 starts per chain, at least 8 chains (or n)."""
+    """Spin-up chains that give ``n`` starts: at most 32 starts per chain, at least 8 chains (or
+    n)."""
     return int(min(n, max(_MIN_CHAINS, math.ceil(n / _CHAIN_STARTS))))
 
 
@@ -53,23 +63,32 @@ def chain_states(
     system: System, n: int, rng: np.random.Generator, *, method: str, rtol: float, atol: float,
     max_steps: int | None = None,
 ) -> np.ndarray:
-    """States (c, m, d) of ``c = n_chains(n)`` spin-up chains, ``m = ceil(n / c)`` per chain, in time order."""
+    """States (c, m, d) of ``c = n_chains(n)`` spin-up chains, ``m = ceil(n / c)`` per chain, in
+    time order."""
     x0 = np.asarray(system.x0, dtype=np.float64)
     scale = 1e-3 * (np.abs(x0) + 1.0)
     c = n_chains(n)
     m = -(-n // c)
     starts = x0 + scale * rng.standard_normal((c, system.dim))
-    gaps = gap_time(system) * (1.0 + rng.random(m))  # each in [G, 2G): random phase, never closer than G
+    # each in [G, 2G): random phase, never closer than G
+    gaps = gap_time(system) * (1.0 + rng.random(m))
     spin = np.linspace(-spin_up_time(system), 0.0, _SPIN_GRID)
     t = np.concatenate([spin, np.cumsum(gaps)])
-    substeps = max(1, int(math.ceil(float(np.max(np.diff(t))) / system.dt)))  # fixed-step methods only
+    # fixed-step methods only
+    substeps = max(1, int(math.ceil(float(np.max(np.diff(t))) / system.dt)))
     sol = integrate(system, starts, t, method=method, rtol=rtol, atol=atol, substeps=substeps,
                     max_steps=max_steps)
     return sol.x[:, _SPIN_GRID:]
 
 
 def sample_initial_conditions(
-    system: System, n: int, rng: np.random.Generator, *, method: str = "rkf45", rtol: float = 1e-9, atol: float = 1e-9,
+    system: System,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    method: str = "rkf45",
+    rtol: float = 1e-9,
+    atol: float = 1e-9,
     max_steps: int | None = None,
 ) -> np.ndarray:
     """n states (n, d) on the attractor, drawn with ``rng`` (the same rng, the same states).
@@ -85,7 +104,9 @@ def sample_initial_conditions(
     so that every start has the forcing phase of t = 0.
     """
     if system.autonomous:
-        states = chain_states(system, n, rng, method=method, rtol=rtol, atol=atol, max_steps=max_steps)
+        states = chain_states(
+            system, n, rng, method=method, rtol=rtol, atol=atol, max_steps=max_steps
+        )
         states = states.reshape(-1, system.dim)
         return states[rng.permutation(states.shape[0])[:n]].copy()
     x0 = np.asarray(system.x0, dtype=np.float64)
@@ -117,7 +138,8 @@ def _available_memory() -> int:
         import os
 
         return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - no way to know: do not refuse
+    # pragma: no cover - no way to know: do not refuse
+    except (ValueError, OSError, AttributeError):
         return 1 << 62
 
 
@@ -133,17 +155,27 @@ def _check_memory(n_traj: int, n_steps: int, dim: int, chunks, noise: float) -> 
     parts = {
         "the sample times (n_steps x 8 bytes)": n_steps * item,
         "the initial states (n_traj x dim x 8 bytes)": n_traj * dim * item,
-        ("the output x (n_traj x n_steps x dim x 8 bytes)" if chunks is None else
-         "one chunk of x (chunks x n_steps x dim x 8 bytes)"): rows * n_steps * dim * item * (2 if noise > 0 else 1),
+        (
+            "the output x (n_traj x n_steps x dim x 8 bytes)"
+            if chunks is None
+            else "one chunk of x (chunks x n_steps x dim x 8 bytes)"
+        ): rows * n_steps * dim * item * (2 if noise > 0 else 1),
     }
     need = sum(parts.values())
     if need > avail:
         what, size = max(parts.items(), key=lambda kv: kv[1])
-        lazy = "" if chunks is not None else ", or pass chunks=K for a lazy ensemble written chunk by chunk"
+        lazy = (
+            ""
+            if chunks is not None
+            else ", or pass chunks=K for a lazy ensemble written chunk by chunk"
+        )
         raise TooLargeError(
-            f"simulate(n_traj={n_traj}, n_steps={n_steps}) for a {dim}-dimensional system needs about "
-            f"{_gb(need)} ({what}: {_gb(size)}) but this machine has {_gb(avail)} available; use fewer "
-            f"trajectories or steps{lazy}")
+            f"simulate(n_traj={n_traj}, n_steps={n_steps}) for a {dim}-dimensional system needs "
+            "about "
+            f"{_gb(need)} ({what}: {_gb(size)}) but this machine has {_gb(avail)} available; use "
+            "fewer "
+            f"trajectories or steps{lazy}"
+        )
 
 
 def simulate(
@@ -193,7 +225,9 @@ def simulate(
     """
     # --- validation, before any work ---
     if params is not None and not isinstance(params, dict):
-        raise TypeError(f"params must be a dict of parameter overrides by name, got {type(params).__name__}")
+        raise TypeError(
+            f"params must be a dict of parameter overrides by name, got {type(params).__name__}"
+        )
     system = get(system, **(params or {}))
     n_traj = checks.integer("n_traj", n_traj, minimum=1)
     n_steps = checks.integer("n_steps", n_steps, minimum=1)
@@ -209,8 +243,13 @@ def simulate(
     if seed is not None:
         seed = checks.integer("seed", seed, minimum=0)
     if chunks is not None:
-        chunks = checks.integer("chunks", chunks, minimum=1,
-                                fix="pass the trajectories per chunk of a lazy ensemble, or None for an in-memory array")
+        chunks = checks.integer(
+            "chunks",
+            chunks,
+            minimum=1,
+            fix="pass the trajectories per chunk of a lazy ensemble, or None for an in-memory "
+                "array",
+        )
     _check_memory(n_traj, n_steps, system.dim, chunks, noise)
     if x0 is not None:
         x0 = np.array(x0, dtype=np.float64)
@@ -218,12 +257,16 @@ def simulate(
             x0 = np.broadcast_to(x0, (n_traj, system.dim)).copy()
         if x0.shape != (n_traj, system.dim):
             raise ValueError(
-                f"x0 must have shape ({system.dim},) or (n_traj, dim) = ({n_traj}, {system.dim}) for "
-                f"{system.name!r}, got {x0.shape}; pass one state per trajectory or x0=None to sample on the attractor"
+                f"x0 must have shape ({system.dim},) or (n_traj, dim) = ({n_traj}, {system.dim}) "
+                "for "
+                f"{system.name!r}, got {x0.shape}; pass one state per trajectory or x0=None to "
+                "sample on the attractor"
             )
         if not np.all(np.isfinite(x0)):
             bad = int(np.argwhere(~np.isfinite(x0))[0][0])
-            raise ValueError(f"x0 contains NaN or inf (trajectory {bad}: {x0[bad]}); give finite initial states")
+            raise ValueError(
+                f"x0 contains NaN or inf (trajectory {bad}: {x0[bad]}); give finite initial states"
+            )
 
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
@@ -241,10 +284,14 @@ def simulate(
     else:
         x = _lazy(plan, x0, chunks)
 
-    return _to_dataset(system, x, t, method, rtol, atol, dt, seed, transient, noise, substeps, n_traj)
+    return _to_dataset(
+        system, x, t, method, rtol, atol, dt, seed, transient, noise, substeps, n_traj
+    )
 
 
-def _run(system: System, x0: np.ndarray, t: np.ndarray, kw: dict, progress: bool | None) -> np.ndarray:
+def _run(
+    system: System, x0: np.ndarray, t: np.ndarray, kw: dict, progress: bool | None
+) -> np.ndarray:
     n = x0.shape[0]
     if t.size == 1:
         return x0[:, None, :].copy()
@@ -269,8 +316,16 @@ class _Plan:
     it up and loads its cached kernels); a user-defined one is pickled whole.
     """
 
-    def __init__(self, system: System, t: np.ndarray, transient: float, dt: float, kw: dict, noise: float,
-                 seed: int):
+    def __init__(
+        self,
+        system: System,
+        t: np.ndarray,
+        transient: float,
+        dt: float,
+        kw: dict,
+        noise: float,
+        seed: int,
+    ):
         self.system, self.t, self.transient, self.dt = system, t, transient, dt
         self.kw, self.noise, self.seed = kw, noise, seed
 
@@ -303,7 +358,8 @@ class _Plan:
             raise type(err)(msg, i + offset, err.time) from None
 
     def add_noise(self, x: np.ndarray, offset: int, std: np.ndarray) -> np.ndarray:
-        """Add noise * std * N(0, 1) to x (k, T, D) in place; trajectory i draws from its own stream."""
+        """Add noise * std * N(0, 1) to x (k, T, D) in place; trajectory i draws from its own
+        stream."""
         for i in range(x.shape[0]):
             ss = np.random.SeedSequence(self.seed, spawn_key=(_NOISE_STREAM, offset + i))
             x[i] += self.noise * std * np.random.default_rng(ss).standard_normal(x.shape[1:])
@@ -330,7 +386,8 @@ def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _ensemble_std(means: np.ndarray, m2: np.ndarray, n_steps: int) -> np.ndarray:
-    """Standard deviation (D,) over all trajectories and times from per-trajectory moments (N, D)."""
+    """Standard deviation (D,) over all trajectories and times from per-trajectory moments (N,
+    D)."""
     mean = means.mean(axis=0)
     total = m2.sum(axis=0) + n_steps * ((means - mean) ** 2).sum(axis=0)
     return np.sqrt(total / (means.shape[0] * n_steps))
@@ -363,14 +420,20 @@ def _lazy(plan: _Plan, x0: np.ndarray, chunks: int):
     if plan.noise > 0:
         std = dask.delayed(_streamed_std)(p, x0, bounds, dask_key_name=f"simulate-std-{token}")
     blocks = [
-        da.from_delayed(dask.delayed(_block)(p, x0[a:b], a, std, dask_key_name=f"simulate-{token}-{a}"),
-                        shape=(b - a, T, D), dtype=np.float64, name=f"simulate-x-{token}-{a}")
+        da.from_delayed(
+            dask.delayed(_block)(p, x0[a:b], a, std, dask_key_name=f"simulate-{token}-{a}"),
+            shape=(b - a, T, D),
+            dtype=np.float64,
+            name=f"simulate-x-{token}-{a}",
+        )
         for a, b in bounds
     ]
     return da.concatenate(blocks, axis=0)
 
 
-def _to_dataset(system, x, t, method, rtol, atol, dt, seed, transient, noise, substeps, n_traj) -> xr.Dataset:
+def _to_dataset(
+    system, x, t, method, rtol, atol, dt, seed, transient, noise, substeps, n_traj
+) -> xr.Dataset:
     params = {k: float(v) for k, v in system.params.items()}
     attrs = {
         "system": system.name,
@@ -407,6 +470,7 @@ def _to_dataset(system, x, t, method, rtol, atol, dt, seed, transient, noise, su
     )
     ds["x"].attrs["long_name"] = f"state of {system.name}"
     ds["time"].attrs["long_name"] = "time"
-    from .dataset import cf_conventions  # units "1": the catalogue's states and times are dimensionless
+    # units "1": the catalogue's states and times are dimensionless
+    from .dataset import cf_conventions
 
     return cf_conventions(ds)

@@ -69,7 +69,8 @@ class System:
         return None if not self.lyapunov_max else 1.0 / self.lyapunov_max
 
     def param_array(self) -> np.ndarray:
-        """Parameters as the float64 vector ``p`` (len(param_names),) the compiled functions take."""
+        """Parameters as the float64 vector ``p`` (len(param_names),) the compiled functions
+        take."""
         return np.array([self.params[k] for k in self.param_names], dtype=np.float64)
 
     # -- parameters -----------------------------------------------------------
@@ -95,8 +96,11 @@ class System:
         if all(new[k] == self.params[k] for k in self.param_names):
             return self
         changes: dict[str, Any] = dict(
-            params=MappingProxyType(new), lyapunov_max=None, lyapunov_citation="",
-            reference_matched=True, note="parameters differ from the catalogued ones; no reference exponent",
+            params=MappingProxyType(new),
+            lyapunov_max=None,
+            lyapunov_citation="",
+            reference_matched=True,
+            note="parameters differ from the catalogued ones; no reference exponent",
         )
         dim_param = self.metadata.get("dim_param")
         if dim_param and new[dim_param] != self.params[dim_param]:
@@ -127,7 +131,8 @@ class System:
         x = np.ascontiguousarray(x, dtype=np.float64)
         if x.shape != (self.dim,):
             raise ValueError(
-                f"{self.name}: state x must have shape ({self.dim},) (components {list(self.components)[:6]}"
+                f"{self.name}: state x must have shape ({self.dim},) (components "
+                f"{list(self.components)[:6]}"
                 f"{'...' if self.dim > 6 else ''}), got shape {x.shape}"
             )
         if not np.all(np.isfinite(x)):
@@ -184,7 +189,9 @@ class System:
                 raise TypeError(f"components must be a list of str, got {components!r}")
             components = tuple(components)
             if dim is not None and dim != len(components):
-                raise ValueError(f"dim={dim} disagrees with {len(components)} components {list(components)}")
+                raise ValueError(
+                    f"dim={dim} disagrees with {len(components)} components {list(components)}"
+                )
         else:
             dim = checks.integer("dim", dim, minimum=1)
             components = tuple(f"x{i + 1}" for i in range(int(dim)))
@@ -209,10 +216,20 @@ class System:
             jac, jac_kind = _compiled(jac, "jac"), "analytic"
             _check_jac(rhs, jac, x0, p, name)
         system = cls(
-            name=name, rhs=rhs, jac=jac, param_names=tuple(pvals), params=MappingProxyType(pvals),
-            components=components, x0=x0, dt=dt, lyapunov_max=lyapunov_max,
-            lyapunov_citation=lyapunov_citation, reference_matched=True, autonomous=bool(autonomous),
-            description=description, metadata=MappingProxyType({"user_defined": True, "jacobian": jac_kind}),
+            name=name,
+            rhs=rhs,
+            jac=jac,
+            param_names=tuple(pvals),
+            params=MappingProxyType(pvals),
+            components=components,
+            x0=x0,
+            dt=dt,
+            lyapunov_max=lyapunov_max,
+            lyapunov_citation=lyapunov_citation,
+            reference_matched=True,
+            autonomous=bool(autonomous),
+            description=description,
+            metadata=MappingProxyType({"user_defined": True, "jacobian": jac_kind}),
         )
         return globals()["register"](system) if register else system
 
@@ -234,7 +251,8 @@ def _check_rhs(rhs, x0: np.ndarray, p: np.ndarray, name: str) -> None:
         raise TypeError(
             f"system {name!r}: rhs could not be compiled or run with numba as rhs(x, t, p, out) "
             f"on x0 (x float64 ({x0.shape[0]},), t float, p float64 ({p.shape[0]},), out float64 "
-            f"({x0.shape[0]},)): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
+            f"({x0.shape[0]},)): {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}. "
             "Write it in numba's nopython subset, fill out[:] in place, and return nothing."
         ) from exc
     if not np.all(np.isfinite(out)):
@@ -252,7 +270,8 @@ def _check_jac(rhs, jac, x0: np.ndarray, p: np.ndarray, name: str) -> None:
     except Exception as exc:
         raise TypeError(
             f"system {name!r}: jac could not be compiled or run with numba as jac(x, t, p, out) "
-            f"with out float64 ({n}, {n}): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f"with out float64 ({n}, {n}): {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
     fd = np.empty((n, n))
     finite_difference_jacobian(rhs)(x0.copy(), 0.0, p, fd)
@@ -287,7 +306,8 @@ def finite_difference_jacobian(rhs: Callable) -> Callable:
 
 
 def relax(system: "System", x: np.ndarray, duration: float) -> np.ndarray:
-    """x (dim,) integrated for ``duration`` by fixed-step RK4 (step ``system.dt / 4``): a start on the attractor."""
+    """x (dim,) integrated for ``duration`` by fixed-step RK4 (step ``system.dt / 4``): a start on
+    the attractor."""
     h = system.dt / 4.0
     n = max(1, int(round(duration / h)))
     out = integrate(system, x, [0.0, n * h], method="rk4", adaptive=False, substeps=n).x[0, -1]
@@ -331,7 +351,8 @@ _REGISTRY: dict[str, System] = dict(_CATALOGUE)
 
 
 def is_catalogued(system: System) -> bool:
-    """True if ``system`` runs the catalogue's own equations (its name and parameters rebuild it)."""
+    """True if ``system`` runs the catalogue's own equations (its name and parameters rebuild
+    it)."""
     ref = _CATALOGUE.get(system.name.lower())
     return ref is not None and ref.rhs is system.rhs
 
@@ -346,7 +367,9 @@ def get(system: "str | System", **params: float) -> System:
     if isinstance(system, System):
         return system.with_params(**params)
     if not isinstance(system, str):
-        raise TypeError(f"system must be a name (str) or a systems.System, got {type(system).__name__}")
+        raise TypeError(
+            f"system must be a name (str) or a systems.System, got {type(system).__name__}"
+        )
     key = system.lower()
     if key not in _REGISTRY:
         close = difflib.get_close_matches(key, list(_REGISTRY), n=5, cutoff=0.5)
@@ -364,12 +387,14 @@ def register(system: System) -> System:
     """
     if not isinstance(system, System):
         raise TypeError(
-            f"register expects a systems.System (make one with systems.System.define), got {type(system).__name__}"
+            "register expects a systems.System (make one with systems.System.define), got "
+            f"{type(system).__name__}"
         )
     key = system.name.lower()
     if key in _CATALOGUE and _CATALOGUE[key] is not system:
         raise ValueError(
-            f"{system.name!r} is a catalogued system and cannot be replaced; register it under another name"
+            f"{system.name!r} is a catalogued system and cannot be replaced; register it under "
+            "another name"
         )
     _REGISTRY[key] = system
     return system

@@ -20,7 +20,11 @@ def test_demo_quick_writes_model_diagnostics_and_figures(tmp_path):
     assert main(["plot", str(tmp_path / "diagnostics.nc"), "--out", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "attractor.png").stat().st_size > 1000
     sur = Surrogate.load(tmp_path / "model.pt")
-    assert sur.system == "lorenz63" and sur.generate(np.array([1.0, 1.0, 20.0]), 5).shape == (1, 5, 3)
+    assert sur.system == "lorenz63" and sur.generate(np.array([1.0, 1.0, 20.0]), 5).shape == (
+        1,
+        5,
+        3,
+    )
 
 
 def test_train_from_config(tmp_path):
@@ -35,11 +39,17 @@ def test_train_from_config(tmp_path):
     hist = xr.load_dataset(tmp_path / "out" / "history.nc")
     assert hist.sizes["epoch"] == 2
     sur = Surrogate.load(tmp_path / "out" / "model.pt")
-    assert sur.strategy["name"] == "black-box" and sur.strategy["eps"] == 0.05 and sur.solver.eps == 0.05
+    assert (
+        sur.strategy["name"] == "black-box"
+        and sur.strategy["eps"] == 0.05
+        and sur.solver.eps == 0.05
+    )
 
 
 def test_unknown_key_names_it_and_close_matches(tmp_path, capsys):
-    with pytest.raises(ValueError, match="unknown key in \\[train\\] 'epoch'; did you mean 'epochs'"):
+    with pytest.raises(
+        ValueError, match="unknown key in \\[train\\] 'epoch'; did you mean 'epochs'"
+    ):
         validate({"train": {"epoch": 3}})
     with pytest.raises(ValueError, match="unknown config section 'feild'; did you mean 'field'"):
         validate({"feild": {}})
@@ -63,3 +73,17 @@ def test_main_parser_has_evaluate_compare_plot(tmp_path, capsys):
     bad.write_text("hello")
     assert main(["plot", str(bad), "--out", str(tmp_path / "figs")]) == 2
     assert "not a readable netCDF file" in capsys.readouterr().err
+
+
+def test_demo_data_writes_netcdf_and_png(tmp_path, capsys):
+    """The systems side of the demo (dynfit._demo): trajectories, their 3-D figure, the spectrum."""
+    import xarray as xr
+
+    import systems
+    from dynfit._demo import demo_data
+
+    res = demo_data(tmp_path / "demo", n_traj=2, n_steps=300)
+    assert res["netcdf"].is_file() and res["figure"].is_file()
+    assert res["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    xr.testing.assert_identical(systems.load(res["netcdf"]), res["dataset"])
+    assert "lorenz63_attractor.png" in capsys.readouterr().out

@@ -6,7 +6,12 @@ import pytest
 import xarray as xr
 
 import systems
-from dynfit.cli import _add_file_commands as add_commands, kind_of, parse_strategy_flag, validate_compare_config
+from dynfit.cli import (
+    _add_file_commands as add_commands,
+    kind_of,
+    parse_strategy_flag,
+    validate_compare_config,
+)
 from dynfit.compare import load_compare
 from dynfit.diagnostics import load_diagnostics
 from dynfit.train import fit
@@ -28,14 +33,27 @@ def files(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("commands")
     train = systems.simulate("lorenz63", n_traj=2, n_steps=100, dt=0.01, seed=1, transient=2.0)
-    sur, hist = fit(train, field={"kind": "mlp", "width": 8, "depth": 2}, strategy="fehlberg", epochs=2,
-                    lbfgs_iterations=2, seed=0, progress=False)
-    paths = {"model": sur.save(root / "model.pt"), "history": root / "history.nc",
-             "test": systems.save(systems.simulate("lorenz63", n_traj=2, n_steps=300, dt=0.01, seed=2,
-                                                   transient=2.0), root / "test.nc"),
-             "rossler": systems.save(systems.simulate("rossler", n_traj=1, n_steps=300, dt=0.01, seed=0),
-                                     root / "rossler.nc"),
-             "root": root}
+    sur, hist = fit(
+        train,
+        field={"kind": "mlp", "width": 8, "depth": 2},
+        strategy="fehlberg",
+        epochs=2,
+        lbfgs_iterations=2,
+        seed=0,
+        progress=False,
+    )
+    paths = {
+        "model": sur.save(root / "model.pt"),
+        "history": root / "history.nc",
+        "test": systems.save(
+            systems.simulate("lorenz63", n_traj=2, n_steps=300, dt=0.01, seed=2, transient=2.0),
+            root / "test.nc",
+        ),
+        "rossler": systems.save(
+            systems.simulate("rossler", n_traj=1, n_steps=300, dt=0.01, seed=0), root / "rossler.nc"
+        ),
+        "root": root,
+    }
     hist.to_netcdf(paths["history"])
     return paths
 
@@ -57,31 +75,62 @@ def test_evaluate_writes_diagnostics_and_figures(files, capsys):
 ])
 def test_evaluate_bad_flags(files, extra, error, match):
     with pytest.raises(error, match=match):
-        run(["evaluate", files["model"], files["test"], "--out", files["root"] / "bad", *EVAL_FLAGS, *extra])
+        run(
+            [
+                "evaluate",
+                files["model"],
+                files["test"],
+                "--out",
+                files["root"] / "bad",
+                *EVAL_FLAGS,
+                *extra,
+            ]
+        )
 
 
 def test_evaluate_bad_files(files):
     with pytest.raises(ValueError, match="rossler"):
-        run(["evaluate", files["model"], files["rossler"], "--out", files["root"] / "bad", *EVAL_FLAGS])
+        run(
+            [
+                "evaluate",
+                files["model"],
+                files["rossler"],
+                "--out",
+                files["root"] / "bad",
+                *EVAL_FLAGS,
+            ]
+        )
     with pytest.raises(FileNotFoundError):
-        run(["evaluate", files["root"] / "missing.pt", files["test"], "--out", files["root"] / "bad"])
+        run(
+            [
+                "evaluate",
+                files["root"] / "missing.pt",
+                files["test"],
+                "--out",
+                files["root"] / "bad",
+            ]
+        )
     with pytest.raises(ValueError, match="not a dynfit model"):
         run(["evaluate", files["history"], files["test"], "--out", files["root"] / "bad"])
     with pytest.raises(ValueError, match="needs one variable x"):
         run(["evaluate", files["model"], files["history"], "--out", files["root"] / "bad"])
     with pytest.raises(ValueError, match="pass dt="):
         np.save(files["root"] / "nodt.npy", np.zeros((2, 50, 3)))
-        run(["evaluate", files["model"], files["root"] / "nodt.npy", "--out", files["root"] / "bad"])
+        run(
+            ["evaluate", files["model"], files["root"] / "nodt.npy", "--out", files["root"] / "bad"]
+        )
 
 
 def test_compare_from_config_with_flag_override(files, tmp_path):
     cfg = tmp_path / "compare.toml"
     cfg.write_text(
-        '[data]\nn_traj = 2\nn_steps = 100\n[test]\nn_traj = 2\nn_steps = 300\n'
-        '[field]\nwidth = 8\n[train]\nepochs = 1\nlbfgs_iterations = 2\n'
-        '[evaluate]\nn_starts = 2\nhorizon = 2.0\nlong_steps = 1000\nlyapunov_steps = 20\nlyapunov_starts = 1\n'
+        "[data]\nn_traj = 2\nn_steps = 100\n[test]\nn_traj = 2\nn_steps = 300\n"
+        "[field]\nwidth = 8\n[train]\nepochs = 1\nlbfgs_iterations = 2\n"
+        "[evaluate]\nn_starts = 2\nhorizon = 2.0\nlong_steps = 1000\nlyapunov_steps = "
+        "20\nlyapunov_starts = 1\n"
         '[[strategy]]\nname = "fehlberg"\n'
-        '[[strategy]]\nlabel = "black-box rk4"\nname = "torchdiffeq"\nmethod = "rk4"\nstep_size = 0.5\n'
+        '[[strategy]]\nlabel = "black-box rk4"\nname = "torchdiffeq"\n'
+        'method = "rk4"\nstep_size = 0.5\n'
         f'[output]\ndir = "{tmp_path / "unused"}"\n'
     )
     out = tmp_path / "cmp"
@@ -91,7 +140,8 @@ def test_compare_from_config_with_flag_override(files, tmp_path):
     assert list(ds["seed"].values) == [3] and ds.sizes["start"] == 2 and ds.attrs["epochs"] == 1
     assert (out / "table.md").exists() and (out / "table.csv").exists()
     assert not (tmp_path / "unused").exists()
-    # dynfit plot recognises the compare file and redraws its figures (with the best surrogate's attractor)
+    # dynfit plot recognises the compare file and redraws its figures (with the best surrogate's
+    # attractor)
     figs = tmp_path / "figs"
     assert run(["plot", out / "compare.nc", "--out", figs]) == 0
     for name in ("training", "error_vs_evaluations", "vpt", "attractor_best"):
@@ -120,9 +170,20 @@ def test_plot_history_and_diagnostics(files, tmp_path):
     assert (tmp_path / "h" / "error_vs_evaluations.png").stat().st_size > 1000
     diag = files["root"] / "eval" / "diagnostics.nc"
     if not diag.exists():
-        run(["evaluate", files["model"], files["test"], "--out", files["root"] / "eval", *EVAL_FLAGS])
+        run(
+            [
+                "evaluate",
+                files["model"],
+                files["test"],
+                "--out",
+                files["root"] / "eval",
+                *EVAL_FLAGS,
+            ]
+        )
     assert run(["plot", diag, "--out", tmp_path / "d"]) == 0
-    assert (tmp_path / "d" / "error_growth.png").exists() and (tmp_path / "d" / "attractor.png").exists()
+    assert (tmp_path / "d" / "error_growth.png").exists() and (
+        tmp_path / "d" / "attractor.png"
+    ).exists()
 
 
 def test_plot_rejects_other_files(files, tmp_path):
@@ -142,7 +203,8 @@ def test_plot_rejects_other_files(files, tmp_path):
 
 
 def test_evaluation_defaults_exist_once():
-    """dynfit.evaluate, `dynfit evaluate`, `dynfit compare` and dynfit.compare share config.EVALUATE_DEFAULTS."""
+    """dynfit.evaluate, `dynfit evaluate`, `dynfit compare` and dynfit.compare share
+    config.EVALUATE_DEFAULTS."""
     import inspect
 
     from dynfit.config import COMPARE_DEFAULTS, EVALUATE_DEFAULTS
@@ -154,10 +216,14 @@ def test_evaluation_defaults_exist_once():
     add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["evaluate", "m.pt", "d.nc"])
     assert (args.starts, args.horizon, args.long_steps, args.lyapunov_steps, args.seed) == tuple(
-        EVALUATE_DEFAULTS[k] for k in ("n_starts", "horizon", "long_steps", "lyapunov_steps", "seed"))
+        EVALUATE_DEFAULTS[k]
+        for k in ("n_starts", "horizon", "long_steps", "lyapunov_steps", "seed")
+    )
     assert tuple(float(h) for h in args.thresholds.split(",")) == EVALUATE_DEFAULTS["thresholds"]
     cfg = validate_compare_config({})
-    assert {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["evaluate"].items()} == EVALUATE_DEFAULTS
+    assert {
+        k: tuple(v) if isinstance(v, list) else v for k, v in cfg["evaluate"].items()
+    } == EVALUATE_DEFAULTS
     assert COMPARE_DEFAULTS["evaluate"]["horizon"] == EVALUATE_DEFAULTS["horizon"]
     # the default held-out data outlast the default horizon on Lorenz'63 (lyapunov time 1 / 0.9056)
     assert cfg["test"]["n_steps"] * cfg["data"]["dt"] >= EVALUATE_DEFAULTS["horizon"] / 0.9056
@@ -165,8 +231,11 @@ def test_evaluation_defaults_exist_once():
 
 @pytest.mark.parametrize("suffix", [".npy", ".nc", ".zarr"])
 def test_evaluate_user_data_from_anywhere(files, tmp_path, capsys, suffix):
-    """Trajectories without a system name: scored against themselves, Lyapunov time estimated or given."""
-    x = systems.simulate("lorenz63", n_traj=2, n_steps=300, dt=0.01, seed=2, transient=2.0)["x"].values
+    """Trajectories without a system name: scored against themselves, Lyapunov time estimated or
+    given."""
+    x = systems.simulate("lorenz63", n_traj=2, n_steps=300, dt=0.01, seed=2, transient=2.0)[
+        "x"
+    ].values
     path = tmp_path / "elsewhere" / f"mine{suffix}"
     path.parent.mkdir()
     if suffix == ".npy":
@@ -186,29 +255,53 @@ def test_evaluate_user_data_from_anywhere(files, tmp_path, capsys, suffix):
 
 
 def test_capped_vpt_printed_as_lower_bound(files, tmp_path, capsys):
-    """A free run that never leaves the threshold within the horizon is printed as '>= ... (capped)'."""
+    """A free run that never leaves the threshold within the horizon is printed as '>= ...
+    (capped)'."""
     from dynfit import Surrogate
 
-    x0 = systems.simulate("lorenz63", n_traj=2, n_steps=2, dt=0.01, seed=2, transient=2.0)["x"].values[:, 0]
-    np.save(tmp_path / "x.npy", Surrogate.load(files["model"]).generate(x0, 300))  # the model's own runs
-    # a Lyapunov time of 100 time units: a 2-LT horizon is longer than the data, every run reaches the end
+    x0 = systems.simulate("lorenz63", n_traj=2, n_steps=2, dt=0.01, seed=2, transient=2.0)[
+        "x"
+    ].values[:, 0]
+    # the model's own runs
+    np.save(tmp_path / "x.npy", Surrogate.load(files["model"]).generate(x0, 300))
+    # a Lyapunov time of 100 time units: a 2-LT horizon is longer than the data, every run reaches
+    # the end
     with pytest.warns(RuntimeWarning, match="data's end"):
-        run(["evaluate", files["model"], tmp_path / "x.npy", "--dt", "0.01", "--out", tmp_path / "o",
-             "--lyapunov-time", "100", *EVAL_FLAGS])
+        run(
+            [
+                "evaluate",
+                files["model"],
+                tmp_path / "x.npy",
+                "--dt",
+                "0.01",
+                "--out",
+                tmp_path / "o",
+                "--lyapunov-time",
+                "100",
+                *EVAL_FLAGS,
+            ]
+        )
     assert "(capped)" in capsys.readouterr().out
 
 
 def test_train_from_npy_keeps_and_evaluates_the_held_out_part(tmp_path, capsys):
     from dynfit.cli import main
 
-    x = systems.simulate("lorenz63", n_traj=3, n_steps=400, dt=0.01, seed=1, transient=2.0)["x"].values
+    x = systems.simulate("lorenz63", n_traj=3, n_steps=400, dt=0.01, seed=1, transient=2.0)[
+        "x"
+    ].values
     np.save(tmp_path / "x.npy", x)
     (tmp_path / "c.toml").write_text(
         f'[data]\npath = "{tmp_path / "x.npy"}"\ndt = 0.01\nsplit_fraction = 0.67\n'
         '[field]\nkind = "mlp"\nwidth = 8\n[train]\nepochs = 5\nlbfgs_iterations = 2\n'
         '[strategy]\nname = "fehlberg"\n')
     out = tmp_path / "out"
-    assert main(["train", str(tmp_path / "c.toml"), "--out", str(out), "--epochs", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            ["train", str(tmp_path / "c.toml"), "--out", str(out), "--epochs", "1", "--no-progress"]
+        )
+        == 0
+    )
     assert xr.load_dataset(out / "history.nc").sizes["epoch"] == 1
     held = xr.load_dataset(out / "held_out.nc")
     assert held["x"].shape[2] == 3 and 0 < held["x"].size < x.size  # the part not trained on, kept

@@ -28,13 +28,24 @@ def _diagnostics(dim=3, n_starts=4, n_time=200, n_long=3000, seed=0):
     vpt = np.array([[tl[np.argmax(e > h)] for h in thr] for e in err])
     comps = ["x", "y", "z"] if dim == 3 else [f"x{i}" for i in range(dim)]
     return xr.Dataset(
-        {"error": (("start", "time"), err), "truth": (("start", "time", "component"), truth),
-         "prediction": (("start", "time", "component"), pred), "vpt": (("start", "threshold"), vpt),
-         "valid_groundtruth_time": (("start", "threshold"), vpt + 5.0),
-         "long_run": (("source", "long_time", "component"), long_run, {"units": "state units"})},
-        coords={"time": ("time", tl, {"units": "Lyapunov times"}), "threshold": thr, "component": comps,
-                "source": ["truth", "surrogate"], "long_time": t, "start": np.arange(n_starts)},
-        attrs={"format": FORMAT, "system": "test", "dt": 0.01, "long_transient": 0.1})
+        {
+            "error": (("start", "time"), err),
+            "truth": (("start", "time", "component"), truth),
+            "prediction": (("start", "time", "component"), pred),
+            "vpt": (("start", "threshold"), vpt),
+            "valid_groundtruth_time": (("start", "threshold"), vpt + 5.0),
+            "long_run": (("source", "long_time", "component"), long_run, {"units": "state units"}),
+        },
+        coords={
+            "time": ("time", tl, {"units": "Lyapunov times"}),
+            "threshold": thr,
+            "component": comps,
+            "source": ["truth", "surrogate"],
+            "long_time": t,
+            "start": np.arange(n_starts),
+        },
+        attrs={"format": FORMAT, "system": "test", "dt": 0.01, "long_transient": 0.1},
+    )
 
 
 def _history(strategies=("black-box", "fehlberg"), seeds=(0, 1), epochs=30):
@@ -42,11 +53,20 @@ def _history(strategies=("black-box", "fehlberg"), seeds=(0, 1), epochs=30):
     shape = (len(strategies), len(seeds), epochs)
     decay = np.exp(-ep / 10.0)
     return xr.Dataset(
-        {"loss": (("strategy", "seed", "epoch"), np.broadcast_to(100 * decay + 1, shape).copy()),
-         "accepted_fraction": (("strategy", "seed", "epoch"), np.broadcast_to(1 - 0.9 * decay, shape).copy()),
-         "mean_substeps": (("strategy", "seed", "epoch"), np.broadcast_to(1 + 6 * decay, shape).copy()),
-         "n_f_evals": (("strategy", "seed", "epoch"), np.full(shape, 3000))},
-        coords={"strategy": list(strategies), "seed": list(seeds), "epoch": ep})
+        {
+            "loss": (("strategy", "seed", "epoch"), np.broadcast_to(100 * decay + 1, shape).copy()),
+            "accepted_fraction": (
+                ("strategy", "seed", "epoch"),
+                np.broadcast_to(1 - 0.9 * decay, shape).copy(),
+            ),
+            "mean_substeps": (
+                ("strategy", "seed", "epoch"),
+                np.broadcast_to(1 + 6 * decay, shape).copy(),
+            ),
+            "n_f_evals": (("strategy", "seed", "epoch"), np.full(shape, 3000)),
+        },
+        coords={"strategy": list(strategies), "seed": list(seeds), "epoch": ep},
+    )
 
 
 @pytest.mark.parametrize("fn", [plot.plot_attractor, plot.plot_error_growth, plot.plot_time_series,
@@ -111,7 +131,8 @@ def _named(dim):
     ds = _diagnostics(dim=dim)
     names = [f"angle{i}" if i % 2 == 0 else f"speed{i}" for i in range(dim)]
     ds = ds.assign_coords(component=names)
-    scale = np.where(np.arange(dim) % 2 == 0, 0.1, 50.0)  # angles and velocities, very different scales
+    # angles and velocities, very different scales
+    scale = np.where(np.arange(dim) % 2 == 0, 0.1, 50.0)
     for v in ("truth", "prediction", "long_run"):
         ds[v] = ds[v] * scale
     ds["std"] = ("component", ds["long_run"].isel(source=0).std("long_time").values)

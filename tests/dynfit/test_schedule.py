@@ -12,6 +12,7 @@ from dynfit._watch import Forecasts, Score, field_error, loss_floor
 from dynfit.data import Standardizer, make_windows
 from dynfit.strategies import ContinuousStrategy, LossFloor, get
 from dynfit.surrogate import _ModelTimeField
+from dynfit.train import HISTORY_UNITS, HISTORY_VARS, HistoryRow
 
 
 def lorenz(t, x):
@@ -51,14 +52,14 @@ def test_loss_floor_reasons():
 
 def test_every_strategy_stops_at_the_data_floor():
     s = get("fehlberg")
-    assert s.finished([{"loss": 1e-3}]) is None  # no floor known
+    assert s.finished([HistoryRow(loss=1e-3)]) is None  # no floor known
     s.set_floor(LossFloor(roundoff=1e-28, noise=1e-3))
-    assert s.finished([{"loss": 1e-3}]).startswith("at its floor")
+    assert s.finished([HistoryRow(loss=1e-3)]).startswith("at its floor")
 
 
 # ------------------------------------------------------------ the continuous schedule
 def _row(loss, h, start=math.nan, dim=3):
-    return {"loss": loss, "loss_start": start, "misfit": math.sqrt(loss / dim), "horizon": h}
+    return HistoryRow(loss=loss, loss_start=start, misfit=math.sqrt(loss / dim), horizon=h)
 
 
 def test_tolerance_follows_the_misfit_both_ways():
@@ -241,3 +242,42 @@ def test_fit_records_the_selection_and_the_inference_tolerance(data):
     rule = ContinuousStrategy.inference_tolerance(a["field_error"])
     assert sur.solver.rtol == a["inference_rtol"] == rule
     assert sur.provenance["inference_rtol"] == sur.solver.rtol
+
+
+# ------------------------------------------------------------ the history record and the hooks
+def test_history_row_reads_old_checkpoint_rows_and_writes_its_units():
+    from dynfit._history import history_dataset, is_history
+
+    old = {"loss": 0.5, "accepted_fraction": 1.0, "mean_substeps": 1.0, "horizon": 4,
+           "rtol": None, "gone": 3}  # a row of an older checkpoint: no loss_start, an unknown key
+    row = HistoryRow.from_dict(old)
+    assert row.loss == 0.5 and row.horizon == 4 and math.isnan(row.loss_start)
+    assert math.isnan(row.rtol) and row.retries == 0
+    assert row["loss"] == 0.5 and row.get("gone", 7) == 7  # dict-style reads still work
+    assert HistoryRow.from_dict(row.to_dict()) == row
+    ds = history_dataset([row, old], {"system": "x", "params": {"a": 1}})
+    assert tuple(ds.data_vars) == HISTORY_VARS and ds.sizes["epoch"] == 2 and is_history(ds)
+    assert ds["horizon"].dtype == np.int64 and ds["loss"].dtype == np.float64
+    assert {v: ds[v].attrs["units"] for v in HISTORY_VARS} == HISTORY_UNITS
+    assert HISTORY_UNITS["wall_time"] == "s" and "params" not in ds.attrs
+
+
+def test_every_strategy_answers_the_hooks_fit_asks():
+    from dynfit.strategies import names
+
+    for name in names():
+        s = get(name)
+        assert isinstance(s.prefit_by_default, bool) and isinstance(s.inference_follows_field, bool)
+        g, c = s.lbfgs_tolerances(1e-4)
+        assert (g, c) == ((0.0, 0.0) if name == "continuous" else (1e-4, 1e-2 * 1e-4))
+        assert s.validation_solver(50).max_steps <= 50
+    assert get("continuous").prefit_by_default and not get("fehlberg").prefit_by_default
+    assert get("fehlberg").calibrate(None, None, None, 1) is None  # nothing to calibrate
+
+
+def test_train_asks_strategies_not_their_types():
+    import inspect
+
+    src = inspect.getsource(train)
+    assert "isinstance(run.strat" not in src and "ContinuousStrategy" not in src
+    assert "hasattr(run.strat" not in src

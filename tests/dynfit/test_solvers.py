@@ -20,8 +20,12 @@ def test_decay_matches_exact_all_modes():
     t = torch.linspace(0, 1, 5, dtype=F64)
     exact = torch.exp(-t)[:, None, None] * y0
     tight = MixedNorm(rtol=1e-9, atol=1e-9)
-    cases = [(dict(control=tight), 1e-8), (dict(control=PaperRule(eps=1e-3)), 1e-4),
-             (dict(step_size=0.01, method="rk4"), 1e-9), (dict(method="dopri5", control=tight), 1e-8)]
+    cases = [
+        (dict(control=tight), 1e-8),
+        (dict(control=PaperRule(eps=1e-3)), 1e-4),
+        (dict(step_size=0.01, method="rk4"), 1e-9),
+        (dict(method="dopri5", control=tight), 1e-8),
+    ]
     for kw, tol in cases:
         sol = odesolve(decay, y0, t, **kw)
         assert isinstance(sol, Solution) and isinstance(sol.stats, Stats)
@@ -31,9 +35,15 @@ def test_decay_matches_exact_all_modes():
         assert (sol.stats.status == Status.SUCCESS).all() and sol.stats.success
 
 
-@pytest.mark.parametrize("kw,tol", [(dict(control=MixedNorm(rtol=1e-9, atol=1e-9)), 1e-8),
-                                    (dict(control=PaperRule(eps=1e-4)), 1e-4), (dict(step_size=0.05), 1e-8)],
-                         ids=["mixednorm", "paper", "fixed"])
+@pytest.mark.parametrize(
+    "kw,tol",
+    [
+        (dict(control=MixedNorm(rtol=1e-9, atol=1e-9)), 1e-8),
+        (dict(control=PaperRule(eps=1e-4)), 1e-4),
+        (dict(step_size=0.05), 1e-8),
+    ],
+    ids=["mixednorm", "paper", "fixed"],
+)
 def test_decreasing_time(kw, tol):
     y1 = torch.tensor([[1.0], [2.0]], dtype=F64)
     t = torch.tensor([1.0, 0.5, 0.0], dtype=F64)
@@ -69,23 +79,39 @@ def vdp(t, x):
     return torch.stack([v, mu * (1 - u * u) * v - u, torch.zeros_like(mu)], -1)
 
 
-VDP_Y0 = torch.tensor([[2.0, 0.0, 0.5], [2.0, 0.0, 30.0], [1.0, 1.0, 2.0]], dtype=F64)  # easy, stiff-ish, easy
-VDP_MILD = torch.tensor([[2.0, 0.0, 0.5], [2.0, 0.0, 5.0], [1.0, 1.0, 2.0]], dtype=F64)  # stable for all step rules
+# easy, stiff-ish, easy
+VDP_Y0 = torch.tensor([[2.0, 0.0, 0.5], [2.0, 0.0, 30.0], [1.0, 1.0, 2.0]], dtype=F64)
+# stable for all step rules
+VDP_MILD = torch.tensor([[2.0, 0.0, 0.5], [2.0, 0.0, 5.0], [1.0, 1.0, 2.0]], dtype=F64)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(method="rkf45", control=MixedNorm(rtol=1e-6, atol=1e-6)),
-    dict(method="rkf23", control=MixedNorm(rtol=1e-4, atol=1e-4)),
-    dict(method="dopri5", control=MixedNorm(rtol=1e-6, atol=1e-6)),
-    dict(method="rkf45", control=MixedNorm(rtol=1e-6, atol=1e-6, per_example=False)),
-    dict(method="rkf45", control=MixedNorm(rtol=1e-6, atol=1e-6), h0=0.05),
-    dict(method="rkf23", control=PaperRule(eps=0.1)),
-    dict(method="rkf23", control=PaperRule(eps=0.1, shared=True)),
-    dict(method="rkf45", control=PaperRule(eps=1e-3, max_substeps=4)),
-    dict(method="rk4", step_size=0.1),
-    dict(method="dopri5", step_size=0.1),
-], ids=["mn-rkf45", "mn-rkf23", "mn-dopri5", "mn-shared", "mn-h0", "paper", "paper-shared", "paper-rkf45", "rk4",
-        "fixed-dopri5"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(method="rkf45", control=MixedNorm(rtol=1e-6, atol=1e-6)),
+        dict(method="rkf23", control=MixedNorm(rtol=1e-4, atol=1e-4)),
+        dict(method="dopri5", control=MixedNorm(rtol=1e-6, atol=1e-6)),
+        dict(method="rkf45", control=MixedNorm(rtol=1e-6, atol=1e-6, per_example=False)),
+        dict(method="rkf45", control=MixedNorm(rtol=1e-6, atol=1e-6), h0=0.05),
+        dict(method="rkf23", control=PaperRule(eps=0.1)),
+        dict(method="rkf23", control=PaperRule(eps=0.1, shared=True)),
+        dict(method="rkf45", control=PaperRule(eps=1e-3, max_substeps=4)),
+        dict(method="rk4", step_size=0.1),
+        dict(method="dopri5", step_size=0.1),
+    ],
+    ids=[
+        "mn-rkf45",
+        "mn-rkf23",
+        "mn-dopri5",
+        "mn-shared",
+        "mn-h0",
+        "paper",
+        "paper-shared",
+        "paper-rkf45",
+        "rk4",
+        "fixed-dopri5",
+    ],
+)
 def test_statistics_are_exact(kw):
     field = Tagged(vdp)
     y0 = tagged_y0(VDP_MILD).requires_grad_(True)
@@ -119,8 +145,12 @@ def test_backward_evaluations_are_counted_by_the_vjps():
             return g
 
     w = torch.tensor(0.7, dtype=F64, requires_grad=True)
-    sol = odesolve(lambda t, y: Spy.apply(-w * y), torch.ones(2, 2, dtype=F64), torch.linspace(0, 1, 3, dtype=F64),
-                   control=PaperRule(eps=1e-3))
+    sol = odesolve(
+        lambda t, y: Spy.apply(-w * y),
+        torch.ones(2, 2, dtype=F64),
+        torch.linspace(0, 1, 3, dtype=F64),
+        control=PaperRule(eps=1e-3),
+    )
     sol.ys.sum().backward()
     assert sol.stats.n_f_evals_backward == len(calls) == sol.stats.n_f_evals
 
@@ -152,7 +182,7 @@ def test_shared_step_size_mode_gives_equal_counts():
     assert len(set(sol.stats.n_steps.tolist())) == 1
 
 
-# --------------------------------------------------------------------------- the paper's rule by hand
+# ------------------------------------------------------------------------- the paper's rule by hand
 def decay_forced(t, y):
     """u' = -a u + sin(t), a' = 0; works with a 0-dim t and with per-example t (B, 1)."""
     u, a = y[:, :1], y[:, 1:]
@@ -202,7 +232,9 @@ def test_paper_rule_matches_hand_computation(shared):
     assert st.accepted.tolist() == accept.tolist() and st.substeps.tolist() == n.tolist()
     assert st.n_rejected.tolist() == (~accept).astype(int).tolist()
     assert st.n_steps.tolist() == [1 + (0 if a else k) for a, k in zip(accept, n)]
-    assert st.n_f_evals_per_example.tolist() == [3 if a else 3 + 3 * k - 1 for a, k in zip(accept, n)]
+    assert st.n_f_evals_per_example.tolist() == [
+        3 if a else 3 + 3 * k - 1 for a, k in zip(accept, n)
+    ]
     np.testing.assert_allclose(st.h.numpy(), 1.0 / n)
     assert st.interval_substeps.shape == (1, 4) and st.interval_substeps[0].tolist() == n.tolist()
     assert st.to_xarray()["interval_accepted"].dims == ("interval", "example")
@@ -212,8 +244,15 @@ def test_paper_rule_interval_histories():
     y0 = torch.tensor([[1.0, 0.5], [1.0, 3.0]], dtype=F64)
     t = torch.linspace(0, 3, 4, dtype=F64)
     st = odesolve(decay_forced, y0, t, method="rkf23", control=PaperRule(eps=0.1)).stats
-    assert st.interval_error_rate.shape == st.interval_accepted.shape == st.interval_substeps.shape == (3, 2)
-    assert torch.equal(st.interval_substeps[-1], st.substeps) and torch.equal(st.interval_error_rate[-1], st.error_rate)
+    assert (
+        st.interval_error_rate.shape
+        == st.interval_accepted.shape
+        == st.interval_substeps.shape
+        == (3, 2)
+    )
+    assert torch.equal(st.interval_substeps[-1], st.substeps) and torch.equal(
+        st.interval_error_rate[-1], st.error_rate
+    )
     assert torch.equal(st.interval_accepted.all(0), st.accepted)
     assert torch.equal(st.n_rejected, (~st.interval_accepted).sum(0))
 
@@ -223,7 +262,9 @@ def test_paper_rule_with_reference_uses_the_target():
     t = torch.tensor([0.0, 1.0], dtype=F64)
     a2 = odesolve(decay_forced, y0, t, method="rkf23", step_size=1.0).ys[-1]
     target = a2 + torch.tensor([[0.0, 0.0], [0.5, 0.0]], dtype=F64)  # second target far from A2
-    sol = odesolve(decay_forced, y0, t, method="rkf23", control=PaperRule(eps=0.1), reference=target)
+    sol = odesolve(
+        decay_forced, y0, t, method="rkf23", control=PaperRule(eps=0.1), reference=target
+    )
     np.testing.assert_allclose(sol.stats.error_rate.numpy(), [0.0, 0.5], atol=1e-15)
     assert sol.stats.accepted.tolist() == [True, False]
     # the same through the (T, B, D) form
@@ -236,13 +277,16 @@ def test_mixednorm_with_reference_judges_the_landing_step_and_terminates():
     y0 = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=F64)
     t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
     exact = odesolve(decay_forced, y0, t, control=MixedNorm(rtol=1e-12, atol=1e-12)).ys
-    far = exact + torch.tensor([0.0, 1.0], dtype=F64)[None, :, None] * torch.tensor([1.0, 0.0], dtype=F64)
+    far = exact + torch.tensor([0.0, 1.0], dtype=F64)[None, :, None] * torch.tensor(
+        [1.0, 0.0], dtype=F64
+    )
     ctrl = MixedNorm(rtol=1e-3, atol=1e-3)
     sol = odesolve(decay_forced, y0, t, control=ctrl, reference=far, h0=0.5)
     st = sol.stats
     assert st.accepted.tolist() == [True, False] and st.n_rejected[0] == 0 and st.n_rejected[1] >= 2
     assert st.error_rate[1] > 100 and st.error_rate[0] < 1
-    assert (sol.ys - exact).abs().max() < 1e-3  # the reference decides refinement, never the solution
+    # the reference decides refinement, never the solution
+    assert (sol.ys - exact).abs().max() < 1e-3
 
 
 # --------------------------------------------------------------------------- dtypes
@@ -252,7 +296,11 @@ def test_float32_never_mixes_dtypes():
     t64 = torch.linspace(0, 1, 3, dtype=F64)
     for kw in (dict(), dict(control=PaperRule()), dict(step_size=0.1), dict(method="dopri5")):
         sol = odesolve(field, y0, t64, **kw)
-        assert sol.ys.dtype == torch.float32 and sol.ts.dtype == torch.float32 and sol.stats.h.dtype == torch.float32
+        assert (
+            sol.ys.dtype == torch.float32
+            and sol.ts.dtype == torch.float32
+            and sol.stats.h.dtype == torch.float32
+        )
         assert torch.isfinite(sol.ys).all()
 
 
@@ -269,9 +317,17 @@ def test_bad_times(t, match):
         odesolve(decay, Y0, torch.tensor(t, dtype=F64))
 
 
-@pytest.mark.parametrize("make", [lambda: MixedNorm(rtol=0.0, atol=1e-6), lambda: MixedNorm(rtol=1e-6, atol=-1.0),
-                                  lambda: MixedNorm(rtol=float("nan"), atol=1e-6), lambda: PaperRule(eps=0.0),
-                                  lambda: PaperRule(eps=-0.1), lambda: PaperRule(max_substeps=0)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MixedNorm(rtol=0.0, atol=1e-6),
+        lambda: MixedNorm(rtol=1e-6, atol=-1.0),
+        lambda: MixedNorm(rtol=float("nan"), atol=1e-6),
+        lambda: PaperRule(eps=0.0),
+        lambda: PaperRule(eps=-0.1),
+        lambda: PaperRule(max_substeps=0),
+    ],
+)
 def test_bad_tolerances(make):
     with pytest.raises(ValueError, match="positive|>= 1"):
         make()
@@ -310,7 +366,9 @@ def test_nonfinite_initial_state_names_examples():
 def poisoned(t, y):
     """Example with flag y[:, 1] == 1 gets NaN derivatives; the others decay."""
     bad = (y[:, 1:] == 1.0)
-    return torch.where(bad, torch.full_like(y, float("nan")), -y) * torch.tensor([1.0, 0.0], dtype=y.dtype)
+    return torch.where(bad, torch.full_like(y, float("nan")), -y) * torch.tensor(
+        [1.0, 0.0], dtype=y.dtype
+    )
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(control=PaperRule()), dict(step_size=0.25)],
@@ -341,25 +399,48 @@ def test_step_underflow_is_a_solver_error_with_stats():
 
 def test_step_limit_is_a_solver_error_with_stats():
     with pytest.raises(SolverError, match="max_steps=20; raise max_steps") as info:
-        odesolve(vdp, torch.tensor([[2.0, 0.0, 30.0], [2.0, 0.0, 0.1]], dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
-                 control=MixedNorm(rtol=1e-6, atol=1e-6), max_steps=20)
+        odesolve(
+            vdp,
+            torch.tensor([[2.0, 0.0, 30.0], [2.0, 0.0, 0.1]], dtype=F64),
+            torch.tensor([0.0, 1.0], dtype=F64),
+            control=MixedNorm(rtol=1e-6, atol=1e-6),
+            max_steps=20,
+        )
     st = info.value.stats
     assert st.status.tolist() == [Status.MAX_STEPS, Status.SUCCESS] and st.n_steps[0] == 20
-    assert torch.isnan(info.value.solution.ys[-1, 0]).all() and torch.isfinite(info.value.solution.ys[-1, 1]).all()
+    assert (
+        torch.isnan(info.value.solution.ys[-1, 0]).all()
+        and torch.isfinite(info.value.solution.ys[-1, 1]).all()
+    )
     # the paper's rule: the limit counts attempts and substeps
     with pytest.raises(SolverError, match="MAX_STEPS") as info:
-        odesolve(vdp, VDP_MILD, torch.linspace(0, 1, 6, dtype=F64), control=PaperRule(eps=1e-9), max_steps=15)
+        odesolve(
+            vdp,
+            VDP_MILD,
+            torch.linspace(0, 1, 6, dtype=F64),
+            control=PaperRule(eps=1e-9),
+            max_steps=15,
+        )
     assert (info.value.stats.status == Status.MAX_STEPS).all()
 
 
 def test_dense_output_is_exact_for_a_quartic():
-    """y' = 4 t^3: the steps and the quartic dense output are exact, so are outputs between steps."""
+    """y' = 4 t^3: the steps and the quartic dense output are exact, so are outputs between
+    steps."""
     t = torch.tensor([0.0, 0.13, 0.5, 0.77, 1.0, 1.9, 2.0], dtype=F64)
     for method in ("rkf45", "dopri5"):
-        sol = odesolve(lambda t, y: 4 * t**3 * torch.ones_like(y), torch.zeros(2, 1, dtype=F64), t, method=method,
-                       control=MixedNorm(rtol=1.0, atol=1.0), h0=1.5)
+        sol = odesolve(
+            lambda t, y: 4 * t**3 * torch.ones_like(y),
+            torch.zeros(2, 1, dtype=F64),
+            t,
+            method=method,
+            control=MixedNorm(rtol=1.0, atol=1.0),
+            h0=1.5,
+        )
         assert sol.stats.n_steps.max() < len(t) - 1  # outputs between steps come from dense output
-        torch.testing.assert_close(sol.ys[:, :, 0], (t**4)[:, None].expand(-1, 2), rtol=0, atol=1e-13)
+        torch.testing.assert_close(
+            sol.ys[:, :, 0], (t**4)[:, None].expand(-1, 2), rtol=0, atol=1e-13
+        )
 
 
 def test_tableau_checks():
@@ -370,21 +451,34 @@ def test_tableau_checks():
 
     good = dict(name="x", a=RKF45.a, b=RKF45.b, c=RKF45.c, b_low=RKF45.b_low)
     check_tableau(SimpleNamespace(**good))
-    for bad, match in ((dict(c=RKF45.c + 0.01), "sum to c"), (dict(b=RKF45.b * 1.01), "sum to 1"),
-                       (dict(b_low=RKF45.b_low * 1.01), "sum to 0"), (dict(a=RKF45.a + np.eye(6)), "lower triangular")):
+    for bad, match in (
+        (dict(c=RKF45.c + 0.01), "sum to c"),
+        (dict(b=RKF45.b * 1.01), "sum to 1"),
+        (dict(b_low=RKF45.b_low * 1.01), "sum to 0"),
+        (dict(a=RKF45.a + np.eye(6)), "lower triangular"),
+    ):
         with pytest.raises(ValueError, match=match):
             check_tableau(SimpleNamespace(**{**good, **bad}))
     with pytest.raises(ValueError, match="unknown"):
         torch_tableau("rk45")
-    assert torch_tableau("rkf45", fsal=True).stages == 7 and torch_tableau("dopri5", fsal=True).stages == 7
+    assert (
+        torch_tableau("rkf45", fsal=True).stages == 7
+        and torch_tableau("dopri5", fsal=True).stages == 7
+    )
 
 
-@pytest.mark.parametrize("kw", [dict(control=MixedNorm(rtol=1e-8, atol=1e-8), h0=10.0),
-                                dict(control=MixedNorm(rtol=1e-8, atol=1e-8, per_example=False), h0=10.0),
-                                dict(control=PaperRule(eps=1e-3, max_substeps=1000))],
-                         ids=["mixednorm", "shared", "paper"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(control=MixedNorm(rtol=1e-8, atol=1e-8), h0=10.0),
+        dict(control=MixedNorm(rtol=1e-8, atol=1e-8, per_example=False), h0=10.0),
+        dict(control=PaperRule(eps=1e-3, max_substeps=1000)),
+    ],
+    ids=["mixednorm", "shared", "paper"],
+)
 def test_overflow_in_a_rejected_attempt_keeps_gradients_finite(kw):
-    """y' = -y^3: a first attempt with a huge step overflows; the solve recovers and d y(1) / d y0 is exact."""
+    """y' = -y^3: a first attempt with a huge step overflows; the solve recovers and d y(1) / d y0
+    is exact."""
     field = Tagged(lambda t, x: -x**3)
     y0 = tagged_y0(torch.tensor([[10.0], [1.0]], dtype=F64)).requires_grad_(True)
     sol = odesolve(field, y0, torch.tensor([0.0, 1.0], dtype=F64), **kw)
@@ -420,8 +514,12 @@ def test_one_status_enum_and_one_set_of_controller_defaults():
     from systems.status import FAC_MAX, FAC_MIN, SAFETY, SAFETY_PI
 
     assert Status is systems.Status
-    assert [(s.name, int(s)) for s in Status] == [("SUCCESS", 0), ("MAX_STEPS", 1), ("STEP_UNDERFLOW", 2),
-                                                 ("NONFINITE", 3)]
+    assert [(s.name, int(s)) for s in Status] == [
+        ("SUCCESS", 0),
+        ("MAX_STEPS", 1),
+        ("STEP_UNDERFLOW", 2),
+        ("NONFINITE", 3),
+    ]
     assert Status.OK is Status.SUCCESS and Status.UNDERFLOW is Status.STEP_UNDERFLOW
     assert (si.SUCCESS, si.MAX_STEPS, si.STEP_UNDERFLOW, si.NONFINITE) == (0, 1, 2, 3)
     ctrl = MixedNorm(rtol=1e-6, atol=1e-6)
@@ -444,7 +542,8 @@ def _hermite_quartic(y0, y1, ks, h, tab, theta):
 
 
 def test_dense_coefficients_give_the_quartic_of_dense_output():
-    """y0 + h P(theta) . K (the one contraction odesolve uses) equals the Hermite-Birkhoff quartic."""
+    """y0 + h P(theta) . K (the one contraction odesolve uses) equals the Hermite-Birkhoff
+    quartic."""
     from dynfit.solvers.tableau import torch_tableau
 
     g = torch.Generator().manual_seed(0)
@@ -486,7 +585,9 @@ def test_adaptive_solve_reads_the_device_once_per_step(every):
 
 def test_compile_flag_is_checked():
     with pytest.raises(TypeError, match="compile must be True or False"):
-        odesolve(decay, torch.ones(2, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), compile="yes")
+        odesolve(
+            decay, torch.ones(2, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), compile="yes"
+        )
 
 
 @pytest.mark.parametrize("kw", [dict(control=MixedNorm(rtol=1e-8, atol=1e-8)),
@@ -501,7 +602,9 @@ def test_reading_the_device_every_few_steps_changes_nothing(kw):
     outputs, gradients and step statistics as reading every step; frozen rows count as evaluated."""
     t = torch.linspace(0, 2, 21, dtype=F64)
     if kw.get("reference") == "targets":
-        exact = odesolve(Tagged(vdp), tagged_y0(VDP_MILD), t, control=MixedNorm(rtol=1e-9, atol=1e-9)).ys
+        exact = odesolve(
+            Tagged(vdp), tagged_y0(VDP_MILD), t, control=MixedNorm(rtol=1e-9, atol=1e-9)
+        ).ys
         kw = {**kw, "reference": exact + 1e-4}
     runs = {}
     for k in (1, 4):
@@ -517,7 +620,9 @@ def test_reading_the_device_every_few_steps_changes_nothing(kw):
     torch.testing.assert_close(gb, ga, rtol=0, atol=0)
     for name in ("n_steps", "n_accepted", "n_rejected", "status", "substeps", "h", "accepted"):
         assert torch.equal(getattr(b.stats, name), getattr(a.stats, name)), name
-    torch.testing.assert_close(b.stats.error_rate, a.stats.error_rate, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(
+        b.stats.error_rate, a.stats.error_rate, rtol=0, atol=0, equal_nan=True
+    )
 
 
 @pytest.mark.parametrize("method", ["rkf45", "dopri5", "rkf23"])
@@ -539,7 +644,9 @@ def test_the_gpu_schedule_runs_on_the_cpu(method, per_example):
         assert sol.stats.success and sol.stats.n_f_evals == field.calls
         runs.append((sol, grads))
     (a, ga), (b, gb) = runs
-    assert torch.equal(b.stats.n_steps, a.stats.n_steps) and torch.equal(b.stats.n_rejected, a.stats.n_rejected)
+    assert torch.equal(b.stats.n_steps, a.stats.n_steps) and torch.equal(
+        b.stats.n_rejected, a.stats.n_rejected
+    )
     torch.testing.assert_close(b.ys, a.ys, rtol=1e-12, atol=1e-12)
     for x, y in zip(gb, ga):
         torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
@@ -596,12 +703,17 @@ def test_mixednorm_norm_argument():
     assert MixedNorm(1e-6, 1e-6).norm == "example" and MixedNorm(1e-6, 1e-6).per_example is True
     assert MixedNorm(1e-6, 1e-6, norm="batch").per_example is False
     assert MixedNorm(1e-6, 1e-6, per_example=False).norm == "example"
-    with pytest.raises(ValueError, match=r"unknown MixedNorm: norm 'max'; expected one of \['example', 'batch'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown MixedNorm: norm 'max'; expected one of \['example', 'batch'\]"
+    ):
         MixedNorm(1e-6, 1e-6, norm="max")
     with pytest.raises(ValueError, match="shares one step"):
         MixedNorm(1e-6, 1e-6, norm="batch", per_example=True)
     with pytest.raises(TypeError, match="per_example"):
         MixedNorm(1e-6, 1e-6, per_example="yes")
-    e = MixedNorm(1.0, 1.0, norm="batch").error(torch.tensor([[3.0, 0.0], [0.0, 0.0]], dtype=F64),
-                                                torch.zeros(2, 2, dtype=F64), torch.zeros(2, 2, dtype=F64))
+    e = MixedNorm(1.0, 1.0, norm="batch").error(
+        torch.tensor([[3.0, 0.0], [0.0, 0.0]], dtype=F64),
+        torch.zeros(2, 2, dtype=F64),
+        torch.zeros(2, 2, dtype=F64),
+    )
     torch.testing.assert_close(e, torch.full((2,), 1.5, dtype=F64))  # sqrt(9 / 4)

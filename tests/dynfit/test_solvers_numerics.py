@@ -1,4 +1,5 @@
-"""dynfit.solvers numerics: convergence orders, agreement with scipy, gradients (odesolve and torchdiffeq paths)."""
+"""dynfit.solvers numerics: convergence orders, agreement with scipy, gradients (odesolve and
+torchdiffeq paths)."""
 import numpy as np
 import pytest
 import torch
@@ -34,8 +35,12 @@ def forced_np(t, y):
 
 def reference(f_np, y0, t_end):
     """(B, D) DOP853 solution at t_end, rtol = atol = 1e-13."""
-    return np.stack([solve_ivp(f_np, (0.0, t_end), y, method="DOP853", rtol=1e-13, atol=1e-13).y[:, -1]
-                     for y in y0.numpy()])
+    return np.stack(
+        [
+            solve_ivp(f_np, (0.0, t_end), y, method="DOP853", rtol=1e-13, atol=1e-13).y[:, -1]
+            for y in y0.numpy()
+        ]
+    )
 
 
 LORENZ_Y0 = torch.tensor([[1.0, 1.0, 1.0], [-5.0, 3.0, 20.0]], dtype=F64)
@@ -87,13 +92,22 @@ def test_naive_six_stage_rkf45_in_torchdiffeq_is_first_order(monkeypatch):
 
     import importlib
 
-    monkeypatch.setitem(importlib.import_module("torchdiffeq._impl.odeint").SOLVERS, "naive_rkf45", Naive)
+    monkeypatch.setitem(
+        importlib.import_module("torchdiffeq._impl.odeint").SOLVERS, "naive_rkf45", Naive
+    )
     t_end, ns = 0.5, [40, 80, 160, 320]
     exact = reference(lorenz_np, LORENZ_Y0, t_end)
     errs = []
     for n in ns:
-        y1 = torchdiffeq.odeint(lorenz, LORENZ_Y0, torch.tensor([0.0, t_end], dtype=F64), method="naive_rkf45",
-                                rtol=1e6, atol=1e6, options=dict(first_step=t_end / n, max_step=t_end / n))[-1]
+        y1 = torchdiffeq.odeint(
+            lorenz,
+            LORENZ_Y0,
+            torch.tensor([0.0, t_end], dtype=F64),
+            method="naive_rkf45",
+            rtol=1e6,
+            atol=1e6,
+            options=dict(first_step=t_end / n, max_step=t_end / n),
+        )[-1]
         errs.append(np.abs(y1.numpy() - exact).max())
     assert observed_order(errs, ns, t_end) < 1.5
     assert len(_torchdiffeq_tableau(RKF45).beta) == 6  # 6 stages + the FSAL stage f(t1, y1)
@@ -159,8 +173,11 @@ def test_adjoint_rkf45_matches_direct_backprop():
 
     tol = dict(rtol=1e-10, atol=1e-10)
     direct = grads(lambda f, y, t: torchdiffeq.odeint(f, y, t, method="rkf45", **tol))
-    adjoint = grads(lambda f, y, t: torchdiffeq.odeint_adjoint(f, y, t, method="rkf45", **tol,
-                                                               adjoint_params=tuple(m.parameters())))
+    adjoint = grads(
+        lambda f, y, t: torchdiffeq.odeint_adjoint(
+            f, y, t, method="rkf45", **tol, adjoint_params=tuple(m.parameters())
+        )
+    )
     ours = grads(lambda f, y, t: odesolve(f, y, t, method="rkf45", control=MixedNorm(**tol)).ys)
     rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
     assert rel(adjoint, direct) < 1e-5

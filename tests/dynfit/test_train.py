@@ -1,4 +1,5 @@
-"""fit(): strategies, optimisers, checkpoints, resume, determinism, NaN handling; the paper's step rule."""
+"""fit(): strategies, optimisers, checkpoints, resume, determinism, NaN handling; the paper's step
+rule."""
 import math
 import warnings
 
@@ -7,13 +8,14 @@ import pytest
 import torch
 
 from dynfit import strategies
-from dynfit.train import CHECKPOINT
+from dynfit.train import CHECKPOINT, HistoryRow
 from dynfit.train import fit as _fit
 
 
 def fit(data, **kw):
     """The training machinery (checkpoints, NaN, determinism) is exercised with the paper's fehlberg
-    strategy unless a test names another; the default strategy has its own tests (test_continuous.py)."""
+    strategy unless a test names another; the default strategy has its own tests
+    (test_continuous.py)."""
     kw.setdefault("strategy", "fehlberg")
     return _fit(data, **kw)
 
@@ -32,12 +34,21 @@ def _weights(sur):
     return torch.cat([p.detach().flatten() for p in sur.field.parameters()])
 
 
-@pytest.mark.parametrize("strategy", ["black-box", "fehlberg", "curriculum", "torchdiffeq", "continuous"])
+@pytest.mark.parametrize(
+    "strategy", ["black-box", "fehlberg", "curriculum", "torchdiffeq", "continuous"]
+)
 def test_each_strategy_trains(lorenz, strategy):
     opts = {"step_size": 0.5} if strategy == "torchdiffeq" else None
     sur, hist = fit(lorenz, field=SMALL, strategy=strategy, strategy_options=opts, epochs=2, seed=0,
                     progress=False, lbfgs_iterations=3)
-    for var in ("loss", "accepted_fraction", "mean_substeps", "max_substeps", "n_f_evals", "wall_time"):
+    for var in (
+        "loss",
+        "accepted_fraction",
+        "mean_substeps",
+        "max_substeps",
+        "n_f_evals",
+        "wall_time",
+    ):
         assert hist[var].sizes["epoch"] == 2
     assert np.isfinite(hist.loss).all() and (hist.n_f_evals > 0).all()
     assert float(hist.loss[-1]) < float(hist.loss[0]) * 1.5
@@ -46,15 +57,40 @@ def test_each_strategy_trains(lorenz, strategy):
 
 def test_fehlberg_training_rejects_where_black_box_accepts(lorenz):
     # The paper's pitfall: the Heun estimate of a small field accepts nearly everything.
-    _, bb = fit(lorenz, field=SMALL, strategy="black-box", epochs=1, seed=1, progress=False, lbfgs_iterations=2)
-    _, fe = fit(lorenz, field=SMALL, strategy="fehlberg", strategy_options={"eps": 0.01}, epochs=1, seed=1,
-                progress=False, lbfgs_iterations=2)
+    _, bb = fit(
+        lorenz,
+        field=SMALL,
+        strategy="black-box",
+        epochs=1,
+        seed=1,
+        progress=False,
+        lbfgs_iterations=2,
+    )
+    _, fe = fit(
+        lorenz,
+        field=SMALL,
+        strategy="fehlberg",
+        strategy_options={"eps": 0.01},
+        epochs=1,
+        seed=1,
+        progress=False,
+        lbfgs_iterations=2,
+    )
     assert float(bb.accepted_fraction[0]) > float(fe.accepted_fraction[0])
 
 
 def test_adam_with_minibatches(lorenz):
-    sur, hist = fit(lorenz, field=SMALL, strategy="fehlberg", optimizer="adam", lr=3e-3, batch_size=64,
-                    epochs=3, seed=0, progress=False)
+    sur, hist = fit(
+        lorenz,
+        field=SMALL,
+        strategy="fehlberg",
+        optimizer="adam",
+        lr=3e-3,
+        batch_size=64,
+        epochs=3,
+        seed=0,
+        progress=False,
+    )
     assert hist.lr.values[0] > hist.lr.values[-1]  # cosine decay
     assert float(hist.loss[-1]) < float(hist.loss[0])
 
@@ -101,7 +137,8 @@ def test_checkpoint_from_another_model(lorenz, tmp_path):
 
 
 class _Poisoned(torch.nn.Module):
-    """A linear field whose output is NaN on every call after ``after``, or on call ``only`` alone."""
+    """A linear field whose output is NaN on every call after ``after``, or on call ``only``
+    alone."""
 
     def __init__(self, after=None, only=None):
         super().__init__()
@@ -125,18 +162,23 @@ def test_nan_loss_rolls_back_and_keeps_the_good_checkpoint(lorenz, tmp_path):
         sur, hist = fit(lorenz, field=field, epochs=3, checkpoint_dir=tmp_path, progress=False,
                         lbfgs_iterations=2)
     messages = [str(w.message) for w in record]
-    assert sum("retry" in m for m in messages) == 3 and "no checkpoint was overwritten" in messages[-1]
+    assert (
+        sum("retry" in m for m in messages) == 3 and "no checkpoint was overwritten" in messages[-1]
+    )
     assert hist.sizes["epoch"] == 1  # the poisoned epoch is not recorded
     assert torch.equal(sur.field.lin.weight.detach(), good_w)
     after = torch.load(tmp_path / CHECKPOINT, weights_only=False)
     assert after["epoch"] == 1 and torch.equal(after["field"]["lin.weight"], good_w)
     field.after = field.calls + 5
-    with pytest.raises(FloatingPointError, match="(loss became nan|weights became non-finite).*rolled back"):
+    with pytest.raises(
+        FloatingPointError, match="(loss became nan|weights became non-finite).*rolled back"
+    ):
         fit(lorenz, field=field, epochs=3, progress=False, lbfgs_iterations=2, on_nan="raise")
 
 
 def test_nan_retry_starts_the_optimizer_afresh_and_goes_on(lorenz):
-    # one NaN call, the first of epoch 1 (a NaN inside a line search alone is survived: L-BFGS keeps the
+    # one NaN call, the first of epoch 1 (a NaN inside a line search alone is survived: L-BFGS keeps
+    # the
     # weights of its lowest finite closure value)
     field = _Poisoned(only=0)
 
@@ -145,11 +187,15 @@ def test_nan_retry_starts_the_optimizer_afresh_and_goes_on(lorenz):
             field.only = field.calls + 1
 
     with pytest.warns(RuntimeWarning, match="retrying with a fresh optimizer state"):
-        sur, hist = fit(lorenz, field=field, epochs=3, progress=False, lbfgs_iterations=2, callback=poison)
+        sur, hist = fit(
+            lorenz, field=field, epochs=3, progress=False, lbfgs_iterations=2, callback=poison
+        )
     assert hist.sizes["epoch"] == 3 and np.isfinite(hist.loss).all()
     assert int(hist.retries.sum()) == 1
     assert all(torch.isfinite(p).all() for p in sur.field.parameters())
-    with pytest.raises(ValueError, match=r"unknown on_nan 'ignore'; expected one of \['retry', 'stop', 'raise'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown on_nan 'ignore'; expected one of \['retry', 'stop', 'raise'\]"
+    ):
         fit(lorenz, epochs=1, on_nan="ignore")
 
 
@@ -162,12 +208,18 @@ def test_lbfgs_tolerance_is_applied_and_wins_on_resume(lorenz, tmp_path):
     after = torch.load(tmp_path / CHECKPOINT, weights_only=False)["optimizer"]["param_groups"][0]
     assert after["tolerance_grad"] == 1e-12 and after["tolerance_change"] == pytest.approx(1e-14)
     assert hist.sizes["epoch"] == 3
-    with pytest.raises(ValueError, match="lbfgs_tolerance must be a finite number > 0 and < 1, got 0"):
+    with pytest.raises(
+        ValueError, match="lbfgs_tolerance must be a finite number > 0 and < 1, got 0"
+    ):
         fit(lorenz, epochs=1, lbfgs_tolerance=0)
 
 
 def test_bad_arguments(lorenz):
-    with pytest.raises(ValueError, match="unknown optimizer 'lbgfs' \\(did you mean 'lbfgs'\\?\\); expected one of \\['lbfgs', 'adam'\\]"):
+    with pytest.raises(
+        ValueError,
+        match="unknown optimizer 'lbgfs' \\(did you mean 'lbfgs'\\?\\); expected one of "
+              "\\['lbfgs', 'adam'\\]",
+    ):
         fit(lorenz, optimizer="lbgfs", epochs=1)
     with pytest.raises(ValueError, match="unknown strategy 'fehlburg'.*fehlberg"):
         fit(lorenz, strategy="fehlburg", epochs=1)
@@ -181,33 +233,68 @@ def test_bad_arguments(lorenz):
 def test_settings_objects_equal_the_keyword_arguments(lorenz):
     from dynfit.config import LoopSettings, ModelSettings, OptimizerSettings, WindowSettings
 
-    flat = dict(field=SMALL, epochs=2, seed=1, horizon=2, lbfgs_iterations=3, lr=0.5, progress=False)
+    flat = dict(
+        field=SMALL, epochs=2, seed=1, horizon=2, lbfgs_iterations=3, lr=0.5, progress=False
+    )
     _, h1 = fit(lorenz, **flat)
-    _, h2 = fit(lorenz, windows=WindowSettings(horizon=2), model=ModelSettings(field=SMALL, seed=1),
-                optimizer=OptimizerSettings(lbfgs_iterations=3, lr=0.5), loop=LoopSettings(epochs=2, progress=False))
-    assert np.allclose(h1.loss, h2.loss, rtol=1e-12, atol=0) and h1.attrs["seed"] == h2.attrs["seed"] == 1
+    _, h2 = fit(
+        lorenz,
+        windows=WindowSettings(horizon=2),
+        model=ModelSettings(field=SMALL, seed=1),
+        optimizer=OptimizerSettings(lbfgs_iterations=3, lr=0.5),
+        loop=LoopSettings(epochs=2, progress=False),
+    )
+    assert (
+        np.allclose(h1.loss, h2.loss, rtol=1e-12, atol=0)
+        and h1.attrs["seed"] == h2.attrs["seed"] == 1
+    )
     # keyword arguments win over an object's fields
-    _, h3 = fit(lorenz, loop=LoopSettings(epochs=5, progress=False), epochs=1, field=SMALL, lbfgs_iterations=2)
+    _, h3 = fit(
+        lorenz,
+        loop=LoopSettings(epochs=5, progress=False),
+        epochs=1,
+        field=SMALL,
+        lbfgs_iterations=2,
+    )
     assert h3.sizes["epoch"] == 1
 
 
 def test_settings_check_their_fields_and_fit_names_unknown_ones(lorenz):
-    from dynfit.config import FieldSettings, LoopSettings, ModelSettings, OptimizerSettings, fit_settings
+    from dynfit.config import (
+        FieldSettings,
+        LoopSettings,
+        ModelSettings,
+        OptimizerSettings,
+        fit_settings,
+    )
 
     with pytest.raises(ValueError, match=r"lr must be a positive finite number \(> 0\), got -1.0"):
         OptimizerSettings(lr=-1.0)
-    with pytest.raises(ValueError, match=r"unknown on_nan 'ignore'; expected one of \['retry', 'stop', 'raise'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown on_nan 'ignore'; expected one of \['retry', 'stop', 'raise'\]"
+    ):
         LoopSettings(on_nan="ignore")
-    with pytest.raises(ValueError, match=r"unknown dtype 'float16'.*; expected one of \['float32', 'float64'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown dtype 'float16'.*; expected one of \['float32', 'float64'\]"
+    ):
         ModelSettings(dtype="float16")
-    with pytest.raises(TypeError, match="unknown keyword argument.*'lbfgs_iteration'.*did you mean.*lbfgs_iterations"):
+    with pytest.raises(
+        TypeError,
+        match="unknown keyword argument.*'lbfgs_iteration'.*did you mean.*lbfgs_iterations",
+    ):
         fit(lorenz, lbfgs_iteration=3)
     with pytest.raises(TypeError, match="loop must be a dynfit.config.LoopSettings"):
         fit(lorenz, loop=OptimizerSettings())
     assert ModelSettings(dtype=torch.float32).dtype == "float32"
-    assert fit_settings(optimizer="adam").optimizer.optimizer == "adam"  # the name, as fit(optimizer="adam")
-    assert FieldSettings(kind="mlp", width=8).config() == {"kind": "mlp", "width": 8, "depth": 2,
-                                                           "activation": "silu", "time_dependent": False}
+    # the name, as fit(optimizer="adam")
+    assert fit_settings(optimizer="adam").optimizer.optimizer == "adam"
+    assert FieldSettings(kind="mlp", width=8).config() == {
+        "kind": "mlp",
+        "width": 8,
+        "depth": 2,
+        "activation": "silu",
+        "time_dependent": False,
+    }
 
 
 def test_toml_maps_onto_the_settings_field_for_field():
@@ -223,17 +310,37 @@ def test_toml_maps_onto_the_settings_field_for_field():
             assert len(owners) == 1, (section, key, owners)
             f = next(f for f in fields(owners[0]) if f.name == key)
             assert config.DEFAULTS[section][key] == f.metadata["toml_default"]
-    cfg = config.validate({"data": {"horizon": 3, "path": "x.npy", "dt": 0.1}, "field": {"kind": "mlp", "width": 8},
-                           "train": {"lr": 0.01, "optimizer": "adam", "epochs": 4, "seed": 2, "resume": False},
-                           "strategy": {"name": "black-box", "eps": 0.05}, "output": {"dir": "o"}})
+    cfg = config.validate(
+        {
+            "data": {"horizon": 3, "path": "x.npy", "dt": 0.1},
+            "field": {"kind": "mlp", "width": 8},
+            "train": {"lr": 0.01, "optimizer": "adam", "epochs": 4, "seed": 2, "resume": False},
+            "strategy": {"name": "black-box", "eps": 0.05},
+            "output": {"dir": "o"},
+        }
+    )
     s = config.settings_from_config(cfg, progress=False)
     assert s["windows"].horizon == 3 and s["windows"].dt == 0.1 and s["data"].path == "x.npy"
-    assert s["optimizer"].optimizer == "adam" and s["optimizer"].lr == 0.01 and s["loop"].epochs == 4
-    assert s["model"].seed == 2 and s["model"].field.config()["width"] == 8 and s["model"].dtype == "float64"
-    assert s["checkpoint"].resume is False and str(s["checkpoint"].checkpoint_dir) == "o/checkpoints"
-    assert s["strategy"] == "black-box" and s["options"] == {"eps": 0.05} and s["loop"].progress is False
+    assert (
+        s["optimizer"].optimizer == "adam" and s["optimizer"].lr == 0.01 and s["loop"].epochs == 4
+    )
+    assert (
+        s["model"].seed == 2
+        and s["model"].field.config()["width"] == 8
+        and s["model"].dtype == "float64"
+    )
+    assert (
+        s["checkpoint"].resume is False and str(s["checkpoint"].checkpoint_dir) == "o/checkpoints"
+    )
+    assert (
+        s["strategy"] == "black-box"
+        and s["options"] == {"eps": 0.05}
+        and s["loop"].progress is False
+    )
     # a config trains at least one epoch (fit alone may train none)
-    with pytest.raises(ValueError, match=r"\[train\] epochs must be >= 1, got 0; write a whole number >= 1"):
+    with pytest.raises(
+        ValueError, match=r"\[train\] epochs must be >= 1, got 0; write a whole number >= 1"
+    ):
         config.validate({"train": {"epochs": 0}})
 
 
@@ -270,7 +377,8 @@ def test_rk3_substeps_converge_at_order_three():
 
 
 def _fehlberg32(field, x):
-    """A2 (order 3, kept) and A1 (order 2) of one unit step, written out as in docs/references.md section 1."""
+    """A2 (order 3, kept) and A1 (order 2) of one unit step, written out as in docs/references.md
+    section 1."""
     t = torch.zeros(())
     f1 = field(t, x)
     f2 = field(t, x + f1)
@@ -279,13 +387,20 @@ def _fehlberg32(field, x):
 
 
 def _interval(field, x0, reference, shared):
-    """One unit interval under the paper's rule through odesolve: (out, accepted, substeps, evals per example)."""
+    """One unit interval under the paper's rule through odesolve: (out, accepted, substeps, evals
+    per example)."""
     from dynfit.solvers import PaperRule, odesolve
 
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
     ref = None if reference is None else torch.stack([x0, reference])
-    sol = odesolve(field, x0, t, method="rkf23", control=PaperRule(eps=0.1, safety=0.9, max_substeps=10,
-                                                                    shared=shared), reference=ref)
+    sol = odesolve(
+        field,
+        x0,
+        t,
+        method="rkf23",
+        control=PaperRule(eps=0.1, safety=0.9, max_substeps=10, shared=shared),
+        reference=ref,
+    )
     st = sol.stats
     return sol.ys[-1], st.interval_accepted[0], st.interval_substeps[0], st.n_f_evals_per_example
 
@@ -305,7 +420,9 @@ def test_paper_rule_matches_its_definition():
     assert acc.tolist() == [False, True, False]
     n = math.ceil(1 / (0.9 * math.sqrt(0.1 / float(r[~acc].max()))))
     assert sub.tolist() == [n, 1, n]
-    torch.testing.assert_close(out[~acc], odesolve(field, x0[~acc], t, method="rkf23", step_size=1.0 / n).ys[-1])
+    torch.testing.assert_close(
+        out[~acc], odesolve(field, x0[~acc], t, method="rkf23", step_size=1.0 / n).ys[-1]
+    )
     torch.testing.assert_close(out[1], a2[1], rtol=1e-15, atol=1e-15)
     # the attempt costs 3 evaluations; n substeps reuse its first stage: 3 n - 1 more
     assert evals.tolist() == [3 + 3 * n - 1, 3, 3 + 3 * n - 1]
@@ -327,7 +444,7 @@ def test_curriculum_grows_the_horizon_on_acceptance():
     for epoch, acc in enumerate([0.2, 0.95, 0.95, 0.95, 0.95, 0.99, 0.99]):
         h = cur.horizon(epoch, rows, 1)
         hs.append(h)
-        rows.append({"accepted_fraction": acc, "horizon": h})
+        rows.append(HistoryRow(accepted_fraction=acc, horizon=h))
     assert hs == [1, 1, 1, 2, 2, 4, 4]
     assert cur.stride(4, 1) == 4
 
@@ -338,7 +455,9 @@ def test_strategy_agrees_with_odesolve_paper_rule(reference):
     from dynfit.solvers import PaperRule, odesolve
 
     torch.manual_seed(0)
-    field = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+    field = torch.nn.Sequential(
+        torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)
+    ).double()
 
     def f(t, x):
         return 3 * field(x)
@@ -348,14 +467,24 @@ def test_strategy_agrees_with_odesolve_paper_rule(reference):
     strat = strategies.get("fehlberg" if reference else "black-box")
     # fehlberg: the training rule (shared count, target reference); black-box: the inference
     # rule (per-example counts) and, given targets, its training rule (shared count, Heun estimate)
-    ys = strat.rollout(f, x0, 3, targets)[0] if reference else strat.inference().solve(f, x0, 3)[0][1:]
+    ys = (
+        strat.rollout(f, x0, 3, targets)[0]
+        if reference
+        else strat.inference().solve(f, x0, 3)[0][1:]
+    )
     if not reference:
         ys_t, _ = strat.rollout(f, x0, 3, targets)
     t = torch.arange(4, dtype=torch.float64)
     ref = torch.cat([x0[None], targets]) if reference else None
     shared = reference
-    sol = odesolve(f, x0, t, method="rkf23", control=PaperRule(eps=0.1, safety=0.9, max_substeps=10, shared=shared),
-                   reference=ref)
+    sol = odesolve(
+        f,
+        x0,
+        t,
+        method="rkf23",
+        control=PaperRule(eps=0.1, safety=0.9, max_substeps=10, shared=shared),
+        reference=ref,
+    )
     torch.testing.assert_close(sol.ys[1:], ys, rtol=1e-12, atol=1e-12)
     if not reference:
         sol = odesolve(f, x0, t, method="rkf23", control=PaperRule(shared=True))
@@ -364,14 +493,17 @@ def test_strategy_agrees_with_odesolve_paper_rule(reference):
 
 def test_curriculum_unrolls_in_fit(lorenz):
     cur = strategies.CurriculumStrategy(max_horizon=4, accept_threshold=1e-9, patience=1)
-    sur, hist = fit(lorenz, field=SMALL, strategy=cur, epochs=3, seed=0, progress=False, lbfgs_iterations=2)
+    sur, hist = fit(
+        lorenz, field=SMALL, strategy=cur, epochs=3, seed=0, progress=False, lbfgs_iterations=2
+    )
     hs = hist.horizon.values.tolist()
     # the horizon starts at 1 and doubles after every epoch that accepted anything (threshold 1e-9)
     acc = hist.accepted_fraction.values
     assert hs[0] == 1 and all(b == (2 * a if f > 0 else a) for a, b, f in zip(hs, hs[1:], acc))
     assert hs[-1] >= 2
     assert np.isfinite(hist.loss).all()
-    # inside a rollout the reference of interval k is the observed increment applied to the prediction
+    # inside a rollout the reference of interval k is the observed increment applied to the
+    # prediction
     from dynfit.solvers import odesolve
 
     torch.manual_seed(0)
@@ -381,25 +513,40 @@ def test_curriculum_unrolls_in_fit(lorenz):
     targets = x0 + torch.randn(2, 5, 3, dtype=torch.float64) * 0.2
     ys, parts = cur.rollout(field, x0, 2, targets)
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
-    y1 = odesolve(field, x0, t, method="rkf23", control=cur.rule, reference=torch.stack([x0, targets[0]])).ys[1]
+    y1 = odesolve(
+        field, x0, t, method="rkf23", control=cur.rule, reference=torch.stack([x0, targets[0]])
+    ).ys[1]
     ref2 = y1 + targets[1] - targets[0]
-    y2 = odesolve(field, y1, t, method="rkf23", control=cur.rule, reference=torch.stack([y1, ref2])).ys[1]
+    y2 = odesolve(
+        field, y1, t, method="rkf23", control=cur.rule, reference=torch.stack([y1, ref2])
+    ).ys[1]
     torch.testing.assert_close(ys, torch.stack([y1, y2]), rtol=1e-13, atol=1e-13)
     assert len(parts) == 2
 
 
 def test_continuous_training_on_the_gpu_schedule(lorenz, monkeypatch):
-    """fit's default strategy with the solver branches only a GPU takes (stage sums as one contraction,
-    a host read every 8 steps) forced on the CPU: the same losses and weights as the CPU schedule, to
-    rounding (the contraction adds in another order); more rows counted (frozen rows until a read)."""
+    """fit's default strategy with the solver branches only a GPU takes (stage sums as one
+    contraction, a host read every 8 steps) forced on the CPU: the same losses and weights as the
+    CPU schedule, to
+    rounding (the contraction adds in another order); more rows counted (frozen rows until a
+    read)."""
     import dynfit.solvers.integrate as integrate
 
     runs = []
     for gpu in (False, True):
         cpu = {"fused": gpu, "sync_every": 8 if gpu else 1}  # odesolve's defaults on this device
         monkeypatch.setattr(integrate, "DEVICE_DEFAULTS", {**integrate.DEVICE_DEFAULTS, "cpu": cpu})
-        runs.append(_fit(lorenz, field=SMALL, strategy="continuous", epochs=2, seed=0, progress=False,
-                         lbfgs_iterations=3))
+        runs.append(
+            _fit(
+                lorenz,
+                field=SMALL,
+                strategy="continuous",
+                epochs=2,
+                seed=0,
+                progress=False,
+                lbfgs_iterations=3,
+            )
+        )
     (a, ha), (b, hb) = runs
     np.testing.assert_allclose(hb.loss.values, ha.loss.values, rtol=1e-6)
     # rows that finished stay in the batch, frozen, until the next read, and count as evaluated

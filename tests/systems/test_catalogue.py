@@ -45,9 +45,27 @@ def points_near_attractor(system, n_points, seed):
 def test_catalogue_size_and_order():
     assert len(CATALOGUED) >= 20
     assert NAMES[0] == "lorenz63"
-    for name in ["rossler", "lorenz96", "chen", "lu", "chua", "thomas", "halvorsen", "aizawa", "dadras",
-                 "rabinovich_fabrikant", "sprott_b", "sprott_c", "rucklidge", "nose_hoover", "lorenz84",
-                 "lorenz_stenflo", "hindmarsh_rose", "double_pendulum", "duffing"]:
+    for name in [
+        "rossler",
+        "lorenz96",
+        "chen",
+        "lu",
+        "chua",
+        "thomas",
+        "halvorsen",
+        "aizawa",
+        "dadras",
+        "rabinovich_fabrikant",
+        "sprott_b",
+        "sprott_c",
+        "rucklidge",
+        "nose_hoover",
+        "lorenz84",
+        "lorenz_stenflo",
+        "hindmarsh_rose",
+        "double_pendulum",
+        "duffing",
+    ]:
         assert name in CATALOGUED
 
 
@@ -55,7 +73,9 @@ def test_catalogue_size_and_order():
 def test_metadata_complete(name):
     meta = json.loads(resources.files("systems").joinpath("data/systems.json").read_text())[name]
     assert REQUIRED <= set(meta), REQUIRED - set(meta)
-    assert list(meta["params"]) == meta["param_names"] or set(meta["params"]) == set(meta["param_names"])
+    assert list(meta["params"]) == meta["param_names"] or set(meta["params"]) == set(
+        meta["param_names"]
+    )
     s = systems.get(name)
     assert s.param_names == tuple(meta["param_names"])  # explicit order, not sorted keys
     assert s.x0.shape == (s.dim,) and np.all(np.isfinite(s.x0))
@@ -63,7 +83,9 @@ def test_metadata_complete(name):
     ours = meta["lyapunov_max_computed"]  # our own QR estimate, recorded for every system
     assert ours > 0
     if s.reference_matched:
-        assert abs(ours / s.lyapunov_max - 1) <= 0.10 and not s.lyapunov_citation.startswith("computed")
+        assert abs(ours / s.lyapunov_max - 1) <= 0.10 and not s.lyapunov_citation.startswith(
+            "computed"
+        )
     if not s.reference_matched:
         assert s.note, f"{name} is flagged reference_matched=false without a note saying why"
     assert s.autonomous == (name not in {"duffing", "ueda"})
@@ -142,7 +164,9 @@ def test_lorenz96_dimension_follows_n(n):
     d = s.derivative(x)
     i = 2
     assert d[i] == pytest.approx((x[(i + 1) % n] - x[i - 2]) * x[i - 1] - x[i] + 8.0)
-    assert np.max(np.abs(s.jacobian(x) - central_jacobian(s, x, 0.0))) < 1e-6 * max(1.0, np.abs(x).max())
+    assert np.max(np.abs(s.jacobian(x) - central_jacobian(s, x, 0.0))) < 1e-6 * max(
+        1.0, np.abs(x).max()
+    )
     assert s.param_array().tolist() == [float(n), 8.0]
 
 
@@ -153,7 +177,9 @@ def test_lorenz96_bad_dimension(bad):
 
 
 # -- state validation -----------------------------------------------------------------
-@pytest.mark.parametrize("x", [[1.0, 2.0], [[1.0, 2.0, 3.0]], [1.0, np.nan, 2.0], [np.inf, 0.0, 0.0]])
+@pytest.mark.parametrize(
+    "x", [[1.0, 2.0], [[1.0, 2.0, 3.0]], [1.0, np.nan, 2.0], [np.inf, 0.0, 0.0]]
+)
 def test_bad_state_rejected(x):
     s = systems.get("lorenz63")
     with pytest.raises(ValueError, match="lorenz63: state x"):
@@ -180,7 +206,9 @@ PARAMS = {"sigma": 10.0, "rho": 28.0, "beta": 8.0 / 3.0}
 
 def test_define_matches_catalogue_and_fd_jacobian():
     ref = systems.get("lorenz63")
-    user = System.define("my_lorenz", _lorenz, params=PARAMS, components=["x", "y", "z"], x0=ref.x0, dt=0.01)
+    user = System.define(
+        "my_lorenz", _lorenz, params=PARAMS, components=["x", "y", "z"], x0=ref.x0, dt=0.01
+    )
     assert user.dim == 3 and user.param_names == ("sigma", "rho", "beta")
     assert user.lyapunov_max is None and user.metadata["jacobian"] == "central differences"
     rng = np.random.default_rng(7)
@@ -193,8 +221,16 @@ def test_define_matches_catalogue_and_fd_jacobian():
 
 
 def test_define_with_jac_and_dim_and_params_override():
-    user = System.define("my_lorenz_j", njit(_lorenz), params=PARAMS, dim=3, x0=[1.0, 1.0, 20.0], dt=0.01,
-                         jac=_lorenz_jac, lyapunov_max=0.9056)
+    user = System.define(
+        "my_lorenz_j",
+        njit(_lorenz),
+        params=PARAMS,
+        dim=3,
+        x0=[1.0, 1.0, 20.0],
+        dt=0.01,
+        jac=_lorenz_jac,
+        lyapunov_max=0.9056,
+    )
     assert user.components == ("x1", "x2", "x3") and user.metadata["jacobian"] == "analytic"
     assert user.lyapunov_time == pytest.approx(1 / 0.9056)
     x = np.array([1.0, 2.0, 3.0])
@@ -212,7 +248,9 @@ def test_finite_difference_jacobian_is_callable_from_numba():
         return out
 
     x = np.array([1.0, 2.0, 3.0])
-    assert np.allclose(use(x, np.array([10.0, 28.0, 8.0 / 3.0])), systems.get("lorenz63").jacobian(x), atol=1e-6)
+    assert np.allclose(
+        use(x, np.array([10.0, 28.0, 8.0 / 3.0])), systems.get("lorenz63").jacobian(x), atol=1e-6
+    )
 
 
 @pytest.fixture
@@ -230,7 +268,9 @@ def test_register_makes_name_work_everywhere(clean_registry):
     assert systems.get("registered_flow") is user
     assert systems.get("REGISTERED_FLOW", rho=20.0).params["rho"] == 20.0
     with pytest.raises(ValueError, match="catalogued system"):
-        systems.register(System.define("lorenz63", _lorenz, params=PARAMS, dim=3, x0=[1.0, 1.0, 20.0], dt=0.01))
+        systems.register(
+            System.define("lorenz63", _lorenz, params=PARAMS, dim=3, x0=[1.0, 1.0, 20.0], dt=0.01)
+        )
     with pytest.raises(TypeError, match="System.define"):
         systems.register("lorenz63")
 
@@ -266,7 +306,9 @@ def test_define_rejects_wrong_jacobian():
         out[1, 2] += 1.0
 
     with pytest.raises(ValueError, match="disagrees with central differences"):
-        System.define("bad", _lorenz, params=PARAMS, dim=3, x0=[1.0, 1.0, 20.0], dt=0.01, jac=njit(wrong))
+        System.define(
+            "bad", _lorenz, params=PARAMS, dim=3, x0=[1.0, 1.0, 20.0], dt=0.01, jac=njit(wrong)
+        )
 
 
 @pytest.mark.parametrize(
@@ -274,7 +316,11 @@ def test_define_rejects_wrong_jacobian():
     [
         (dict(dim=3, x0=[1.0, 1.0], dt=0.01), ValueError, "x0 must be a finite array of shape"),
         (dict(dim=3, x0=[1.0, np.nan, 1.0], dt=0.01), ValueError, "x0 must be a finite"),
-        (dict(dim=3, x0=[1.0, 1.0, 1.0], dt=0.0), ValueError, "dt must be a positive finite number.*sampling step"),
+        (
+            dict(dim=3, x0=[1.0, 1.0, 1.0], dt=0.0),
+            ValueError,
+            "dt must be a positive finite number.*sampling step",
+        ),
         (dict(x0=[1.0, 1.0, 1.0], dt=0.01), TypeError, "components"),
         (dict(components=["x", "y"], dim=3, x0=[1.0, 1.0, 1.0], dt=0.01), ValueError, "disagrees"),
         (dict(dim=0, x0=[], dt=0.01), ValueError, "dim must be >= 1, got 0"),
@@ -287,15 +333,25 @@ def test_define_validates_arguments(kwargs, exc, match):
 
 def test_define_rejects_bad_params():
     with pytest.raises(ValueError, match="'rho'"):
-        System.define("bad", _lorenz, params={**PARAMS, "rho": np.nan}, dim=3, x0=[1.0, 1.0, 1.0], dt=0.01)
+        System.define(
+            "bad", _lorenz, params={**PARAMS, "rho": np.nan}, dim=3, x0=[1.0, 1.0, 1.0], dt=0.01
+        )
     with pytest.raises(TypeError, match="dict"):
         System.define("bad", _lorenz, params=[10.0, 28.0, 2.0], dim=3, x0=[1.0, 1.0, 1.0], dt=0.01)
 
 
 def test_system_built_directly_without_jac_gets_compiled_fd_jacobian():
     ref = systems.get("lorenz63")
-    raw = System(name="raw_lorenz", rhs=ref.rhs, jac=None, param_names=ref.param_names, params=ref.params,
-                 components=ref.components, x0=ref.x0, dt=0.01)
+    raw = System(
+        name="raw_lorenz",
+        rhs=ref.rhs,
+        jac=None,
+        param_names=ref.param_names,
+        params=ref.params,
+        components=ref.components,
+        x0=ref.x0,
+        dt=0.01,
+    )
     assert raw.jac is not None
     x = np.array([1.0, 2.0, 3.0])
     assert np.allclose(raw.jacobian(x), ref.jacobian(x), rtol=0, atol=1e-8)

@@ -9,13 +9,15 @@ import systems
 from systems.dataset import SystemsFileError
 from systems.integrate import BlowUpError
 
-simulate_module = importlib.import_module("systems.simulate")  # the module (systems.simulate is the function)
+# the module (systems.simulate is the function)
+simulate_module = importlib.import_module("systems.simulate")
 
 dask = pytest.importorskip("dask")
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(system="lorenz63", n_traj=7, n_steps=60, dt=0.01, seed=4),                      # drawn starts
+    # drawn starts
+    dict(system="lorenz63", n_traj=7, n_steps=60, dt=0.01, seed=4),
     dict(system="lorenz63", n_traj=7, n_steps=60, dt=0.01, seed=4, noise=0.05, transient=0.3),
     dict(system="lorenz96", n_traj=5, n_steps=40, dt=0.01, seed=1, method="rk4", substeps=2),
 ])
@@ -26,7 +28,9 @@ def test_chunked_equals_unchunked(kwargs):
         lazy = systems.simulate(name, chunks=k, **kwargs)
         assert isinstance(lazy["x"].data, dask.array.Array)
         n = kwargs["n_traj"]
-        assert lazy["x"].data.chunks[0] == tuple([k] * (n // k) + ([n % k] if n % k else [])) or k > n
+        assert (
+            lazy["x"].data.chunks[0] == tuple([k] * (n // k) + ([n % k] if n % k else [])) or k > n
+        )
         xr.testing.assert_identical(lazy.compute(), eager)  # bit for bit, attrs included
 
 
@@ -34,14 +38,18 @@ def _count_integrations(monkeypatch) -> list:
     """Record the number of trajectories of every call of the integrator that simulate makes."""
     calls = []
     real = simulate_module.integrate
-    monkeypatch.setattr(simulate_module, "integrate",
-                        lambda system, x0, *a, **k: calls.append(len(x0)) or real(system, x0, *a, **k))
+    monkeypatch.setattr(
+        simulate_module,
+        "integrate",
+        lambda system, x0, *a, **k: calls.append(len(x0)) or real(system, x0, *a, **k),
+    )
     return calls
 
 
 @pytest.fixture(scope="module")
 def starts():
-    """Given starts (x0), so that every integration counted is one of the data, not of drawing starts."""
+    """Given starts (x0), so that every integration counted is one of the data, not of drawing
+    starts."""
     return systems.simulate("lorenz63", n_traj=12, n_steps=1, dt=0.01, seed=0)["x"].values[:, 0]
 
 
@@ -54,7 +62,8 @@ def test_nothing_is_integrated_until_asked(monkeypatch, starts):
 
 
 def test_fit_data_loads_only_the_selected_chunks(monkeypatch, starts):
-    """dynfit's as_trajectories computes x of what it is given: a selection loads only its chunks."""
+    """dynfit's as_trajectories computes x of what it is given: a selection loads only its
+    chunks."""
     from dynfit.data import as_trajectories
 
     calls = _count_integrations(monkeypatch)
@@ -66,13 +75,23 @@ def test_fit_data_loads_only_the_selected_chunks(monkeypatch, starts):
 
 @pytest.mark.parametrize("chunks", [0, -3, 1.5, True, "4"])
 def test_bad_chunks(chunks):
-    with pytest.raises(ValueError, match=r"chunks must be (an integer )?>= 1, got .*; pass the trajectories per chunk"):
+    with pytest.raises(
+        ValueError,
+        match=r"chunks must be (an integer )?>= 1, got .*; pass the trajectories per chunk",
+    ):
         systems.simulate("lorenz63", n_traj=4, n_steps=10, dt=0.01, seed=0, chunks=chunks)
 
 
 def test_failure_in_a_chunk_names_the_ensemble_trajectory(blowup):
-    ds = systems.simulate(blowup, n_traj=5, n_steps=30, dt=0.1, x0=[[0.1], [0.1], [0.2], [1.0], [0.1]],
-                          method="rk4", chunks=2)
+    ds = systems.simulate(
+        blowup,
+        n_traj=5,
+        n_steps=30,
+        dt=0.1,
+        x0=[[0.1], [0.1], [0.2], [1.0], [0.1]],
+        method="rk4",
+        chunks=2,
+    )
     with pytest.raises(BlowUpError, match=r"trajectory 3 blew up") as info:
         ds["x"].values
     assert info.value.trajectory == 3
@@ -133,8 +152,12 @@ def test_under_a_distributed_client(tmp_path):
     distributed = pytest.importorskip("distributed")
     eager = systems.simulate("lorenz63", n_traj=6, n_steps=40, dt=0.01, seed=9, noise=0.01)
     lazy = systems.simulate("lorenz63", n_traj=6, n_steps=40, dt=0.01, seed=9, noise=0.01, chunks=2)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
-            distributed.Client(cl) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cl,
+        distributed.Client(cl) as client,
+    ):
         xr.testing.assert_identical(lazy.compute(), eager)
         path = systems.save(lazy, tmp_path / "d.zarr")
         pids = set(client.run(lambda: __import__("os").getpid()).values())

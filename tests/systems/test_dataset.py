@@ -25,11 +25,3 @@ def test_save_rejects_non_dataset(tmp_path):
         systems.save(np.zeros(3), tmp_path / "x.nc")
 
 
-def test_demo_writes_netcdf_and_png(tmp_path, capsys):
-    from systems.demo import run_demo
-
-    res = run_demo(tmp_path / "demo", n_traj=2, n_steps=300)
-    assert res["netcdf"].is_file() and res["figure"].is_file()
-    assert res["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    xr.testing.assert_identical(systems.load(res["netcdf"]), res["dataset"])
-    assert "lorenz63_attractor.png" in capsys.readouterr().out

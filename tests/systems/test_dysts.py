@@ -18,7 +18,8 @@ import systems  # noqa: E402
 from systems import dysts as sd  # noqa: E402
 
 SUPPORTED = systems.dysts_names(supported_only=True)
-SAMPLE = ["Lorenz", "Aizawa", "Duffing", "BickleyJet", "Torus"]  # analytic, FD, phase variable, array params, t-dependent
+# analytic, FD, phase variable, array params, t-dependent
+SAMPLE = ["Lorenz", "Aizawa", "Duffing", "BickleyJet", "Torus"]
 
 
 def _dysts_object(name):
@@ -35,7 +36,9 @@ def _points(s, obj, rng, n=10):
     """n (state, t) pairs: dysts' initial condition plus 10% of its attractor's spread."""
     std = np.asarray(getattr(obj, "std", np.ones(s.dim)), dtype=float)
     std = std if std.shape == (s.dim,) else np.ones(s.dim)
-    return [(s.x0 + 0.1 * std * rng.standard_normal(s.dim), float(rng.uniform(0, 10))) for _ in range(n)]
+    return [
+        (s.x0 + 0.1 * std * rng.standard_normal(s.dim), float(rng.uniform(0, 10))) for _ in range(n)
+    ]
 
 
 def test_catalogue_size_and_reasons():
@@ -88,7 +91,8 @@ def test_metadata_comes_from_dysts():
     version = sd.dysts_version()
     assert s.metadata["source"] == f"dysts {version}" and f"dysts {version}" in s.lyapunov_citation
     assert s.metadata["jacobian"].startswith("analytic")
-    assert systems.from_dysts("aizawa").metadata["jacobian"] == "central differences"  # dysts has no _jac
+    # dysts has no _jac
+    assert systems.from_dysts("aizawa").metadata["jacobian"] == "central differences"
     assert systems.from_dysts("lorenz") is not s  # a new System, the same compiled functions
     assert systems.from_dysts("lorenz").rhs is s.rhs
     b = systems.from_dysts("BickleyJet", **{"eps[0]": 0.1})
@@ -132,7 +136,9 @@ def test_compiled_jacobian_sample(name):
     rng = np.random.default_rng(7)
     for x, t in _points(s, _dysts_object(name), rng, n=3):
         fd = sd.central_differences(s.rhs, x, t, s.param_array())
-        np.testing.assert_allclose(s.jacobian(x, t), fd, rtol=0, atol=1e-5 * max(1.0, np.max(np.abs(fd))))
+        np.testing.assert_allclose(
+            s.jacobian(x, t), fd, rtol=0, atol=1e-5 * max(1.0, np.max(np.abs(fd)))
+        )
 
 
 def test_stored_estimates_set_reference_matched():
@@ -140,22 +146,31 @@ def test_stored_estimates_set_reference_matched():
     lorenz, rossler = systems.from_dysts("Lorenz"), systems.from_dysts("Rossler")
     assert lorenz.metadata["lyapunov_max_computed"] == pytest.approx(lorenz.lyapunov_max, rel=0.10)
     assert lorenz.reference_matched and not lorenz.note
-    # dysts' two-trajectory estimate for Rossler (0.15) is twice the QR value (0.072, and dysts' own QR 0.076)
+    # dysts' two-trajectory estimate for Rossler (0.15) is twice the QR value (0.072, and dysts' own
+    # QR 0.076)
     assert not rossler.reference_matched and "more than 10%" in rossler.note
 
 
-@pytest.mark.filterwarnings("ignore:The following arguments have no effect")  # dysts passes jac to DOP853
+# dysts passes jac to DOP853
+@pytest.mark.filterwarnings("ignore:The following arguments have no effect")
 def test_simulate_matches_dysts_and_records_provenance():
     """Aizawa from dysts' initial condition over one Lyapunov time: our ensemble kernel
     (DOP853, tight tolerance) against dysts' make_trajectory (scipy DOP853), same tolerance."""
     s = systems.from_dysts("Aizawa")
     T = 1.0 / s.lyapunov_max
     n = 101
-    ds = systems.simulate(s, n_traj=2, n_steps=n, dt=T / (n - 1), x0=s.x0, method="dop853", rtol=1e-11, atol=1e-11)
-    assert ds.attrs["source"] == f"dysts {sd.dysts_version()}" and "dysts" in ds.attrs["lyapunov_citation"]
+    ds = systems.simulate(
+        s, n_traj=2, n_steps=n, dt=T / (n - 1), x0=s.x0, method="dop853", rtol=1e-11, atol=1e-11
+    )
+    assert (
+        ds.attrs["source"] == f"dysts {sd.dysts_version()}"
+        and "dysts" in ds.attrs["lyapunov_citation"]
+    )
     obj = _dysts_object("Aizawa")
     obj.dt = T / (n - 1)  # make_trajectory samples at the object's dt when resample=False
-    ref = obj.make_trajectory(n, resample=False, postprocess=False, method="DOP853", rtol=1e-11, atol=1e-11)
+    ref = obj.make_trajectory(
+        n, resample=False, postprocess=False, method="DOP853", rtol=1e-11, atol=1e-11
+    )
     np.testing.assert_allclose(ds.x.values[0], ref, rtol=0, atol=1e-7)
     np.testing.assert_array_equal(ds.x.values[0], ds.x.values[1])
 
@@ -192,7 +207,11 @@ CATALOGUE_MATCHES = {
     "halvorsen": ("Halvorsen", lambda p: dict(a=p["a"], b=4.0), _same),  # ours fixes dysts' b = 4
     "aizawa": ("Aizawa", lambda p: dict(p), _same),
     "dadras": ("Dadras", lambda p: dict(p=p["a"], o=p["b"], r=p["c"], c=p["d"], e=p["h"]), _same),
-    "rabinovich_fabrikant": ("RabinovichFabrikant", lambda p: dict(g=p["gamma"], a=p["alpha"]), _same),
+    "rabinovich_fabrikant": (
+        "RabinovichFabrikant",
+        lambda p: dict(g=p["gamma"], a=p["alpha"]),
+        _same,
+    ),
     "sprott_b": ("SprottB", lambda p: {}, _same),
     "sprott_c": ("SprottC", lambda p: {}, _same),
     "sprott_d": ("SprottD", lambda p: {}, _same),  # dysts hard-codes a = 3
@@ -200,17 +219,28 @@ CATALOGUE_MATCHES = {
     "rucklidge": ("Rucklidge", lambda p: dict(a=p["kappa"], b=p["lam"]), _same),
     "nose_hoover": ("NoseHoover", lambda p: dict(p), _same),
     "lorenz84": ("Lorenz84", lambda p: dict(a=p["a"], b=p["b"], f=p["F"], g=p["G"]), _same),
-    "lorenz_stenflo": ("LorenzStenflo", lambda p: dict(a=p["a"], b=p["b"], c=p["r"], d=p["s"]), _same),
-    "duffing": ("Duffing", lambda p: dict(alpha=1.0, beta=-1.0, delta=p["delta"], gamma=p["A"], omega=p["omega"]),
-                _duffing_state),
-    "ueda": ("Duffing", lambda p: dict(alpha=1.0, beta=0.0, delta=p["b"], gamma=p["A"], omega=p["omega"]),
-             _duffing_state),  # Ueda's oscillator is Duffing's without the linear term
+    "lorenz_stenflo": (
+        "LorenzStenflo",
+        lambda p: dict(a=p["a"], b=p["b"], c=p["r"], d=p["s"]),
+        _same,
+    ),
+    "duffing": (
+        "Duffing",
+        lambda p: dict(alpha=1.0, beta=-1.0, delta=p["delta"], gamma=p["A"], omega=p["omega"]),
+        _duffing_state,
+    ),
+    "ueda": (
+        "Duffing",
+        lambda p: dict(alpha=1.0, beta=0.0, delta=p["b"], gamma=p["A"], omega=p["omega"]),
+        _duffing_state,
+    ),  # Ueda's oscillator is Duffing's without the linear term
 }
 
 
 @pytest.mark.parametrize("ours", sorted(CATALOGUE_MATCHES))
 def test_catalogue_equations_match_dysts(ours):
-    """Our equations at our parameters against dysts' _rhs (uncompiled) given the same parameters."""
+    """Our equations at our parameters against dysts' _rhs (uncompiled) given the same
+    parameters."""
     name, to_dysts, state = CATALOGUE_MATCHES[ours]
     s = systems.get(ours)
     f = getattr(_dysts_object(name)._rhs, "py_func", _dysts_object(name)._rhs)
@@ -221,7 +251,9 @@ def test_catalogue_equations_match_dysts(ours):
         x = s.x0 * (1 + 0.1 * rng.standard_normal(s.dim))
         t = float(rng.uniform(0, 10))
         ref = np.asarray(f(*state(x, t, dict(s.params)), t, *args), dtype=float)[: s.dim]
-        np.testing.assert_allclose(s.derivative(x, t), ref, rtol=1e-12, atol=1e-12 * np.max(np.abs(ref)))
+        np.testing.assert_allclose(
+            s.derivative(x, t), ref, rtol=1e-12, atol=1e-12 * np.max(np.abs(ref))
+        )
 
 
 def test_lorenz96_matches_dysts_python_rhs():
@@ -251,7 +283,11 @@ def test_double_pendulum_against_dysts_and_hamilton():
         return np.array([[(m1 + m2) * l1**2, b], [b, m2 * l2**2]])
 
     def hamiltonian(th, p):
-        return 0.5 * p @ np.linalg.solve(mass(th), p) - (m1 + m2) * g * l1 * np.cos(th[0]) - m2 * g * l2 * np.cos(th[1])
+        return (
+            0.5 * p @ np.linalg.solve(mass(th), p)
+            - (m1 + m2) * g * l1 * np.cos(th[0])
+            - m2 * g * l2 * np.cos(th[1])
+        )
 
     rng = np.random.default_rng(5)
     for _ in range(10):
@@ -261,7 +297,9 @@ def test_double_pendulum_against_dysts_and_hamilton():
         b = m2 * l1 * l2 * np.sin(th[0] - th[1]) * (w[0] - w[1])
         ours_pdot = mass(th) @ dw - b * np.array([w[1], w[0]])
         h = 1e-5
-        hamilton = -np.array([(hamiltonian(th + h * e, p) - hamiltonian(th - h * e, p)) / (2 * h) for e in np.eye(2)])
+        hamilton = -np.array(
+            [(hamiltonian(th + h * e, p) - hamiltonian(th - h * e, p)) / (2 * h) for e in np.eye(2)]
+        )
         np.testing.assert_allclose(ours_pdot, hamilton, rtol=1e-7, atol=1e-7)
         ref = f(th[0], th[1], p[0], p[1], 0.0, g, l1, l2, m1, m2)
         np.testing.assert_allclose([ref[0], ref[1]], w, rtol=1e-12, atol=1e-12)

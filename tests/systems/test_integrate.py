@@ -60,7 +60,9 @@ def test_fixed_step_convergence_order(lorenz, method, order):
     hs = np.array([1 / 100, 1 / 200, 1 / 400, 1 / 800])
     errs = []
     for h in hs:
-        sol = integrate(lorenz, lorenz.x0, [0.0, 1.0], method=method, adaptive=False, substeps=int(round(1 / h)))
+        sol = integrate(
+            lorenz, lorenz.x0, [0.0, 1.0], method=method, adaptive=False, substeps=int(round(1 / h))
+        )
         errs.append(np.max(np.abs(sol.x[0, -1] - ref)))
     slope = np.polyfit(np.log(hs), np.log(errs), 1)[0]
     assert abs(slope - order) < 0.2, (method, errs, slope)
@@ -70,7 +72,17 @@ def test_dop853_order_8_on_exact_solution():
     """DOP853 at fixed steps on u' = u^2 (u = 1 / (1 - t)): slope 8 within 0.2."""
     hs = 0.5 / np.array([4, 6, 8, 12])
     errs = [
-        abs(integrate(BLOWUP, [1.0], [0.0, 0.5], method="dop853", adaptive=False, substeps=int(round(0.5 / h))).x[0, -1, 0] - 2.0)
+        abs(
+            integrate(
+                BLOWUP,
+                [1.0],
+                [0.0, 0.5],
+                method="dop853",
+                adaptive=False,
+                substeps=int(round(0.5 / h)),
+            ).x[0, -1, 0]
+            - 2.0
+        )
         for h in hs
     ]
     slope = np.polyfit(np.log(hs), np.log(errs), 1)[0]
@@ -80,8 +92,12 @@ def test_dop853_order_8_on_exact_solution():
 def test_dop853_is_much_more_accurate_at_equal_tolerance(lorenz):
     t = np.linspace(0.0, 5.0, 501)
     ref = _scipy(lorenz, lorenz.x0, t, 1e-13, 1e-13)
-    e8 = np.max(np.abs(integrate(lorenz, lorenz.x0, t, method="dop853", rtol=1e-10, atol=1e-10).x[0] - ref))
-    e5 = np.max(np.abs(integrate(lorenz, lorenz.x0, t, method="rkf45", rtol=1e-10, atol=1e-10).x[0] - ref))
+    e8 = np.max(
+        np.abs(integrate(lorenz, lorenz.x0, t, method="dop853", rtol=1e-10, atol=1e-10).x[0] - ref)
+    )
+    e5 = np.max(
+        np.abs(integrate(lorenz, lorenz.x0, t, method="rkf45", rtol=1e-10, atol=1e-10).x[0] - ref)
+    )
     assert e8 < 1e-8 and e8 < e5 / 50
 
 
@@ -98,7 +114,10 @@ def test_adaptive_matches_scipy_dop853(lorenz, method, x0):
     np.testing.assert_array_equal(sol.x[0, 0], x0)
     assert np.max(np.abs(sol.x[0] - ref)) < 1e-6
     st = sol.stats
-    assert sol.n_accepted[0] > 0 and st.n_f_evals_per_example[0] >= (TABLEAUS[method].stages - 1) * sol.n_accepted[0]
+    assert (
+        sol.n_accepted[0] > 0
+        and st.n_f_evals_per_example[0] >= (TABLEAUS[method].stages - 1) * sol.n_accepted[0]
+    )
 
 
 def test_solution_stats_are_the_shared_type(lorenz):
@@ -114,15 +133,27 @@ def test_solution_stats_are_the_shared_type(lorenz):
     np.testing.assert_array_equal(sol.n_accepted, st.n_accepted)
     np.testing.assert_array_equal(sol.n_rejected, st.n_rejected)
     # one trajectory per right-hand-side call: calls = the sum of the per-trajectory evaluations
-    assert st.n_f_evals == int(st.n_f_evals_per_example.sum()) and st.n_f_evals_per_example.shape == (2,)
+    assert st.n_f_evals == int(
+        st.n_f_evals_per_example.sum()
+    ) and st.n_f_evals_per_example.shape == (2,)
     assert st.method == "rkf45" and st.control == "PI"
     with pytest.warns(DeprecationWarning, match="n_f_evals_per_example"):
         np.testing.assert_array_equal(sol.n_f_evals, st.n_f_evals_per_example)
     ds = st.to_xarray()
     assert ds.sizes["example"] == 2 and int(ds.attrs["n_f_evals"]) == st.n_f_evals
-    assert set(ds.data_vars) >= {"n_steps", "n_accepted", "n_rejected", "status", "n_f_evals_per_example"}
+    assert set(ds.data_vars) >= {
+        "n_steps",
+        "n_accepted",
+        "n_rejected",
+        "status",
+        "n_f_evals_per_example",
+    }
     fixed = integrate(lorenz, lorenz.x0, t, method="rk4", substeps=2).stats
-    assert fixed.n_accepted[0] == 20 and fixed.n_rejected[0] == 0 and fixed.n_f_evals_per_example[0] == 80
+    assert (
+        fixed.n_accepted[0] == 20
+        and fixed.n_rejected[0] == 0
+        and fixed.n_f_evals_per_example[0] == 80
+    )
     assert fixed.control == "fixed" and fixed.n_f_evals == 80
     try:
         import dynfit
@@ -134,7 +165,10 @@ def test_solution_stats_are_the_shared_type(lorenz):
 def test_error_shrinks_with_tolerance(lorenz):
     t = np.linspace(0.0, 2.0, 201)
     ref = _scipy(lorenz, lorenz.x0, t, 1e-13, 1e-13)
-    errs = [np.max(np.abs(integrate(lorenz, lorenz.x0, t, rtol=tol, atol=tol).x[0] - ref)) for tol in (1e-5, 1e-7, 1e-9)]
+    errs = [
+        np.max(np.abs(integrate(lorenz, lorenz.x0, t, rtol=tol, atol=tol).x[0] - ref))
+        for tol in (1e-5, 1e-7, 1e-9)
+    ]
     assert errs[0] > errs[1] > errs[2]
 
 
@@ -209,7 +243,14 @@ def test_plain_python_rhs_is_refused():
         out[0] = -x[0]
 
     plain = systems.System(
-        name="plain", rhs=rhs, jac=None, param_names=(), params={}, components=("u",), x0=np.ones(1), dt=0.1
+        name="plain",
+        rhs=rhs,
+        jac=None,
+        param_names=(),
+        params={},
+        components=("u",),
+        x0=np.ones(1),
+        dt=0.1,
     )
     with pytest.raises(TypeError, match=r"rhs must be a numba-compiled function.*njit"):
         integrate(plain, [1.0], [0.0, 1.0])
@@ -228,10 +269,13 @@ def test_second_process_loads_kernels_from_cache(lorenz):
         integrate(s, s.x0, [0.0, 0.1])
         integrate(s, s.x0, [0.0, 0.1], method="rk4")
         st = [kernels(s, 6)._ensemble_adaptive.stats, kernels(s, 4)._ensemble_fixed.stats]
-        print(sum(sum(x.cache_hits.values()) for x in st), sum(sum(x.cache_misses.values()) for x in st))
+        print(sum(sum(x.cache_hits.values()) for x in st),
+              sum(sum(x.cache_misses.values()) for x in st))
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
     hits, misses = map(int, out.stdout.split())
     assert hits == 2 and misses == 0, out.stdout + out.stderr
 
@@ -245,6 +289,11 @@ def test_benchmark_script_small_mode(capsys):
     spec = importlib.util.spec_from_file_location("bench_systems", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert bench.main(["--quick", "--n-traj", "16", "--n-samples", "200", "--n-scipy", "1", "--no-startup"]) == 0
+    assert (
+        bench.main(
+            ["--quick", "--n-traj", "16", "--n-samples", "200", "--n-scipy", "1", "--no-startup"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "speed ratio" in out and "member-steps/s" in out

@@ -34,13 +34,16 @@ def test_variants_agree(lorenz_spectrum):
 
 def test_sum_follows_parameters():
     """The sum of the spectrum is the (constant) divergence -(sigma + 1 + beta)."""
-    lam = systems.lyapunov_spectrum("lorenz63", n_steps=20_000, params={"sigma": 16.0, "beta": 4.0, "rho": 45.92})
+    lam = systems.lyapunov_spectrum(
+        "lorenz63", n_steps=20_000, params={"sigma": 16.0, "beta": 4.0, "rho": 45.92}
+    )
     assert lam.sum() == pytest.approx(-21.0, rel=1e-3)
 
 
 def test_kaplan_yorke_formula():
     assert systems.kaplan_yorke_dimension([0.9, 0.0, -14.5]) == pytest.approx(2 + 0.9 / 14.5)
-    assert systems.kaplan_yorke_dimension([-14.5, 0.9, 0.0]) == pytest.approx(2 + 0.9 / 14.5)  # any order
+    # any order
+    assert systems.kaplan_yorke_dimension([-14.5, 0.9, 0.0]) == pytest.approx(2 + 0.9 / 14.5)
     assert systems.kaplan_yorke_dimension([-0.1, -1.0]) == 0.0
     assert systems.kaplan_yorke_dimension([0.5, 0.1]) == 2.0
     assert systems.kaplan_yorke_dimension([1.0, -0.5, -2.0]) == pytest.approx(2 + 0.5 / 2.0)

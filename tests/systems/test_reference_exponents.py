@@ -17,8 +17,10 @@ pytestmark = pytest.mark.slow
 
 MATCHED = [n for n in systems.names() if systems.get(n).reference_matched]
 OWN_ESTIMATE = [
-    n for n in systems.names()
-    if not systems.get(n).reference_matched and systems.get(n).lyapunov_citation.startswith("computed here")
+    n
+    for n in systems.names()
+    if not systems.get(n).reference_matched
+    and systems.get(n).lyapunov_citation.startswith("computed here")
 ]
 # Lorenz-96 (N = 40) is 40-dimensional: a shorter average keeps it cheap (error ~2% at T = 400).
 AVERAGING_TIME = {"lorenz96": 400.0}

@@ -24,7 +24,9 @@ def test_dataset_layout_and_attrs(ds):
     assert a["rtol"] == 1e-9 and a["atol"] == 1e-9 and a["dt"] == 0.01 and a["seed"] == 7
     assert json.loads(a["parameters"]) == {"sigma": 10.0, "rho": 28.0, "beta": 8 / 3}
     assert a["param_rho"] == 28.0
-    assert a["lyapunov_max"] == pytest.approx(0.9056) and a["lyapunov_time"] == pytest.approx(1 / 0.9056)
+    assert a["lyapunov_max"] == pytest.approx(0.9056) and a["lyapunov_time"] == pytest.approx(
+        1 / 0.9056
+    )
     assert a["version"] == systems.__version__ and "systems.simulate" in a["created_by"]
     assert a["noise"] == 0.0 and a["transient"] == 0.0
 
@@ -55,7 +57,9 @@ def test_sampled_initial_conditions_lie_on_the_attractor(ds):
 def test_given_x0_and_transient_match_integrate():
     s = systems.get("lorenz63")
     x0 = np.array([[1.0, 1.0, 20.0], [-5.0, -5.0, 25.0]])
-    ds = systems.simulate("lorenz63", n_traj=2, n_steps=11, dt=0.1, x0=x0, transient=0.5, rtol=1e-11, atol=1e-11)
+    ds = systems.simulate(
+        "lorenz63", n_traj=2, n_steps=11, dt=0.1, x0=x0, transient=0.5, rtol=1e-11, atol=1e-11
+    )
     ref = integrate(s, x0, np.linspace(0.0, 1.5, 16), rtol=1e-11, atol=1e-11).x[:, 5:]
     np.testing.assert_allclose(ds["x"].values, ref, rtol=0, atol=1e-8)
     np.testing.assert_allclose(ds["time"].values, 0.5 + 0.1 * np.arange(11))
@@ -104,7 +108,11 @@ def test_user_defined_system(blowup):
         (dict(n_traj=0), ValueError, r"n_traj must be >= 1, got 0"),
         (dict(n_steps=2.5), TypeError, r"n_steps must be an integer"),
         (dict(x0=[1.0, 2.0]), ValueError, r"x0 must have shape \(3,\).*got \(2,\)"),
-        (dict(x0=np.zeros((2, 3)), n_traj=3), ValueError, r"x0 must have shape.*\(3, 3\).*got \(2, 3\)"),
+        (
+            dict(x0=np.zeros((2, 3)), n_traj=3),
+            ValueError,
+            r"x0 must have shape.*\(3, 3\).*got \(2, 3\)",
+        ),
         (dict(x0=[1.0, np.nan, 2.0]), ValueError, r"NaN or inf"),
         (dict(x0=[1.0, np.inf, 2.0]), ValueError, r"NaN or inf"),
         (dict(rtol=0.0), ValueError, r"rtol"),
@@ -123,7 +131,9 @@ def test_bad_input(kwargs, exc, match):
 
 def test_blow_up_names_trajectory_and_time(blowup):
     with pytest.raises(BlowUpError, match=r"trajectory 2 blew up .*t=") as info:
-        systems.simulate(blowup, n_traj=3, n_steps=30, dt=0.1, x0=[[0.1], [0.2], [1.0]], method="rk4")
+        systems.simulate(
+            blowup, n_traj=3, n_steps=30, dt=0.1, x0=[[0.1], [0.2], [1.0]], method="rk4"
+        )
     assert info.value.trajectory == 2 and 0.9 < info.value.time < 1.6
     with pytest.raises(IntegrationError, match=r"trajectory 2 "):
         systems.simulate(blowup, n_traj=3, n_steps=30, dt=0.1, x0=[[0.1], [0.2], [1.0]])

@@ -1,9 +1,16 @@
-"""Starts drawn on the attractor from a few long spin-up chains: spread, decorrelated, reproducible."""
+"""Starts drawn on the attractor from a few long spin-up chains: spread, decorrelated,
+reproducible."""
 import numpy as np
 import pytest
 
 import systems
-from systems.simulate import chain_states, gap_time, spin_up_time, n_chains, sample_initial_conditions
+from systems.simulate import (
+    chain_states,
+    gap_time,
+    spin_up_time,
+    n_chains,
+    sample_initial_conditions,
+)
 
 
 def test_chain_count():
@@ -28,14 +35,18 @@ def test_gap_is_three_lyapunov_times():
 
 @pytest.mark.parametrize("name", ["lorenz63", "rossler"])
 def test_starts_of_one_chain_are_decorrelated_and_spread_like_the_attractor(name):
-    """Consecutive states of a chain: correlation near 0; all states: the attractor's mean and spread."""
+    """Consecutive states of a chain: correlation near 0; all states: the attractor's mean and
+    spread."""
     s = systems.get(name)
     states = chain_states(s, 256, np.random.default_rng(0), method="rkf45", rtol=1e-9, atol=1e-9)
     assert states.shape == (8, 32, 3)
     a, b = states[:, :-1].reshape(-1, 3), states[:, 1:].reshape(-1, 3)
     lag1 = [abs(np.corrcoef(a[:, i], b[:, i])[0, 1]) for i in range(3)]
-    assert max(lag1) < 0.3, lag1  # 248 pairs: sampling noise ~0.06; one Lyapunov time apart gives ~0.5-0.7
-    long = systems.simulate(name, n_traj=4, n_steps=20000, dt=0.01, seed=1)["x"].values.reshape(-1, 3)
+    # 248 pairs: sampling noise ~0.06; one Lyapunov time apart gives ~0.5-0.7
+    assert max(lag1) < 0.3, lag1
+    long = systems.simulate(name, n_traj=4, n_steps=20000, dt=0.01, seed=1)["x"].values.reshape(
+        -1, 3
+    )
     flat = states.reshape(-1, 3)
     np.testing.assert_allclose((flat.mean(0) - long.mean(0)) / long.std(0), 0.0, atol=0.25)
     np.testing.assert_allclose(flat.std(0) / long.std(0), 1.0, atol=0.25)
