@@ -9,25 +9,29 @@ default and its check (run when the object is made)::
     ModelSettings      field, dtype, device, seed, prefit, prefit_order, prefit_targets,
                        prefit_iterations
     OptimizerSettings  optimizer, lr, lbfgs_iterations, lbfgs_tolerance, weight_decay, schedule
-    LoopSettings       epochs, on_nan, nan_retries, stall, progress, callback, jump_factor, time_limit,
-                       select_by_forecast
+    LoopSettings       epochs, on_nan, nan_retries, stall, progress, callback, jump_factor,
+                       time_limit, select_by_forecast
     CheckpointSettings checkpoint_dir, resume
 
 A TOML key is the field of the same name; each field says which section holds
 it (``toml`` in its metadata; None: Python only). ``SCHEMA`` and ``DEFAULTS``
 below are made from the fields, so a default or a check is written once::
 
-    [data]      system, path, n_traj, n_steps, dt, seed, transient, noise, split_fraction   (DataSettings)
-                horizon, stride, standardize                                                (WindowSettings)
-    [field]     kind, degree, width, depth, activation, time_dependent, correction           (FieldSettings)
-                dtype                                                                        (ModelSettings)
+    [data]      system, path, n_traj, n_steps, dt, seed, transient, noise,
+                split_fraction                                      (DataSettings)
+                horizon, stride, standardize                        (WindowSettings)
+    [field]     kind, degree, width, depth, activation, time_dependent,
+                correction                                          (FieldSettings)
+                dtype                                               (ModelSettings)
     [strategy]  name, and the strategy's options (eps, safety, max_substeps, method, ...)
-    [train]     optimizer, lr, lbfgs_iterations, lbfgs_tolerance, weight_decay, schedule     (OptimizerSettings)
-                epochs, on_nan, time_limit, select_by_forecast                               (LoopSettings)
-                seed, device, prefit, prefit_order, prefit_targets, prefit_iterations        (ModelSettings)
-                batch_size                                                                   (WindowSettings)
-                resume                                                                       (CheckpointSettings)
-    [output]    dir                                                                          (OutputSettings)
+    [train]     optimizer, lr, lbfgs_iterations, lbfgs_tolerance, weight_decay,
+                schedule                                            (OptimizerSettings)
+                epochs, on_nan, time_limit, select_by_forecast      (LoopSettings)
+                seed, device, prefit, prefit_order, prefit_targets,
+                prefit_iterations                                   (ModelSettings)
+                batch_size                                          (WindowSettings)
+                resume                                              (CheckpointSettings)
+    [output]    dir                                                 (OutputSettings)
 
 Every key is checked before any work: an unknown section or key raises
 ValueError naming its close matches; a value of the wrong type (``standardize =
@@ -43,7 +47,8 @@ The held-out part (``split_fraction`` of the trajectories for training, the
 rest held out) is cut along time when the data hold a single trajectory.
 
 Also here: the compare config's schema and defaults (``dynfit compare``);
-``EVALUATE_DEFAULTS`` (``dynfit.evaluate``'s defaults) is re-exported from :mod:`dynfit.diagnostics.evaluate`.
+``EVALUATE_DEFAULTS`` (``dynfit.evaluate``'s defaults) is re-exported from
+:mod:`dynfit.diagnostics.evaluate`.
 """
 from __future__ import annotations
 
@@ -58,21 +63,57 @@ from typing import Any
 from systems import checks as _checks
 from systems.checks import ArgumentTypeError
 
-from ._settings import (_Settings, _key, _kind, is_bool, is_bool_or_none, is_device, is_dtype, is_float,  # noqa: F401
-                        is_int, is_list, is_str, is_torch_device, one_of, setting)
+from ._settings import (  # noqa: F401
+    _Settings,
+    _key,
+    _kind,
+    is_bool,
+    is_bool_or_none,
+    is_device,
+    is_dtype,
+    is_float,
+    is_int,
+    is_list,
+    is_str,
+    is_torch_device,
+    one_of,
+    setting,
+)
 from .diagnostics.evaluate import EVALUATE_DEFAULTS  # owned by dynfit.evaluate
 from .io import TRAJECTORY_SUFFIXES, read_trajectories  # noqa: F401  (owned by dynfit.io)
 from .nn.registry import COMPARE_FIELD, DEFAULT_FIELD, FieldSettings  # owned by the field registry
 
-__all__ = ["DEFAULTS", "SCHEMA", "COMPARE_SCHEMA", "COMPARE_DEFAULTS", "EVALUATE_DEFAULTS", "CONFIG_EPOCHS",
-           "DEFAULT_STRATEGY", "DEFAULT_FIELD", "WindowSettings", "ModelSettings", "OptimizerSettings",
-           "LoopSettings", "CheckpointSettings", "FieldSettings", "DataSettings", "OutputSettings", "FitSettings",
-           "fit_settings", "settings_from_config", "load_config", "load_data", "read_trajectories", "validate",
-           "check_types"]
+__all__ = [
+    "DEFAULTS",
+    "SCHEMA",
+    "COMPARE_SCHEMA",
+    "COMPARE_DEFAULTS",
+    "EVALUATE_DEFAULTS",
+    "CONFIG_EPOCHS",
+    "DEFAULT_STRATEGY",
+    "DEFAULT_FIELD",
+    "WindowSettings",
+    "ModelSettings",
+    "OptimizerSettings",
+    "LoopSettings",
+    "CheckpointSettings",
+    "FieldSettings",
+    "DataSettings",
+    "OutputSettings",
+    "FitSettings",
+    "fit_settings",
+    "settings_from_config",
+    "load_config",
+    "load_data",
+    "read_trajectories",
+    "validate",
+    "check_types",
+]
 
 SIMULATION_DT = 0.01
 DEFAULT_STRATEGY = "continuous"
-CONFIG_EPOCHS = 30  # the epoch budget of a config file and of compare (fit alone: LoopSettings' 100)
+# the epoch budget of a config file and of compare (fit alone: LoopSettings' 100)
+CONFIG_EPOCHS = 30
 
 
 
@@ -82,18 +123,24 @@ def _is_field(value, name):
 
     if value is None or isinstance(value, (FieldSettings, dict, torch.nn.Module)):
         return value
-    raise ArgumentTypeError(f"{name} must be a torch module, a config dict or None, got {type(value).__name__}")
+    raise ArgumentTypeError(
+        f"{name} must be a torch module, a config dict or None, got {type(value).__name__}"
+    )
 
 
 def _is_callable_or_none(value, name):
     if value is not None and not callable(value):
-        raise ArgumentTypeError(f"{name} must be a function callback(epoch, row) or None, got {type(value).__name__}")
+        raise ArgumentTypeError(
+            f"{name} must be a function callback(epoch, row) or None, got {type(value).__name__}"
+        )
     return value
 
 
 def _is_path_or_none(value, name):
     if value is not None and not isinstance(value, (str, Path)):
-        raise ArgumentTypeError(f"{name} must be a folder (str or Path) or None, got {type(value).__name__}")
+        raise ArgumentTypeError(
+            f"{name} must be a folder (str or Path) or None, got {type(value).__name__}"
+        )
     return value
 
 
@@ -101,7 +148,8 @@ def _is_path_or_none(value, name):
 
 @dataclass(frozen=True)
 class DataSettings(_Settings):
-    """Where ``dynfit train`` takes its trajectories ([data]): a file or a ``systems`` simulation."""
+    """Where ``dynfit train`` takes its trajectories ([data]): a file or a ``systems``
+    simulation."""
     system: str = setting("lorenz63", is_str(), toml="data")
     path: str | None = setting(None, is_str(optional=True), toml="data")
     n_traj: int = setting(8, is_int(1), toml="data")
@@ -118,7 +166,8 @@ class WindowSettings(_Settings):
     """How trajectories become training windows: rollouts of ``horizon`` samples every ``stride``.
 
     standardize: per-component standardisation (False: physical units, the paper's setting).
-    dt: the sampling step when the data do not carry one (numpy). batch_size: Adam's minibatch (None: all).
+    dt: the sampling step when the data do not carry one (numpy). batch_size: Adam's minibatch
+    (None: all).
     """
     horizon: int = setting(1, is_int(1), toml="data")
     stride: int = setting(1, is_int(1), toml="data")
@@ -141,7 +190,9 @@ class ModelSettings(_Settings):
     seed: int = setting(0, is_int(0), toml="train")
     prefit: bool | None = setting(None, is_bool_or_none, toml="train")
     prefit_order: int = setting(8, is_int(2), toml="train")
-    prefit_targets: str = setting("auto", one_of(("auto", "differences", "smoothed", "weak")), toml="train")
+    prefit_targets: str = setting(
+        "auto", one_of(("auto", "differences", "smoothed", "weak")), toml="train"
+    )
     prefit_iterations: int = setting(200, is_int(0), toml="train")
 
 
@@ -149,7 +200,8 @@ class ModelSettings(_Settings):
 class OptimizerSettings(_Settings):
     """"lbfgs" (full batch, lr 1, ``lbfgs_iterations`` per epoch, strong Wolfe; an epoch ends early
     below ``lbfgs_tolerance``, the paper's strategies only) or "adam" (lr 1e-3, ``weight_decay``,
-    ``schedule`` "cosine" (decay to lr / 100 over the epochs) or "constant"). lr None: the default."""
+    ``schedule`` "cosine" (decay to lr / 100 over the epochs) or "constant"). lr None: the
+    default."""
     optimizer: str = setting("lbfgs", one_of(("lbfgs", "adam")), toml="train")
     lr: float | None = setting(None, is_float(0, low_open=True, optional=True), toml="train")
     lbfgs_iterations: int = setting(20, is_int(1), toml="train")
@@ -166,16 +218,21 @@ class LoopSettings(_Settings):
     ``nan_retries`` times, "stop", "raise"); two epochs in a row that move the loss by less than
     ``stall`` (relative), the second after an optimizer restart, stop it; ``callback(epoch, row)``
     returning True stops it; ``progress``: a progress bar. ``time_limit``: seconds of wall time for
-    the whole fit (None: none), checked inside epochs. ``select_by_forecast``: keep the weights whose
-    short free runs from a few validation starts forecast best (docs/training.md)."""
-    epochs: int = setting(100, is_int(0), toml="train", toml_check=is_int(1), toml_default=CONFIG_EPOCHS)
+    the whole fit (None: none), checked inside epochs. ``select_by_forecast``: keep the weights
+    whose short free runs from a few validation starts forecast best (docs/training.md)."""
+
+    epochs: int = setting(
+        100, is_int(0), toml="train", toml_check=is_int(1), toml_default=CONFIG_EPOCHS
+    )
     on_nan: str = setting("retry", one_of(("retry", "stop", "raise")), toml="train")
     nan_retries: int = setting(3, is_int(0))
     stall: float = setting(1e-9, is_float(0))
     progress: bool = setting(True, is_bool)
     callback: Any = setting(None, _is_callable_or_none)
     jump_factor: float = setting(10.0, is_float(1, low_open=True))
-    time_limit: float | None = setting(None, is_float(0, low_open=True, optional=True), toml="train")
+    time_limit: float | None = setting(
+        None, is_float(0, low_open=True, optional=True), toml="train"
+    )
     select_by_forecast: bool = setting(True, is_bool, toml="train")
 
 
@@ -203,39 +260,65 @@ class FitSettings:
     checkpoint: CheckpointSettings
 
 
-FIT_GROUPS = {"windows": WindowSettings, "model": ModelSettings, "optimizer": OptimizerSettings, "loop": LoopSettings,
-              "checkpoint": CheckpointSettings}  # the fields of FitSettings
+FIT_GROUPS = {
+    "windows": WindowSettings,
+    "model": ModelSettings,
+    "optimizer": OptimizerSettings,
+    "loop": LoopSettings,
+    "checkpoint": CheckpointSettings,
+}  # the fields of FitSettings
 # fit's keyword arguments: every field of the five objects, by name -> its group
 FIT_OPTIONS = {f.name: group for group, cls in FIT_GROUPS.items() for f in fields(cls)}
 
 
-def fit_settings(*, windows=None, model=None, optimizer=None, loop=None, checkpoint=None, **options) -> FitSettings:
-    """``fit``'s settings from settings objects and keyword arguments (which win over the objects' fields).
+def fit_settings(
+    *, windows=None, model=None, optimizer=None, loop=None, checkpoint=None, **options
+) -> FitSettings:
+    """``fit``'s settings from settings objects and keyword arguments (which win over the objects'
+    fields).
 
-    Raises TypeError for an unknown keyword (naming close matches) or an object of another class, and
-    ValueError for a bad value (naming it). ``optimizer`` may also be the optimizer's name.
+    Raises TypeError for an unknown keyword (naming close matches) or an object of another class,
+    and ValueError for a bad value (naming it). ``optimizer`` may also be the optimizer's name.
     """
     if isinstance(optimizer, str):  # fit(data, optimizer="adam")
         options["optimizer"], optimizer = optimizer, None
-    given = {"windows": windows, "model": model, "optimizer": optimizer, "loop": loop, "checkpoint": checkpoint}
+    given = {
+        "windows": windows,
+        "model": model,
+        "optimizer": optimizer,
+        "loop": loop,
+        "checkpoint": checkpoint,
+    }
     unknown = sorted(set(options) - set(FIT_OPTIONS))
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(FIT_OPTIONS) + list(given), n=3)
-        raise TypeError(f"fit() got unknown keyword argument(s) {unknown}"
-                        f"{f'; did you mean {close}?' if close else ''} (known: {sorted(FIT_OPTIONS)})")
+        raise TypeError(
+            f"fit() got unknown keyword argument(s) {unknown}"
+            f"{f'; did you mean {close}?' if close else ''} (known: {sorted(FIT_OPTIONS)})"
+        )
     out = {}
     for group, cls in FIT_GROUPS.items():
         base = given[group]
         if base is not None and not isinstance(base, cls):
-            raise TypeError(f"{group} must be a dynfit.config.{cls.__name__}, got {type(base).__name__}")
+            raise TypeError(
+                f"{group} must be a dynfit.config.{cls.__name__}, got {type(base).__name__}"
+            )
         mine = {k: v for k, v in options.items() if FIT_OPTIONS[k] == group}
         out[group] = base.replace(**mine) if base is not None else cls(**mine)
     return FitSettings(**out)
 
 
-# ------------------------------------------------------------------ the TOML schema, made from the settings
-TOML_SETTINGS = (DataSettings, WindowSettings, FieldSettings, ModelSettings, OptimizerSettings, LoopSettings,
-                 CheckpointSettings, OutputSettings)
+# ---------------------------------------------------------- the TOML schema, made from the settings
+TOML_SETTINGS = (
+    DataSettings,
+    WindowSettings,
+    FieldSettings,
+    ModelSettings,
+    OptimizerSettings,
+    LoopSettings,
+    CheckpointSettings,
+    OutputSettings,
+)
 
 
 def _toml_fields():
@@ -247,8 +330,13 @@ def _toml_fields():
 
 
 SCHEMA: dict[str, dict[str, Any]] = {}
-DEFAULTS: dict[str, dict[str, Any]] = {"data": {}, "field": {}, "strategy": {"name": DEFAULT_STRATEGY}, "train": {},
-                                       "output": {}}
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {},
+    "field": {},
+    "strategy": {"name": DEFAULT_STRATEGY},
+    "train": {},
+    "output": {},
+}
 for _sec, _f in _toml_fields():
     SCHEMA.setdefault(_sec, {})[_f.name] = _f.metadata["toml_check"]
     DEFAULTS[_sec][_f.name] = _f.metadata["toml_default"]
@@ -258,35 +346,62 @@ OPEN_SECTIONS = ("strategy",)
 
 # the compare config (dynfit compare CONFIG.toml; see dynfit.cli)
 COMPARE_DEFAULTS = {
-    "data": {"system": "lorenz63", "n_traj": 4, "n_steps": 1000, "dt": SIMULATION_DT, "seed": 1, "transient": 5.0,
-             "path": None},
+    "data": {
+        "system": "lorenz63",
+        "n_traj": 4,
+        "n_steps": 1000,
+        "dt": SIMULATION_DT,
+        "seed": 1,
+        "transient": 5.0,
+        "path": None,
+    },
     # 2000 samples of dt 0.01: the default horizon of 15 Lyapunov times on Lorenz'63 (1657) fits
     "test": {"n_traj": 4, "n_steps": 2000, "seed": 2, "transient": 5.0, "path": None},
     "field": dict(COMPARE_FIELD),
-    "train": {"epochs": CONFIG_EPOCHS, "seeds": [0]} | {k: getattr(OptimizerSettings(), k) for k in (
-        "optimizer", "lbfgs_iterations", "lr")} | {"batch_size": WindowSettings().batch_size},
+    "train": {"epochs": CONFIG_EPOCHS, "seeds": [0]}
+    | {k: getattr(OptimizerSettings(), k) for k in ("optimizer", "lbfgs_iterations", "lr")}
+    | {"batch_size": WindowSettings().batch_size},
     "evaluate": {k: list(v) if isinstance(v, tuple) else v for k, v in EVALUATE_DEFAULTS.items()},
     "strategy": [{"name": "black-box"}, {"name": "fehlberg"}],
     "output": {"dir": "out/compare"},
 }
 COMPARE_SCHEMA = {
-    "data": {k: SCHEMA["data"][k] for k in ("system", "path", "n_traj", "n_steps", "seed", "transient")}
+    "data": {
+        k: SCHEMA["data"][k] for k in ("system", "path", "n_traj", "n_steps", "seed", "transient")
+    }
     | {"dt": is_float(0, low_open=True)},
-    "test": {"n_traj": is_int(1), "n_steps": is_int(2), "seed": is_int(0), "transient": is_float(0),
-             "path": is_str(optional=True)},
+    "test": {
+        "n_traj": is_int(1),
+        "n_steps": is_int(2),
+        "seed": is_int(0),
+        "transient": is_float(0),
+        "path": is_str(optional=True),
+    },
     "field": {k: SCHEMA["field"][k] for k in ("kind", "width", "depth", "activation")},
-    "train": {"epochs": is_int(1), "seeds": is_list(is_int(0)), "optimizer": SCHEMA["train"]["optimizer"],
-              "lbfgs_iterations": SCHEMA["train"]["lbfgs_iterations"], "lr": SCHEMA["train"]["lr"],
-              "batch_size": SCHEMA["train"]["batch_size"]},
-    "evaluate": {"n_starts": is_int(1), "horizon": is_float(0, low_open=True),
-                 "thresholds": is_list(is_float(0, 1, low_open=True)), "long_steps": is_int(1000),
-                 "lyapunov_steps": is_int(0), "lyapunov_starts": is_int(1), "seed": is_int(0)},
+    "train": {
+        "epochs": is_int(1),
+        "seeds": is_list(is_int(0)),
+        "optimizer": SCHEMA["train"]["optimizer"],
+        "lbfgs_iterations": SCHEMA["train"]["lbfgs_iterations"],
+        "lr": SCHEMA["train"]["lr"],
+        "batch_size": SCHEMA["train"]["batch_size"],
+    },
+    "evaluate": {
+        "n_starts": is_int(1),
+        "horizon": is_float(0, low_open=True),
+        "thresholds": is_list(is_float(0, 1, low_open=True)),
+        "long_steps": is_int(1000),
+        "lyapunov_steps": is_int(0),
+        "lyapunov_starts": is_int(1),
+        "seed": is_int(0),
+    },
     "output": {"dir": is_str()},
 }
 
 
 def check_types(cfg: dict, schema: dict) -> dict:
-    """Check (and normalise) every value of ``cfg`` that ``schema`` knows; raises ValueError naming it."""
+    """Check (and normalise) every value of ``cfg`` that ``schema`` knows; raises ValueError naming
+    it."""
     for section, checks in schema.items():
         values = cfg.get(section)
         if not isinstance(values, dict):
@@ -333,8 +448,10 @@ def validate(raw: dict) -> dict:
     from . import strategies
 
     if not isinstance(cfg["strategy"].get("name"), str):
-        raise ValueError(f"[strategy] name must be a strategy name in quotes such as \"fehlberg\", got "
-                         f"{_kind(cfg['strategy'].get('name'))}")
+        raise ValueError(
+            f'[strategy] name must be a strategy name in quotes such as "fehlberg", got '
+            f"{_kind(cfg['strategy'].get('name'))}"
+        )
     options = {k: v for k, v in cfg["strategy"].items() if k != "name"}
     name = cfg["strategy"]["name"]
     strategies.parse_spec((name, name, options))  # fail early on a bad strategy name or option
@@ -363,13 +480,17 @@ def load_config(path) -> dict:
 
 
 def _section(cls, cfg: dict, **extra):
-    """A settings object from its fields' keys in a validated config (checked again on the way in)."""
-    values = {f.name: cfg[f.metadata["toml"]][f.name] for f in fields(cls) if f.metadata.get("toml")}
+    """A settings object from its fields' keys in a validated config (checked again on the way
+    in)."""
+    values = {
+        f.name: cfg[f.metadata["toml"]][f.name] for f in fields(cls) if f.metadata.get("toml")
+    }
     return cls(**values, **extra)
 
 
 def settings_from_config(cfg: dict, *, out=None, progress: bool = True) -> dict:
-    """A validated config as settings objects: {"data", "output", "strategy", "options", and fit's five}.
+    """A validated config as settings objects: {"data", "output", "strategy", "options", and fit's
+    five}.
 
     ``options``: the strategy's options; the checkpoints go to ``out/checkpoints``.
     """
@@ -377,13 +498,17 @@ def settings_from_config(cfg: dict, *, out=None, progress: bool = True) -> dict:
     output = OutputSettings(dir=str(out)) if out is not None else _section(OutputSettings, cfg)
     field = _section(FieldSettings, cfg)
     return {
-        "data": data, "output": output, "strategy": cfg["strategy"]["name"],
+        "data": data,
+        "output": output,
+        "strategy": cfg["strategy"]["name"],
         "options": {k: v for k, v in cfg["strategy"].items() if k != "name"},
         "windows": _section(WindowSettings, cfg, dt=None if data.path is None else data.dt),
         "model": _section(ModelSettings, cfg, field=field),
         "optimizer": _section(OptimizerSettings, cfg),
         "loop": _section(LoopSettings, cfg, progress=progress),
-        "checkpoint": _section(CheckpointSettings, cfg, checkpoint_dir=Path(output.dir) / "checkpoints"),
+        "checkpoint": _section(
+            CheckpointSettings, cfg, checkpoint_dir=Path(output.dir) / "checkpoints"
+        ),
     }
 
 
@@ -392,10 +517,19 @@ def load_data(d: DataSettings):
     if d.path:
         data = read_trajectories(d.path, what="[data] path")
         if not hasattr(data, "data_vars") and d.dt is None:
-            raise ValueError(f"[data] path {d.path} holds no sampling step (a bare array); give [data] dt = "
-                             "<the step between samples>")
+            raise ValueError(
+                f"[data] path {d.path} holds no sampling step (a bare array); give [data] dt = "
+                "<the step between samples>"
+            )
         return data
     import systems
 
-    return systems.simulate(d.system, n_traj=d.n_traj, n_steps=d.n_steps, dt=SIMULATION_DT if d.dt is None else d.dt,
-                            seed=d.seed, transient=d.transient, noise=d.noise)
+    return systems.simulate(
+        d.system,
+        n_traj=d.n_traj,
+        n_steps=d.n_steps,
+        dt=SIMULATION_DT if d.dt is None else d.dt,
+        seed=d.seed,
+        transient=d.transient,
+        noise=d.noise,
+    )
