@@ -38,6 +38,10 @@ STENCILS = {
     4: (1 / 12, -2 / 3, 0.0, 2 / 3, -1 / 12),
     6: (-1 / 60, 3 / 20, -3 / 4, 0.0, 3 / 4, -3 / 20, 1 / 60),
     8: (1 / 280, -4 / 105, 1 / 5, -4 / 5, 0.0, 4 / 5, -1 / 5, 4 / 105, -1 / 280),
+    10: (-1 / 1260, 5 / 504, -5 / 84, 5 / 21, -5 / 6, 0.0, 5 / 6, -5 / 21, 5 / 84, -5 / 504,
+         1 / 1260),
+    12: (1 / 5544, -1 / 385, 1 / 56, -5 / 63, 15 / 56, -6 / 7, 0.0, 6 / 7, -15 / 56, 5 / 63,
+         -1 / 56, 1 / 385, -1 / 5544),
 }
 
 
@@ -185,6 +189,75 @@ def _targets(field, z, order, targets, windows, width):
     return z.reshape(-1, d), form.targets(z), lift, info
 
 
+def _held_out(n_rows: int, n_traj: int) -> torch.Tensor:
+    """(n_rows,) bool: the validation rows of trajectory-major targets, the last fifth of the
+    trajectories (of the rows for one trajectory)."""
+    held = torch.zeros(n_rows, dtype=torch.bool)
+    if n_traj >= 2 and n_rows % n_traj == 0:
+        per = n_rows // n_traj
+        held[(n_traj - max(1, round(0.2 * n_traj))) * per:] = True
+    else:
+        held[int(0.8 * n_rows):] = True
+    return held
+
+
+def _lbfgs(field, zs, dz, up, t_zero, iterations: int, tolerance: float,
+           held: torch.Tensor | None) -> dict:
+    """L-BFGS on the mean squared error of ``up(field(zs))`` against dz, 20 iterations a step,
+    until the relative change over 5 steps falls below ``tolerance`` or ``iterations`` are
+    spent; the weights kept are the lowest loss's. With ``held`` (rows, bool) the loss is on the
+    other rows and the weights kept are those with the lowest error on the held rows (the
+    starting weights included); it stops after 2 steps without improving it."""
+    params = [p for p in field.parameters() if p.requires_grad]
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, tolerance_grad=0.0,
+                            tolerance_change=0.0, history_size=50, line_search_fn="strong_wolfe")
+    fit_rows = slice(None) if held is None else ~held.to(dz.device)
+    norm = float(dz[fit_rows].square().mean())
+    val_norm = math.nan if held is None else float(dz[held.to(dz.device)].square().mean())
+
+    def residual():
+        return up(field(t_zero, zs)) - dz
+
+    def closure():
+        opt.zero_grad()
+        loss = residual()[fit_rows].square().mean() / norm
+        loss.backward()
+        return loss
+
+    def judged() -> float:
+        with torch.no_grad():
+            if held is None:
+                return float(residual().square().mean() / norm)
+            return float(residual()[held.to(dz.device)].square().mean() / val_norm)
+
+    losses, done, stale = [], 0, 0
+    best = {k: v.detach().clone() for k, v in field.state_dict().items()}
+    best_loss = judged()
+    out = {} if held is None else {"prefit_validation_start": math.sqrt(best_loss)}
+    while done < iterations:
+        opt.step(closure)
+        done += 20
+        loss = float(closure().detach())
+        score = loss if held is None else judged()
+        if not (math.isfinite(loss) and math.isfinite(score)):
+            break
+        if score < best_loss:
+            best_loss, stale = score, 0
+            best = {k: v.detach().clone() for k, v in field.state_dict().items()}
+        else:
+            stale += 1
+        losses.append(loss)
+        if held is not None and stale >= 2:
+            break
+        if len(losses) > 5 and (losses[-6] - losses[-1]) <= tolerance * losses[-6]:
+            break
+    field.load_state_dict(best)
+    out["iterations"] = done
+    if held is not None:
+        out["prefit_validation"] = math.sqrt(best_loss)
+    return out
+
+
 def prefit(field: torch.nn.Module, z: np.ndarray, *, order: int = 8, iterations: int = 200,
            tolerance: float = 1e-3, device=None, dtype=torch.float64, targets: str = "differences",
            windows=None, width: int | None = None) -> dict:
@@ -204,7 +277,11 @@ def prefit(field: torch.nn.Module, z: np.ndarray, *, order: int = 8, iterations:
     linear least squares first. Then, if the field has other parameters,
     L-BFGS on the mean squared derivative (or weak-form) error runs until the
     relative change of the loss over 5 steps of 20 iterations falls below
-    ``tolerance`` or ``iterations`` are spent. Returns {"field_error":
+    ``tolerance`` or ``iterations`` are spent. On noisy (smoothed or weak)
+    targets the last fifth of the trajectories is held out: the weights kept
+    are those with the smallest held-out error (the least-squares start
+    included), so the neural part does not fit the noise ("prefit_validation",
+    relative RMS, and "prefit_validation_start"). Returns {"field_error":
     relative RMS error of the field on the targets, "field_error_lstsq",
     "iterations", "wall_time", "targets", "noise_level" (D,), "windows"
     (smoothed or weak targets), "weak_width", "weak_degree", "weak_stride"
@@ -234,36 +311,9 @@ def prefit(field: torch.nn.Module, z: np.ndarray, *, order: int = 8, iterations:
         info["field_error_lstsq"] = _relative_error(field, zs, dz, lift)
     others = [p for name, p in field.named_parameters() if p.requires_grad and p is not coef]
     if others and iterations > 0:
-        params = [p for p in field.parameters() if p.requires_grad]
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, tolerance_grad=0.0,
-                                tolerance_change=0.0, history_size=50,
-                                line_search_fn="strong_wolfe")
-        norm = float(dz.square().mean())
-
-        def closure():
-            opt.zero_grad()
-            loss = (up(field(t_zero, zs)) - dz).square().mean() / norm
-            loss.backward()
-            return loss
-
-        losses, done = [], 0
-        best = {k: v.detach().clone() for k, v in field.state_dict().items()}
-        best_loss = float(closure().detach())
-        while done < iterations:
-            opt.step(closure)
-            done += 20
-            loss = float(closure().detach())
-            if not math.isfinite(loss):
-                field.load_state_dict(best)
-                break
-            if loss < best_loss:
-                best_loss = loss
-                best = {k: v.detach().clone() for k, v in field.state_dict().items()}
-            losses.append(loss)
-            if len(losses) > 5 and (losses[-6] - losses[-1]) <= tolerance * losses[-6]:
-                break
-        field.load_state_dict(best)
-        info["iterations"] = done
+        # noisy targets: the neural part could fit the noise; held-out rows judge each step
+        held = None if tinfo["targets"] == "differences" else _held_out(dz.shape[0], len(z))
+        info.update(_lbfgs(field, zs, dz, up, t_zero, iterations, tolerance, held))
     info["field_error"] = _relative_error(field, zs, dz, lift)
     info["wall_time"] = time.perf_counter() - t0
     return info

@@ -8,10 +8,12 @@ and a report of every candidate.
 How a library is chosen (all in the model's units: standardised states, one
 time unit per sampling interval):
 
-1. Derivative targets of the training and validation parts
-   (:func:`dynfit.prefit.derivative_targets`: differences on clean data,
-   smoothed ones on noisy data). Validation: the last fifth of the
-   trajectories (of the time axis for one trajectory).
+1. Targets of the training and validation parts
+   (:func:`dynfit.prefit.choose_targets`: differences on clean data; on noisy
+   data weak-form systems G xi = y, :mod:`dynfit.weakform`, or smoothed
+   derivatives when asked). Validation: the last fifth of the trajectories
+   (of the time axis for one trajectory); on weak-form targets the errors
+   below are weak-form residuals ||G xi - y|| / ||y||.
 2. Candidates (:func:`candidates`): polynomials of degree 1..``max_degree``
    (degrees stop growing when two in a row do not improve the best error by
    10%, or past ``max_terms`` terms or an eighth of the training rows),

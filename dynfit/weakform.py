@@ -19,6 +19,11 @@ at both ends; for such an integrand (phi and its first p - 1 derivatives zero
 at the ends) the Euler-Maclaurin expansion makes it accurate to O(h^p) for
 even p (O(h^(p+1)) for odd p), higher than Simpson's O(h^4).
 
+Width (:func:`width_from_windows`): ``WEAK_WIDTH`` = 2 x the smallest of the
+components' Savitzky-Golay Cp windows (:func:`dynfit.smoothing.savgol_window`,
+from the noise level), with p = ``WEAK_DEGREE`` = 16 (docs/training.md, "Noisy
+data": the field's error over widths and degrees on three flows at 1% and 5%).
+
 All quantities are in the model's units: trajectories z (N, T, D) sampled at
 unit spacing.
 """

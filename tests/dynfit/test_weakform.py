@@ -148,8 +148,11 @@ def test_prefit_weak_targets_fit_a_library_field_with_an_mlp(lorenz):
     field = LibraryField(3, library={"poly": 2}, width=8, depth=1, dtype=torch.float64)
     info = prefit(field, noisy, targets="auto", iterations=40)
     assert info["targets"] == "weak" and info["weak_width"] >= 8
-    assert info["iterations"] > 0 and info["field_error"] <= info["field_error_lstsq"] * 1.0001
-    assert info["field_error"] < 0.1
+    assert info["iterations"] > 0 and info["field_error"] < 0.1
+    # the neural part is kept only where it lowers the held-out error (it does not fit the noise)
+    assert info["prefit_validation"] <= info["prefit_validation_start"]
+    if info["prefit_validation"] == info["prefit_validation_start"]:
+        assert info["field_error"] == info["field_error_lstsq"]
     # a plain MLP field on "auto" keeps the pointwise smoothed targets
     from dynfit.nn.fields import MLPField
 
