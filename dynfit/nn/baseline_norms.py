@@ -57,7 +57,8 @@ class _PopBatchNorm(StatsNorm):
         return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}, affine={self.affine}"
+        return (f"{self.num_features}, momentum={self.momentum}, eps={self.eps}, "
+                f"affine={self.affine}")
 
 
 class PopBatchNorm1d(_PopBatchNorm):

@@ -34,7 +34,8 @@ def direct_calls(enabled: bool = True) -> Iterator[None]:
     ``enabled=False`` restores plain module calls inside an enabled block. The switch is per
     thread and per asyncio task (a context variable).
     """
-    enabled = checks.boolean("enabled", enabled, fix="pass direct_calls(True) or direct_calls(False)")
+    enabled = checks.boolean("enabled", enabled,
+                             fix="pass direct_calls(True) or direct_calls(False)")
     token = _DIRECT.set(enabled)
     try:
         yield

@@ -29,7 +29,8 @@ from .norm import make_norm, norm_penalty
 from .tabn_tables import EachLayer, share_tables
 from .registry import register_field
 
-__all__ = ["ACTIVATIONS", "MLPField", "ResidualMLPField", "ConvField", "PolynomialField", "LibraryField",
+__all__ = ["ACTIVATIONS", "MLPField", "ResidualMLPField", "ConvField", "PolynomialField",
+           "LibraryField",
            "make_activation", "monomial_exponents"]
 
 ACTIVATIONS = {
@@ -44,7 +45,8 @@ ACTIVATIONS = {
 
 def make_activation(name: str) -> nn.Module:
     """The activation module named ``name`` (one of ACTIVATIONS)."""
-    key = checks.choice("activation", name.lower() if isinstance(name, str) else name, sorted(ACTIVATIONS),
+    key = checks.choice("activation", name.lower() if isinstance(name, str) else name,
+                        sorted(ACTIVATIONS),
                         fix="pass one of these names (any case)")
     return ACTIVATIONS[key]()
 
@@ -63,7 +65,8 @@ def _time_column(t, x: torch.Tensor, shape) -> torch.Tensor:
 
 
 class _Field(nn.Module):
-    def _setup(self, dim_name: str, dim, width, depth, activation, time_dependent, norm, dtype) -> torch.dtype:
+    def _setup(self, dim_name: str, dim, width, depth, activation, time_dependent, norm,
+               dtype) -> torch.dtype:
         """Validate and store the settings every field shares; returns the checked dtype."""
         self.dim = checks.integer(dim_name, dim, minimum=1)
         self.width = checks.integer("width", width, minimum=1)
@@ -98,7 +101,8 @@ class _Field(nn.Module):
 
     def _check_input(self, x: torch.Tensor, ndim: int, what: str) -> None:
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{type(self).__name__} expects x as a torch.Tensor, got {type(x).__name__}")
+            raise TypeError(f"{type(self).__name__} expects x as a torch.Tensor, "
+                            f"got {type(x).__name__}")
         if x.dim() != ndim or x.shape[1] != self.dim:
             raise ValueError(
                 f"{type(self).__name__} expects x of shape {what} with {self.dim} in dimension 1, "
@@ -132,7 +136,8 @@ class MLPField(_Field):
         dtype = self._setup("dim", dim, width, depth, activation, time_dependent, norm, dtype)
         n_in = self.dim + int(self.time_dependent)
         sizes = [n_in] + [self.width] * self.depth
-        self.linears = nn.ModuleList(nn.Linear(a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.linears = nn.ModuleList(nn.Linear(a, b, dtype=dtype)
+                                     for a, b in zip(sizes[:-1], sizes[1:]))
         self.norms = nn.ModuleList(
             make_norm(norm, self.width, num_points=num_points, t_max=t_max, dtype=dtype)
             for _ in range(self.depth)
@@ -180,8 +185,10 @@ class ResidualMLPField(_Field):
 
         self.inp = nn.Linear(self.dim + int(self.time_dependent), self.width, dtype=dtype)
         self.inp_norm = mk()
-        self.first = nn.ModuleList(nn.Linear(self.width, self.width, dtype=dtype) for _ in range(self.depth))
-        self.second = nn.ModuleList(nn.Linear(self.width, self.width, dtype=dtype) for _ in range(self.depth))
+        self.first = nn.ModuleList(nn.Linear(self.width, self.width, dtype=dtype)
+                                   for _ in range(self.depth))
+        self.second = nn.ModuleList(nn.Linear(self.width, self.width, dtype=dtype)
+                                    for _ in range(self.depth))
         self.norms = nn.ModuleList(mk() for _ in range(self.depth))
         self._keep_norms([self.inp_norm, *self.norms])
         self.out = nn.Linear(self.width, self.dim, dtype=dtype)
@@ -222,7 +229,8 @@ class ConvField(_Field):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        dtype = self._setup("channels", channels, width, depth, activation, time_dependent, norm, dtype)
+        dtype = self._setup("channels", channels, width, depth, activation, time_dependent, norm,
+                            dtype)
         self.channels = self.dim
         kernel_size = checks.integer("kernel_size", kernel_size, minimum=1)
         if kernel_size % 2 == 0:
@@ -230,7 +238,8 @@ class ConvField(_Field):
         pad = kernel_size // 2
         sizes = [self.dim + int(self.time_dependent)] + [self.width] * self.depth
         self.convs = nn.ModuleList(
-            nn.Conv2d(a, b, kernel_size, padding=pad, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:])
+            nn.Conv2d(a, b, kernel_size, padding=pad, dtype=dtype)
+            for a, b in zip(sizes[:-1], sizes[1:])
         )
         self.norms = nn.ModuleList(
             make_norm(norm, self.width, dims=2, num_points=num_points, t_max=t_max, dtype=dtype)
@@ -263,11 +272,13 @@ class PolynomialField(_Field):
     least-squares start (:func:`dynfit.prefit.prefit`). Time-invariant.
     """
 
-    def __init__(self, dim: int, *, degree: int = 2, width: int = 32, depth: int = 2, activation: str = "silu",
+    def __init__(self, dim: int, *, degree: int = 2, width: int = 32, depth: int = 2,
+                 activation: str = "silu",
                  time_dependent: bool = False, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if time_dependent:
-            raise ValueError("PolynomialField is time-invariant (time_dependent=False); for a time-dependent "
+            raise ValueError("PolynomialField is time-invariant (time_dependent=False); for a "
+                             "time-dependent "
                              "field use kind 'mlp' or 'residual' with time_dependent=True")
         self.dim = checks.integer("dim", dim, minimum=1)
         self.degree = checks.integer("degree", degree, minimum=1)
@@ -305,14 +316,16 @@ class PolynomialField(_Field):
         (standardised) variables named ``names`` (dim,)."""
         names = [str(n) for n in names]
         if len(names) != self.dim:
-            raise ValueError(f"term_names needs {self.dim} variable names, got {len(names)}: {names}")
+            raise ValueError(f"term_names needs {self.dim} variable names, got {len(names)}: "
+                             f"{names}")
         return [monomial_name(e, names) for e in monomial_exponents(self.dim, self.degree).tolist()]
 
 
 CORRECTIONS = ("mlp", "residual")
 
 
-def zero_correction(cls, dim: int, width: int, depth: int, activation: str, dtype) -> nn.Module | None:
+def zero_correction(cls, dim: int, width: int, depth: int, activation: str,
+                    dtype) -> nn.Module | None:
     """A library field's neural correction: a ``cls`` field whose output layer starts at zero
     (so the field starts as its library part); None when ``width`` is 0."""
     if width <= 0:
@@ -341,7 +354,8 @@ class LibraryField(_Field):
                  dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if time_dependent:
-            raise ValueError("LibraryField is time-invariant (time_dependent=False); for a time-dependent "
+            raise ValueError("LibraryField is time-invariant (time_dependent=False); for a "
+                             "time-dependent "
                              "field use kind 'mlp' or 'residual' with time_dependent=True")
         self.dim = checks.integer("dim", dim, minimum=1)
         width = checks.integer("width", width, minimum=0)

@@ -14,7 +14,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["frozen_statistics", "statistics_frozen", "StatsNorm"]
+__all__ = ["frozen_statistics", "statistics_frozen"]
 
 _state = threading.local()
 

@@ -64,7 +64,8 @@ class _TAPass:
     __slots__ = ("layers", "ip", "affine", "stats", "update", "n")
 
     def __init__(self, layers, ip: Interp, affine, stats, update: bool) -> None:
-        self.layers, self.ip, self.affine, self.stats, self.update = layers, ip, affine, stats, update
+        self.layers, self.ip, self.affine, self.stats = layers, ip, affine, stats
+        self.update = update
         self.n = len(layers)
 
     def __call__(self, i: int, x: torch.Tensor) -> torch.Tensor:

@@ -56,7 +56,8 @@ def test_paper_mlp_float64():
 
 
 def test_norm_switch_builds_the_right_layers():
-    kinds = {"none": NoNorm, "bn": PopBatchNorm1d, "minibatch": MiniBatchNorm1d, "tabn": TABatchNorm1d}
+    kinds = {"none": NoNorm, "bn": PopBatchNorm1d, "minibatch": MiniBatchNorm1d,
+             "tabn": TABatchNorm1d}
     for name, cls in kinds.items():
         f = MLPField(2, width=4, depth=2, norm=name, num_points=11, t_max=2.0)
         assert all(isinstance(n, cls) for n in f.norms)
@@ -116,7 +117,8 @@ def test_field_gradients_finite_difference():
 def test_field_integrates_with_torchdiffeq(norm):
     torch.manual_seed(2)
     f = MLPField(3, width=8, depth=4, norm=norm, num_points=11)
-    y = odeint(f, torch.randn(4, 3), torch.tensor([0.0, 1.0]), method="dopri5", rtol=1e-4, atol=1e-6)
+    y = odeint(f, torch.randn(4, 3), torch.tensor([0.0, 1.0]), method="dopri5", rtol=1e-4,
+               atol=1e-6)
     assert y.shape == (2, 4, 3) and torch.isfinite(y).all()
 
 
@@ -140,8 +142,10 @@ def _fields_with_layers():
     poly = PolynomialField(3, width=8, dtype=torch.float64)
     torch.nn.init.normal_(poly.mlp.out.weight)
     return [
-        (MLPField(3, width=8, depth=2, activation="tanh", dtype=torch.float64), lambda f: f.linears[1]),
-        (ResidualMLPField(3, width=8, depth=2, norm="bn", dtype=torch.float64), lambda f: f.second[0]),
+        (MLPField(3, width=8, depth=2, activation="tanh", dtype=torch.float64),
+         lambda f: f.linears[1]),
+        (ResidualMLPField(3, width=8, depth=2, norm="bn", dtype=torch.float64),
+         lambda f: f.second[0]),
         (ConvField(2, width=4, depth=1, norm="tabn", dtype=torch.float64), lambda f: f.convs[0]),
         (poly, lambda f: f.mlp.out),
     ]
@@ -186,7 +190,8 @@ def _check_hooks_honoured(case, direct):
     finally:
         handle.remove()
     seen.clear()
-    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: seen.append(type(m)))
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, args, out: seen.append(type(m)))
     try:
         again = field(t, x)
         assert type(layer) in seen  # a global hook sees every inner layer
@@ -194,7 +199,8 @@ def _check_hooks_honoured(case, direct):
         handle.remove()
     torch.testing.assert_close(again, plain, rtol=0, atol=0)
     torch.testing.assert_close(field(t, x), plain, rtol=0, atol=0)
-    layer._compiled_call_impl = lambda *a: a  # as Module.compile() leaves it: calls must go through the module
+    # as Module.compile() leaves it: calls must go through the module
+    layer._compiled_call_impl = lambda *a: a
     try:
         assert direct(layer) is layer
     finally:

@@ -147,7 +147,8 @@ def test_eval_batch_of_one_is_independent_of_the_batch():
     x = torch.randn(8, 3, dtype=D64)
     full = layer(_t(0.9), x)
     for i in range(8):
-        torch.testing.assert_close(layer(_t(0.9), x[i:i + 1]), full[i:i + 1], rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(layer(_t(0.9), x[i:i + 1]), full[i:i + 1], rtol=1e-14,
+                                   atol=1e-14)
 
 
 def test_training_needs_more_than_one_value():
@@ -197,7 +198,8 @@ def test_grid_point_gradients_equal_the_interpolation_product():
         got = (layer.weight.grad.clone(), layer.bias.grad.clone())
         coef = torch.zeros(1, 5, dtype=D64)
         coef[0, round(tm * 4)] = 1.0
-        w, b = (layer.weight.detach().clone().requires_grad_(), layer.bias.detach().clone().requires_grad_())
+        w = layer.weight.detach().clone().requires_grad_()
+        b = layer.bias.detach().clone().requires_grad_()
         F.batch_norm(x, None, None, (coef @ w).view(-1), (coef @ b).view(-1), True, 0.0,
                      layer.eps).pow(3).sum().backward()
         assert torch.equal(got[0], w.grad) and torch.equal(got[1], b.grad)
@@ -296,7 +298,8 @@ def test_comparison_norms():
     assert torch.equal(make_norm(None, 3)(0.0, x), x)
     with pytest.raises(ValueError, match="unknown norm 'layernorm'"):
         make_norm("layernorm", 3)
-    with pytest.raises(ValueError, match=r"dims must be in \[1, 2\], got 3; pass 1 for \(batch, features\)"):
+    with pytest.raises(ValueError,
+                       match=r"dims must be in \[1, 2\], got 3; pass 1 for \(batch, features\)"):
         make_norm("tabn", 3, dims=3)
 
 
@@ -313,16 +316,19 @@ def test_bad_constructor_arguments():
     with pytest.raises(TypeError, match="num_points"):
         TABatchNorm1d(3, num_points=10.0)
     for t_max in (0.0, -1.0, math.nan, math.inf):
-        with pytest.raises(ValueError, match=r"t_max must be a positive finite number \(> 0\), got .*\[0, t_max\]"):
+        with pytest.raises(ValueError, match=r"t_max must be a positive finite number \(> 0\), "
+                                             r"got .*\[0, t_max\]"):
             TABatchNorm1d(3, t_max=t_max)
     with pytest.raises(ValueError, match="momentum"):
         TABatchNorm1d(3, momentum=0.0)
-    with pytest.raises(ValueError, match=r"unknown outside 'wrap'; expected one of \['clamp', 'error'\]"):
+    with pytest.raises(ValueError,
+                       match=r"unknown outside 'wrap'; expected one of \['clamp', 'error'\]"):
         TABatchNorm1d(3, outside="wrap")
     with pytest.raises(ValueError, match="num_features must be >= 1"):
         TABatchNorm2d(0)
     for bad in ("0.1", True, None):
-        with pytest.raises(ValueError, match="momentum must be .* got"):  # ArgumentTypeError is a ValueError
+        # ArgumentTypeError is a ValueError
+        with pytest.raises(ValueError, match="momentum must be .* got"):
             TABatchNorm1d(3, momentum=bad)
     with pytest.raises(ValueError, match=r"momentum must be a finite number > 0 and <= 1, got 1.5"):
         PopBatchNorm1d(3, momentum=1.5)
@@ -343,7 +349,8 @@ def test_bad_time_and_state():
     with pytest.raises(TypeError, match="time t must be a scalar tensor or a real number"):
         layer("0.5", x)
     layer(torch.tensor([0.5]), x)  # one-element tensors are fine
-    with pytest.raises(ValueError, match=r"expects x of shape \(batch, num_features\) .* got shape \(4, 5\)"):
+    with pytest.raises(ValueError,
+                       match=r"expects x of shape \(batch, num_features\) .* got shape \(4, 5\)"):
         layer(torch.tensor(0.5), torch.randn(4, 5))
     with pytest.raises(ValueError, match=r"\(batch, channels, height, width\)"):
         TABatchNorm2d(3)(torch.tensor(0.5), x)
@@ -382,7 +389,8 @@ def _grads(f):
     return torch.cat([p.grad.flatten() for p in f.parameters()])
 
 
-@pytest.mark.parametrize("method,options,tol", [("rk4", {"step_size": 0.1}, 1e-3), ("dopri5", None, 2e-2)])
+@pytest.mark.parametrize("method,options,tol",
+                         [("rk4", {"step_size": 0.1}, 1e-3), ("dopri5", None, 2e-2)])
 def test_adjoint_backward_leaves_statistics_alone(method, options, tol):
     f = _field().train()
     y0 = torch.randn(8, 3, dtype=D64)
@@ -464,7 +472,8 @@ def test_interpolation_shared_by_layers_is_per_grid():
             var = (1 - w) * layer.running_var[lo] + w * layer.running_var[lo + 1]
             layer.eval()
             expected = (x - mean) / torch.sqrt(var + layer.eps) * gamma + beta
-            torch.testing.assert_close(layer(torch.tensor(t, dtype=D64), x), expected, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(layer(torch.tensor(t, dtype=D64), x), expected,
+                                       rtol=1e-12, atol=1e-12)
             layer.train()
             with frozen_statistics():
                 out = layer(torch.tensor(t, dtype=D64), x)
@@ -488,11 +497,13 @@ def _tabn_fields():
     from dynfit.nn import ConvField, ResidualMLPField
 
     return [
-        (lambda: MLPField(3, width=5, depth=3, activation="tanh", norm="tabn", num_points=6, t_max=1.0,
+        (lambda: MLPField(3, width=5, depth=3, activation="tanh", norm="tabn", num_points=6,
+                          t_max=1.0,
                           dtype=D64), (7, 3)),
         (lambda: ResidualMLPField(3, width=4, depth=2, activation="tanh", norm="tabn", num_points=4,
                                   t_max=2.0, dtype=D64), (6, 3)),
-        (lambda: ConvField(2, width=3, depth=2, activation="tanh", norm="tabn", num_points=5, dtype=D64),
+        (lambda: ConvField(2, width=3, depth=2, activation="tanh", norm="tabn", num_points=5,
+                           dtype=D64),
          (4, 2, 3, 3)),
     ]
 
@@ -636,7 +647,8 @@ def test_old_import_path_still_works():
     """``dynfit.nn.norm`` still names the layers it held before the split."""
     from dynfit.nn import norm, tabn, tabn_tables
 
-    assert norm.TABatchNorm1d is tabn.TABatchNorm1d and norm.share_tables is tabn_tables.share_tables
+    assert norm.TABatchNorm1d is tabn.TABatchNorm1d
+    assert norm.share_tables is tabn_tables.share_tables
     assert norm.EachLayer is tabn_tables.EachLayer and norm.frozen_statistics is frozen_statistics
 
 

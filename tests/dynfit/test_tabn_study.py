@@ -87,7 +87,8 @@ def test_local_field_can_be_the_lorenz96_tendency(models):
     x = torch.randn(3, 10, dtype=torch.float64)
     stencil = torch.stack([x.roll(2, 1), x.roll(1, 1), x, x.roll(-1, 1)], -1)
     want = (x.roll(-1, 1) - x.roll(2, 1)) * x.roll(1, 1) - x + 8.0
-    torch.testing.assert_close((stencil[..., 3] - stencil[..., 0]) * stencil[..., 1] - stencil[..., 2] + 8.0, want)
+    torch.testing.assert_close(
+        (stencil[..., 3] - stencil[..., 0]) * stencil[..., 1] - stencil[..., 2] + 8.0, want)
     assert f(torch.tensor(0.0), x).shape == x.shape
 
 
@@ -118,8 +119,9 @@ def test_cifar_loader_names_missing_files(study, tmp_path):
     (xtr, ytr), (xte, yte) = study.cifar_data(str(tmp_path))
     assert xtr.shape == (40, 3, 32, 32) and xte.shape == (8, 3, 32, 32) and ytr.shape == (40,)
     out = tmp_path / "out"
-    res = study.main(["--quick", "--out", str(out), "--tasks", "cifar", "--cifar", str(tmp_path), "--depths", "1",
-                      "--norms", "none", "tabn", "--solvers", "fixed", "--batch", "8"])
+    res = study.main(["--quick", "--out", str(out), "--tasks", "cifar", "--cifar", str(tmp_path),
+                      "--depths", "1", "--norms", "none", "tabn", "--solvers", "fixed",
+                      "--batch", "8"])
     err = res["dataset"].error.sel(task="cifar")
     assert err.shape == (2, 1, 1, 1, 2) and ((err >= 0) & (err <= 1)).all()
     assert "cifar" in (out / "tabn_depth.md").read_text()
@@ -156,7 +158,8 @@ def test_quick_study_writes_dataset_tables_and_resumes(study, tmp_path):
     text = (tmp_path / "tabn_depth.md").read_text()
     assert "Exact Lorenz96 field" in text and "TA-BN / BN wall time per step" in text
     n_runs = len(list((tmp_path / "runs").glob("*.json")))
-    assert n_runs == 2 * 2 * 2 + 2 * 2 + 2 * 2  # grid (task x norm x solver) + lr tuning + grid tuning
+    # grid (task x norm x solver) + lr tuning + grid tuning
+    assert n_runs == 2 * 2 * 2 + 2 * 2 + 2 * 2
     # a rerun finds every result and trains nothing
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")}
     again = study.main(argv)
