@@ -465,6 +465,8 @@ def read_toml(path) -> dict:
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a folder; pass the TOML file inside it")
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     with open(path, "rb") as fh:
@@ -472,6 +474,9 @@ def read_toml(path) -> dict:
             return tomllib.load(fh)
         except tomllib.TOMLDecodeError as err:
             raise ValueError(f"{path} is not valid TOML: {err}") from None
+        except UnicodeDecodeError:  # a binary file (a model, a netCDF file, ...)
+            raise ValueError(f"{path} is not a TOML text file (it holds binary data); pass a "
+                             "dynfit config such as docs/getting_started.md's train.toml") from None
 
 
 def load_config(path) -> dict:
