@@ -613,10 +613,110 @@ def _cases() -> list[Case]:
                        "demo unknown strategy": ["demo", "--quick", "--no-progress", "--strategy", "nope", "--out",
                                                  OUT]}.items():
         add("cli misc", name, cli(*argv), cli=True)
+
+    # ---------------- the remaining bad inputs of issue 26
+    # unwritable: as root a chmod stops nothing, but no one can write under a regular file
+    nowhere = Path("/etc/passwd") / "dynfit"
+    add("unwritable", "systems.save", lambda d: __import__("systems").save(
+        fixtures(d)["test"], nowhere / "x.nc"))
+    add("unwritable", "write_netcdf", lambda d: __import__("dynfit.io", fromlist=["x"]).write_netcdf(
+        fixtures(d)["test"], nowhere / "x.nc"))
+    add("unwritable", "Surrogate.save", lambda d: fixtures(d)["surrogate"].save(nowhere / "m.pt"))
+    add("unwritable", "fit checkpoint_dir", fitc(checkpoint_dir=nowhere / "ck"))
+    add("unwritable", "cli train --out", cli("train", toml("[data]\nn_traj = 2\nn_steps = 30\n"),
+                                             "--out", str(nowhere), "--no-progress"), cli=True)
+    add("unwritable", "cli evaluate --out", cli("evaluate", M, NC, "--out", str(nowhere), *EV),
+        cli=True)
+    add("unwritable", "cli demo --out", cli("demo", "--quick", "--no-progress", "--out",
+                                            str(nowhere)), cli=True)
+    # numbers given as text
+    for text in ['[data]\nn_traj = "3"\n', '[train]\nepochs = "3"\n', '[train]\nlr = "1e-3"\n',
+                 '[data]\nnoise = "0.01"\n', '[data]\nsplit_fraction = "0.8"\n']:
+        add("numbers as text", f"config {text!r}",
+            cli("train", toml(text), "--out", OUT, "--no-progress"), cli=True)
+    for key, v in {"epochs": "3", "lr": "0.01", "horizon": "8", "lbfgs_iterations": "2",
+                   "dt": "0.01"}.items():
+        add("numbers as text", f"fit {key}={v!r}", fitc(**{key: v}))
+    add("numbers as text", "Estimator(epochs='1')",
+        lambda d: __import__("dynfit").Estimator(epochs="1").fit(walk[0], 0.01))
+    add("numbers as text", "cli evaluate --dt 0.01s",
+        cli("evaluate", M, lambda d, f: str(_npy(d / "x.npy", walk)), "--dt", "0.01s",
+            "--out", OUT, *EV), cli=True)
+    # a config path that is a folder or a binary file; a TOML that is not a dynfit config
+    add("config file", "a folder", cli("train", lambda d, f: str(d), "--out", OUT), cli=True)
+    add("config file", "a binary file (a model)", cli("train", M, "--out", OUT), cli=True)
+    add("config file", "a binary file named .toml", cli("train", lambda d, f: str(_write(
+        d / "c.toml", bytes(range(256)))), "--out", OUT), cli=True)
+    add("config file", "a netCDF file", cli("train", NC, "--out", OUT), cli=True)
+    for name, text in {"pyproject.toml": '[project]\nname = "mine"\nversion = "1.0"\n'
+                                         '[tool.black]\nline-length = 100\n',
+                       "top-level keys": 'title = "an example"\n[owner]\nname = "Tom"\n',
+                       "data as an array of tables": '[[data]]\nn_traj = 2\n'}.items():
+        add("config file", f"not a dynfit config: {name}", cli("train", toml(text), "--out", OUT),
+            cli=True)
+    # a state dict saved with another TA-BN grid
+    def other_grid(d, via_model: bool):
+        import torch
+
+        from dynfit.nn.norm import TABatchNorm1d
+
+        if not via_model:
+            return TABatchNorm1d(3, num_points=4).load_state_dict(
+                TABatchNorm1d(3, num_points=9).state_dict())
+        from dynfit.surrogate import Surrogate
+
+        cfg = {"kind": "mlp", "width": 8, "depth": 2, "norm": "tabn", "num_points": 9}
+        sur = Surrogate(__import__("dynfit.surrogate", fromlist=["x"]).build_field(cfg, 3),
+                        fixtures(d)["surrogate"].scaler, 0.01, field_config=cfg)
+        path = sur.save(d / "m.pt")
+        blob = torch.load(path, weights_only=True)
+        blob["field_config"]["num_points"] = 5  # the file's tables have 9 rows
+        torch.save(blob, path)
+        return Surrogate.load(path)
+
+    add("TA-BN grid", "load_state_dict from another grid", lambda d: other_grid(d, False))
+    add("TA-BN grid", "model file whose tables have another grid", lambda d: other_grid(d, True))
+    # vector_field returning NaN (at the start or later)
+    add("NaN field", "forecast: vector_field NaN at the start", lambda d: __import__(
+        "dynfit").Surrogate.from_vector_field(lambda t, x: x * nan, 0.01, dim=3).forecast(
+        [1.0, 1.0, 1.0], 5))
+    add("NaN field", "forecast raise: NaN after the start", lambda d: __import__(
+        "dynfit").Surrogate.from_vector_field(
+        lambda t, x: x * (1.0 if float(t) < 0.02 else nan), 0.01, dim=3).forecast(
+        [1.0, 1.0, 1.0], 10, on_failure="raise"))
+    # an all-default `dynfit train` config: progress must show within seconds
+    add("default run", "empty config shows progress", _default_run_progress,
+        may_succeed=lambda r: r is True)
     return cases
 
 
 # ------------------------------------------------------------------ helpers used by the cases
+def _default_run_progress(d: Path, wait_s: float = 60.0) -> bool:
+    """``dynfit train`` on an empty config (every default: minutes of work) prints progress on
+    stderr within ``wait_s`` seconds; the run is then stopped. True when it did."""
+    import select
+    import subprocess
+
+    cfg = _write(d / "empty.toml", b"")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("TQDM_DISABLE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "dynfit", "train", str(cfg), "--out",
+                             str(d / "o")], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            env=env, cwd=ROOT)
+    seen = b""
+    try:
+        end = time.monotonic() + wait_s
+        while time.monotonic() < end and proc.poll() is None and not seen.strip():
+            if select.select([proc.stderr], [], [], 1.0)[0]:
+                seen += os.read(proc.stderr.fileno(), 4096)
+    finally:
+        proc.kill()
+        proc.wait()
+    if not seen.strip():
+        raise AssertionError(f"no progress on stderr within {wait_s:g} s")
+    return True
+
+
 class _Evil:
     def __init__(self, marker):
         self.marker = str(marker)
