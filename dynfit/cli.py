@@ -29,7 +29,8 @@ A compare config (TOML; every section and key optional)::
     [test]      n_traj, n_steps, seed, transient, path               (held-out data)
     [field]     kind, width, depth, activation
     [train]     epochs, seeds, optimizer, lbfgs_iterations, lr, batch_size
-    [evaluate]  n_starts, horizon, thresholds, long_steps, lyapunov_steps, lyapunov_starts, seed
+    [evaluate]  n_starts, horizon_lt, thresholds, long_steps, lyapunov_steps, lyapunov_starts,
+                seed
     [[strategy]] label, name, and the strategy's options (method, step_size, eps, ...)
     [output]    dir
 """
@@ -139,7 +140,7 @@ def _demo(out: Path, *, quick: bool, epochs: int | None, strategy: str, max_hori
         sur,
         test,
         n_starts=n_test,
-        horizon=1.5 if quick else 25.0,
+        horizon_lt=1.5 if quick else 25.0,
         thresholds=(0.3, 0.4, 0.5),
         long_steps=1000 if quick else 20_000,
         lyapunov_steps=100 if quick else 2000,
@@ -246,8 +247,8 @@ def _evaluate_held_out(sur, hist, held, out: Path):
     opts = dict(EVALUATE_DEFAULTS, long_steps=5000, lyapunov_steps=500)
     lt = attrs.get("lyapunov_time")
     if lt:  # known: a horizon that leaves room for many starts
-        opts["horizon"] = min(opts["horizon"], 0.5 * (n_time - 1) * dt / float(lt))
-        n_h = int(round(opts["horizon"] * float(lt) / dt)) + 1
+        opts["horizon_lt"] = min(opts["horizon_lt"], 0.5 * (n_time - 1) * dt / float(lt))
+        n_h = int(round(opts["horizon_lt"] * float(lt) / dt)) + 1
         opts["n_starts"] = min(opts["n_starts"], n_traj * (n_time - n_h + 1))
     else:  # estimated: the free runs may reach the data's end, one start per trajectory then
         opts["n_starts"] = min(opts["n_starts"], n_traj)
@@ -300,7 +301,7 @@ def _evaluate_cmd(args) -> int:
     out = Path(args.out)
     with _locked(out):
         ds = evaluate(sur, data, dt=args.dt, lyapunov_time=lyapunov_time, n_starts=args.starts,
-                      horizon=args.horizon, thresholds=thresholds, long_steps=args.long_steps,
+                      horizon_lt=args.horizon_lt, thresholds=thresholds, long_steps=args.long_steps,
                       lyapunov_steps=args.lyapunov_steps, seed=args.seed)
         write_netcdf(ds, out / "diagnostics.nc")
         figures = {} if args.no_figures else plot_diagnostics(ds, out)
@@ -350,8 +351,11 @@ def _floats(text: str, flag: str) -> list[float]:
 # ------------------------------------------------------------------ compare
 def validate_compare_config(raw: dict) -> dict:
     """Defaults filled in; unknown sections and keys raise ValueError naming close matches."""
-    from .config import COMPARE_SCHEMA, check_types
+    from .config import COMPARE_SCHEMA, RENAMED_EVALUATE, check_types, renamed_options
 
+    raw = dict(raw)
+    if isinstance(raw.get("evaluate"), dict):  # [evaluate] horizon: the old name of horizon_lt
+        raw["evaluate"] = renamed_options(raw["evaluate"], RENAMED_EVALUATE, "[evaluate]")
     cfg = check_types(merge_tables(COMPARE_DEFAULTS, raw, skip=("strategy",)), COMPARE_SCHEMA)
     if "strategy" in raw:
         values = raw["strategy"]
@@ -390,7 +394,7 @@ def _compare_cmd(args) -> int:
         ("train", "optimizer"): args.optimizer,
         ("train", "lbfgs_iterations"): args.lbfgs_iterations,
         ("evaluate", "n_starts"): args.starts,
-        ("evaluate", "horizon"): args.horizon,
+        ("evaluate", "horizon_lt"): args.horizon_lt,
         ("evaluate", "long_steps"): args.long_steps,
         ("evaluate", "lyapunov_steps"): args.lyapunov_steps,
         ("output", "dir"): args.out,
@@ -559,8 +563,7 @@ def _add_file_commands(subparsers) -> None:
         default=e["n_starts"],
         help=f"held-out starts (default {e['n_starts']})",
     )
-    ev.add_argument("--horizon", type=float, default=e["horizon"],
-                    help=f"rollout length in Lyapunov times (default {e['horizon']:g})")
+    _horizon_flags(ev, e["horizon_lt"])
     ev.add_argument(
         "--thresholds", default=thresholds, help=f"VPT thresholds in (0, 1] (default {thresholds})"
     )
@@ -604,7 +607,7 @@ def _add_file_commands(subparsers) -> None:
     cp.add_argument("--optimizer", default=None, help="lbfgs or adam")
     cp.add_argument("--lbfgs-iterations", type=int, default=None)
     cp.add_argument("--starts", type=int, default=None, help="held-out starts")
-    cp.add_argument("--horizon", type=float, default=None, help="rollout length in Lyapunov times")
+    _horizon_flags(cp, None)
     cp.add_argument("--thresholds", default=None, help="VPT thresholds, comma-separated")
     cp.add_argument("--long-steps", type=int, default=None, help="samples of the long runs")
     cp.add_argument("--lyapunov-steps", type=int, default=None, help="Lyapunov averaging steps")
@@ -613,9 +616,8 @@ def _add_file_commands(subparsers) -> None:
         "--cluster",
         default=None,
         metavar="local:N | tcp://HOST:PORT",
-        help="run each (strategy, seed) fit as a task on dask.distributed: a local cluster of N "
-             "worker "
-        "processes, or an existing scheduler (see docs/scaling.md)",
+        help="run each (strategy, seed) fit as a task on dask.distributed: a local cluster of "
+        "N worker processes, or an existing scheduler (see docs/scaling.md)",
     )
     cp.set_defaults(func=_compare_cmd, command_line=None)
 
@@ -625,6 +627,27 @@ def _add_file_commands(subparsers) -> None:
     pl.add_argument("file", help="diagnostics.nc, history.nc or compare.nc")
     pl.add_argument("--out", default="out/plot", help="output folder (default out/plot)")
     pl.set_defaults(func=_plot_cmd)
+
+
+class _DeprecatedFlag(argparse.Action):
+    """An old flag that still works: stores into the new flag's dest, says to use the new one."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import warnings
+
+        new = "--" + self.dest.replace("_", "-")
+        warnings.warn(f"{option_string} is deprecated, use {new}", DeprecationWarning, stacklevel=2)
+        print(f"dynfit: {option_string} is deprecated, use {new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _horizon_flags(parser, default) -> None:
+    """--horizon-lt (rollouts in Lyapunov times) and its deprecated old spelling --horizon."""
+    shown = "" if default is None else f" (default {default:g})"
+    parser.add_argument("--horizon-lt", type=float, default=default, dest="horizon_lt",
+                        help=f"rollout length in Lyapunov times{shown}")
+    parser.add_argument("--horizon", type=float, dest="horizon_lt", action=_DeprecatedFlag,
+                        help=argparse.SUPPRESS)
 
 
 def _train_flags(train_p) -> None:

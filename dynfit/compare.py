@@ -37,7 +37,8 @@ from ._history import history_attrs
 from systems import checks
 from systems.files import ensure_folder
 
-from .config import CONFIG_EPOCHS, EVALUATE_DEFAULTS, FIT_GROUPS, fit_settings
+from .config import (CONFIG_EPOCHS, EVALUATE_DEFAULTS, FIT_GROUPS, RENAMED_EVALUATE,
+                     fit_settings, renamed_options)
 from .io import version as _version, write_netcdf
 from .plot import plot_compare, plot_vpt
 from .tables import FORMAT, check_compare, compare_table, write_tables
@@ -135,12 +136,12 @@ def _check_data(data, test_data, eval_options):
 
         lt = systems.get(a).lyapunov_time
     dt = float(test["time"].values[1] - test["time"].values[0])
-    need = int(round(float(eval_options["horizon"]) * float(lt) / dt)) + 1
+    need = int(round(float(eval_options["horizon_lt"]) * float(lt) / dt)) + 1
     if test.sizes["time"] < need:
         raise ValueError(
-            f"evaluation over horizon {eval_options['horizon']} Lyapunov times needs {need} "
+            f"evaluation over horizon {eval_options['horizon_lt']} Lyapunov times needs {need} "
             f"samples per held-out trajectory, test data have {test.sizes['time']}; simulate "
-            "longer test data or pass evaluate={'horizon': ...}"
+            "longer test data or pass evaluate={'horizon_lt': ...}"
         )
     return train, test
 
@@ -215,6 +216,7 @@ def compare(
         "epochs", epochs, minimum=1, fix=f"pass the epochs of each fit, e.g. epochs={CONFIG_EPOCHS}"
     )
     eval_options = dict(EVALUATE_DEFAULTS)
+    evaluate = renamed_options(evaluate, RENAMED_EVALUATE, "compare(evaluate=...)")
     unknown = sorted(set(evaluate or {}) - set(EVALUATE_DEFAULTS) - {"reference_solvers"})
     if unknown:
         raise ValueError(
@@ -270,21 +272,8 @@ def compare(
         runs = sweep.run(tasks, job, client=client, on_result=report)
     groundtruth = runs[0, 0]["diag"]["valid_groundtruth_time"]
 
-    ds = _assemble(
-        specs,
-        seeds,
-        runs,
-        groundtruth,
-        int(epochs),
-        fit_kwargs,
-        settings,
-        field,
-        train,
-        test,
-        eval_options,
-        command,
-        time.perf_counter() - t_start,
-    )
+    ds = _assemble(specs, seeds, runs, groundtruth, int(epochs), fit_kwargs, settings, field, train,
+                   test, eval_options, command, time.perf_counter() - t_start)
     if out is not None:
         best = runs[int(ds.attrs["best_index"][0]), int(ds.attrs["best_index"][1])]["diag"]
         write_outputs(ds, out, best_diagnostics=best)
@@ -311,21 +300,8 @@ def _middle(diag) -> float:
     return float(thr[int(np.argmin(np.abs(thr - 0.4)))])
 
 
-def _assemble(
-    specs,
-    seeds,
-    runs,
-    groundtruth,
-    epochs,
-    fit_kwargs,
-    settings,
-    field,
-    train,
-    test,
-    eval_options,
-    command,
-    total_wall,
-) -> xr.Dataset:
+def _assemble(specs, seeds, runs, groundtruth, epochs, fit_kwargs, settings, field, train, test,
+              eval_options, command, total_wall) -> xr.Dataset:
     n_s, n_seed = len(specs), len(seeds)
     d0 = runs[0, 0]["diag"]
     thr = d0["threshold"].values

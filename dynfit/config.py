@@ -56,6 +56,7 @@ import copy
 import dataclasses
 import difflib
 import re
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -388,7 +389,7 @@ COMPARE_SCHEMA = {
     },
     "evaluate": {
         "n_starts": is_int(1),
-        "horizon": is_float(0, low_open=True),
+        "horizon_lt": is_float(0, low_open=True),
         "thresholds": is_list(is_float(0, 1, low_open=True)),
         "long_steps": is_int(1000),
         "lyapunov_steps": is_int(0),
@@ -397,6 +398,25 @@ COMPARE_SCHEMA = {
     },
     "output": {"dir": is_str()},
 }
+
+
+# evaluate's options renamed (old -> new): the old name still reads, with a DeprecationWarning
+RENAMED_EVALUATE = {"horizon": "horizon_lt"}  # fit's horizon counts samples, evaluate's LT
+
+
+def renamed_options(options: dict | None, renamed: dict, where: str) -> dict:
+    """A copy of ``options`` with each old name of ``renamed`` under its new one (a
+    DeprecationWarning each); both names given raise ValueError. where: for the messages."""
+    out = dict(options or {})
+    for old, new in renamed.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ValueError(f"{where}: give {new!r} alone ({old!r} is its deprecated old name)")
+        warnings.warn(f"{where}: {old!r} is deprecated, use {new!r}", DeprecationWarning,
+                      stacklevel=3)
+        out[new] = out.pop(old)
+    return out
 
 
 def check_types(cfg: dict, schema: dict) -> dict:

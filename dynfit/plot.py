@@ -619,7 +619,8 @@ def plot_vpt(ds: xr.Dataset, path=None, *, show=None):
     fig, shown = _figure((4.2 * len(thr) + 1, 4.8), show)
     axes = np.atleast_1d(fig.subplots(1, len(thr), sharey=True))
     labels = [str(s) for s in ds["strategy"].values]
-    horizon = float(json.loads(ds.attrs.get("evaluate_options", "{}")).get("horizon", np.inf))
+    options = json.loads(ds.attrs.get("evaluate_options", "{}"))
+    horizon = float(options.get("horizon_lt", options.get("horizon", np.inf)))  # older: "horizon"
     for ax, h in zip(axes, thr):
         data = [ds["vpt"].sel(strategy=s, threshold=h).values.ravel() for s in labels]
         data = [d[np.isfinite(d)] for d in data]

@@ -80,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if args.quick:
         n_traj, n_steps, width, epochs = 2, 150, 8, 1
-        evaluate = {"n_starts": 3, "horizon": 2.0, "long_steps": 1000, "lyapunov_steps": 50,
+        evaluate = {"n_starts": 3, "horizon_lt": 2.0, "long_steps": 1000, "lyapunov_steps": 50,
                     "lyapunov_starts": 1}
         test_steps, lbfgs = 300, 3
     else:
         n_traj, n_steps, width, epochs = args.train_traj, args.train_steps, args.width, args.epochs
-        evaluate = {"n_starts": args.starts, "horizon": 10.0, "long_steps": 10000,
+        evaluate = {"n_starts": args.starts, "horizon_lt": 10.0, "long_steps": 10000,
                     "lyapunov_steps": 4000, "lyapunov_starts": 2}
         test_steps, lbfgs = 1500, 20
     out = Path(args.out)

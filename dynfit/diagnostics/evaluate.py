@@ -65,7 +65,7 @@ from .lyapunov import lyapunov_from_data, lyapunov_spectrum, system_lyapunov_spe
 from .measure import density_divergence, wasserstein
 from .reference import DEFAULT_REFERENCE_SOLVERS, reference_solutions
 from .spectrum import spectrum_distance
-from .vpt import first_exceedance, normalised_error, valid_groundtruth_time
+from .vpt import first_exceedance, normalized_error, valid_groundtruth_time
 
 __all__ = ["evaluate", "load_diagnostics", "summarize", "describe_vpt", "FORMAT"]
 
@@ -292,8 +292,8 @@ def draw_starts(n_traj: int, n_positions: int, n_starts: int, rng, n_h: int | No
 
 # ------------------------------------------------------------------ evaluate
 # dynfit.evaluate's defaults (its signature reads them from here), also those of `dynfit evaluate`,
-# `dynfit compare` and dynfit.compare. horizon: Lyapunov times.
-EVALUATE_DEFAULTS = {"n_starts": 20, "horizon": 15.0, "thresholds": (0.3, 0.4, 0.5), "long_steps": 20000,
+# `dynfit compare` and dynfit.compare. horizon_lt: Lyapunov times.
+EVALUATE_DEFAULTS = {"n_starts": 20, "horizon_lt": 15.0, "thresholds": (0.3, 0.4, 0.5), "long_steps": 20000,
                      "lyapunov_steps": 2000, "lyapunov_starts": 4, "seed": 0}
 _E = EVALUATE_DEFAULTS  # the one set of evaluate's defaults, also the commands'
 
@@ -355,11 +355,12 @@ def _longest(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, truth=None,
-             n_starts: int = _E["n_starts"], horizon: float = _E["horizon"],
+             n_starts: int = _E["n_starts"], horizon_lt: float = _E["horizon_lt"],
              thresholds=_E["thresholds"], long_steps: int = _E["long_steps"],
              lyapunov_steps: int = _E["lyapunov_steps"], lyapunov_starts: int = _E["lyapunov_starts"],
              reference_solvers=DEFAULT_REFERENCE_SOLVERS,
-             groundtruth: bool = True, seed: int = _E["seed"], system=None) -> xr.Dataset:
+             groundtruth: bool = True, seed: int = _E["seed"], system=None,
+             horizon: float | None = None) -> xr.Dataset:
     """Evaluate a surrogate against the truth; returns a diagnostics Dataset.
 
     surrogate: anything with ``generate``, ``dt``, ``dim`` (module docstring).
@@ -376,9 +377,10 @@ def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, tr
     truth: optional long trajectories of the true dynamics (any form ``data``
         takes, same dt) for the climate measures, instead of a new simulation
         of the known system or the data's first trajectory.
-    n_starts: rollouts; horizon: their length in Lyapunov times (each start
+    n_starts: rollouts; horizon_lt: their length in Lyapunov times (each start
         needs that much data after it; data-only: capped at the data's
-        length, with a warning); thresholds: VPT thresholds in (0, 1].
+        length, with a warning; ``horizon``: its old name, deprecated); thresholds: VPT
+        thresholds in (0, 1].
     long_steps: samples of the long runs (>= 1000; data-only: at most the
         data's length) for the distances.
     lyapunov_steps / lyapunov_starts: averaging steps and starts of the
@@ -410,7 +412,11 @@ def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, tr
                          "evaluate a surrogate on data of its own system and dimension")
     n_starts = checks.integer("n_starts", n_starts, minimum=1)
     _check_finite_model(surrogate)
-    horizon = checks.positive("horizon", horizon)
+    if horizon is not None:  # the old name (dynfit.fit's horizon counts samples)
+        warnings.warn("evaluate(horizon=...) is deprecated: pass horizon_lt (Lyapunov times)",
+                      DeprecationWarning, stacklevel=2)
+        horizon_lt = horizon
+    horizon = checks.positive("horizon_lt", horizon_lt)
     long_steps = checks.integer("long_steps", long_steps, minimum=1000)
     lyapunov_steps = checks.integer("lyapunov_steps", lyapunov_steps, minimum=0)
     lyapunov_starts = checks.integer("lyapunov_starts", lyapunov_starts, minimum=1)
@@ -441,7 +447,7 @@ def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, tr
     if n_time < n_h:
         if system is not None:
             raise ValueError(f"a horizon of {horizon} Lyapunov times needs {n_h} samples per trajectory, the "
-                             f"data have {n_time}; simulate longer trajectories or lower horizon")
+                             f"data have {n_time}; simulate longer trajectories or lower horizon_lt")
         warnings.warn(f"a horizon of {horizon} Lyapunov times needs {n_h} samples per trajectory, the data have "
                       f"{n_time}: the free runs stop at the data's end ({(n_time - 1) * dt / lt:.3g} Lyapunov "
                       "times) and a VPT that reaches it is flagged in vpt_capped", RuntimeWarning, stacklevel=2)
@@ -453,7 +459,7 @@ def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, tr
 
     # --- short rollouts: error, VPT (capped where never exceeded), valid ground-truth time
     pred, stats = _generate(surrogate, starts, n_h, k)
-    err = normalised_error(truth_runs, pred, std=std)
+    err = normalized_error(truth_runs, pred, std=std)
     vpt = first_exceedance(err, thr, dt=dt) / lt
     capped = ~(err[:, None, :] > thr[None, :, None]).any(-1)
     if groundtruth and system is not None:

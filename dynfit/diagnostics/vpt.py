@@ -25,7 +25,8 @@ import numpy as np
 from systems import checks
 from ._checks import check_thresholds, check_trajectory
 
-__all__ = ["normalised_error", "valid_prediction_time", "valid_groundtruth_time", "first_exceedance"]
+__all__ = ["normalized_error", "normalised_error", "valid_prediction_time", "valid_groundtruth_time",
+           "first_exceedance"]
 
 
 def _check_std(std, dim: int) -> np.ndarray:
@@ -40,7 +41,7 @@ def _check_std(std, dim: int) -> np.ndarray:
     return s
 
 
-def normalised_error(truth, pred, *, std) -> np.ndarray:
+def normalized_error(truth, pred, *, std) -> np.ndarray:
     """e(t) = sqrt(mean_i ((truth_i - pred_i) / std_i)^2).
 
     truth, pred: (..., time, dim) in physical units, same shape. std: scalar or
@@ -55,6 +56,9 @@ def normalised_error(truth, pred, *, std) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):
         e = np.sqrt(np.mean(((truth - pred) / s) ** 2, axis=-1))
     return np.where(np.isfinite(e), e, np.inf)
+
+
+normalised_error = normalized_error  # the British spelling of earlier versions (alias)
 
 
 def first_exceedance(error, thresholds, *, dt: float) -> np.ndarray:
@@ -83,7 +87,7 @@ def valid_prediction_time(truth, pred, *, dt: float, lyapunov_time: float, std,
     thr = check_thresholds(thresholds)
     dt = checks.positive("dt", dt)
     lt = checks.positive("lyapunov_time", lyapunov_time)
-    e = normalised_error(truth, pred, std=std)
+    e = normalized_error(truth, pred, std=std)
     return first_exceedance(e, thr, dt=dt) / lt
 
 

@@ -16,7 +16,7 @@ from dynfit.compare import load_compare
 from dynfit.diagnostics import load_diagnostics
 from dynfit.train import fit
 
-EVAL_FLAGS = ["--starts", "2", "--horizon", "2", "--long-steps", "1000", "--lyapunov-steps", "20"]
+EVAL_FLAGS = ["--starts", "2", "--horizon-lt", "2", "--long-steps", "1000", "--lyapunov-steps", "20"]
 
 
 def run(argv):
@@ -126,7 +126,7 @@ def test_compare_from_config_with_flag_override(files, tmp_path):
     cfg.write_text(
         "[data]\nn_traj = 2\nn_steps = 100\n[test]\nn_traj = 2\nn_steps = 300\n"
         "[field]\nwidth = 8\n[train]\nepochs = 1\nlbfgs_iterations = 2\n"
-        "[evaluate]\nn_starts = 2\nhorizon = 2.0\nlong_steps = 1000\nlyapunov_steps = "
+        "[evaluate]\nn_starts = 2\nhorizon_lt = 2.0\nlong_steps = 1000\nlyapunov_steps = "
         "20\nlyapunov_starts = 1\n"
         '[[strategy]]\nname = "fehlberg"\n'
         '[[strategy]]\nlabel = "black-box rk4"\nname = "torchdiffeq"\n'
@@ -215,18 +215,18 @@ def test_evaluation_defaults_exist_once():
     parser = argparse.ArgumentParser(prog="dynfit")
     add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["evaluate", "m.pt", "d.nc"])
-    assert (args.starts, args.horizon, args.long_steps, args.lyapunov_steps, args.seed) == tuple(
+    assert (args.starts, args.horizon_lt, args.long_steps, args.lyapunov_steps, args.seed) == tuple(
         EVALUATE_DEFAULTS[k]
-        for k in ("n_starts", "horizon", "long_steps", "lyapunov_steps", "seed")
+        for k in ("n_starts", "horizon_lt", "long_steps", "lyapunov_steps", "seed")
     )
     assert tuple(float(h) for h in args.thresholds.split(",")) == EVALUATE_DEFAULTS["thresholds"]
     cfg = validate_compare_config({})
     assert {
         k: tuple(v) if isinstance(v, list) else v for k, v in cfg["evaluate"].items()
     } == EVALUATE_DEFAULTS
-    assert COMPARE_DEFAULTS["evaluate"]["horizon"] == EVALUATE_DEFAULTS["horizon"]
+    assert COMPARE_DEFAULTS["evaluate"]["horizon_lt"] == EVALUATE_DEFAULTS["horizon_lt"]
     # the default held-out data outlast the default horizon on Lorenz'63 (lyapunov time 1 / 0.9056)
-    assert cfg["test"]["n_steps"] * cfg["data"]["dt"] >= EVALUATE_DEFAULTS["horizon"] / 0.9056
+    assert cfg["test"]["n_steps"] * cfg["data"]["dt"] >= EVALUATE_DEFAULTS["horizon_lt"] / 0.9056
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".nc", ".zarr"])
@@ -319,3 +319,26 @@ def test_version_flag(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0 and __version__ in capsys.readouterr().out
+
+
+def test_old_horizon_spellings_still_work_with_a_deprecation_warning():
+    """evaluate's horizon is horizon_lt (Lyapunov times; fit's horizon counts samples): the old
+    keyword, [evaluate] key and --horizon flag still work and warn."""
+    from dynfit.diagnostics import ExactSurrogate, evaluate
+
+    parser = argparse.ArgumentParser(prog="dynfit")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    with pytest.warns(DeprecationWarning, match="--horizon-lt"):
+        args = parser.parse_args(["evaluate", "m.pt", "d.nc", "--horizon", "3"])
+    assert args.horizon_lt == 3.0
+    with pytest.warns(DeprecationWarning, match="horizon_lt"):
+        cfg = validate_compare_config({"evaluate": {"horizon": 4.0}})
+    assert cfg["evaluate"]["horizon_lt"] == 4.0 and "horizon" not in cfg["evaluate"]
+    data = systems.simulate("lorenz63", n_traj=1, n_steps=400, dt=0.01, seed=0)
+    sur = ExactSurrogate("lorenz63", dt=0.01, rtol=1e-8)
+    options = dict(n_starts=1, long_steps=1000, lyapunov_steps=0, groundtruth=False, seed=0)
+    with pytest.warns(DeprecationWarning, match="horizon_lt"):
+        old = evaluate(sur, data, horizon=1.0, **options)
+    new = evaluate(sur, data, horizon_lt=1.0, **options)
+    assert old.attrs["horizon"] == new.attrs["horizon"] == 1.0
+    xr.testing.assert_identical(old["vpt"], new["vpt"])

@@ -14,7 +14,7 @@ from dynfit.compare import FORMAT, compare, compare_table, load_compare, parse_s
 TINY_FIELD = {"kind": "mlp", "width": 8, "depth": 2, "activation": "silu"}
 TINY_EVAL = {
     "n_starts": 3,
-    "horizon": 2.0,
+    "horizon_lt": 2.0,
     "long_steps": 1000,
     "lyapunov_steps": 20,
     "lyapunov_starts": 1,
@@ -192,8 +192,15 @@ def test_bad_data(data):
         compare(train, test_data=rossler, strategies=["fehlberg"])
     with pytest.raises(ValueError, match="one trajectory"):
         compare(train.isel(trajectory=[0]), strategies=["fehlberg"])
-    with pytest.raises(ValueError, match="horizon"):
+    with pytest.raises(ValueError, match="horizon_lt"):
+        compare(train, test_data=test, strategies=["fehlberg"], evaluate={"horizon_lt": 50.0})
+    # the old name of horizon_lt still reads, with a DeprecationWarning; both at once: refused
+    with pytest.warns(DeprecationWarning, match="horizon_lt"), pytest.raises(ValueError,
+                                                                            match="50"):
         compare(train, test_data=test, strategies=["fehlberg"], evaluate={"horizon": 50.0})
+    with pytest.raises(ValueError, match="alone"):
+        compare(train, test_data=test, strategies=["fehlberg"],
+                evaluate={"horizon": 5.0, "horizon_lt": 5.0})
 
 
 def test_load_compare_rejects_other_files(tmp_path, data):
@@ -227,7 +234,7 @@ def test_default_hold_out_is_the_last_quarter_of_trajectories():
     from dynfit.compare import _check_data
 
     data = systems.simulate("lorenz63", n_traj=2, n_steps=300, dt=0.01, seed=4)
-    train, test = _check_data(data, None, {"horizon": 2.0})
+    train, test = _check_data(data, None, {"horizon_lt": 2.0})
     assert train.sizes["trajectory"] == 1 and test.sizes["trajectory"] == 1
     assert np.array_equal(test.x.values[0], data.x.values[1])
 
