@@ -44,9 +44,9 @@ from .plot import plot_compare, plot_vpt
 from .tables import FORMAT, check_compare, compare_table, write_tables
 
 # importable from here as before, owned elsewhere (not API of this module): parse_strategy
-# (dynfit.strategies.parse_spec), compare_table and write_tables (dynfit.tables), plot_vpt and
-# plot_compare (dynfit.plot)
-__all__ = ["compare", "load_compare", "write_outputs", "FORMAT"]
+# (dynfit.strategies.parse_spec), FORMAT, compare_table and write_tables (dynfit.tables),
+# plot_vpt and plot_compare (dynfit.plot)
+__all__ = ["compare", "load_compare", "write_outputs"]
 
 # the history variables compare keeps per epoch (their units: dynfit.train.HistoryRow)
 HISTORY = ("loss", "accepted_fraction", "mean_substeps", "n_f_evals", "horizon", "wall_time")
