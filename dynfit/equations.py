@@ -12,6 +12,7 @@ the size of the MLP correction relative to the library part.
 A library field with non-polynomial terms (a ``term_names(names)`` method
 but no monomial exponents) is printed in the standardised variables ``z``.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -29,25 +30,37 @@ def _exponents(field) -> np.ndarray | None:
     """Monomial exponents (n_terms, dim) of a polynomial library field, or None."""
     if hasattr(field, "exponents"):
         e = field.exponents() if callable(field.exponents) else field.exponents
-        return None if e is None else np.asarray(e.cpu() if hasattr(e, "cpu") else e, dtype=np.int64)
+        return (
+            None if e is None else np.asarray(e.cpu() if hasattr(e, "cpu") else e, dtype=np.int64)
+        )
     from .nn.fields import PolynomialField, monomial_exponents
 
     if isinstance(field, PolynomialField):
         return monomial_exponents(field.dim, field.degree).numpy()
-    spec = getattr(getattr(field, "library", None), "spec", None)  # LibraryField: a polynomial-only library
-    if isinstance(spec, dict) and spec.get("poly") and not spec.get("trig") and not spec.get("rational"):
+    spec = getattr(
+        getattr(field, "library", None), "spec", None
+    )  # LibraryField: a polynomial-only library
+    if (
+        isinstance(spec, dict)
+        and spec.get("poly")
+        and not spec.get("trig")
+        and not spec.get("rational")
+    ):
         return monomial_exponents(field.dim, int(spec["poly"])).numpy()
     return None
 
 
 def _library(surrogate):
-    """(field, coef (n_terms, D) float64) of the surrogate's library part; a clear error otherwise."""
+    """(field, coef (n_terms, D) float64) of the surrogate's library part; a clear error
+    otherwise."""
     field = surrogate.field
     coef = getattr(field, "coef", None)
     if not isinstance(coef, torch.Tensor) or coef.ndim != 2:
-        raise ValueError(f"this surrogate's field ({type(field).__name__}) has no term library, so it has "
-                         "no equations to read; train with the default field (kind 'poly', a polynomial "
-                         "library plus an MLP) to read them")
+        raise ValueError(
+            f"this surrogate's field ({type(field).__name__}) has no term library, so it has "
+            "no equations to read; train with the default field (kind 'poly', a polynomial "
+            "library plus an MLP) to read them"
+        )
     return field, coef.detach().cpu().to(torch.float64).numpy()
 
 
@@ -61,8 +74,10 @@ def physical_polynomial(surrogate) -> tuple[np.ndarray, np.ndarray]:
     field, coef = _library(surrogate)
     expo = _exponents(field)
     if expo is None:
-        raise ValueError(f"the field {type(field).__name__} holds non-polynomial terms; its equations are "
-                         "printed in standardised variables by surrogate.equations()")
+        raise ValueError(
+            f"the field {type(field).__name__} holds non-polynomial terms; its equations are "
+            "printed in standardised variables by surrogate.equations()"
+        )
     dim = expo.shape[1]
     mean = np.asarray(surrogate.scaler.mean, dtype=np.float64)
     std = np.asarray(surrogate.scaler.std, dtype=np.float64)
@@ -111,14 +126,18 @@ def correction_size(surrogate, states=None) -> tuple[float, str]:
             states = as_trajectories(states, require_dt=False)[0]
         x = np.asarray(states, dtype=np.float64).reshape(-1, np.shape(states)[-1])
         if x.shape[1] != surrogate.dim or not np.isfinite(x).all():
-            raise ValueError(f"states must be finite physical states with {surrogate.dim} components, got "
-                             f"shape {np.shape(states)}")
+            raise ValueError(
+                f"states must be finite physical states with {surrogate.dim} components, got "
+                f"shape {np.shape(states)}"
+            )
         z = surrogate.scaler.forward(x)
         where = f"over {z.shape[0]} given states"
     else:
         z = np.random.default_rng(0).standard_normal((2000, surrogate.dim))
-        where = ("over 2000 standard-normal draws of the standardised state (the training states are "
-                 "not stored with the model: pass states=<training data> to measure on them)")
+        where = (
+            "over 2000 standard-normal draws of the standardised state (the training states are "
+            "not stored with the model: pass states=<training data> to measure on them)"
+        )
     p = next(field.parameters())
     zt = torch.as_tensor(z, dtype=p.dtype, device=p.device)
     with torch.no_grad():
@@ -136,8 +155,12 @@ def equations(surrogate, *, threshold: float = 1e-3, precision: int = 4, states=
     precision: significant digits. states: where to measure the MLP's share
     (see :func:`correction_size`).
     """
-    threshold = checks.real("threshold", threshold, minimum=0.0,
-                            fix="terms whose coefficient is below threshold in magnitude are left out")
+    threshold = checks.real(
+        "threshold",
+        threshold,
+        minimum=0.0,
+        fix="terms whose coefficient is below threshold in magnitude are left out",
+    )
     precision = checks.integer("precision", precision, minimum=1, fix="significant digits, e.g. 4")
     names = surrogate.components
     field, coef = _library(surrogate)
@@ -148,14 +171,17 @@ def equations(surrogate, *, threshold: float = 1e-3, precision: int = 4, states=
         head = "dx/dt in physical variables and time units"
     else:
         if not hasattr(field, "term_names"):
-            raise ValueError(f"the field {type(field).__name__} names no terms (no term_names method)")
+            raise ValueError(
+                f"the field {type(field).__name__} names no terms (no term_names method)"
+            )
         znames = [f"z_{n}" for n in names]
         terms = list(field.term_names(znames))
         coef = coef * (np.asarray(surrogate.scaler.std) / surrogate.dt)[None, :]
         mean, std = surrogate.scaler.mean, surrogate.scaler.std
-        head = ("dx/dt in physical time units, terms in standardised variables "
-                + ", ".join(f"z_{n} = (x - {m:.{precision}g}) / {s:.{precision}g}"
-                            for n, m, s in zip(names, mean, std)))
+        head = "dx/dt in physical time units, terms in standardised variables " + ", ".join(
+            f"z_{n} = (x - {m:.{precision}g}) / {s:.{precision}g}"
+            for n, m, s in zip(names, mean, std)
+        )
     lines = [f"# {head}"]
     for j, name in enumerate(names):
         parts = []

@@ -11,6 +11,7 @@
 - :func:`read_netcdf` reads a netCDF file fully, with errors that say what to pass;
   :func:`version` is dynfit's version, the provenance every written file records.
 """
+
 from __future__ import annotations
 
 import io
@@ -26,9 +27,23 @@ import torch
 
 from systems.files import atomic_write_bytes
 
-__all__ = ["ModelFileError", "ModelFileNotFoundError", "save_torch", "load_torch", "to_plain", "check_model_blob", "write_netcdf",
-           "write_text", "save_figure", "read_netcdf", "read_trajectories", "version",
-           "check_checkpoint_blob", "check_scaler_dict", "check_finite_weights"]
+__all__ = [
+    "ModelFileError",
+    "ModelFileNotFoundError",
+    "save_torch",
+    "load_torch",
+    "to_plain",
+    "check_model_blob",
+    "write_netcdf",
+    "write_text",
+    "save_figure",
+    "read_netcdf",
+    "read_trajectories",
+    "version",
+    "check_checkpoint_blob",
+    "check_scaler_dict",
+    "check_finite_weights",
+]
 
 
 class ModelFileError(ValueError):
@@ -85,8 +100,11 @@ def load_torch(path, *, what: str = "model", fix: str | None = None) -> Any:
     ``fix`` is the advice appended to them.
     """
     path = Path(path)
-    fix = fix or ("write it again with Surrogate.save / dynfit train" if what == "model"
-                  else "delete it or pass resume=False to start over")
+    fix = fix or (
+        "write it again with Surrogate.save / dynfit train"
+        if what == "model"
+        else "delete it or pass resume=False to start over"
+    )
     if not path.exists():
         raise ModelFileNotFoundError(f"no {what} file at {path}; check the path")
     if path.is_dir():
@@ -104,8 +122,10 @@ def load_torch(path, *, what: str = "model", fix: str | None = None) -> Any:
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, OSError, ...
         text = str(err)
         if "Unsupported global" in text or "GLOBAL" in text:
-            reason = ("it holds Python objects that would run code when read: refused, nothing was run; "
-                      "only tensors and plain values are read")
+            reason = (
+                "it holds Python objects that would run code when read: refused, nothing was run; "
+                "only tensors and plain values are read"
+            )
             where = "it is not a dynfit"
         elif "zip archive" in text or "central directory" in text or isinstance(err, EOFError):
             reason, where = "truncated or corrupt", "it is damaged, or not a dynfit"
@@ -113,14 +133,21 @@ def load_torch(path, *, what: str = "model", fix: str | None = None) -> Any:
             reason, where = "not a torch weights file; nothing in it was run", "it is not a dynfit"
         else:
             first = (text.strip().splitlines() or [type(err).__name__])[0][:120]
-            reason, where = f"{type(err).__name__}: {first}; nothing in it was run", "it is not a dynfit"
-        raise ModelFileError(f"cannot read {what} {path}: {where} {what} file ({reason}); {fix}") from None
+            reason, where = (
+                f"{type(err).__name__}: {first}; nothing in it was run",
+                "it is not a dynfit",
+            )
+        raise ModelFileError(
+            f"cannot read {what} {path}: {where} {what} file ({reason}); {fix}"
+        ) from None
 
 
 def _need(blob: Mapping, keys, path: Path, what: str, fix: str) -> None:
     missing = [k for k in keys if k not in blob]
     if missing:
-        raise ModelFileError(f"{what} file {path} lacks {missing} (damaged or from another program); {fix}")
+        raise ModelFileError(
+            f"{what} file {path} lacks {missing} (damaged or from another program); {fix}"
+        )
 
 
 def check_scaler_dict(d: Any, path: Path, what: str = "model", fix: str = "") -> None:
@@ -131,13 +158,19 @@ def check_scaler_dict(d: Any, path: Path, what: str = "model", fix: str = "") ->
         mean = np.asarray(d["mean"], dtype=np.float64).reshape(-1)
         std = np.asarray(d["std"], dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
-        raise ModelFileError(f"{what} file {path} has a scaler that is not numeric; {fix}") from None
+        raise ModelFileError(
+            f"{what} file {path} has a scaler that is not numeric; {fix}"
+        ) from None
     if mean.size < 1 or mean.shape != std.shape:
-        raise ModelFileError(f"{what} file {path} has a scaler with mean {mean.shape} and std {std.shape}; "
-                             f"they must be equal and non-empty; {fix}")
+        raise ModelFileError(
+            f"{what} file {path} has a scaler with mean {mean.shape} and std {std.shape}; "
+            f"they must be equal and non-empty; {fix}"
+        )
     if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-        raise ModelFileError(f"{what} file {path} has a non-finite mean or a non-positive/non-finite "
-                             f"scale (std {std.tolist()}); {fix}")
+        raise ModelFileError(
+            f"{what} file {path} has a non-finite mean or a non-positive/non-finite "
+            f"scale (std {std.tolist()}); {fix}"
+        )
 
 
 def check_finite_weights(state: Any, path: Path, what: str = "model", fix: str = "") -> None:
@@ -146,11 +179,15 @@ def check_finite_weights(state: Any, path: Path, what: str = "model", fix: str =
         raise ModelFileError(f"{what} file {path} holds no weights; {fix}")
     for name, value in state.items():
         if not isinstance(value, torch.Tensor):
-            raise ModelFileError(f"{what} file {path}: weight {name!r} is a {type(value).__name__}, "
-                                 f"not a tensor; {fix}")
+            raise ModelFileError(
+                f"{what} file {path}: weight {name!r} is a {type(value).__name__}, "
+                f"not a tensor; {fix}"
+            )
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise ModelFileError(f"{what} file {path}: weight {name!r} holds NaN or inf (a diverged "
-                                 f"training?); retrain, or use an earlier checkpoint")
+            raise ModelFileError(
+                f"{what} file {path}: weight {name!r} holds NaN or inf (a diverged "
+                f"training?); retrain, or use an earlier checkpoint"
+            )
 
 
 def check_model_blob(blob: Any, path, fmt: str) -> dict:
@@ -158,20 +195,45 @@ def check_model_blob(blob: Any, path, fmt: str) -> dict:
     path = Path(path)
     fix = "write it again with Surrogate.save / dynfit train"
     if not isinstance(blob, dict):
-        raise ModelFileError(f"{path} is not a dynfit surrogate (it holds a {type(blob).__name__}, expected a "
-                             f"dict of format {fmt!r}); {fix}")
+        raise ModelFileError(
+            f"{path} is not a dynfit surrogate (it holds a {type(blob).__name__}, expected a "
+            f"dict of format {fmt!r}); {fix}"
+        )
     if blob.get("format") != fmt:
-        hint = ("; a training checkpoint is resumed with dynfit.fit(checkpoint_dir=...)"
-                if str(blob.get("format", "")).startswith("dynfit-checkpoint") else "")
-        raise ModelFileError(f"{path} is not a dynfit surrogate (format {blob.get('format')!r}, expected "
-                             f"{fmt!r}){hint}")
-    _need(blob, ("field_config", "field_class", "state_dict", "dtype", "scaler", "dt", "strategy",
-                 "provenance"), path, "model", fix)
+        hint = (
+            "; a training checkpoint is resumed with dynfit.fit(checkpoint_dir=...)"
+            if str(blob.get("format", "")).startswith("dynfit-checkpoint")
+            else ""
+        )
+        raise ModelFileError(
+            f"{path} is not a dynfit surrogate (format {blob.get('format')!r}, expected "
+            f"{fmt!r}){hint}"
+        )
+    _need(
+        blob,
+        (
+            "field_config",
+            "field_class",
+            "state_dict",
+            "dtype",
+            "scaler",
+            "dt",
+            "strategy",
+            "provenance",
+        ),
+        path,
+        "model",
+        fix,
+    )
     dt = blob["dt"]
     if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not math.isfinite(dt) or dt <= 0:
-        raise ModelFileError(f"model file {path} has dt = {dt!r}; it must be a positive finite number; {fix}")
+        raise ModelFileError(
+            f"model file {path} has dt = {dt!r}; it must be a positive finite number; {fix}"
+        )
     if blob["dtype"] not in ("float16", "bfloat16", "float32", "float64"):
-        raise ModelFileError(f"model file {path} has dtype {blob['dtype']!r}; expected float32 or float64; {fix}")
+        raise ModelFileError(
+            f"model file {path} has dtype {blob['dtype']!r}; expected float32 or float64; {fix}"
+        )
     if blob["field_config"] is not None and not isinstance(blob["field_config"], dict):
         raise ModelFileError(f"model file {path} has a field_config that is not a dict; {fix}")
     if not isinstance(blob["strategy"], (dict, str)):
@@ -189,16 +251,27 @@ def check_checkpoint_blob(blob: Any, path, fmt: str) -> dict:
     fix = "delete it or pass resume=False to start over"
     if not isinstance(blob, dict) or blob.get("format") != fmt:
         got = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise ModelFileError(f"{path} is not a dynfit training checkpoint (format {got!r}, expected "
-                             f"{fmt!r}); delete it or choose another checkpoint_dir")
-    _need(blob, ("fingerprint", "epoch", "field", "optimizer", "history", "scaler", "rng"), path,
-          "checkpoint", fix)
+        raise ModelFileError(
+            f"{path} is not a dynfit training checkpoint (format {got!r}, expected "
+            f"{fmt!r}); delete it or choose another checkpoint_dir"
+        )
+    _need(
+        blob,
+        ("fingerprint", "epoch", "field", "optimizer", "history", "scaler", "rng"),
+        path,
+        "checkpoint",
+        fix,
+    )
     epoch = blob["epoch"]
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise ModelFileError(f"checkpoint {path} has epoch {epoch!r}; {fix}")
     if not isinstance(blob["fingerprint"], dict) or not isinstance(blob["optimizer"], dict):
-        raise ModelFileError(f"checkpoint {path} is damaged (fingerprint/optimizer not dicts); {fix}")
-    if not isinstance(blob["history"], list) or not all(isinstance(r, dict) for r in blob["history"]):
+        raise ModelFileError(
+            f"checkpoint {path} is damaged (fingerprint/optimizer not dicts); {fix}"
+        )
+    if not isinstance(blob["history"], list) or not all(
+        isinstance(r, dict) for r in blob["history"]
+    ):
         raise ModelFileError(f"checkpoint {path} has a damaged history; {fix}")
     if not isinstance(blob["rng"], torch.Tensor) or blob["rng"].dtype != torch.uint8:
         raise ModelFileError(f"checkpoint {path} has a damaged random state; {fix}")
@@ -209,7 +282,8 @@ def check_checkpoint_blob(blob: Any, path, fmt: str) -> dict:
 
 # ------------------------------------------------------------------ other files the package writes
 def write_netcdf(ds, path) -> Path:
-    """``ds.to_netcdf`` atomically: a full disk or a crash leaves the old file or none, never half of one.
+    """``ds.to_netcdf`` atomically: a full disk or a crash leaves the old file or none, never
+    half of one.
 
     The file follows CF-1.10 (``Conventions``, UDUNITS ``units`` on every
     numeric variable, prose in ``long_name``, string coordinates as label
@@ -228,7 +302,8 @@ def write_text(path, text: str) -> Path:
 
 
 def save_figure(fig, path, **kwargs) -> Path:
-    """``fig.savefig(path, **kwargs)`` atomically (the temporary file keeps the suffix, so the format)."""
+    """``fig.savefig(path, **kwargs)`` atomically (the temporary file keeps the suffix, so the
+    format)."""
     from systems.files import atomic_save
 
     return atomic_save(path, lambda tmp: fig.savefig(tmp, **kwargs))
@@ -247,8 +322,10 @@ def read_netcdf(path, what: str = "", hint: str = ""):
         return cf_decode(xr.load_dataset(path))
     except Exception as err:
         first = (str(err).splitlines() or [""])[0][:120]
-        raise ValueError(f"{path} is not a readable netCDF file ({type(err).__name__}: {first})"
-                         + (f"; {hint}" if hint else "")) from None
+        raise ValueError(
+            f"{path} is not a readable netCDF file ({type(err).__name__}: {first})"
+            + (f"; {hint}" if hint else "")
+        ) from None
 
 
 TRAJECTORY_SUFFIXES = (".npy", ".csv", ".nc", ".nc4", ".netcdf", ".zarr")
@@ -268,8 +345,10 @@ def read_trajectories(path, *, what: str = "data"):
         raise FileNotFoundError(f"{what} {path} does not exist")
     suffix = path.suffix.lower()
     if suffix not in TRAJECTORY_SUFFIXES:
-        raise ValueError(f"{what} {path} must be a .npy array shaped (T, D) or (N, T, D), a .csv table (a "
-                         "column per component), or a netCDF (.nc) file / .zarr store from systems.save")
+        raise ValueError(
+            f"{what} {path} must be a .npy array shaped (T, D) or (N, T, D), a .csv table (a "
+            "column per component), or a netCDF (.nc) file / .zarr store from systems.save"
+        )
     if suffix in (".nc", ".nc4", ".netcdf", ".zarr"):
         return _read_xarray(path, what)
     if path.is_dir():
@@ -279,9 +358,13 @@ def read_trajectories(path, *, what: str = "data"):
     if suffix == ".npy":
         try:
             return np.load(path, allow_pickle=False)
-        except Exception as err:  # numpy raises ValueError, OSError, EOFError, ... for a damaged file
-            raise ValueError(f"{what} {path} is not a readable .npy array ({type(err).__name__}: "
-                             f"{str(err)[:120]}); save one with numpy.save") from None
+        except (
+            Exception
+        ) as err:  # numpy raises ValueError, OSError, EOFError, ... for a damaged file
+            raise ValueError(
+                f"{what} {path} is not a readable .npy array ({type(err).__name__}: "
+                f"{str(err)[:120]}); save one with numpy.save"
+            ) from None
     return _read_csv(path, what)
 
 
@@ -299,16 +382,23 @@ def _read_xarray(path: Path, what: str):
         try:
             ds = cf_decode(xr.open_zarr(path, chunks=None, zarr_format=None).load())
         except Exception as err:  # zarr raises many kinds for a damaged store
-            raise ValueError(f"{what} {path} is not a readable zarr store ({type(err).__name__}: "
-                             f"{str(err)[:160]}); {hint}") from None
+            raise ValueError(
+                f"{what} {path} is not a readable zarr store ({type(err).__name__}: "
+                f"{str(err)[:160]}); {hint}"
+            ) from None
     else:
         ds = read_netcdf(path, what, hint)
     names = ["x"] if "x" in ds.data_vars else list(ds.data_vars)
-    if len(names) != 1 or set(ds[names[0]].dims) not in ({"time", "component"},
-                                                          {"trajectory", "time", "component"}):
+    if len(names) != 1 or set(ds[names[0]].dims) not in (
+        {"time", "component"},
+        {"trajectory", "time", "component"},
+    ):
         kind = "store" if suffix_is_zarr else "file"
-        raise ValueError(f"{what} {path}: the {kind} needs one variable x with dims (trajectory, time, "
-                         f"component) or (time, component), found { {k: v.dims for k, v in ds.data_vars.items()} }")
+        raise ValueError(
+            f"{what} {path}: the {kind} needs one variable x with dims (trajectory, time, "
+            f"component) or (time, component), found "
+            f"{ {k: v.dims for k, v in ds.data_vars.items()} }"
+        )
     x = ds[names[0]]
     if "trajectory" not in x.dims:
         x = x.expand_dims("trajectory")
@@ -318,11 +408,14 @@ def _read_xarray(path: Path, what: str):
 
 
 def _read_csv(path: Path, what: str):
-    """One trajectory from a CSV table: (T, D) array, or a Dataset when it names components or time."""
+    """One trajectory from a CSV table: (T, D) array, or a Dataset when it names components or
+    time."""
     import numpy as np
 
     try:
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        lines = [
+            ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")
+        ]
     except UnicodeDecodeError:
         raise ValueError(f"{what} {path} is not a text CSV file") from None
     if not lines:
@@ -336,11 +429,15 @@ def _read_csv(path: Path, what: str):
     try:
         arr = np.array([[float(c) for c in ln.split(",")] for ln in rows], dtype=np.float64)
     except ValueError as err:
-        raise ValueError(f"{what} {path}: every row after the header must be numbers separated by commas "
-                         f"({err})") from None
+        raise ValueError(
+            f"{what} {path}: every row after the header must be numbers separated by commas "
+            f"({err})"
+        ) from None
     if arr.ndim != 2 or arr.shape[0] < 2 or (names is not None and len(names) != arr.shape[1]):
-        raise ValueError(f"{what} {path} must be a table of at least 2 rows with the same number of columns "
-                         f"in every row (and in the header); got {len(rows)} rows")
+        raise ValueError(
+            f"{what} {path} must be a table of at least 2 rows with the same number of columns "
+            f"in every row (and in the header); got {len(rows)} rows"
+        )
     if names is None:
         return arr
     import xarray as xr
@@ -353,7 +450,9 @@ def _read_csv(path: Path, what: str):
         if steps.size and np.allclose(steps, steps[0], rtol=1e-6):
             attrs["dt"] = float(steps[0])
     coords["component"] = names
-    return xr.Dataset({"x": (("trajectory", "time", "component"), arr[None])}, coords=coords, attrs=attrs)
+    return xr.Dataset(
+        {"x": (("trajectory", "time", "component"), arr[None])}, coords=coords, attrs=attrs
+    )
 
 
 def version() -> str:

@@ -9,6 +9,7 @@
 Both formats are written atomically (systems.files): a killed writer leaves
 no half-written file or folder under the destination's name.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,19 +21,68 @@ import xarray as xr
 from . import checks
 from .files import atomic_path
 
-__all__ = ["save", "load", "cf_conventions", "cf_encode", "cf_decode", "ZARR_CHUNK_BYTES",
-           "SystemsFileError", "CONVENTIONS"]
+__all__ = [
+    "save",
+    "load",
+    "cf_conventions",
+    "cf_encode",
+    "cf_decode",
+    "ZARR_CHUNK_BYTES",
+    "SystemsFileError",
+    "CONVENTIONS",
+]
 
 CONVENTIONS = "CF-1.10"
 # words a UDUNITS unit string may hold; any other word of 3+ letters marks prose ("state units")
-_UNIT_WORDS = {"second", "seconds", "sec", "minute", "minutes", "min", "hour", "hours", "day", "days",
-               "meter", "meters", "metre", "metres", "kelvin", "radian", "radians", "degree", "degrees",
-               "gram", "grams", "kg", "since", "percent", "hertz", "Hz", "newton", "pascal", "joule", "watt",
-               "volt", "ampere", "mol", "mole", "rad", "sr", "deg", "year", "years", "week", "weeks"}
+_UNIT_WORDS = {
+    "second",
+    "seconds",
+    "sec",
+    "minute",
+    "minutes",
+    "min",
+    "hour",
+    "hours",
+    "day",
+    "days",
+    "meter",
+    "meters",
+    "metre",
+    "metres",
+    "kelvin",
+    "radian",
+    "radians",
+    "degree",
+    "degrees",
+    "gram",
+    "grams",
+    "kg",
+    "since",
+    "percent",
+    "hertz",
+    "Hz",
+    "newton",
+    "pascal",
+    "joule",
+    "watt",
+    "volt",
+    "ampere",
+    "mol",
+    "mole",
+    "rad",
+    "sr",
+    "deg",
+    "year",
+    "years",
+    "week",
+    "weeks",
+}
 
 _ENGINE = "netcdf4"
 ZARR_CHUNK_BYTES = 16 * 2**20  # largest zarr chunk of x on disk (bytes, before compression)
-_LOCAL_WORKERS = 1  # chunks computed at once without a distributed client (each one uses every core)
+_LOCAL_WORKERS = (
+    1  # chunks computed at once without a distributed client (each one uses every core)
+)
 
 
 class SystemsFileError(ValueError):
@@ -40,8 +90,9 @@ class SystemsFileError(ValueError):
 
 
 def _is_zarr(path: Path) -> bool:
-    return path.suffix == ".zarr" or (path.is_dir() and any(
-        (path / n).exists() for n in ("zarr.json", ".zgroup", ".zmetadata")))
+    return path.suffix == ".zarr" or (
+        path.is_dir() and any((path / n).exists() for n in ("zarr.json", ".zgroup", ".zmetadata"))
+    )
 
 
 def save(ds: xr.Dataset, path, *, overwrite: bool | None = None, progress: bool = False) -> Path:
@@ -61,23 +112,37 @@ def save(ds: xr.Dataset, path, *, overwrite: bool | None = None, progress: bool 
     """
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"save expects an xarray.Dataset, got {type(ds).__name__}")
-    checks.boolean("overwrite", overwrite, optional=True,
-                   fix="pass True (replace), False (refuse an existing path) or None (the default)")
+    checks.boolean(
+        "overwrite",
+        overwrite,
+        optional=True,
+        fix="pass True (replace), False (refuse an existing path) or None (the default)",
+    )
     path = Path(path)
     zarr = path.suffix == ".zarr"
     if path.exists() and not (overwrite if overwrite is not None else not zarr):
         what = "zarr store" if path.is_dir() else "file"
-        raise FileExistsError(f"{path} exists (a {what}); pass overwrite=True to replace it, or choose another path")
+        raise FileExistsError(
+            f"{path} exists (a {what}); pass overwrite=True to replace it, or choose another path"
+        )
     if path.exists() and path.is_dir() != zarr:
-        raise FileExistsError(f"{path} exists and is a {'folder' if path.is_dir() else 'file'}; a "
-                              f"{'zarr store' if zarr else 'netCDF file'} cannot replace it: remove it or "
-                              "choose another path")
+        raise FileExistsError(
+            f"{path} exists and is a {'folder' if path.is_dir() else 'file'}; a "
+            f"{'zarr store' if zarr else 'netCDF file'} cannot replace it: remove it or "
+            "choose another path"
+        )
     out = cf_conventions(_plain(ds)) if zarr else cf_encode(_plain(ds))
     with atomic_path(path, directory=zarr) as tmp:
         if zarr:
             # metadata and in-memory variables now; the dask ones (x when lazy) below
-            write = out.to_zarr(tmp, mode="w-", encoding=_zarr_encoding(out), zarr_format=2, consolidated=True,
-                                compute=False)
+            write = out.to_zarr(
+                tmp,
+                mode="w-",
+                encoding=_zarr_encoding(out),
+                zarr_format=2,
+                consolidated=True,
+                compute=False,
+            )
             if _distributed_client() is not None:
                 import dask
 
@@ -91,7 +156,8 @@ def save(ds: xr.Dataset, path, *, overwrite: bool | None = None, progress: bool 
 
 
 def _is_udunits(units: str) -> bool:
-    """Whether ``units`` reads as a UDUNITS unit ("1", "s", "m s-1", "days since 2000-01-01"), not prose."""
+    """Whether ``units`` reads as a UDUNITS unit ("1", "s", "m s-1", "days since 2000-01-01"),
+    not prose."""
     import re
 
     if not units or not re.fullmatch(r"[A-Za-z0-9_ .*/^()+:\-]+", units):
@@ -149,7 +215,10 @@ def cf_encode(ds: xr.Dataset) -> xr.Dataset:
     """
     out = cf_conventions(ds)
     for dim in [d for d in out.dims if d in out.coords and out[d].dtype.kind not in "USO"]:
-        out[dim].encoding = {**out[dim].encoding, "_FillValue": None}  # CF 2.5.1: none for coordinates
+        out[dim].encoding = {
+            **out[dim].encoding,
+            "_FillValue": None,
+        }  # CF 2.5.1: none for coordinates
     for dim in [d for d in out.dims if d in out.coords and out[d].dtype.kind in "USO"]:
         label = f"{dim}_label"
         while label in out.variables:
@@ -161,14 +230,17 @@ def cf_encode(ds: xr.Dataset) -> xr.Dataset:
         out = out.drop_vars(dim).assign_coords({label: var})
     for name, var in out.variables.items():
         if var.dtype.kind in "USO":
-            if var.dtype.kind == "O":  # xarray writes object strings as char arrays only from str dtype
+            if (
+                var.dtype.kind == "O"
+            ):  # xarray writes object strings as char arrays only from str dtype
                 out[name] = var.copy(data=np.asarray(var.values, dtype=str))
             out[name].encoding = {**out[name].encoding, "dtype": "S1"}
     return out
 
 
 def cf_decode(ds: xr.Dataset) -> xr.Dataset:
-    """The Dataset that :func:`cf_encode` wrote: label variables back as string dimension coordinates.
+    """The Dataset that :func:`cf_encode` wrote: label variables back as string dimension
+    coordinates.
 
     Files without label variables (written before) come back unchanged.
     """
@@ -188,7 +260,8 @@ def cf_decode(ds: xr.Dataset) -> xr.Dataset:
 
 
 def _stream_zarr(ds: xr.Dataset, store: Path, progress: bool) -> None:
-    """Compute the dask variables of ``ds`` one chunk at a time into the zarr ``store`` made by to_zarr."""
+    """Compute the dask variables of ``ds`` one chunk at a time into the zarr ``store`` made by
+    to_zarr."""
     import dask
     import zarr
 
@@ -207,7 +280,9 @@ def _stream_zarr(ds: xr.Dataset, store: Path, progress: bool) -> None:
             target = group[name]
             edges = [np.concatenate([[0], np.cumsum(c)]) for c in var.data.chunks]
             step = target.chunks[0] if var.ndim else 1
-            parts = var.data.to_delayed()  # one Delayed per chunk: its result is the chunk itself, not a copy
+            parts = (
+                var.data.to_delayed()
+            )  # one Delayed per chunk: its result is the chunk itself, not a copy
             for idx in np.ndindex(*var.data.numblocks):
                 region = tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, idx))
                 block = np.asarray(dask.compute(parts[idx], scheduler="sync")[0])
@@ -215,8 +290,9 @@ def _stream_zarr(ds: xr.Dataset, store: Path, progress: bool) -> None:
                     target[...] = block
                 else:  # in pieces of zarr chunks: zarr's encoding buffers stay small
                     for a in range(0, block.shape[0], step):
-                        target[(slice(region[0].start + a, region[0].start + a + step),) + region[1:]] = \
-                            block[a:a + step]
+                        target[
+                            (slice(region[0].start + a, region[0].start + a + step),) + region[1:]
+                        ] = block[a : a + step]
                 del block
                 if bar is not None:
                     bar.update(1)
@@ -249,7 +325,8 @@ def _zarr_encoding(ds: xr.Dataset) -> dict:
 
 
 def _compute(delayed, progress: bool) -> None:
-    """Run a delayed write on the active dask.distributed client if there is one, else one chunk at a time."""
+    """Run a delayed write on the active dask.distributed client if there is one, else one chunk
+    at a time."""
     import dask
 
     if _distributed_client() is not None:
@@ -285,8 +362,10 @@ def load(path) -> xr.Dataset:
     ValueError) for a corrupt file or one that holds no systems ensemble.
     """
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a file path (str or pathlib.Path) of a .nc file or .zarr store, "
-                        f"got {type(path).__name__}")
+        raise TypeError(
+            f"path must be a file path (str or pathlib.Path) of a .nc file or .zarr store, "
+            f"got {type(path).__name__}"
+        )
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no netCDF file or zarr store at {str(path)!r}")
@@ -295,18 +374,30 @@ def load(path) -> xr.Dataset:
         try:
             ds = xr.open_zarr(path, chunks={}, zarr_format=None)
         except Exception as err:  # zarr raises many kinds for a damaged store
-            raise SystemsFileError(f"{path} is not a readable zarr store ({type(err).__name__}: "
-                                   f"{str(err)[:200]}); {hint}") from None
+            raise SystemsFileError(
+                f"{path} is not a readable zarr store ({type(err).__name__}: "
+                f"{str(err)[:200]}); {hint}"
+            ) from None
     else:
         if path.is_dir():
-            raise SystemsFileError(f"{path} is a folder but not a zarr store; pass a .nc file or a .zarr store")
+            raise SystemsFileError(
+                f"{path} is a folder but not a zarr store; pass a .nc file or a .zarr store"
+            )
         try:
             with xr.open_dataset(path, engine=_ENGINE) as f:
                 ds = cf_decode(f.load())
         except Exception as err:  # netCDF4 raises OSError "NetCDF: HDF error" and similar
-            raise SystemsFileError(f"{path} is not a readable netCDF file ({type(err).__name__}: "
-                                   f"{str(err)[:200]}); {hint}") from None
-    if "x" not in ds or ds["x"].dims != ("trajectory", "time", "component") or not ds.attrs.get("system"):
-        raise SystemsFileError(f"{path} holds no systems ensemble (need variable x(trajectory, time, component) "
-                               f"and attrs['system'], found variables {list(ds.data_vars)}); {hint}")
+            raise SystemsFileError(
+                f"{path} is not a readable netCDF file ({type(err).__name__}: "
+                f"{str(err)[:200]}); {hint}"
+            ) from None
+    if (
+        "x" not in ds
+        or ds["x"].dims != ("trajectory", "time", "component")
+        or not ds.attrs.get("system")
+    ):
+        raise SystemsFileError(
+            f"{path} holds no systems ensemble (need variable x(trajectory, time, component) "
+            f"and attrs['system'], found variables {list(ds.data_vars)}); {hint}"
+        )
     return ds

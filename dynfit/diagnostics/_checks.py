@@ -2,6 +2,7 @@
 
 Numbers, integers and choices are checked with :mod:`systems.checks` (one rule for both packages).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,12 +16,15 @@ def check_thresholds(thresholds) -> np.ndarray:
     """Thresholds as a float array (n,), each in (0, 1]; raises ValueError otherwise."""
     arr = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"thresholds must be a number or a 1-D sequence of numbers, got {thresholds!r}")
+        raise ValueError(
+            f"thresholds must be a number or a 1-D sequence of numbers, got {thresholds!r}"
+        )
     bad = arr[~((arr > 0) & (arr <= 1))]
     if bad.size:
         raise ValueError(
-            f"threshold(s) {bad.tolist()} outside (0, 1]: a threshold is a fraction of the attractor's "
-            "standard deviation; use values such as 0.3, 0.4 (Pathak et al. 2018) or 0.5 (Vlachas et al. 2020)"
+            f"threshold(s) {bad.tolist()} outside (0, 1]: a threshold is a fraction of the "
+            "attractor's standard deviation; use values such as 0.3, 0.4 (Pathak et al. 2018) or "
+            "0.5 (Vlachas et al. 2020)"
         )
     return arr
 
@@ -35,4 +39,3 @@ def check_trajectory(x, name: str, *, dim: int | None = None, min_len: int = 2) 
     if x.shape[-2] < min_len:
         raise ValueError(f"{name} needs at least {min_len} time points, got {x.shape[-2]}")
     return x
-

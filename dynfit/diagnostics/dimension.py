@@ -10,6 +10,7 @@ sampling from a long run keeps pairs temporally far apart (no Theiler
 window needed). For Lorenz'63 this gives 2.01-2.09 over runs and seeds with 3000
 points (literature: 2.05 +- 0.01).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,9 @@ def correlation_sum(points, radii) -> np.ndarray:
     return np.searchsorted(d, np.asarray(radii, dtype=np.float64)) / len(d)
 
 
-def correlation_dimension(x, *, n_points: int = 3000, c_range=(5e-4, 1e-2), n_radii: int = 12,
-                          seed: int = 0) -> float:
+def correlation_dimension(
+    x, *, n_points: int = 3000, c_range=(5e-4, 1e-2), n_radii: int = 12, seed: int = 0
+) -> float:
     """Grassberger-Procaccia correlation dimension of samples x (..., dim).
 
     Returns NaN when fewer than 100 finite points remain (for example a

@@ -15,6 +15,7 @@ exponents are averaged, which costs little more than one start in torch.
 - ``lyapunov_from_data(x, dt=...)``: the largest exponent of sampled
   trajectories alone (no equations, no model), by Rosenstein et al. (1993).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -26,8 +27,9 @@ from systems import checks
 __all__ = ["lyapunov_spectrum", "system_lyapunov_spectrum", "lyapunov_from_data"]
 
 
-def _benettin(step: Callable, x0: np.ndarray, *, n_steps: int, transient: int, k: int,
-              dt: float) -> np.ndarray:
+def _benettin(
+    step: Callable, x0: np.ndarray, *, n_steps: int, transient: int, k: int, dt: float
+) -> np.ndarray:
     """Run ``step(x (n, d), q (n, d, k), t) -> (x, q)``; return the k exponents, descending."""
     n, dim = x0.shape
     x = x0
@@ -79,12 +81,15 @@ def _check_field_output(field, x0, dtype, device):
         ) from exc
     if not isinstance(y, torch.Tensor) or y.shape != x.shape:
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise ValueError(f"field(t, x) must return a tensor of x's shape {tuple(x.shape)}, got {got}; "
-                         "check that x0 has the field's state dimension")
+        raise ValueError(
+            f"field(t, x) must return a tensor of x's shape {tuple(x.shape)}, got {got}; "
+            "check that x0 has the field's state dimension"
+        )
 
 
-def lyapunov_spectrum(field, x0, *, dt: float, n_steps: int, transient: int = 0,
-                      k: int | None = None) -> np.ndarray:
+def lyapunov_spectrum(
+    field, x0, *, dt: float, n_steps: int, transient: int = 0, k: int | None = None
+) -> np.ndarray:
     """Lyapunov exponents of the flow of a torch vector field, descending.
 
     field: torch module (or callable) called as ``field(t, x)`` with t a 0-d
@@ -103,7 +108,9 @@ def lyapunov_spectrum(field, x0, *, dt: float, n_steps: int, transient: int = 0,
     import torch
 
     if not callable(field):
-        raise TypeError(f"field must be a torch module called as field(t, x), got {type(field).__name__}")
+        raise TypeError(
+            f"field must be a torch module called as field(t, x), got {type(field).__name__}"
+        )
     params = list(field.parameters()) if isinstance(field, torch.nn.Module) else []
     dtype = params[0].dtype if params and params[0].is_floating_point() else torch.float64
     device = params[0].device if params else torch.device("cpu")
@@ -123,7 +130,11 @@ def lyapunov_spectrum(field, x0, *, dt: float, n_steps: int, transient: int = 0,
     def step(x, q, t):
         # Row (s, i) of the batch is a copy of start s; the gradient of
         # sum y_(s,i)[i] gives row i of start s's step Jacobian.
-        xb = torch.as_tensor(x, dtype=dtype, device=device).repeat_interleave(dim, 0).requires_grad_(True)
+        xb = (
+            torch.as_tensor(x, dtype=dtype, device=device)
+            .repeat_interleave(dim, 0)
+            .requires_grad_(True)
+        )
         with torch.enable_grad():
             yb = rk4(xb, t)
             (j,) = torch.autograd.grad((yb * eye).sum(), xb)
@@ -141,8 +152,9 @@ def lyapunov_spectrum(field, x0, *, dt: float, n_steps: int, transient: int = 0,
             field.train(was_training)
 
 
-def system_lyapunov_spectrum(system, x0=None, *, dt: float, n_steps: int, transient: int = 0,
-                             k: int | None = None) -> np.ndarray:
+def system_lyapunov_spectrum(
+    system, x0=None, *, dt: float, n_steps: int, transient: int = 0, k: int | None = None
+) -> np.ndarray:
     """Lyapunov exponents of a ``systems.System`` (analytic Jacobian), descending.
 
     ``systems.lyapunov_spectrum`` (RK4 on the state and variational
@@ -156,8 +168,12 @@ def system_lyapunov_spectrum(system, x0=None, *, dt: float, n_steps: int, transi
     x0 = system.x0 if x0 is None else x0
     x0, dt, n_steps, transient, k = _common_checks(x0, system.dim, dt, n_steps, transient, k)
     # one Lyapunov code per kind: a System goes to systems' numba QR/Benettin, one start at a time
-    runs = [systems.lyapunov_spectrum(system, n_steps=n_steps, dt=dt, transient=transient * dt, x0=start, k=k)
-            for start in x0]
+    runs = [
+        systems.lyapunov_spectrum(
+            system, n_steps=n_steps, dt=dt, transient=transient * dt, x0=start, k=k
+        )
+        for start in x0
+    ]
     return np.sort(np.mean(runs, axis=0))[::-1]
 
 
@@ -171,8 +187,16 @@ def _mean_period(z: np.ndarray, dt: float) -> float:
     return 1.0 / float(np.sum(freq * power) / np.sum(power))
 
 
-def lyapunov_from_data(x, *, dt: float, n_points: int = 2000, periods: float = 12.0, seed: int = 0,
-                       fit_range=(0.1, 0.5), return_curve: bool = False):
+def lyapunov_from_data(
+    x,
+    *,
+    dt: float,
+    n_points: int = 2000,
+    periods: float = 12.0,
+    seed: int = 0,
+    fit_range=(0.1, 0.5),
+    return_curve: bool = False,
+):
     """The largest Lyapunov exponent of sampled trajectories, by Rosenstein et al. (1993).
 
     x: trajectories (T, D) or (N, T, D) of the full state, sampled every dt.
@@ -213,32 +237,40 @@ def lyapunov_from_data(x, *, dt: float, n_points: int = 2000, periods: float = 1
     theiler = max(1, int(round(period / dt)))
     k_max = int(min(round(periods * period / dt), t // 2))
     if k_max < 3 * theiler or k_max < 10:
-        raise ValueError(f"trajectories of {t} samples are too short for Rosenstein's estimate: following "
-                         f"neighbours needs several mean periods ({period:.3g} time units = {theiler} samples "
-                         f"each) within half a trajectory; pass longer trajectories or give lyapunov_time")
+        raise ValueError(
+            f"trajectories of {t} samples are too short for Rosenstein's estimate: following "
+            f"neighbours needs several mean periods ({period:.3g} time units = {theiler} samples "
+            f"each) within half a trajectory; pass longer trajectories or give lyapunov_time"
+        )
     m = t - k_max
     points = z[:, :m].reshape(-1, d)
     traj, when = np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
     rng = np.random.default_rng(seed)
     ref = rng.choice(points.shape[0], min(n_points, points.shape[0]), replace=False)
     dist, idx = cKDTree(points).query(points[ref], k=min(64, points.shape[0]))
-    ok = ((traj[idx] != traj[ref][:, None]) | (np.abs(when[idx] - when[ref][:, None]) > theiler)) & (dist > 0)
+    ok = (
+        (traj[idx] != traj[ref][:, None]) | (np.abs(when[idx] - when[ref][:, None]) > theiler)
+    ) & (dist > 0)
     has = ok.any(1)
     if has.sum() < 10:
-        raise ValueError("too few reference samples have a neighbour outside their Theiler window; pass "
-                         "longer or more trajectories, or give lyapunov_time")
+        raise ValueError(
+            "too few reference samples have a neighbour outside their Theiler window; pass "
+            "longer or more trajectories, or give lyapunov_time"
+        )
     ref, near = ref[has], idx[has, np.argmax(ok[has], 1)]
     ks = np.arange(k_max + 1)
     a = z[traj[ref][:, None], when[ref][:, None] + ks]
     b = z[traj[near][:, None], when[near][:, None] + ks]
     y = np.mean(np.log(np.linalg.norm(a - b, axis=-1) + 1e-300), 0)
-    y_sat = float(np.median(y[-max(1, k_max // 4):]))
+    y_sat = float(np.median(y[-max(1, k_max // 4) :]))
     inside = (y > y[0] + lo * (y_sat - y[0])) & (y < y[0] + hi * (y_sat - y[0]))
     i0 = int(np.argmax(inside))
     i1 = i0 + (int(np.argmin(inside[i0:])) if not inside[i0:].all() else len(inside) - i0)
     if not inside.any() or i1 - i0 < 3 or y_sat <= y[0]:
-        raise ValueError("the neighbours' distances do not grow and saturate (no chaos visible in the data, "
-                         "or too few samples); give lyapunov_time")
+        raise ValueError(
+            "the neighbours' distances do not grow and saturate (no chaos visible in the data, "
+            "or too few samples); give lyapunov_time"
+        )
     slope = float(np.polyfit(ks[i0:i1] * dt, y[i0:i1], 1)[0])
     if return_curve:
         return slope, {"k": ks, "y": y, "window": (i0, i1), "theiler": theiler}

@@ -14,8 +14,8 @@
   log(m / n)``, with rho_k the distance to the k-th nearest of n points of the
   truth's first half and nu_k the distance to the k-th nearest of m model
   points (no kernel width to choose; a model collapsed onto a point or a cycle
-  scores large). ``method="gmm"``: each density is a Gaussian mixture with one isotropic component of standard
-  deviation ``scale`` (standardised units) on each of ``n_points`` points
+  scores large). ``method="gmm"``: each density is a Gaussian mixture with one isotropic
+  component of standard deviation ``scale`` (standardised units) on each of ``n_points`` points
   sampled from the model run and from the first half of the truth run, and
   the KL divergence is a Monte Carlo average over ``n_points`` points of the
   second half of the truth run (pass the truth in time order). Its kernel
@@ -26,6 +26,7 @@
   (``scipy.stats.wasserstein_distance``), divided by the truth's standard
   deviation of that component (dimensionless).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,7 +45,9 @@ def as_points(x, name: str, dim: int | None = None):
     """(..., dim) array -> (points (n, dim), finite mask (n,)); raises on bad shapes."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim < 2:
-        raise ValueError(f"{name} must have shape (..., dim) with a trailing component axis, got {x.shape}")
+        raise ValueError(
+            f"{name} must have shape (..., dim) with a trailing component axis, got {x.shape}"
+        )
     pts = x.reshape(-1, x.shape[-1])
     if dim is not None and pts.shape[1] != dim:
         raise ValueError(f"{name} has {pts.shape[1]} components, expected {dim} (as in the truth)")
@@ -63,15 +66,26 @@ def _prepare(truth, model, min_points=10):
         raise ValueError(f"model needs at least {min_points} points, got {m.shape[0]}")
     mu, sd = t.mean(0), t.std(0)
     if np.any(sd <= 0):
-        raise ValueError("truth has a constant component (zero standard deviation); it spans no attractor")
+        raise ValueError(
+            "truth has a constant component (zero standard deviation); it spans no attractor"
+        )
     # a model that left the finite numbers is placed far outside the attractor
     m = np.where(mf[:, None], m, mu + 1e6 * sd)
     return (t - mu) / sd, (m - mu) / sd
 
 
-def density_divergence(truth, model, *, bins: int = 30, smoothing: float = 1.0,
-                       method: str = "auto", n_points: int = 2000, scale: float = 1.0,
-                       seed: int = 0, k: int = 5) -> float:
+def density_divergence(
+    truth,
+    model,
+    *,
+    bins: int = 30,
+    smoothing: float = 1.0,
+    method: str = "auto",
+    n_points: int = 2000,
+    scale: float = 1.0,
+    seed: int = 0,
+    k: int = 5,
+) -> float:
     """KL divergence (nats) of the model's state-space density from the truth's.
 
     truth, model: (..., dim) samples of long runs (time and trajectory axes are
@@ -89,9 +103,13 @@ def density_divergence(truth, model, *, bins: int = 30, smoothing: float = 1.0,
         method = "bins" if dim <= 3 else "knn"
     if method == "bins":
         bins = checks.integer("bins", bins, minimum=2)
-        if bins ** dim > 5e7:
-            raise ValueError(f"bins={bins} in dim={dim} needs {bins ** dim:.3g} cells; use method='gmm'")
-        smoothing = checks.real("smoothing", smoothing, minimum=0.0, fix="smoothing is a width in bins; 0 turns it off")
+        if bins**dim > 5e7:
+            raise ValueError(
+                f"bins={bins} in dim={dim} needs {bins ** dim:.3g} cells; use method='gmm'"
+            )
+        smoothing = checks.real(
+            "smoothing", smoothing, minimum=0.0, fix="smoothing is a width in bins; 0 turns it off"
+        )
         lo, hi = zt.min(0), zt.max(0)
         pad = 0.1 * (hi - lo)
         # one common set of edges in standardised units per component
@@ -115,7 +133,7 @@ def density_divergence(truth, model, *, bins: int = 30, smoothing: float = 1.0,
 
     def log_mix(x, c):
         d2 = ((x[:, None, :] - c[None, :, :]) ** 2).sum(-1)
-        return logsumexp(-0.5 * d2 / scale ** 2, axis=1) - np.log(len(c))
+        return logsumexp(-0.5 * d2 / scale**2, axis=1) - np.log(len(c))
 
     return float(max(np.mean(log_mix(evals, centres_t) - log_mix(evals, centres_m)), 0.0))
 
@@ -141,10 +159,15 @@ def _knn_divergence(zt, zm, *, n_points: int, k: int, seed: int) -> float:
 def _histogram_multi(z, edges, smoothing):
     dim = z.shape[1]
     nb = len(edges[0]) - 1
-    idx = np.stack([np.clip(np.searchsorted(edges[i], z[:, i], side="right") - 1, 0, nb - 1)
-                    for i in range(dim)], axis=1)
+    idx = np.stack(
+        [
+            np.clip(np.searchsorted(edges[i], z[:, i], side="right") - 1, 0, nb - 1)
+            for i in range(dim)
+        ],
+        axis=1,
+    )
     flat = np.ravel_multi_index(tuple(idx.T), (nb,) * dim)
-    h = np.bincount(flat, minlength=nb ** dim).astype(float).reshape((nb,) * dim)
+    h = np.bincount(flat, minlength=nb**dim).astype(float).reshape((nb,) * dim)
     if smoothing > 0:
         h = gaussian_filter(h, sigma=smoothing, mode="constant")
     p = h / h.sum()

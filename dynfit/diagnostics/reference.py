@@ -6,6 +6,7 @@ Jacobian) or "systems.<method>" for the numba integrators of ``systems``
 ("systems.dopri5", "systems.rkf45", ...; ~20x faster). The valid ground-truth
 time compares codes that share nothing but the equations.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,16 @@ def _systems_methods():
     return tuple(f"systems.{m}" for m in METHODS)
 
 
-def integrate(system, x0, *, dt: float, n_steps: int, method: str = "DOP853",
-              rtol: float = 1e-12, atol: float = 1e-12) -> np.ndarray:
+def integrate(
+    system,
+    x0,
+    *,
+    dt: float,
+    n_steps: int,
+    method: str = "DOP853",
+    rtol: float = 1e-12,
+    atol: float = 1e-12,
+) -> np.ndarray:
     """Trajectories (n, n_steps, dim) from starts x0 (n, dim) or (dim,) -> (n_steps, dim).
 
     Row 0 is x0; samples spaced by dt (dense output of scipy's ``solve_ivp``).
@@ -49,10 +58,22 @@ def integrate(system, x0, *, dt: float, n_steps: int, method: str = "DOP853",
     single = x0.ndim == 1
     x0 = np.atleast_2d(x0)
     if x0.shape[1] != system.dim:
-        raise ValueError(f"x0 must have {system.dim} components for {system.name}, got shape {x0.shape}")
+        raise ValueError(
+            f"x0 must have {system.dim} components for {system.name}, got shape {x0.shape}"
+        )
     if method.startswith("systems."):
-        ds = systems.simulate(system, n_traj=x0.shape[0], x0=x0, n_steps=n_steps, dt=float(dt),
-                              method=method.split(".", 1)[1], rtol=rtol, atol=atol, seed=0, progress=False)
+        ds = systems.simulate(
+            system,
+            n_traj=x0.shape[0],
+            x0=x0,
+            n_steps=n_steps,
+            dt=float(dt),
+            method=method.split(".", 1)[1],
+            rtol=rtol,
+            atol=atol,
+            seed=0,
+            progress=False,
+        )
         out = ds["x"].values.copy()
         out[:, 0] = x0
         return out[0] if single else out
@@ -70,7 +91,9 @@ def integrate(system, x0, *, dt: float, n_steps: int, method: str = "DOP853",
     out = np.empty((x0.shape[0], n_steps, system.dim))
     kw = {"jac": jac} if method in ("Radau", "BDF", "LSODA") else {}
     for s, start in enumerate(x0):
-        sol = solve_ivp(f, (0.0, t_eval[-1]), start, method=method, t_eval=t_eval, rtol=rtol, atol=atol, **kw)
+        sol = solve_ivp(
+            f, (0.0, t_eval[-1]), start, method=method, t_eval=t_eval, rtol=rtol, atol=atol, **kw
+        )
         if not sol.success or sol.y.shape[1] != n_steps:
             raise RuntimeError(f"scipy {method} failed from start {start}: {sol.message}")
         out[s] = sol.y.T
@@ -78,12 +101,16 @@ def integrate(system, x0, *, dt: float, n_steps: int, method: str = "DOP853",
     return out[0] if single else out
 
 
-def reference_solutions(system, x0, *, dt: float, n_steps: int,
-                        solvers=DEFAULT_REFERENCE_SOLVERS) -> list[np.ndarray]:
+def reference_solutions(
+    system, x0, *, dt: float, n_steps: int, solvers=DEFAULT_REFERENCE_SOLVERS
+) -> list[np.ndarray]:
     """One trajectory array (n, n_steps, dim) per (method, tol) in ``solvers``."""
     if len(solvers) < 1:
         raise ValueError("solvers must name at least one (method, tolerance) pair")
-    return [integrate(system, x0, dt=dt, n_steps=n_steps, method=m, rtol=tol, atol=tol) for m, tol in solvers]
+    return [
+        integrate(system, x0, dt=dt, n_steps=n_steps, method=m, rtol=tol, atol=tol)
+        for m, tol in solvers
+    ]
 
 
 class ExactSurrogate:
@@ -95,8 +122,15 @@ class ExactSurrogate:
     ``dim``, ``system``.
     """
 
-    def __init__(self, system, *, dt: float, method: str = "DOP853", rtol: float = 1e-12,
-                 atol: float | None = None):
+    def __init__(
+        self,
+        system,
+        *,
+        dt: float,
+        method: str = "DOP853",
+        rtol: float = 1e-12,
+        atol: float | None = None,
+    ):
         import systems
 
         self._system = systems.get(system)
@@ -109,8 +143,16 @@ class ExactSurrogate:
     def generate(self, x0, n_steps: int) -> np.ndarray:
         """Trajectories (B, n_steps, dim) from x0 (B, dim); row 0 is x0."""
         x0 = np.atleast_2d(np.asarray(x0, dtype=np.float64))
-        return integrate(self._system, x0, dt=self.dt, n_steps=n_steps, method=self.method,
-                         rtol=self.rtol, atol=self.atol)
+        return integrate(
+            self._system,
+            x0,
+            dt=self.dt,
+            n_steps=n_steps,
+            method=self.method,
+            rtol=self.rtol,
+            atol=self.atol,
+        )
 
     def __repr__(self) -> str:
-        return f"ExactSurrogate({self.system!r}, dt={self.dt}, method={self.method!r}, rtol={self.rtol})"
+        return (f"ExactSurrogate({self.system!r}, dt={self.dt}, method={self.method!r}, "
+                f"rtol={self.rtol})")

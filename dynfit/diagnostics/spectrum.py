@@ -12,6 +12,7 @@ power. The distance is the Hellinger distance
 
 averaged over components. A model run that is not finite scores 1.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,7 +29,9 @@ def _series(x, name, dim=None):
     if x.ndim == 2:
         x = x[None]
     if x.ndim != 3:
-        raise ValueError(f"{name} must have shape (time, dim) or (n_traj, time, dim), got {x.shape}")
+        raise ValueError(
+            f"{name} must have shape (time, dim) or (n_traj, time, dim), got {x.shape}"
+        )
     if dim is not None and x.shape[-1] != dim:
         raise ValueError(f"{name} has {x.shape[-1]} components, expected {dim} (as in the truth)")
     return x
@@ -52,8 +55,16 @@ def power_spectrum(x, *, dt: float, nperseg: int = 1024, smoothing: float = 2.0)
     return f, p
 
 
-def spectrum_distance(truth, model, *, dt: float, nperseg: int = 1024, smoothing: float = 2.0,
-                      power_fraction: float = 0.99, per_component: bool = False):
+def spectrum_distance(
+    truth,
+    model,
+    *,
+    dt: float,
+    nperseg: int = 1024,
+    smoothing: float = 2.0,
+    power_fraction: float = 0.99,
+    per_component: bool = False,
+):
     """Hellinger distance between normalised power spectra, in [0, 1].
 
     truth, model: (time, dim) or (n_traj, time, dim), sampled every dt.
@@ -64,8 +75,13 @@ def spectrum_distance(truth, model, *, dt: float, nperseg: int = 1024, smoothing
     m = _series(model, "model", dim=t.shape[-1])
     if not np.all(np.isfinite(t)):
         raise ValueError("truth contains NaN or inf; pass a finite reference trajectory")
-    power_fraction = checks.real("power_fraction", power_fraction, above=0.0, maximum=1.0,
-                                 fix="pass the share of the spectral power to compare, e.g. 0.99")
+    power_fraction = checks.real(
+        "power_fraction",
+        power_fraction,
+        above=0.0,
+        maximum=1.0,
+        fix="pass the share of the spectral power to compare, e.g. 0.99",
+    )
     if not np.all(np.isfinite(m)):
         ones = np.ones(t.shape[-1])
         return ones if per_component else 1.0

@@ -1,12 +1,20 @@
 """Lyapunov spectra, normalised error, VPT and valid ground-truth time."""
+
 import numpy as np
 import pytest
 import torch
 
 import systems
-from dynfit.diagnostics import (ExactSurrogate, integrate, lyapunov_spectrum, normalised_error,
-                                reference_solutions, system_lyapunov_spectrum,
-                                valid_groundtruth_time, valid_prediction_time)
+from dynfit.diagnostics import (
+    ExactSurrogate,
+    integrate,
+    lyapunov_spectrum,
+    normalised_error,
+    reference_solutions,
+    system_lyapunov_spectrum,
+    valid_groundtruth_time,
+    valid_prediction_time,
+)
 
 LORENZ_L1 = 0.9056  # docs/references.md section 4
 LORENZ_SUM = -(10 + 1 + 8 / 3)
@@ -17,9 +25,14 @@ class LorenzField(torch.nn.Module):
 
     def forward(self, t, x):
         s, r, b = 10.0, 28.0, 8.0 / 3.0
-        return torch.stack([s * (x[..., 1] - x[..., 0]),
-                            x[..., 0] * (r - x[..., 2]) - x[..., 1],
-                            x[..., 0] * x[..., 1] - b * x[..., 2]], -1)
+        return torch.stack(
+            [
+                s * (x[..., 1] - x[..., 0]),
+                x[..., 0] * (r - x[..., 2]) - x[..., 1],
+                x[..., 0] * x[..., 1] - b * x[..., 2],
+            ],
+            -1,
+        )
 
 
 class LinearField(torch.nn.Module):
@@ -78,12 +91,15 @@ def test_lyapunov_float32_field_and_mode_restored(lorenz_starts):
     assert field.training
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(x0=np.ones(2)), "shape"),
-    (dict(dt=0.0), "dt"),
-    (dict(n_steps=0), "n_steps"),
-    (dict(k=4), "k=4"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(x0=np.ones(2)), "shape"),
+        (dict(dt=0.0), "dt"),
+        (dict(n_steps=0), "n_steps"),
+        (dict(k=4), "k=4"),
+    ],
+)
 def test_lyapunov_bad_input(kwargs, match):
     args = dict(x0=np.ones(3), dt=0.01, n_steps=10)
     args.update(kwargs)
@@ -111,7 +127,9 @@ def test_vpt_first_exceedance_in_lyapunov_times():
     truth = np.zeros((n, 3))
     pred = np.zeros((n, 3))
     pred[:, 0] = np.linspace(0, 1.0, n) * np.sqrt(3)  # e(t_k) = k / 99
-    v = valid_prediction_time(truth, pred, dt=0.1, lyapunov_time=2.0, std=1.0, thresholds=(0.3, 0.5, 1.0))
+    v = valid_prediction_time(
+        truth, pred, dt=0.1, lyapunov_time=2.0, std=1.0, thresholds=(0.3, 0.5, 1.0)
+    )
     k = [30, 50, 99]  # first k with k/99 > thr; never for 1.0 -> horizon
     np.testing.assert_allclose(v, np.array(k) * 0.1 / 2.0)
 
@@ -147,7 +165,9 @@ def test_exact_system_vpt_equals_valid_groundtruth_time():
     np.testing.assert_array_equal(pred[:, 0], starts)
     lt = L.lyapunov_time
     vpt = valid_prediction_time(data, pred, dt=dt, lyapunov_time=lt, std=std)
-    refs = reference_solutions(L, starts, dt=dt, n_steps=n, solvers=(("DOP853", 1e-12), ("LSODA", 1e-12)))
+    refs = reference_solutions(
+        L, starts, dt=dt, n_steps=n, solvers=(("DOP853", 1e-12), ("LSODA", 1e-12))
+    )
     vgt = valid_groundtruth_time([data, *refs], dt=dt, lyapunov_time=lt, std=std)
     np.testing.assert_allclose(vpt, vgt)
     # and the agreement is long: > 15 Lyapunov times. Where the references part
@@ -160,7 +180,9 @@ def test_exact_system_vpt_equals_valid_groundtruth_time():
 
 def test_systems_and_scipy_references_agree():
     L = systems.get("lorenz63")
-    a, b = reference_solutions(L, L.x0, dt=0.01, n_steps=1000)  # the defaults: LSODA, systems.dopri5
+    a, b = reference_solutions(
+        L, L.x0, dt=0.01, n_steps=1000
+    )  # the defaults: LSODA, systems.dopri5
     assert a.shape == b.shape == (1000, 3)
     np.testing.assert_array_equal(a[0], L.x0)
     np.testing.assert_array_equal(b[0], L.x0)

@@ -1,4 +1,5 @@
 """dynfit.diagnostics.evaluate: contents, units, provenance, netCDF, bad input."""
+
 import numpy as np
 import pytest
 import torch
@@ -27,7 +28,8 @@ class Scaler:
 
 
 class StandardisedLorenz(torch.nn.Module):
-    """Lorenz'63 on standardised states in model time (one unit = DT), as dynfit.Surrogate's field."""
+    """Lorenz'63 on standardised states in model time (one unit = DT), as dynfit.Surrogate's
+    field."""
 
     def __init__(self, scaler):
         super().__init__()
@@ -36,8 +38,14 @@ class StandardisedLorenz(torch.nn.Module):
 
     def forward(self, t, z):
         x = z * self.s + self.m
-        f = torch.stack([10 * (x[..., 1] - x[..., 0]), x[..., 0] * (28 - x[..., 2]) - x[..., 1],
-                         x[..., 0] * x[..., 1] - 8 / 3 * x[..., 2]], -1)
+        f = torch.stack(
+            [
+                10 * (x[..., 1] - x[..., 0]),
+                x[..., 0] * (28 - x[..., 2]) - x[..., 1],
+                x[..., 0] * x[..., 1] - 8 / 3 * x[..., 2],
+            ],
+            -1,
+        )
         return f / self.s * DT
 
 
@@ -55,15 +63,26 @@ class TorchExact(ExactSurrogate):
         if not return_stats:
             return out
         b = out.shape[0]
-        return out, {"accepted": np.ones((b, n_steps - 1), bool),
-                     "substeps": np.full((b, n_steps - 1), 2), "n_f_evals": 123}
+        return out, {
+            "accepted": np.ones((b, n_steps - 1), bool),
+            "substeps": np.full((b, n_steps - 1), 2),
+            "n_f_evals": 123,
+        }
 
 
 @pytest.fixture(scope="module")
 def result(data):
     torch.set_num_threads(1)
-    return evaluate(TorchExact(data), data, n_starts=3, horizon=6.0, long_steps=3000,
-                    lyapunov_steps=300, lyapunov_starts=2, seed=1)
+    return evaluate(
+        TorchExact(data),
+        data,
+        n_starts=3,
+        horizon=6.0,
+        long_steps=3000,
+        lyapunov_steps=300,
+        lyapunov_starts=2,
+        seed=1,
+    )
 
 
 def test_contents_dims_and_units(result):
@@ -81,7 +100,15 @@ def test_contents_dims_and_units(result):
             assert "units" in var.attrs, name
     assert ds["vpt"].attrs["units"] == "Lyapunov times"
     assert ds["time"].attrs["units"] == "Lyapunov times"
-    for key in ("system", "thresholds", "n_starts", "seed", "dynfit_version", "format", "lyapunov_time"):
+    for key in (
+        "system",
+        "thresholds",
+        "n_starts",
+        "seed",
+        "dynfit_version",
+        "format",
+        "lyapunov_time",
+    ):
         assert key in ds.attrs, key
     assert ds.attrs["system"] == "lorenz63" and ds.attrs["n_starts"] == 3
     assert ds.attrs["lyapunov_time_source"] == "system" and ds.attrs["mode"] == "known system"
@@ -154,8 +181,16 @@ class Diverging:
 
 
 def test_diverging_surrogate_is_scored_not_crashed(data):
-    ds = evaluate(Diverging(), data, n_starts=2, horizon=3.0, long_steps=1000, lyapunov_steps=0,
-                  groundtruth=False, seed=0)
+    ds = evaluate(
+        Diverging(),
+        data,
+        n_starts=2,
+        horizon=3.0,
+        long_steps=1000,
+        lyapunov_steps=0,
+        groundtruth=False,
+        seed=0,
+    )
     assert np.all(ds["vpt"] <= 100 * DT / ds.attrs["lyapunov_time"] + 1e-12)
     assert float(ds["spectrum_distance"]) == 1.0
     assert np.isnan(ds["correlation_dimension"].sel(source="surrogate"))
@@ -171,16 +206,24 @@ class Fake:
         raise AssertionError("evaluate must fail before generating")
 
 
-@pytest.mark.parametrize("surrogate, kwargs, error, match", [
-    (Fake(system="rossler"), {}, ValueError, "system 'lorenz63' but the surrogate models 'rossler'"),
-    (Fake(system="unknown", dim=4), {}, ValueError, "dim 4"),
-    (Fake(), dict(thresholds=(0.4, 1.2)), ValueError, r"outside \(0, 1\]"),
-    (Fake(), dict(thresholds=0.0), ValueError, r"outside \(0, 1\]"),
-    (Fake(), dict(horizon=100.0), ValueError, "horizon"),
-    (Fake(dt=0.003), {}, ValueError, "integer multiple"),
-    (Fake(), dict(n_starts=0), ValueError, "n_starts"),
-    (object(), {}, TypeError, "generate"),
-])
+@pytest.mark.parametrize(
+    "surrogate, kwargs, error, match",
+    [
+        (
+            Fake(system="rossler"),
+            {},
+            ValueError,
+            "system 'lorenz63' but the surrogate models 'rossler'",
+        ),
+        (Fake(system="unknown", dim=4), {}, ValueError, "dim 4"),
+        (Fake(), dict(thresholds=(0.4, 1.2)), ValueError, r"outside \(0, 1\]"),
+        (Fake(), dict(thresholds=0.0), ValueError, r"outside \(0, 1\]"),
+        (Fake(), dict(horizon=100.0), ValueError, "horizon"),
+        (Fake(dt=0.003), {}, ValueError, "integer multiple"),
+        (Fake(), dict(n_starts=0), ValueError, "n_starts"),
+        (object(), {}, TypeError, "generate"),
+    ],
+)
 def test_bad_input(data, surrogate, kwargs, error, match):
     with pytest.raises(error, match=match):
         evaluate(surrogate, data, **kwargs)
@@ -215,14 +258,17 @@ def test_exact_system_vpt_matches_valid_groundtruth_time():
     never be shorter, and with references of comparable accuracy it is not
     much longer.
     """
-    data = systems.simulate("lorenz63", n_traj=1, n_steps=4000, dt=DT, seed=5, method="dopri5",
-                            rtol=1e-12, atol=1e-12)
+    data = systems.simulate(
+        "lorenz63", n_traj=1, n_steps=4000, dt=DT, seed=5, method="dopri5", rtol=1e-12, atol=1e-12
+    )
     exact = ExactSurrogate("lorenz63", dt=DT, method="LSODA", rtol=1e-12)
     ds = evaluate(exact, data, n_starts=2, horizon=35.0, long_steps=1000, lyapunov_steps=0, seed=0)
     vpt, vgt = ds["vpt"].values, ds["valid_groundtruth_time"].values
     assert np.all(vgt <= vpt + 1e-12)
     assert np.all(vpt - vgt < 1.5), (vpt, vgt)
-    assert np.all(vgt > 12) and np.all(vgt < 35), vgt  # the references do part ways within the horizon
+    assert np.all(vgt > 12) and np.all(
+        vgt < 35
+    ), vgt  # the references do part ways within the horizon
 
 
 # ------------------------------------------------------------------ data without a known system
@@ -236,14 +282,25 @@ class Anonymous(ExactSurrogate):
 
 @pytest.fixture(scope="module")
 def long_data():
-    return systems.simulate("lorenz63", n_traj=1, n_steps=20000, dt=DT, seed=4, transient=5.0)["x"].values
+    return systems.simulate("lorenz63", n_traj=1, n_steps=20000, dt=DT, seed=4, transient=5.0)[
+        "x"
+    ].values
 
 
 def test_numpy_data_scored_against_themselves(data):
     x = data["x"].values  # (2, 1200, 3), no system, no dt: given here
     lt = 1 / 0.9056
-    ds = evaluate(Anonymous(), x, dt=DT, lyapunov_time=lt, n_starts=2, horizon=4.0, long_steps=1000,
-                  lyapunov_steps=0, seed=0)
+    ds = evaluate(
+        Anonymous(),
+        x,
+        dt=DT,
+        lyapunov_time=lt,
+        n_starts=2,
+        horizon=4.0,
+        long_steps=1000,
+        lyapunov_steps=0,
+        seed=0,
+    )
     assert ds.attrs["mode"] == "data only" and ds.attrs["lyapunov_time_source"] == "given"
     assert ds.attrs["lyapunov_time"] == lt and list(ds["component"].values) == ["x0", "x1", "x2"]
     # the exact flow never leaves the data: every VPT reaches the horizon, and says so
@@ -259,20 +316,40 @@ def test_numpy_data_scored_against_themselves(data):
 
 
 def test_lyapunov_time_estimated_from_data(long_data):
-    ds = evaluate(Anonymous(), long_data, dt=DT, n_starts=2, horizon=2.0, long_steps=1000,
-                  lyapunov_steps=0, seed=0)
+    ds = evaluate(
+        Anonymous(),
+        long_data,
+        dt=DT,
+        n_starts=2,
+        horizon=2.0,
+        long_steps=1000,
+        lyapunov_steps=0,
+        seed=0,
+    )
     assert ds.attrs["lyapunov_time_source"] == "estimated from data"
     # Rosenstein on 20000 samples: within 10% of 1 / 0.9056 (deterministic for the seed)
     assert abs(ds.attrs["lyapunov_time"] * 0.9056 - 1) < 0.1
-    assert ds["lyapunov_exponents"].sel(source="truth")[0] == pytest.approx(1 / ds.attrs["lyapunov_time"])
+    assert ds["lyapunov_exponents"].sel(source="truth")[0] == pytest.approx(
+        1 / ds.attrs["lyapunov_time"]
+    )
 
 
 def test_lyapunov_time_estimated_from_the_surrogate(data):
     torch.set_num_threads(1)
     sur = TorchExact(data)
     sur.system = "unknown"
-    ds = evaluate(sur, data["x"].values, dt=DT, lyapunov_time="surrogate", n_starts=2, horizon=2.0,
-                  long_steps=1000, lyapunov_steps=0, lyapunov_starts=1, seed=0)
+    ds = evaluate(
+        sur,
+        data["x"].values,
+        dt=DT,
+        lyapunov_time="surrogate",
+        n_starts=2,
+        horizon=2.0,
+        long_steps=1000,
+        lyapunov_steps=0,
+        lyapunov_starts=1,
+        seed=0,
+    )
     assert ds.attrs["lyapunov_time_source"] == "estimated from the surrogate"
     # the exact field's lambda_1 over 900 RK4 steps of 0.01: within 25% of 0.9056
     assert abs(ds.attrs["lyapunov_time"] * 0.9056 - 1) < 0.25
@@ -281,8 +358,17 @@ def test_lyapunov_time_estimated_from_the_surrogate(data):
 def test_short_data_cap_the_horizon(data):
     x = data["x"].values[:, :300]
     with pytest.warns(RuntimeWarning, match="stop at the data's end"):
-        ds = evaluate(Diverging(), x, dt=DT, lyapunov_time=1.0, n_starts=2, horizon=10.0, long_steps=1000,
-                      lyapunov_steps=0, seed=0)
+        ds = evaluate(
+            Diverging(),
+            x,
+            dt=DT,
+            lyapunov_time=1.0,
+            n_starts=2,
+            horizon=10.0,
+            long_steps=1000,
+            lyapunov_steps=0,
+            seed=0,
+        )
     assert ds.sizes["time"] == 300 and ds.attrs["horizon_used"] == pytest.approx(2.99)
     assert not ds["vpt_capped"].any()  # the diverging run fails at step 100, well before the end
 
@@ -300,8 +386,17 @@ def test_paths(data, tmp_path, suffix):
         unnamed = data.copy()
         unnamed.attrs = {"dt": DT}
         systems.save(unnamed, path)
-    ds = evaluate(Anonymous(), path, dt=DT if suffix == ".npy" else None, lyapunov_time=1.1, n_starts=1,
-                  horizon=1.0, long_steps=1000, lyapunov_steps=0, seed=0)
+    ds = evaluate(
+        Anonymous(),
+        path,
+        dt=DT if suffix == ".npy" else None,
+        lyapunov_time=1.1,
+        n_starts=1,
+        horizon=1.0,
+        long_steps=1000,
+        lyapunov_steps=0,
+        seed=0,
+    )
     assert ds.attrs["mode"] == "data only" and ds.attrs["dt"] == DT
     if suffix == ".csv":
         assert list(ds["component"].values) == ["a", "b", "c"]
@@ -312,7 +407,8 @@ def test_lyapunov_from_data(long_data):
 
     lam = lyapunov_from_data(long_data, dt=DT)
     assert abs(lam / 0.9056 - 1) < 0.1
-    # the exponent is per time unit: the same samples with time counted in half-units give twice the rate
+    # the exponent is per time unit: the same samples with time counted in half-units give twice
+    # the rate
     assert lyapunov_from_data(long_data, dt=DT / 2) == pytest.approx(2 * lam, rel=1e-9)
     with pytest.raises(ValueError, match="too short"):
         lyapunov_from_data(long_data[:, :100], dt=DT)
@@ -321,12 +417,23 @@ def test_lyapunov_from_data(long_data):
 
 
 def test_known_system_without_a_recorded_lyapunov_time():
-    """Lorenz-96 with N = 5 has no tabulated exponent: it is computed from the system's equations."""
+    """Lorenz-96 with N = 5 has no tabulated exponent: it is computed from the system's
+    equations."""
     sysm = systems.get("lorenz96", N=5)
     assert not sysm.lyapunov_time
     data = systems.simulate(sysm, n_traj=1, n_steps=400, dt=DT, seed=0, transient=5.0)
-    ds = evaluate(ExactSurrogate(sysm, dt=DT, rtol=1e-10), data, n_starts=1, horizon=1.0, long_steps=1000,
-                  lyapunov_steps=0, groundtruth=False, seed=0)
-    lam = systems.lyapunov_spectrum(sysm, n_steps=5000, dt=DT, transient=5.0, x0=data["x"].values[0, 0], k=1)[0]
+    ds = evaluate(
+        ExactSurrogate(sysm, dt=DT, rtol=1e-10),
+        data,
+        n_starts=1,
+        horizon=1.0,
+        long_steps=1000,
+        lyapunov_steps=0,
+        groundtruth=False,
+        seed=0,
+    )
+    lam = systems.lyapunov_spectrum(
+        sysm, n_steps=5000, dt=DT, transient=5.0, x0=data["x"].values[0, 0], k=1
+    )[0]
     assert ds.attrs["lyapunov_time_source"] == "system"
     assert ds.attrs["lyapunov_time"] == pytest.approx(1 / lam, rel=1e-6)

@@ -1,10 +1,17 @@
-"""Attractor statistics: density divergence, Wasserstein, spectrum distance, correlation dimension."""
+"""Attractor statistics: density divergence, Wasserstein, spectrum distance, correlation
+dimension."""
+
 import numpy as np
 import pytest
 
 import systems
-from dynfit.diagnostics import (correlation_dimension, density_divergence, power_spectrum,
-                                spectrum_distance, wasserstein)
+from dynfit.diagnostics import (
+    correlation_dimension,
+    density_divergence,
+    power_spectrum,
+    spectrum_distance,
+    wasserstein,
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +86,18 @@ def test_power_spectrum_finds_a_sine():
     np.testing.assert_allclose(f[p.argmax(0)], [2.0, 5.0], atol=0.1)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda a: density_divergence(a, a[:, :2]), "components"),
-    (lambda a: density_divergence(a, a, method="kde"), "method"),
-    (lambda a: density_divergence(a, a, bins=1), "bins"),
-    (lambda a: spectrum_distance(a, a[:, :2], dt=0.01), "components"),
-    (lambda a: spectrum_distance(a, a, dt=-1.0), "dt"),
-    (lambda a: correlation_dimension(a, c_range=(0.1, 0.01)), "c_range"),
-    (lambda a: wasserstein(np.full_like(a, np.nan), a), "NaN"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda a: density_divergence(a, a[:, :2]), "components"),
+        (lambda a: density_divergence(a, a, method="kde"), "method"),
+        (lambda a: density_divergence(a, a, bins=1), "bins"),
+        (lambda a: spectrum_distance(a, a[:, :2], dt=0.01), "components"),
+        (lambda a: spectrum_distance(a, a, dt=-1.0), "dt"),
+        (lambda a: correlation_dimension(a, c_range=(0.1, 0.01)), "c_range"),
+        (lambda a: wasserstein(np.full_like(a, np.nan), a), "NaN"),
+    ],
+)
 def test_bad_input(runs, call, match):
     with pytest.raises(ValueError, match=match):
         call(runs[0][:2000])

@@ -1,5 +1,6 @@
 """Surrogate.forecast (a Dataset with time, names, units, status), the free-run failure warning,
 the (N, D, T) refusal and component names from the data."""
+
 import warnings
 
 import numpy as np
@@ -38,20 +39,23 @@ def test_forecast_dataset_matches_generate_and_the_exact_solution(one_thread):
 
 def _blowup():
     """dx/dt = x^2: from x0 = 1 it leaves every finite value at t = 1 (10 steps of dt = 0.1)."""
-    return Surrogate.from_vector_field(lambda t, x: x * x, 0.1, dim=1,
-                                       solver={"rtol": 1e-6, "atol": 1e-6, "max_steps": 2000})
+    return Surrogate.from_vector_field(
+        lambda t, x: x * x, 0.1, dim=1, solver={"rtol": 1e-6, "atol": 1e-6, "max_steps": 2000}
+    )
 
 
 def test_a_free_run_that_blows_up_warns_with_where_and_why(one_thread):
     sur = _blowup()
     x0 = np.array([[0.1], [1.0]])
-    with pytest.warns(RuntimeWarning, match=r"trajectory 1 stopped at step \d+ \(t = [\d.]+\) with solver status"):
+    with pytest.warns(
+        RuntimeWarning, match=r"trajectory 1 stopped at step \d+ \(t = [\d.]+\) with solver status"
+    ):
         out = sur.generate(x0, 20)
     assert np.isfinite(out[0]).all() and np.isnan(out[1, -1]).all()
     with pytest.warns(RuntimeWarning):
         ds = sur.forecast(x0, 20)
     assert ds["status"].values[0] == 0 and ds["status"].values[1] != 0
-    assert 5 <= ds["valid_steps"].values[1] <= 11   # the exact solution 1 / (1 - t) ends at t = 1
+    assert 5 <= ds["valid_steps"].values[1] <= 11  # the exact solution 1 / (1 - t) ends at t = 1
     with pytest.raises(dynfit.SolverError, match="trajectory 1"):
         sur.forecast(x0, 20, on_failure="raise")
     with warnings.catch_warnings():
@@ -78,13 +82,23 @@ def test_component_names_flow_from_the_data_into_the_surrogate_and_back(tmp_path
     rng = np.random.default_rng(0)
     t = np.arange(120) * 0.05
     x = np.stack([np.sin(t), np.cos(t)], axis=1)[None] + 0.001 * rng.standard_normal((1, 120, 2))
-    da = xr.DataArray(x, dims=("trajectory", "time", "component"),
-                      coords={"component": ["theta", "omega"], "time": t}, attrs={"units": "rad"})
+    da = xr.DataArray(
+        x,
+        dims=("trajectory", "time", "component"),
+        coords={"component": ["theta", "omega"], "time": t},
+        attrs={"units": "rad"},
+    )
     da["time"].attrs["units"] = "s"
     assert component_names(da, 2) == ["theta", "omega"]
     assert component_names(x, 2) == ["x0", "x1"]
-    sur, _ = dynfit.fit(da, field={"kind": "mlp", "width": 4, "depth": 1}, epochs=1, lbfgs_iterations=2,
-                        progress=False, prefit=False)
+    sur, _ = dynfit.fit(
+        da,
+        field={"kind": "mlp", "width": 4, "depth": 1},
+        epochs=1,
+        lbfgs_iterations=2,
+        progress=False,
+        prefit=False,
+    )
     assert sur.components == ["theta", "omega"]
     sur.save(tmp_path / "m.pt")
     back = Surrogate.load(tmp_path / "m.pt")
@@ -108,8 +122,12 @@ def test_forecast_writes_a_cf_netcdf(tmp_path, one_thread):
 def test_standardised_surrogate_forecast_keeps_physical_units(one_thread):
     torch.manual_seed(0)
     field = dynfit.MLPField(2, width=4, depth=1, dtype=torch.float64)
-    sur = Surrogate(field, Standardizer(np.array([1.0, -1.0]), np.array([2.0, 3.0])), 0.1,
-                    provenance={"components": ["a", "b"], "state_units": "m"})
+    sur = Surrogate(
+        field,
+        Standardizer(np.array([1.0, -1.0]), np.array([2.0, 3.0])),
+        0.1,
+        provenance={"components": ["a", "b"], "state_units": "m"},
+    )
     ds = sur.forecast(np.array([1.0, -1.0]), 2)
     np.testing.assert_allclose(ds["x"].values[0, 0], [1.0, -1.0])
     assert list(ds["component"].values) == ["a", "b"] and ds["x"].attrs["units"] == "m"

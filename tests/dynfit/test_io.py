@@ -1,5 +1,6 @@
 """Safe files: model and checkpoint loading never runs code, partial files never stay, folders lock,
 the CLI turns every expected failure into one line and exit code 2."""
+
 import errno
 import os
 import stat
@@ -22,16 +23,31 @@ from dynfit.surrogate import FORMAT, Surrogate, build_field
 from dynfit.train import CHECKPOINT, CHECKPOINT_FORMAT, fit
 from systems.files import TEMP_PREFIX, FolderLock, FolderLockedError
 
-EVAL_FLAGS = ["--starts", "2", "--horizon", "1", "--long-steps", "1000", "--lyapunov-steps", "0", "--no-figures"]
+EVAL_FLAGS = [
+    "--starts",
+    "2",
+    "--horizon",
+    "1",
+    "--long-steps",
+    "1000",
+    "--lyapunov-steps",
+    "0",
+    "--no-figures",
+]
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _surrogate(dim=3, dt=0.01) -> Surrogate:
     torch.manual_seed(0)
     field = build_field({"kind": "mlp", "width": 8, "depth": 2}, dim)
-    return Surrogate(field, Standardizer(np.zeros(dim), np.ones(dim) * 5.0), dt, strategy="fehlberg",
-                     field_config={"kind": "mlp", "width": 8, "depth": 2},
-                     provenance={"system": "lorenz63", "params": {"sigma": np.float64(10.0)}})
+    return Surrogate(
+        field,
+        Standardizer(np.zeros(dim), np.ones(dim) * 5.0),
+        dt,
+        strategy="fehlberg",
+        field_config={"kind": "mlp", "width": 8, "depth": 2},
+        provenance={"system": "lorenz63", "params": {"sigma": np.float64(10.0)}},
+    )
 
 
 def _leftovers(folder: Path) -> list[Path]:
@@ -41,8 +57,10 @@ def _leftovers(folder: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def test_nc(tmp_path_factory):
     root = tmp_path_factory.mktemp("io")
-    return systems.save(systems.simulate("lorenz63", n_traj=2, n_steps=200, dt=0.01, seed=2, transient=2.0),
-                        root / "test.nc")
+    return systems.save(
+        systems.simulate("lorenz63", n_traj=2, n_steps=200, dt=0.01, seed=2, transient=2.0),
+        root / "test.nc",
+    )
 
 
 class _Evil:
@@ -78,7 +96,9 @@ def _variants(tmp_path):
 
     nan_state = {k: v.clone() for k, v in good["state_dict"].items()}
     next(iter(nan_state.values()))[0] = float("nan")
-    wrong_shape = {k: torch.zeros(v.shape[0] + 1, *v.shape[1:]) for k, v in good["state_dict"].items()}
+    wrong_shape = {
+        k: torch.zeros(v.shape[0] + 1, *v.shape[1:]) for k, v in good["state_dict"].items()
+    }
     return {
         "not a dict": [1, 2, 3],
         "format only": {"format": FORMAT},
@@ -123,7 +143,9 @@ def test_malicious_pickle_never_runs(tmp_path, test_nc, capsys):
         Surrogate.load(evil)
     assert not marker.exists()
     # through the command line
-    assert main(["evaluate", str(evil), str(test_nc), "--out", str(tmp_path / "ev"), *EVAL_FLAGS]) == 2
+    assert (
+        main(["evaluate", str(evil), str(test_nc), "--out", str(tmp_path / "ev"), *EVAL_FLAGS]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "refused" in err
     assert not marker.exists()
@@ -141,9 +163,22 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path):
     data = systems.simulate("lorenz63", n_traj=2, n_steps=40, dt=0.01, seed=0)
     (tmp_path / CHECKPOINT).write_bytes(b"\x00" * 10)
     with pytest.raises(ModelFileError, match="resume=False"):
-        fit(data, field={"kind": "mlp", "width": 4}, epochs=1, checkpoint_dir=tmp_path, progress=False)
-    fit(data, field={"kind": "mlp", "width": 4}, epochs=1, checkpoint_dir=tmp_path, resume=False,
-        progress=False, lbfgs_iterations=2)
+        fit(
+            data,
+            field={"kind": "mlp", "width": 4},
+            epochs=1,
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
+    fit(
+        data,
+        field={"kind": "mlp", "width": 4},
+        epochs=1,
+        checkpoint_dir=tmp_path,
+        resume=False,
+        progress=False,
+        lbfgs_iterations=2,
+    )
     assert load_torch(tmp_path / CHECKPOINT, what="checkpoint")["epoch"] == 1
 
 
@@ -151,8 +186,13 @@ def test_checkpoint_with_another_parameter_layout_is_a_clear_error(tmp_path):
     """Optimiser state for other parameters (as in the checkpoint of a TA-BN field written when each
     layer owned its tables) is refused with the fix, not torch's bare message."""
     data = systems.simulate("lorenz63", n_traj=2, n_steps=40, dt=0.01, seed=0)
-    kw = dict(field={"kind": "mlp", "width": 4}, epochs=1, checkpoint_dir=tmp_path,
-              progress=False, lbfgs_iterations=2)
+    kw = dict(
+        field={"kind": "mlp", "width": 4},
+        epochs=1,
+        checkpoint_dir=tmp_path,
+        progress=False,
+        lbfgs_iterations=2,
+    )
     fit(data, **kw)
     blob = load_torch(tmp_path / CHECKPOINT, what="checkpoint")
     groups = blob["optimizer"]["param_groups"]
@@ -190,15 +230,23 @@ def test_full_disk_leaves_no_partial_model_or_checkpoint(tmp_path, monkeypatch):
     assert not (tmp_path / "new.pt").exists() and not _leftovers(tmp_path)
     data = systems.simulate("lorenz63", n_traj=2, n_steps=40, dt=0.01, seed=0)
     with pytest.raises(OSError, match="no space left on"):
-        fit(data, field={"kind": "mlp", "width": 4}, epochs=2, checkpoint_dir=tmp_path / "ck", progress=False,
-            lbfgs_iterations=2)
+        fit(
+            data,
+            field={"kind": "mlp", "width": 4},
+            epochs=2,
+            checkpoint_dir=tmp_path / "ck",
+            progress=False,
+            lbfgs_iterations=2,
+        )
     assert not (tmp_path / "ck" / CHECKPOINT).exists() and not _leftovers(tmp_path / "ck")
 
 
 def test_full_disk_netcdf_and_cli_one_line(tmp_path, monkeypatch, test_nc, capsys):
     ds = xr.Dataset({"a": ("x", np.arange(1000.0))})
 
-    def partial(self, path, *args, **kwargs):  # the netCDF library writes some bytes, then the disk is full
+    def partial(
+        self, path, *args, **kwargs
+    ):  # the netCDF library writes some bytes, then the disk is full
         Path(path).write_bytes(b"CDF" + b"\x00" * 500)
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -216,7 +264,12 @@ def test_full_disk_netcdf_and_cli_one_line(tmp_path, monkeypatch, test_nc, capsy
 
 def test_stale_temps_are_removed_on_resume(tmp_path):
     data = systems.simulate("lorenz63", n_traj=2, n_steps=40, dt=0.01, seed=0)
-    kw = dict(field={"kind": "mlp", "width": 4}, checkpoint_dir=tmp_path, progress=False, lbfgs_iterations=2)
+    kw = dict(
+        field={"kind": "mlp", "width": 4},
+        checkpoint_dir=tmp_path,
+        progress=False,
+        lbfgs_iterations=2,
+    )
     fit(data, epochs=1, **kw)
     (tmp_path / f"{TEMP_PREFIX}checkpoint-abc.pt").write_bytes(b"half")
     (tmp_path / ".checkpoint.pt.tmp1234").write_bytes(b"half")  # the previous writer's name
@@ -228,17 +281,32 @@ def test_stale_temps_are_removed_on_resume(tmp_path):
 def test_second_run_into_a_locked_folder_refuses(tmp_path, capsys):
     data = systems.simulate("lorenz63", n_traj=2, n_steps=40, dt=0.01, seed=0)
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from systems.files import FolderLock
             with FolderLock({str(tmp_path)!r}):
                 print("locked", flush=True)
                 sys.stdin.read()
-        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(FolderLockedError, match=f"pid {holder.pid}"):
-            fit(data, field={"kind": "mlp", "width": 4}, epochs=1, checkpoint_dir=tmp_path, progress=False)
+            fit(
+                data,
+                field={"kind": "mlp", "width": 4},
+                epochs=1,
+                checkpoint_dir=tmp_path,
+                progress=False,
+            )
         cfg = tmp_path.parent / f"{tmp_path.name}.toml"
         cfg.write_text("[data]\nn_traj = 3\nn_steps = 50\n[train]\nepochs = 1\n")
         assert main(["train", str(cfg), "--out", str(tmp_path), "--no-progress"]) == 2
@@ -264,12 +332,42 @@ def test_cli_expected_failures_are_one_line(tmp_path, test_nc, capsys):
     other = tmp_path / "other.nc"
     xr.Dataset({"y": ("t", np.arange(3.0))}).to_netcdf(other)
     cases = [
-        (["evaluate", str(model), str(test_nc), "--out", str(blocker / "sub"), *EVAL_FLAGS], "not a folder"),
-        (["evaluate", str(tmp_path / "nan.pt"), str(test_nc), "--out", str(tmp_path / "o"), *EVAL_FLAGS], "NaN"),
-        (["evaluate", str(model), str(bad_nc), "--out", str(tmp_path / "o"), *EVAL_FLAGS], "bad.nc"),
-        (["evaluate", str(model), str(other), "--out", str(tmp_path / "o"), *EVAL_FLAGS], "one variable x"),
-        (["evaluate", str(model), str(test_nc), "--out", str(tmp_path / "o"), *EVAL_FLAGS[:-1], "--starts",
-          "100000"], "distinct starts"),
+        (
+            ["evaluate", str(model), str(test_nc), "--out", str(blocker / "sub"), *EVAL_FLAGS],
+            "not a folder",
+        ),
+        (
+            [
+                "evaluate",
+                str(tmp_path / "nan.pt"),
+                str(test_nc),
+                "--out",
+                str(tmp_path / "o"),
+                *EVAL_FLAGS,
+            ],
+            "NaN",
+        ),
+        (
+            ["evaluate", str(model), str(bad_nc), "--out", str(tmp_path / "o"), *EVAL_FLAGS],
+            "bad.nc",
+        ),
+        (
+            ["evaluate", str(model), str(other), "--out", str(tmp_path / "o"), *EVAL_FLAGS],
+            "one variable x",
+        ),
+        (
+            [
+                "evaluate",
+                str(model),
+                str(test_nc),
+                "--out",
+                str(tmp_path / "o"),
+                *EVAL_FLAGS[:-1],
+                "--starts",
+                "100000",
+            ],
+            "distinct starts",
+        ),
         (["plot", str(tmp_path / "missing.nc")], "missing.nc"),
     ]
     for argv, match in cases:
@@ -279,16 +377,22 @@ def test_cli_expected_failures_are_one_line(tmp_path, test_nc, capsys):
         assert "Traceback" not in err[0]
 
 
-@pytest.mark.parametrize("text, match", [
-    ('[data]\nstandardize = "no"\n', "standardize must be True or False, got 'no'"),
-    ('[train]\nlr = "fast"\n', "lr must be a positive finite number (> 0), got 'fast'"),
-    ("[train]\nepochs = 2.5\n", "epochs must be an integer"),
-    ("[data]\nsplit_fraction = 2.0\n", "split_fraction must be a finite number > 0 and < 1, got 2.0"),
-    ('[train]\ndevice = "tpu"\n', "device must be 'cpu', 'cuda', 'cuda:N'"),
-    ("[data]\nn_traj = 0\n", "n_traj must be >= 1, got 0; write a whole number >= 1"),
-    ("[field]\ntime_dependent = 1\n", "time_dependent must be True or False, got 1"),
-    ('[data]\npath = "missing.npy"\n', "missing.npy"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ('[data]\nstandardize = "no"\n', "standardize must be True or False, got 'no'"),
+        ('[train]\nlr = "fast"\n', "lr must be a positive finite number (> 0), got 'fast'"),
+        ("[train]\nepochs = 2.5\n", "epochs must be an integer"),
+        (
+            "[data]\nsplit_fraction = 2.0\n",
+            "split_fraction must be a finite number > 0 and < 1, got 2.0",
+        ),
+        ('[train]\ndevice = "tpu"\n', "device must be 'cpu', 'cuda', 'cuda:N'"),
+        ("[data]\nn_traj = 0\n", "n_traj must be >= 1, got 0; write a whole number >= 1"),
+        ("[field]\ntime_dependent = 1\n", "time_dependent must be True or False, got 1"),
+        ('[data]\npath = "missing.npy"\n', "missing.npy"),
+    ],
+)
 def test_config_types_are_checked(tmp_path, capsys, text, match):
     cfg = tmp_path / "c.toml"
     cfg.write_text(text)
@@ -313,8 +417,12 @@ def test_cli_bug_shows_traceback_and_hint(monkeypatch, capsys):
 
 
 def test_python_m_dynfit():
-    run = subprocess.run([sys.executable, "-m", "dynfit", "plot", "/nonexistent/x.nc"], capture_output=True,
-                         text=True, cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, "-m", "dynfit", "plot", "/nonexistent/x.nc"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert run.returncode == 2 and run.stderr.strip().count("\n") == 0 and "x.nc" in run.stderr
 
 
@@ -355,7 +463,9 @@ def test_evaluate_refuses_nan_weights(test_nc):
     with torch.no_grad():
         next(sur.field.parameters())[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
-        evaluate(sur, systems.load(test_nc), n_starts=1, horizon=1.0, long_steps=1000, lyapunov_steps=0)
+        evaluate(
+            sur, systems.load(test_nc), n_starts=1, horizon=1.0, long_steps=1000, lyapunov_steps=0
+        )
 
 
 def test_tabn_empty_batch_and_dtype():
@@ -401,17 +511,21 @@ def test_kernel_folder_is_private(tmp_path, monkeypatch):
             kernel_dir()
 
 
-# ------------------------------------------------------------------ CF conventions, checked by cfchecks
+# ---------------------------------------------------- CF conventions, checked by cfchecks
 def _cf_tables(folder: Path) -> dict:
     """Empty local CF tables: cfchecks reads them from the web otherwise. Our files use no
     standard_name, area_type or region, so an empty table checks the same."""
-    xml = {"standard_name_table": "<last_modified>-</last_modified>",
-           "area_type_table": "<date>-</date>", "standardized_region_list": "<date>-</date>"}
+    xml = {
+        "standard_name_table": "<last_modified>-</last_modified>",
+        "area_type_table": "<date>-</date>",
+        "standardized_region_list": "<date>-</date>",
+    }
     paths = {}
     for root, extra in xml.items():
         paths[root] = folder / f"{root}.xml"
-        paths[root].write_text(f'<?xml version="1.0"?><{root}><version_number>0</version_number>'
-                               f"{extra}</{root}>")
+        paths[root].write_text(
+            f'<?xml version="1.0"?><{root}><version_number>0</version_number>' f"{extra}</{root}>"
+        )
     return paths
 
 
@@ -430,10 +544,13 @@ def _cfchecks(path: Path, tables: dict) -> list[str]:
     with netCDF4.Dataset(copy, "a") as f:
         assert f.getncattr("Conventions") == "CF-1.10"
         f.setncattr("Conventions", "CF-1.8")
-    checker = CFChecker(cfStandardNamesXML=str(tables["standard_name_table"]),
-                        cfAreaTypesXML=str(tables["area_type_table"]),
-                        cfRegionNamesXML=str(tables["standardized_region_list"]),
-                        version=CFVersion((1, 8)), silent=True)
+    checker = CFChecker(
+        cfStandardNamesXML=str(tables["standard_name_table"]),
+        cfAreaTypesXML=str(tables["area_type_table"]),
+        cfRegionNamesXML=str(tables["standardized_region_list"]),
+        version=CFVersion((1, 8)),
+        silent=True,
+    )
     res = checker.checker(str(copy))
     out = []
     for where, found in [("global", res["global"]), *res["variables"].items()]:
@@ -453,21 +570,39 @@ def test_every_netcdf_we_write_passes_cfchecks(tmp_path, one_thread):
 
     tables = _cf_tables(tmp_path)
     sim = systems.simulate("lorenz63", n_traj=2, n_steps=300, dt=0.01, seed=0, transient=1.0)
-    sur, hist = fit(sim.isel(trajectory=[0]), field={"kind": "mlp", "width": 4, "depth": 1},
-                    epochs=1, lbfgs_iterations=2, progress=False, prefit=False)
-    tiny = {"n_starts": 2, "horizon": 1.0, "long_steps": 1000, "lyapunov_steps": 20,
-            "lyapunov_starts": 1}
+    sur, hist = fit(
+        sim.isel(trajectory=[0]),
+        field={"kind": "mlp", "width": 4, "depth": 1},
+        epochs=1,
+        lbfgs_iterations=2,
+        progress=False,
+        prefit=False,
+    )
+    tiny = {
+        "n_starts": 2,
+        "horizon": 1.0,
+        "long_steps": 1000,
+        "lyapunov_steps": 20,
+        "lyapunov_starts": 1,
+    }
     with warnings.catch_warnings():  # an untrained surrogate's runs may leave the attractor
         warnings.simplefilter("ignore")
         diag = dynfit.evaluate(sur, sim.isel(trajectory=[1]), **tiny)
-        mine = dynfit.evaluate(sur, sim.x.values[1:], dt=0.01, lyapunov_time=1.1, **tiny)  # no system
-    files = [systems.save(sim, tmp_path / "sim.nc"),
-             write_netcdf(hist, tmp_path / "history.nc"),
-             write_netcdf(diag, tmp_path / "diagnostics.nc"),
-             write_netcdf(mine, tmp_path / "diagnostics_data.nc"),
-             write_netcdf(sur.forecast(sim.x.values[:, 0], 5, on_failure="ignore"),
-                          tmp_path / "forecast.nc"),
-             write_netcdf(load_benchmark(ROOT / "docs/results/forecast_benchmark/panel.nc"),
-                          tmp_path / "benchmark.nc")]
+        mine = dynfit.evaluate(
+            sur, sim.x.values[1:], dt=0.01, lyapunov_time=1.1, **tiny
+        )  # no system
+    files = [
+        systems.save(sim, tmp_path / "sim.nc"),
+        write_netcdf(hist, tmp_path / "history.nc"),
+        write_netcdf(diag, tmp_path / "diagnostics.nc"),
+        write_netcdf(mine, tmp_path / "diagnostics_data.nc"),
+        write_netcdf(
+            sur.forecast(sim.x.values[:, 0], 5, on_failure="ignore"), tmp_path / "forecast.nc"
+        ),
+        write_netcdf(
+            load_benchmark(ROOT / "docs/results/forecast_benchmark/panel.nc"),
+            tmp_path / "benchmark.nc",
+        ),
+    ]
     for path in files:
         assert _cfchecks(path, tables) == [], path.name
