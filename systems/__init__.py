@@ -1,5 +1,5 @@
 """systems: a catalogue of chaotic flows, fast integrators, trajectories as xarray."""
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 from .system import System, get, names, register  # noqa: E402
 from .status import Status  # noqa: E402

@@ -8,6 +8,7 @@ import numpy as np
 import xarray as xr
 
 from . import checks
+from ._version import __version__
 from .integrate import IntegrationError, integrate
 from .tableaus import method_tableau
 from .system import System, get, is_catalogued
@@ -30,12 +31,6 @@ _GAP_LYAPUNOV = 3.0  # shortest gap between two starts of a chain, in Lyapunov t
 _SPIN_GRID = 11  # output times of the spin-up (keeps the default step limit generous)
 # spawn key of the per-trajectory noise streams (SeedSequence(seed, spawn_key=(1, i)))
 _NOISE_STREAM = 1
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def spin_up_time(system: System) -> float:
@@ -449,8 +444,8 @@ def _to_dataset(
         "transient": transient,
         "noise": noise,
         "package": "systems",
-        "version": _version(),
-        "created_by": f"systems.simulate (systems {_version()})",
+        "version": __version__,
+        "created_by": f"systems.simulate (systems {__version__})",
     }
     if system.lyapunov_max:
         attrs["lyapunov_max"] = float(system.lyapunov_max)

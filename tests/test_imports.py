@@ -46,9 +46,6 @@ KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
     # public namespace (upward), and a lazy cycle dynfit -> train -> ... -> io -> dynfit.
     # Owner: dynfit/io.py (keep the version in a module below the namespace, e.g. io itself).
     ("dynfit.io", "dynfit"): "io.version() reads dynfit.__version__",
-    # simulate's provenance does `from . import __version__`: a lazy cycle
-    # systems -> systems.simulate -> systems. Owner: systems/simulate.py.
-    ("systems.simulate", "systems"): "simulate reads systems.__version__",
 }
 
 
