@@ -253,12 +253,14 @@ class _Functions:
         call = f"({state}, t, {', '.join(exprs)})" if exprs else f"({state}, t)"
         src = (
             "def rhs(x, t, p, out):\n"
-            f'    """dysts {version} {name}._rhs (source sha256 {digest}) as rhs(x, t, p, out)."""\n'
+            f'    """dysts {version} {name}._rhs (source sha256 {digest}) '
+            'as rhs(x, t, p, out)."""\n'
             f"    r = _f{call}\n" + "".join(f"    out[{i}] = r[{i}]\n" for i in range(dim))
         )
         jsrc = (
             "def jac(x, t, p, out):\n"
-            f'    """dysts {version} {name}._jac (source sha256 {digest}) as jac(x, t, p, out)."""\n'
+            f'    """dysts {version} {name}._jac (source sha256 {digest}) '
+            'as jac(x, t, p, out)."""\n'
             f"    r = _j{call}\n"
             + "".join(f"    out[{a}, {b}] = r[{a}][{b}]\n" for a in range(dim) for b in range(dim))
         )

@@ -43,6 +43,7 @@ dynfit/_watch.py
 dynfit/benchmark/methods.py
 dynfit/cli.py
 dynfit/compare.py
+dynfit/config.py
 dynfit/data.py
 dynfit/diagnostics/__init__.py
 dynfit/diagnostics/dimension.py
@@ -85,10 +86,13 @@ examples/reproduce_allauzen2022.py
 examples/tabn_depth.py
 examples/tabn_models.py
 systems/__init__.py
+systems/_version.py
 systems/catalogue.py
 systems/checks.py
+systems/dysts.py
 systems/files.py
 systems/integrate.py
+systems/kernels.py
 systems/lyapunov.py
 systems/simulate.py
 systems/stats.py

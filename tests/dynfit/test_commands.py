@@ -16,7 +16,8 @@ from dynfit.compare import load_compare
 from dynfit.diagnostics import load_diagnostics
 from dynfit.train import fit
 
-EVAL_FLAGS = ["--starts", "2", "--horizon-lt", "2", "--long-steps", "1000", "--lyapunov-steps", "20"]
+EVAL_FLAGS = ["--starts", "2", "--horizon-lt", "2", "--long-steps", "1000",
+              "--lyapunov-steps", "20"]
 
 
 def run(argv):
