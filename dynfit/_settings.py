@@ -146,8 +146,7 @@ def is_torch_device(value, name):
         if index >= n:
             raise ValueError(
                 f"device {value!r} was asked for but this machine has {n} CUDA device(s); use "
-                "'cpu' "
-                "or 'auto'"
+                "'cpu' or 'auto'"
             )
     return value
 

@@ -309,12 +309,9 @@ def _evaluate_cmd(args) -> int:
     vpt = ", ".join(f"{h:g}: {describe_vpt(ds, h)}" for h in ds["threshold"].values)
     print(
         f"{sur!r} on {args.data}: median VPT [Lyapunov times] by threshold {vpt} "
-        f"({_lyapunov_text(ds)}); "
-        f"largest exponent {s['lyapunov_max_surrogate']:.3f} (truth "
-        f"{s['lyapunov_max_truth']:.3f}); "
-        f"density divergence {s['density_divergence']:.3g} nats; wrote {out / 'diagnostics.nc'} "
-        "and "
-        f"{len(figures)} figures"
+        f"({_lyapunov_text(ds)}); largest exponent {s['lyapunov_max_surrogate']:.3f} (truth "
+        f"{s['lyapunov_max_truth']:.3f}); density divergence {s['density_divergence']:.3g} nats; "
+        f"wrote {out / 'diagnostics.nc'} and {len(figures)} figures"
     )
     return 0
 
@@ -333,8 +330,8 @@ def _load_systems_file(path):
     ):
         raise ValueError(
             f"{path} is not a systems trajectory file (needs variable x(trajectory, time, "
-            "component) "
-            "and attrs['system']); write one with systems.save(systems.simulate(...), path)"
+            "component) and attrs['system']); write one with "
+            "systems.save(systems.simulate(...), path)"
         )
     return ds
 
@@ -455,8 +452,7 @@ def _compare_cmd(args) -> int:
     print((out / "table.md").read_text())
     print(
         f"best: {ds.attrs['best_strategy']} (seed {ds.attrs['best_seed']}); wrote "
-        f"{out / 'compare.nc'}, "
-        f"table.md, table.csv and figures"
+        f"{out / 'compare.nc'}, table.md, table.csv and figures"
     )
     return 0
 

@@ -199,8 +199,7 @@ def compare(
     if client is not None and cluster is not None:
         raise ValueError(
             "pass either client (a distributed.Client) or cluster ('local:N' or "
-            "'tcp://HOST:PORT'), "
-            "not both"
+            "'tcp://HOST:PORT'), not both"
         )
     if cluster is not None:
         sweep.parse_cluster(cluster)  # a bad string fails before any work

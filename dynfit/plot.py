@@ -309,8 +309,7 @@ def plot_space_time(ds: xr.Dataset, path=None, *, start: int = 0, show=None):
     axes[-1].set_xlabel("time [Lyapunov times] (dashed line: VPT at threshold 0.4)")
     fig.suptitle(
         f"{ds.attrs.get('system', '')}: space-time plot of rollout {start}, each component in "
-        "units "
-        "of its own standard deviation"
+        "units of its own standard deviation"
     )
     return _finish(fig, path, shown)
 

@@ -92,8 +92,7 @@ class LossFloor:
         if self.noise > 0 and loss <= NOISE_MARGIN * self.noise:
             return (
                 f"at its floor: the loss {loss:.3g} is at the data's noise level ({self.noise:.3g} "
-                "= 2 x "
-                f"the noise variance, summed over components; within {NOISE_MARGIN:g}x of it)"
+                f"= 2 x the noise variance, summed over components; within {NOISE_MARGIN:g}x of it)"
             )
         return None
 
@@ -389,24 +388,14 @@ class CurriculumStrategy(PaperStrategy):
         super().__init__(eps=eps, safety=safety, max_substeps=max_substeps, reference=True,
                          shared=shared, name="curriculum")
         self.max_horizon = checks.integer(
-            "max_horizon",
-            max_horizon,
-            minimum=1,
-            fix="pass the longest rollout in samples, e.g. max_horizon=8",
-        )
+            "max_horizon", max_horizon, minimum=1,
+            fix="pass the longest rollout in samples, e.g. max_horizon=8")
         self.accept_threshold = checks.real(
-            "accept_threshold",
-            accept_threshold,
-            above=0.0,
-            maximum=1.0,
-            fix="pass the accepted fraction that doubles the horizon, e.g. 0.9",
-        )
+            "accept_threshold", accept_threshold, above=0.0, maximum=1.0,
+            fix="pass the accepted fraction that doubles the horizon, e.g. 0.9")
         self.patience = checks.integer(
-            "patience",
-            patience,
-            minimum=1,
-            fix="pass how many epochs in a row must pass the threshold, e.g. 3",
-        )
+            "patience", patience, minimum=1,
+            fix="pass how many epochs in a row must pass the threshold, e.g. 3")
         self.current = None
 
     def rollout(self, field, x0, horizon, targets=None):
@@ -667,10 +656,8 @@ class ContinuousStrategy(Strategy):
         if misfit <= res:
             return (
                 f"at its floor: the misfit {misfit:.3g} is below what the training solver resolves "
-                "at its "
-                f"tightest tolerance (10 x rtol_min x horizon = {res:.3g}); the loss cannot "
-                "measure the "
-                "field any better"
+                f"at its tightest tolerance (10 x rtol_min x horizon = {res:.3g}); the loss cannot "
+                "measure the field any better"
             )
         return None
 

@@ -564,8 +564,7 @@ def _safe_epoch(run: _Run, epoch: int, x0, tg, h: int, n_windows: int):
             if score.blown > run.blown:
                 what = (
                     f"free runs blew up from {score.blown} of {len(run.forecasts.truth[0])} "
-                    "validation "
-                    f"starts (against {run.blown} before the epoch)"
+                    f"validation starts (against {run.blown} before the epoch)"
                 )
         if what is None:
             return loss, summary, retries, score
@@ -605,8 +604,7 @@ def _judge(run: _Run, loss: float, h: int) -> str | None:
     if same and loss > factor * min(same):
         return (
             f"loss jumped to {loss:.3g}, more than {factor:g}x the lowest at horizon {h} "
-            f"({min(same):.3g}; "
-            "jump_factor)"
+            f"({min(same):.3g}; jump_factor)"
         )
     return None
 
@@ -668,8 +666,7 @@ def _stop_reason(run: _Run, epoch: int, row: HistoryRow, restarts: int) -> str |
     if reason is None and restarts >= 2:
         reason = (
             f"stalled: the loss moved by less than {loop.stall:g} (relative) in two epochs in a "
-            "row, "
-            "the second after an optimizer restart"
+            "row, the second after an optimizer restart"
         )
     return reason
 

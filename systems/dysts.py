@@ -51,10 +51,8 @@ _DELAY_REASON = (
 )
 _PYTHON_RHS_REASON = (
     "its right-hand side is a Python method of the dysts object (rhs(self, X, t) computing with "
-    "numpy "
-    "on the object's attributes), not a compiled function of (state, t, parameters) that our "
-    "kernels can "
-    "call; port the equations with systems.System.define"
+    "numpy on the object's attributes), not a compiled function of (state, t, parameters) that "
+    "our kernels can call; port the equations with systems.System.define"
 )
 _MAP_REASON = (
     "discrete map (dysts.maps): an iteration x -> f(x), not a flow; our integrators solve ODEs"
@@ -78,8 +76,7 @@ def _dysts():
     except ImportError as exc:
         raise ImportError(
             "systems.from_dysts and systems.dysts_names need the optional package dysts, which "
-            "could not be "
-            f"imported ({type(exc).__name__}: {exc}); {_INSTALL_HINT}"
+            f"could not be imported ({type(exc).__name__}: {exc}); {_INSTALL_HINT}"
         ) from exc
     return dysts
 
@@ -428,9 +425,8 @@ def from_dysts(name: str, **params: float) -> System:
         lyapunov_max=lam,
         lyapunov_citation=(
             f"dysts {version} metadata (maximum_lyapunov_estimated; Gilpin, Chaos as an "
-            "interpretable "
-            "benchmark for forecasting and data-driven modelling, NeurIPS Datasets and Benchmarks "
-            "2021)"
+            "interpretable benchmark for forecasting and data-driven modelling, NeurIPS Datasets "
+            "and Benchmarks 2021)"
         )
         if lam is not None
         else "",

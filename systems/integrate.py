@@ -549,9 +549,8 @@ def _raise_on_failure(system, status, t_fail, out, method, rtol, atol, max_steps
     if code == MAX_STEPS:
         raise StepLimitError(
             f"{system.name}: trajectory {i} reached the step limit max_steps={max_steps} at "
-            f"t={t:.6g} "
-            f"(method {method!r}, rtol={rtol:g}, atol={atol:g}){more}; increase max_steps, loosen "
-            "rtol/atol, "
+            f"t={t:.6g} (method {method!r}, rtol={rtol:g}, atol={atol:g}){more}; increase "
+            "max_steps, loosen rtol/atol, "
             f"or check whether the solution blows up",
             i,
             t,

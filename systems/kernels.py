@@ -143,16 +143,14 @@ def _check_private(d: Path) -> None:
     if uid is not None and st.st_uid != uid:
         raise KernelCacheError(
             f"the compiled-kernel folder {d} belongs to user id {st.st_uid}, not to you ({uid}): "
-            "its files "
-            "would be executed, so it is refused; remove it or set SYSTEMS_KERNEL_DIR to a folder "
-            "of your own"
+            "its files would be executed, so it is refused; remove it or set SYSTEMS_KERNEL_DIR "
+            "to a folder of your own"
         )
     if st.st_mode & 0o022:
         raise KernelCacheError(
             f"the compiled-kernel folder {d} is writable by others (mode "
-            f"{oct(st.st_mode & 0o777)}): its "
-            f"files would be executed, so it is refused; run chmod 700 {d} or set "
-            "SYSTEMS_KERNEL_DIR"
+            f"{oct(st.st_mode & 0o777)}): its files would be executed, so it is refused; run chmod "
+            f"700 {d} or set SYSTEMS_KERNEL_DIR"
         )
 
 
@@ -222,8 +220,7 @@ def compile_kernels(group: str, system, stages: int) -> ModuleType:
         if fn is not None and not isinstance(fn, numba.core.registry.CPUDispatcher):
             raise TypeError(
                 f"system {system.name!r}: {role} must be a numba-compiled function (decorate it "
-                "with "
-                f"@numba.njit), got {type(fn).__name__}"
+                f"with @numba.njit), got {type(fn).__name__}"
             )
     key = (group, id(system.rhs), id(system.jac), system.dim, stages)
     with _LOCK:

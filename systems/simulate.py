@@ -166,10 +166,8 @@ def _check_memory(n_traj: int, n_steps: int, dim: int, chunks, noise: float) -> 
         )
         raise TooLargeError(
             f"simulate(n_traj={n_traj}, n_steps={n_steps}) for a {dim}-dimensional system needs "
-            "about "
-            f"{_gb(need)} ({what}: {_gb(size)}) but this machine has {_gb(avail)} available; use "
-            "fewer "
-            f"trajectories or steps{lazy}"
+            f"about {_gb(need)} ({what}: {_gb(size)}) but this machine has {_gb(avail)} available; "
+            f"use fewer trajectories or steps{lazy}"
         )
 
 
@@ -253,8 +251,7 @@ def simulate(
         if x0.shape != (n_traj, system.dim):
             raise ValueError(
                 f"x0 must have shape ({system.dim},) or (n_traj, dim) = ({n_traj}, {system.dim}) "
-                "for "
-                f"{system.name!r}, got {x0.shape}; pass one state per trajectory or x0=None to "
+                f"for {system.name!r}, got {x0.shape}; pass one state per trajectory or x0=None to "
                 "sample on the attractor"
             )
         if not np.all(np.isfinite(x0)):

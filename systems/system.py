@@ -132,8 +132,7 @@ class System:
         if x.shape != (self.dim,):
             raise ValueError(
                 f"{self.name}: state x must have shape ({self.dim},) (components "
-                f"{list(self.components)[:6]}"
-                f"{'...' if self.dim > 6 else ''}), got shape {x.shape}"
+                f"{list(self.components)[:6]}{'...' if self.dim > 6 else ''}), got shape {x.shape}"
             )
         if not np.all(np.isfinite(x)):
             raise ValueError(f"{self.name}: state x must be finite, got {x} (contains NaN or inf)")
