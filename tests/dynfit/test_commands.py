@@ -125,9 +125,10 @@ def test_evaluate_bad_files(files):
 def test_compare_from_config_with_flag_override(files, tmp_path):
     cfg = tmp_path / "compare.toml"
     cfg.write_text(
-        "[data]\nn_traj = 2\nn_steps = 100\n[test]\nn_traj = 2\nn_steps = 300\n[field]\nwidth = "
-        "8\n[train]\nepochs = 1\nlbfgs_iterations = 2\n[evaluate]\nn_starts = 2\nhorizon_lt = "
-        "2.0\nlong_steps = 1000\nlyapunov_steps = 20\nlyapunov_starts = 1\n"
+        "[data]\nn_traj = 2\nn_steps = 100\n[test]\nn_traj = 2\nn_steps = 300\n"
+        "[field]\nwidth = 8\n[train]\nepochs = 1\nlbfgs_iterations = 2\n"
+        "[evaluate]\nn_starts = 2\nhorizon_lt = 2.0\nlong_steps = 1000\n"
+        "lyapunov_steps = 20\nlyapunov_starts = 1\n"
         '[[strategy]]\nname = "fehlberg"\n'
         '[[strategy]]\nlabel = "black-box rk4"\nname = "torchdiffeq"\n'
         'method = "rk4"\nstep_size = 0.5\n'
