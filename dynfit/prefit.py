@@ -189,6 +189,12 @@ def _targets(field, z, order, targets, windows, width):
     return z.reshape(-1, d), form.targets(z), lift, info
 
 
+# noisy targets: the neural part is kept only if it lowers the held-out RMS error below this
+# fraction of the least-squares start's (a field that holds the flow gains a few % by fitting the
+# noise's imprint on the features, which forecasts worse: docs/training.md, "Weak-form targets")
+_NEURAL_GAIN = 0.9
+
+
 def _held_out(n_rows: int, n_traj: int) -> torch.Tensor:
     """(n_rows,) bool: the validation rows of trajectory-major targets, the last fifth of the
     trajectories (of the rows for one trajectory)."""
@@ -206,8 +212,9 @@ def _lbfgs(field, zs, dz, up, t_zero, iterations: int, tolerance: float,
     """L-BFGS on the mean squared error of ``up(field(zs))`` against dz, 20 iterations a step,
     until the relative change over 5 steps falls below ``tolerance`` or ``iterations`` are
     spent; the weights kept are the lowest loss's. With ``held`` (rows, bool) the loss is on the
-    other rows and the weights kept are those with the lowest error on the held rows (the
-    starting weights included); it stops after 2 steps without improving it."""
+    other rows and the weights kept are those with the lowest error on the held rows, if it is
+    below ``_NEURAL_GAIN`` x the starting weights' (else the starting weights); it stops after 2
+    steps without improving it."""
     params = [p for p in field.parameters() if p.requires_grad]
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, tolerance_grad=0.0,
                             tolerance_change=0.0, history_size=50, line_search_fn="strong_wolfe")
@@ -231,7 +238,7 @@ def _lbfgs(field, zs, dz, up, t_zero, iterations: int, tolerance: float,
             return float(residual()[held.to(dz.device)].square().mean() / val_norm)
 
     losses, done, stale = [], 0, 0
-    best = {k: v.detach().clone() for k, v in field.state_dict().items()}
+    best = start = {k: v.detach().clone() for k, v in field.state_dict().items()}
     best_loss = judged()
     out = {} if held is None else {"prefit_validation_start": math.sqrt(best_loss)}
     while done < iterations:
@@ -251,6 +258,8 @@ def _lbfgs(field, zs, dz, up, t_zero, iterations: int, tolerance: float,
             break
         if len(losses) > 5 and (losses[-6] - losses[-1]) <= tolerance * losses[-6]:
             break
+    if held is not None and math.sqrt(best_loss) > _NEURAL_GAIN * out["prefit_validation_start"]:
+        best, best_loss = start, out["prefit_validation_start"] ** 2  # not worth its risk
     field.load_state_dict(best)
     out["iterations"] = done
     if held is not None:
@@ -279,9 +288,10 @@ def prefit(field: torch.nn.Module, z: np.ndarray, *, order: int = 8, iterations:
     relative change of the loss over 5 steps of 20 iterations falls below
     ``tolerance`` or ``iterations`` are spent. On noisy (smoothed or weak)
     targets the last fifth of the trajectories is held out: the weights kept
-    are those with the smallest held-out error (the least-squares start
-    included), so the neural part does not fit the noise ("prefit_validation",
-    relative RMS, and "prefit_validation_start"). Returns {"field_error":
+    are those with the smallest held-out error if it is 10% below the
+    least-squares start's (else the start), so the neural part does not fit
+    the noise ("prefit_validation", relative RMS, and
+    "prefit_validation_start"). Returns {"field_error":
     relative RMS error of the field on the targets, "field_error_lstsq",
     "iterations", "wall_time", "targets", "noise_level" (D,), "windows"
     (smoothed or weak targets), "weak_width", "weak_degree", "weak_stride"
