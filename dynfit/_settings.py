@@ -11,8 +11,8 @@ import dataclasses
 import re
 from dataclasses import fields
 
-from systems import checks as _checks
-from systems.checks import ArgumentTypeError
+from _dyncore import checks as _checks
+from _dyncore.checks import ArgumentTypeError
 
 # -------------------------------------------------------- typed checks: check(value, name) -> value
 def _kind(value) -> str:

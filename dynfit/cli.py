@@ -183,7 +183,7 @@ def _demo_cmd(args: argparse.Namespace) -> int:
 
 
 def _train_cmd(args: argparse.Namespace) -> int:  # train_from_config locks the output folder
-    from systems import checks
+    from _dyncore import checks
 
     from dynfit.config import load_config
     from dynfit.train import train_from_config

@@ -34,7 +34,7 @@ import xarray as xr
 
 from . import strategies as _strategies
 from ._history import history_attrs
-from systems import checks
+from _dyncore import checks
 from systems.files import ensure_folder
 
 from .config import (CONFIG_EPOCHS, EVALUATE_DEFAULTS, FIT_GROUPS, RENAMED_EVALUATE,

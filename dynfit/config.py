@@ -61,8 +61,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from systems import checks as _checks
-from systems.checks import ArgumentTypeError
+from _dyncore import checks as _checks
+from _dyncore.checks import ArgumentTypeError
 
 from ._settings import (  # noqa: F401
     _Settings,

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from systems import checks
+from _dyncore import checks
 
 from .solvers import MixedNorm, PaperRule, odesolve
 

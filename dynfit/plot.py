@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from systems import checks
+from _dyncore import checks
 from systems.files import ensure_folder
 
 from ._history import REQUIRED as HISTORY_REQUIRED

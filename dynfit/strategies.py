@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from systems import checks
+from _dyncore import checks
 
 from .inference import InferenceSolver  # the Surrogate's record (alias kept here)
 from .solvers import MixedNorm, PaperRule, Stats, odesolve

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from systems import checks
+from _dyncore import checks
 
 from . import strategies as _strategies
 from .inference import InferenceSolver

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import checks
+from _dyncore import checks
 from .kernels import KernelCacheError, compile_kernels, define_constants, template
-from .stats import Stats
-from .status import FAC_MAX, FAC_MIN, SAFETY_PI, Status
-from .tableaus import METHODS, method_tableau
+from _dyncore.stats import Stats
+from _dyncore.status import FAC_MAX, FAC_MIN, SAFETY_PI, Status
+from _dyncore.tableaus import METHODS, method_tableau
 
 if TYPE_CHECKING:
     from .system import System

@@ -14,11 +14,11 @@ import math
 
 import numpy as np
 
-from . import checks
+from _dyncore import checks
 from .integrate import BlowUpError
 from .kernels import compile_kernels, template
 from .system import get
-from .tableaus import method_tableau
+from _dyncore.tableaus import method_tableau
 
 __all__ = ["lyapunov_spectrum", "kaplan_yorke_dimension"]
 

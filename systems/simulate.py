@@ -7,10 +7,10 @@ import math
 import numpy as np
 import xarray as xr
 
-from . import checks
+from _dyncore import checks
 from ._version import __version__
 from .integrate import IntegrationError, integrate
-from .tableaus import method_tableau
+from _dyncore.tableaus import method_tableau
 from .system import System, get, is_catalogued
 
 __all__ = [

@@ -16,7 +16,9 @@ import numpy as np
 from numba import njit
 from numba.core.registry import CPUDispatcher
 
-from . import catalogue, checks
+from _dyncore import checks
+
+from . import catalogue
 from .integrate import integrate
 
 __all__ = ["System", "names", "get", "register", "is_catalogued"]
