@@ -559,7 +559,7 @@ def _cases() -> list[Case]:
 
             f = fixtures(d)
             base = dict(
-                n_starts=2, horizon=1.0, long_steps=1000, lyapunov_steps=0, groundtruth=False
+                n_starts=2, horizon_lt=1.0, long_steps=1000, lyapunov_steps=0, groundtruth=False
             )
             base.update(kw)
             return evaluate(
@@ -572,7 +572,7 @@ def _cases() -> list[Case]:
 
     for key, values in {
         "n_starts": [0, -1, 2.5, "2", 10**6, 10**4],
-        "horizon": [0.0, -1.0, nan, inf, "1", 1e6],
+        "horizon_lt": [0.0, -1.0, nan, inf, "1", 1e6],
         "thresholds": [[], [0.0], [1.5], [nan], "0.4", [[0.4]]],
         "long_steps": [0, 999, 2.5, "1000"],
         "lyapunov_steps": [-1, 2.5],
@@ -833,7 +833,7 @@ def _cases() -> list[Case]:
     EV = [
         "--starts",
         "2",
-        "--horizon",
+        "--horizon-lt",
         "1",
         "--long-steps",
         "1000",
@@ -956,9 +956,9 @@ def _cases() -> list[Case]:
         ("--starts", "-3"),
         ("--starts", "100000"),
         ("--starts", "x"),
-        ("--horizon", "-1"),
-        ("--horizon", "nan"),
-        ("--horizon", "1e9"),
+        ("--horizon-lt", "-1"),
+        ("--horizon-lt", "nan"),
+        ("--horizon-lt", "1e9"),
         ("--thresholds", "0,1"),
         ("--thresholds", "a,b"),
         ("--thresholds", ""),
