@@ -11,6 +11,14 @@ the medians printed with the ratio direct / plain (below 1: direct calls are fas
 case also checks that both paths give the same numbers to the bit.
 
     python benchmarks/bench_calls.py [--repeats 3] [--samples 200] [--batches 1 8]
+
+``--per-call`` times single field calls instead (microseconds, CPU time, best of ``--repeats``
+rounds of 200 calls at random times): TA-BN MLP fields in training (forward + backward) and
+eval (no gradients). With code from before ``direct_calls`` existed on PYTHONPATH it times that
+code's only path, so the cost of the split can be read against an older commit:
+
+    git archive d544d72 | tar -x -C /tmp/old
+    PYTHONPATH=/tmp/old python benchmarks/bench_calls.py --per-call
 """
 from __future__ import annotations
 
@@ -57,12 +65,64 @@ def free_run(sur, x0: np.ndarray, n: int, direct: bool):
     return time.process_time() - t0, np.asarray(ys)
 
 
+CALLS = {  # name: (dim, width, depth, num_points, batch, training)
+    "MLP 40-64x8 B=128 train": (40, 64, 8, 101, 128, True),
+    "MLP 3-32x2 B=8 train": (3, 32, 2, 11, 8, True),
+    "MLP 3-32x2 B=8 eval": (3, 32, 2, 11, 8, False),
+    "MLP 40-64x8 B=1 eval": (40, 64, 8, 101, 1, False),
+}
+
+
+def per_call(repeats: int) -> dict:
+    """Microseconds per TA-BN field call, {(case, path): best of repeats}."""
+    from dynfit.nn import MLPField
+
+    try:
+        from dynfit.nn import direct_calls
+    except ImportError:  # code from before the switch: one path
+        direct_calls = None
+    paths = {"only path": contextlib.nullcontext}
+    if direct_calls is not None:
+        paths = {"plain": contextlib.nullcontext, "direct": direct_calls}
+    gen = torch.Generator().manual_seed(0)
+    ts = [torch.rand((), generator=gen, dtype=torch.float64) for _ in range(200)]
+    out = {}
+    for name, (dim, width, depth, points, batch, training) in CALLS.items():
+        torch.manual_seed(0)
+        field = MLPField(dim, width=width, depth=depth, norm="tabn", num_points=points,
+                         dtype=torch.float64).train(training)
+        x = torch.randn(batch, dim, dtype=torch.float64)
+        for _ in range(repeats + 1):  # interleaved; round 0 warms up
+            for path, ctx in paths.items():
+                t0 = time.process_time()
+                with ctx():
+                    for t in ts:
+                        if training:
+                            field.zero_grad(set_to_none=True)
+                            field(t, x).pow(2).mean().backward()
+                        else:
+                            with torch.no_grad():
+                                field(t, x)
+                us = (time.process_time() - t0) / len(ts) * 1e6
+                out.setdefault((name, path), []).append(us)
+    best = {key: min(v[1:]) for key, v in out.items()}
+    print(f"# TA-BN field calls, float64, 1 thread, CPU time, best of {repeats}; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    for (name, path), us in best.items():
+        print(f"{name:26s} {path:10s} {us:9.1f} us")
+    return best
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--samples", type=int, default=200, help="steps per free run")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--per-call", action="store_true", help="time single TA-BN field calls")
     a = p.parse_args(argv)
+    if a.per_call:
+        torch.set_num_threads(1)
+        return per_call(a.repeats)
     import systems
 
     torch.set_num_threads(1)
