@@ -408,7 +408,7 @@ class Surrogate:
                 ) from None
         try:
             field.load_state_dict(blob["state_dict"])
-        except RuntimeError as err:
+        except (RuntimeError, ValueError) as err:  # ValueError: TA-BN tables of another grid
             first = str(err).strip().splitlines()
             raise ModelFileError(
                 f"the weights in {path} do not fit the field {type(field).__name__} "

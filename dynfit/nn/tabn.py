@@ -59,6 +59,16 @@ class _TABatchNorm(StatsNorm):
                              persistent=False)
         self.register_buffer("_batch_var", torch.ones(self.num_features, **kw), persistent=False)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Refuse tables saved on another grid (torch would say only "size mismatch")."""
+        rows = state_dict.get(prefix + "running_mean")
+        if isinstance(rows, torch.Tensor) and rows.ndim == 2 and rows.shape[0] != self.num_points:
+            raise ValueError(
+                f"the TA-BN tables {prefix}running_mean/... have {rows.shape[0]} grid points, this "
+                f"layer has num_points={self.num_points}; build the layer (or the field) with "
+                f"num_points={rows.shape[0]}, the grid the weights were trained on")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def grid(self) -> torch.Tensor:
         """The grid times, shape (num_points,)."""

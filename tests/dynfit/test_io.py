@@ -606,3 +606,19 @@ def test_every_netcdf_we_write_passes_cfchecks(tmp_path, one_thread):
     ]
     for path in files:
         assert _cfchecks(path, tables) == [], path.name
+
+
+def test_tabn_tables_of_another_grid_are_refused(tmp_path, one_thread):
+    from dynfit.nn.norm import TABatchNorm1d
+
+    with pytest.raises(ValueError, match="have 9 grid points, this layer has num_points=4"):
+        TABatchNorm1d(3, num_points=4).load_state_dict(TABatchNorm1d(3, num_points=9).state_dict())
+    cfg = {"kind": "mlp", "width": 8, "depth": 2, "norm": "tabn", "num_points": 9}
+    sur = Surrogate(build_field(cfg, 3), Standardizer(np.zeros(3), np.ones(3)), 0.01,
+                    field_config=cfg)
+    path = sur.save(tmp_path / "m.pt")
+    blob = torch.load(path, weights_only=True)
+    blob["field_config"]["num_points"] = 5
+    torch.save(blob, path)
+    with pytest.raises(ModelFileError, match="9 grid points.*num_points=5"):
+        Surrogate.load(path)
