@@ -910,6 +910,11 @@ def _full_batch_epoch(field, strat, opt, params, x0, tg, h, *, ddp, n_total, dea
     except _OutOfTime:
         timed_out = True
         opt.state.clear()  # a step cut short leaves L-BFGS's memory half updated
+    except IndexError:
+        # torch's strong-Wolfe search indexes past its one-point bracket when a trial loss is NaN
+        # (torch 2.x, lbfgs.py _strong_wolfe): the step ends here, the lowest loss's weights are
+        # kept below, and L-BFGS's memory starts afresh
+        opt.state.clear()
     if record["weights"] is not None and not all(
         torch.equal(p, w) for p, w in zip(params, record["weights"])
     ):
