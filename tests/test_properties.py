@@ -176,7 +176,7 @@ def test_evaluate_valid_or_documented(eval_data, n_starts, horizon, thresholds, 
     sur = Surrogate(field, Standardizer(np.zeros(3), np.ones(3) * 8.0), 0.01,
                     provenance={"system": "lorenz63"})
     try:
-        ds = evaluate(sur, eval_data, n_starts=n_starts, horizon=horizon,
+        ds = evaluate(sur, eval_data, n_starts=n_starts, horizon_lt=horizon,
                       thresholds=thresholds or 0.4, long_steps=1000, lyapunov_steps=0, seed=seed,
                       groundtruth=False)
     except DOCUMENTED:

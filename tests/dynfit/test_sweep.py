@@ -17,12 +17,12 @@ from dynfit.compare import compare
 distributed = pytest.importorskip("distributed")
 
 TINY_FIELD = {"kind": "mlp", "width": 8, "depth": 2, "activation": "silu"}
-TINY_EVAL = {"n_starts": 3, "horizon": 2.0, "long_steps": 1000, "lyapunov_steps": 20,
+TINY_EVAL = {"n_starts": 3, "horizon_lt": 2.0, "long_steps": 1000, "lyapunov_steps": 20,
              "lyapunov_starts": 1}
 # fixed-step strategies: the untrained surrogates' evaluation runs stay cheap
 STRATEGIES = [("rk4", "torchdiffeq", {"method": "rk4", "step_size": 0.5}),
               ("midpoint", "torchdiffeq", {"method": "midpoint", "step_size": 0.5})]
-FLAGS = ["--epochs", "2", "--lbfgs-iterations", "2", "--width", "8", "--starts", "3", "--horizon",
+FLAGS = ["--epochs", "2", "--lbfgs-iterations", "2", "--width", "8", "--starts", "3", "--horizon-lt",
          "2", "--long-steps", "1000", "--lyapunov-steps", "20", "--seeds", "0,1", "--no-progress",
          "--strategy", "rk4=torchdiffeq:method=rk4,step_size=0.5", "--strategy",
          "midpoint=torchdiffeq:method=midpoint,step_size=0.5"]
