@@ -45,6 +45,7 @@ module on standardised states ``scaler.forward(x)`` in model time, one unit
 = ``dt``; without ``scaler`` the field is taken on physical states and
 physical time).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -94,20 +95,32 @@ def _as_dataset(data, dt):
         from ..io import read_trajectories
 
         data = read_trajectories(data, what="data")
-    if isinstance(data, xr.Dataset) and "x" in data and data["x"].dims != ("trajectory", "time", "component"):
-        raise ValueError("data must hold a variable 'x' with dims ('trajectory', 'time', 'component') "
-                         "as systems.simulate writes; got variables "
-                         f"{ {k: v.dims for k, v in data.data_vars.items()} }")
+    if (
+        isinstance(data, xr.Dataset)
+        and "x" in data
+        and data["x"].dims != ("trajectory", "time", "component")
+    ):
+        raise ValueError(
+            "data must hold a variable 'x' with dims ('trajectory', 'time', 'component') "
+            "as systems.simulate writes; got variables "
+            f"{ {k: v.dims for k, v in data.data_vars.items()} }"
+        )
     if isinstance(data, xr.Dataset) and "x" not in data:
-        raise ValueError("data must hold a variable 'x' with dims ('trajectory', 'time', 'component') "
-                         "as systems.simulate writes; got variables "
-                         f"{ {k: v.dims for k, v in data.data_vars.items()} }")
+        raise ValueError(
+            "data must hold a variable 'x' with dims ('trajectory', 'time', 'component') "
+            "as systems.simulate writes; got variables "
+            f"{ {k: v.dims for k, v in data.data_vars.items()} }"
+        )
     if not isinstance(data, (xr.Dataset, xr.DataArray, np.ndarray, list, tuple)):
-        raise TypeError(f"data must be trajectories: a numpy array (N, T, D) or (T, D), an xarray Dataset "
-                        f"or DataArray, or a path (.npy, .csv, .nc, .zarr); got {type(data).__name__}")
+        raise TypeError(
+            f"data must be trajectories: a numpy array (N, T, D) or (T, D), an xarray Dataset "
+            f"or DataArray, or a path (.npy, .csv, .nc, .zarr); got {type(data).__name__}"
+        )
     if not isinstance(data, (xr.Dataset, xr.DataArray)) and dt is None:
-        raise ValueError("numpy data carry no sampling step: pass dt=<time between samples> (dynfit evaluate: "
-                         "--dt DT), or pass an xarray Dataset with attrs['dt'] or a time coordinate")
+        raise ValueError(
+            "numpy data carry no sampling step: pass dt=<time between samples> (dynfit evaluate: "
+            "--dt DT), or pass an xarray Dataset with attrs['dt'] or a time coordinate"
+        )
     x, dt, attrs = as_trajectories(data, dt=dt)
     if isinstance(data, (xr.Dataset, xr.DataArray)):
         comps = data["component"].values if "component" in data.coords else np.arange(x.shape[2])
@@ -121,7 +134,8 @@ def _as_dataset(data, dt):
 
 
 def _system_of(name: str, attrs):
-    """The catalogue's system ``name`` with the parameters stored in ``attrs``; None if not catalogued."""
+    """The catalogue's system ``name`` with the parameters stored in ``attrs``; None if not
+    catalogued."""
     import systems
 
     if name.lower() not in [n.lower() for n in systems.names()]:
@@ -129,20 +143,33 @@ def _system_of(name: str, attrs):
     params = attrs.get("parameters")
     params = json.loads(params) if isinstance(params, str) else {}
     # systems.simulate stores each parameter as attrs["param_<name>"]
-    params.update({k[len("param_"):]: float(v) for k, v in attrs.items()
-                   if k.startswith("param_") and isinstance(v, (int, float, np.floating, np.integer))})
+    params.update(
+        {
+            k[len("param_") :]: float(v)
+            for k, v in attrs.items()
+            if k.startswith("param_") and isinstance(v, (int, float, np.floating, np.integer))
+        }
+    )
     try:
         return systems.get(name, **params)
     except ValueError as err:
-        raise ValueError(f"the data's system {name!r} cannot be rebuilt from its attrs: {err}") from None
+        raise ValueError(
+            f"the data's system {name!r} cannot be rebuilt from its attrs: {err}"
+        ) from None
 
 
 def _known_system(name, attrs, system, surrogate_system):
-    """The data's ``systems.System`` (given, or rebuilt from attrs when in the catalogue), or None."""
-    if surrogate_system not in (None, "", "unknown") and name and \
-            str(surrogate_system).lower() != str(name).lower():
-        raise ValueError(f"the data come from system {name!r} but the surrogate models {surrogate_system!r}; "
-                         "evaluate a surrogate on data of its own system")
+    """The data's ``systems.System`` (given, or rebuilt from attrs when in the catalogue), or
+    None."""
+    if (
+        surrogate_system not in (None, "", "unknown")
+        and name
+        and str(surrogate_system).lower() != str(name).lower()
+    ):
+        raise ValueError(
+            f"the data come from system {name!r} but the surrogate models {surrogate_system!r}; "
+            "evaluate a surrogate on data of its own system"
+        )
     if system is not None:
         if not hasattr(system, "rhs") or not hasattr(system, "lyapunov_time"):
             raise TypeError(f"system must be a systems.System, got {type(system).__name__}")
@@ -168,39 +195,73 @@ def _generate(surrogate, x0, n_steps: int, k: int):
         out = surrogate.generate(x0, n_fine)
     out = np.asarray(out, dtype=np.float64)
     if out.shape != (x0.shape[0], n_fine, x0.shape[1]):
-        raise ValueError(f"surrogate.generate returned shape {out.shape}, expected "
-                         f"{(x0.shape[0], n_fine, x0.shape[1])} = (B, n_steps, dim)")
+        raise ValueError(
+            f"surrogate.generate returned shape {out.shape}, expected "
+            f"{(x0.shape[0], n_fine, x0.shape[1])} = (B, n_steps, dim)"
+        )
     return out[:, ::k], stats
 
 
 def _stats_variables(stats, n_starts: int, n_intervals: int = 1):
     out = {}
-    if hasattr(stats, "n_steps") and hasattr(stats, "n_accepted"):  # the solver's Stats (one per example)
+    if hasattr(stats, "n_steps") and hasattr(
+        stats, "n_accepted"
+    ):  # the solver's Stats (one per example)
         steps = stats.n_steps.detach().cpu().numpy().astype(float)
         if steps.shape != (n_starts,):
             return out
         acc = stats.n_accepted.detach().cpu().numpy().astype(float)
-        out["accepted_fraction"] = (("start",), acc / np.maximum(steps, 1.0),
-                                    {"units": "1", "long_name": "fraction of attempted solver steps accepted"})
-        out["mean_substeps"] = (("start",), steps / max(n_intervals, 1),
-                                {"units": "1", "long_name": "solver steps attempted per sampling interval"})
-        out["n_f_evals"] = ((), float(stats.n_f_evals_per_example.sum()),
-                            {"units": "1", "long_name": "vector-field evaluations of the rollouts (summed "
-                                                        "over starts)"})
+        out["accepted_fraction"] = (
+            ("start",),
+            acc / np.maximum(steps, 1.0),
+            {"units": "1", "long_name": "fraction of attempted solver steps accepted"},
+        )
+        out["mean_substeps"] = (
+            ("start",),
+            steps / max(n_intervals, 1),
+            {"units": "1", "long_name": "solver steps attempted per sampling interval"},
+        )
+        out["n_f_evals"] = (
+            (),
+            float(stats.n_f_evals_per_example.sum()),
+            {
+                "units": "1",
+                "long_name": "vector-field evaluations of the rollouts (summed " "over starts)",
+            },
+        )
         return out
     if not isinstance(stats, dict):
         return out
     acc = stats.get("accepted")
-    if acc is not None and np.ndim(acc) == 2 and np.shape(acc)[0] == n_starts and np.shape(acc)[1] > 0:
-        out["accepted_fraction"] = (("start",), np.asarray(acc, float).mean(1),
-                                    {"units": "1", "long_name": "fraction of rollout steps accepted at once"})
+    if (
+        acc is not None
+        and np.ndim(acc) == 2
+        and np.shape(acc)[0] == n_starts
+        and np.shape(acc)[1] > 0
+    ):
+        out["accepted_fraction"] = (
+            ("start",),
+            np.asarray(acc, float).mean(1),
+            {"units": "1", "long_name": "fraction of rollout steps accepted at once"},
+        )
     sub = stats.get("substeps")
-    if sub is not None and np.ndim(sub) == 2 and np.shape(sub)[0] == n_starts and np.shape(sub)[1] > 0:
-        out["mean_substeps"] = (("start",), np.asarray(sub, float).mean(1),
-                                {"units": "1", "long_name": "mean solver substeps per sampling interval"})
+    if (
+        sub is not None
+        and np.ndim(sub) == 2
+        and np.shape(sub)[0] == n_starts
+        and np.shape(sub)[1] > 0
+    ):
+        out["mean_substeps"] = (
+            ("start",),
+            np.asarray(sub, float).mean(1),
+            {"units": "1", "long_name": "mean solver substeps per sampling interval"},
+        )
     if np.ndim(stats.get("n_f_evals", None)) == 0 and stats.get("n_f_evals") is not None:
-        out["n_f_evals"] = ((), float(stats["n_f_evals"]),
-                            {"units": "1", "long_name": "vector-field evaluations of the rollouts"})
+        out["n_f_evals"] = (
+            (),
+            float(stats["n_f_evals"]),
+            {"units": "1", "long_name": "vector-field evaluations of the rollouts"},
+        )
     return out
 
 
@@ -225,22 +286,35 @@ def _surrogate_exponents(surrogate, starts, dt, n_steps, transient, std):
     was = field.training
     field.eval()
     with torch.no_grad():
-        z = odesolve(field, z, torch.tensor([0.0, h], dtype=dtype), method="rk4", step_size=h / 20,
-                     raise_on_failure=False).ys[-1]
+        z = odesolve(
+            field,
+            z,
+            torch.tensor([0.0, h], dtype=dtype),
+            method="rk4",
+            step_size=h / 20,
+            raise_on_failure=False,
+        ).ys[-1]
     field.train(was)
     z = z.to(torch.float64).numpy()[0]
     x1 = scaler.inverse(z) if scaler is not None and hasattr(scaler, "inverse") else z
     mismatch = float(np.sqrt(np.mean(((x1 - one) / std) ** 2)))
     if mismatch > 0.05:
-        warnings.warn(f"the surrogate's field integrated over one step differs from its generate() by "
-                      f"{mismatch:.3g} attractor std: the field's coordinates or time unit may not be the "
-                      "ones evaluate assumes (scaler.forward, one model time unit = dt); its Lyapunov "
-                      "exponents may be off", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"the surrogate's field integrated over one step differs from its generate() by "
+            f"{mismatch:.3g} attractor std: the field's coordinates or time unit may not be the "
+            "ones evaluate assumes (scaler.forward, one model time unit = dt); its Lyapunov "
+            "exponents may be off",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     try:
         lam = lyapunov_spectrum(field, z0, dt=dt / unit, n_steps=n_steps, transient=transient)
     except FloatingPointError as err:
-        warnings.warn(f"the surrogate's Lyapunov spectrum could not be computed: {err}", RuntimeWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"the surrogate's Lyapunov spectrum could not be computed: {err}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return np.full(starts.shape[1], np.nan)
     return lam / unit
 
@@ -262,8 +336,10 @@ def _check_finite_model(surrogate) -> None:
 
     for name, p in field.named_parameters():
         if not bool(torch.isfinite(p.detach()).all()):
-            raise ValueError(f"the surrogate's weight {name!r} holds NaN or inf (a diverged training?); "
-                             "retrain it or load an earlier checkpoint before evaluating")
+            raise ValueError(
+                f"the surrogate's weight {name!r} holds NaN or inf (a diverged training?); "
+                "retrain it or load an earlier checkpoint before evaluating"
+            )
 
 
 def draw_starts(n_traj: int, n_positions: int, n_starts: int, rng, n_h: int | None = None):
@@ -278,9 +354,11 @@ def draw_starts(n_traj: int, n_positions: int, n_starts: int, rng, n_h: int | No
     capacity = n_traj * n_positions
     if n_starts > capacity:
         room = f" that leave room for {n_h} samples after them" if n_h else ""
-        raise ValueError(f"n_starts = {n_starts} but the data hold only {capacity} distinct starts ({n_traj} "
-                         f"trajectories x {n_positions} start times{room}); lower n_starts or pass more or "
-                         "longer trajectories")
+        raise ValueError(
+            f"n_starts = {n_starts} but the data hold only {capacity} distinct starts ({n_traj} "
+            f"trajectories x {n_positions} start times{room}); lower n_starts or pass more or "
+            "longer trajectories"
+        )
     rounds = -(-n_starts // n_traj)
     traj_idx = np.concatenate([rng.permutation(n_traj) for _ in range(rounds)])[:n_starts]
     time_idx = np.empty(n_starts, dtype=np.int64)
@@ -293,8 +371,15 @@ def draw_starts(n_traj: int, n_positions: int, n_starts: int, rng, n_h: int | No
 # ------------------------------------------------------------------ evaluate
 # dynfit.evaluate's defaults (its signature reads them from here), also those of `dynfit evaluate`,
 # `dynfit compare` and dynfit.compare. horizon_lt: Lyapunov times.
-EVALUATE_DEFAULTS = {"n_starts": 20, "horizon_lt": 15.0, "thresholds": (0.3, 0.4, 0.5), "long_steps": 20000,
-                     "lyapunov_steps": 2000, "lyapunov_starts": 4, "seed": 0}
+EVALUATE_DEFAULTS = {
+    "n_starts": 20,
+    "horizon_lt": 15.0,
+    "thresholds": (0.3, 0.4, 0.5),
+    "long_steps": 20000,
+    "lyapunov_steps": 2000,
+    "lyapunov_starts": 4,
+    "seed": 0,
+}
 _E = EVALUATE_DEFAULTS  # the one set of evaluate's defaults, also the commands'
 
 
@@ -308,24 +393,45 @@ def _spread_starts(x: np.ndarray, n: int) -> np.ndarray:
 def _lyapunov_time(choice, system, attrs, x, dt, surrogate, std, steps, n_starts, seed):
     """(Lyapunov time, its source, lambda_1 from the data or NaN, surrogate exponents or None)."""
     if choice is not None and not isinstance(choice, str):
-        return checks.positive("lyapunov_time", choice, fix="the Lyapunov time is 1 / lambda_1, in the data's "
-                               "time unit; or pass 'data' / 'surrogate' to estimate it"), "given", np.nan, None
+        return (
+            checks.positive(
+                "lyapunov_time",
+                choice,
+                fix="the Lyapunov time is 1 / lambda_1, in the data's "
+                "time unit; or pass 'data' / 'surrogate' to estimate it",
+            ),
+            "given",
+            np.nan,
+            None,
+        )
     if choice is not None:
-        checks.choice("lyapunov_time", choice, ("data", "surrogate"),
-                      fix="pass a number (1 / lambda_1 in the data's time unit), 'data' or 'surrogate'")
+        checks.choice(
+            "lyapunov_time",
+            choice,
+            ("data", "surrogate"),
+            fix="pass a number (1 / lambda_1 in the data's time unit), 'data' or 'surrogate'",
+        )
     if choice is None and system is not None:
         lt = attrs.get("lyapunov_time") or system.lyapunov_time
         if not lt:  # none recorded: the system's own largest exponent (QR, analytic Jacobian)
-            lam = system_lyapunov_spectrum(system, x[0, 0], dt=dt, n_steps=max(steps, 5000), transient=500,
-                                           k=1)[0]
+            lam = system_lyapunov_spectrum(
+                system, x[0, 0], dt=dt, n_steps=max(steps, 5000), transient=500, k=1
+            )[0]
             if not lam > 0:
-                raise ValueError(f"no Lyapunov time known for {system.name!r} and its largest exponent "
-                                 f"{lam:.3g} is not positive; VPT is measured in Lyapunov times: pass "
-                                 "lyapunov_time")
+                raise ValueError(
+                    f"no Lyapunov time known for {system.name!r} and its largest exponent "
+                    f"{lam:.3g} is not positive; VPT is measured in Lyapunov times: pass "
+                    "lyapunov_time"
+                )
             lt = 1.0 / lam
         return float(lt), "system", np.nan, None
     if choice is None and attrs.get("lyapunov_time"):
-        return checks.positive("data.attrs['lyapunov_time']", attrs["lyapunov_time"]), "given", np.nan, None
+        return (
+            checks.positive("data.attrs['lyapunov_time']", attrs["lyapunov_time"]),
+            "given",
+            np.nan,
+            None,
+        )
     reasons = []
     lam_data = np.nan
     if choice in (None, "data"):
@@ -338,15 +444,19 @@ def _lyapunov_time(choice, system, attrs, x, dt, surrogate, std, steps, n_starts
             reasons.append(f"from the data: {err}")
     if choice in (None, "surrogate"):
         n_steps = max(steps, 1000)
-        sur = _surrogate_exponents(surrogate, _spread_starts(x, n_starts), dt, n_steps, n_steps // 10, std)
+        sur = _surrogate_exponents(
+            surrogate, _spread_starts(x, n_starts), dt, n_steps, n_steps // 10, std
+        )
         if sur is None:
             reasons.append("the surrogate has no torch field to take exponents of")
         elif np.isfinite(sur[0]) and sur[0] > 0:
             return 1.0 / float(sur[0]), "estimated from the surrogate", lam_data, (sur, n_steps)
         else:
             reasons.append(f"the surrogate's lambda_1 = {sur[0]:.3g} is not positive")
-    raise ValueError("no Lyapunov time could be estimated (" + "; ".join(reasons) + "); VPT is measured in "
-                     "Lyapunov times: pass lyapunov_time=<1 / largest exponent, in the data's time unit>")
+    raise ValueError(
+        "no Lyapunov time could be estimated (" + "; ".join(reasons) + "); VPT is measured in "
+        "Lyapunov times: pass lyapunov_time=<1 / largest exponent, in the data's time unit>"
+    )
 
 
 def _longest(x: np.ndarray, n: int) -> np.ndarray:
@@ -354,13 +464,25 @@ def _longest(x: np.ndarray, n: int) -> np.ndarray:
     return x[0, :n]
 
 
-def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, truth=None,
-             n_starts: int = _E["n_starts"], horizon_lt: float = _E["horizon_lt"],
-             thresholds=_E["thresholds"], long_steps: int = _E["long_steps"],
-             lyapunov_steps: int = _E["lyapunov_steps"], lyapunov_starts: int = _E["lyapunov_starts"],
-             reference_solvers=DEFAULT_REFERENCE_SOLVERS,
-             groundtruth: bool = True, seed: int = _E["seed"], system=None,
-             horizon: float | None = None) -> xr.Dataset:
+def evaluate(
+    surrogate,
+    data,
+    *,
+    dt: float | None = None,
+    lyapunov_time=None,
+    truth=None,
+    n_starts: int = _E["n_starts"],
+    horizon_lt: float = _E["horizon_lt"],
+    thresholds=_E["thresholds"],
+    long_steps: int = _E["long_steps"],
+    lyapunov_steps: int = _E["lyapunov_steps"],
+    lyapunov_starts: int = _E["lyapunov_starts"],
+    reference_solvers=DEFAULT_REFERENCE_SOLVERS,
+    groundtruth: bool = True,
+    seed: int = _E["seed"],
+    system=None,
+    horizon: float | None = None,
+) -> xr.Dataset:
     """Evaluate a surrogate against the truth; returns a diagnostics Dataset.
 
     surrogate: anything with ``generate``, ``dt``, ``dim`` (module docstring).
@@ -408,13 +530,18 @@ def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, tr
     sdt, dim = _check_surrogate(surrogate)
     system = _known_system(attrs.get("system"), attrs, system, getattr(surrogate, "system", None))
     if x.shape[2] != dim:
-        raise ValueError(f"the data have {x.shape[2]} components but the surrogate has dim {dim}; "
-                         "evaluate a surrogate on data of its own system and dimension")
+        raise ValueError(
+            f"the data have {x.shape[2]} components but the surrogate has dim {dim}; "
+            "evaluate a surrogate on data of its own system and dimension"
+        )
     n_starts = checks.integer("n_starts", n_starts, minimum=1)
     _check_finite_model(surrogate)
     if horizon is not None:  # the old name (dynfit.fit's horizon counts samples)
-        warnings.warn("evaluate(horizon=...) is deprecated: pass horizon_lt (Lyapunov times)",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "evaluate(horizon=...) is deprecated: pass horizon_lt (Lyapunov times)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         horizon_lt = horizon
     horizon = checks.positive("horizon_lt", horizon_lt)
     long_steps = checks.integer("long_steps", long_steps, minimum=1000)
@@ -424,37 +551,53 @@ def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, tr
     ratio = dt / sdt
     k = int(round(ratio))
     if k < 1 or abs(ratio - k) > 1e-6 * ratio:
-        raise ValueError(f"the data's step {dt:g} is not an integer multiple of surrogate.dt = {sdt:g}; "
-                         "simulate evaluation data at the surrogate's step (or a multiple of it)")
+        raise ValueError(
+            f"the data's step {dt:g} is not an integer multiple of surrogate.dt = {sdt:g}; "
+            "simulate evaluation data at the surrogate's step (or a multiple of it)"
+        )
     if groundtruth and system is not None and len(reference_solvers) < 1:
         raise ValueError("reference_solvers must name at least one (scipy method, tolerance) pair")
     long_given = None
     if truth is not None:
         long_given, tdt, _, _, _ = _as_dataset(truth, dt)
         if long_given.shape[2] != dim or long_given.shape[1] < 100:
-            raise ValueError(f"truth must be long trajectories of {dim} components (>= 100 samples), got shape "
-                             f"{long_given.shape}")
+            raise ValueError(
+                f"truth must be long trajectories of {dim} components (>= 100 samples), got shape "
+                f"{long_given.shape}"
+            )
     name = str(attrs.get("system") or (system.name if system is not None else "") or "user data")
     std = x.reshape(-1, dim).std(0)
     if np.any(std == 0):
-        raise ValueError(f"component(s) {np.flatnonzero(std == 0).tolist()} of the data are constant; "
-                         "evaluate needs data that move")
+        raise ValueError(
+            f"component(s) {np.flatnonzero(std == 0).tolist()} of the data are constant; "
+            "evaluate needs data that move"
+        )
 
     lt, lt_source, lam_data, sur_early = _lyapunov_time(
-        lyapunov_time, system, attrs, x, dt, surrogate, std, lyapunov_steps, lyapunov_starts, seed)
+        lyapunov_time, system, attrs, x, dt, surrogate, std, lyapunov_steps, lyapunov_starts, seed
+    )
     n_h = int(round(horizon * lt / dt)) + 1
     n_traj, n_time, _ = x.shape
     if n_time < n_h:
         if system is not None:
-            raise ValueError(f"a horizon of {horizon} Lyapunov times needs {n_h} samples per trajectory, the "
-                             f"data have {n_time}; simulate longer trajectories or lower horizon_lt")
-        warnings.warn(f"a horizon of {horizon} Lyapunov times needs {n_h} samples per trajectory, the data have "
-                      f"{n_time}: the free runs stop at the data's end ({(n_time - 1) * dt / lt:.3g} Lyapunov "
-                      "times) and a VPT that reaches it is flagged in vpt_capped", RuntimeWarning, stacklevel=2)
+            raise ValueError(
+                f"a horizon of {horizon} Lyapunov times needs {n_h} samples per trajectory, the "
+                f"data have {n_time}; simulate longer trajectories or lower horizon_lt"
+            )
+        warnings.warn(
+            f"a horizon of {horizon} Lyapunov times needs {n_h} samples per trajectory, the data "
+            f"have {n_time}: the free runs stop at the data's end "
+            f"({(n_time - 1) * dt / lt:.3g} Lyapunov times) and a VPT that reaches it is flagged "
+            "in vpt_capped",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         n_h = n_time
 
-    traj_idx, time_idx = draw_starts(n_traj, n_time - n_h + 1, n_starts, np.random.default_rng(seed), n_h)
-    truth_runs = np.stack([x[i, j:j + n_h] for i, j in zip(traj_idx, time_idx)])
+    traj_idx, time_idx = draw_starts(
+        n_traj, n_time - n_h + 1, n_starts, np.random.default_rng(seed), n_h
+    )
+    truth_runs = np.stack([x[i, j : j + n_h] for i, j in zip(traj_idx, time_idx)])
     starts = truth_runs[:, 0]
 
     # --- short rollouts: error, VPT (capped where never exceeded), valid ground-truth time
@@ -466,8 +609,10 @@ def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, tr
         refs = reference_solutions(system, starts, dt=dt, n_steps=n_h, solvers=reference_solvers)
         sols = refs + ([truth_runs] if float(attrs.get("noise", 0.0)) == 0.0 else [])
         if len(sols) < 2:
-            raise ValueError("the valid ground-truth time needs two solutions: with noisy data pass two "
-                             "reference_solvers")
+            raise ValueError(
+                "the valid ground-truth time needs two solutions: with noisy data pass two "
+                "reference_solvers"
+            )
         vgt = valid_groundtruth_time(sols, dt=dt, lyapunov_time=lt, std=std, thresholds=thr)
     else:
         vgt = np.full_like(vpt, np.nan)
@@ -478,8 +623,18 @@ def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, tr
     elif system is not None:
         import systems
 
-        long_true = systems.simulate(system, n_traj=1, n_steps=long_steps, dt=dt, x0=starts[0], seed=seed,
-                                     method="rkf45", rtol=1e-9, atol=1e-9, progress=False)["x"].values[0]
+        long_true = systems.simulate(
+            system,
+            n_traj=1,
+            n_steps=long_steps,
+            dt=dt,
+            x0=starts[0],
+            seed=seed,
+            method="rkf45",
+            rtol=1e-9,
+            atol=1e-9,
+            progress=False,
+        )["x"].values[0]
         truth_source = "systems.simulate rkf45 rtol=atol=1e-9"
     else:
         long_true, truth_source = _longest(x, long_steps), "the data"
@@ -487,7 +642,9 @@ def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, tr
     long_pred = _generate(surrogate, long_true[:1], n_long, k)[0][0]
     cut = int(LONG_TRANSIENT * n_long)
     lt_, lp_ = long_true[cut:], long_pred[cut:]
-    pool = x.reshape(-1, dim) if long_given is None and system is None else lt_  # data: every sample
+    pool = (
+        x.reshape(-1, dim) if long_given is None and system is None else lt_
+    )  # data: every sample
     dens = density_divergence(pool, lp_, seed=seed)
     wass = wasserstein(pool, lp_)
     spec = spectrum_distance(lt_, lp_, dt=dt)
@@ -499,8 +656,9 @@ def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, tr
     if system is not None:
         ly_starts = starts[:lyapunov_starts]
         if lyapunov_steps > 0:
-            lam[0] = system_lyapunov_spectrum(system, ly_starts, dt=dt, n_steps=lyapunov_steps,
-                                              transient=lyapunov_steps // 10)
+            lam[0] = system_lyapunov_spectrum(
+                system, ly_starts, dt=dt, n_steps=lyapunov_steps, transient=lyapunov_steps // 10
+            )
     else:
         ly_starts = _spread_starts(x, lyapunov_starts)
         if np.isnan(lam_data) and lyapunov_steps > 0:
@@ -512,44 +670,112 @@ def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, tr
     if sur_early is not None:
         lam[1], ly_n = sur_early
     elif lyapunov_steps > 0:
-        sur = _surrogate_exponents(surrogate, ly_starts, dt, lyapunov_steps, lyapunov_steps // 10, std)
+        sur = _surrogate_exponents(
+            surrogate, ly_starts, dt, lyapunov_steps, lyapunov_steps // 10, std
+        )
         if sur is not None:
             lam[1] = sur
 
     tl = np.arange(n_h) * dt / lt
     ds = xr.Dataset(
         {
-            "error": (("start", "time"), err, {"units": "1", "long_name": "normalised error "
-                      "sqrt(mean_i ((y_i - yhat_i) / std_i)^2)"}),
-            "truth": (("start", "time", "component"), truth_runs, {"units": "state units",
-                      "long_name": "truth"}),
-            "prediction": (("start", "time", "component"), pred, {"units": "state units",
-                           "long_name": "surrogate free run"}),
+            "error": (
+                ("start", "time"),
+                err,
+                {
+                    "units": "1",
+                    "long_name": "normalised error " "sqrt(mean_i ((y_i - yhat_i) / std_i)^2)",
+                },
+            ),
+            "truth": (
+                ("start", "time", "component"),
+                truth_runs,
+                {"units": "state units", "long_name": "truth"},
+            ),
+            "prediction": (
+                ("start", "time", "component"),
+                pred,
+                {"units": "state units", "long_name": "surrogate free run"},
+            ),
             "start_trajectory": (("start",), traj_idx.astype(np.int64), {"units": "1"}),
             "start_time": (("start",), times[time_idx], {"units": "time units"}),
-            "vpt": (("start", "threshold"), vpt, {"units": "Lyapunov times",
-                    "long_name": "valid prediction time"}),
-            "vpt_capped": (("start", "threshold"), capped, {"units": "1", "long_name": "the error never "
-                           "exceeded the threshold within the horizon: vpt is a lower bound"}),
-            "valid_groundtruth_time": (("start", "threshold"), vgt, {
-                "units": "Lyapunov times", "long_name": "valid ground-truth time",
-                "solvers": json.dumps([list(s) for s in reference_solvers]) if system is not None else "[]",
-                "includes_data": int(float(attrs.get("noise", 0.0)) == 0.0)}),
-            "lyapunov_exponents": (("source", "exponent"), lam, {
-                "units": "1 / time unit", "long_name": "Lyapunov exponents (QR, RK4)",
-                "truth_method": ("systems.lyapunov_spectrum (QR, analytic Jacobian)" if system is not None
-                                 else "Rosenstein et al. 1993 on the data (largest exponent only)"),
-                "n_steps": ly_n, "n_starts": min(lyapunov_starts, n_starts)}),
-            "density_divergence": ((), dens, {"units": "nats", "long_name": "KL(truth || surrogate) of "
-                                   "state-space densities", "method": "bins 30, smoothing 1 (dim <= 3); knn k=5"}),
-            "wasserstein": (("component",), wass, {"units": "attractor std",
-                            "long_name": "1-D Wasserstein distance / truth std"}),
-            "spectrum_distance": ((), spec, {"units": "1", "long_name": "Hellinger distance of power spectra"}),
-            "correlation_dimension": (("source",), np.array(cdim), {"units": "1",
-                                      "long_name": "Grassberger-Procaccia correlation dimension"}),
-            "long_run": (("source", "long_time", "component"), np.stack([long_true, long_pred]),
-                         {"units": "state units", "long_name": "long free runs"}),
-            "std": (("component",), std, {"units": "state units", "long_name": "attractor standard deviation"}),
+            "vpt": (
+                ("start", "threshold"),
+                vpt,
+                {"units": "Lyapunov times", "long_name": "valid prediction time"},
+            ),
+            "vpt_capped": (
+                ("start", "threshold"),
+                capped,
+                {
+                    "units": "1",
+                    "long_name": "the error never "
+                    "exceeded the threshold within the horizon: vpt is a lower bound",
+                },
+            ),
+            "valid_groundtruth_time": (
+                ("start", "threshold"),
+                vgt,
+                {
+                    "units": "Lyapunov times",
+                    "long_name": "valid ground-truth time",
+                    "solvers": (
+                        json.dumps([list(s) for s in reference_solvers])
+                        if system is not None
+                        else "[]"
+                    ),
+                    "includes_data": int(float(attrs.get("noise", 0.0)) == 0.0),
+                },
+            ),
+            "lyapunov_exponents": (
+                ("source", "exponent"),
+                lam,
+                {
+                    "units": "1 / time unit",
+                    "long_name": "Lyapunov exponents (QR, RK4)",
+                    "truth_method": (
+                        "systems.lyapunov_spectrum (QR, analytic Jacobian)"
+                        if system is not None
+                        else "Rosenstein et al. 1993 on the data (largest exponent only)"
+                    ),
+                    "n_steps": ly_n,
+                    "n_starts": min(lyapunov_starts, n_starts),
+                },
+            ),
+            "density_divergence": (
+                (),
+                dens,
+                {
+                    "units": "nats",
+                    "long_name": "KL(truth || surrogate) of " "state-space densities",
+                    "method": "bins 30, smoothing 1 (dim <= 3); knn k=5",
+                },
+            ),
+            "wasserstein": (
+                ("component",),
+                wass,
+                {"units": "attractor std", "long_name": "1-D Wasserstein distance / truth std"},
+            ),
+            "spectrum_distance": (
+                (),
+                spec,
+                {"units": "1", "long_name": "Hellinger distance of power spectra"},
+            ),
+            "correlation_dimension": (
+                ("source",),
+                np.array(cdim),
+                {"units": "1", "long_name": "Grassberger-Procaccia correlation dimension"},
+            ),
+            "long_run": (
+                ("source", "long_time", "component"),
+                np.stack([long_true, long_pred]),
+                {"units": "state units", "long_name": "long free runs"},
+            ),
+            "std": (
+                ("component",),
+                std,
+                {"units": "state units", "long_name": "attractor standard deviation"},
+            ),
         },
         coords={
             "start": np.arange(n_starts, dtype=np.int64),
@@ -563,33 +789,35 @@ def evaluate(surrogate, data, *, dt: float | None = None, lyapunov_time=None, tr
     )
     for var, (dims, val, vattrs) in _stats_variables(stats, n_starts, (n_h - 1) * k).items():
         ds[var] = xr.Variable(dims, val, vattrs)
-    ds.attrs.update({
-        "format": FORMAT,
-        "system": name,
-        "mode": "known system" if system is not None else "data only",
-        "dim": dim,
-        "dt": dt,
-        "surrogate_dt": sdt,
-        "lyapunov_time": lt,
-        "lyapunov_time_source": lt_source,
-        "thresholds": thr,
-        "n_starts": n_starts,
-        "horizon": horizon,
-        "horizon_used": (n_h - 1) * dt / lt,
-        "long_steps": n_long,
-        "long_transient": LONG_TRANSIENT,
-        "long_truth": truth_source,
-        "seed": seed,
-        "surrogate": repr(surrogate)[:500],
-        "surrogate_strategy": _strategy_name(getattr(surrogate, "strategy", None)),
-        "surrogate_solver": str(getattr(surrogate, "solver", "")),
-        "data_method": str(attrs.get("method", "")),
-        "data_rtol": float(attrs.get("rtol", np.nan)),
-        "data_noise": float(attrs.get("noise", 0.0)),
-        "dynfit_version": _version(),
-        "created_by": f"dynfit.evaluate (dynfit {_version()})",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    ds.attrs.update(
+        {
+            "format": FORMAT,
+            "system": name,
+            "mode": "known system" if system is not None else "data only",
+            "dim": dim,
+            "dt": dt,
+            "surrogate_dt": sdt,
+            "lyapunov_time": lt,
+            "lyapunov_time_source": lt_source,
+            "thresholds": thr,
+            "n_starts": n_starts,
+            "horizon": horizon,
+            "horizon_used": (n_h - 1) * dt / lt,
+            "long_steps": n_long,
+            "long_transient": LONG_TRANSIENT,
+            "long_truth": truth_source,
+            "seed": seed,
+            "surrogate": repr(surrogate)[:500],
+            "surrogate_strategy": _strategy_name(getattr(surrogate, "strategy", None)),
+            "surrogate_solver": str(getattr(surrogate, "solver", "")),
+            "data_method": str(attrs.get("method", "")),
+            "data_rtol": float(attrs.get("rtol", np.nan)),
+            "data_noise": float(attrs.get("noise", 0.0)),
+            "dynfit_version": _version(),
+            "created_by": f"dynfit.evaluate (dynfit {_version()})",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
     return ds
 
 
@@ -609,12 +837,16 @@ def load_diagnostics(path) -> xr.Dataset:
     """
     from ..io import read_netcdf
 
-    ds = read_netcdf(path, "diagnostics", "pass a file written by dynfit.evaluate(...).to_netcdf(path)")
+    ds = read_netcdf(
+        path, "diagnostics", "pass a file written by dynfit.evaluate(...).to_netcdf(path)"
+    )
     fmt = ds.attrs.get("format")
     missing = [v for v in REQUIRED_VARIABLES if v not in ds]
     if fmt != FORMAT or missing:
-        raise ValueError(f"{path} is not a dynfit diagnostics Dataset (attrs['format'] = {fmt!r}, expected "
-                         f"{FORMAT!r}; missing variables {missing}); make one with dynfit.evaluate")
+        raise ValueError(
+            f"{path} is not a dynfit diagnostics Dataset (attrs['format'] = {fmt!r}, expected "
+            f"{FORMAT!r}; missing variables {missing}); make one with dynfit.evaluate"
+        )
     return ds
 
 
@@ -630,15 +862,23 @@ def summarize(ds: xr.Dataset) -> dict:
     """
     missing = [v for v in REQUIRED_VARIABLES if v not in ds]
     if not isinstance(ds, xr.Dataset) or missing:
-        raise ValueError(f"summarize needs a Dataset from dynfit.evaluate; missing variables {missing}")
+        raise ValueError(
+            f"summarize needs a Dataset from dynfit.evaluate; missing variables {missing}"
+        )
     out = {}
     for h in ds["threshold"].values:
         v = ds["vpt"].sel(threshold=h).values
         g = ds["valid_groundtruth_time"].sel(threshold=h).values
         key = f"{float(h):g}"
-        out.update({f"vpt_mean_{key}": float(np.mean(v)), f"vpt_median_{key}": float(np.median(v)),
-                    f"vpt_min_{key}": float(np.min(v)), f"vpt_max_{key}": float(np.max(v)),
-                    f"vgt_median_{key}": float(np.median(g)) if np.isfinite(g).any() else float("nan")})
+        out.update(
+            {
+                f"vpt_mean_{key}": float(np.mean(v)),
+                f"vpt_median_{key}": float(np.median(v)),
+                f"vpt_min_{key}": float(np.min(v)),
+                f"vpt_max_{key}": float(np.max(v)),
+                f"vgt_median_{key}": float(np.median(g)) if np.isfinite(g).any() else float("nan"),
+            }
+        )
         if "vpt_capped" in ds:
             out[f"vpt_capped_{key}"] = float(np.mean(ds["vpt_capped"].sel(threshold=h).values))
     lam = ds["lyapunov_exponents"]
@@ -651,7 +891,9 @@ def summarize(ds: xr.Dataset) -> dict:
         out["wasserstein_mean"] = float(ds["wasserstein"].mean())
     if "correlation_dimension" in ds:
         out["correlation_dimension_truth"] = float(ds["correlation_dimension"].sel(source="truth"))
-        out["correlation_dimension_surrogate"] = float(ds["correlation_dimension"].sel(source="surrogate"))
+        out["correlation_dimension_surrogate"] = float(
+            ds["correlation_dimension"].sel(source="surrogate")
+        )
     for name in ("accepted_fraction", "mean_substeps"):
         if name in ds:
             out[name] = float(ds[name].mean())
@@ -659,10 +901,13 @@ def summarize(ds: xr.Dataset) -> dict:
 
 
 def describe_vpt(ds: xr.Dataset, threshold: float) -> str:
-    """The median VPT at ``threshold`` as text: "3.20", or ">= 15.00 (capped)" when at least half the
-    starts never exceeded the threshold within the horizon (the median is then a lower bound)."""
+    """The median VPT at ``threshold`` as text: "3.20", or ">= 15.00 (capped)" when at least
+    half the starts never exceeded the threshold within the horizon (the median is then a lower
+    bound)."""
     i = int(np.argmin(np.abs(ds["threshold"].values - threshold)))
     v = ds["vpt"].isel(threshold=i).values
-    capped = ds["vpt_capped"].isel(threshold=i).values if "vpt_capped" in ds else np.zeros(v.shape, bool)
+    capped = (
+        ds["vpt_capped"].isel(threshold=i).values if "vpt_capped" in ds else np.zeros(v.shape, bool)
+    )
     median = float(np.median(v))
     return f">= {median:.2f} (capped)" if np.mean(capped) >= 0.5 else f"{median:.2f}"

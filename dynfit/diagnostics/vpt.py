@@ -18,6 +18,7 @@ Valid ground-truth time (Hurley and Shaheen 2025): the same first-exceedance
 time for the disagreement between independent accurate reference solutions
 from one start, minimised over all pairs; a VPT past it cannot be measured.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,13 @@ import numpy as np
 from systems import checks
 from ._checks import check_thresholds, check_trajectory
 
-__all__ = ["normalized_error", "normalised_error", "valid_prediction_time", "valid_groundtruth_time",
-           "first_exceedance"]
+__all__ = [
+    "normalized_error",
+    "normalised_error",
+    "valid_prediction_time",
+    "valid_groundtruth_time",
+    "first_exceedance",
+]
 
 
 def _check_std(std, dim: int) -> np.ndarray:
@@ -51,7 +57,9 @@ def normalized_error(truth, pred, *, std) -> np.ndarray:
     truth = check_trajectory(truth, "truth", min_len=1)
     pred = check_trajectory(pred, "pred", min_len=1)
     if truth.shape != pred.shape:
-        raise ValueError(f"truth {truth.shape} and pred {pred.shape} must have the same shape (..., time, dim)")
+        raise ValueError(
+            f"truth {truth.shape} and pred {pred.shape} must have the same shape (..., time, dim)"
+        )
     s = _check_std(std, truth.shape[-1])
     with np.errstate(invalid="ignore", over="ignore"):
         e = np.sqrt(np.mean(((truth - pred) / s) ** 2, axis=-1))
@@ -69,13 +77,14 @@ def first_exceedance(error, thresholds, *, dt: float) -> np.ndarray:
     error = np.asarray(error, dtype=np.float64)
     thr = check_thresholds(thresholds)
     n_time = error.shape[-1]
-    above = error[..., None, :] > thr[:, None]          # (..., n_thr, time)
+    above = error[..., None, :] > thr[:, None]  # (..., n_thr, time)
     k = np.where(above.any(axis=-1), above.argmax(axis=-1), n_time - 1)
     return k * float(dt)
 
 
-def valid_prediction_time(truth, pred, *, dt: float, lyapunov_time: float, std,
-                          thresholds=(0.3, 0.4, 0.5)) -> np.ndarray:
+def valid_prediction_time(
+    truth, pred, *, dt: float, lyapunov_time: float, std, thresholds=(0.3, 0.4, 0.5)
+) -> np.ndarray:
     """Valid prediction time in Lyapunov times.
 
     truth, pred: (..., time, dim), row 0 the common start, spaced by dt.
@@ -91,8 +100,9 @@ def valid_prediction_time(truth, pred, *, dt: float, lyapunov_time: float, std,
     return first_exceedance(e, thr, dt=dt) / lt
 
 
-def valid_groundtruth_time(solutions, *, dt: float, lyapunov_time: float, std,
-                           thresholds=(0.3, 0.4, 0.5)) -> np.ndarray:
+def valid_groundtruth_time(
+    solutions, *, dt: float, lyapunov_time: float, std, thresholds=(0.3, 0.4, 0.5)
+) -> np.ndarray:
     """Span over which independent reference solutions agree, in Lyapunov times.
 
     solutions: a sequence of m >= 2 arrays (..., time, dim) from the same
@@ -103,13 +113,18 @@ def valid_groundtruth_time(solutions, *, dt: float, lyapunov_time: float, std,
     """
     sols = [check_trajectory(s, f"solutions[{i}]") for i, s in enumerate(solutions)]
     if len(sols) < 2:
-        raise ValueError(f"valid_groundtruth_time needs at least 2 solutions to compare, got {len(sols)}")
+        raise ValueError(
+            f"valid_groundtruth_time needs at least 2 solutions to compare, got {len(sols)}"
+        )
     if any(s.shape != sols[0].shape for s in sols):
-        raise ValueError(f"solutions must share one shape (..., time, dim), got {[s.shape for s in sols]}")
+        raise ValueError(
+            f"solutions must share one shape (..., time, dim), got {[s.shape for s in sols]}"
+        )
     out = None
     for i in range(len(sols)):
         for j in range(i + 1, len(sols)):
-            v = valid_prediction_time(sols[i], sols[j], dt=dt, lyapunov_time=lyapunov_time, std=std,
-                                      thresholds=thresholds)
+            v = valid_prediction_time(
+                sols[i], sols[j], dt=dt, lyapunov_time=lyapunov_time, std=std, thresholds=thresholds
+            )
             out = v if out is None else np.minimum(out, v)
     return out
