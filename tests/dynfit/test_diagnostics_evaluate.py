@@ -77,7 +77,7 @@ def result(data):
         TorchExact(data),
         data,
         n_starts=3,
-        horizon=6.0,
+        horizon_lt=6.0,
         long_steps=3000,
         lyapunov_steps=300,
         lyapunov_starts=2,
@@ -185,7 +185,7 @@ def test_diverging_surrogate_is_scored_not_crashed(data):
         Diverging(),
         data,
         n_starts=2,
-        horizon=3.0,
+        horizon_lt=3.0,
         long_steps=1000,
         lyapunov_steps=0,
         groundtruth=False,
@@ -218,7 +218,7 @@ class Fake:
         (Fake(system="unknown", dim=4), {}, ValueError, "dim 4"),
         (Fake(), dict(thresholds=(0.4, 1.2)), ValueError, r"outside \(0, 1\]"),
         (Fake(), dict(thresholds=0.0), ValueError, r"outside \(0, 1\]"),
-        (Fake(), dict(horizon=100.0), ValueError, "horizon"),
+        (Fake(), dict(horizon_lt=100.0), ValueError, "horizon"),
         (Fake(dt=0.003), {}, ValueError, "integer multiple"),
         (Fake(), dict(n_starts=0), ValueError, "n_starts"),
         (object(), {}, TypeError, "generate"),
@@ -262,7 +262,8 @@ def test_exact_system_vpt_matches_valid_groundtruth_time():
         "lorenz63", n_traj=1, n_steps=4000, dt=DT, seed=5, method="dopri5", rtol=1e-12, atol=1e-12
     )
     exact = ExactSurrogate("lorenz63", dt=DT, method="LSODA", rtol=1e-12)
-    ds = evaluate(exact, data, n_starts=2, horizon=35.0, long_steps=1000, lyapunov_steps=0, seed=0)
+    ds = evaluate(exact, data, n_starts=2, horizon_lt=35.0, long_steps=1000, lyapunov_steps=0,
+                  seed=0)
     vpt, vgt = ds["vpt"].values, ds["valid_groundtruth_time"].values
     assert np.all(vgt <= vpt + 1e-12)
     assert np.all(vpt - vgt < 1.5), (vpt, vgt)
@@ -296,7 +297,7 @@ def test_numpy_data_scored_against_themselves(data):
         dt=DT,
         lyapunov_time=lt,
         n_starts=2,
-        horizon=4.0,
+        horizon_lt=4.0,
         long_steps=1000,
         lyapunov_steps=0,
         seed=0,
@@ -321,7 +322,7 @@ def test_lyapunov_time_estimated_from_data(long_data):
         long_data,
         dt=DT,
         n_starts=2,
-        horizon=2.0,
+        horizon_lt=2.0,
         long_steps=1000,
         lyapunov_steps=0,
         seed=0,
@@ -344,7 +345,7 @@ def test_lyapunov_time_estimated_from_the_surrogate(data):
         dt=DT,
         lyapunov_time="surrogate",
         n_starts=2,
-        horizon=2.0,
+        horizon_lt=2.0,
         long_steps=1000,
         lyapunov_steps=0,
         lyapunov_starts=1,
@@ -364,7 +365,7 @@ def test_short_data_cap_the_horizon(data):
             dt=DT,
             lyapunov_time=1.0,
             n_starts=2,
-            horizon=10.0,
+            horizon_lt=10.0,
             long_steps=1000,
             lyapunov_steps=0,
             seed=0,
@@ -392,7 +393,7 @@ def test_paths(data, tmp_path, suffix):
         dt=DT if suffix == ".npy" else None,
         lyapunov_time=1.1,
         n_starts=1,
-        horizon=1.0,
+        horizon_lt=1.0,
         long_steps=1000,
         lyapunov_steps=0,
         seed=0,
@@ -426,7 +427,7 @@ def test_known_system_without_a_recorded_lyapunov_time():
         ExactSurrogate(sysm, dt=DT, rtol=1e-10),
         data,
         n_starts=1,
-        horizon=1.0,
+        horizon_lt=1.0,
         long_steps=1000,
         lyapunov_steps=0,
         groundtruth=False,

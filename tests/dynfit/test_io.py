@@ -26,7 +26,7 @@ from systems.files import TEMP_PREFIX, FolderLock, FolderLockedError
 EVAL_FLAGS = [
     "--starts",
     "2",
-    "--horizon",
+    "--horizon-lt",
     "1",
     "--long-steps",
     "1000",
@@ -464,7 +464,8 @@ def test_evaluate_refuses_nan_weights(test_nc):
         next(sur.field.parameters())[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         evaluate(
-            sur, systems.load(test_nc), n_starts=1, horizon=1.0, long_steps=1000, lyapunov_steps=0
+            sur, systems.load(test_nc), n_starts=1, horizon_lt=1.0, long_steps=1000,
+            lyapunov_steps=0,
         )
 
 
@@ -580,7 +581,7 @@ def test_every_netcdf_we_write_passes_cfchecks(tmp_path, one_thread):
     )
     tiny = {
         "n_starts": 2,
-        "horizon": 1.0,
+        "horizon_lt": 1.0,
         "long_steps": 1000,
         "lyapunov_steps": 20,
         "lyapunov_starts": 1,
