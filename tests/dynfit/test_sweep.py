@@ -22,8 +22,9 @@ TINY_EVAL = {"n_starts": 3, "horizon_lt": 2.0, "long_steps": 1000, "lyapunov_ste
 # fixed-step strategies: the untrained surrogates' evaluation runs stay cheap
 STRATEGIES = [("rk4", "torchdiffeq", {"method": "rk4", "step_size": 0.5}),
               ("midpoint", "torchdiffeq", {"method": "midpoint", "step_size": 0.5})]
-FLAGS = ["--epochs", "2", "--lbfgs-iterations", "2", "--width", "8", "--starts", "3", "--horizon-lt",
-         "2", "--long-steps", "1000", "--lyapunov-steps", "20", "--seeds", "0,1", "--no-progress",
+FLAGS = ["--epochs", "2", "--lbfgs-iterations", "2", "--width", "8", "--starts", "3",
+         "--horizon-lt", "2", "--long-steps", "1000", "--lyapunov-steps", "20", "--seeds", "0,1",
+         "--no-progress",
          "--strategy", "rk4=torchdiffeq:method=rk4,step_size=0.5", "--strategy",
          "midpoint=torchdiffeq:method=midpoint,step_size=0.5"]
 
