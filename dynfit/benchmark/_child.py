@@ -1,4 +1,6 @@
-"""Entry point of a benchmark task's child process: ``python -m dynfit.benchmark._child TASK_JSON PATH``."""
+"""Entry point of a benchmark task's child process: ``python -m dynfit.benchmark._child TASK_JSON
+PATH``."""
+
 import sys
 
 from .runner import child_main

@@ -14,26 +14,43 @@
   ``lle_model`` (largest Lyapunov exponent of the method's vector field, where it
   has one) beside ``lle_true``.
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-__all__ = ["THRESHOLDS", "SMAPE_LIMIT", "forecast_scores", "smape_horizon", "escaped", "largest_exponent",
-           "climate_scores"]
+__all__ = [
+    "THRESHOLDS",
+    "SMAPE_LIMIT",
+    "forecast_scores",
+    "smape_horizon",
+    "escaped",
+    "largest_exponent",
+    "climate_scores",
+]
 
 THRESHOLDS = (0.3, 0.4, 0.5)
 SMAPE_LIMIT = 30.0
 ESCAPE_STDS = 10.0
 
 
-def smape_horizon(truth: np.ndarray, pred: np.ndarray, *, dt: float, lyapunov_time: float,
-                  limit: float = SMAPE_LIMIT) -> np.ndarray:
-    """(B,) first time (Lyapunov times) the running sMAPE of pred (B, T, D) against truth exceeds ``limit``."""
+def smape_horizon(
+    truth: np.ndarray,
+    pred: np.ndarray,
+    *,
+    dt: float,
+    lyapunov_time: float,
+    limit: float = SMAPE_LIMIT,
+) -> np.ndarray:
+    """(B,) first time (Lyapunov times) the running sMAPE of pred (B, T, D) against truth exceeds
+    ``limit``."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         denom = np.abs(truth) + np.abs(pred)
-        term = np.where(denom > 0, 200.0 * np.abs(truth - pred) / np.where(denom > 0, denom, 1.0), 0.0)
+        term = np.where(
+            denom > 0, 200.0 * np.abs(truth - pred) / np.where(denom > 0, denom, 1.0), 0.0
+        )
         term = np.where(np.isfinite(term), term, 200.0).mean(axis=-1)  # (B, T)
     running = np.cumsum(term[:, 1:], axis=1) / np.arange(1, term.shape[1])
     above = running > limit
@@ -42,28 +59,44 @@ def smape_horizon(truth: np.ndarray, pred: np.ndarray, *, dt: float, lyapunov_ti
 
 
 def escaped(pred: np.ndarray, train: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """(B,) True where pred (B, T, D) is non-finite or leaves the training range by > 10 std anywhere."""
+    """(B,) True where pred (B, T, D) is non-finite or leaves the training range by > 10 std
+    anywhere."""
     flat = train.reshape(-1, train.shape[-1])
-    lo, hi = np.nanmin(flat, axis=0) - ESCAPE_STDS * std, np.nanmax(flat, axis=0) + ESCAPE_STDS * std
+    lo, hi = (
+        np.nanmin(flat, axis=0) - ESCAPE_STDS * std,
+        np.nanmax(flat, axis=0) + ESCAPE_STDS * std,
+    )
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(pred) | (pred < lo) | (pred > hi)
     return bad.reshape(pred.shape[0], -1).any(axis=1)
 
 
 def forecast_scores(problem, pred: np.ndarray) -> dict:
-    """{"vpt" (B, 3), "vpt_capped" (B, 3), "smape_horizon" (B,), "blowup" (B,)} of pred (B, T, D)."""
+    """{"vpt" (B, 3), "vpt_capped" (B, 3), "smape_horizon" (B,), "blowup" (B,)} of pred (B, T,
+    D)."""
     from ..diagnostics.vpt import valid_prediction_time
 
     truth = problem.truth
     pred = np.asarray(pred, dtype=np.float64)
     if pred.shape != truth.shape:
         raise ValueError(f"forecast has shape {pred.shape}, the truth {truth.shape}")
-    vpt = valid_prediction_time(truth, pred, dt=problem.dt, lyapunov_time=problem.lyapunov_time, std=problem.std,
-                                thresholds=THRESHOLDS)
+    vpt = valid_prediction_time(
+        truth,
+        pred,
+        dt=problem.dt,
+        lyapunov_time=problem.lyapunov_time,
+        std=problem.std,
+        thresholds=THRESHOLDS,
+    )
     cap = (truth.shape[1] - 1) * problem.dt / problem.lyapunov_time
-    return {"vpt": vpt, "vpt_capped": vpt >= cap - 1e-9,
-            "smape_horizon": smape_horizon(truth, pred, dt=problem.dt, lyapunov_time=problem.lyapunov_time),
-            "blowup": escaped(pred, problem.train, problem.std)}
+    return {
+        "vpt": vpt,
+        "vpt_capped": vpt >= cap - 1e-9,
+        "smape_horizon": smape_horizon(
+            truth, pred, dt=problem.dt, lyapunov_time=problem.lyapunov_time
+        ),
+        "blowup": escaped(pred, problem.train, problem.std),
+    }
 
 
 def _rk4(f, x, h):
@@ -74,10 +107,12 @@ def _rk4(f, x, h):
     return x + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
-def largest_exponent(f, x0: np.ndarray, *, dt: float, n_steps: int, transient: int = 200,
-                     eps: float = 1e-7) -> float:
+def largest_exponent(
+    f, x0: np.ndarray, *, dt: float, n_steps: int, transient: int = 200, eps: float = 1e-7
+) -> float:
     """Largest Lyapunov exponent of dx/dt = f(x) (f: (B, D) -> (B, D) numpy) by RK4 at ``dt`` and a
-    renormalised finite-difference tangent (Benettin), from x0 (D,); NaN if the run leaves the finite
+    renormalised finite-difference tangent (Benettin), from x0 (D,); NaN if the run leaves the
+    finite
     numbers."""
     x = np.asarray(x0, dtype=np.float64)[None]
     rng = np.random.default_rng(0)
@@ -102,7 +137,11 @@ def climate_scores(problem, long_run: np.ndarray | None, vector_field, *, lle_st
     """{"density_distance", "density_floor", "lle_model", "lle_true"}: NaN where not available."""
     from ..diagnostics.measure import density_divergence
 
-    out = {"density_distance": math.nan, "lle_model": math.nan, "lle_true": 1.0 / problem.lyapunov_time}
+    out = {
+        "density_distance": math.nan,
+        "lle_model": math.nan,
+        "lle_true": 1.0 / problem.lyapunov_time,
+    }
     truth_a, truth_b = problem.climate
     cut = truth_a.shape[0] // 10
     out["density_floor"] = float(density_divergence(truth_a[cut:], truth_b[cut:]))
@@ -114,7 +153,9 @@ def climate_scores(problem, long_run: np.ndarray | None, vector_field, *, lle_st
             out["density_distance"] = math.inf
     if vector_field is not None:
         try:
-            out["lle_model"] = largest_exponent(vector_field, truth_a[cut], dt=problem.dt, n_steps=lle_steps)
+            out["lle_model"] = largest_exponent(
+                vector_field, truth_a[cut], dt=problem.dt, n_steps=lle_steps
+            )
         except Exception:  # a model whose field cannot be evaluated there: no exponent
             out["lle_model"] = math.nan
     return out

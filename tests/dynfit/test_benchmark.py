@@ -1,4 +1,6 @@
-"""dynfit.benchmark: protocols, scores, the resumable runner, the results Dataset and the CLI (quick mode)."""
+"""dynfit.benchmark: protocols, scores, the resumable runner, the results Dataset and the CLI
+(quick mode)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,31 +24,33 @@ def test_gilpin_protocol_shapes_noise_and_clean_truth():
     resid = (p.train - q.train) / q.std
     assert 0.03 < resid.std() < 0.07
     # gilpin: the forecasts continue the training trajectory
-    np.testing.assert_array_equal(p.history[0], q.train[0, -p.history.shape[1]:])
+    np.testing.assert_array_equal(p.history[0], q.train[0, -p.history.shape[1] :])
     assert p.dt == pytest.approx(p.attrs["period"] / protocols.POINTS_PER_PERIOD)
     assert p.lyapunov_time == pytest.approx(1 / 0.9056, rel=0.01)
 
 
 def test_problems_are_cached_clean_and_noised_after(tmp_path):
     fresh = protocols.make_problem("lorenz63", "gilpin", noise=0.05, seed=3, quick=True)
-    first = protocols.make_problem("lorenz63", "gilpin", noise=0.05, seed=3, quick=True,
-                                   cache=tmp_path)
+    first = protocols.make_problem(
+        "lorenz63", "gilpin", noise=0.05, seed=3, quick=True, cache=tmp_path
+    )
     (cached,) = (tmp_path / "gilpin").glob("lorenz63-seed3-quick-*.npz")
-    again = protocols.make_problem("lorenz63", "gilpin", noise=0.05, seed=3, quick=True,
-                                   cache=tmp_path)
-    for p in (first, again):                          # bit-identical to the uncached problem
+    again = protocols.make_problem(
+        "lorenz63", "gilpin", noise=0.05, seed=3, quick=True, cache=tmp_path
+    )
+    for p in (first, again):  # bit-identical to the uncached problem
         for name in ("train", "truth", "history", "std", "climate_history"):
             np.testing.assert_array_equal(getattr(p, name), getattr(fresh, name))
         np.testing.assert_array_equal(p.climate[1], fresh.climate[1])
         assert (p.noise, p.lyapunov_time, p.attrs) == (0.05, fresh.lyapunov_time, fresh.attrs)
-    cached.write_bytes(b"not an npz")                 # a damaged cache is remade, not trusted
+    cached.write_bytes(b"not an npz")  # a damaged cache is remade, not trusted
     remade = protocols.make_problem("lorenz63", "gilpin", seed=3, quick=True, cache=tmp_path)
     np.testing.assert_array_equal(remade.truth, fresh.truth)
     assert cached.read_bytes()[:2] == b"PK"
 
 
 def test_a_reference_that_cannot_finish_falls_back_to_the_next_rung(monkeypatch):
-    monkeypatch.setattr(protocols, "PROBE_STEPS", 5)     # the 1e-12 spin-up hits its step limit
+    monkeypatch.setattr(protocols, "PROBE_STEPS", 5)  # the 1e-12 spin-up hits its step limit
     p = protocols.make_problem("lorenz63", "gilpin", seed=3, quick=True)
     assert p.attrs["reference_solver"] == "dop853 rtol 1e-10"
     assert p.attrs["reference_check_solver"] == "dop853 rtol 1e-08"
@@ -55,9 +59,22 @@ def test_a_reference_that_cannot_finish_falls_back_to_the_next_rung(monkeypatch)
 def test_an_implausible_stored_exponent_is_not_used():
     from types import SimpleNamespace
 
-    flow = SimpleNamespace(metadata={"source": "dysts", "lyapunov_max_computed": 921.0},
-                           lyapunov_max=0.065, jac=None)
+    flow = SimpleNamespace(
+        metadata={"source": "dysts", "lyapunov_max_computed": 921.0}, lyapunov_max=0.065, jac=None
+    )
     assert protocols._lyapunov(flow, dt=0.67) == (0.065, "dysts metadata estimate")
+
+
+def test_the_code_digest_sees_code_not_layout(tmp_path):
+    from dynfit.benchmark._digest import code_digest
+
+    a, b, c = tmp_path / "a.py", tmp_path / "b" / "a.py", tmp_path / "c" / "a.py"
+    b.parent.mkdir(), c.parent.mkdir()
+    a.write_text('def f(x):\n    """Doc."""\n    return x + 1  # one\n')
+    b.write_text('def f(x):\n    """Other words."""\n\n    return (x +\n            1)\n')
+    c.write_text('def f(x):\n    """Doc."""\n    return x + 2\n')
+    assert code_digest([a]) == code_digest([b]) != code_digest([c])
+    assert code_digest([a], "torch=2") != code_digest([a])
 
 
 def test_the_child_cpu_limit_stops_a_runaway():
@@ -67,8 +84,9 @@ def test_the_child_cpu_limit_stops_a_runaway():
 
     if not hasattr(signal, "SIGXCPU"):
         pytest.skip("no RLIMIT_CPU on this platform")
-    proc = subprocess.run([sys.executable, "-c", "while True: pass"], timeout=120,
-                          preexec_fn=runner._cpu_limit(1))
+    proc = subprocess.run(
+        [sys.executable, "-c", "while True: pass"], timeout=120, preexec_fn=runner._cpu_limit(1)
+    )
     assert proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL)
 
 
@@ -104,15 +122,27 @@ def test_largest_exponent_of_lorenz():
             rhs(x[i], 0.0, pp, out[i])
         return out
 
-    lam = scores.largest_exponent(f, np.array([1.0, 1.0, 20.0]), dt=0.01, n_steps=20000, transient=500)
+    lam = scores.largest_exponent(
+        f, np.array([1.0, 1.0, 20.0]), dt=0.01, n_steps=20000, transient=500
+    )
     assert lam == pytest.approx(0.9056, abs=0.08)
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    ds = B.run(["lorenz63", "rossler"], ["pysindy", "dynfit"], protocol="ensemble", noise=[0.0], seeds=[0],
-               out=out, quick=True, isolate=False, progress=False, log=lambda *_: None)
+    ds = B.run(
+        ["lorenz63", "rossler"],
+        ["pysindy", "dynfit"],
+        protocol="ensemble",
+        noise=[0.0],
+        seeds=[0],
+        out=out,
+        quick=True,
+        isolate=False,
+        progress=False,
+        log=lambda *_: None,
+    )
     return out, ds
 
 
@@ -120,7 +150,14 @@ def test_quick_run_writes_the_dataset_the_leaderboard_and_figures(quick_run):
     out, ds = quick_run
     assert set(ds.vpt.dims) == {"system", "method", "noise", "seed", "threshold"}
     assert list(ds.threshold.values) == [0.3, 0.4, 0.5]
-    for var in ("vpt", "vpt_median", "vpt_capped", "blowup_fraction", "smape_horizon", "fit_seconds"):
+    for var in (
+        "vpt",
+        "vpt_median",
+        "vpt_capped",
+        "blowup_fraction",
+        "smape_horizon",
+        "fit_seconds",
+    ):
         assert var in ds
     assert (ds.status == "ok").all()
     assert ds.attrs["protocol"] == "ensemble" and ds.attrs["version_pysindy"] != "not installed"
@@ -130,14 +167,28 @@ def test_quick_run_writes_the_dataset_the_leaderboard_and_figures(quick_run):
     text = (out / "leaderboard.md").read_text()
     assert "| pysindy |" in text and "| dynfit |" in text
     assert (out / "vpt_by_system.png").is_file() and (out / "rank.png").is_file()
-    # pysindy identifies Lorenz'63 exactly: its forecast is valid much longer than a quick dynfit fit's
-    assert float(ds.vpt.sel({"system": "lorenz63", "method": "pysindy", "threshold": 0.4}).squeeze()) > 1.0
+    # pysindy identifies Lorenz'63 exactly: its forecast is valid much longer than a quick dynfit
+    # fit's
+    assert (
+        float(ds.vpt.sel({"system": "lorenz63", "method": "pysindy", "threshold": 0.4}).squeeze())
+        > 1.0
+    )
 
 
 def test_a_rerun_reuses_stored_results(quick_run):
     out, ds = quick_run
-    again = B.run(["lorenz63", "rossler"], ["pysindy", "dynfit"], protocol="ensemble", noise=[0.0], seeds=[0],
-                  out=out, quick=True, isolate=False, progress=False, log=lambda *_: None)
+    again = B.run(
+        ["lorenz63", "rossler"],
+        ["pysindy", "dynfit"],
+        protocol="ensemble",
+        noise=[0.0],
+        seeds=[0],
+        out=out,
+        quick=True,
+        isolate=False,
+        progress=False,
+        log=lambda *_: None,
+    )
     assert again.attrs["tasks_reused"] == 4
     np.testing.assert_array_equal(again.vpt.values, ds.vpt.values)
 
@@ -149,8 +200,16 @@ def test_a_failing_fit_is_recorded_not_fatal(tmp_path, monkeypatch):
         raise RuntimeError("exploded on purpose")
 
     monkeypatch.setattr(methods.PySINDyMethod, "_fit", boom)
-    ds = B.run(["lorenz63"], ["pysindy"], protocol="gilpin", out=tmp_path, quick=True, isolate=False,
-               progress=False, log=lambda *_: None)
+    ds = B.run(
+        ["lorenz63"],
+        ["pysindy"],
+        protocol="gilpin",
+        out=tmp_path,
+        quick=True,
+        isolate=False,
+        progress=False,
+        log=lambda *_: None,
+    )
     status = str(ds.status.values.ravel()[0])
     assert status == "fit failed"
     assert "exploded on purpose" in str(ds.message.values.ravel()[0])
@@ -167,17 +226,27 @@ def test_a_task_in_a_child_process(tmp_path):
     assert list((tmp_path / "problems" / "gilpin").glob("lorenz63-seed0-quick-*.npz"))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"methods": ["sindy"]}, "method"),
-    ({"systems": ["nosuchflow"]}, "unknown system"),
-    ({"protocol": "gilpen"}, "protocol"),
-    ({"noise": [-0.1]}, "noise"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"methods": ["sindy"]}, "method"),
+        ({"systems": ["nosuchflow"]}, "unknown system"),
+        ({"protocol": "gilpen"}, "protocol"),
+        ({"noise": [-0.1]}, "noise"),
+    ],
+)
 def test_bad_input_is_refused_before_any_work(tmp_path, kwargs, match):
     args = {"systems": ["lorenz63"], "methods": ["pysindy"], "protocol": "ensemble", "noise": [0.0]}
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        B.run(args.pop("systems"), args.pop("methods"), out=tmp_path / "o", quick=True, progress=False, **args)
+        B.run(
+            args.pop("systems"),
+            args.pop("methods"),
+            out=tmp_path / "o",
+            quick=True,
+            progress=False,
+            **args,
+        )
     assert not (tmp_path / "o" / "runs").exists()
 
 
@@ -185,8 +254,25 @@ def test_the_command_line(tmp_path, capsys):
     from dynfit.cli import main
 
     out = tmp_path / "cli"
-    code = main(["benchmark", "--protocol", "gilpin", "--systems", "lorenz63", "--methods", "pysindy",
-                 "--noise", "0,0.01", "--seeds", "0", "--out", str(out), "--quick", "--no-progress"])
+    code = main(
+        [
+            "benchmark",
+            "--protocol",
+            "gilpin",
+            "--systems",
+            "lorenz63",
+            "--methods",
+            "pysindy",
+            "--noise",
+            "0,0.01",
+            "--seeds",
+            "0",
+            "--out",
+            str(out),
+            "--quick",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert (out / "benchmark.nc").is_file() and (out / "leaderboard.md").is_file()
     assert (out / "vpt_vs_noise.png").is_file()

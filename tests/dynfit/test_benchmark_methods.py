@@ -1,4 +1,5 @@
 """The benchmark's method adapters: interface, errors, pysindy's sanity check, batched free runs."""
+
 import sys
 
 import numpy as np
@@ -19,12 +20,12 @@ def lorenz():
 def test_names_and_registry():
     assert M.method_names() == NAMES
     assert list(M.METHODS) == NAMES
-    assert M.missing() == {}                       # the venv has the bench extra
+    assert M.missing() == {}  # the venv has the bench extra
     assert M.missing(["dynfit", "esn"]) == {}
 
 
 def test_missing_names_a_method_whose_package_is_absent(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pysindy", None)      # import pysindy now raises ImportError
+    monkeypatch.setitem(sys.modules, "pysindy", None)  # import pysindy now raises ImportError
     why = M.missing(["pysindy", "pysindy-tuned", "esn"])
     assert set(why) == {"pysindy", "pysindy-tuned"}
     assert "dynfit[bench]" in why["pysindy"] and "pysindy" in why["pysindy"]
@@ -49,9 +50,9 @@ def test_bad_arguments_raise_clear_errors(lorenz):
     with pytest.raises(RuntimeError, match="not fitted"):
         m.forecast(lorenz[:, 0], 10)
     with pytest.raises(ValueError, match="shape"):
-        m.fit(lorenz[:, :10], DT)                   # too short
+        m.fit(lorenz[:, :10], DT)  # too short
     with pytest.raises(ValueError, match="shape"):
-        m.fit(lorenz[None], DT)                     # 4-D
+        m.fit(lorenz[None], DT)  # 4-D
     with pytest.raises(ValueError, match="finite"):
         m.fit(np.where(lorenz > 40, np.nan, lorenz), DT)
     with pytest.raises(ValueError, match="dt"):
@@ -66,17 +67,19 @@ def test_bad_arguments_raise_clear_errors(lorenz):
     esn = M.make("esn", quick=True)
     esn.fit(lorenz, DT)
     with pytest.raises(ValueError, match="W >= 20"):
-        esn.forecast(lorenz[:, 100], 10)            # a reservoir needs its warm-up
+        esn.forecast(lorenz[:, 100], 10)  # a reservoir needs its warm-up
 
 
 # dynfit's one quick epoch: ~5-12 s here
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
-                                  if n.startswith("dynfit") else n for n in NAMES])
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n.startswith("dynfit") else n for n in NAMES],
+)
 def test_each_method_fits_and_forecasts_lorenz(name, lorenz, one_thread):
     m = M.make(name, quick=True, seed=1)
     m.fit(lorenz, DT)
     i = 300
-    history = lorenz[:, i - m.history_length + 1:i + 1]
+    history = lorenz[:, i - m.history_length + 1 : i + 1]
     pred = m.forecast(lorenz[:, i], 50, history=history)
     assert pred.shape == (2, 50, 3) and pred.dtype == np.float64
     np.testing.assert_array_equal(pred[:, 0], lorenz[:, i])
@@ -88,7 +91,8 @@ def test_each_method_fits_and_forecasts_lorenz(name, lorenz, one_thread):
         assert f(lorenz[0, :4]).shape == (4, 3)
     assert m.settings["method"] == name and "fit_seconds" in m.settings
     import json
-    json.dumps(m.settings)                          # goes into the results' attrs
+
+    json.dumps(m.settings)  # goes into the results' attrs
 
 
 @pytest.mark.parametrize("name", ["esn", "nvar", "torchdiffeq", "pysindy-tuned"])
@@ -97,8 +101,9 @@ def test_fits_are_reproducible_for_a_seed(name, lorenz, one_thread):
     a.fit(lorenz, DT)
     b.fit(lorenz, DT)
     h = lorenz[:, 181:201]
-    np.testing.assert_array_equal(a.forecast(lorenz[:, 200], 30, h),
-                                  b.forecast(lorenz[:, 200], 30, h))
+    np.testing.assert_array_equal(
+        a.forecast(lorenz[:, 200], 30, h), b.forecast(lorenz[:, 200], 30, h)
+    )
 
 
 def test_pysindy_defaults_recover_lorenz63(lorenz):
@@ -109,10 +114,15 @@ def test_pysindy_defaults_recover_lorenz63(lorenz):
     names = m.model.feature_library.get_feature_names()
     coef = {(i, n): c for i in range(3) for n, c in zip(names, m.model.coefficients()[i])}
     sigma, rho, beta = 10.0, 28.0, 8.0 / 3.0
-    for key, want, tol in [((0, "x0"), -sigma, 1e-2), ((0, "x1"), sigma, 1e-2),
-                           ((1, "x0"), rho, 1e-2), ((2, "x2"), -beta, 1e-2),
-                           ((1, "x1"), -1.0, 5e-2), ((1, "x0 x2"), -1.0, 5e-2),
-                           ((2, "x0 x1"), 1.0, 5e-2)]:
+    for key, want, tol in [
+        ((0, "x0"), -sigma, 1e-2),
+        ((0, "x1"), sigma, 1e-2),
+        ((1, "x0"), rho, 1e-2),
+        ((2, "x2"), -beta, 1e-2),
+        ((1, "x1"), -1.0, 5e-2),
+        ((1, "x0 x2"), -1.0, 5e-2),
+        ((2, "x0 x1"), 1.0, 5e-2),
+    ]:
         assert abs(coef.pop(key) - want) <= tol * abs(want), key
     assert all(c == 0.0 for c in coef.values())
 
@@ -121,8 +131,9 @@ def test_fast_sindy_field_matches_predict():
     import pysindy as ps
 
     x = systems.simulate("lorenz63", n_traj=1, n_steps=400, dt=DT, seed=2).x.values[0]
-    model = ps.SINDy(feature_library=M._sindy_library("poly3+fourier2"),
-                     optimizer=ps.STLSQ(threshold=1e-3))
+    model = ps.SINDy(
+        feature_library=M._sindy_library("poly3+fourier2"), optimizer=ps.STLSQ(threshold=1e-3)
+    )
     model.fit(x, t=DT)
     f = M._sindy_field(model)
     assert f.__name__ == "fast"
@@ -137,16 +148,24 @@ def test_batched_reservoir_runs_match_reservoirpy(lorenz):
     res, ridge = esn.model["reservoir"], esn.model["readout"]
     res.reset()
     states = res.run(z)
-    _, own_states = esn._states({"units": res.units, "sr": res.sr, "lr": res.lr,
-                                 "input_scaling": res.input_scaling, "bias": res.bias},
-                                 z[None])
+    _, own_states = esn._states(
+        {
+            "units": res.units,
+            "sr": res.sr,
+            "lr": res.lr,
+            "input_scaling": res.input_scaling,
+            "bias": res.bias,
+        },
+        z[None],
+    )
     np.testing.assert_allclose(own_states[0], states[:-1], rtol=1e-12, atol=1e-12)
     s, own = states[-1], [z[-1]]
-    for _ in range(4):                      # u += readout([state, u]); state <- reservoir(u)
+    for _ in range(4):  # u += readout([state, u]); state <- reservoir(u)
         own.append(own[-1] + ridge.run(np.concatenate([s, own[-1]])[None])[0])
         s = res.step(own[-1])
-    np.testing.assert_allclose(M.ESNMethod._run(esn.model, z[None], 5)[0], own,
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        M.ESNMethod._run(esn.model, z[None], 5)[0], own, rtol=1e-12, atol=1e-12
+    )
 
     nvar = M.make("nvar", quick=True)
     nvar.fit(lorenz, DT)
@@ -160,15 +179,17 @@ def test_batched_reservoir_runs_match_reservoirpy(lorenz):
         u = u + feats @ ridge.Wout + ridge.bias
         own.append(u)
         feats = node.step(u)
-    np.testing.assert_allclose(M.NVARMethod._run(nvar.model, z[None], 5)[0], own,
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        M.NVARMethod._run(nvar.model, z[None], 5)[0], own, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_free_run_isolates_a_blow_up():
     """One start escaping to infinity is NaN from there on; the other integrates exactly
     (dx/dt = -x)."""
+
     def f(z):
-        return np.where(z > 1.5, z ** 3, -z)
+        return np.where(z > 1.5, z**3, -z)
 
     z0 = np.array([[1.0], [2.0]])
     solve = M._solve_ivp_run(f, 0.1, center=np.zeros(1), bound=1e3)
@@ -180,28 +201,30 @@ def test_free_run_isolates_a_blow_up():
 def test_validation_split_shapes():
     x = np.random.default_rng(0).normal(size=(5, 300, 2))
     v = M.Validation.split(x, history=10, horizon=50, n_starts=6)
-    assert v.train.shape == (4, 300, 2)            # one held-out trajectory of five
+    assert v.train.shape == (4, 300, 2)  # one held-out trajectory of five
     assert v.history.shape[1:] == (10, 2) and v.truth.shape[1:] == (51, 2)
     np.testing.assert_array_equal(v.history[:, -1], v.truth[:, 0])
     assert v.score(v.truth) == (1.0, 0.0)
     assert v.score(np.full_like(v.truth, np.nan))[0] == 0.0
     v = M.Validation.split(x[:2], history=1, horizon=50)
     assert v.train.shape == (2, 240, 2) and v.history[:, -1].shape[0] > 0
-    assert v.truth.shape[1] - 1 == (300 - 1 - 240) // 2   # half the held-out part
+    assert v.truth.shape[1] - 1 == (300 - 1 - 240) // 2  # half the held-out part
 
 
 def test_validation_split_denoises_noisy_data_only():
     """Searches score candidates from smoothed starts against a smoothed truth on noisy data
     (the benchmark's test starts are clean), and leave clean data alone."""
     clean = systems.simulate("lorenz63", n_traj=5, n_steps=800, dt=DT, seed=3).x.values
-    noisy = clean + 0.05 * clean.std(axis=(0, 1)) * np.random.default_rng(1).standard_normal(clean.shape)
+    noisy = clean + 0.05 * clean.std(axis=(0, 1)) * np.random.default_rng(1).standard_normal(
+        clean.shape
+    )
     v_clean = M.Validation.split(clean, horizon=100)
     v_noisy = M.Validation.split(noisy, horizon=100)
     assert not v_clean.denoised and v_noisy.denoised
     np.testing.assert_array_equal(v_clean.truth, M.Validation.split(clean, horizon=100).truth)
-    truth_clean = v_clean.truth                      # same split, same windows
+    truth_clean = v_clean.truth  # same split, same windows
     raw = np.abs(M.Validation.split(noisy, horizon=100).train - noisy[:4]).max()
-    assert raw == 0.0                                # the training part is never touched
+    assert raw == 0.0  # the training part is never touched
     err_raw = np.sqrt(np.mean((noisy[4:][:, :101] - clean[4:][:, :101]) ** 2))
     err_smoothed = np.sqrt(np.mean((v_noisy.truth - truth_clean) ** 2))
     assert err_smoothed < 0.5 * err_raw, (err_smoothed, err_raw)
