@@ -41,7 +41,15 @@ dynfit/_history.py
 dynfit/_settings.py
 dynfit/_threads.py
 dynfit/_watch.py
+dynfit/benchmark/__init__.py
+dynfit/benchmark/_child.py
+dynfit/benchmark/_digest.py
+dynfit/benchmark/cli.py
 dynfit/benchmark/methods.py
+dynfit/benchmark/protocols.py
+dynfit/benchmark/results.py
+dynfit/benchmark/runner.py
+dynfit/benchmark/scores.py
 dynfit/cli.py
 dynfit/compare.py
 dynfit/config.py
@@ -49,10 +57,12 @@ dynfit/data.py
 dynfit/diagnostics/__init__.py
 dynfit/diagnostics/_checks.py
 dynfit/diagnostics/dimension.py
+dynfit/diagnostics/evaluate.py
 dynfit/diagnostics/lyapunov.py
 dynfit/diagnostics/measure.py
 dynfit/diagnostics/reference.py
 dynfit/diagnostics/spectrum.py
+dynfit/diagnostics/vpt.py
 dynfit/distributed.py
 dynfit/embedding.py
 dynfit/equations.py
@@ -114,6 +124,8 @@ systems/status.py
 systems/system.py
 systems/tableaus.py
 tests/dynfit/conftest.py
+tests/dynfit/test_benchmark.py
+tests/dynfit/test_benchmark_methods.py
 tests/dynfit/test_cli.py
 tests/dynfit/test_commands.py
 tests/dynfit/test_compare.py
