@@ -453,6 +453,9 @@ def _train(run: _Run) -> str:
                                              reduce=_reducer(run.ddp, n_windows))
                 if misfit is not None:
                     run.meta["initial_misfit"] = misfit
+                    reason = _floor_before_training(run, misfit)
+                    if reason is not None:
+                        return reason
             t0 = time.perf_counter()
             loss, summary, retries, score = _safe_epoch(run, epoch, x0, tg, h, n_windows)
             if loss is None:
@@ -494,6 +497,20 @@ def _watch_data(run: _Run) -> None:
     if run.best is None:  # a fresh start (a resumed run has its best from the checkpoint)
         _keep_best(run, run.start - 1, run.forecasts.score(run.field, run.strat))
     run.blown = run.best["score"].blown if run.best is not None else 0
+
+
+def _floor_before_training(run: _Run, misfit: float) -> str | None:
+    """Why not to train at all: on noisy data, the starting field's loss (``misfit``: the RMS
+    error per component of its rollouts at the tightest tolerance) already at the noise floor;
+    epochs would only fit the noise. None otherwise (clean data: the epochs' own stop rules)."""
+    floor = run.strat.floor
+    if floor is None or floor.noise <= 0 or not math.isfinite(misfit):
+        return None
+    reason = floor.noise_reason(misfit ** 2 * run.dim)
+    if reason is None:
+        return None
+    return (f"{reason}, before the first epoch: the pre-fit's field already fits the data to "
+            "their noise, and training would fit the noise (no epoch run)")
 
 
 def _keep_best(run: _Run, epoch: int, score) -> None:

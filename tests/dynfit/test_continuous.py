@@ -212,3 +212,16 @@ def test_from_vector_field_with_nothing_but_f_and_dt():
     assert out.shape == (1, 6, 3) and sur.dim == 3 and sur.system == "unknown"
     x = torch.tensor([[1.0, 2.0, 20.0]], dtype=torch.float64)
     torch.testing.assert_close(sur.physical_field()(torch.zeros(()), x), lorenz(0, x))
+
+
+def test_noisy_data_whose_prefit_is_at_the_noise_floor_train_no_epoch():
+    # weak-form pre-fit of the library on 5% noise: the rollouts' misfit is the noise's own, so
+    # epochs would fit the noise (measured: they lowered the VPT); fit stops before the first
+    import systems
+
+    noisy = systems.simulate("lorenz63", n_traj=3, n_steps=800, dt=0.01, seed=4, noise=0.05)
+    sur, hist = dynfit.fit(noisy, epochs=3, progress=False)
+    reason = hist.attrs["stop_reason"]
+    assert "before the first epoch" in reason and "noise" in reason, reason
+    assert hist.sizes["epoch"] == 0
+    assert np.isfinite(sur.generate(noisy.x.values[:, 0], 50)).all()
