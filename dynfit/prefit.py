@@ -72,12 +72,18 @@ def derivative_estimates(z: np.ndarray, order: int = 8) -> tuple[np.ndarray, np.
 
 TARGETS = ("auto", "differences", "smoothed", "weak")
 NOISY_TARGETS = "weak"  # what "auto" picks on noisy data (docs/training.md, "Noisy data")
+# clean data sampled too coarsely for differences: the relative gap between 8th- and 6th-order
+# differences above this (HindmarshRose at 100 samples a period: 4e-3; Rossler 2e-4;
+# Lorenz'63 at dt 0.01 below 1e-6)
+COARSE_GAP = 1e-3
 
 
 def choose_targets(z: np.ndarray, targets: str = "auto") -> dict:
     """The regression targets for trajectories z (N, T, D) at unit spacing: {"targets": the one
     used ("auto": ``NOISY_TARGETS`` where :func:`dynfit.smoothing.noise_is_white` finds noise in
-    some component, else "differences"), "noise_level": (D,) list}."""
+    some component; on clean data "weak" where the samples are too coarse for differences (their
+    8th- and 6th-order estimates differ by more than ``COARSE_GAP``, relative), else
+    "differences"), "noise_level": (D,) list, "coarse_sampling" (that gap, when it decided)}."""
     from .smoothing import noise_is_white, noise_level
 
     checks.choice("prefit targets", targets, TARGETS)
@@ -87,6 +93,12 @@ def choose_targets(z: np.ndarray, targets: str = "auto") -> dict:
     info = {"noise_level": [float(v) for v in noise_level(z)]}
     if targets == "auto":
         targets = NOISY_TARGETS if noise_is_white(z).any() else "differences"
+        if targets == "differences" and z.shape[1] > 8:
+            _, hi = derivative_estimates(z, 8)
+            _, lo = derivative_estimates(z[:, 1:-1], 6)
+            gap = float(np.linalg.norm(hi - lo) / max(np.linalg.norm(hi), 1e-300))
+            if gap > COARSE_GAP:
+                targets, info["coarse_sampling"] = "weak", gap
     info["targets"] = targets
     return info
 
@@ -163,7 +175,8 @@ def _targets(field, z, order, targets, windows, width):
         return states, derivs, None, {"targets": "differences"}
     info = choose_targets(z, targets)
     if info["targets"] == "weak" and targets == "auto" and not _has_library(field):
-        info["targets"] = "smoothed"  # weak targets were measured on library fields only
+        # weak targets were measured on library fields only
+        info["targets"] = "differences" if "coarse_sampling" in info else "smoothed"
     if info["targets"] != "weak":
         states, derivs, info = derivative_targets(z, order=order, targets=info["targets"],
                                                   windows=windows)

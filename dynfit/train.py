@@ -358,6 +358,8 @@ def _prefit(run: _Run) -> None:
                 "prefit_targets": info["targets"],
             }
         )
+        if "coarse_sampling" in info:  # clean data too coarse for differences: weak targets
+            run.meta["prefit_coarse_sampling"] = float(info["coarse_sampling"])
         if "noise_level" in info:  # standardised units: a fraction of each component's std
             run.meta.update(
                 {
@@ -390,7 +392,8 @@ def _window_starts(run: _Run) -> None:
     m = run.settings.model
     z = None
     if "prefit_targets" in run.meta:
-        noisy = run.meta["prefit_targets"] in ("smoothed", "weak")
+        noisy = (run.meta["prefit_targets"] in ("smoothed", "weak")
+                 and "prefit_coarse_sampling" not in run.meta)
     elif m.prefit_targets == "differences":
         noisy = False
     else:

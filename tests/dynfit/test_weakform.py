@@ -182,3 +182,18 @@ def test_prefit_keeps_a_neural_part_that_carries_what_the_library_misses(lorenz)
     info = prefit(field, noisy, targets="weak", iterations=60)
     assert info["prefit_validation"] < 0.9 * info["prefit_validation_start"], info
     assert info["field_error"] < 0.9 * info["field_error_lstsq"]
+
+
+def test_clean_data_too_coarse_for_differences_get_weak_targets():
+    # HindmarshRose (fast spikes) at 100 samples a period: 8th-order differences err by ~1%,
+    # the weak form's integrals do not; Lorenz'63 at dt 0.01 keeps differences
+    import systems
+    from dynfit.benchmark.protocols import make_problem
+    from dynfit.prefit import choose_targets
+
+    lorenz = systems.simulate("lorenz63", n_traj=2, n_steps=600, dt=0.01, seed=1).x.values
+    assert choose_targets((lorenz - lorenz.mean((0, 1))) / lorenz.std((0, 1)))["targets"] == \
+        "differences"
+    hr = make_problem("HindmarshRose", "gilpin", seed=0).train
+    info = choose_targets((hr - hr.mean((0, 1))) / hr.std((0, 1)))
+    assert info["targets"] == "weak" and info["coarse_sampling"] > 1e-3
