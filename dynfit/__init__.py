@@ -14,7 +14,7 @@ One public entry point per job:
 - :func:`compare` - several training strategies on the same data and seeds, one Dataset;
 - :class:`TABatchNorm1d` and friends - temporal adaptive batch normalization.
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 import importlib
 import sys

@@ -457,6 +457,6 @@ def _read_csv(path: Path, what: str):
 
 def version() -> str:
     """dynfit's version (the files' provenance)."""
-    import dynfit
+    from ._version import __version__
 
-    return str(dynfit.__version__)
+    return str(__version__)
