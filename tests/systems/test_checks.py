@@ -139,8 +139,8 @@ _ALLOWED = {
         "*",
     ): "judges the contents of a model file and raises ModelFileError on purpose",
     (
-        "dynfit/nn/norm.py",
-        "_time_value",
+        "dynfit/nn/_norm_checks.py",
+        "time_value",
     ): "the solver's time t: a tensor or a number, judged in forward",
     (
         "systems/kernels.py",
