@@ -45,9 +45,8 @@ PROTOCOLS = ("gilpin", "ensemble")
 POINTS_PER_PERIOD = 100
 REFERENCE = {"method": "dop853", "rtol": 1e-12, "atol": 1e-12}
 CHECK = {"method": "dop853", "rtol": 1e-10, "atol": 1e-10}
-MAX_STEPS = (
-    10_000_000  # per trajectory: the reference integrations of stiff flows take many tiny steps
-)
+# per trajectory: the reference integrations of stiff flows take many tiny steps
+MAX_STEPS = 10_000_000
 # (reference, check) pairs tried in order: a flow whose right-hand side switches (a stick-slip
 # friction law slides along the switching surface) cannot be followed at 1e-12; the first pair
 # whose spin-up finishes within PROBE_STEPS a trajectory is used and recorded in the attrs
@@ -122,9 +121,8 @@ class Problem:
     std: np.ndarray  # (D,) attractor standard deviation per component (clean data)
     lyapunov_time: float
     lyapunov_source: str
-    reference_valid_time: (
-        float  # LT over which the reference agrees with a second solver (median, thr 0.4)
-    )
+    # LT over which the reference agrees with a second solver (median, threshold 0.4)
+    reference_valid_time: float
     climate: tuple  # two clean long runs (L, D) from different starts
     climate_history: np.ndarray  # (W, D) clean samples ending at climate[0][0]
     components: tuple = ()
