@@ -40,6 +40,7 @@ dynfit/_demo.py
 dynfit/_history.py
 dynfit/_settings.py
 dynfit/_threads.py
+dynfit/_version.py
 dynfit/_watch.py
 dynfit/benchmark/__init__.py
 dynfit/benchmark/_child.py
