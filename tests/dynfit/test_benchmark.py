@@ -128,21 +128,16 @@ def test_largest_exponent_of_lorenz():
     assert lam == pytest.approx(0.9056, abs=0.08)
 
 
+def _quick_run(out):
+    return B.run(["lorenz63", "rossler"], ["pysindy", "dynfit"], protocol="ensemble",
+                 noise=[0.0], seeds=[0], out=out, quick=True, isolate=False, progress=False,
+                 log=lambda *_: None)
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    ds = B.run(
-        ["lorenz63", "rossler"],
-        ["pysindy", "dynfit"],
-        protocol="ensemble",
-        noise=[0.0],
-        seeds=[0],
-        out=out,
-        quick=True,
-        isolate=False,
-        progress=False,
-        log=lambda *_: None,
-    )
+    ds = _quick_run(out)
     return out, ds
 
 
@@ -177,18 +172,7 @@ def test_quick_run_writes_the_dataset_the_leaderboard_and_figures(quick_run):
 
 def test_a_rerun_reuses_stored_results(quick_run):
     out, ds = quick_run
-    again = B.run(
-        ["lorenz63", "rossler"],
-        ["pysindy", "dynfit"],
-        protocol="ensemble",
-        noise=[0.0],
-        seeds=[0],
-        out=out,
-        quick=True,
-        isolate=False,
-        progress=False,
-        log=lambda *_: None,
-    )
+    again = _quick_run(out)
     assert again.attrs["tasks_reused"] == 4
     np.testing.assert_array_equal(again.vpt.values, ds.vpt.values)
 
