@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["Status", "SAFETY", "SAFETY_PI", "FAC_MIN", "FAC_MAX"]
+__all__ = ["Status"]
 
 
 class Status(IntEnum):

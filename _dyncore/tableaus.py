@@ -15,8 +15,6 @@ import numpy as np
 
 from . import checks
 
-__all__ = ["Tableau", "TABLEAUS", "METHODS", "get_tableau", "method_tableau", "check_tableau"]
-
 
 @dataclass(frozen=True)
 class Tableau:

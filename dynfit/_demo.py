@@ -6,8 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["demo_data", "plot_trajectories_3d"]
-
 
 def plot_trajectories_3d(ds, path: Path) -> Path:
     """3-D line plot of every trajectory of a systems Dataset ``ds`` (its first three

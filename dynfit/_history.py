@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["HistoryRow", "HISTORY_VARS", "HISTORY_UNITS", "REQUIRED", "as_rows", "history_attrs",
-           "history_dataset", "is_history"]
+__all__ = ["HistoryRow", "HISTORY_VARS", "HISTORY_UNITS"]
 
 
 def _var(units: str, long_name: str, kind: type = float):

@@ -49,18 +49,6 @@ from .config import COMPARE_DEFAULTS, EVALUATE_DEFAULTS, merge_tables, read_toml
 # [LABEL=]NAME[:KEY=VALUE,...] -> the dict parse_spec checks (the parser lives in dynfit.strategies)
 from .strategies import parse_spec_text as parse_strategy_flag
 
-__all__ = [
-    "main",
-    "build_parser",
-    "demo",
-    "COMPARE_DEFAULTS",
-    "load_compare_config",
-    "validate_compare_config",
-    "parse_strategy_flag",
-    "plot_file",
-    "kind_of",
-]
-
 VPT_THRESHOLD = 0.4
 DEMO_EPOCHS = 3  # the continuous schedule's first epochs; see docs/training.md for longer runs
 

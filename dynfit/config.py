@@ -85,30 +85,9 @@ from .io import TRAJECTORY_SUFFIXES, read_trajectories  # noqa: F401  (owned by 
 from .nn.registry import COMPARE_FIELD, DEFAULT_FIELD, FieldSettings  # owned by the field registry
 
 __all__ = [
-    "DEFAULTS",
-    "SCHEMA",
-    "COMPARE_SCHEMA",
-    "COMPARE_DEFAULTS",
-    "EVALUATE_DEFAULTS",
-    "CONFIG_EPOCHS",
-    "DEFAULT_STRATEGY",
-    "DEFAULT_FIELD",
-    "WindowSettings",
-    "ModelSettings",
-    "OptimizerSettings",
-    "LoopSettings",
-    "CheckpointSettings",
-    "FieldSettings",
-    "DataSettings",
-    "OutputSettings",
-    "FitSettings",
-    "fit_settings",
-    "settings_from_config",
-    "load_config",
-    "load_data",
-    "read_trajectories",
-    "validate",
-    "check_types",
+    "EVALUATE_DEFAULTS", "WindowSettings", "ModelSettings", "OptimizerSettings", "LoopSettings",
+    "CheckpointSettings", "FieldSettings", "DataSettings", "fit_settings", "settings_from_config",
+    "load_config"
 ]
 
 SIMULATION_DT = 0.01

@@ -23,7 +23,7 @@ import torch
 
 from systems import checks
 
-__all__ = ["physical_polynomial", "equations", "correction_size"]
+__all__ = ["physical_polynomial"]
 
 
 def _exponents(field) -> np.ndarray | None:

@@ -19,8 +19,6 @@ from systems import checks
 
 from .solvers.solution import _ADVICE, SolverError, Status
 
-__all__ = ["check_free_run", "forecast_dataset", "ON_FAILURE"]
-
 ON_FAILURE = ("warn", "raise", "ignore")
 _SHOWN = 5  # trajectories named in one message
 

@@ -27,23 +27,7 @@ import torch
 
 from systems.files import atomic_write_bytes
 
-__all__ = [
-    "ModelFileError",
-    "ModelFileNotFoundError",
-    "save_torch",
-    "load_torch",
-    "to_plain",
-    "check_model_blob",
-    "write_netcdf",
-    "write_text",
-    "save_figure",
-    "read_netcdf",
-    "read_trajectories",
-    "version",
-    "check_checkpoint_blob",
-    "check_scaler_dict",
-    "check_finite_weights",
-]
+__all__ = ["ModelFileError", "write_netcdf", "read_netcdf", "read_trajectories"]
 
 
 class ModelFileError(ValueError):

@@ -29,8 +29,7 @@ import torch
 
 from systems import checks
 
-__all__ = ["STENCILS", "TARGETS", "NOISY_TARGETS", "choose_targets", "derivative_estimates",
-           "derivative_targets", "prefit"]
+__all__ = ["choose_targets", "derivative_targets", "prefit"]
 
 # central first-derivative stencils (unit spacing), order -> coefficients of samples -p..p
 STENCILS = {

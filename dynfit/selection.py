@@ -52,7 +52,7 @@ from systems import checks
 from ._threads import one_thread
 from .nn.library import Library, check_spec, spec_n_terms
 
-__all__ = ["THRESHOLDS", "auto_field_config", "candidates", "select_library", "stlsq"]
+__all__ = ["auto_field_config", "select_library"]
 
 THRESHOLDS = (0.0, 1e-4, 1e-3, 1e-2, 5e-2)
 _NEAR_BEST = 1.25  # derivative error within this factor of the best: eligible

@@ -25,9 +25,7 @@ import math
 
 import numpy as np
 
-__all__ = ["DIFFERENCE_ORDERS", "DERIVATIVE_WINDOW", "noise_level", "noise_is_white",
-           "savgol_window", "derivative_windows",
-           "savgol_derivatives", "smoothed_states"]
+__all__ = ["noise_level", "savgol_window", "savgol_derivatives", "smoothed_states"]
 
 DIFFERENCE_ORDERS = (4, 5, 6, 7, 8)
 DERIVATIVE_WINDOW = 0.4  # derivative window / state window

@@ -51,18 +51,7 @@ if TYPE_CHECKING:
     from ._history import HistoryRow  # the rows fit passes (dynfit.train.HistoryRow)
 
 __all__ = [
-    "Strategy",
-    "PaperStrategy",
-    "TorchdiffeqStrategy",
-    "CurriculumStrategy",
-    "ContinuousStrategy",
-    "InferenceSolver",
-    "LossFloor",
-    "summary",
-    "get",
-    "names",
-    "parse_spec",
-    "parse_spec_text",
+    "Strategy", "ContinuousStrategy", "LossFloor", "get", "names", "parse_spec", "parse_spec_text"
 ]
 
 # a loss within 1.5x the noise floor is at it (the start's noise grows along a window)

@@ -16,7 +16,7 @@ from .data import Standardizer
 from .io import version
 from .nn.registry import FIELD_KINDS, build_field  # noqa: F401  (owned by dynfit.nn.registry)
 
-__all__ = ["Surrogate", "build_field", "FORMAT"]
+__all__ = ["Surrogate", "build_field"]
 
 FORMAT = "dynfit-surrogate-1"
 

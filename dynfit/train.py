@@ -38,8 +38,7 @@ from .data import Standardizer, as_trajectories, make_windows
 from .nn.registry import DEFAULT_FIELD, FieldSettings, build_field
 from .surrogate import Surrogate
 
-__all__ = ["fit", "train_from_config", "CHECKPOINT", "DEFAULT_FIELD", "HistoryRow", "HISTORY_VARS",
-           "HISTORY_UNITS"]
+__all__ = ["fit", "train_from_config", "HistoryRow", "HISTORY_VARS", "HISTORY_UNITS"]
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "dynfit-checkpoint-1"

@@ -34,8 +34,7 @@ import torch
 
 from systems import checks
 
-__all__ = ["WEAK_DEGREE", "WEAK_WIDTH", "WeakForm", "bump_function", "weak_form_for",
-           "weak_system", "weak_width", "width_from_windows"]
+__all__ = ["WeakForm", "bump_function", "weak_system", "weak_width", "width_from_windows"]
 
 WEAK_DEGREE = 16  # p of phi = ((t - a)(b - t))^p
 WEAK_WIDTH = 2.0  # default width: this multiple of the smallest Savitzky-Golay Cp window

@@ -21,16 +21,7 @@ import xarray as xr
 from . import checks
 from .files import atomic_path
 
-__all__ = [
-    "save",
-    "load",
-    "cf_conventions",
-    "cf_encode",
-    "cf_decode",
-    "ZARR_CHUNK_BYTES",
-    "SystemsFileError",
-    "CONVENTIONS",
-]
+__all__ = ["save", "load", "cf_conventions", "cf_encode", "cf_decode", "SystemsFileError"]
 
 CONVENTIONS = "CF-1.10"
 # words a UDUNITS unit string may hold; any other word of 3+ letters marks prose ("state units")

@@ -41,7 +41,7 @@ from numba.core.registry import CPUDispatcher
 
 from .system import System, finite_difference_jacobian
 
-__all__ = ["from_dysts", "dysts_names", "dysts_unsupported", "dysts_version"]
+__all__ = ["from_dysts", "dysts_names", "dysts_unsupported"]
 
 _INSTALL_HINT = 'install the optional extra: pip install "dynfit[dysts]" (or pip install dysts)'
 

@@ -22,16 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-__all__ = [
-    "atomic_path",
-    "atomic_save",
-    "atomic_write_bytes",
-    "ensure_folder",
-    "remove_stale_temps",
-    "FolderLock",
-    "FolderLockedError",
-    "TEMP_PREFIX",
-]
+__all__ = ["FolderLock", "FolderLockedError"]
 
 TEMP_PREFIX = ".dynfit-tmp-"
 

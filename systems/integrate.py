@@ -31,15 +31,8 @@ if TYPE_CHECKING:
     from .system import System
 
 __all__ = [
-    "Solution",
-    "IntegrationError",
-    "BlowUpError",
-    "StepLimitError",
-    "StepSizeUnderflowError",
-    "integrate",
-    "kernels",
-    "METHODS",
-    "KernelCacheError",
+    "Solution", "IntegrationError", "BlowUpError", "StepLimitError", "StepSizeUnderflowError",
+    "integrate", "KernelCacheError"
 ]
 
 # Status codes returned per trajectory by the compiled solvers: systems.status.Status,

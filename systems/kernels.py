@@ -43,14 +43,7 @@ import numba
 
 from .files import atomic_write_bytes
 
-__all__ = [
-    "template",
-    "define_constants",
-    "compile_kernels",
-    "kernel_dir",
-    "KernelCacheError",
-    "template_source",
-]
+__all__ = ["KernelCacheError"]
 
 # group -> [(function, parallel)], and group -> {name: value} written into the generated module
 _TEMPLATES: dict[str, list[tuple[Callable, bool]]] = {}

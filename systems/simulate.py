@@ -13,14 +13,7 @@ from .integrate import IntegrationError, integrate
 from _dyncore.tableaus import method_tableau
 from .system import System, get, is_catalogued
 
-__all__ = [
-    "simulate",
-    "sample_initial_conditions",
-    "n_chains",
-    "chain_states",
-    "spin_up_time",
-    "gap_time",
-]
+__all__ = ["simulate", "TooLargeError"]
 
 _PROGRESS_WORK = 5e7  # member-samples x dim above which the progress bar turns on by default
 _CHUNK = 128  # trajectories per chunk when a progress bar is shown

@@ -21,7 +21,7 @@ from _dyncore import checks
 from . import catalogue
 from .integrate import integrate
 
-__all__ = ["System", "names", "get", "register", "is_catalogued"]
+__all__ = ["System", "names", "get", "register"]
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,27 +18,9 @@ from .vpt import (
 )
 
 __all__ = [
-    "evaluate",
-    "load_diagnostics",
-    "summarize",
-    "describe_vpt",
-    "FORMAT",
-    "lyapunov_spectrum",
-    "system_lyapunov_spectrum",
-    "lyapunov_from_data",
-    "valid_prediction_time",
-    "valid_groundtruth_time",
-    "normalized_error",
-    "normalised_error",
-    "first_exceedance",
-    "density_divergence",
-    "wasserstein",
-    "power_spectrum",
-    "spectrum_distance",
-    "correlation_dimension",
-    "correlation_sum",
-    "DEFAULT_REFERENCE_SOLVERS",
-    "ExactSurrogate",
-    "integrate",
-    "reference_solutions",
+    "evaluate", "load_diagnostics", "summarize", "describe_vpt", "lyapunov_spectrum",
+    "system_lyapunov_spectrum", "lyapunov_from_data", "valid_prediction_time",
+    "valid_groundtruth_time", "normalized_error", "normalised_error", "density_divergence",
+    "wasserstein", "power_spectrum", "spectrum_distance", "correlation_dimension",
+    "ExactSurrogate", "reference_solutions"
 ]

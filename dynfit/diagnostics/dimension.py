@@ -18,7 +18,7 @@ from scipy.spatial.distance import pdist
 
 from systems import checks
 
-__all__ = ["correlation_dimension", "correlation_sum"]
+__all__ = ["correlation_dimension"]
 
 
 def correlation_sum(points, radii) -> np.ndarray:

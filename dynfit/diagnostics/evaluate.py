@@ -68,7 +68,7 @@ from .reference import DEFAULT_REFERENCE_SOLVERS, reference_solutions
 from .spectrum import spectrum_distance
 from .vpt import first_exceedance, normalized_error, valid_groundtruth_time
 
-__all__ = ["evaluate", "load_diagnostics", "summarize", "describe_vpt", "FORMAT"]
+__all__ = ["evaluate", "load_diagnostics", "summarize", "describe_vpt"]
 
 FORMAT = "dynfit-diagnostics-1"
 REQUIRED_VARIABLES = ("error", "vpt", "valid_groundtruth_time", "lyapunov_exponents")

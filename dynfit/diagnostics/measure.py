@@ -36,7 +36,7 @@ from scipy.stats import wasserstein_distance
 
 from systems import checks
 
-__all__ = ["density_divergence", "wasserstein", "as_points"]
+__all__ = ["density_divergence", "wasserstein"]
 
 _FLOOR = 1e-7
 

@@ -14,7 +14,7 @@ from scipy.integrate import solve_ivp
 
 from systems import checks
 
-__all__ = ["integrate", "reference_solutions", "ExactSurrogate", "DEFAULT_REFERENCE_SOLVERS"]
+__all__ = ["reference_solutions", "ExactSurrogate"]
 
 #: (method, rtol = atol) pairs used for the valid ground-truth time: scipy's
 #: Adams/BDF multistep LSODA and the numba Dormand-Prince 5(4) of ``systems``,

@@ -27,11 +27,7 @@ from systems import checks
 from ._checks import check_thresholds, check_trajectory
 
 __all__ = [
-    "normalized_error",
-    "normalised_error",
-    "valid_prediction_time",
-    "valid_groundtruth_time",
-    "first_exceedance",
+    "normalized_error", "normalised_error", "valid_prediction_time", "valid_groundtruth_time"
 ]
 
 

@@ -15,29 +15,8 @@ from .tabn import TABatchNorm1d, TABatchNorm2d
 from .tabn_tables import share_tables
 
 __all__ = [
-    "ACTIVATIONS",
-    "ConvField",
-    "FourierField",
-    "MLPField",
-    "PolynomialField",
-    "ResidualMLPField",
-    "make_activation",
-    "FIELD_KINDS",
-    "FieldSettings",
-    "build_field",
-    "register_field",
-    "NORM_KINDS",
-    "MiniBatchNorm1d",
-    "MiniBatchNorm2d",
-    "NoNorm",
-    "PopBatchNorm1d",
-    "PopBatchNorm2d",
-    "TABatchNorm1d",
-    "TABatchNorm2d",
-    "frozen_statistics",
-    "make_norm",
-    "norm_penalty",
-    "share_tables",
-    "statistics_frozen",
-    "direct_calls",
+    "ConvField", "FourierField", "MLPField", "PolynomialField", "ResidualMLPField", "FIELD_KINDS",
+    "FieldSettings", "build_field", "register_field", "NORM_KINDS", "TABatchNorm1d",
+    "TABatchNorm2d", "frozen_statistics", "make_norm", "norm_penalty", "share_tables",
+    "direct_calls"
 ]

@@ -17,8 +17,6 @@ from systems import checks
 from ._norm_checks import check_batch, check_eps_affine, check_momentum, check_x
 from .running_stats import StatsNorm
 
-__all__ = ["PopBatchNorm1d", "PopBatchNorm2d", "MiniBatchNorm1d", "MiniBatchNorm2d", "NoNorm"]
-
 
 def _affine(module: nn.Module, num_features: int, kw: dict) -> None:
     """Register ``weight`` (ones) and ``bias`` (zeros) of shape (num_features,), or None."""

@@ -29,9 +29,7 @@ from .norm import make_norm, norm_penalty
 from .tabn_tables import EachLayer, share_tables
 from .registry import register_field
 
-__all__ = ["ACTIVATIONS", "MLPField", "ResidualMLPField", "ConvField", "PolynomialField",
-           "LibraryField",
-           "make_activation", "monomial_exponents"]
+__all__ = ["MLPField", "ResidualMLPField", "ConvField", "PolynomialField", "LibraryField"]
 
 ACTIVATIONS = {
     "relu": nn.ReLU,

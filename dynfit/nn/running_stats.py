@@ -14,7 +14,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["frozen_statistics", "statistics_frozen"]
+__all__ = ["frozen_statistics"]
 
 _state = threading.local()
 

@@ -16,5 +16,5 @@ from . import torchdiffeq as _torchdiffeq_registration  # noqa: F401  (registers
 
 __all__ = [
     "odesolve", "Controller", "MixedNorm", "PIController", "PaperRule", "Solution", "Stats",
-    "Status", "SolverError", "METHODS", "TorchTableau", "check_tableau", "torch_tableau",
+    "Status", "SolverError"
 ]

@@ -28,8 +28,7 @@ import torch
 from _dyncore import checks
 from _dyncore.status import FAC_MAX, FAC_MIN, SAFETY
 
-__all__ = ["Controller", "MixedNorm", "PaperRule", "NORMS", "DRIVERS", "mixed_rms",
-           "check_mixed", "check_controller"]
+__all__ = ["Controller", "MixedNorm", "PaperRule"]
 
 #: MixedNorm's error norms: per example (each held to the tolerance) or one RMS over the batch
 NORMS = ("example", "batch")

@@ -13,8 +13,6 @@ import torch
 
 from .tableau import TorchTableau
 
-__all__ = ["FieldCounter", "rk_step", "rk_stages"]
-
 
 class FieldCounter:
     """Wraps field(t, y); counts batched calls, and the vector-Jacobian products that

@@ -22,9 +22,6 @@ import numpy as np
 from _dyncore import checks
 from _dyncore.tableaus import TABLEAUS, Tableau, check_tableau, get_tableau
 
-__all__ = ["TorchTableau", "torch_tableau", "check_tableau", "fsal_extension", "midpoint_weights",
-           "dense_coefficients", "METHODS"]
-
 METHODS = tuple(sorted(TABLEAUS))
 
 

@@ -24,8 +24,6 @@ from _dyncore.tableaus import RKF23, RKF45, Tableau
 
 from .tableau import check_tableau, fsal_extension, midpoint_weights
 
-__all__ = ["RKF45Solver", "RKF23Solver", "register"]
-
 
 def _torchdiffeq_tableau(tab: Tableau) -> _ButcherTableau:
     check_tableau(tab)
