@@ -41,16 +41,17 @@ class Interp:
 
     ``ip(table)`` interpolates a (P, F) table to (F,) as one product (1, P) @ (P, F) with the
     two weights in a row of zeros: one autograd node, whose backward writes the table's gradient
-    directly. At a grid point it is the row itself. ``ip.update(mean, var, batch_mean,
+    directly. At a grid point it is the row itself. ``lower``, ``w_lower``, ``w_upper``: where
+    the time falls (:func:`locate`). ``ip.update(mean, var, batch_mean,
     batch_var)`` moves the rows of two (P, F) tables towards the (F,) batch values:
     row_i <- row_i + eta w_i (batch - row_i), w_i the row's weight.
     """
 
-    __slots__ = ("lower", "row", "coef", "eta", "eta_w")
+    __slots__ = ("lower", "w_lower", "w_upper", "row", "coef", "eta", "eta_w")
 
     def __init__(self, lower: int, w_lower: float, w_upper: float, eta: float, num_points: int,
                  dtype, device):
-        self.lower, self.eta = lower, eta
+        self.lower, self.w_lower, self.w_upper, self.eta = lower, w_lower, w_upper, eta
         self.row = lower if w_upper == 0.0 else (lower + 1 if w_lower == 0.0 else None)
         values = [0.0] * (num_points + 2)  # one tensor: the weights on the grid, then eta * them
         values[lower], values[lower + 1] = w_lower, w_upper

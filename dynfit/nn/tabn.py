@@ -14,8 +14,8 @@ from torch import nn
 
 from systems import checks
 
-from ._grid import Interp, interpolation, locate
-from ._norm_checks import check_batch, check_eps_affine, check_momentum, check_x, time_value
+from ._grid import Interp, interpolation
+from ._norm_checks import check_batch, check_eps_affine, check_momentum, check_x
 from .running_stats import StatsNorm
 
 __all__ = ["TABatchNorm1d", "TABatchNorm2d"]
@@ -74,8 +74,9 @@ class _TABatchNorm(StatsNorm):
         """The grid times, shape (num_points,)."""
         return torch.linspace(0.0, self.t_max, self.num_points, dtype=torch.float64)
 
-    def interpolation_weights(self, t) -> tuple[int, float, float]:
-        """Return ``(l, w_lower, w_upper)`` for time ``t``.
+    def _interpolation_weights(self, t) -> tuple[int, float, float]:
+        """``(l, w_lower, w_upper)`` of the interpolation :meth:`forward` uses at scalar time t
+        (read from that very :class:`~dynfit.nn._grid.Interp`, for the tests).
 
         ``t`` lies in ``[t_l, t_{l+1}]``; ``w_lower = (t_{l+1} - t) / D`` weights grid point
         ``l`` and ``w_upper = (t - t_l) / D`` weights ``l + 1`` (the paper's formula). At a grid
@@ -83,7 +84,8 @@ class _TABatchNorm(StatsNorm):
         ``[0, t_max]`` follow ``self.outside``: ``"clamp"`` uses the end point, ``"error"``
         raises ValueError.
         """
-        return locate(*time_value(t), self.t_max, self.num_points, self.outside)
+        ip = self._interpolation(t, self.running_mean)
+        return ip.lower, ip.w_lower, ip.w_upper
 
     def _interpolation(self, t, like: torch.Tensor) -> Interp:
         """The interpolation at scalar time t for tables of ``like``'s dtype and device."""

@@ -50,7 +50,7 @@ def test_grid_point_uses_exactly_that_points_rows():
     layer = _layer().eval()
     x = torch.randn(6, 3, dtype=D64)
     for m, tm in enumerate(np.linspace(0.0, 2.0, 5)):
-        lower, w_lo, w_up = layer.interpolation_weights(_t(tm))
+        lower, w_lo, w_up = layer._interpolation_weights(_t(tm))
         assert w_up == 0.0 or (lower + 1 == m and w_up == 1.0)
         want = F.batch_norm(x, layer.running_mean[m], layer.running_var[m], layer.weight[m],
                             layer.bias[m], False, 0.0, layer.eps)
@@ -68,7 +68,7 @@ def test_weights_sum_to_one_and_move_linearly():
     spacing = 0.5
     ts = np.linspace(0.0, 5.0, 397)
     for t in ts:
-        lower, w_lo, w_up = layer.interpolation_weights(float(t))
+        lower, w_lo, w_up = layer._interpolation_weights(float(t))
         t_l = lower * spacing
         assert 0 <= lower <= 9
         assert t_l - 1e-12 <= t <= t_l + spacing + 1e-12
@@ -78,7 +78,7 @@ def test_weights_sum_to_one_and_move_linearly():
         assert w_up == pytest.approx((t - t_l) / spacing, abs=1e-12)
     # linear: inside one interval the weights are an affine function of t
     inner = np.linspace(1.01, 1.49, 9)
-    w = np.array([layer.interpolation_weights(float(t))[2] for t in inner])
+    w = np.array([layer._interpolation_weights(float(t))[2] for t in inner])
     slope = np.polyfit(inner, w, 1)
     assert slope[0] == pytest.approx(1.0 / spacing, rel=1e-12)
     assert np.abs(np.polyval(slope, inner) - w).max() < 1e-12
@@ -94,6 +94,20 @@ def test_interpolation_is_not_mirrored():
     want = F.batch_norm(x, lerp(layer.running_mean), lerp(layer.running_var),
                         lerp(layer.weight), lerp(layer.bias), False, 0.0, layer.eps)
     torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+
+
+def test_interpolation_weights_are_the_forward_paths():
+    """The weights the tests read are those forward multiplies the tables by (one object)."""
+    layer = _layer().eval()
+    x = torch.randn(4, 3, dtype=D64)
+    for t in (0.0, 0.3, 0.55, 1.5, 1.999, 2.0, 2.7):
+        lower, w_lo, w_up = layer._interpolation_weights(_t(t))
+        ip = layer._interpolation(_t(t), x)
+        assert (ip.lower, ip.w_lower, ip.w_upper) == (lower, w_lo, w_up)
+        assert ip.row is not None or ip.coef[0, lower:lower + 2].tolist() == [w_lo, w_up]
+        table = layer.running_mean
+        want = table[lower] if w_up == 0.0 else w_lo * table[lower] + w_up * table[lower + 1]
+        torch.testing.assert_close(ip(table), want, rtol=1e-15, atol=1e-15)
 
 
 def test_eval_output_is_continuous_and_piecewise_linear_in_parameters():
