@@ -257,8 +257,38 @@ class ConvField(_Field):
         return direct(self.out)(h)
 
 
+class _FeatureField(_Field):
+    """A time-invariant field ``features(x) @ coefficients + mlp(x)``: x (B, dim) -> (B, dim).
+
+    The linear part on ``features`` (B, n_features) with ``coef`` (n_features, dim) is what the
+    closed-form pre-fit solves for (:func:`dynfit.prefit.prefit`); ``mlp`` (None when width is
+    0) is the neural correction, starting at zero. Subclasses set ``dim``, ``coef`` and ``mlp``
+    and define ``features``.
+    """
+
+    def _time_invariant(self, time_dependent) -> None:
+        """Refuse ``time_dependent=True``; mark the field time-invariant."""
+        if time_dependent:
+            raise ValueError(f"{type(self).__name__} is time-invariant (time_dependent=False); "
+                             "for a time-dependent field use kind 'mlp' or 'residual' with "
+                             "time_dependent=True")
+        self.time_dependent = False
+
+    def _coefficients(self) -> torch.Tensor:
+        """The (n_features, dim) matrix the features are multiplied by."""
+        return self.coef
+
+    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
+        """dx/dt; x (B, dim) -> (B, dim)."""
+        self._check_input(x, 2, "(batch, dim)")
+        out = self.features(x) @ self._coefficients()
+        if self.mlp is not None:
+            out = out + direct(self.mlp)(t, x)
+        return out
+
+
 @register_field("poly")
-class PolynomialField(_Field):
+class PolynomialField(_FeatureField):
     """Polynomial library plus an MLP correction: x (B, dim) -> (B, dim).
 
     ``f(x) = W p(x) + mlp(x)`` where p(x) holds every monomial of x up to total
@@ -274,15 +304,11 @@ class PolynomialField(_Field):
                  activation: str = "silu",
                  time_dependent: bool = False, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        if time_dependent:
-            raise ValueError("PolynomialField is time-invariant (time_dependent=False); for a "
-                             "time-dependent "
-                             "field use kind 'mlp' or 'residual' with time_dependent=True")
+        self._time_invariant(time_dependent)
         self.dim = checks.integer("dim", dim, minimum=1)
         self.degree = checks.integer("degree", degree, minimum=1)
         width = checks.integer("width", width, minimum=0)
         dtype = checks.float_dtype("dtype", dtype)
-        self.time_dependent = False
         select, const = monomial_maps(self.dim, self.degree, dtype)
         n_terms = select.shape[-1]
         self.register_buffer("_select", select, persistent=False)
@@ -299,14 +325,6 @@ class PolynomialField(_Field):
         out = torch.addmm(const[0], x, sel[0])
         for k in range(1, self.degree):
             out = out * torch.addmm(const[k], x, sel[k])
-        return out
-
-    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
-        """dx/dt; x (B, dim) -> (B, dim)."""
-        self._check_input(x, 2, "(batch, dim)")
-        out = self.features(x) @ self.coef
-        if self.mlp is not None:
-            out = out + direct(self.mlp)(t, x)
         return out
 
     def term_names(self, names) -> list[str]:
@@ -335,7 +353,7 @@ def zero_correction(cls, dim: int, width: int, depth: int, activation: str,
 
 
 @register_field("library")
-class LibraryField(_Field):
+class LibraryField(_FeatureField):
     """Library features with masked coefficients plus a neural correction: x (B, dim) -> (B, dim).
 
     ``f(z) = L(z) (coef * mask) + net(z)``: L the features of ``library`` (a
@@ -351,15 +369,11 @@ class LibraryField(_Field):
                  activation: str = "silu", correction: str = "mlp", time_dependent: bool = False,
                  dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        if time_dependent:
-            raise ValueError("LibraryField is time-invariant (time_dependent=False); for a "
-                             "time-dependent "
-                             "field use kind 'mlp' or 'residual' with time_dependent=True")
+        self._time_invariant(time_dependent)
         self.dim = checks.integer("dim", dim, minimum=1)
         width = checks.integer("width", width, minimum=0)
         dtype = checks.float_dtype("dtype", dtype)
         self.correction = checks.choice("correction", correction, CORRECTIONS)
-        self.time_dependent = False
         self.library = Library(self.dim, {"poly": 2} if library is None else library, dtype=dtype)
         n_terms = self.library.n_terms
         self.coef = nn.Parameter(torch.zeros(n_terms, self.dim, dtype=dtype))
@@ -376,13 +390,9 @@ class LibraryField(_Field):
         """Library features: (B, dim) -> (B, n_terms)."""
         return self.library(x)
 
-    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
-        """dx/dt; x (B, dim) -> (B, dim)."""
-        self._check_input(x, 2, "(batch, dim)")
-        out = self.features(x) @ (self.coef * self.mask)
-        if self.mlp is not None:
-            out = out + direct(self.mlp)(t, x)
-        return out
+    def _coefficients(self) -> torch.Tensor:
+        """The coefficients of the active terms: coef * mask (n_terms, dim)."""
+        return self.coef * self.mask
 
     def term_names(self, names) -> list[str]:
         """One name per feature column in the field's own (standardised) variables named ``names``

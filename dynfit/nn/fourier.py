@@ -15,15 +15,14 @@ from torch import nn
 
 from systems import checks
 
-from .calls import direct
-from .fields import MLPField, _Field, zero_correction
+from .fields import MLPField, _FeatureField, zero_correction
 from .registry import register_field
 
 __all__ = ["FourierField"]
 
 
 @register_field("fourier")
-class FourierField(_Field):
+class FourierField(_FeatureField):
     """Random Fourier features plus an MLP correction: x (B, dim) -> (B, dim). Time-invariant.
 
     features: the number of random features; bandwidth: the length scale of the (standardised)
@@ -35,16 +34,12 @@ class FourierField(_Field):
                  depth: int = 2, activation: str = "silu", time_dependent: bool = False,
                  dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        if time_dependent:
-            raise ValueError("FourierField is time-invariant (time_dependent=False); for a "
-                             "time-dependent field use kind 'mlp' or 'residual' with "
-                             "time_dependent=True")
+        self._time_invariant(time_dependent)
         self.dim = checks.integer("dim", dim, minimum=1)
         n = checks.integer("features", features, minimum=1)
         bandwidth = checks.real("bandwidth", bandwidth, above=0.0)
         width = checks.integer("width", width, minimum=0)
         dtype = checks.float_dtype("dtype", dtype)
-        self.time_dependent = False
         self.register_buffer("omega", torch.randn(n, self.dim, dtype=dtype) / bandwidth)
         self.register_buffer("phase", torch.rand(n, dtype=dtype) * (2 * math.pi))
         self.coef = nn.Parameter(torch.zeros(n, self.dim, dtype=dtype))
@@ -53,11 +48,3 @@ class FourierField(_Field):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """cos(x Omega^T + b): (B, dim) -> (B, features)."""
         return torch.cos(torch.addmm(self.phase.to(x.dtype), x, self.omega.to(x.dtype).T))
-
-    def forward(self, t, x: torch.Tensor) -> torch.Tensor:
-        """dx/dt; x (B, dim) -> (B, dim)."""
-        self._check_input(x, 2, "(batch, dim)")
-        out = self.features(x) @ self.coef
-        if self.mlp is not None:
-            out = out + direct(self.mlp)(t, x)
-        return out
