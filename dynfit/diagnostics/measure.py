@@ -122,14 +122,7 @@ def density_divergence(
         k = checks.integer("k", k, minimum=1)
         return _knn_divergence(zt, zm, n_points=n_points, k=k, seed=seed)
     scale = checks.positive("scale", scale)
-    rng = np.random.default_rng(seed)
-    # truth centres from the first half, evaluation points from the second, so
-    # that no evaluation point sits next to its own time neighbours
-    half = len(zt) // 2
-    first, second = zt[:half], zt[half:]
-    centres_t = first[rng.choice(len(first), min(n_points, len(first)), replace=False)]
-    centres_m = zm[rng.choice(len(zm), min(n_points, len(zm)), replace=False)]
-    evals = second[rng.choice(len(second), min(n_points, len(second)), replace=False)]
+    centres_t, centres_m, evals = _sample_points(zt, zm, n_points, seed)
 
     def log_mix(x, c):
         d2 = ((x[:, None, :] - c[None, :, :]) ** 2).sum(-1)
@@ -138,16 +131,25 @@ def density_divergence(
     return float(max(np.mean(log_mix(evals, centres_t) - log_mix(evals, centres_m)), 0.0))
 
 
-def _knn_divergence(zt, zm, *, n_points: int, k: int, seed: int) -> float:
-    """Wang-Kulkarni-Verdu k-NN estimate of KL(truth || model) from standardised clouds."""
-    from scipy.spatial import cKDTree
-
+def _sample_points(zt, zm, n_points: int, seed: int):
+    """Up to ``n_points`` rows each (seeded, without replacement): truth reference points from
+    the first half of ``zt``, model points from ``zm`` and evaluation points from the second half
+    of ``zt``, so that no evaluation point sits next to its own time neighbours. Returns the
+    three (n, D) arrays."""
     rng = np.random.default_rng(seed)
     half = len(zt) // 2
     first, second = zt[:half], zt[half:]
     ref_t = first[rng.choice(len(first), min(n_points, len(first)), replace=False)]
     ref_m = zm[rng.choice(len(zm), min(n_points, len(zm)), replace=False)]
     evals = second[rng.choice(len(second), min(n_points, len(second)), replace=False)]
+    return ref_t, ref_m, evals
+
+
+def _knn_divergence(zt, zm, *, n_points: int, k: int, seed: int) -> float:
+    """Wang-Kulkarni-Verdu k-NN estimate of KL(truth || model) from standardised clouds."""
+    from scipy.spatial import cKDTree
+
+    ref_t, ref_m, evals = _sample_points(zt, zm, n_points, seed)
     k = min(k, len(ref_t), len(ref_m))
     rho = cKDTree(ref_t).query(evals, k=[k])[0][:, 0]
     nu = cKDTree(ref_m).query(evals, k=[k])[0][:, 0]

@@ -117,19 +117,9 @@ class MLPField(_Field):
     ``time_dependent=True`` feeds t as an extra input.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        *,
-        width: int = 64,
-        depth: int = 2,
-        activation: str = "relu",
-        time_dependent: bool = False,
-        norm: str | None = None,
-        num_points: int = 101,
-        t_max: float = 1.0,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
+    def __init__(self, dim: int, *, width: int = 64, depth: int = 2, activation: str = "relu",
+                 time_dependent: bool = False, norm: str | None = None, num_points: int = 101,
+                 t_max: float = 1.0, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         dtype = self._setup("dim", dim, width, depth, activation, time_dependent, norm, dtype)
         n_in = self.dim + int(self.time_dependent)
@@ -162,19 +152,9 @@ class ResidualMLPField(_Field):
     ``h = h + W2 act(norm(t, W1 h))``, then ``W_out h``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        *,
-        width: int = 64,
-        depth: int = 4,
-        activation: str = "relu",
-        time_dependent: bool = False,
-        norm: str | None = None,
-        num_points: int = 101,
-        t_max: float = 1.0,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
+    def __init__(self, dim: int, *, width: int = 64, depth: int = 4, activation: str = "relu",
+                 time_dependent: bool = False, norm: str | None = None, num_points: int = 101,
+                 t_max: float = 1.0, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         dtype = self._setup("dim", dim, width, depth, activation, time_dependent, norm, dtype)
 
