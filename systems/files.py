@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-__all__ = ["FolderLock", "FolderLockedError"]
+__all__ = ["FolderLockedError"]
 
 TEMP_PREFIX = ".dynfit-tmp-"
 

@@ -90,3 +90,27 @@ def test_top_level_names_in_api_md_are_exported():
         ):
             bad.append(ref)
     assert not bad, "in docs/api.md as top-level names but not in __all__: " + ", ".join(bad)
+
+
+def _module_alls():
+    """(path, names) of every module's literal ``__all__`` in the three packages, but
+    ``dynfit/benchmark/`` (its code is frozen: its syntax tree keys stored results)."""
+    import ast
+
+    for package in ("_dyncore", "systems", "dynfit"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "benchmark" in path.relative_to(ROOT).parts:
+                continue
+            for node in ast.parse(path.read_text(encoding="utf-8")).body:
+                if isinstance(node, ast.Assign) and any(
+                        getattr(t, "id", None) == "__all__" for t in node.targets):
+                    yield path.relative_to(ROOT), ast.literal_eval(node.value)
+
+
+def test_module_all_lists_only_documented_names():
+    """Private by default: a module's ``__all__`` holds only names docs/api.md writes in code
+    (a helper other modules import stays importable, out of ``__all__``)."""
+    spans = " ".join(_code_spans(API_MD.read_text()))
+    bad = [f"{path}: {name}" for path, names in _module_alls() for name in names
+           if name != "__version__" and not re.search(rf"(?<!\w){re.escape(name)}\b", spans)]
+    assert not bad, "in a module's __all__ but not in docs/api.md: " + "; ".join(bad)
