@@ -61,7 +61,12 @@ def run(system: str, *, noise: float, field: str, epochs: int, n_traj: int = 5,
             "fit_wall_s": round(wall, 1),
             "library": a.get("library"), "prefit_targets": a.get("prefit_targets"),
             "noise_estimate": a.get("noise_estimate"), "weak_width": a.get("prefit_weak_width"),
-            "prefit_field_error": a.get("prefit_field_error")}
+            "prefit_field_error": a.get("prefit_field_error"),
+            "shooting_iterations": a.get("shooting_iterations"),
+            "shooting_misfit": a.get("shooting_misfit"),
+            "shooting_parameters": a.get("shooting_parameters"),
+            "shooting_kept": a.get("shooting_kept"),
+            "stop_reason": a.get("stop_reason")}
 
 
 def main(argv=None) -> None:

@@ -7,7 +7,7 @@ default and its check (run when the object is made)::
 
     WindowSettings     horizon, stride, standardize, dt, batch_size
     ModelSettings      field, dtype, device, seed, prefit, prefit_order, prefit_targets,
-                       prefit_iterations
+                       prefit_iterations, shooting, shooting_length, shooting_iterations
     OptimizerSettings  optimizer, lr, lbfgs_iterations, lbfgs_tolerance, weight_decay, schedule
     LoopSettings       epochs, on_nan, nan_retries, stall, progress, callback, jump_factor,
                        time_limit, select_by_forecast
@@ -28,7 +28,8 @@ below are made from the fields, so a default or a check is written once::
                 schedule                                            (OptimizerSettings)
                 epochs, on_nan, time_limit, select_by_forecast      (LoopSettings)
                 seed, device, prefit, prefit_order, prefit_targets,
-                prefit_iterations                                   (ModelSettings)
+                prefit_iterations, shooting, shooting_length,
+                shooting_iterations                                 (ModelSettings)
                 batch_size                                          (WindowSettings)
                 resume                                              (CheckpointSettings)
     [output]    dir                                                 (OutputSettings)
@@ -163,7 +164,9 @@ class ModelSettings(_Settings):
     with the continuous strategy on a fresh start; ``prefit_order``: the finite-difference order;
     ``prefit_targets``: "auto" (smoothed where the noise estimate finds noise, else differences),
     "differences", "smoothed" or "weak" (:func:`dynfit.prefit.prefit`); ``prefit_iterations``:
-    the L-BFGS iteration cap of the neural part)."""
+    the L-BFGS iteration cap of the neural part); multiple shooting after the pre-fit
+    (:func:`dynfit.shooting.shoot`; ``shooting``: None = on noisy data, segments of
+    ``shooting_length`` samples, at most ``shooting_iterations`` L-BFGS iterations)."""
     field: Any = setting(None, _is_field)
     dtype: str = setting("float64", is_dtype, toml="field")
     device: Any = setting(None, is_torch_device, toml="train")
@@ -174,6 +177,9 @@ class ModelSettings(_Settings):
         "auto", one_of(("auto", "differences", "smoothed", "weak")), toml="train"
     )
     prefit_iterations: int = setting(200, is_int(0), toml="train")
+    shooting: bool | None = setting(None, is_bool_or_none, toml="train")
+    shooting_length: int = setting(25, is_int(2), toml="train")
+    shooting_iterations: int = setting(300, is_int(0), toml="train")
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,8 @@ def fit(
     the name "lbfgs" / "adam"), ``loop`` (``LoopSettings``), ``checkpoint``
     (``CheckpointSettings``), and/or any of their fields as keyword arguments,
     which win over the objects': horizon, stride, standardize, dt, batch_size;
-    field, dtype, device, seed, prefit, prefit_order; optimizer, lr,
+    field, dtype, device, seed, prefit, prefit_order, prefit_targets,
+    prefit_iterations, shooting, shooting_length, shooting_iterations; optimizer, lr,
     lbfgs_iterations, lbfgs_tolerance, weight_decay, schedule; epochs, on_nan,
     nan_retries, stall, progress, callback, jump_factor, time_limit,
     select_by_forecast; checkpoint_dir, resume. Each field's meaning, default
@@ -139,6 +140,7 @@ def fit(
         _provenance(run)
         _prefit(run)
         _window_starts(run)
+        _shoot(run)
         run.meta.update(provenance or {})
         stop_reason = _train(run)
     finally:
@@ -366,6 +368,9 @@ def _prefit(run: _Run) -> None:
                     "noise_estimate_components": ", ".join(f"{v:.3g}" for v in info["noise_level"]),
                 }
             )
+        if "prefit_validation" in info:  # noisy targets: was the neural part worth keeping?
+            run.meta["prefit_neural_kept"] = int(
+                info["prefit_validation"] < info["prefit_validation_start"])
         if "windows" in info:
             run.meta["prefit_savgol_windows"] = ", ".join(str(w) for w in info["windows"])
         if "weak_width" in info:  # samples per test function of the weak-form targets
@@ -416,6 +421,45 @@ def _window_starts(run: _Run) -> None:
         run.starts = smoothed_states(run.trajectories, windows)
         run.meta["window_savgol_windows"] = ", ".join(str(int(w)) for w in windows)
     run.meta["window_starts"] = "observed" if run.starts is None else "smoothed"
+
+
+def _shoot(run: _Run) -> None:
+    """Multiple shooting (:func:`dynfit.shooting.shoot`) after the pre-fit on a fresh start: with
+    ``shooting`` None on noisy data that were pre-fitted, with True always. The library's
+    coefficients alone are fitted when the pre-fit kept no neural part (it would fit the noise),
+    every weight otherwise. Segment states start from the Savitzky-Golay smoothed data."""
+    m = run.settings.model
+    use = m.shooting
+    if use is None:
+        use = bool(run.meta.get("noisy_data")) and "prefit_targets" in run.meta
+    if not use or run.start > 0:
+        return
+    from .shooting import shoot
+    from .smoothing import noise_level, savgol_window, smoothed_states
+
+    z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
+    if run.starts is not None:
+        states = run.scaler.forward(np.asarray(run.starts, dtype=np.float64))
+    else:
+        windows = (getattr(run, "selection", None) or {}).get("windows") or run.savgol_windows
+        states = smoothed_states(z, savgol_window(z, noise_level(z)) if windows is None
+                                 else windows)
+    library = hasattr(run.field, "coef") and hasattr(run.field, "features")
+    neural = any(p.requires_grad for name, p in run.field.named_parameters() if name != "coef")
+    only_library = library and (not neural or not run.meta.get("prefit_neural_kept", 1))
+    # the solver's error a thousandth of the noise (at most 1e-5, at least what the dtype resolves)
+    noise = run.meta.get("noise_estimate", 0.0)
+    rtol = min(max(1e-3 * noise, 1e-8 if run.dtype == torch.float64 else 1e-5), 1e-5)
+    info = shoot(run.field, z, states, length=min(m.shooting_length, z.shape[1] - 1),
+                 iterations=m.shooting_iterations, rtol=rtol,
+                 parameters="library" if only_library else "all",
+                 deadline=run.deadline, device=run.device, dtype=run.dtype)
+    run.meta.update({**info, "shooting_rtol": rtol})
+    if not _finite(run.field, 0.0):
+        raise FloatingPointError("multiple shooting produced non-finite weights; pass "
+                                 "shooting=False")
+    if run.ddp is not None:
+        run.ddp.broadcast_(run.field)
 
 
 def _windows(run: _Run, h: int):

@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "dynfit.smoothing", "dynfit.weakform")),
     ("fields", ("dynfit.nn.*", "dynfit.equations")),
     ("diagnostics", ("dynfit.diagnostics.*",)),
-    ("training parts", ("dynfit.inference", "dynfit.strategies", "dynfit.prefit",
+    ("training parts", ("dynfit.inference", "dynfit.strategies", "dynfit.prefit", "dynfit.shooting",
                         "dynfit.selection", "dynfit.surrogate", "dynfit._watch")),
     ("settings", ("dynfit.config",)),
     ("fit", ("dynfit.train", "dynfit.estimator")),

@@ -87,6 +87,7 @@ dynfit/nn/tabn_tables.py
 dynfit/plot.py
 dynfit/prefit.py
 dynfit/selection.py
+dynfit/shooting.py
 dynfit/smoothing.py
 dynfit/solvers/__init__.py
 dynfit/solvers/control.py
@@ -149,6 +150,7 @@ tests/dynfit/test_library.py
 tests/dynfit/test_norm.py
 tests/dynfit/test_plot.py
 tests/dynfit/test_schedule.py
+tests/dynfit/test_shooting.py
 tests/dynfit/test_solvers.py
 tests/dynfit/test_solvers_control.py
 tests/dynfit/test_solvers_docs.py
@@ -173,6 +175,7 @@ tests/systems/test_lyapunov.py
 tests/systems/test_reference_exponents.py
 tests/systems/test_simulate.py
 tests/systems/test_starts.py
+tests/systems/test_threads.py
 tests/test_api.py
 tests/test_fuzz.py
 tests/test_getting_started.py
