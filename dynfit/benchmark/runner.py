@@ -233,6 +233,9 @@ def _execute(task: Task, cache: Path | None = None) -> xr.Dataset:
     problem = make_problem(
         task.system, task.protocol, noise=task.noise, seed=task.seed, quick=task.quick, cache=cache
     )
+    # again: a numba parallel launch while making the problem resets the OpenMP thread count
+    # torch shares (docs/systems.md, "Threads"), and spinning threads would eat the CPU budget
+    torch.set_num_threads(1)
     model = _methods.make(task.method, seed=task.seed, budget=task.budget, quick=task.quick)
     w0, c0 = time.perf_counter(), _cpu_seconds()
     try:

@@ -90,6 +90,38 @@ def test_the_child_cpu_limit_stops_a_runaway():
     assert proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL)
 
 
+def test_the_fit_runs_on_one_torch_thread_after_the_problem_raised_it(monkeypatch):
+    # making the problem can launch numba's OpenMP pool, which resets the thread count torch shares
+    import torch
+
+    from dynfit.benchmark import methods
+
+    real = protocols.make_problem
+
+    def making(*args, **kwargs):
+        problem = real(*args, **kwargs)
+        torch.set_num_threads(2)
+        return problem
+
+    seen = []
+
+    class Probe:
+        settings: dict = {}
+
+        def fit(self, train, dt):
+            seen.append(torch.get_num_threads())
+            raise RuntimeError("probe: no fit")
+
+    monkeypatch.setattr(protocols, "make_problem", making)
+    monkeypatch.setattr(methods, "make", lambda *a, **k: Probe())
+    before = torch.get_num_threads()
+    try:
+        out = runner._execute(runner.Task("lorenz63", "gilpin", 0.0, 0, "pysindy", 5.0, True))
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1] and out.attrs["status"] == "fit failed"
+
+
 def test_resolve_system_names_and_errors():
     assert protocols.resolve_system("lorenz96:N=6").dim == 6
     with pytest.raises(ValueError, match="unknown system 'lorenz36'"):
