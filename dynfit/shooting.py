@@ -96,15 +96,18 @@ class _Problem:
         return misfit, gap
 
     def forecast_error(self, rows: torch.Tensor) -> float:
-        """Mean squared error of free runs of _FORECAST_SEGMENTS segments (shorter where the data
-        end) from the states of the segments ``rows``, against the data: chaos amplifies a
-        field's error above the noise, which a segment's misfit cannot show."""
+        """Mean squared error of free runs of _FORECAST_SEGMENTS segments (fewer where the data
+        end: then as long as the earliest of ``rows`` allows, from the segments that fit) from
+        the states of the segments ``rows``, against the data: chaos amplifies a field's error
+        above the noise, which a segment's misfit cannot show."""
         t = self.z.shape[1]
-        horizon = min(_FORECAST_SEGMENTS * self.length, t - 1 - int(self.first[0]))
         start = np.tile(self.first, self.n)
-        ok = rows.cpu().numpy() & (start + horizon <= t - 1)
-        if not ok.any():
+        mine = rows.cpu().numpy()
+        if not mine.any():
             return math.nan
+        # shorter where the data end: one trajectory's held-out tail is one run to its end
+        horizon = min(_FORECAST_SEGMENTS * self.length, t - 1 - int(start[mine].min()))
+        ok = mine & (start + horizon <= t - 1)
         traj = np.repeat(np.arange(self.n), self.k)[ok]
         idx = start[ok][:, None] + np.arange(horizon + 1)[None, :]
         truth = torch.as_tensor(self.z[traj[:, None], idx].transpose(1, 0, 2), dtype=self.s.dtype,

@@ -73,6 +73,17 @@ def test_shooting_recovers_a_rotation_from_noisy_samples_better_than_its_start()
     assert info["shooting_held_out"] < info["shooting_held_out_start"]
 
 
+def test_one_trajectory_is_validated_on_its_tail():
+    # the held-out fifth is the trajectory's last segments: scored by one run to its end
+    w = 0.1
+    noisy, clean = _rotation(n_traj=1, n=401, noise=0.1, seed=2)
+    field = _Linear([[0.0, 0.8 * w], [-0.8 * w, 0.0]])
+    info = shoot(field, noisy, clean, length=20, iterations=60)
+    assert info["shooting_kept"] == 1, info
+    assert info["shooting_held_out"] < info["shooting_held_out_start"]
+    assert abs(float(field.coef.detach()[0, 1]) - w) < 0.05 * w
+
+
 def test_an_exact_field_on_clean_data_stays_exact():
     _, clean = _rotation()
     field = _Linear([[0.0, 0.1], [-0.1, 0.0]])
