@@ -26,6 +26,7 @@ import torch
 
 from _dyncore import checks
 
+from .prefit import _held_out
 from .solvers import MixedNorm, odesolve
 
 __all__ = ["held_out_segments", "segments", "shoot"]
@@ -53,15 +54,12 @@ def segments(z: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def held_out_segments(n: int, k: int) -> np.ndarray:
-    """(N * K,) bool, trajectory-major: the validation segments, those of the last fifth of the
-    trajectories (N >= 2), else the last fifth of the one trajectory's segments (at least one,
-    never all)."""
-    held = np.zeros((n, k), dtype=bool)
-    if n >= 2:
-        held[n - max(1, round(0.2 * n)):] = True
-    elif k >= 2:
-        held[0, k - max(1, round(0.2 * k)):] = True
-    return held.reshape(-1)
+    """(N * K,) bool, trajectory-major: the validation segments, the pre-fit's split
+    (:func:`dynfit.prefit` holds out the last fifth of the trajectories, or of the one
+    trajectory's rows); none when there is a single segment."""
+    if n * k < 2:
+        return np.zeros(n * k, dtype=bool)
+    return _held_out(n * k, n).numpy()
 
 
 class _Problem:
