@@ -67,6 +67,23 @@ def is_float(low: float | None = None, high: float | None = None, *, low_open: b
     return check
 
 
+def is_order(value, name):
+    """A finite-difference order: "auto" (chosen by the data) or an even integer >= 2."""
+    if value == "auto":
+        return value
+    if isinstance(value, str):
+        raise ValueError(f'{name} must be "auto" or an even whole number, got {_kind(value)}; '
+                         f'e.g. {_key(name)} = "auto" or {_key(name)} = 12')
+    value = is_int(2)(value, name)
+    if value % 2:
+        raise ValueError(f"{name} must be even (central differences), got {value}; "
+                         f'write {value + 1}, {value - 1} or "auto"')
+    return value
+
+
+is_order.expects = '"auto" or an even integer'
+
+
 def is_bool(value, name):
     """true or false (booleans; "no", 0 and 1 are refused)."""
     return _checks.boolean(

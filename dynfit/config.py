@@ -76,6 +76,7 @@ from ._settings import (  # noqa: F401
     is_float,
     is_int,
     is_list,
+    is_order,
     is_str,
     is_torch_device,
     one_of,
@@ -161,7 +162,8 @@ class WindowSettings(_Settings):
 class ModelSettings(_Settings):
     """The model: its field (None: DEFAULT_FIELD; a FieldSettings, a config dict or a torch module),
     dtype, device (None: cuda when available), seed, and the derivative pre-fit (``prefit``: None =
-    with the continuous strategy on a fresh start; ``prefit_order``: the finite-difference order;
+    with the continuous strategy on a fresh start; ``prefit_order``: the finite-difference order
+    ("auto": chosen by the data, :func:`dynfit.prefit.auto_order`);
     ``prefit_targets``: "auto" (smoothed where the noise estimate finds noise, else differences),
     "differences", "smoothed" or "weak" (:func:`dynfit.prefit.prefit`); ``prefit_iterations``:
     the L-BFGS iteration cap of the neural part); multiple shooting after the pre-fit
@@ -172,7 +174,7 @@ class ModelSettings(_Settings):
     device: Any = setting(None, is_torch_device, toml="train")
     seed: int = setting(0, is_int(0), toml="train")
     prefit: bool | None = setting(None, is_bool_or_none, toml="train")
-    prefit_order: int = setting(8, is_int(2), toml="train")
+    prefit_order: int | str = setting("auto", is_order, toml="train")
     prefit_targets: str = setting(
         "auto", one_of(("auto", "differences", "smoothed", "weak")), toml="train"
     )

@@ -21,6 +21,7 @@ per sampling interval.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -29,19 +30,70 @@ import torch
 
 from systems import checks
 
-__all__ = ["choose_targets", "derivative_targets", "prefit"]
+__all__ = ["auto_order", "choose_targets", "derivative_targets", "prefit", "stencil"]
 
-# central first-derivative stencils (unit spacing), order -> coefficients of samples -p..p
-STENCILS = {
-    2: (-1 / 2, 0.0, 1 / 2),
-    4: (1 / 12, -2 / 3, 0.0, 2 / 3, -1 / 12),
-    6: (-1 / 60, 3 / 20, -3 / 4, 0.0, 3 / 4, -3 / 20, 1 / 60),
-    8: (1 / 280, -4 / 105, 1 / 5, -4 / 5, 0.0, 4 / 5, -1 / 5, 4 / 105, -1 / 280),
-    10: (-1 / 1260, 5 / 504, -5 / 84, 5 / 21, -5 / 6, 0.0, 5 / 6, -5 / 21, 5 / 84, -5 / 504,
-         1 / 1260),
-    12: (1 / 5544, -1 / 385, 1 / 56, -5 / 63, 15 / 56, -6 / 7, 0.0, 6 / 7, -15 / 56, 5 / 63,
-         -1 / 56, 1 / 385, -1 / 5544),
-}
+AUTO_MAX_ORDER = 24  # the highest difference order "auto" tries (docs/training.md, "Pre-fit order")
+
+
+@functools.lru_cache(maxsize=None)
+def stencil(order: int) -> tuple[float, ...]:
+    """The central first-derivative stencil of even ``order`` at unit spacing: coefficients of
+    samples -p..p (p = order // 2), c_k = (-1)^(k+1) (p!)^2 / (k (p-k)! (p+k)!), c_-k = -c_k
+    (Fornberg 1988)."""
+    order = check_order(order)
+    p = order // 2
+    half = [(-1) ** (k + 1) * math.factorial(p) ** 2
+            / (k * math.factorial(p - k) * math.factorial(p + k)) for k in range(1, p + 1)]
+    return tuple([-c for c in reversed(half)] + [0.0] + half)
+
+
+def check_order(order) -> int:
+    """A difference order: an even integer >= 2."""
+    order = checks.integer("derivative order", order, minimum=2,
+                           fix="pass an even order such as 8 or 12, or prefit_order='auto'")
+    if order % 2:
+        raise ValueError(f"derivative order must be even (central differences), got {order}; "
+                         f"pass {order + 1} or {order - 1}, or prefit_order='auto'")
+    return order
+
+
+def auto_order(z: np.ndarray, max_order: int = AUTO_MAX_ORDER) -> tuple[int, dict]:
+    """The difference order for trajectories z (N, T, D) at unit spacing, chosen by the data.
+
+    For each even order o from 4 to ``max_order`` whose stencil spans at most a quarter of a
+    trajectory, the gap ||d_o - d_(o-2)|| / ||d_o|| between the derivative estimates of orders o
+    and o - 2 on their common samples bounds the error of order o - 2. The order of the smallest
+    gap is chosen: the highest while the gaps fall, as they do on smooth clean data (slowly where
+    the flow has a kink, and on noisy data, whose pre-fit uses no differences); a lower one where
+    they reach roundoff. Returns (order, {order: gap}).
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 3:
+        raise ValueError(f"z must have shape (N, T, D), got {z.shape}")
+    t = z.shape[1]
+    orders = [o for o in range(4, check_order(max_order) + 1, 2) if 4 * o <= t]
+    if not orders:
+        return max(2, min(8, (t - 1) // 2 * 2)), {}
+    edge = orders[-1] // 2
+    est = {}
+    for o in [orders[0] - 2] + orders:
+        _, d = derivative_estimates(z, o)
+        d = d.reshape(z.shape[0], -1, z.shape[2])
+        cut = edge - o // 2
+        est[o] = d[:, cut:d.shape[1] - cut]
+    gaps = {o: float(np.linalg.norm(est[o] - est[o - 2]) / max(np.linalg.norm(est[o]), 1e-300))
+            for o in orders}
+    return min(orders, key=lambda o: (gaps[o], -o)), gaps
+
+
+def resolve_order(order, z: np.ndarray) -> int:
+    """``order`` itself (checked), or for "auto" :func:`auto_order` of z (N, T, D)."""
+    if isinstance(order, str):
+        if order != "auto":
+            raise ValueError(f"prefit_order must be 'auto' or an even integer, got {order!r}; "
+                             "e.g. prefit_order='auto' or prefit_order=12")
+        return auto_order(z)[0]
+    return check_order(order)
 
 
 def derivative_estimates(z: np.ndarray, order: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +103,7 @@ def derivative_estimates(z: np.ndarray, order: int = 8) -> tuple[np.ndarray, np.
     samples (``order // 2`` dropped at each end of every trajectory) and dz/dt
     there, with truncation error O(h^order).
     """
-    checks.choice("derivative order", order, sorted(STENCILS))
+    order = check_order(order)
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 3:
         raise ValueError(f"z must have shape (N, T, D), got {z.shape}")
@@ -62,7 +114,7 @@ def derivative_estimates(z: np.ndarray, order: int = 8) -> tuple[np.ndarray, np.
                          "or longer trajectories")
     m = t - order
     dz = np.zeros((n, m, d))
-    for k, c in enumerate(STENCILS[order]):
+    for k, c in enumerate(stencil(order)):
         if c:
             dz += c * z[:, k:k + m]
     p = order // 2

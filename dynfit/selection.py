@@ -25,13 +25,15 @@ time unit per sampling interval):
 3. Each is fitted by sequentially thresholded least squares (STLSQ, as SINDy)
    on the training part at thresholds ``THRESHOLDS`` (0, 1e-3, 5e-2 with 3
    rounds for libraries over 200 terms) (of each component's
-   RMS derivative, on column-scaled coefficients); the threshold with the
-   smallest validation error wins (the sparsest within 10% of it).
+   RMS derivative, on column-scaled coefficients); the sparsest fit within
+   10% of the smallest validation error, or closer to the targets than the
+   floor below, wins.
 4. The contenders: candidates within 25% of the best validation derivative
-   error, or closer to the targets than the targets' own error
+   error, or closer to the targets than the floor: the targets' own error
    (:func:`_target_floor`; a larger library then only fits the targets'
    error, e.g. the truncation error of the differences, which is a smooth
-   function of the state).
+   function of the state), and never below ``ERROR_FLOOR`` (1e-9, the
+   accuracy of samples integrated at rtol 1e-9).
 5. A short free run (RK4, 2 steps per sample) of each contender's library
    alone from 8 validation states over ``free_steps`` samples: one that
    leaves 10x the data's range or turns non-finite is rejected, and so is
@@ -56,6 +58,9 @@ __all__ = ["auto_field_config", "select_library"]
 
 THRESHOLDS = (0.0, 1e-4, 1e-3, 1e-2, 5e-2)
 _NEAR_BEST = 1.25  # derivative error within this factor of the best: eligible
+# relative derivative errors below this are not told apart: the accuracy of the samples themselves
+# (systems.simulate integrates at rtol 1e-9), where a larger library only fits the integrator's error
+ERROR_FLOOR = 1e-9
 _FREE_FACTOR = 10.0  # free-run error within this factor of the best: eligible
 _MAX_ROWS = 8000  # training rows used by the regression (evenly thinned)
 _BIG = 200  # libraries with more terms: thresholds 0, 1e-3, 5e-2 and 3 STLSQ rounds
@@ -170,7 +175,7 @@ def _features(lib: Library, data: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def _evaluate(name: str, spec: dict, data: dict) -> dict:
     """One candidate: STLSQ at each threshold on the training part, scored on the validation part;
-    the sparsest fit within 10% of the best validation error is kept."""
+    the sparsest fit within 10% of the best validation error (or below the floor) is kept."""
     dim = data["dim"]
     lib = Library(dim, spec, dtype=torch.float64)
     ft, fv = _features(lib, data)
@@ -196,8 +201,9 @@ def _evaluate(name: str, spec: dict, data: dict) -> dict:
         return {**row, "val_error": math.inf, "active": 0, "threshold": 0.0, "coef": None,
                 "lib": lib}
     best = min(f[0] for f in fits)
-    # the sparsest fit near the best
-    err, tau, coef = max((f for f in fits if f[0] <= 1.1 * best), key=lambda f: f[1])
+    # the sparsest fit near the best, or closer to the targets than their own error
+    limit = max(1.1 * best, data.get("floor", 0.0), ERROR_FLOOR)
+    err, tau, coef = max((f for f in fits if f[0] <= limit), key=lambda f: f[1])
     return {**row, "val_error": err, "active": int(np.count_nonzero(coef)), "threshold": tau,
             "coef": coef,
             "lib": lib}
@@ -280,6 +286,9 @@ def _select(z, scale, max_degree, max_terms, free_steps, targets, order):
             xt, yt = xt[keep], yt[keep]
         data, rows_t = {"xt": xt, "yt": yt, "xv": xv, "yv": yv}, xt.shape[0]
     data.update({"dim": dim, "zv": zv})
+    floor = _target_floor(zv, tinfo["targets"], tinfo["noise_level"], tinfo.get("windows"), order,
+                          data) if tinfo["targets"] != "differences" or order > 2 else 0.0
+    data["floor"] = floor
     max_terms = min(max_terms, max(rows_t // 8, 1))
     rows, best_poly, stale, best_err = [], 1, 0, math.inf
     for degree in range(1, max_degree + 1):
@@ -301,8 +310,6 @@ def _select(z, scale, max_degree, max_terms, free_steps, targets, order):
                   if name.startswith("poly1+trig") and "trig_times" not in spec]
         extra = [(n, s) for n, s in extra if spec_n_terms(check_spec(s, dim), dim) <= max_terms]
     rows += [_evaluate(name, spec, data) for name, spec in extra]
-    floor = _target_floor(zv, tinfo["targets"], tinfo["noise_level"], tinfo.get("windows"), order,
-                          data) if tinfo["targets"] != "differences" or order > 2 else 0.0
     chosen, reason = _choose(rows, floor, zv, free_steps)
     if chosen is None:
         spec = check_spec({"poly": 2}, dim)
@@ -334,7 +341,7 @@ def _choose(rows: list[dict], floor: float, zv: np.ndarray,
     if not ok:
         return None, ""
     best = min(r["val_error"] for r in ok)
-    limit = max(_NEAR_BEST * best, floor)
+    limit = max(_NEAR_BEST * best, floor, ERROR_FLOOR)
     near = [r for r in ok if r["val_error"] <= limit]
     for group in (near, [r for r in ok if r["val_error"] > limit]):
         for r in group:
@@ -347,9 +354,9 @@ def _choose(rows: list[dict], floor: float, zv: np.ndarray,
             return pick, (
                 f"fewest terms ({pick['n_terms']}, {pick['active']} active) among the {len(good)} "
                 f"candidate(s) within {_NEAR_BEST:g}x the best validation derivative error "
-                f"({best:.3g}) or the targets' own error ({floor:.3g}) whose free runs over "
-                f"{free_steps} samples stayed in range and within {_FREE_FACTOR:g}x the best "
-                f"({free:.3g})" + ("" if group is near else "; every closer candidate blew up"))
+                f"({best:.3g}) or the targets' own error ({max(floor, ERROR_FLOOR):.3g}) whose "
+                f"free runs over {free_steps} samples stayed in range and within "
+                f"{_FREE_FACTOR:g}x the best ({free:.3g})" + ("" if group is near else "; every closer candidate blew up"))
     return None, ""
 
 

@@ -177,6 +177,11 @@ class Strategy(abc.ABC):
         base = self.inference().to_dict()
         return InferenceSolver.from_dict({**base, "max_steps": min(base["max_steps"], max_steps)})
 
+    def resolved(self, misfit: float, horizon: int) -> str | None:
+        """Why a misfit (RMS per component) over windows of ``horizon`` samples is below what
+        training can measure, or None (here: never)."""
+        return None
+
     floor: LossFloor | None = None  # set by fit from the data (set_floor)
 
     def set_floor(self, floor: LossFloor | None) -> None:
@@ -637,11 +642,11 @@ class ContinuousStrategy(Strategy):
             )
         return None
 
-    def _resolved(self, row: dict) -> str | None:
+    def resolved(self, misfit: float, horizon: int) -> str | None:
         """The misfit is below what the training solver resolves at rtol_min (10 * rtol_min *
         horizon)."""
-        res = 10.0 * self.rtol_min * int(row.horizon)
-        misfit = float(row.misfit)
+        res = 10.0 * self.rtol_min * int(horizon)
+        misfit = float(misfit)
         if misfit <= res:
             return (
                 f"at its floor: the misfit {misfit:.3g} is below what the training solver resolves "
@@ -702,7 +707,7 @@ class ContinuousStrategy(Strategy):
         if not history:
             return None
         last = history[-1]
-        reason = self._resolved(last)
+        reason = self.resolved(float(last.misfit), int(last.horizon))
         if reason is None and self.floor is not None:
             reason = self.floor.roundoff_reason(float(last.loss))
         if reason is None and self.current == self.max_horizon:

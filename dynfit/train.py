@@ -35,6 +35,7 @@ from .config import (
     settings_from_config,
 )
 from .data import Standardizer, as_trajectories, make_windows
+from .prefit import resolve_order
 from .nn.registry import DEFAULT_FIELD, FieldSettings, build_field
 from .surrogate import Surrogate
 
@@ -179,6 +180,7 @@ class _Run:
     best: dict | None = None  # {"score", "epoch" (-1: before training), "field"}: the weights kept
     savgol_windows: list | None = None  # (D,) the pre-fit's Savitzky-Golay windows, if smoothed
     starts: np.ndarray | None = None  # (N, T, D) smoothed trajectories windows start from, or None
+    order: int = 8  # the pre-fit's difference order (settings.model.prefit_order, "auto" resolved)
 
     @property
     def dim(self) -> int:
@@ -232,12 +234,13 @@ def _build_model(run: _Run) -> None:
     elif isinstance(spec, FieldSettings):
         spec = spec.config()
     mask, run.selection = None, None
+    z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
+    run.order = resolve_order(m.prefit_order, z)
     if isinstance(spec, dict) and spec.get("kind") == "auto":  # the library chosen by the data
         from .selection import auto_field_config
 
-        z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
         spec, mask, run.selection = auto_field_config(
-            spec, z, scale=run.scaler.std, targets=m.prefit_targets, order=m.prefit_order
+            spec, z, scale=run.scaler.std, targets=m.prefit_targets, order=run.order
         )
     if isinstance(spec, dict):
         run.field_config = dict(spec)
@@ -342,7 +345,7 @@ def _prefit(run: _Run) -> None:
         info = prefit(
             run.field,
             z,
-            order=m.prefit_order,
+            order=run.order,
             iterations=m.prefit_iterations,
             device=run.device,
             dtype=run.dtype,
@@ -355,7 +358,7 @@ def _prefit(run: _Run) -> None:
                 "prefit_field_error_lstsq": info["field_error_lstsq"],
                 "prefit_iterations": info["iterations"],
                 "prefit_wall_time": info["wall_time"],
-                "prefit_order": int(m.prefit_order),
+                "prefit_order": int(run.order),
                 "prefit_targets": info["targets"],
             }
         )
@@ -499,7 +502,7 @@ def _train(run: _Run) -> str:
                                              reduce=_reducer(run.ddp, n_windows))
                 if misfit is not None:
                     run.meta["initial_misfit"] = misfit
-                    reason = _floor_before_training(run, misfit)
+                    reason = _floor_before_training(run, misfit, h)
                     if reason is not None:
                         return reason
             t0 = time.perf_counter()
@@ -545,12 +548,20 @@ def _watch_data(run: _Run) -> None:
     run.blown = run.best["score"].blown if run.best is not None else 0
 
 
-def _floor_before_training(run: _Run, misfit: float) -> str | None:
-    """Why not to train at all: on noisy data, the starting field's loss (``misfit``: the RMS
-    error per component of its rollouts at the tightest tolerance) already at the noise floor;
-    epochs would only fit the noise. None otherwise (clean data: the epochs' own stop rules)."""
+def _floor_before_training(run: _Run, misfit: float, horizon: int) -> str | None:
+    """Why not to train at all: the starting field's loss (``misfit``: the RMS error per component
+    of its rollouts of ``horizon`` samples at the tightest tolerance) already at its floor. On
+    clean data, below what the training solver resolves (epochs could not measure the field, only
+    move it); on noisy data, at the noise floor (epochs would only fit the noise). None
+    otherwise."""
+    if not math.isfinite(misfit):
+        return None
+    reason = run.strat.resolved(misfit, horizon)
+    if reason is not None:
+        return (f"{reason}, before the first epoch: the pre-fit's field is kept as it is (no "
+                "epoch run)")
     floor = run.strat.floor
-    if floor is None or floor.noise <= 0 or not math.isfinite(misfit):
+    if floor is None or floor.noise <= 0:
         return None
     reason = floor.noise_reason(misfit ** 2 * run.dim)
     if reason is None:
@@ -756,8 +767,7 @@ def _finish(run: _Run, stop_reason: str):
         from ._watch import field_error
 
         z = run.scaler.forward(np.asarray(run.trajectories, dtype=np.float64))
-        order = getattr(run.settings.model, "prefit_order", 8)
-        err = field_error(run.field, z, order=order, device=run.device, dtype=run.dtype)
+        err = field_error(run.field, z, order=run.order, device=run.device, dtype=run.dtype)
         solver = run.strat.inference(err)
         meta.update({"field_error": err, "inference_rtol": solver.rtol})
     surrogate = Surrogate(run.field, run.scaler, run.dt, solver=solver, strategy=run.strat,

@@ -30,6 +30,7 @@ benchmarks/bench_gpu.py
 benchmarks/bench_inference.py
 benchmarks/bench_library.py
 benchmarks/bench_peers_lorenz.py
+benchmarks/bench_prefit_order.py
 benchmarks/bench_solvers.py
 benchmarks/bench_systems.py
 benchmarks/bench_tabn.py
