@@ -486,6 +486,8 @@ def plot_training(history: xr.Dataset, path=None, *, show=None):
             f"plot_training needs an 'epoch' dimension, got dims {dict(history.sizes)}"
         )
     ep = history["epoch"].values
+    if len(ep) == 0:  # no epoch ran (the pre-fit's field at its floor): say so, not empty axes
+        return _no_epochs(history, path, show)
     panels = [("loss", "training loss [squared (standardised) state units]", 1.0, True),
               ("accepted_fraction", "accepted examples / steps [%]", 100.0, False),
               ("mean_substeps", "substeps (rejected; adaptive: per sample)", 1.0, False)]
@@ -532,6 +534,27 @@ def plot_training(history: xr.Dataset, path=None, *, show=None):
     axes[0].legend(fontsize="small")
     fig.suptitle("training: loss and what the solver did, per epoch")
     fig.tight_layout()
+    return _finish(fig, path, shown)
+
+
+def _no_epochs(history: xr.Dataset, path, show):
+    """The training figure of a history without epochs: why none ran, and the pre-fit's figures."""
+    import textwrap
+
+    fig, shown = _figure((9, 3.2), show)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_axis_off()
+    a = history.attrs
+    lines = ["No epoch ran: " + str(a.get("stop_reason", "no reason recorded"))]
+    facts = [(k, a[k]) for k in ("library", "prefit_order", "prefit_targets", "prefit_field_error",
+                                 "initial_misfit", "field_error", "inference_rtol") if k in a]
+    if facts:
+        lines.append("; ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in facts))
+    text = "\n".join(textwrap.fill(line, 100) for line in lines)
+    ax.text(0.0, 0.5, text, va="center", ha="left", fontsize=10, family="monospace",
+            transform=ax.transAxes)
+    fig.suptitle("training: the model is the pre-fit's field")
     return _finish(fig, path, shown)
 
 

@@ -192,6 +192,18 @@ def test_one_epoch_training_shows_a_point_and_integer_ticks(tmp_path):
     assert ticks and all(float(t).is_integer() for t in ticks)
 
 
+def test_a_history_without_epochs_says_why(tmp_path):
+    """fit ran no epoch (the pre-fit's field at its floor): the figure states the stop reason and
+    the pre-fit's figures instead of drawing empty axes."""
+    hist = _history(epochs=1).isel(strategy=0, seed=0, drop=True).isel(epoch=slice(0, 0))
+    hist.attrs.update(stop_reason="at its floor: before the first epoch", prefit_order=24,
+                      prefit_field_error=6.2e-11)
+    fig = plot.plot_training(hist, tmp_path / "t.png")
+    text = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "No epoch ran: at its floor" in text and "prefit_order 24" in text
+    assert "6.2e-11" in text and (tmp_path / "t.png").stat().st_size > 0
+
+
 def test_long_history_integer_ticks_without_markers():
     hist = _history(epochs=60).isel(strategy=0, seed=0, drop=True)
     ax = plot.plot_training(hist).axes[0]
