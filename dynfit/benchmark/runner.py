@@ -49,6 +49,7 @@ FORMAT = "dynfit-benchmark-task-1"
 HARD_LIMIT_FACTOR = 6.0  # a task's child may use this many budgets plus HARD_LIMIT_MARGIN CPU s
 HARD_LIMIT_MARGIN = 300.0
 WALL_LIMIT_FACTOR = 10.0  # ... and this many times that in wall seconds (a hang; a loaded machine)
+MEMORY_LIMIT_GB = 8.0  # a task's child's address space (a runaway fit fails with MemoryError)
 LLE_STEPS = 2000
 
 
@@ -343,7 +344,8 @@ def _in_child(task: Task, out: Path) -> xr.Dataset:
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=wall, preexec_fn=_cpu_limit(limit)
+            cmd, env=env, capture_output=True, text=True, timeout=wall,
+            preexec_fn=_limits(limit, MEMORY_LIMIT_GB * 2 ** 30),
         )
     except subprocess.TimeoutExpired:
         return _result_dataset(
@@ -388,8 +390,10 @@ def _in_child(task: Task, out: Path) -> xr.Dataset:
     return ds
 
 
-def _cpu_limit(seconds: float):
-    """A preexec function giving the child a CPU-time limit (POSIX), or None where there is none."""
+def _limits(seconds: float, memory_bytes: float):
+    """A preexec function giving the child a CPU-time limit and an address-space limit (POSIX), or
+    None where there is none: a fit whose memory runs away fails with a MemoryError, recorded,
+    instead of taking the machine's memory from every other task."""
     try:
         import resource
     except ImportError:  # Windows: the wall limit alone
@@ -398,6 +402,7 @@ def _cpu_limit(seconds: float):
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 10))
+        resource.setrlimit(resource.RLIMIT_AS, (int(memory_bytes), int(memory_bytes)))
 
     return limit
 

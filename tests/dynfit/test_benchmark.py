@@ -84,10 +84,21 @@ def test_the_child_cpu_limit_stops_a_runaway():
 
     if not hasattr(signal, "SIGXCPU"):
         pytest.skip("no RLIMIT_CPU on this platform")
-    proc = subprocess.run(
-        [sys.executable, "-c", "while True: pass"], timeout=120, preexec_fn=runner._cpu_limit(1)
-    )
+    proc = subprocess.run([sys.executable, "-c", "while True: pass"], timeout=120,
+                          preexec_fn=runner._limits(1, runner.MEMORY_LIMIT_GB * 2 ** 30))
     assert proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL)
+
+
+def test_the_child_memory_limit_turns_a_runaway_into_a_memory_error():
+    """A child that allocates past the address-space limit gets a MemoryError (recorded by the
+    runner as a failure), not the machine's memory."""
+    import subprocess
+    import sys
+
+    code = "import numpy as np\ntry:\n    np.ones(2 ** 31)\nexcept MemoryError:\n    print('refused')"
+    proc = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True,
+                          text=True, preexec_fn=runner._limits(60, 2 ** 30))
+    assert proc.stdout.strip() == "refused"
 
 
 def test_the_fit_runs_on_one_torch_thread_after_the_problem_raised_it(monkeypatch):
