@@ -432,6 +432,10 @@ class CurriculumStrategy(PaperStrategy):
         self.current = state.get("current")
 
 
+# the most solver steps a training rollout may take per sample (healthy fields take ~0.5-2)
+ROLLOUT_STEPS_PER_SAMPLE = 50
+
+
 class ContinuousStrategy(Strategy):
     """A continuous-time field, accurate adaptive rollouts, a schedule that acts (fit's default).
 
@@ -464,6 +468,11 @@ class ContinuousStrategy(Strategy):
     ``inference_rtol`` None (the default): ``fit`` sets the surrogate's
     inference tolerance from the field's measured accuracy
     (:meth:`inference_tolerance`); a number fixes it.
+
+    A rollout takes at most ``min(max_steps, ROLLOUT_STEPS_PER_SAMPLE * horizon)`` steps per
+    window: back-propagation keeps every step's stages, so a field that turns stiff off the data
+    would otherwise grow the graph without bound; such windows fail (NaN), and the epoch is rolled
+    back like a non-finite one.
 
     Windows start every ``min(horizon, max_stride)`` samples (never closer than
     the user's stride): disjoint windows (each sample once per epoch) up to
@@ -565,7 +574,7 @@ class ContinuousStrategy(Strategy):
             _times(horizon, x0),
             method=self.method,
             control=ctrl,
-            max_steps=self.max_steps,
+            max_steps=min(self.max_steps, ROLLOUT_STEPS_PER_SAMPLE * int(horizon)),
             raise_on_failure=False,
         )
         return sol.ys[1:], sol.stats

@@ -234,6 +234,19 @@ def test_default_fit_is_the_continuous_path(data, tmp_path):
     np.testing.assert_allclose(sur.generate(x0, 21), data.x.values[:, :21], rtol=1e-3, atol=1e-3)
 
 
+def test_training_rollouts_stop_at_their_step_limit_per_sample():
+    """A field stiff for the training solver fails its windows after ROLLOUT_STEPS_PER_SAMPLE
+    steps a sample (NaN rows, an epoch then rolled back) instead of growing the graph without
+    bound."""
+    from dynfit.strategies import ROLLOUT_STEPS_PER_SAMPLE
+
+    s = ContinuousStrategy()
+    s.rtol = 1e-6
+    ys, stats = s.rollout(lambda t, y: -1e5 * y, torch.ones(3, 2, dtype=torch.float64), 4)
+    assert int(stats.n_steps.max()) == ROLLOUT_STEPS_PER_SAMPLE * 4
+    assert not torch.isfinite(ys).any()
+
+
 class _NaNField(torch.nn.Module):
     def __init__(self):
         super().__init__()
