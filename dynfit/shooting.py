@@ -81,7 +81,11 @@ class _Problem:
         self.has_next = torch.as_tensor(nxt.reshape(-1), device=device)
 
     def parts(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean squared misfit, mean squared gap) over the segments ``rows`` (bool (N * K,))."""
+        """(mean squared misfit, mean squared gap) over the segments ``rows`` (bool (N * K,));
+        an infinite misfit where a line-search trial made a start state non-finite."""
+        if not bool(torch.isfinite(self.s[rows]).all()):
+            inf = self.s[rows].nan_to_num(0.0, 0.0, 0.0).sum() * 0.0 + math.inf
+            return inf, torch.zeros_like(inf)
         sol = odesolve(self.field, self.s[rows], self.times, method="rkf45",
                        control=MixedNorm(rtol=self.rtol, atol=self.rtol),
                        max_steps=self.max_steps, raise_on_failure=False)
@@ -103,6 +107,8 @@ class _Problem:
         mine = rows.cpu().numpy()
         if not mine.any():
             return math.nan
+        if not bool(torch.isfinite(self.s[rows]).all()):
+            return math.inf
         # shorter where the data end: one trajectory's held-out tail is one run to its end
         horizon = min(_FORECAST_SEGMENTS * self.length, t - 1 - int(start[mine].min()))
         ok = mine & (start + horizon <= t - 1)

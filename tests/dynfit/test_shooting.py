@@ -73,6 +73,24 @@ def test_shooting_recovers_a_rotation_from_noisy_samples_better_than_its_start()
     assert info["shooting_held_out"] < info["shooting_held_out_start"]
 
 
+def test_a_non_finite_trial_state_is_an_infinite_loss_not_an_error():
+    """L-BFGS line-search trials can make a segment's start state non-finite (DoublePendulum in the
+    catalogue): the loss is then infinite, with a gradient, and the forecast error infinite."""
+    from dynfit.shooting import _Problem
+
+    _, z = _rotation(n_traj=2, n=101)
+    p = _Problem(_Linear([[0.0, 0.1], [-0.1, 0.0]]), z, z, 25, 1e-8, 1.0, 4000, "cpu",
+                 torch.float64)
+    rows = torch.ones(p.s.shape[0], dtype=torch.bool)
+    assert np.isfinite(float(p.loss(rows)))
+    with torch.no_grad():
+        p.s[1, 0] = float("nan")
+    loss = p.loss(rows)
+    loss.backward()
+    assert float(loss) == np.inf and torch.isfinite(p.s.grad).all()
+    assert p.forecast_error(rows) == np.inf
+
+
 def test_one_trajectory_is_validated_on_its_tail():
     # the held-out fifth is the trajectory's last segments: scored by one run to its end
     w = 0.1
