@@ -1,5 +1,5 @@
-"""The pre-fit's difference order: ``fit`` with ``epochs=0`` (pre-fit only) at several orders, on the
-forecasting benchmark's problems.
+"""The pre-fit's difference order: ``fit`` with ``epochs=0`` (pre-fit only) at several orders, on
+the forecasting benchmark's problems.
 
 For each flow the benchmark's problem (protocol ``--protocol``, noise 0, seed ``--seed``: the data,
 held-out starts and clean truth of ``dynfit benchmark``) is made, or read from ``--cache`` (a

@@ -186,12 +186,13 @@ def _train_cmd(args: argparse.Namespace) -> int:  # train_from_config locks the 
     ddp = context()
     if ddp is not None and not ddp.is_main:  # torchrun: rank 0 wrote the files and reports
         return 0
-    print(
-        f"trained {sur!r} for {hist.sizes['epoch']} epochs; final loss {float(hist.loss[-1]):.4g}, "
-        f"accepted fraction {float(hist.accepted_fraction[-1]):.3f}; wrote {out / 'model.pt'} and "
-        f"{out / 'history.nc'}",
-        flush=True,
-    )
+    if hist.sizes["epoch"]:
+        trained = (f"trained {sur!r} for {hist.sizes['epoch']} epochs; final loss "
+                   f"{float(hist.loss[-1]):.4g}, accepted fraction "
+                   f"{float(hist.accepted_fraction[-1]):.3f}")
+    else:  # the pre-fit's field at its floor: no epoch ran, and the history says why
+        trained = f"fitted {sur!r} with no epoch ({hist.attrs.get('stop_reason', '')})"
+    print(f"{trained}; wrote {out / 'model.pt'} and {out / 'history.nc'}", flush=True)
     if args.no_evaluate:
         return 0
     with _locked(out):

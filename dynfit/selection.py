@@ -59,7 +59,7 @@ __all__ = ["auto_field_config", "select_library"]
 THRESHOLDS = (0.0, 1e-4, 1e-3, 1e-2, 5e-2)
 _NEAR_BEST = 1.25  # derivative error within this factor of the best: eligible
 # relative derivative errors below this are not told apart: the accuracy of the samples themselves
-# (systems.simulate integrates at rtol 1e-9), where a larger library only fits the integrator's error
+# (systems.simulate integrates at rtol 1e-9): a larger library there fits the integrator's error
 ERROR_FLOOR = 1e-9
 _FREE_FACTOR = 10.0  # free-run error within this factor of the best: eligible
 _MAX_ROWS = 8000  # training rows used by the regression (evenly thinned)
@@ -356,7 +356,8 @@ def _choose(rows: list[dict], floor: float, zv: np.ndarray,
                 f"candidate(s) within {_NEAR_BEST:g}x the best validation derivative error "
                 f"({best:.3g}) or the targets' own error ({max(floor, ERROR_FLOOR):.3g}) whose "
                 f"free runs over {free_steps} samples stayed in range and within "
-                f"{_FREE_FACTOR:g}x the best ({free:.3g})" + ("" if group is near else "; every closer candidate blew up"))
+                f"{_FREE_FACTOR:g}x the best ({free:.3g})"
+                + ("" if group is near else "; every closer candidate blew up"))
     return None, ""
 
 

@@ -95,7 +95,8 @@ def test_the_child_memory_limit_turns_a_runaway_into_a_memory_error():
     import subprocess
     import sys
 
-    code = "import numpy as np\ntry:\n    np.ones(2 ** 31)\nexcept MemoryError:\n    print('refused')"
+    code = ("import numpy as np\ntry:\n    np.ones(2 ** 31)\n"
+            "except MemoryError:\n    print('refused')")
     proc = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True,
                           text=True, preexec_fn=runner._limits(60, 2 ** 30))
     assert proc.stdout.strip() == "refused"
