@@ -32,7 +32,8 @@ from systems import checks
 
 __all__ = ["auto_order", "choose_targets", "derivative_targets", "prefit", "stencil"]
 
-AUTO_MAX_ORDER = 24  # the highest difference order "auto" tries (docs/training.md, "Pre-fit order")
+# the highest order "auto" tries (docs/training.md, "The pre-fit's difference order")
+AUTO_MAX_ORDER = 24
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,7 +62,8 @@ def auto_order(z: np.ndarray, max_order: int = AUTO_MAX_ORDER) -> tuple[int, dic
     """The difference order for trajectories z (N, T, D) at unit spacing, chosen by the data.
 
     For each even order o from 4 to ``max_order`` whose stencil spans at most a quarter of a
-    trajectory, the gap ||d_o - d_(o-2)|| / ||d_o|| between the derivative estimates of orders o
+    trajectory (and fits in the last fifth of a single trajectory, where the library selection
+    validates), the gap ||d_o - d_(o-2)|| / ||d_o|| between the derivative estimates of orders o
     and o - 2 on their common samples bounds the error of order o - 2. The order of the smallest
     gap is chosen: the highest while the gaps fall, as they do on smooth clean data (slowly where
     the flow has a kink, and on noisy data, whose pre-fit uses no differences); a lower one where
@@ -70,10 +72,13 @@ def auto_order(z: np.ndarray, max_order: int = AUTO_MAX_ORDER) -> tuple[int, dic
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 3:
         raise ValueError(f"z must have shape (N, T, D), got {z.shape}")
-    t = z.shape[1]
-    orders = [o for o in range(4, check_order(max_order) + 1, 2) if 4 * o <= t]
+    n, t = z.shape[:2]
+    # the shortest piece differences are taken of: the library selection validates a single
+    # trajectory on its last fifth (dynfit.selection), several on whole trajectories
+    shortest = t if n >= 2 else t - int(0.8 * t)
+    orders = [o for o in range(4, check_order(max_order) + 1, 2) if 4 * o <= t and o < shortest]
     if not orders:
-        return max(2, min(8, (t - 1) // 2 * 2)), {}
+        return max(2, min(8, (min(shortest, t) - 1) // 2 * 2)), {}
     edge = orders[-1] // 2
     est = {}
     for o in [orders[0] - 2] + orders:

@@ -35,8 +35,8 @@ from .config import (
     settings_from_config,
 )
 from .data import Standardizer, as_trajectories, make_windows
-from .prefit import resolve_order
 from .nn.registry import DEFAULT_FIELD, FieldSettings, build_field
+from .prefit import resolve_order
 from .surrogate import Surrogate
 
 __all__ = ["fit", "train_from_config", "HistoryRow", "HISTORY_VARS", "HISTORY_UNITS"]

@@ -82,13 +82,16 @@ def test_stencils_are_the_classical_central_differences():
 
 def test_auto_order_takes_the_highest_order_the_data_resolve(data):
     """Lorenz'63 sampled at dt 0.01: the gaps between successive orders fall, the highest order is
-    chosen; short trajectories cap it (a stencil spans at most a quarter of one); where the gaps
-    reach roundoff (a sine sampled 600 times a period) a lower order is chosen."""
+    chosen; short trajectories cap it (a stencil spans at most a quarter of one, and fits in a
+    single trajectory's last fifth); where the gaps reach roundoff (a sine sampled 600 times a
+    period) a lower order is chosen."""
     z = Standardizer.fit(data.x.values).forward(data.x.values)
     order, gaps = auto_order(z)
     assert order == AUTO_MAX_ORDER
     assert gaps[24] < 1e-3 * gaps[8]
     assert auto_order(z[:, :40])[0] == 10
+    # one trajectory: its last fifth (the selection's validation part, 20 samples) bounds it
+    assert auto_order(z[:1, :100])[0] == 18
     order, gaps = auto_order(np.sin(np.arange(400) * 0.01)[None, :, None])
     assert order < AUTO_MAX_ORDER and gaps[order] < 1e-13
     assert resolve_order("auto", z) == AUTO_MAX_ORDER and resolve_order(6, z) == 6
