@@ -58,6 +58,17 @@ def check_order(order) -> int:
     return order
 
 
+def validation_split(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) trajectories z (N, T, D): the last fifth of the trajectories (of the time
+    axis for one); the library selection validates on it."""
+    n, t = z.shape[:2]
+    if n >= 2:
+        k = max(1, round(0.2 * n))
+        return z[:n - k], z[n - k:]
+    cut = int(0.8 * t)
+    return z[:, :cut], z[:, cut:]
+
+
 def auto_order(z: np.ndarray, max_order: int = AUTO_MAX_ORDER) -> tuple[int, dict]:
     """The difference order for trajectories z (N, T, D) at unit spacing, chosen by the data.
 
@@ -72,10 +83,9 @@ def auto_order(z: np.ndarray, max_order: int = AUTO_MAX_ORDER) -> tuple[int, dic
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 3:
         raise ValueError(f"z must have shape (N, T, D), got {z.shape}")
-    n, t = z.shape[:2]
-    # the shortest piece differences are taken of: the library selection validates a single
-    # trajectory on its last fifth (dynfit.selection), several on whole trajectories
-    shortest = t if n >= 2 else t - int(0.8 * t)
+    t = z.shape[1]
+    # the shortest piece differences are taken of: the library selection's validation part
+    shortest = min(part.shape[1] for part in validation_split(z))
     orders = [o for o in range(4, check_order(max_order) + 1, 2) if 4 * o <= t and o < shortest]
     if not orders:
         return max(2, min(8, (min(shortest, t) - 1) // 2 * 2)), {}
@@ -93,12 +103,7 @@ def auto_order(z: np.ndarray, max_order: int = AUTO_MAX_ORDER) -> tuple[int, dic
 
 def resolve_order(order, z: np.ndarray) -> int:
     """``order`` itself (checked), or for "auto" :func:`auto_order` of z (N, T, D)."""
-    if isinstance(order, str):
-        if order != "auto":
-            raise ValueError(f"prefit_order must be 'auto' or an even integer, got {order!r}; "
-                             "e.g. prefit_order='auto' or prefit_order=12")
-        return auto_order(z)[0]
-    return check_order(order)
+    return auto_order(z)[0] if order == "auto" else check_order(order)
 
 
 def derivative_estimates(z: np.ndarray, order: int = 8) -> tuple[np.ndarray, np.ndarray]:

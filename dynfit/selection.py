@@ -119,16 +119,6 @@ def stlsq(feats: np.ndarray, target: np.ndarray, threshold: float, *, iterations
     return coef / scale[:, None]
 
 
-def _split(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) trajectories: the last fifth of trajectories (of time for one)."""
-    n, t = z.shape[:2]
-    if n >= 2:
-        k = max(1, round(0.2 * n))
-        return z[:n - k], z[n - k:]
-    cut = int(0.8 * t)
-    return z[:, :cut], z[:, cut:]
-
-
 def _free_run(library: Library, coef: np.ndarray, z_val: np.ndarray,
               steps: int) -> tuple[float, bool]:
     """(RMS error of a free run of the library model against z_val over ``steps`` samples from 8
@@ -266,14 +256,14 @@ def _weak_data(zt: np.ndarray, zv: np.ndarray, windows) -> tuple[dict, int]:
 
 
 def _select(z, scale, max_degree, max_terms, free_steps, targets, order):
-    from .prefit import choose_targets, derivative_targets
+    from .prefit import choose_targets, derivative_targets, validation_split
     from .smoothing import savgol_window
 
     dim = z.shape[2]
     tinfo = choose_targets(z, targets)
     if tinfo["targets"] in ("smoothed", "weak"):
         tinfo["windows"] = [int(w) for w in savgol_window(z, np.asarray(tinfo["noise_level"]))]
-    zt, zv = _split(z)
+    zt, zv = validation_split(z)
     if tinfo["targets"] == "weak":
         data, tinfo["weak_width"] = _weak_data(zt, zv, tinfo["windows"])
         rows_t = min(zt.shape[0] * zt.shape[1], 4 * data["yt"].shape[0])

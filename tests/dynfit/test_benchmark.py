@@ -92,13 +92,16 @@ def test_the_child_cpu_limit_stops_a_runaway():
 def test_the_child_memory_limit_turns_a_runaway_into_a_memory_error():
     """A child that allocates past the address-space limit gets a MemoryError (recorded by the
     runner as a failure), not the machine's memory."""
+    import os
     import subprocess
     import sys
 
     code = ("import numpy as np\ntry:\n    np.ones(2 ** 31)\n"
             "except MemoryError:\n    print('refused')")
+    # one BLAS thread: OpenBLAS reserves address space per thread at import on many-core CPUs
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True,
-                          text=True, preexec_fn=runner._limits(60, 2 ** 30))
+                          text=True, env=env, preexec_fn=runner._limits(60, 2 * 2 ** 30))
     assert proc.stdout.strip() == "refused"
 
 
